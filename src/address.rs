@@ -1,0 +1,150 @@
+//! Socket addresses as users write them: `HOST:PORT`, `unix:/path` (or a bare
+//! absolute path, as systemd-socket-proxyd takes it), and `NAME=ADDR` routes.
+//!
+//! Names are resolved once, when the configuration is read, so nothing on the
+//! connection path waits for a resolver.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+/// A parsed and resolved stream address.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Address {
+    /// A TCP address, with every socket address its host resolved to.
+    Tcp {
+        /// What the user wrote, for messages.
+        text: String,
+        /// The resolved addresses, tried in order.
+        addrs: Vec<SocketAddr>,
+    },
+    /// A Unix stream socket path.
+    Unix(PathBuf),
+}
+
+/// Why an address could not be used.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AddressError {
+    /// The text is not of a form we understand.
+    #[error("'{0}' is not an address: expected HOST:PORT, unix:/path or /path")]
+    Syntax(String),
+    /// The host name did not resolve.
+    #[error("'{text}' does not resolve: {reason}")]
+    Resolve {
+        /// What the user wrote.
+        text: String,
+        /// The resolver's answer.
+        reason: String,
+    },
+}
+
+impl Address {
+    /// Parses `text` and resolves its host name, if any.
+    pub fn parse(text: &str) -> Result<Self, AddressError> {
+        let text = text.trim();
+        if let Some(path) = text.strip_prefix("unix:") {
+            if path.is_empty() {
+                return Err(AddressError::Syntax(text.to_owned()));
+            }
+            return Ok(Address::Unix(PathBuf::from(path)));
+        }
+        if text.starts_with('/') {
+            return Ok(Address::Unix(PathBuf::from(text)));
+        }
+        let Some((host, port)) = text.rsplit_once(':') else {
+            return Err(AddressError::Syntax(text.to_owned()));
+        };
+        if host.is_empty() || port.parse::<u16>().is_err() {
+            return Err(AddressError::Syntax(text.to_owned()));
+        }
+        if let Ok(addr) = text.parse::<SocketAddr>() {
+            return Ok(Address::Tcp { text: text.to_owned(), addrs: vec![addr] });
+        }
+        if host.starts_with('[') || host.contains(':') {
+            // A bracketed or bare IPv6 literal that did not parse above.
+            return Err(AddressError::Syntax(text.to_owned()));
+        }
+        let addrs: Vec<SocketAddr> = text
+            .to_socket_addrs()
+            .map_err(|e| AddressError::Resolve { text: text.to_owned(), reason: e.to_string() })?
+            .collect();
+        if addrs.is_empty() {
+            return Err(AddressError::Resolve { text: text.to_owned(), reason: "no addresses".into() });
+        }
+        Ok(Address::Tcp { text: text.to_owned(), addrs })
+    }
+}
+
+impl fmt::Display for Address {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Address::Tcp { text, .. } => f.write_str(text),
+            Address::Unix(path) => write!(f, "unix:{}", path.display()),
+        }
+    }
+}
+
+/// An `--upstream` value: an address, optionally bound to a socket name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpstreamSpec {
+    /// The `LISTEN_FDNAMES` name this upstream serves, from `NAME=ADDR`.
+    pub socket_name: Option<String>,
+    /// Where the traffic goes.
+    pub address: Address,
+}
+
+impl UpstreamSpec {
+    /// Parses `ADDR` or `NAME=ADDR`.
+    ///
+    /// A name is what systemd allows in `FileDescriptorName=`: printable, no
+    /// colon, no slash; so `unix:/run/a=b` stays a plain path.
+    pub fn parse(text: &str) -> Result<Self, AddressError> {
+        if let Some((name, rest)) = text.split_once('=') {
+            let is_name = !name.is_empty()
+                && name.chars().all(|c| c.is_ascii_graphic() && c != ':' && c != '/' && c != '[');
+            if is_name {
+                return Ok(UpstreamSpec { socket_name: Some(name.to_owned()), address: Address::parse(rest)? });
+            }
+        }
+        Ok(UpstreamSpec { socket_name: None, address: Address::parse(text)? })
+    }
+}
+
+impl fmt::Display for UpstreamSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.socket_name {
+            Some(name) => write!(f, "{name}={}", self.address),
+            None => self.address.fmt(f),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form() {
+        assert_eq!(
+            Address::parse("127.0.0.1:8080").unwrap(),
+            Address::Tcp { text: "127.0.0.1:8080".into(), addrs: vec!["127.0.0.1:8080".parse().unwrap()] }
+        );
+        assert!(matches!(Address::parse("[::1]:80").unwrap(), Address::Tcp { .. }));
+        assert_eq!(Address::parse("unix:/run/x.sock").unwrap(), Address::Unix("/run/x.sock".into()));
+        assert_eq!(Address::parse("/run/x.sock").unwrap(), Address::Unix("/run/x.sock".into()));
+        assert!(matches!(Address::parse("localhost:80").unwrap(), Address::Tcp { addrs, .. } if !addrs.is_empty()));
+        for bad in ["", "8080", "host:", ":80", "host:99999", "unix:", "[::1:80"] {
+            assert!(matches!(Address::parse(bad), Err(AddressError::Syntax(_))), "{bad}");
+        }
+    }
+
+    #[test]
+    fn named_upstreams() {
+        let spec = UpstreamSpec::parse("https=127.0.0.1:8443").unwrap();
+        assert_eq!(spec.socket_name.as_deref(), Some("https"));
+        let spec = UpstreamSpec::parse("unix:/run/a=b").unwrap();
+        assert_eq!(spec.socket_name, None);
+        assert_eq!(spec.address, Address::Unix("/run/a=b".into()));
+        assert!(UpstreamSpec::parse("web=nonsense").is_err());
+    }
+}

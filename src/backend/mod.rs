@@ -1,0 +1,459 @@
+//! The backend's lifecycle: start on demand, wait until ready, stop when idle.
+//!
+//! One task (the supervisor) owns the backend process and is the only one to
+//! change its [`BackendState`]; everybody else holds a cheap [`Backend`]
+//! handle, reads the state from a watch channel, and asks for a start or a
+//! stop. A connection arriving while the backend is ready pays one atomic read.
+//!
+//! Failed starts are retried on demand with capped exponential backoff, so a
+//! broken backend can neither crash-loop nor busy-loop idlegate.
+
+pub mod process;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{fence, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+
+use crate::activity::InFlight;
+use crate::address::Address;
+use crate::readiness;
+use process::Process;
+
+/// The first delay before retrying a failed start.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// The longest delay before retrying a failed start.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+/// A backend that stayed ready this long before dying starts its failure count afresh.
+const HEALTHY_UPTIME: Duration = Duration::from_secs(10);
+
+/// What idlegate knows about the backend and how to run it.
+#[derive(Clone, Debug)]
+pub struct BackendSpec {
+    /// The program and arguments to start; `None` for an external backend.
+    pub command: Option<Vec<String>>,
+    /// The address whose answer means "ready".
+    pub ready: Address,
+    /// How long a start may take before it counts as failed.
+    pub start_timeout: Duration,
+    /// Grace after SIGTERM before SIGKILL.
+    pub stop_timeout: Duration,
+}
+
+/// Where the backend is in its lifecycle.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendState {
+    /// Not running; the next connection starts it.
+    Stopped,
+    /// Started (or being probed), not answering yet.
+    Starting,
+    /// Answering on its address.
+    Ready,
+    /// Being stopped.
+    Stopping,
+    /// The last start failed (or the backend died); a new start is allowed
+    /// from `retry_at` on.
+    Failed {
+        /// Why, as the log said it.
+        reason: Arc<str>,
+        /// When a new start may begin.
+        retry_at: Instant,
+    },
+    /// idlegate is shutting down: the backend will not start again.
+    ShutDown,
+}
+
+impl BackendState {
+    /// A few words for `systemctl status`.
+    pub fn describe(&self) -> &'static str {
+        match self {
+            BackendState::Stopped => "backend stopped",
+            BackendState::Starting => "backend starting",
+            BackendState::Ready => "backend ready",
+            BackendState::Stopping => "backend stopping",
+            BackendState::Failed { .. } => "backend failed",
+            BackendState::ShutDown => "shutting down",
+        }
+    }
+}
+
+/// Why a client cannot be forwarded.
+#[derive(Clone, Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The start failed, or the backend is in its retry backoff.
+    #[error("backend failed: {0}")]
+    Failed(Arc<str>),
+    /// The backend did not become ready within the client's start timeout.
+    #[error("backend not ready within the start timeout ({0:?})")]
+    StartTimeout(Duration),
+    /// idlegate is shutting down.
+    #[error("idlegate is shutting down")]
+    ShuttingDown,
+}
+
+enum Request {
+    Start,
+    Stop { only_if_idle: Option<InFlight>, done: oneshot::Sender<bool> },
+    ShutDown { done: oneshot::Sender<()> },
+}
+
+/// A handle on the backend; clone it freely.
+#[derive(Clone, Debug)]
+pub struct Backend {
+    state: watch::Receiver<BackendState>,
+    requests: mpsc::UnboundedSender<Request>,
+    start_timeout: Duration,
+}
+
+impl std::fmt::Debug for Request {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Request::Start => "Start",
+            Request::Stop { .. } => "Stop",
+            Request::ShutDown { .. } => "ShutDown",
+        })
+    }
+}
+
+impl Backend {
+    /// Creates the handle and spawns the supervisor task on the current runtime.
+    pub fn spawn(spec: BackendSpec) -> Backend {
+        let (state_tx, state_rx) = watch::channel(BackendState::Stopped);
+        let (requests, requests_rx) = mpsc::unbounded_channel();
+        let start_timeout = spec.start_timeout;
+        let supervisor = Supervisor {
+            spec,
+            state: state_tx,
+            requests: requests_rx,
+            process: None,
+            probe: None,
+            started_at: Instant::now(),
+            ready_since: None,
+            failures: 0,
+            pending_start: None,
+        };
+        tokio::spawn(supervisor.run());
+        Backend { state: state_rx, requests, start_timeout }
+    }
+
+    /// Asks for a start now, without waiting (activation: a client is waiting).
+    pub fn start(&self) {
+        let _ = self.requests.send(Request::Start);
+    }
+
+    /// The state now.
+    pub fn state(&self) -> BackendState {
+        self.state.borrow().clone()
+    }
+
+    /// A receiver that sees every state change.
+    pub fn subscribe(&self) -> watch::Receiver<BackendState> {
+        self.state.clone()
+    }
+
+    /// Waits until the backend is ready, starting it if needed, until `deadline`.
+    ///
+    /// A client that waited for a start attempt which then failed gets the
+    /// failure at once; one that arrives during the retry backoff waits for the
+    /// retry when it falls before its deadline.
+    pub async fn wait_ready(&self, deadline: Instant) -> Result<(), BackendError> {
+        if *self.state.borrow() == BackendState::Ready {
+            return Ok(());
+        }
+        let mut state = self.state.clone();
+        let mut requested = false;
+        loop {
+            let now = state.borrow_and_update().clone();
+            match now {
+                BackendState::Ready => return Ok(()),
+                BackendState::ShutDown => return Err(BackendError::ShuttingDown),
+                BackendState::Failed { reason, retry_at } if requested || retry_at > deadline => {
+                    return Err(BackendError::Failed(reason))
+                }
+                BackendState::Failed { .. } | BackendState::Stopped => {
+                    if self.requests.send(Request::Start).is_err() {
+                        return Err(BackendError::ShuttingDown);
+                    }
+                    requested = true;
+                }
+                BackendState::Starting => requested = true,
+                BackendState::Stopping => {}
+            }
+            match tokio::time::timeout_at(deadline, state.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(BackendError::ShuttingDown),
+                Err(_) => return Err(BackendError::StartTimeout(self.start_timeout)),
+            }
+        }
+    }
+
+    /// Stops the backend (it starts again on demand). Returns when it is stopped.
+    pub async fn stop(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.requests.send(Request::Stop { only_if_idle: None, done }).is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Stops the backend unless work is in flight at the moment of stopping;
+    /// returns whether it stopped. Safe against a connection racing in: either
+    /// the connection sees the backend stopping, or the stop sees the connection.
+    pub async fn stop_if_idle(&self, in_flight: &InFlight) -> bool {
+        let (done, wait) = oneshot::channel();
+        if self.requests.send(Request::Stop { only_if_idle: Some(in_flight.clone()), done }).is_err() {
+            return false;
+        }
+        wait.await.unwrap_or(false)
+    }
+
+    /// Stops the backend for good: idlegate is exiting.
+    pub async fn shut_down(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.requests.send(Request::ShutDown { done }).is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+type Probe = Pin<Box<dyn Future<Output = Result<std::io::Result<()>, tokio::time::error::Elapsed>> + Send>>;
+
+/// The task that owns the backend process.
+struct Supervisor {
+    spec: BackendSpec,
+    state: watch::Sender<BackendState>,
+    requests: mpsc::UnboundedReceiver<Request>,
+    /// The running child, for a command backend.
+    process: Option<Process>,
+    /// The readiness probe of the start in progress, bounded by the start timeout.
+    probe: Option<Probe>,
+    /// When the start in progress began.
+    started_at: Instant,
+    /// Since when the backend has been ready.
+    ready_since: Option<Instant>,
+    /// Failed starts (and early deaths) in a row.
+    failures: u32,
+    /// A start asked for during the retry backoff, due then.
+    pending_start: Option<Instant>,
+}
+
+async fn wait_exit(process: &mut Option<Process>) -> std::io::Result<std::process::ExitStatus> {
+    match process {
+        Some(p) => p.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_probe(probe: &mut Option<Probe>) -> Result<std::io::Result<()>, tokio::time::error::Elapsed> {
+    match probe {
+        Some(p) => p.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Supervisor {
+    async fn run(mut self) {
+        loop {
+            tokio::select! {
+                request = self.requests.recv() => match request {
+                    Some(Request::Start) => self.request_start().await,
+                    Some(Request::Stop { only_if_idle, done }) => {
+                        let stopped = self.stop(only_if_idle.as_ref()).await;
+                        let _ = done.send(stopped);
+                    }
+                    Some(Request::ShutDown { done }) => {
+                        self.stop(None).await;
+                        self.set(BackendState::ShutDown);
+                        let _ = done.send(());
+                        break;
+                    }
+                    None => {
+                        self.stop(None).await;
+                        break;
+                    }
+                },
+                status = wait_exit(&mut self.process) => self.on_exit(status).await,
+                result = poll_probe(&mut self.probe) => self.on_probe(result).await,
+                _ = sleep_until(self.pending_start) => {
+                    self.pending_start = None;
+                    self.begin_start().await;
+                }
+            }
+        }
+        // Refuse every later request: the handles see ShutDown and give up.
+        self.requests.close();
+        while let Ok(request) = self.requests.try_recv() {
+            match request {
+                Request::Start => {}
+                Request::Stop { done, .. } => {
+                    let _ = done.send(true);
+                }
+                Request::ShutDown { done } => {
+                    let _ = done.send(());
+                }
+            }
+        }
+        self.set(BackendState::ShutDown);
+    }
+
+    fn set(&self, state: BackendState) {
+        self.state.send_replace(state);
+    }
+
+    async fn request_start(&mut self) {
+        let now = self.state.borrow().clone();
+        match now {
+            BackendState::Stopped => self.begin_start().await,
+            BackendState::Failed { retry_at, .. } if retry_at <= Instant::now() => self.begin_start().await,
+            BackendState::Failed { retry_at, .. } => {
+                if self.pending_start.is_none() {
+                    self.pending_start = Some(retry_at);
+                }
+            }
+            BackendState::Starting | BackendState::Ready | BackendState::Stopping | BackendState::ShutDown => {}
+        }
+    }
+
+    async fn begin_start(&mut self) {
+        if !matches!(*self.state.borrow(), BackendState::Stopped | BackendState::Failed { .. }) {
+            return;
+        }
+        self.started_at = Instant::now();
+        if let Some(argv) = &self.spec.command {
+            match Process::spawn(argv) {
+                Ok(p) => self.process = Some(p),
+                Err(e) => {
+                    let reason = format!("cannot start `{}`: {e}", process::describe(argv));
+                    self.fail(reason).await;
+                    return;
+                }
+            }
+        } else {
+            tracing::info!("waiting for the external backend on {}", self.spec.ready);
+        }
+        self.set(BackendState::Starting);
+        let ready = self.spec.ready.clone();
+        let deadline = self.started_at + self.spec.start_timeout;
+        self.probe = Some(Box::pin(tokio::time::timeout_at(deadline, async move {
+            readiness::wait_until_accepting(&ready).await
+        })));
+    }
+
+    async fn on_probe(&mut self, result: Result<std::io::Result<()>, tokio::time::error::Elapsed>) {
+        self.probe = None;
+        match result {
+            Ok(Ok(())) => {
+                let took = self.started_at.elapsed();
+                tracing::info!("backend ready on {} after {}ms", self.spec.ready, took.as_millis());
+                self.ready_since = Some(Instant::now());
+                self.set(BackendState::Ready);
+            }
+            Ok(Err(e)) => {
+                let reason = format!("probing {} failed: {e}", self.spec.ready);
+                self.fail(reason).await;
+            }
+            Err(_) => {
+                let mut reason = format!(
+                    "not ready within the start timeout ({}): nothing accepted connections on {}",
+                    humantime::format_duration(self.spec.start_timeout),
+                    self.spec.ready
+                );
+                if let Some(p) = &mut self.process {
+                    let tail = p.stderr_tail().await;
+                    if !tail.is_empty() {
+                        reason.push_str(&format!("; last stderr: {tail}"));
+                    }
+                }
+                self.fail(reason).await;
+            }
+        }
+    }
+
+    async fn on_exit(&mut self, status: std::io::Result<std::process::ExitStatus>) {
+        let Some(mut p) = self.process.take() else { return };
+        let status = match status {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("unknown status ({e})"),
+        };
+        let tail = p.stderr_tail().await;
+        let command = p.command().to_owned();
+        let pid = p.pid();
+        // The leader is gone; take the rest of its group with it.
+        p.stop(Duration::ZERO).await;
+        let mut reason = if self.probe.take().is_some() {
+            format!("`{command}` (pid {pid}) exited during start: {status}")
+        } else {
+            format!("`{command}` (pid {pid}) exited: {status}")
+        };
+        if !tail.is_empty() {
+            reason.push_str(&format!("; last stderr: {tail}"));
+        }
+        if let Some(since) = self.ready_since.take() {
+            if since.elapsed() >= HEALTHY_UPTIME {
+                self.failures = 0;
+            }
+        }
+        self.fail(reason).await;
+    }
+
+    /// Records a failed start (or a death), stops what is left, and sets the backoff.
+    async fn fail(&mut self, reason: String) {
+        self.probe = None;
+        self.ready_since = None;
+        if let Some(p) = self.process.take() {
+            p.stop(self.spec.stop_timeout).await;
+        }
+        self.failures = self.failures.saturating_add(1);
+        let delay = FIRST_RETRY_DELAY
+            .saturating_mul(1u32 << (self.failures - 1).min(16))
+            .min(MAX_RETRY_DELAY);
+        tracing::error!(
+            "backend failed: {reason}; the next connection retries (not before {}ms)",
+            delay.as_millis()
+        );
+        self.set(BackendState::Failed { reason: reason.into(), retry_at: Instant::now() + delay });
+    }
+
+    async fn stop(&mut self, only_if_idle: Option<&InFlight>) -> bool {
+        let previous = self.state.borrow().clone();
+        if let Some(in_flight) = only_if_idle {
+            if matches!(previous, BackendState::Stopped | BackendState::Failed { .. } | BackendState::ShutDown) {
+                return true;
+            }
+            // Announce the stop before looking at the count: a connection that
+            // counted itself before this fence is seen below; one that counts
+            // itself after it sees Stopping and waits for the restart.
+            self.set(BackendState::Stopping);
+            fence(Ordering::SeqCst);
+            if in_flight.count() > 0 {
+                self.set(previous);
+                return false;
+            }
+        }
+        self.pending_start = None;
+        self.probe = None;
+        self.ready_since = None;
+        self.failures = 0;
+        if let Some(p) = self.process.take() {
+            self.set(BackendState::Stopping);
+            let pid = p.pid();
+            tracing::info!(pid, "stopping backend");
+            match p.stop(self.spec.stop_timeout).await {
+                Some(status) => tracing::info!(pid, "backend stopped: {status}"),
+                None => tracing::warn!(pid, "backend stopped; its exit status is unknown"),
+            }
+        }
+        self.set(BackendState::Stopped);
+        true
+    }
+}

@@ -1,0 +1,190 @@
+//! The backend as a child process: spawned in its own process group, its
+//! output turned into log lines, stopped with SIGTERM to the whole group and
+//! SIGKILL after the grace period.
+
+use std::collections::VecDeque;
+use std::process::{ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::{Child, Command};
+use tokio::task::JoinHandle;
+
+use crate::sys;
+
+/// How many of the backend's last stderr lines a failure report quotes.
+const STDERR_TAIL_LINES: usize = 5;
+
+/// Variables the backend must not inherit: they describe idlegate's own
+/// activation and notification socket, not the backend's.
+const PRIVATE_VARS: [&str; 4] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"];
+
+/// A running backend process and what watches it.
+#[derive(Debug)]
+pub struct Process {
+    child: Child,
+    /// The process group: the child's pid, as it leads its own group.
+    pgid: u32,
+    /// The command line, for messages.
+    command: String,
+    /// The last lines the backend wrote to stderr.
+    stderr_tail: Arc<Mutex<VecDeque<String>>>,
+    /// The tasks turning stdout and stderr into log lines.
+    pumps: Vec<JoinHandle<()>>,
+}
+
+/// The command line as a person reads it.
+pub fn describe(argv: &[String]) -> String {
+    argv.iter()
+        .map(|a| if a.is_empty() || a.contains(char::is_whitespace) { format!("'{a}'") } else { a.clone() })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+impl Process {
+    /// Starts `argv` in a new process group, with stdin closed and output logged.
+    pub fn spawn(argv: &[String]) -> std::io::Result<Process> {
+        let command = describe(argv);
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0)
+            .kill_on_drop(true);
+        for var in PRIVATE_VARS {
+            cmd.env_remove(var);
+        }
+        let parent = std::process::id();
+        // SAFETY: the closure only calls prctl and getppid, which are
+        // async-signal-safe, and allocates nothing.
+        #[allow(unsafe_code)]
+        unsafe {
+            cmd.pre_exec(move || sys::die_with_parent(parent));
+        }
+        let mut child = cmd.spawn()?;
+        let pgid = child.id().expect("a just-spawned child has a pid");
+        let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
+        let mut pumps = Vec::with_capacity(2);
+        if let Some(out) = child.stdout.take() {
+            pumps.push(tokio::spawn(pump(out, pgid, "stdout", None)));
+        }
+        if let Some(err) = child.stderr.take() {
+            pumps.push(tokio::spawn(pump(err, pgid, "stderr", Some(stderr_tail.clone()))));
+        }
+        tracing::info!(pid = pgid, "backend started: {command}");
+        Ok(Process { child, pgid, command, stderr_tail, pumps })
+    }
+
+    /// The process id of the backend (and its process group).
+    pub fn pid(&self) -> u32 {
+        self.pgid
+    }
+
+    /// The command line, for messages.
+    pub fn command(&self) -> &str {
+        &self.command
+    }
+
+    /// Waits for the backend to exit by itself.
+    pub async fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        self.child.wait().await
+    }
+
+    /// The backend's last stderr lines, joined for a one-line report; waits
+    /// briefly for the output pumps so the lines written just before exit count.
+    pub async fn stderr_tail(&mut self) -> String {
+        let pumps = std::mem::take(&mut self.pumps);
+        let _ = tokio::time::timeout(Duration::from_millis(200), async {
+            for p in pumps {
+                let _ = p.await;
+            }
+        })
+        .await;
+        let tail = self.stderr_tail.lock().expect("tail lock");
+        tail.iter().cloned().collect::<Vec<_>>().join(" | ")
+    }
+
+    /// Stops the backend: SIGTERM to its group, SIGKILL to the group once the
+    /// leader exited or `grace` passed, so no process of the group survives.
+    pub async fn stop(mut self, grace: Duration) -> Option<ExitStatus> {
+        if let Ok(Some(status)) = self.child.try_wait() {
+            self.kill_group();
+            return Some(status);
+        }
+        if let Err(e) = sys::signal_group(self.pgid, libc::SIGTERM) {
+            tracing::warn!(pid = self.pgid, "cannot send SIGTERM to the backend: {e}");
+        }
+        let status = match tokio::time::timeout(grace, self.child.wait()).await {
+            Ok(Ok(status)) => Some(status),
+            Ok(Err(e)) => {
+                tracing::warn!(pid = self.pgid, "cannot wait for the backend: {e}");
+                None
+            }
+            Err(_) => {
+                tracing::warn!(pid = self.pgid, "backend still running {grace:?} after SIGTERM; sending SIGKILL");
+                None
+            }
+        };
+        self.kill_group();
+        match status {
+            Some(s) => Some(s),
+            None => self.child.wait().await.ok(),
+        }
+    }
+
+    /// SIGKILL to every process left in the group (none, normally).
+    fn kill_group(&self) {
+        match sys::signal_group(self.pgid, libc::SIGKILL) {
+            Ok(true) => tracing::debug!(pid = self.pgid, "killed what was left of the backend's process group"),
+            Ok(false) => {}
+            Err(e) => tracing::warn!(pid = self.pgid, "cannot kill the backend's process group: {e}"),
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        // A Process dropped without stop() (a start abandoned, a panic) still
+        // takes its whole group with it.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.kill_group();
+        }
+    }
+}
+
+/// Copies one output stream of the backend into the log, a line an event.
+///
+/// Reads until the pipe closes whatever the bytes are (never leaving the
+/// backend blocked on a full pipe); lines that are not UTF-8 are shown lossily.
+async fn pump(stream: impl AsyncRead + Unpin, pid: u32, name: &'static str, tail: Option<Arc<Mutex<VecDeque<String>>>>) {
+    const MAX_LINE: usize = 4096;
+    let mut reader = BufReader::new(stream);
+    let mut buf = Vec::with_capacity(256);
+    loop {
+        buf.clear();
+        match reader.read_until(b'\n', &mut buf).await {
+            Ok(0) => return,
+            Ok(_) => {
+                let end = buf.len() - usize::from(buf.ends_with(b"\n"));
+                let mut line = String::from_utf8_lossy(&buf[..end.min(MAX_LINE)]).into_owned();
+                if line.ends_with('\r') {
+                    line.pop();
+                }
+                tracing::info!(target: "idlegate::backend::output", pid, stream = name, "{line}");
+                if let Some(tail) = &tail {
+                    let mut tail = tail.lock().expect("tail lock");
+                    if tail.len() == STDERR_TAIL_LINES {
+                        tail.pop_front();
+                    }
+                    tail.push_back(line);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(pid, stream = name, "stopped reading backend output: {e}");
+                return;
+            }
+        }
+    }
+}

@@ -1,0 +1,72 @@
+//! The command line, as clap sees it: spelling only, no meaning.
+//!
+//! Values stay strings here; [`crate::config`] turns them (and the config
+//! file) into a validated [`crate::config::Config`], so every error names the
+//! flag or key it came from in the same words.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// idlegate: an exit-on-idle reverse proxy for systemd socket activation.
+///
+/// Started by a .socket unit, it starts the backend on demand, holds clients
+/// until the backend is ready, forwards every connection, and after the idle
+/// timeout with nothing in flight stops the backend and exits 0.
+#[derive(Debug, Default, Parser)]
+#[command(name = "idlegate", version, about, long_about = None)]
+#[command(after_help = "Examples:\n  \
+    idlegate --upstream 127.0.0.1:8080 --idle-timeout 5min -- /usr/bin/legacy-app --port 8080\n  \
+    systemd-socket-activate -l 127.0.0.1:8000 idlegate --upstream 127.0.0.1:8080 -- python3 -m http.server 8080\n  \
+    idlegate --listen 127.0.0.1:8000 --upstream 127.0.0.1:8080 -- python3 -m http.server 8080")]
+pub struct Cli {
+    /// Where traffic goes: HOST:PORT or unix:/path; NAME=ADDR binds it to the
+    /// passed socket named NAME (FileDescriptorName=). Repeat for several sockets.
+    #[arg(long, value_name = "ADDR")]
+    pub upstream: Vec<String>,
+
+    /// The upstream, as systemd-socket-proxyd takes it (HOST:PORT or /path).
+    #[arg(value_name = "UPSTREAM")]
+    pub positional_upstream: Option<String>,
+
+    /// Bind ADDR itself when not socket-activated (repeatable). Idle then stops
+    /// the backend and keeps listening instead of exiting.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
+
+    /// Stop the backend and exit 0 after this long with nothing in flight
+    /// (30s, 5min; 0 = never). [default: 5min]
+    #[arg(long, value_name = "DURATION", visible_alias = "exit-idle-time")]
+    pub idle_timeout: Option<String>,
+
+    /// How long a client may wait for the backend to become ready. [default: 60s]
+    #[arg(long, value_name = "DURATION")]
+    pub start_timeout: Option<String>,
+
+    /// Grace for the backend after SIGTERM, and for connections to drain on
+    /// shutdown. [default: 10s]
+    #[arg(long, value_name = "DURATION")]
+    pub stop_timeout: Option<String>,
+
+    /// At most this many connections at once; beyond it clients wait in the
+    /// kernel's backlog. [default: 4096]
+    #[arg(short = 'c', long, value_name = "N")]
+    pub connections_max: Option<String>,
+
+    /// Probe ADDR instead of the first upstream to decide the backend is ready.
+    #[arg(long, value_name = "ADDR")]
+    pub ready: Option<String>,
+
+    /// TOML file with the same settings; flags given here override it.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// error, warn, info, debug or trace (RUST_LOG filters take effect when this is not given).
+    #[arg(long, value_name = "LEVEL")]
+    pub log_level: Option<String>,
+
+    /// The backend: a long-running program that listens on the upstream address.
+    /// Without it the backend is external and idlegate only waits for it.
+    #[arg(last = true, value_name = "COMMAND")]
+    pub command: Vec<String>,
+}

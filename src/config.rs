@@ -1,0 +1,409 @@
+//! Settings: the TOML file and the command line merged, checked, and turned
+//! into a [`Config`] before anything starts.
+//!
+//! Flags override the file; lists given as flags replace the file's lists.
+//! Every error names the flag (`--idle-timeout`) or the key and file
+//! (`idle-timeout in demo.toml`) and the bad value, on one line.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::address::{Address, UpstreamSpec};
+use crate::cli::Cli;
+
+/// Default for `--idle-timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default for `--start-timeout`.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for `--stop-timeout`.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `--connections-max`.
+pub const DEFAULT_CONNECTIONS_MAX: usize = 4096;
+
+/// The validated settings idlegate runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where traffic goes, in the order given.
+    pub upstreams: Vec<UpstreamSpec>,
+    /// Addresses to bind when not socket-activated.
+    pub listen: Vec<Address>,
+    /// How long nothing may be in flight before idle exit; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// How long a client may wait for the backend to become ready.
+    pub start_timeout: Duration,
+    /// Grace for the backend after SIGTERM and for connections to drain.
+    pub stop_timeout: Duration,
+    /// The most connections served at once.
+    pub connections_max: usize,
+    /// What to probe for readiness, when not the first upstream.
+    pub ready: Option<Address>,
+    /// The backend program and its arguments, if idlegate starts it.
+    pub command: Option<Vec<String>>,
+    /// The log level asked for, if any.
+    pub log_level: Option<String>,
+}
+
+impl Config {
+    /// The address whose answer means the backend is ready.
+    pub fn ready_address(&self) -> &Address {
+        self.ready.as_ref().unwrap_or(&self.upstreams[0].address)
+    }
+}
+
+/// Where a setting came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag, e.g. `--idle-timeout`.
+    Flag(&'static str),
+    /// A key in the config file.
+    Key {
+        /// The key, e.g. `idle-timeout`.
+        key: &'static str,
+        /// The file it is in.
+        file: PathBuf,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => f.write_str(flag),
+            Origin::Key { key, file } => write!(f, "{key} in {}", file.display()),
+        }
+    }
+}
+
+/// A setting that cannot be used; idlegate exits 2 with this as its one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value was given but is not valid.
+    #[error("{origin}: invalid value '{value}': {reason}")]
+    Invalid {
+        /// Which flag or key.
+        origin: Origin,
+        /// The value as given.
+        value: String,
+        /// Why it is wrong.
+        reason: String,
+    },
+    /// A required setting is missing, or settings contradict each other.
+    #[error("{0}")]
+    Usage(String),
+    /// The config file could not be read.
+    #[error("--config: cannot read '{path}': {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for idlegate.
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// The parser's message, on one line.
+        message: String,
+    },
+}
+
+/// A duration in the config file: a humantime string, or a number of seconds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum RawDuration {
+    Seconds(u64),
+    Text(String),
+}
+
+impl RawDuration {
+    fn text(self) -> String {
+        match self {
+            RawDuration::Seconds(s) => s.to_string(),
+            RawDuration::Text(t) => t,
+        }
+    }
+}
+
+/// One string or a list of them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// The config file as written; every key is optional and unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct FileConfig {
+    upstream: Option<OneOrMany>,
+    listen: Option<OneOrMany>,
+    idle_timeout: Option<RawDuration>,
+    start_timeout: Option<RawDuration>,
+    stop_timeout: Option<RawDuration>,
+    connections_max: Option<i64>,
+    ready: Option<String>,
+    command: Option<OneOrMany>,
+    log_level: Option<String>,
+}
+
+/// Parses a duration as systemd and humantime users write it: `30s`, `5min`,
+/// `1h 30min`, a bare number of seconds; `0`, `infinity` and `never` mean "never".
+pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    match text {
+        "" => return Err("empty duration".into()),
+        "infinity" | "never" => return Ok(None),
+        _ => {}
+    }
+    let duration = if text.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(text.parse::<u64>().map_err(|e| e.to_string())?)
+    } else {
+        humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 30s, 5min, 1h)"))?
+    };
+    Ok(if duration.is_zero() { None } else { Some(duration) })
+}
+
+fn file_origin(key: &'static str, file: &Path) -> Origin {
+    Origin::Key { key, file: file.to_owned() }
+}
+
+/// Chooses the flag's value over the file's, remembering where it came from.
+fn pick<T>(flag: Option<T>, flag_name: &'static str, file: Option<T>, key: &'static str, path: &Path) -> Option<(T, Origin)> {
+    match (flag, file) {
+        (Some(v), _) => Some((v, Origin::Flag(flag_name))),
+        (None, Some(v)) => Some((v, file_origin(key, path))),
+        (None, None) => None,
+    }
+}
+
+fn duration_setting(value: Option<(String, Origin)>, default: Duration, zero_allowed: bool) -> Result<Option<Duration>, ConfigError> {
+    let Some((text, origin)) = value else {
+        return Ok(Some(default));
+    };
+    match parse_duration(&text) {
+        Ok(None) if !zero_allowed => {
+            Err(ConfigError::Invalid { origin, value: text, reason: "must be a finite duration greater than 0".into() })
+        }
+        Ok(d) => Ok(d),
+        Err(reason) => Err(ConfigError::Invalid { origin, value: text, reason }),
+    }
+}
+
+fn address_setting(text: String, origin: Origin) -> Result<Address, ConfigError> {
+    Address::parse(&text).map_err(|e| ConfigError::Invalid { origin, value: text, reason: e.to_string() })
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    parse_file(&text, path)
+}
+
+fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(1);
+        let message = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
+        ConfigError::Parse { path: path.to_owned(), line, message }
+    })
+}
+
+impl Config {
+    /// Merges the command line with the config file it names, and checks everything.
+    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let (file, path) = match &cli.config {
+            Some(path) => (read_file(path)?, path.clone()),
+            None => (FileConfig::default(), PathBuf::new()),
+        };
+        Self::merge(cli, file, &path)
+    }
+
+    /// Parses a config file on its own (flags empty), as `--config FILE` would.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        Self::merge(Cli::default(), read_file(path)?, path)
+    }
+
+    fn merge(cli: Cli, file: FileConfig, path: &Path) -> Result<Config, ConfigError> {
+        // Upstreams: --upstream flags, else systemd-socket-proxyd's positional, else the file.
+        let mut upstream_texts: Vec<(String, Origin)> = Vec::new();
+        if cli.positional_upstream.is_some() && !cli.upstream.is_empty() {
+            return Err(ConfigError::Usage(
+                "give the upstream either as --upstream or as the positional UPSTREAM, not both".into(),
+            ));
+        }
+        if let Some(p) = cli.positional_upstream {
+            upstream_texts.push((p, Origin::Flag("UPSTREAM")));
+        } else if !cli.upstream.is_empty() {
+            upstream_texts.extend(cli.upstream.into_iter().map(|u| (u, Origin::Flag("--upstream"))));
+        } else if let Some(list) = file.upstream {
+            upstream_texts.extend(list.into_vec().into_iter().map(|u| (u, file_origin("upstream", path))));
+        }
+        if upstream_texts.is_empty() {
+            return Err(ConfigError::Usage("--upstream: missing: say where traffic goes, e.g. --upstream 127.0.0.1:8080".into()));
+        }
+        let upstreams = upstream_texts
+            .into_iter()
+            .map(|(text, origin)| {
+                UpstreamSpec::parse(&text).map_err(|e| ConfigError::Invalid { origin, value: text, reason: e.to_string() })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let named = upstreams.iter().filter(|u| u.socket_name.is_some()).count();
+        if named != 0 && named != upstreams.len() {
+            return Err(ConfigError::Usage(
+                "--upstream: either every upstream is NAME=ADDR or none is (mixing names and positions is ambiguous)".into(),
+            ));
+        }
+
+        let listen_texts: Vec<(String, Origin)> = if !cli.listen.is_empty() {
+            cli.listen.into_iter().map(|l| (l, Origin::Flag("--listen"))).collect()
+        } else {
+            file.listen.map(OneOrMany::into_vec).unwrap_or_default().into_iter().map(|l| (l, file_origin("listen", path))).collect()
+        };
+        let listen = listen_texts.into_iter().map(|(t, o)| address_setting(t, o)).collect::<Result<Vec<_>, _>>()?;
+
+        let idle = pick(cli.idle_timeout, "--idle-timeout", file.idle_timeout.map(RawDuration::text), "idle-timeout", path);
+        let start = pick(cli.start_timeout, "--start-timeout", file.start_timeout.map(RawDuration::text), "start-timeout", path);
+        let stop = pick(cli.stop_timeout, "--stop-timeout", file.stop_timeout.map(RawDuration::text), "stop-timeout", path);
+        let idle_timeout = duration_setting(idle, DEFAULT_IDLE_TIMEOUT, true)?;
+        let start_timeout = duration_setting(start, DEFAULT_START_TIMEOUT, false)?.unwrap_or(DEFAULT_START_TIMEOUT);
+        // A stop timeout of 0 is valid: SIGKILL at once, no drain.
+        let stop_timeout = duration_setting(stop, DEFAULT_STOP_TIMEOUT, true)?.unwrap_or(Duration::ZERO);
+
+        let connections_max =
+            match pick(cli.connections_max, "--connections-max", file.connections_max.map(|n| n.to_string()), "connections-max", path) {
+                None => DEFAULT_CONNECTIONS_MAX,
+                Some((text, origin)) => match text.trim().parse::<usize>() {
+                    Ok(n) if n > 0 && n <= tokio::sync::Semaphore::MAX_PERMITS => n,
+                    _ => {
+                        return Err(ConfigError::Invalid { origin, value: text, reason: "expected a whole number of at least 1".into() })
+                    }
+                },
+            };
+
+        let ready = pick(cli.ready, "--ready", file.ready, "ready", path).map(|(t, o)| address_setting(t, o)).transpose()?;
+
+        let command = if !cli.command.is_empty() {
+            Some(cli.command)
+        } else {
+            match file.command.map(OneOrMany::into_vec) {
+                Some(v) if v.is_empty() || v[0].is_empty() => {
+                    return Err(ConfigError::Invalid {
+                        origin: file_origin("command", path),
+                        value: format!("{v:?}"),
+                        reason: "the program name is empty".into(),
+                    })
+                }
+                other => other,
+            }
+        };
+
+        let log_level = match pick(cli.log_level, "--log-level", file.log_level, "log-level", path) {
+            None => None,
+            Some((level, origin)) => {
+                let lower = level.to_ascii_lowercase();
+                if !["error", "warn", "info", "debug", "trace", "off"].contains(&lower.as_str()) {
+                    return Err(ConfigError::Invalid {
+                        origin,
+                        value: level,
+                        reason: "expected error, warn, info, debug, trace or off".into(),
+                    });
+                }
+                Some(lower)
+            }
+        };
+
+        Ok(Config {
+            upstreams,
+            listen,
+            idle_timeout,
+            start_timeout,
+            stop_timeout,
+            connections_max,
+            ready,
+            command,
+            log_level,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("idlegate").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("30s").unwrap(), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("5min").unwrap(), Some(Duration::from_secs(300)));
+        assert_eq!(parse_duration("300ms").unwrap(), Some(Duration::from_millis(300)));
+        assert_eq!(parse_duration("7").unwrap(), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("0").unwrap(), None);
+        assert_eq!(parse_duration("infinity").unwrap(), None);
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = Config::from_cli(cli(&["--upstream", "127.0.0.1:1"])).unwrap();
+        assert_eq!(c.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+        assert_eq!(c.start_timeout, DEFAULT_START_TIMEOUT);
+        assert_eq!(c.stop_timeout, DEFAULT_STOP_TIMEOUT);
+        assert_eq!(c.connections_max, DEFAULT_CONNECTIONS_MAX);
+        assert!(c.command.is_none());
+
+        let c = Config::from_cli(cli(&["--exit-idle-time=3s", "-c", "7", "127.0.0.1:9", "--", "app", "--port", "9"])).unwrap();
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.connections_max, 7);
+        assert_eq!(c.upstreams[0].address.to_string(), "127.0.0.1:9");
+        assert_eq!(c.command.unwrap(), ["app", "--port", "9"]);
+    }
+
+    #[test]
+    fn errors_name_the_flag_and_value() {
+        let e = Config::from_cli(cli(&["--upstream", "127.0.0.1:1", "--idle-timeout", "soon"])).unwrap_err().to_string();
+        assert!(e.starts_with("--idle-timeout: invalid value 'soon'"), "{e}");
+        let e = Config::from_cli(cli(&["--upstream", "nowhere"])).unwrap_err().to_string();
+        assert!(e.starts_with("--upstream: invalid value 'nowhere'"), "{e}");
+        let e = Config::from_cli(cli(&["--upstream", "127.0.0.1:1", "-c", "0"])).unwrap_err().to_string();
+        assert!(e.starts_with("--connections-max: invalid value '0'"), "{e}");
+        let e = Config::from_cli(cli(&["--upstream", "127.0.0.1:1", "--start-timeout", "0"])).unwrap_err().to_string();
+        assert!(e.starts_with("--start-timeout"), "{e}");
+        let e = Config::from_cli(cli(&[])).unwrap_err().to_string();
+        assert!(e.starts_with("--upstream: missing"), "{e}");
+    }
+
+    #[test]
+    fn file_keys_and_unknown_keys() {
+        let path = Path::new("x.toml");
+        let file = parse_file("upstream = \"127.0.0.1:5\"\nidle-timeout = 0\ncommand = [\"sleep\", \"9\"]\n", path).unwrap();
+        let c = Config::merge(cli(&["--idle-timeout", "2s"]), file, path).unwrap();
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(2)), "the flag wins over the file");
+        assert_eq!(c.command.unwrap(), ["sleep", "9"]);
+
+        let e = parse_file("upstream = \"127.0.0.1:5\"\n\nbogus = 1\n", path).unwrap_err().to_string();
+        assert!(e.starts_with("x.toml:3: unknown field `bogus`"), "{e}");
+        assert!(!e.contains('\n'));
+
+        let file = parse_file("upstream = \"127.0.0.1:5\"\nstop-timeout = \"fast\"\n", path).unwrap();
+        let e = Config::merge(Cli::default(), file, path).unwrap_err().to_string();
+        assert!(e.starts_with("stop-timeout in x.toml: invalid value 'fast'"), "{e}");
+    }
+}

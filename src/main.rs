@@ -1,0 +1,104 @@
+//! The `idlegate` binary: parse and validate everything, take the sockets, set
+//! up logging, then hand over to [`idlegate::run`] on a tokio runtime.
+//!
+//! Exit status: 0 for an idle exit or a clean stop, 2 for usage and
+//! configuration errors (one line naming the flag or key), 1 for failures at run time.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use idlegate::activation::{self, ActivationEnv};
+use idlegate::cli::Cli;
+use idlegate::{Config, Notifier, Shutdown};
+
+const USAGE: u8 = 2;
+const RUNTIME: u8 = 1;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    let config = match Config::from_cli(cli) {
+        Ok(c) => c,
+        Err(e) => return fail(USAGE, &e),
+    };
+    init_tracing(config.log_level.as_deref());
+
+    let sockets = match activation::take_sockets(
+        &ActivationEnv::from_process(),
+        std::process::id(),
+        &config.upstreams,
+        &config.listen,
+        config.command.is_some(),
+    ) {
+        Ok(s) => s,
+        Err(e) => return fail(USAGE, &e),
+    };
+    let notifier = match Notifier::connect(std::env::var_os("NOTIFY_SOCKET").as_deref()) {
+        Ok(n) => n,
+        Err(e) => {
+            tracing::warn!("NOTIFY_SOCKET: cannot connect ({e}); not reporting to the service manager");
+            Notifier::disabled()
+        }
+    };
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => return fail(RUNTIME, &format!("cannot start the runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        let sockets = sockets.into_tokio().map_err(|e| format!("cannot use the sockets: {e}"))?;
+        let shutdown = Shutdown::new();
+        idlegate::shutdown::forward_signals(shutdown.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;
+        Ok::<_, String>(idlegate::run(sockets, config, notifier, shutdown).await)
+    });
+    // Connections still open after the drain are closed here, not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(RUNTIME, &e),
+    }
+}
+
+fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
+    eprintln!("idlegate: {error}");
+    ExitCode::from(code)
+}
+
+/// Help and version go to stdout with status 0; any other clap error becomes
+/// one line (clap's first) with status 2.
+fn clap_error(e: clap::Error) -> ExitCode {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            ExitCode::SUCCESS
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            fail(USAGE, &format!("{line} (see idlegate --help)"))
+        }
+    }
+}
+
+/// Logs go to stderr, one line per event. Under journald (`JOURNAL_STREAM`) no
+/// timestamps or colours, as the journal adds its own.
+fn init_tracing(level: Option<&str>) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match level {
+        Some(level) => EnvFilter::new(level),
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let journal = std::env::var_os("JOURNAL_STREAM").is_some();
+    let color = !journal && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(color);
+    if journal {
+        builder.without_time().init();
+    } else {
+        builder.init();
+    }
+}

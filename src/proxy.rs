@@ -1,0 +1,97 @@
+//! One client connection: hold it until the backend is ready, connect
+//! upstream, then copy bytes both ways with half-close passed through.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::time::Instant;
+
+use crate::address::Address;
+use crate::backend::{Backend, BackendError};
+use crate::net::Stream;
+use crate::readiness::{is_not_ready_yet, Backoff};
+
+/// Buffer size of each copy direction.
+const COPY_BUFFER: usize = 64 * 1024;
+/// How long a refused client may take to notice the close before we drop it.
+const CLOSE_LINGER: Duration = Duration::from_secs(1);
+
+/// Why a client was closed without being forwarded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    /// The backend could not be started or did not become ready.
+    #[error(transparent)]
+    Backend(#[from] BackendError),
+    /// The backend is ready but its address refused us.
+    #[error("cannot connect to {upstream}: {source}")]
+    Upstream {
+        /// The upstream address.
+        upstream: Address,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The upstream kept refusing until the start timeout.
+    #[error("{upstream} still refused connections at the start timeout")]
+    Timeout {
+        /// The upstream address.
+        upstream: Address,
+    },
+}
+
+/// Connects to `upstream` once the backend is ready, holding the caller until
+/// `deadline`. A refused connect is retried with a short backoff: an upstream
+/// that is not the probed one may come up a little later.
+pub async fn connect_upstream(backend: &Backend, upstream: &Address, deadline: Instant) -> Result<Stream, ConnectError> {
+    let mut backoff = Backoff::probe();
+    loop {
+        backend.wait_ready(deadline).await?;
+        match tokio::time::timeout_at(deadline, Stream::connect(upstream)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) if is_not_ready_yet(&e) => {
+                let delay = backoff.next_delay();
+                if Instant::now() + delay >= deadline {
+                    return Err(ConnectError::Upstream { upstream: upstream.clone(), source: e });
+                }
+                tracing::debug!("{upstream} refused ({e}); retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Ok(Err(e)) => return Err(ConnectError::Upstream { upstream: upstream.clone(), source: e }),
+            Err(_) => return Err(ConnectError::Timeout { upstream: upstream.clone() }),
+        }
+    }
+}
+
+/// Serves one client to the end: connect upstream (held until ready), then
+/// copy both ways until both directions reached end-of-file.
+pub async fn serve(mut client: Stream, peer: &str, upstream: &Address, backend: &Backend, start_timeout: Duration) {
+    let deadline = Instant::now() + start_timeout;
+    let mut up = match connect_upstream(backend, upstream, deadline).await {
+        Ok(up) => up,
+        Err(e) => {
+            tracing::warn!("closing client {peer}: {e}");
+            close_politely(client).await;
+            return;
+        }
+    };
+    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, COPY_BUFFER, COPY_BUFFER).await {
+        Ok((sent, received)) => tracing::debug!("client {peer} done: {sent} bytes to {upstream}, {received} back"),
+        Err(e) => tracing::debug!("client {peer} ended: {e}"),
+    }
+}
+
+/// Closes a client we cannot serve with a FIN, not a reset: stop writing, then
+/// read and discard what it already sent, for a short while.
+pub async fn close_politely(mut client: Stream) {
+    let _ = client.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(CLOSE_LINGER, async {
+        let mut total = 0usize;
+        while total < 1 << 20 {
+            match client.read(&mut sink).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => total += n,
+            }
+        }
+    })
+    .await;
+}

@@ -1,0 +1,149 @@
+//! The few operating-system calls that std and tokio do not offer safely.
+//!
+//! Every `unsafe` block of the crate lives here, each one a plain libc call on
+//! integers or on a stack buffer it owns, with the reason it is sound beside it.
+#![allow(unsafe_code)]
+
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+
+/// What a descriptor passed by the service manager turned out to be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SocketKind {
+    /// A listening TCP socket (IPv4 or IPv6).
+    TcpListener,
+    /// A listening Unix stream socket.
+    UnixListener,
+    /// A connected TCP socket (systemd `Accept=yes`).
+    TcpConnected,
+    /// A connected Unix stream socket (systemd `Accept=yes`).
+    UnixConnected,
+    /// A datagram socket (`ListenDatagram=`).
+    Datagram,
+    /// Any other socket (sequential packets, netlink, …).
+    Other,
+}
+
+/// Why a passed descriptor cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum FdError {
+    /// The descriptor number is not open in this process.
+    #[error("fd {0} is not open")]
+    Closed(RawFd),
+    /// The descriptor is open but is not a socket.
+    #[error("fd {0} is not a socket")]
+    NotSocket(RawFd),
+    /// A system call on the descriptor failed.
+    #[error("fd {fd}: {source}")]
+    Io {
+        /// The descriptor.
+        fd: RawFd,
+        /// What the kernel said.
+        source: io::Error,
+    },
+}
+
+fn getsockopt_int(fd: RawFd, opt: libc::c_int) -> io::Result<libc::c_int> {
+    let mut value: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the buffer is a c_int we own and `len` says its exact size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            opt,
+            (&mut value as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc == 0 {
+        Ok(value)
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+/// Tells what kind of socket `fd` is, without taking ownership of it.
+pub fn classify(fd: RawFd) -> Result<SocketKind, FdError> {
+    // SAFETY: F_GETFD only reads the descriptor flags of an integer fd.
+    if unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(FdError::Closed(fd));
+    }
+    let ty = match getsockopt_int(fd, libc::SO_TYPE) {
+        Ok(ty) => ty,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => return Err(FdError::NotSocket(fd)),
+        Err(source) => return Err(FdError::Io { fd, source }),
+    };
+    let domain = getsockopt_int(fd, libc::SO_DOMAIN).map_err(|source| FdError::Io { fd, source })?;
+    let listening = getsockopt_int(fd, libc::SO_ACCEPTCONN).map_err(|source| FdError::Io { fd, source })? != 0;
+    Ok(match (ty, domain, listening) {
+        (libc::SOCK_DGRAM, _, _) => SocketKind::Datagram,
+        (libc::SOCK_STREAM, libc::AF_INET | libc::AF_INET6, true) => SocketKind::TcpListener,
+        (libc::SOCK_STREAM, libc::AF_INET | libc::AF_INET6, false) => SocketKind::TcpConnected,
+        (libc::SOCK_STREAM, libc::AF_UNIX, true) => SocketKind::UnixListener,
+        (libc::SOCK_STREAM, libc::AF_UNIX, false) => SocketKind::UnixConnected,
+        _ => SocketKind::Other,
+    })
+}
+
+/// Takes ownership of a descriptor the service manager passed us, and marks it
+/// close-on-exec so the backend never inherits systemd's sockets.
+///
+/// The caller must make sure that nothing else in the process owns `fd`; the
+/// activation module calls this exactly once per passed descriptor number.
+pub fn adopt_passed_fd(fd: RawFd) -> Result<OwnedFd, FdError> {
+    // SAFETY: plain fcntl on an integer descriptor.
+    let flags = unsafe { libc::fcntl(fd, libc::F_GETFD) };
+    if flags < 0 {
+        return Err(FdError::Closed(fd));
+    }
+    // SAFETY: as above; only sets FD_CLOEXEC.
+    if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
+        return Err(FdError::Io { fd, source: io::Error::last_os_error() });
+    }
+    // SAFETY: the descriptor is open (checked above) and, per the systemd
+    // protocol, handed to this process to own; activation adopts each number once.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Sends `signal` to every process of process group `pgid`.
+///
+/// Returns `Ok(false)` when the group no longer exists.
+pub fn signal_group(pgid: u32, signal: libc::c_int) -> io::Result<bool> {
+    let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+        return Ok(false);
+    };
+    if pgid <= 1 {
+        // Never signal our own group or every process: a pgid of 0 or 1 is a bug.
+        return Ok(false);
+    }
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory involved.
+    if unsafe { libc::kill(-pgid, signal) } == 0 {
+        Ok(true)
+    } else {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            Ok(false)
+        } else {
+            Err(e)
+        }
+    }
+}
+
+/// Arranges for the calling process to receive SIGKILL when the thread that
+/// forked it dies, so a backend never outlives a killed idlegate.
+///
+/// Meant to run between fork and exec (`pre_exec`): prctl and getppid are
+/// async-signal-safe. `parent` is idlegate's pid, read before the fork: if it
+/// died in between, the child is already orphaned and gives up at once.
+pub fn die_with_parent(parent: u32) -> io::Result<()> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getppid has no arguments and cannot fail.
+    if u32::try_from(unsafe { libc::getppid() }).ok() != Some(parent) {
+        return Err(io::Error::other("idlegate exited before the backend started"));
+    }
+    Ok(())
+}
