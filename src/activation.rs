@@ -41,27 +41,48 @@ impl ActivationEnv {
     /// The passed descriptors and their names, or `None` when this process was
     /// not socket-activated (no `LISTEN_PID`, or another process's).
     fn passed(&self, our_pid: u32) -> Result<Option<Vec<(RawFd, String)>>, ActivationError> {
-        let Some(pid) = &self.listen_pid else { return Ok(None) };
-        let Some(fds) = &self.listen_fds else { return Ok(None) };
+        let Some(pid) = &self.listen_pid else {
+            return Ok(None);
+        };
+        let Some(fds) = &self.listen_fds else {
+            return Ok(None);
+        };
         match pid.trim().parse::<u32>() {
             Ok(pid) if pid == our_pid => {}
             Ok(_) => return Ok(None),
-            Err(_) => return Err(ActivationError::Env { var: "LISTEN_PID", value: pid.clone() }),
+            Err(_) => {
+                return Err(ActivationError::Env {
+                    var: "LISTEN_PID",
+                    value: pid.clone(),
+                })
+            }
         }
         let count = fds
             .trim()
             .parse::<u16>()
             .ok()
             .filter(|n| *n > 0)
-            .ok_or_else(|| ActivationError::Env { var: "LISTEN_FDS", value: fds.clone() })?;
+            .ok_or_else(|| ActivationError::Env {
+                var: "LISTEN_FDS",
+                value: fds.clone(),
+            })?;
         let names: Vec<String> = match &self.listen_fdnames {
             Some(names) => names.split(':').map(str::to_owned).collect(),
             None => vec!["unknown".to_owned(); count as usize],
         };
         if names.len() != count as usize {
-            return Err(ActivationError::NamesCount { names: names.len(), fds: count as usize });
+            return Err(ActivationError::NamesCount {
+                names: names.len(),
+                fds: count as usize,
+            });
         }
-        Ok(Some(names.into_iter().enumerate().map(|(i, n)| (LISTEN_FDS_START + i as RawFd, n)).collect()))
+        Ok(Some(
+            names
+                .into_iter()
+                .enumerate()
+                .map(|(i, n)| (LISTEN_FDS_START + i as RawFd, n))
+                .collect(),
+        ))
     }
 }
 
@@ -93,7 +114,9 @@ pub enum ActivationError {
         source: sys::FdError,
     },
     /// A passed descriptor is a socket of a kind idlegate does not serve.
-    #[error("passed socket {name}: {what} are not supported yet; pass stream sockets (ListenStream=)")]
+    #[error(
+        "passed socket {name}: {what} are not supported yet; pass stream sockets (ListenStream=)"
+    )]
     Unsupported {
         /// `fd N (name)`.
         name: FdLabel,
@@ -214,16 +237,26 @@ pub type RuntimeSockets = Sockets<net::Listener, net::Stream>;
 impl StdSockets {
     /// Hands every socket to the running tokio runtime.
     pub fn into_tokio(self) -> std::io::Result<RuntimeSockets> {
-        let convert = |routes: Vec<Route<StdListener>>| -> std::io::Result<Vec<Route<net::Listener>>> {
-            routes
-                .into_iter()
-                .map(|r| Ok(Route { listener: r.listener.into_tokio()?, upstream: r.upstream, label: r.label }))
-                .collect()
-        };
+        let convert =
+            |routes: Vec<Route<StdListener>>| -> std::io::Result<Vec<Route<net::Listener>>> {
+                routes
+                    .into_iter()
+                    .map(|r| {
+                        Ok(Route {
+                            listener: r.listener.into_tokio()?,
+                            upstream: r.upstream,
+                            label: r.label,
+                        })
+                    })
+                    .collect()
+            };
         Ok(match self {
             Sockets::Activated(r) => Sockets::Activated(convert(r)?),
             Sockets::Bound(r) => Sockets::Bound(convert(r)?),
-            Sockets::Connection { stream, upstream } => Sockets::Connection { stream: stream.into_tokio()?, upstream },
+            Sockets::Connection { stream, upstream } => Sockets::Connection {
+                stream: stream.into_tokio()?,
+                upstream,
+            },
         })
     }
 }
@@ -234,15 +267,29 @@ enum Passed {
 }
 
 fn adopt(fd: RawFd, name: &str) -> Result<Passed, ActivationError> {
-    let label = || FdLabel { fd, name: name.to_owned() };
-    let kind = sys::classify(fd).map_err(|source| ActivationError::Fd { name: label(), source })?;
-    let unsupported = |what| Err(ActivationError::Unsupported { name: label(), what });
+    let label = || FdLabel {
+        fd,
+        name: name.to_owned(),
+    };
+    let kind = sys::classify(fd).map_err(|source| ActivationError::Fd {
+        name: label(),
+        source,
+    })?;
+    let unsupported = |what| {
+        Err(ActivationError::Unsupported {
+            name: label(),
+            what,
+        })
+    };
     match kind {
         SocketKind::Datagram => return unsupported("datagram sockets (ListenDatagram=)"),
         SocketKind::Other => return unsupported("sockets other than TCP and Unix streams"),
         _ => {}
     }
-    let owned: OwnedFd = sys::adopt_passed_fd(fd).map_err(|source| ActivationError::Fd { name: label(), source })?;
+    let owned: OwnedFd = sys::adopt_passed_fd(fd).map_err(|source| ActivationError::Fd {
+        name: label(),
+        source,
+    })?;
     Ok(match kind {
         SocketKind::TcpListener => Passed::Listener(StdListener::Tcp(owned.into())),
         SocketKind::UnixListener => Passed::Listener(StdListener::Unix(owned.into())),
@@ -277,10 +324,19 @@ fn take_passed(
     // Classify every descriptor first, so a bad one is reported before any is used.
     let mut sockets = Vec::with_capacity(passed.len());
     for (fd, name) in &passed {
-        sockets.push((FdLabel { fd: *fd, name: name.clone() }, adopt(*fd, name)?));
+        sockets.push((
+            FdLabel {
+                fd: *fd,
+                name: name.clone(),
+            },
+            adopt(*fd, name)?,
+        ));
     }
 
-    if sockets.iter().any(|(_, s)| matches!(s, Passed::Connected(_))) {
+    if sockets
+        .iter()
+        .any(|(_, s)| matches!(s, Passed::Connected(_)))
+    {
         if sockets.len() != 1 {
             return Err(ActivationError::Mismatch(
                 "a connected socket (Accept=yes) was passed together with other sockets; idlegate serves either one connection or listening sockets".into(),
@@ -292,7 +348,9 @@ fn take_passed(
             ));
         }
         let (label, socket) = sockets.pop().expect("one socket");
-        let Passed::Connected(stream) = socket else { unreachable!("checked above") };
+        let Passed::Connected(stream) = socket else {
+            unreachable!("checked above")
+        };
         let upstream = match upstreams {
             [one] => one.address.clone(),
             _ => match upstreams.iter().find(|u| u.socket_name.as_deref() == Some(label.name.as_str())) {
@@ -327,19 +385,33 @@ fn take_passed(
                     names.join(":")
                 )));
             }
-            if upstreams.iter().filter(|o| o.socket_name.as_deref() == Some(name)).count() > 1 {
-                return Err(ActivationError::Mismatch(format!("--upstream: the name '{name}' is given more than once")));
+            if upstreams
+                .iter()
+                .filter(|o| o.socket_name.as_deref() == Some(name))
+                .count()
+                > 1
+            {
+                return Err(ActivationError::Mismatch(format!(
+                    "--upstream: the name '{name}' is given more than once"
+                )));
             }
         }
         let mut routes = Vec::with_capacity(labelled.len());
         for (label, listener) in labelled {
-            let Some(u) = upstreams.iter().find(|u| u.socket_name.as_deref() == Some(label.name.as_str())) else {
+            let Some(u) = upstreams
+                .iter()
+                .find(|u| u.socket_name.as_deref() == Some(label.name.as_str()))
+            else {
                 return Err(ActivationError::Mismatch(format!(
                     "passed socket {label} has no upstream: add --upstream {}=ADDR",
                     label.name
                 )));
             };
-            routes.push(Route { listener, upstream: u.address.clone(), label: label.to_string() });
+            routes.push(Route {
+                listener,
+                upstream: u.address.clone(),
+                label: label.to_string(),
+            });
         }
         return Ok(Sockets::Activated(routes));
     }
@@ -356,12 +428,19 @@ fn take_passed(
         labelled
             .into_iter()
             .zip(upstreams)
-            .map(|((label, listener), u)| Route { listener, upstream: u.address.clone(), label: label.to_string() })
+            .map(|((label, listener), u)| Route {
+                listener,
+                upstream: u.address.clone(),
+                label: label.to_string(),
+            })
             .collect(),
     ))
 }
 
-fn bind_listen(upstreams: &[UpstreamSpec], listen: &[Address]) -> Result<StdSockets, ActivationError> {
+fn bind_listen(
+    upstreams: &[UpstreamSpec],
+    listen: &[Address],
+) -> Result<StdSockets, ActivationError> {
     if listen.is_empty() {
         return Err(ActivationError::Mismatch(
             "no sockets: not socket-activated (no LISTEN_FDS for this process) and no --listen given".into(),
@@ -381,13 +460,20 @@ fn bind_listen(upstreams: &[UpstreamSpec], listen: &[Address]) -> Result<StdSock
     }
     let mut routes = Vec::with_capacity(listen.len());
     for (address, upstream) in listen.iter().zip(upstreams) {
-        let bind_error = |source| ActivationError::Bind { address: address.clone(), source };
+        let bind_error = |source| ActivationError::Bind {
+            address: address.clone(),
+            source,
+        };
         let listener = match address {
-            Address::Tcp { addrs, .. } => StdListener::Tcp(std::net::TcpListener::bind(&addrs[..]).map_err(bind_error)?),
+            Address::Tcp { addrs, .. } => {
+                StdListener::Tcp(std::net::TcpListener::bind(&addrs[..]).map_err(bind_error)?)
+            }
             Address::Unix(path) => {
                 // A socket file left by an earlier run would make bind fail; nothing
                 // listens on it any more if it is ours to bind.
-                if std::fs::symlink_metadata(path).map(|m| m.file_type().is_socket()).unwrap_or(false)
+                if std::fs::symlink_metadata(path)
+                    .map(|m| m.file_type().is_socket())
+                    .unwrap_or(false)
                     && std::os::unix::net::UnixStream::connect(path).is_err()
                 {
                     let _ = std::fs::remove_file(path);
@@ -395,7 +481,11 @@ fn bind_listen(upstreams: &[UpstreamSpec], listen: &[Address]) -> Result<StdSock
                 StdListener::Unix(std::os::unix::net::UnixListener::bind(path).map_err(bind_error)?)
             }
         };
-        routes.push(Route { listener, upstream: upstream.address.clone(), label: address.to_string() });
+        routes.push(Route {
+            listener,
+            upstream: upstream.address.clone(),
+            label: address.to_string(),
+        });
     }
     Ok(Sockets::Bound(routes))
 }
@@ -415,9 +505,18 @@ mod tests {
     #[test]
     fn activation_variables_follow_sd_listen_fds() {
         assert!(ActivationEnv::default().passed(10).unwrap().is_none());
-        assert!(env("11", "1", None).passed(10).unwrap().is_none(), "another process's LISTEN_PID is ignored");
-        let passed = env("10", "2", Some("http:https")).passed(10).unwrap().unwrap();
-        assert_eq!(passed, vec![(3, "http".to_owned()), (4, "https".to_owned())]);
+        assert!(
+            env("11", "1", None).passed(10).unwrap().is_none(),
+            "another process's LISTEN_PID is ignored"
+        );
+        let passed = env("10", "2", Some("http:https"))
+            .passed(10)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            passed,
+            vec![(3, "http".to_owned()), (4, "https".to_owned())]
+        );
         let passed = env("10", "1", None).passed(10).unwrap().unwrap();
         assert_eq!(passed, vec![(3, "unknown".to_owned())]);
         assert!(env("10", "x", None).passed(10).is_err());

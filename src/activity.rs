@@ -44,7 +44,9 @@ impl InFlight {
         if self.shared.count.fetch_add(1, Ordering::SeqCst) == 0 {
             self.shared.edge.notify_waiters();
         }
-        InFlightGuard { shared: self.shared.clone() }
+        InFlightGuard {
+            shared: self.shared.clone(),
+        }
     }
 
     /// How much work is in flight now.

@@ -58,7 +58,10 @@ impl Address {
             return Err(AddressError::Syntax(text.to_owned()));
         }
         if let Ok(addr) = text.parse::<SocketAddr>() {
-            return Ok(Address::Tcp { text: text.to_owned(), addrs: vec![addr] });
+            return Ok(Address::Tcp {
+                text: text.to_owned(),
+                addrs: vec![addr],
+            });
         }
         if host.starts_with('[') || host.contains(':') {
             // A bracketed or bare IPv6 literal that did not parse above.
@@ -66,12 +69,21 @@ impl Address {
         }
         let addrs: Vec<SocketAddr> = text
             .to_socket_addrs()
-            .map_err(|e| AddressError::Resolve { text: text.to_owned(), reason: e.to_string() })?
+            .map_err(|e| AddressError::Resolve {
+                text: text.to_owned(),
+                reason: e.to_string(),
+            })?
             .collect();
         if addrs.is_empty() {
-            return Err(AddressError::Resolve { text: text.to_owned(), reason: "no addresses".into() });
+            return Err(AddressError::Resolve {
+                text: text.to_owned(),
+                reason: "no addresses".into(),
+            });
         }
-        Ok(Address::Tcp { text: text.to_owned(), addrs })
+        Ok(Address::Tcp {
+            text: text.to_owned(),
+            addrs,
+        })
     }
 }
 
@@ -101,12 +113,20 @@ impl UpstreamSpec {
     pub fn parse(text: &str) -> Result<Self, AddressError> {
         if let Some((name, rest)) = text.split_once('=') {
             let is_name = !name.is_empty()
-                && name.chars().all(|c| c.is_ascii_graphic() && c != ':' && c != '/' && c != '[');
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != ':' && c != '/' && c != '[');
             if is_name {
-                return Ok(UpstreamSpec { socket_name: Some(name.to_owned()), address: Address::parse(rest)? });
+                return Ok(UpstreamSpec {
+                    socket_name: Some(name.to_owned()),
+                    address: Address::parse(rest)?,
+                });
             }
         }
-        Ok(UpstreamSpec { socket_name: None, address: Address::parse(text)? })
+        Ok(UpstreamSpec {
+            socket_name: None,
+            address: Address::parse(text)?,
+        })
     }
 }
 
@@ -127,14 +147,31 @@ mod tests {
     fn parses_every_form() {
         assert_eq!(
             Address::parse("127.0.0.1:8080").unwrap(),
-            Address::Tcp { text: "127.0.0.1:8080".into(), addrs: vec!["127.0.0.1:8080".parse().unwrap()] }
+            Address::Tcp {
+                text: "127.0.0.1:8080".into(),
+                addrs: vec!["127.0.0.1:8080".parse().unwrap()]
+            }
         );
-        assert!(matches!(Address::parse("[::1]:80").unwrap(), Address::Tcp { .. }));
-        assert_eq!(Address::parse("unix:/run/x.sock").unwrap(), Address::Unix("/run/x.sock".into()));
-        assert_eq!(Address::parse("/run/x.sock").unwrap(), Address::Unix("/run/x.sock".into()));
-        assert!(matches!(Address::parse("localhost:80").unwrap(), Address::Tcp { addrs, .. } if !addrs.is_empty()));
+        assert!(matches!(
+            Address::parse("[::1]:80").unwrap(),
+            Address::Tcp { .. }
+        ));
+        assert_eq!(
+            Address::parse("unix:/run/x.sock").unwrap(),
+            Address::Unix("/run/x.sock".into())
+        );
+        assert_eq!(
+            Address::parse("/run/x.sock").unwrap(),
+            Address::Unix("/run/x.sock".into())
+        );
+        assert!(
+            matches!(Address::parse("localhost:80").unwrap(), Address::Tcp { addrs, .. } if !addrs.is_empty())
+        );
         for bad in ["", "8080", "host:", ":80", "host:99999", "unix:", "[::1:80"] {
-            assert!(matches!(Address::parse(bad), Err(AddressError::Syntax(_))), "{bad}");
+            assert!(
+                matches!(Address::parse(bad), Err(AddressError::Syntax(_))),
+                "{bad}"
+            );
         }
     }
 

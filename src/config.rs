@@ -175,15 +175,28 @@ pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
     } else {
         humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 30s, 5min, 1h)"))?
     };
-    Ok(if duration.is_zero() { None } else { Some(duration) })
+    Ok(if duration.is_zero() {
+        None
+    } else {
+        Some(duration)
+    })
 }
 
 fn file_origin(key: &'static str, file: &Path) -> Origin {
-    Origin::Key { key, file: file.to_owned() }
+    Origin::Key {
+        key,
+        file: file.to_owned(),
+    }
 }
 
 /// Chooses the flag's value over the file's, remembering where it came from.
-fn pick<T>(flag: Option<T>, flag_name: &'static str, file: Option<T>, key: &'static str, path: &Path) -> Option<(T, Origin)> {
+fn pick<T>(
+    flag: Option<T>,
+    flag_name: &'static str,
+    file: Option<T>,
+    key: &'static str,
+    path: &Path,
+) -> Option<(T, Origin)> {
     match (flag, file) {
         (Some(v), _) => Some((v, Origin::Flag(flag_name))),
         (None, Some(v)) => Some((v, file_origin(key, path))),
@@ -191,33 +204,63 @@ fn pick<T>(flag: Option<T>, flag_name: &'static str, file: Option<T>, key: &'sta
     }
 }
 
-fn duration_setting(value: Option<(String, Origin)>, default: Duration, zero_allowed: bool) -> Result<Option<Duration>, ConfigError> {
+fn duration_setting(
+    value: Option<(String, Origin)>,
+    default: Duration,
+    zero_allowed: bool,
+) -> Result<Option<Duration>, ConfigError> {
     let Some((text, origin)) = value else {
         return Ok(Some(default));
     };
     match parse_duration(&text) {
-        Ok(None) if !zero_allowed => {
-            Err(ConfigError::Invalid { origin, value: text, reason: "must be a finite duration greater than 0".into() })
-        }
+        Ok(None) if !zero_allowed => Err(ConfigError::Invalid {
+            origin,
+            value: text,
+            reason: "must be a finite duration greater than 0".into(),
+        }),
         Ok(d) => Ok(d),
-        Err(reason) => Err(ConfigError::Invalid { origin, value: text, reason }),
+        Err(reason) => Err(ConfigError::Invalid {
+            origin,
+            value: text,
+            reason,
+        }),
     }
 }
 
 fn address_setting(text: String, origin: Origin) -> Result<Address, ConfigError> {
-    Address::parse(&text).map_err(|e| ConfigError::Invalid { origin, value: text, reason: e.to_string() })
+    Address::parse(&text).map_err(|e| ConfigError::Invalid {
+        origin,
+        value: text,
+        reason: e.to_string(),
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
     parse_file(&text, path)
 }
 
 fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1).unwrap_or(1);
-        let message = e.message().lines().map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ");
-        ConfigError::Parse { path: path.to_owned(), line, message }
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(1);
+        let message = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        ConfigError::Parse {
+            path: path.to_owned(),
+            line,
+            message,
+        }
     })
 }
 
@@ -241,23 +284,39 @@ impl Config {
         let mut upstream_texts: Vec<(String, Origin)> = Vec::new();
         if cli.positional_upstream.is_some() && !cli.upstream.is_empty() {
             return Err(ConfigError::Usage(
-                "give the upstream either as --upstream or as the positional UPSTREAM, not both".into(),
+                "give the upstream either as --upstream or as the positional UPSTREAM, not both"
+                    .into(),
             ));
         }
         if let Some(p) = cli.positional_upstream {
             upstream_texts.push((p, Origin::Flag("UPSTREAM")));
         } else if !cli.upstream.is_empty() {
-            upstream_texts.extend(cli.upstream.into_iter().map(|u| (u, Origin::Flag("--upstream"))));
+            upstream_texts.extend(
+                cli.upstream
+                    .into_iter()
+                    .map(|u| (u, Origin::Flag("--upstream"))),
+            );
         } else if let Some(list) = file.upstream {
-            upstream_texts.extend(list.into_vec().into_iter().map(|u| (u, file_origin("upstream", path))));
+            upstream_texts.extend(
+                list.into_vec()
+                    .into_iter()
+                    .map(|u| (u, file_origin("upstream", path))),
+            );
         }
         if upstream_texts.is_empty() {
-            return Err(ConfigError::Usage("--upstream: missing: say where traffic goes, e.g. --upstream 127.0.0.1:8080".into()));
+            return Err(ConfigError::Usage(
+                "--upstream: missing: say where traffic goes, e.g. --upstream 127.0.0.1:8080"
+                    .into(),
+            ));
         }
         let upstreams = upstream_texts
             .into_iter()
             .map(|(text, origin)| {
-                UpstreamSpec::parse(&text).map_err(|e| ConfigError::Invalid { origin, value: text, reason: e.to_string() })
+                UpstreamSpec::parse(&text).map_err(|e| ConfigError::Invalid {
+                    origin,
+                    value: text,
+                    reason: e.to_string(),
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
         let named = upstreams.iter().filter(|u| u.socket_name.is_some()).count();
@@ -268,32 +327,74 @@ impl Config {
         }
 
         let listen_texts: Vec<(String, Origin)> = if !cli.listen.is_empty() {
-            cli.listen.into_iter().map(|l| (l, Origin::Flag("--listen"))).collect()
+            cli.listen
+                .into_iter()
+                .map(|l| (l, Origin::Flag("--listen")))
+                .collect()
         } else {
-            file.listen.map(OneOrMany::into_vec).unwrap_or_default().into_iter().map(|l| (l, file_origin("listen", path))).collect()
+            file.listen
+                .map(OneOrMany::into_vec)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|l| (l, file_origin("listen", path)))
+                .collect()
         };
-        let listen = listen_texts.into_iter().map(|(t, o)| address_setting(t, o)).collect::<Result<Vec<_>, _>>()?;
+        let listen = listen_texts
+            .into_iter()
+            .map(|(t, o)| address_setting(t, o))
+            .collect::<Result<Vec<_>, _>>()?;
 
-        let idle = pick(cli.idle_timeout, "--idle-timeout", file.idle_timeout.map(RawDuration::text), "idle-timeout", path);
-        let start = pick(cli.start_timeout, "--start-timeout", file.start_timeout.map(RawDuration::text), "start-timeout", path);
-        let stop = pick(cli.stop_timeout, "--stop-timeout", file.stop_timeout.map(RawDuration::text), "stop-timeout", path);
+        let idle = pick(
+            cli.idle_timeout,
+            "--idle-timeout",
+            file.idle_timeout.map(RawDuration::text),
+            "idle-timeout",
+            path,
+        );
+        let start = pick(
+            cli.start_timeout,
+            "--start-timeout",
+            file.start_timeout.map(RawDuration::text),
+            "start-timeout",
+            path,
+        );
+        let stop = pick(
+            cli.stop_timeout,
+            "--stop-timeout",
+            file.stop_timeout.map(RawDuration::text),
+            "stop-timeout",
+            path,
+        );
         let idle_timeout = duration_setting(idle, DEFAULT_IDLE_TIMEOUT, true)?;
-        let start_timeout = duration_setting(start, DEFAULT_START_TIMEOUT, false)?.unwrap_or(DEFAULT_START_TIMEOUT);
+        let start_timeout =
+            duration_setting(start, DEFAULT_START_TIMEOUT, false)?.unwrap_or(DEFAULT_START_TIMEOUT);
         // A stop timeout of 0 is valid: SIGKILL at once, no drain.
-        let stop_timeout = duration_setting(stop, DEFAULT_STOP_TIMEOUT, true)?.unwrap_or(Duration::ZERO);
+        let stop_timeout =
+            duration_setting(stop, DEFAULT_STOP_TIMEOUT, true)?.unwrap_or(Duration::ZERO);
 
-        let connections_max =
-            match pick(cli.connections_max, "--connections-max", file.connections_max.map(|n| n.to_string()), "connections-max", path) {
-                None => DEFAULT_CONNECTIONS_MAX,
-                Some((text, origin)) => match text.trim().parse::<usize>() {
-                    Ok(n) if n > 0 && n <= tokio::sync::Semaphore::MAX_PERMITS => n,
-                    _ => {
-                        return Err(ConfigError::Invalid { origin, value: text, reason: "expected a whole number of at least 1".into() })
-                    }
-                },
-            };
+        let connections_max = match pick(
+            cli.connections_max,
+            "--connections-max",
+            file.connections_max.map(|n| n.to_string()),
+            "connections-max",
+            path,
+        ) {
+            None => DEFAULT_CONNECTIONS_MAX,
+            Some((text, origin)) => match text.trim().parse::<usize>() {
+                Ok(n) if n > 0 && n <= tokio::sync::Semaphore::MAX_PERMITS => n,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        origin,
+                        value: text,
+                        reason: "expected a whole number of at least 1".into(),
+                    })
+                }
+            },
+        };
 
-        let ready = pick(cli.ready, "--ready", file.ready, "ready", path).map(|(t, o)| address_setting(t, o)).transpose()?;
+        let ready = pick(cli.ready, "--ready", file.ready, "ready", path)
+            .map(|(t, o)| address_setting(t, o))
+            .transpose()?;
 
         let command = if !cli.command.is_empty() {
             Some(cli.command)
@@ -310,7 +411,13 @@ impl Config {
             }
         };
 
-        let log_level = match pick(cli.log_level, "--log-level", file.log_level, "log-level", path) {
+        let log_level = match pick(
+            cli.log_level,
+            "--log-level",
+            file.log_level,
+            "log-level",
+            path,
+        ) {
             None => None,
             Some((level, origin)) => {
                 let lower = level.to_ascii_lowercase();
@@ -350,9 +457,18 @@ mod tests {
 
     #[test]
     fn durations() {
-        assert_eq!(parse_duration("30s").unwrap(), Some(Duration::from_secs(30)));
-        assert_eq!(parse_duration("5min").unwrap(), Some(Duration::from_secs(300)));
-        assert_eq!(parse_duration("300ms").unwrap(), Some(Duration::from_millis(300)));
+        assert_eq!(
+            parse_duration("30s").unwrap(),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_duration("5min").unwrap(),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_duration("300ms").unwrap(),
+            Some(Duration::from_millis(300))
+        );
         assert_eq!(parse_duration("7").unwrap(), Some(Duration::from_secs(7)));
         assert_eq!(parse_duration("0").unwrap(), None);
         assert_eq!(parse_duration("infinity").unwrap(), None);
@@ -369,7 +485,17 @@ mod tests {
         assert_eq!(c.connections_max, DEFAULT_CONNECTIONS_MAX);
         assert!(c.command.is_none());
 
-        let c = Config::from_cli(cli(&["--exit-idle-time=3s", "-c", "7", "127.0.0.1:9", "--", "app", "--port", "9"])).unwrap();
+        let c = Config::from_cli(cli(&[
+            "--exit-idle-time=3s",
+            "-c",
+            "7",
+            "127.0.0.1:9",
+            "--",
+            "app",
+            "--port",
+            "9",
+        ]))
+        .unwrap();
         assert_eq!(c.idle_timeout, Some(Duration::from_secs(3)));
         assert_eq!(c.connections_max, 7);
         assert_eq!(c.upstreams[0].address.to_string(), "127.0.0.1:9");
@@ -378,13 +504,26 @@ mod tests {
 
     #[test]
     fn errors_name_the_flag_and_value() {
-        let e = Config::from_cli(cli(&["--upstream", "127.0.0.1:1", "--idle-timeout", "soon"])).unwrap_err().to_string();
+        let e = Config::from_cli(cli(&[
+            "--upstream",
+            "127.0.0.1:1",
+            "--idle-timeout",
+            "soon",
+        ]))
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("--idle-timeout: invalid value 'soon'"), "{e}");
-        let e = Config::from_cli(cli(&["--upstream", "nowhere"])).unwrap_err().to_string();
+        let e = Config::from_cli(cli(&["--upstream", "nowhere"]))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("--upstream: invalid value 'nowhere'"), "{e}");
-        let e = Config::from_cli(cli(&["--upstream", "127.0.0.1:1", "-c", "0"])).unwrap_err().to_string();
+        let e = Config::from_cli(cli(&["--upstream", "127.0.0.1:1", "-c", "0"]))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("--connections-max: invalid value '0'"), "{e}");
-        let e = Config::from_cli(cli(&["--upstream", "127.0.0.1:1", "--start-timeout", "0"])).unwrap_err().to_string();
+        let e = Config::from_cli(cli(&["--upstream", "127.0.0.1:1", "--start-timeout", "0"]))
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("--start-timeout"), "{e}");
         let e = Config::from_cli(cli(&[])).unwrap_err().to_string();
         assert!(e.starts_with("--upstream: missing"), "{e}");
@@ -393,17 +532,36 @@ mod tests {
     #[test]
     fn file_keys_and_unknown_keys() {
         let path = Path::new("x.toml");
-        let file = parse_file("upstream = \"127.0.0.1:5\"\nidle-timeout = 0\ncommand = [\"sleep\", \"9\"]\n", path).unwrap();
+        let file = parse_file(
+            "upstream = \"127.0.0.1:5\"\nidle-timeout = 0\ncommand = [\"sleep\", \"9\"]\n",
+            path,
+        )
+        .unwrap();
         let c = Config::merge(cli(&["--idle-timeout", "2s"]), file, path).unwrap();
-        assert_eq!(c.idle_timeout, Some(Duration::from_secs(2)), "the flag wins over the file");
+        assert_eq!(
+            c.idle_timeout,
+            Some(Duration::from_secs(2)),
+            "the flag wins over the file"
+        );
         assert_eq!(c.command.unwrap(), ["sleep", "9"]);
 
-        let e = parse_file("upstream = \"127.0.0.1:5\"\n\nbogus = 1\n", path).unwrap_err().to_string();
+        let e = parse_file("upstream = \"127.0.0.1:5\"\n\nbogus = 1\n", path)
+            .unwrap_err()
+            .to_string();
         assert!(e.starts_with("x.toml:3: unknown field `bogus`"), "{e}");
         assert!(!e.contains('\n'));
 
-        let file = parse_file("upstream = \"127.0.0.1:5\"\nstop-timeout = \"fast\"\n", path).unwrap();
-        let e = Config::merge(Cli::default(), file, path).unwrap_err().to_string();
-        assert!(e.starts_with("stop-timeout in x.toml: invalid value 'fast'"), "{e}");
+        let file = parse_file(
+            "upstream = \"127.0.0.1:5\"\nstop-timeout = \"fast\"\n",
+            path,
+        )
+        .unwrap();
+        let e = Config::merge(Cli::default(), file, path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("stop-timeout in x.toml: invalid value 'fast'"),
+            "{e}"
+        );
     }
 }

@@ -66,7 +66,12 @@ const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Serves `sockets` until idle (activated: exit), a stop request, or the end of
 /// an `Accept=yes` connection; the backend is stopped before this returns.
-pub async fn run(sockets: RuntimeSockets, config: Config, notifier: Notifier, shutdown: Shutdown) -> Exit {
+pub async fn run(
+    sockets: RuntimeSockets,
+    config: Config,
+    notifier: Notifier,
+    shutdown: Shutdown,
+) -> Exit {
     let backend = Backend::spawn(BackendSpec {
         command: config.command.clone(),
         ready: config.ready_address().clone(),
@@ -76,7 +81,11 @@ pub async fn run(sockets: RuntimeSockets, config: Config, notifier: Notifier, sh
     let in_flight = InFlight::new();
     let notifier = Arc::new(notifier);
     if notifier.is_enabled() {
-        tokio::spawn(report_status(notifier.clone(), backend.subscribe(), in_flight.clone()));
+        tokio::spawn(report_status(
+            notifier.clone(),
+            backend.subscribe(),
+            in_flight.clone(),
+        ));
     }
     let shared = Shared {
         backend: backend.clone(),
@@ -90,7 +99,13 @@ pub async fn run(sockets: RuntimeSockets, config: Config, notifier: Notifier, sh
             notifier.ready("serving one connection");
             tracing::info!("serving one passed connection (Accept=yes) to {upstream}");
             let guard = in_flight.enter();
-            let served = proxy::serve(stream, "passed connection", &upstream, &backend, config.start_timeout);
+            let served = proxy::serve(
+                stream,
+                "passed connection",
+                &upstream,
+                &backend,
+                config.start_timeout,
+            );
             tokio::select! {
                 _ = served => {}
                 _ = drain_after_request(&shutdown, &in_flight, config.stop_timeout) => {}
@@ -115,10 +130,15 @@ pub async fn run(sockets: RuntimeSockets, config: Config, notifier: Notifier, sh
     match exit {
         Exit::Idle => {
             let idle = config.idle_timeout.map(humantime::format_duration);
-            tracing::info!("idle for {}: stopping the backend and exiting", idle.map(|d| d.to_string()).unwrap_or_default());
+            tracing::info!(
+                "idle for {}: stopping the backend and exiting",
+                idle.map(|d| d.to_string()).unwrap_or_default()
+            );
             notifier.stopping("idle: stopping the backend and exiting");
         }
-        Exit::Stopped | Exit::ConnectionDone => notifier.stopping("stopping the backend and exiting"),
+        Exit::Stopped | Exit::ConnectionDone => {
+            notifier.stopping("stopping the backend and exiting")
+        }
     }
     backend.shut_down().await;
     tracing::info!("exiting");
@@ -136,10 +156,20 @@ fn announce(notifier: &Notifier, routes: &[Arc<Route>], how: &str, config: &Conf
     notifier.ready(&format!("{how} on {} socket(s); {idle}", routes.len()));
 }
 
-fn spawn_accept_loops(routes: &[Arc<Route>], shared: &Shared, stop: &CancellationToken) -> Vec<tokio::task::JoinHandle<()>> {
+fn spawn_accept_loops(
+    routes: &[Arc<Route>],
+    shared: &Shared,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
     routes
         .iter()
-        .map(|route| tokio::spawn(listener::accept_loop(route.clone(), shared.clone(), stop.child_token())))
+        .map(|route| {
+            tokio::spawn(listener::accept_loop(
+                route.clone(),
+                shared.clone(),
+                stop.child_token(),
+            ))
+        })
         .collect()
 }
 
@@ -153,7 +183,12 @@ async fn idle_timer(in_flight: &InFlight, timeout: Option<Duration>) {
 /// Activated: serve until idle or a stop request. At idle, accepting stops
 /// first; a connection that raced in before that is served and the idle timer
 /// starts over, so no accepted client is ever cut off by an idle exit.
-async fn serve_until_idle(routes: &[Arc<Route>], shared: &Shared, config: &Config, shutdown: &Shutdown) -> Exit {
+async fn serve_until_idle(
+    routes: &[Arc<Route>],
+    shared: &Shared,
+    config: &Config,
+    shutdown: &Shutdown,
+) -> Exit {
     loop {
         let accepting = CancellationToken::new();
         let loops = spawn_accept_loops(routes, shared, &accepting);
@@ -178,14 +213,23 @@ async fn serve_until_idle(routes: &[Arc<Route>], shared: &Shared, config: &Confi
 
 /// Bound by `--listen`: idle stops the backend but keeps listening; the next
 /// client starts it again.
-async fn serve_and_stop_backend_when_idle(routes: &[Arc<Route>], shared: &Shared, config: &Config, shutdown: &Shutdown) -> Exit {
+async fn serve_and_stop_backend_when_idle(
+    routes: &[Arc<Route>],
+    shared: &Shared,
+    config: &Config,
+    shutdown: &Shutdown,
+) -> Exit {
     let accepting = CancellationToken::new();
     let loops = spawn_accept_loops(routes, shared, &accepting);
     let mut state = shared.backend.subscribe();
     let idle_stops = async {
         loop {
             // Arm the idle timer only while there is a backend to stop.
-            if state.wait_for(|s| matches!(s, BackendState::Starting | BackendState::Ready)).await.is_err() {
+            if state
+                .wait_for(|s| matches!(s, BackendState::Starting | BackendState::Ready))
+                .await
+                .is_err()
+            {
                 return;
             }
             idle_timer(&shared.in_flight, config.idle_timeout).await;
@@ -213,7 +257,10 @@ async fn drain(shutdown: &Shutdown, in_flight: &InFlight, grace: Duration) {
     if open == 0 {
         return;
     }
-    tracing::info!("stopping: waiting up to {} for {open} connection(s) to finish", humantime::format_duration(grace));
+    tracing::info!(
+        "stopping: waiting up to {} for {open} connection(s) to finish",
+        humantime::format_duration(grace)
+    );
     tokio::select! {
         _ = in_flight.drained() => {}
         _ = tokio::time::sleep(grace) => {
@@ -237,10 +284,18 @@ async fn drain_after_request(shutdown: &Shutdown, in_flight: &InFlight, grace: D
 }
 
 /// Keeps `STATUS=` current: backend state and connections in flight.
-async fn report_status(notifier: Arc<Notifier>, mut state: tokio::sync::watch::Receiver<BackendState>, in_flight: InFlight) {
+async fn report_status(
+    notifier: Arc<Notifier>,
+    mut state: tokio::sync::watch::Receiver<BackendState>,
+    in_flight: InFlight,
+) {
     let mut last = String::new();
     loop {
-        let status = format!("{}; {} connection(s) in flight", state.borrow_and_update().describe(), in_flight.count());
+        let status = format!(
+            "{}; {} connection(s) in flight",
+            state.borrow_and_update().describe(),
+            in_flight.count()
+        );
         if status != last {
             notifier.status(&status);
             last = status;

@@ -32,7 +32,10 @@ pub struct Shared {
 
 /// Whether an accept error is about resources (back off) rather than one client.
 fn is_resource_exhaustion(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
 }
 
 /// Accepts clients on `route` until `stop` is cancelled.
@@ -65,7 +68,11 @@ pub async fn accept_loop(route: Arc<Route>, shared: Shared, stop: CancellationTo
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 let delay = backoff.next_delay();
-                tracing::warn!("accept on {} failed: {e}; pausing {}ms", route.label, delay.as_millis());
+                tracing::warn!(
+                    "accept on {} failed: {e}; pausing {}ms",
+                    route.label,
+                    delay.as_millis()
+                );
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => {}
                     _ = stop.cancelled() => return,

@@ -39,19 +39,27 @@ fn main() -> ExitCode {
     let notifier = match Notifier::connect(std::env::var_os("NOTIFY_SOCKET").as_deref()) {
         Ok(n) => n,
         Err(e) => {
-            tracing::warn!("NOTIFY_SOCKET: cannot connect ({e}); not reporting to the service manager");
+            tracing::warn!(
+                "NOTIFY_SOCKET: cannot connect ({e}); not reporting to the service manager"
+            );
             Notifier::disabled()
         }
     };
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(RUNTIME, &format!("cannot start the runtime: {e}")),
     };
     let result = runtime.block_on(async move {
-        let sockets = sockets.into_tokio().map_err(|e| format!("cannot use the sockets: {e}"))?;
+        let sockets = sockets
+            .into_tokio()
+            .map_err(|e| format!("cannot use the sockets: {e}"))?;
         let shutdown = Shutdown::new();
-        idlegate::shutdown::forward_signals(shutdown.clone()).map_err(|e| format!("cannot handle signals: {e}"))?;
+        idlegate::shutdown::forward_signals(shutdown.clone())
+            .map_err(|e| format!("cannot handle signals: {e}"))?;
         Ok::<_, String>(idlegate::run(sockets, config, notifier, shutdown).await)
     });
     // Connections still open after the drain are closed here, not waited for.
@@ -72,13 +80,18 @@ fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
 fn clap_error(e: clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
     match e.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
             let _ = e.print();
             ExitCode::SUCCESS
         }
         _ => {
             let rendered = e.render().to_string();
-            let line = rendered.lines().find(|l| !l.trim().is_empty()).unwrap_or("invalid arguments");
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
             let line = line.strip_prefix("error: ").unwrap_or(line);
             fail(USAGE, &format!("{line} (see idlegate --help)"))
         }
@@ -95,7 +108,10 @@ fn init_tracing(level: Option<&str>) {
     };
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let color = !journal && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(color);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color);
     if journal {
         builder.without_time().init();
     } else {

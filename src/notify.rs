@@ -36,7 +36,9 @@ impl Notifier {
             socket.connect(Path::new(target))?;
         }
         socket.set_nonblocking(true)?;
-        Ok(Notifier { socket: Some(socket) })
+        Ok(Notifier {
+            socket: Some(socket),
+        })
     }
 
     /// Whether a service manager listens.

@@ -41,7 +41,11 @@ pub enum ConnectError {
 /// Connects to `upstream` once the backend is ready, holding the caller until
 /// `deadline`. A refused connect is retried with a short backoff: an upstream
 /// that is not the probed one may come up a little later.
-pub async fn connect_upstream(backend: &Backend, upstream: &Address, deadline: Instant) -> Result<Stream, ConnectError> {
+pub async fn connect_upstream(
+    backend: &Backend,
+    upstream: &Address,
+    deadline: Instant,
+) -> Result<Stream, ConnectError> {
     let mut backoff = Backoff::probe();
     loop {
         backend.wait_ready(deadline).await?;
@@ -50,20 +54,38 @@ pub async fn connect_upstream(backend: &Backend, upstream: &Address, deadline: I
             Ok(Err(e)) if is_not_ready_yet(&e) => {
                 let delay = backoff.next_delay();
                 if Instant::now() + delay >= deadline {
-                    return Err(ConnectError::Upstream { upstream: upstream.clone(), source: e });
+                    return Err(ConnectError::Upstream {
+                        upstream: upstream.clone(),
+                        source: e,
+                    });
                 }
                 tracing::debug!("{upstream} refused ({e}); retrying");
                 tokio::time::sleep(delay).await;
             }
-            Ok(Err(e)) => return Err(ConnectError::Upstream { upstream: upstream.clone(), source: e }),
-            Err(_) => return Err(ConnectError::Timeout { upstream: upstream.clone() }),
+            Ok(Err(e)) => {
+                return Err(ConnectError::Upstream {
+                    upstream: upstream.clone(),
+                    source: e,
+                })
+            }
+            Err(_) => {
+                return Err(ConnectError::Timeout {
+                    upstream: upstream.clone(),
+                })
+            }
         }
     }
 }
 
 /// Serves one client to the end: connect upstream (held until ready), then
 /// copy both ways until both directions reached end-of-file.
-pub async fn serve(mut client: Stream, peer: &str, upstream: &Address, backend: &Backend, start_timeout: Duration) {
+pub async fn serve(
+    mut client: Stream,
+    peer: &str,
+    upstream: &Address,
+    backend: &Backend,
+    start_timeout: Duration,
+) {
     let deadline = Instant::now() + start_timeout;
     let mut up = match connect_upstream(backend, upstream, deadline).await {
         Ok(up) => up,
@@ -73,8 +95,12 @@ pub async fn serve(mut client: Stream, peer: &str, upstream: &Address, backend: 
             return;
         }
     };
-    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, COPY_BUFFER, COPY_BUFFER).await {
-        Ok((sent, received)) => tracing::debug!("client {peer} done: {sent} bytes to {upstream}, {received} back"),
+    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, COPY_BUFFER, COPY_BUFFER)
+        .await
+    {
+        Ok((sent, received)) => {
+            tracing::debug!("client {peer} done: {sent} bytes to {upstream}, {received} back")
+        }
         Err(e) => tracing::debug!("client {peer} ended: {e}"),
     }
 }

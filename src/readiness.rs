@@ -90,6 +90,10 @@ mod tests {
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(!waiter.is_finished());
         let _listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        tokio::time::timeout(Duration::from_secs(30), waiter).await.unwrap().unwrap().unwrap();
+        tokio::time::timeout(Duration::from_secs(30), waiter)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
     }
 }

@@ -74,8 +74,10 @@ pub fn classify(fd: RawFd) -> Result<SocketKind, FdError> {
         Err(e) if e.raw_os_error() == Some(libc::ENOTSOCK) => return Err(FdError::NotSocket(fd)),
         Err(source) => return Err(FdError::Io { fd, source }),
     };
-    let domain = getsockopt_int(fd, libc::SO_DOMAIN).map_err(|source| FdError::Io { fd, source })?;
-    let listening = getsockopt_int(fd, libc::SO_ACCEPTCONN).map_err(|source| FdError::Io { fd, source })? != 0;
+    let domain =
+        getsockopt_int(fd, libc::SO_DOMAIN).map_err(|source| FdError::Io { fd, source })?;
+    let listening =
+        getsockopt_int(fd, libc::SO_ACCEPTCONN).map_err(|source| FdError::Io { fd, source })? != 0;
     Ok(match (ty, domain, listening) {
         (libc::SOCK_DGRAM, _, _) => SocketKind::Datagram,
         (libc::SOCK_STREAM, libc::AF_INET | libc::AF_INET6, true) => SocketKind::TcpListener,
@@ -99,7 +101,10 @@ pub fn adopt_passed_fd(fd: RawFd) -> Result<OwnedFd, FdError> {
     }
     // SAFETY: as above; only sets FD_CLOEXEC.
     if unsafe { libc::fcntl(fd, libc::F_SETFD, flags | libc::FD_CLOEXEC) } < 0 {
-        return Err(FdError::Io { fd, source: io::Error::last_os_error() });
+        return Err(FdError::Io {
+            fd,
+            source: io::Error::last_os_error(),
+        });
     }
     // SAFETY: the descriptor is open (checked above) and, per the systemd
     // protocol, handed to this process to own; activation adopts each number once.
@@ -138,12 +143,23 @@ pub fn signal_group(pgid: u32, signal: libc::c_int) -> io::Result<bool> {
 /// died in between, the child is already orphaned and gives up at once.
 pub fn die_with_parent(parent: u32) -> io::Result<()> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0) } != 0 {
+    if unsafe {
+        libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0,
+            0,
+            0,
+        )
+    } != 0
+    {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: getppid has no arguments and cannot fail.
     if u32::try_from(unsafe { libc::getppid() }).ok() != Some(parent) {
-        return Err(io::Error::other("idlegate exited before the backend started"));
+        return Err(io::Error::other(
+            "idlegate exited before the backend started",
+        ));
     }
     Ok(())
 }

@@ -97,8 +97,13 @@ pub enum BackendError {
 
 enum Request {
     Start,
-    Stop { only_if_idle: Option<InFlight>, done: oneshot::Sender<bool> },
-    ShutDown { done: oneshot::Sender<()> },
+    Stop {
+        only_if_idle: Option<InFlight>,
+        done: oneshot::Sender<bool>,
+    },
+    ShutDown {
+        done: oneshot::Sender<()>,
+    },
 }
 
 /// A handle on the backend; clone it freely.
@@ -137,7 +142,11 @@ impl Backend {
             pending_start: None,
         };
         tokio::spawn(supervisor.run());
-        Backend { state: state_rx, requests, start_timeout }
+        Backend {
+            state: state_rx,
+            requests,
+            start_timeout,
+        }
     }
 
     /// Asks for a start now, without waiting (activation: a client is waiting).
@@ -194,7 +203,14 @@ impl Backend {
     /// Stops the backend (it starts again on demand). Returns when it is stopped.
     pub async fn stop(&self) {
         let (done, wait) = oneshot::channel();
-        if self.requests.send(Request::Stop { only_if_idle: None, done }).is_ok() {
+        if self
+            .requests
+            .send(Request::Stop {
+                only_if_idle: None,
+                done,
+            })
+            .is_ok()
+        {
             let _ = wait.await;
         }
     }
@@ -204,7 +220,14 @@ impl Backend {
     /// the connection sees the backend stopping, or the stop sees the connection.
     pub async fn stop_if_idle(&self, in_flight: &InFlight) -> bool {
         let (done, wait) = oneshot::channel();
-        if self.requests.send(Request::Stop { only_if_idle: Some(in_flight.clone()), done }).is_err() {
+        if self
+            .requests
+            .send(Request::Stop {
+                only_if_idle: Some(in_flight.clone()),
+                done,
+            })
+            .is_err()
+        {
             return false;
         }
         wait.await.unwrap_or(false)
@@ -219,7 +242,8 @@ impl Backend {
     }
 }
 
-type Probe = Pin<Box<dyn Future<Output = Result<std::io::Result<()>, tokio::time::error::Elapsed>> + Send>>;
+type Probe =
+    Pin<Box<dyn Future<Output = Result<std::io::Result<()>, tokio::time::error::Elapsed>> + Send>>;
 
 /// The task that owns the backend process.
 struct Supervisor {
@@ -247,7 +271,9 @@ async fn wait_exit(process: &mut Option<Process>) -> std::io::Result<std::proces
     }
 }
 
-async fn poll_probe(probe: &mut Option<Probe>) -> Result<std::io::Result<()>, tokio::time::error::Elapsed> {
+async fn poll_probe(
+    probe: &mut Option<Probe>,
+) -> Result<std::io::Result<()>, tokio::time::error::Elapsed> {
     match probe {
         Some(p) => p.as_mut().await,
         None => std::future::pending().await,
@@ -314,18 +340,26 @@ impl Supervisor {
         let now = self.state.borrow().clone();
         match now {
             BackendState::Stopped => self.begin_start().await,
-            BackendState::Failed { retry_at, .. } if retry_at <= Instant::now() => self.begin_start().await,
+            BackendState::Failed { retry_at, .. } if retry_at <= Instant::now() => {
+                self.begin_start().await
+            }
             BackendState::Failed { retry_at, .. } => {
                 if self.pending_start.is_none() {
                     self.pending_start = Some(retry_at);
                 }
             }
-            BackendState::Starting | BackendState::Ready | BackendState::Stopping | BackendState::ShutDown => {}
+            BackendState::Starting
+            | BackendState::Ready
+            | BackendState::Stopping
+            | BackendState::ShutDown => {}
         }
     }
 
     async fn begin_start(&mut self) {
-        if !matches!(*self.state.borrow(), BackendState::Stopped | BackendState::Failed { .. }) {
+        if !matches!(
+            *self.state.borrow(),
+            BackendState::Stopped | BackendState::Failed { .. }
+        ) {
             return;
         }
         self.started_at = Instant::now();
@@ -354,7 +388,11 @@ impl Supervisor {
         match result {
             Ok(Ok(())) => {
                 let took = self.started_at.elapsed();
-                tracing::info!("backend ready on {} after {}ms", self.spec.ready, took.as_millis());
+                tracing::info!(
+                    "backend ready on {} after {}ms",
+                    self.spec.ready,
+                    took.as_millis()
+                );
                 self.ready_since = Some(Instant::now());
                 self.set(BackendState::Ready);
             }
@@ -380,7 +418,9 @@ impl Supervisor {
     }
 
     async fn on_exit(&mut self, status: std::io::Result<std::process::ExitStatus>) {
-        let Some(mut p) = self.process.take() else { return };
+        let Some(mut p) = self.process.take() else {
+            return;
+        };
         let status = match status {
             Ok(s) => s.to_string(),
             Err(e) => format!("unknown status ({e})"),
@@ -421,13 +461,19 @@ impl Supervisor {
             "backend failed: {reason}; the next connection retries (not before {}ms)",
             delay.as_millis()
         );
-        self.set(BackendState::Failed { reason: reason.into(), retry_at: Instant::now() + delay });
+        self.set(BackendState::Failed {
+            reason: reason.into(),
+            retry_at: Instant::now() + delay,
+        });
     }
 
     async fn stop(&mut self, only_if_idle: Option<&InFlight>) -> bool {
         let previous = self.state.borrow().clone();
         if let Some(in_flight) = only_if_idle {
-            if matches!(previous, BackendState::Stopped | BackendState::Failed { .. } | BackendState::ShutDown) {
+            if matches!(
+                previous,
+                BackendState::Stopped | BackendState::Failed { .. } | BackendState::ShutDown
+            ) {
                 return true;
             }
             // Announce the stop before looking at the count: a connection that

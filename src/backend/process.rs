@@ -18,7 +18,12 @@ const STDERR_TAIL_LINES: usize = 5;
 
 /// Variables the backend must not inherit: they describe idlegate's own
 /// activation and notification socket, not the backend's.
-const PRIVATE_VARS: [&str; 4] = ["LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES", "NOTIFY_SOCKET"];
+const PRIVATE_VARS: [&str; 4] = [
+    "LISTEN_PID",
+    "LISTEN_FDS",
+    "LISTEN_FDNAMES",
+    "NOTIFY_SOCKET",
+];
 
 /// A running backend process and what watches it.
 #[derive(Debug)]
@@ -37,7 +42,13 @@ pub struct Process {
 /// The command line as a person reads it.
 pub fn describe(argv: &[String]) -> String {
     argv.iter()
-        .map(|a| if a.is_empty() || a.contains(char::is_whitespace) { format!("'{a}'") } else { a.clone() })
+        .map(|a| {
+            if a.is_empty() || a.contains(char::is_whitespace) {
+                format!("'{a}'")
+            } else {
+                a.clone()
+            }
+        })
         .collect::<Vec<_>>()
         .join(" ")
 }
@@ -71,10 +82,21 @@ impl Process {
             pumps.push(tokio::spawn(pump(out, pgid, "stdout", None)));
         }
         if let Some(err) = child.stderr.take() {
-            pumps.push(tokio::spawn(pump(err, pgid, "stderr", Some(stderr_tail.clone()))));
+            pumps.push(tokio::spawn(pump(
+                err,
+                pgid,
+                "stderr",
+                Some(stderr_tail.clone()),
+            )));
         }
         tracing::info!(pid = pgid, "backend started: {command}");
-        Ok(Process { child, pgid, command, stderr_tail, pumps })
+        Ok(Process {
+            child,
+            pgid,
+            command,
+            stderr_tail,
+            pumps,
+        })
     }
 
     /// The process id of the backend (and its process group).
@@ -123,7 +145,10 @@ impl Process {
                 None
             }
             Err(_) => {
-                tracing::warn!(pid = self.pgid, "backend still running {grace:?} after SIGTERM; sending SIGKILL");
+                tracing::warn!(
+                    pid = self.pgid,
+                    "backend still running {grace:?} after SIGTERM; sending SIGKILL"
+                );
                 None
             }
         };
@@ -137,9 +162,15 @@ impl Process {
     /// SIGKILL to every process left in the group (none, normally).
     fn kill_group(&self) {
         match sys::signal_group(self.pgid, libc::SIGKILL) {
-            Ok(true) => tracing::debug!(pid = self.pgid, "killed what was left of the backend's process group"),
+            Ok(true) => tracing::debug!(
+                pid = self.pgid,
+                "killed what was left of the backend's process group"
+            ),
             Ok(false) => {}
-            Err(e) => tracing::warn!(pid = self.pgid, "cannot kill the backend's process group: {e}"),
+            Err(e) => tracing::warn!(
+                pid = self.pgid,
+                "cannot kill the backend's process group: {e}"
+            ),
         }
     }
 }
@@ -158,7 +189,12 @@ impl Drop for Process {
 ///
 /// Reads until the pipe closes whatever the bytes are (never leaving the
 /// backend blocked on a full pipe); lines that are not UTF-8 are shown lossily.
-async fn pump(stream: impl AsyncRead + Unpin, pid: u32, name: &'static str, tail: Option<Arc<Mutex<VecDeque<String>>>>) {
+async fn pump(
+    stream: impl AsyncRead + Unpin,
+    pid: u32,
+    name: &'static str,
+    tail: Option<Arc<Mutex<VecDeque<String>>>>,
+) {
     const MAX_LINE: usize = 4096;
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::with_capacity(256);

@@ -1,0 +1,671 @@
+//! The core in TCP mode, end to end: activation, the backend on demand,
+//! readiness, forwarding, in-flight tracking and idle exit.
+
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::support::activator::{describe, spawn_with_fds};
+use crate::support::*;
+
+/// A backend the test runs itself (idlegate's external-backend case).
+struct External(Child);
+
+impl External {
+    fn start(listen: &str) -> External {
+        let child = Command::new(test_backend_bin())
+            .args(["--listen", listen])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn external backend");
+        External(child)
+    }
+}
+
+impl Drop for External {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn idlegate_args(upstream: &str, idle: &str, backend: Vec<String>) -> Vec<String> {
+    let mut a = args(&[
+        "--upstream",
+        upstream,
+        "--idle-timeout",
+        idle,
+        "--stop-timeout",
+        "5s",
+    ]);
+    a.extend(backend);
+    a
+}
+
+#[test]
+fn cold_start_holds_the_first_client_until_a_late_backend_binds() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let a = idlegate_args(
+        &backend,
+        "60s",
+        backend_command(&backend, &["--delay-ms", "500"]),
+    );
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let started = Instant::now();
+    let answer = exchange_str(act.tcp_addrs[0], "hello\n").expect("the first client is served");
+    assert_eq!(answer, "hello\n");
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "the backend binds only after 500 ms"
+    );
+    assert_eq!(act.activations(), 1);
+    let log = act.log();
+    assert!(log.contains("backend ready on"), "{log}");
+    assert!(
+        log.contains("test backend: listening on"),
+        "backend output is logged: {log}"
+    );
+}
+
+#[test]
+fn idle_exit_is_status_0_and_leaves_no_backend_process() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let pid_file = dir.path().join("backend.pid");
+    let grandchild_file = dir.path().join("grandchild.pid");
+    let a = idlegate_args(
+        &backend,
+        "300ms",
+        backend_command(
+            &backend,
+            &[
+                "--pid-file",
+                pid_file.to_str().unwrap(),
+                "--grandchild-pid-file",
+                grandchild_file.to_str().unwrap(),
+            ],
+        ),
+    );
+    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    assert_eq!(exchange_str(act.tcp_addrs[0], "ping\n").unwrap(), "ping\n");
+    let backend_pid = read_pid(&pid_file);
+    let grandchild_pid = read_pid(&grandchild_file);
+    let status = act.wait_exit(1, PATIENCE);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "idle exit is status 0, got {}; log:\n{}",
+        describe(&status),
+        act.log()
+    );
+    assert!(process_gone(backend_pid), "the backend outlived idlegate");
+    assert!(
+        wait_gone(grandchild_pid, Duration::from_secs(5)),
+        "a process of the backend's group outlived idlegate"
+    );
+    let log = act.log();
+    assert!(log.contains("idle for 300ms"), "{log}");
+
+    // The socket stayed with the activator: the next client activates again.
+    assert_eq!(
+        exchange_str(act.tcp_addrs[0], "again\n").unwrap(),
+        "again\n"
+    );
+    assert_eq!(act.activations(), 2);
+}
+
+#[test]
+fn many_clients_across_many_activations_lose_nothing() {
+    const CLIENTS: usize = 4;
+    const ROUNDS: usize = 11;
+    const PER_ROUND: usize = 5;
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let a = idlegate_args(&backend, "300ms", backend_command(&backend, &[]));
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let addr = act.tcp_addrs[0];
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                let mut seed = 0x9E37_79B9_u32.wrapping_mul(client as u32 + 1);
+                let mut random = move |n: u32| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    seed % n
+                };
+                for round in 0..ROUNDS {
+                    for i in 0..PER_ROUND {
+                        let msg = format!("client {client} round {round} request {i}\n");
+                        match exchange_str(addr, &msg) {
+                            Ok(answer) if answer == msg => {}
+                            other => failures.push(format!("{msg:?}: {other:?}")),
+                        }
+                        std::thread::sleep(Duration::from_millis(random(60) as u64));
+                    }
+                    // Everybody pauses around the idle timeout, so idlegate exits
+                    // (or is about to) just as the next round starts.
+                    barrier.wait();
+                    std::thread::sleep(Duration::from_millis(250 + random(300) as u64));
+                }
+                failures
+            })
+        })
+        .collect();
+    let failures: Vec<String> = threads
+        .into_iter()
+        .flat_map(|t| t.join().unwrap())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed: {failures:#?}\nlog:\n{}",
+        failures.len(),
+        CLIENTS * ROUNDS * PER_ROUND,
+        act.log()
+    );
+    let exits = act.exits();
+    assert!(
+        exits.len() >= 3,
+        "expected several activation cycles, saw {} exits",
+        exits.len()
+    );
+    assert!(
+        exits.iter().all(|s| s.code() == Some(0)),
+        "every run exits 0: {:?}",
+        exits.iter().map(describe).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn a_slow_response_outlives_the_idle_timeout() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let a = idlegate_args(&backend, "1s", backend_command(&backend, &[]));
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let started = Instant::now();
+    // 8 ticks, 500 ms apart: a 4 s response with gaps shorter than the idle
+    // timeout but a whole far longer than it.
+    let answer = exchange_str(act.tcp_addrs[0], "SLOW 8 500\n").unwrap();
+    assert_eq!(answer.lines().count(), 8, "{answer}");
+    assert!(started.elapsed() >= Duration::from_millis(3500));
+    assert!(
+        act.exits().is_empty(),
+        "idlegate exited while the response was still streaming"
+    );
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
+    assert_eq!(act.activations(), 1);
+}
+
+#[test]
+fn sigterm_drains_a_live_connection_then_stops_the_backend() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let pid_file = dir.path().join("backend.pid");
+    let a = idlegate_args(
+        &backend,
+        "60s",
+        backend_command(&backend, &["--pid-file", pid_file.to_str().unwrap()]),
+    );
+    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    let mut conn = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    conn.write_all(b"first\n").unwrap();
+    let mut buf = [0u8; 6];
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"first\n");
+
+    act.signal(libc::SIGTERM);
+    wait_until("idlegate to start draining", PATIENCE, || {
+        act.log().contains("waiting up to")
+    });
+    assert!(
+        act.exits().is_empty(),
+        "idlegate must wait for the live connection"
+    );
+    conn.write_all(b"second\n").unwrap();
+    let mut buf = [0u8; 7];
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(
+        &buf, b"second\n",
+        "the connection is still served while draining"
+    );
+    conn.shutdown(Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty());
+
+    let status = act.wait_exit(1, PATIENCE);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}; log:\n{}",
+        describe(&status),
+        act.log()
+    );
+    assert!(process_gone(read_pid(&pid_file)));
+}
+
+#[test]
+fn half_close_reaches_the_backend_and_the_answer_still_comes_back() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let a = idlegate_args(&backend, "60s", backend_command(&backend, &[]));
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let mut payload = b"COUNT\n".to_vec();
+    payload.extend(std::iter::repeat_n(b'x', 300_000));
+    // The backend answers only after it saw our end-of-file.
+    let answer = exchange(act.tcp_addrs[0], &payload).unwrap();
+    assert_eq!(String::from_utf8_lossy(&answer), "300000\n");
+}
+
+#[test]
+fn named_sockets_route_to_their_own_upstreams() {
+    let dir = tempdir();
+    let (p1, p2) = (free_port(), free_port());
+    let b1 = External::start(&format!("127.0.0.1:{p1}"));
+    let b2 = External::start(&format!("127.0.0.1:{p2}"));
+    // Given in the opposite order to the sockets: names, not positions, decide.
+    let a = args(&[
+        "--upstream",
+        &format!("https=127.0.0.1:{p2}"),
+        "--upstream",
+        &format!("http=127.0.0.1:{p1}"),
+        "--idle-timeout",
+        "60s",
+    ]);
+    let act = ActivatorBuilder::new(dir, &a)
+        .tcp("http")
+        .tcp("https")
+        .start();
+    let http = exchange_str(act.tcp_addrs[0], "PID\n").unwrap();
+    let https = exchange_str(act.tcp_addrs[1], "PID\n").unwrap();
+    assert_eq!(http.trim(), b1.0.id().to_string());
+    assert_eq!(https.trim(), b2.0.id().to_string());
+    assert_eq!(act.activations(), 1);
+}
+
+#[test]
+fn positional_upstreams_follow_socket_order_and_counts_must_match() {
+    let dir = tempdir();
+    let (p1, p2) = (free_port(), free_port());
+    let b1 = External::start(&format!("127.0.0.1:{p1}"));
+    let b2 = External::start(&format!("127.0.0.1:{p2}"));
+    let a = args(&[
+        "--upstream",
+        &format!("127.0.0.1:{p1}"),
+        "--upstream",
+        &format!("127.0.0.1:{p2}"),
+    ]);
+    let act = ActivatorBuilder::new(dir.clone(), &a)
+        .tcp("a")
+        .tcp("b")
+        .start();
+    assert_eq!(
+        exchange_str(act.tcp_addrs[0], "PID\n").unwrap().trim(),
+        b1.0.id().to_string()
+    );
+    assert_eq!(
+        exchange_str(act.tcp_addrs[1], "PID\n").unwrap().trim(),
+        b2.0.id().to_string()
+    );
+    drop(act);
+
+    // Two sockets, one upstream: a usage error, exit 2, before serving anyone.
+    let a = args(&["--upstream", &format!("127.0.0.1:{p1}")]);
+    let act = ActivatorBuilder::new(dir.clone(), &a)
+        .tcp("a")
+        .tcp("b")
+        .start();
+    let _client = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(2));
+    assert!(act.log().contains("2 sockets were passed"), "{}", act.log());
+    drop(act);
+
+    // A name that no socket has.
+    let a = args(&["--upstream", &format!("web=127.0.0.1:{p1}")]);
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let _client = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(2));
+    assert!(
+        act.log().contains("no passed socket is named 'web'"),
+        "{}",
+        act.log()
+    );
+}
+
+#[test]
+fn unix_listener_and_unix_upstream() {
+    let dir = tempdir();
+    let front = dir.path().join("front.sock");
+    let back = dir.path().join("back.sock");
+    let back_addr = format!("unix:{}", back.display());
+    let a = idlegate_args(
+        &back_addr,
+        "300ms",
+        backend_command(&back_addr, &["--delay-ms", "200"]),
+    );
+    let act = ActivatorBuilder::new(dir.clone(), &a)
+        .unix(&front, "front")
+        .start();
+    let mut s = std::os::unix::net::UnixStream::connect(&front).unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s.write_all(b"over unix\n").unwrap();
+    s.shutdown(Shutdown::Write).unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    assert_eq!(out, "over unix\n");
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
+}
+
+#[test]
+fn accept_yes_connection_is_served_then_idlegate_exits() {
+    let dir = tempdir();
+    let port = free_port();
+    let _backend = External::start(&format!("127.0.0.1:{port}"));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (server_side, _) = listener.accept().unwrap();
+    use std::os::fd::AsRawFd;
+    let log = dir.path().join("accept.log");
+    // systemd-socket-proxyd's own spelling: a positional upstream.
+    let mut child = spawn_with_fds(
+        &[server_side.as_raw_fd()],
+        &["conn"],
+        &args(&[&format!("127.0.0.1:{port}")]),
+        &[],
+        &log,
+    );
+    drop(server_side);
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.write_all(b"single\n").unwrap();
+    client.shutdown(Shutdown::Write).unwrap();
+    let mut out = String::new();
+    client.read_to_string(&mut out).unwrap();
+    assert_eq!(out, "single\n");
+    let status = wait_child(&mut child);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "log:\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // With a backend command, Accept=yes is a usage error.
+    let (mut client, server_side) = {
+        let c = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        (c, listener.accept().unwrap().0)
+    };
+    let mut a = args(&["--upstream", &format!("127.0.0.1:{port}")]);
+    a.extend(backend_command(&format!("127.0.0.1:{port}"), &[]));
+    let mut child = spawn_with_fds(&[server_side.as_raw_fd()], &["conn"], &a, &[], &log);
+    drop(server_side);
+    assert_eq!(wait_child(&mut child).code(), Some(2));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("Accept=yes"));
+    let mut out = Vec::new();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    let _ = client.read_to_end(&mut out);
+}
+
+fn wait_child(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "idlegate did not exit: {:?}",
+                child.wait().map(|s| s.signal())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_missing_backend_command_closes_clients_promptly_and_retries_later() {
+    let dir = tempdir();
+    let a = idlegate_args(
+        "127.0.0.1:9",
+        "60s",
+        args(&["--", "/nonexistent/legacy-app", "--port", "9"]),
+    );
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let attempts = || {
+        act.log()
+            .lines()
+            .filter(|l| {
+                l.contains("ERROR") && l.contains("cannot start `/nonexistent/legacy-app --port 9`")
+            })
+            .count()
+    };
+    let mut seen = 0;
+    for attempt in 1..=2 {
+        let started = Instant::now();
+        let answer = exchange(act.tcp_addrs[0], b"hello\n");
+        assert_eq!(
+            answer.as_deref().ok(),
+            Some(&b""[..]),
+            "attempt {attempt}: a clean close (no data, no reset), got {answer:?}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "attempt {attempt} took {:?}",
+            started.elapsed()
+        );
+        let now = attempts();
+        assert!(
+            now > seen,
+            "client {attempt} made idlegate try the start again: {}",
+            act.log()
+        );
+        seen = now;
+    }
+    assert!(
+        act.running().is_some() && act.exits().is_empty(),
+        "a backend failure is not idlegate's exit"
+    );
+}
+
+#[test]
+fn a_backend_exiting_at_start_is_reported_and_a_later_start_succeeds() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let flag = dir.path().join("allowed");
+    let a = idlegate_args(
+        &backend,
+        "60s",
+        backend_command(&backend, &["--fail-unless-exists", flag.to_str().unwrap()]),
+    );
+    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    let started = Instant::now();
+    let answer = exchange(act.tcp_addrs[0], b"hello\n").unwrap();
+    assert!(answer.is_empty(), "closed without an answer");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let log = act.log();
+    assert!(log.contains("exited during start: exit status: 4"), "{log}");
+    assert!(
+        log.contains("is missing, failing at start"),
+        "the backend's last stderr is quoted: {log}"
+    );
+
+    std::fs::write(&flag, "").unwrap();
+    // The next client retries (after the short backoff) and is served.
+    assert_eq!(
+        exchange_str(act.tcp_addrs[0], "hello\n").unwrap(),
+        "hello\n"
+    );
+    assert_eq!(act.activations(), 1);
+}
+
+#[test]
+fn a_backend_that_dies_later_is_restarted_by_the_next_client() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let a = idlegate_args(&backend, "60s", backend_command(&backend, &[]));
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let first = exchange_str(act.tcp_addrs[0], "PID\n").unwrap();
+    let _ = exchange(act.tcp_addrs[0], b"CRASH\n");
+    wait_until("the crash to be logged", PATIENCE, || {
+        act.log().contains("exited: exit status: 3")
+    });
+    let second = exchange_str(act.tcp_addrs[0], "PID\n").unwrap();
+    assert_ne!(first, second, "a new backend process serves");
+    assert!(act.exits().is_empty());
+}
+
+#[test]
+fn connections_max_keeps_excess_clients_waiting_not_reset() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let mut a = idlegate_args(&backend, "60s", Vec::new());
+    a.extend(args(&["--connections-max", "2"]));
+    a.extend(backend_command(&backend, &[]));
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let open = |msg: &[u8]| {
+        let mut s = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(msg).unwrap();
+        let mut buf = vec![0u8; msg.len()];
+        s.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, msg);
+        s
+    };
+    let first = open(b"one\n");
+    let _second = open(b"two\n");
+    let mut third = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+    third.write_all(b"three\n").unwrap();
+    third
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .unwrap();
+    let mut buf = [0u8; 6];
+    let err = third
+        .read(&mut buf)
+        .expect_err("the third client must wait while two are open");
+    assert!(
+        matches!(
+            err.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "waiting, not reset: {err}"
+    );
+    drop(first);
+    third.set_read_timeout(Some(PATIENCE)).unwrap();
+    third.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"three\n");
+}
+
+#[test]
+fn listen_mode_stops_the_backend_when_idle_and_keeps_listening() {
+    let dir = tempdir();
+    let front = format!("127.0.0.1:{}", free_port());
+    let backend = format!("127.0.0.1:{}", free_port());
+    let pid_file = dir.path().join("backend.pid");
+    let mut a = args(&["--listen", &front]);
+    a.extend(idlegate_args(
+        &backend,
+        "300ms",
+        backend_command(&backend, &["--pid-file", pid_file.to_str().unwrap()]),
+    ));
+    let log = dir.path().join("listen.log");
+    let mut child = Command::new(idlegate_bin())
+        .args(&a)
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = front.parse().unwrap();
+    wait_until("idlegate to listen", PATIENCE, || {
+        TcpStream::connect(addr).is_ok()
+    });
+    assert_eq!(exchange_str(addr, "one\n").unwrap(), "one\n");
+    let first_backend = read_pid(&pid_file);
+    assert!(wait_gone(first_backend, PATIENCE), "idle stops the backend");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "but idlegate keeps listening"
+    );
+    assert_eq!(exchange_str(addr, "two\n").unwrap(), "two\n");
+    wait_until("a new backend", PATIENCE, || {
+        read_pid(&pid_file) != first_backend
+    });
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert_eq!(wait_child(&mut child).code(), Some(0));
+    assert!(std::fs::read_to_string(&log)
+        .unwrap()
+        .contains("idle: backend stopped; still listening"));
+}
+
+#[test]
+fn external_backend_is_waited_for_and_left_running() {
+    let dir = tempdir();
+    let port = free_port();
+    // systemd-socket-proxyd's spelling, as an existing unit would have it.
+    let a = args(&[
+        &format!("--exit-idle-time=300ms"),
+        &format!("127.0.0.1:{port}"),
+    ]);
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let addr = act.tcp_addrs[0];
+    let client = std::thread::spawn(move || exchange_str(addr, "late\n"));
+    act.wait_running(1, PATIENCE);
+    // The external backend comes up only after the client connected.
+    std::thread::sleep(Duration::from_millis(300));
+    let backend = External::start(&format!("127.0.0.1:{port}"));
+    assert_eq!(client.join().unwrap().unwrap(), "late\n");
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
+    let mut backend = backend;
+    assert!(
+        backend.0.try_wait().unwrap().is_none(),
+        "an external backend is not idlegate's to stop"
+    );
+}
+
+#[test]
+fn sd_notify_reports_ready_status_and_stopping() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let socket_path = dir.path().join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    notify.set_read_timeout(Some(PATIENCE)).unwrap();
+    let a = idlegate_args(&backend, "300ms", backend_command(&backend, &[]));
+    let act = ActivatorBuilder::new(dir.clone(), &a)
+        .tcp("http")
+        .env("NOTIFY_SOCKET", socket_path.to_str().unwrap())
+        .start();
+    assert_eq!(exchange_str(act.tcp_addrs[0], "hi\n").unwrap(), "hi\n");
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
+    let mut messages = Vec::new();
+    notify.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = notify.recv(&mut buf) {
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert!(
+        messages.first().is_some_and(|m| m.starts_with("READY=1\n")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.contains("STATUS=backend ready")),
+        "{messages:?}"
+    );
+    assert!(
+        messages.iter().any(|m| m.starts_with("STOPPING=1\n")),
+        "{messages:?}"
+    );
+}

@@ -1,0 +1,8 @@
+//! idlegate's integration tests: the real binary, started by a real activator
+//! that holds the sockets as systemd does, in front of real backend processes.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod core_tcp;
+mod usage;

@@ -1,0 +1,163 @@
+//! Bad input: every usage and configuration error exits 2 with one line that
+//! names the flag or key and the value, before anything starts.
+
+use crate::support::*;
+
+fn assert_usage_error(args: &[&str], env: &[(&str, &str)], must_contain: &[&str]) {
+    let (code, stderr) = run_idlegate(args, env);
+    assert_eq!(
+        code,
+        Some(2),
+        "idlegate {args:?} should exit 2; stderr: {stderr}"
+    );
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "one line expected, got: {stderr}"
+    );
+    for word in must_contain {
+        assert!(stderr.contains(word), "{word:?} missing from: {stderr}");
+    }
+}
+
+#[test]
+fn bad_flags_exit_2_naming_the_flag() {
+    assert_usage_error(&["--bogus"], &[], &["--bogus"]);
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1", "--idle-timeout", "soon"],
+        &[],
+        &["--idle-timeout", "soon"],
+    );
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1", "--start-timeout=-3s"],
+        &[],
+        &["--start-timeout", "-3s"],
+    );
+    assert_usage_error(&["--upstream", "nowhere"], &[], &["--upstream", "nowhere"]);
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1", "--connections-max", "many"],
+        &[],
+        &["--connections-max", "many"],
+    );
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1", "--log-level", "loud"],
+        &[],
+        &["--log-level", "loud"],
+    );
+    assert_usage_error(&["--idle-timeout", "5s"], &[], &["--upstream"]);
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1", "--listen", "here"],
+        &[],
+        &["--listen", "here"],
+    );
+}
+
+#[test]
+fn no_sockets_is_a_usage_error() {
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1"],
+        &[],
+        &["no sockets", "--listen"],
+    );
+    // LISTEN_PID of another process: not activated, as sd_listen_fds decides.
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1"],
+        &[("LISTEN_FDS", "1"), ("LISTEN_PID", "1")],
+        &["no sockets"],
+    );
+}
+
+#[test]
+fn bad_config_files_exit_2_naming_the_key() {
+    let dir = tempdir();
+    let unknown = dir.path().join("unknown.toml");
+    std::fs::write(
+        &unknown,
+        "upstream = \"127.0.0.1:1\"\nlisten = \"127.0.0.1:0\"\nidle-timeot = \"5s\"\n",
+    )
+    .unwrap();
+    assert_usage_error(
+        &["--config", unknown.to_str().unwrap()],
+        &[],
+        &["idle-timeot", "unknown.toml:3"],
+    );
+
+    let bad_value = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad_value,
+        "upstream = \"127.0.0.1:1\"\nstop-timeout = \"whenever\"\n",
+    )
+    .unwrap();
+    assert_usage_error(
+        &["--config", bad_value.to_str().unwrap()],
+        &[],
+        &["stop-timeout", "whenever", "bad.toml"],
+    );
+
+    let not_toml = dir.path().join("broken.toml");
+    std::fs::write(&not_toml, "upstream = [\n").unwrap();
+    assert_usage_error(
+        &["--config", not_toml.to_str().unwrap()],
+        &[],
+        &["broken.toml"],
+    );
+
+    assert_usage_error(
+        &["--config", "/nonexistent/idlegate.toml"],
+        &[],
+        &["--config", "/nonexistent/idlegate.toml"],
+    );
+}
+
+#[test]
+fn flags_override_the_config_file() {
+    // Both the file and the flag hold a bad idle timeout: the error names the
+    // flag's value, so the flag was the one used.
+    let dir = tempdir();
+    let file = dir.path().join("c.toml");
+    std::fs::write(
+        &file,
+        "upstream = \"127.0.0.1:1\"\nlisten = \"127.0.0.1:1\"\nidle-timeout = \"bad\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = run_idlegate(
+        &[
+            "--config",
+            file.to_str().unwrap(),
+            "--idle-timeout",
+            "also-bad",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2));
+    assert!(
+        stderr.contains("--idle-timeout: invalid value 'also-bad'"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn every_example_config_parses() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().and_then(|e| e.to_str()) == Some("toml") {
+            idlegate::Config::from_file(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+    }
+    assert!(
+        seen >= 2,
+        "config/ should hold the demo and the reference config"
+    );
+}
+
+#[test]
+fn help_and_version_exit_0() {
+    let (code, _) = run_idlegate(&["--help"], &[]);
+    assert_eq!(code, Some(0));
+    let (code, _) = run_idlegate(&["--version"], &[]);
+    assert_eq!(code, Some(0));
+}
