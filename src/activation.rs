@@ -106,7 +106,7 @@ pub enum ActivationError {
         fds: usize,
     },
     /// A passed descriptor is unusable.
-    #[error("passed socket {name}: {source}")]
+    #[error("passed socket {name} {source}")]
     Fd {
         /// `fd N (name)`.
         name: FdLabel,

@@ -12,7 +12,7 @@ use crate::net::Stream;
 use crate::readiness::{is_not_ready_yet, Backoff};
 
 /// Buffer size of each copy direction.
-const COPY_BUFFER: usize = 64 * 1024;
+const COPY_BUFFER: usize = 16 * 1024;
 /// How long a refused client may take to notice the close before we drop it.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 

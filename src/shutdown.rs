@@ -38,18 +38,29 @@ impl Shutdown {
     }
 }
 
-/// Turns SIGTERM and SIGINT into stop requests, for as long as the runtime runs.
+/// Turns SIGTERM and SIGINT into stop requests, for as long as the runtime
+/// runs. SIGHUP (a unit's `ExecReload=`) must not kill idlegate: it is logged
+/// and otherwise ignored until configuration reload exists.
 pub fn forward_signals(shutdown: Shutdown) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     tokio::spawn(async move {
         loop {
             let name = tokio::select! {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
+                _ = hup.recv() => {
+                    tracing::warn!("SIGHUP received: reloading the configuration is not supported yet; ignored");
+                    continue;
+                }
             };
-            tracing::info!("{name} received");
+            if shutdown.graceful.is_cancelled() {
+                tracing::info!("{name} received again: closing connections now");
+            } else {
+                tracing::info!("{name} received: stopping");
+            }
             shutdown.request();
         }
     });

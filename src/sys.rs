@@ -28,13 +28,13 @@ pub enum SocketKind {
 #[derive(Debug, thiserror::Error)]
 pub enum FdError {
     /// The descriptor number is not open in this process.
-    #[error("fd {0} is not open")]
+    #[error("is not open")]
     Closed(RawFd),
     /// The descriptor is open but is not a socket.
-    #[error("fd {0} is not a socket")]
+    #[error("is not a socket")]
     NotSocket(RawFd),
     /// A system call on the descriptor failed.
-    #[error("fd {fd}: {source}")]
+    #[error("cannot be inspected (fd {fd}): {source}")]
     Io {
         /// The descriptor.
         fd: RawFd,

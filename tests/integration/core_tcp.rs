@@ -669,3 +669,163 @@ fn sd_notify_reports_ready_status_and_stopping() {
         "{messages:?}"
     );
 }
+
+#[test]
+fn a_backend_never_ready_fails_at_the_start_timeout_and_is_killed() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let pid_file = dir.path().join("backend.pid");
+    let mut a = idlegate_args(&backend, "60s", Vec::new());
+    a.extend(args(&["--start-timeout", "1s"]));
+    a.extend(backend_command(
+        &backend,
+        &[
+            "--delay-ms",
+            "600000",
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ],
+    ));
+    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    let started = Instant::now();
+    let answer = exchange(act.tcp_addrs[0], b"hello\n").unwrap();
+    assert!(answer.is_empty());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(20),
+        "closed after {waited:?}"
+    );
+    assert!(
+        wait_gone(read_pid(&pid_file), PATIENCE),
+        "the backend of a failed start must not live on"
+    );
+    let log = act.log();
+    assert!(
+        log.contains("not ready within the start timeout (1s)"),
+        "{log}"
+    );
+    assert!(act.exits().is_empty());
+}
+
+#[test]
+fn a_backend_ignoring_sigterm_is_killed_after_the_stop_timeout() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let pid_file = dir.path().join("backend.pid");
+    let a = args(&[
+        "--upstream",
+        &backend,
+        "--idle-timeout",
+        "200ms",
+        "--stop-timeout",
+        "1s",
+    ]);
+    let mut a = a;
+    a.extend(backend_command(
+        &backend,
+        &["--ignore-sigterm", "--pid-file", pid_file.to_str().unwrap()],
+    ));
+    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
+    let status = act.wait_exit(1, PATIENCE);
+    assert_eq!(status.code(), Some(0), "{}", act.log());
+    assert!(process_gone(read_pid(&pid_file)));
+    assert!(act.log().contains("sending SIGKILL"), "{}", act.log());
+}
+
+#[test]
+fn the_backend_dies_with_a_killed_idlegate() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let pid_file = dir.path().join("backend.pid");
+    let a = idlegate_args(
+        &backend,
+        "60s",
+        backend_command(&backend, &["--pid-file", pid_file.to_str().unwrap()]),
+    );
+    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
+    act.signal(libc::SIGKILL);
+    assert_eq!(act.wait_exit(1, PATIENCE).signal(), Some(libc::SIGKILL));
+    assert!(
+        wait_gone(read_pid(&pid_file), PATIENCE),
+        "PR_SET_PDEATHSIG takes the backend down with idlegate"
+    );
+}
+
+#[test]
+fn sighup_does_not_kill_idlegate() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let a = idlegate_args(&backend, "60s", backend_command(&backend, &[]));
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
+    act.signal(libc::SIGHUP);
+    wait_until("the SIGHUP log line", PATIENCE, || {
+        act.log().contains("SIGHUP received")
+    });
+    assert_eq!(exchange_str(act.tcp_addrs[0], "y\n").unwrap(), "y\n");
+    assert!(act.exits().is_empty());
+}
+
+#[test]
+fn under_journald_log_lines_carry_no_timestamp() {
+    let dir = tempdir();
+    let port = free_port();
+    let _backend = External::start(&format!("127.0.0.1:{port}"));
+    let a = args(&[
+        "--upstream",
+        &format!("127.0.0.1:{port}"),
+        "--idle-timeout",
+        "200ms",
+    ]);
+    let act = ActivatorBuilder::new(dir, &a)
+        .tcp("http")
+        .env("JOURNAL_STREAM", "8:12345")
+        .start();
+    assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
+    let log = act.log();
+    assert!(!log.is_empty());
+    for line in log.lines() {
+        assert!(!line.starts_with("20"), "no timestamp expected: {line}");
+        assert!(!line.contains('\u{1b}'), "no colour expected: {line}");
+    }
+}
+
+#[test]
+fn passed_descriptors_that_are_not_stream_sockets_are_usage_errors() {
+    use std::os::fd::AsRawFd;
+    let dir = tempdir();
+    let log = dir.path().join("fds.log");
+    let upstream = args(&["--upstream", "127.0.0.1:9"]);
+
+    let file = std::fs::File::open("/dev/null").unwrap();
+    let mut child = spawn_with_fds(&[file.as_raw_fd()], &["file"], &upstream, &[], &log);
+    assert_eq!(wait_child(&mut child).code(), Some(2));
+
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let mut child = spawn_with_fds(&[udp.as_raw_fd()], &["dns"], &upstream, &[], &log);
+    assert_eq!(wait_child(&mut child).code(), Some(2));
+
+    // LISTEN_FDS=2 with only one descriptor really passed.
+    let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut a = upstream.clone();
+    a.extend(args(&["--upstream", "127.0.0.1:10"]));
+    let mut child = spawn_with_fds(
+        &[tcp.as_raw_fd()],
+        &["one"],
+        &a,
+        &[
+            ("LISTEN_FDS".into(), "2".into()),
+            ("LISTEN_FDNAMES".into(), "one:two".into()),
+        ],
+        &log,
+    );
+    assert_eq!(wait_child(&mut child).code(), Some(2));
+
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("fd 3 (file) is not a socket"), "{log}");
+    assert!(log.contains("fd 3 (dns): datagram sockets"), "{log}");
+    assert!(log.contains("fd 4 (two) is not open"), "{log}");
+}
