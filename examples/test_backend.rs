@@ -133,6 +133,8 @@ fn serve<C: Conn>(incoming: impl Iterator<Item = std::io::Result<C>>) {
     }
 }
 
+// The grandchild is never waited for on purpose: idlegate must kill it with the group.
+#[allow(clippy::zombie_processes)]
 fn main() {
     let o = parse();
     if let Some(path) = &o.pid_file {

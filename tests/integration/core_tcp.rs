@@ -616,10 +616,7 @@ fn external_backend_is_waited_for_and_left_running() {
     let dir = tempdir();
     let port = free_port();
     // systemd-socket-proxyd's spelling, as an existing unit would have it.
-    let a = args(&[
-        &format!("--exit-idle-time=300ms"),
-        &format!("127.0.0.1:{port}"),
-    ]);
+    let a = args(&["--exit-idle-time=300ms", &format!("127.0.0.1:{port}")]);
     let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
     let addr = act.tcp_addrs[0];
     let client = std::thread::spawn(move || exchange_str(addr, "late\n"));

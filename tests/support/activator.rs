@@ -182,11 +182,11 @@ pub fn spawn_with_fds(
                     return Err(std::io::Error::last_os_error());
                 }
             }
-            for i in 0..fds.len() {
-                if libc::dup2(high[i], 3 + i as RawFd) < 0 {
+            for (i, fd) in high.iter().take(fds.len()).enumerate() {
+                if libc::dup2(*fd, 3 + i as RawFd) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                libc::close(high[i]);
+                libc::close(*fd);
             }
             Ok(())
         });
