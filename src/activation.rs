@@ -207,8 +207,8 @@ impl StdStream {
 pub struct Route<L> {
     /// The socket clients connect to.
     pub listener: L,
-    /// Where their traffic goes.
-    pub upstream: Address,
+    /// Where their traffic goes, and how.
+    pub upstream: UpstreamSpec,
     /// How logs name the socket: `fd 3 (http)` or the `--listen` address.
     pub label: String,
 }
@@ -224,8 +224,8 @@ pub enum Sockets<L, S> {
     Connection {
         /// The client.
         stream: S,
-        /// Where it goes.
-        upstream: Address,
+        /// Where it goes, and how.
+        upstream: UpstreamSpec,
     },
 }
 
@@ -352,9 +352,9 @@ fn take_passed(
             unreachable!("checked above")
         };
         let upstream = match upstreams {
-            [one] => one.address.clone(),
+            [one] => one.clone(),
             _ => match upstreams.iter().find(|u| u.socket_name.as_deref() == Some(label.name.as_str())) {
-                Some(u) => u.address.clone(),
+                Some(u) => u.clone(),
                 None => {
                     return Err(ActivationError::Mismatch(format!(
                         "one connection ({label}) was passed but {} upstreams given; give one --upstream",
@@ -409,7 +409,7 @@ fn take_passed(
             };
             routes.push(Route {
                 listener,
-                upstream: u.address.clone(),
+                upstream: u.clone(),
                 label: label.to_string(),
             });
         }
@@ -430,7 +430,7 @@ fn take_passed(
             .zip(upstreams)
             .map(|((label, listener), u)| Route {
                 listener,
-                upstream: u.address.clone(),
+                upstream: u.clone(),
                 label: label.to_string(),
             })
             .collect(),
@@ -483,7 +483,7 @@ fn bind_listen(
         };
         routes.push(Route {
             listener,
-            upstream: upstream.address.clone(),
+            upstream: upstream.clone(),
             label: address.to_string(),
         });
     }

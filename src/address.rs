@@ -96,13 +96,16 @@ impl fmt::Display for Address {
     }
 }
 
-/// An `--upstream` value: an address, optionally bound to a socket name.
+/// An `--upstream` value: an address, optionally bound to a socket name, and
+/// how to speak to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpstreamSpec {
     /// The `LISTEN_FDNAMES` name this upstream serves, from `NAME=ADDR`.
     pub socket_name: Option<String>,
     /// Where the traffic goes.
     pub address: Address,
+    /// Byte stream or HTTP.
+    pub mode: crate::config::Mode,
 }
 
 impl UpstreamSpec {
@@ -120,12 +123,14 @@ impl UpstreamSpec {
                 return Ok(UpstreamSpec {
                     socket_name: Some(name.to_owned()),
                     address: Address::parse(rest)?,
+                    mode: Default::default(),
                 });
             }
         }
         Ok(UpstreamSpec {
             socket_name: None,
             address: Address::parse(text)?,
+            mode: Default::default(),
         })
     }
 }

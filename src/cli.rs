@@ -57,6 +57,24 @@ pub struct Cli {
     #[arg(long, value_name = "ADDR")]
     pub ready: Option<String>,
 
+    /// How traffic is forwarded: tcp (a byte stream) or http (requests; idle
+    /// keep-alive connections do not count as activity). [default: tcp]
+    #[arg(long, value_name = "MODE")]
+    pub mode: Option<String>,
+
+    /// HTTP mode: answer a browser that waited over a second for a cold
+    /// backend with a 503 "starting" page that refreshes itself.
+    #[arg(long)]
+    pub waiting_page: bool,
+
+    /// HTTP mode: do not add X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host.
+    #[arg(long)]
+    pub no_forwarded_headers: bool,
+
+    /// HTTP mode: how long a client may take to send a request's headers. [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub header_read_timeout: Option<String>,
+
     /// TOML file with the same settings; flags given here override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

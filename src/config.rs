@@ -23,6 +23,58 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default for `--connections-max`.
 pub const DEFAULT_CONNECTIONS_MAX: usize = 4096;
 
+/// How a socket's traffic is forwarded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A byte stream, copied both ways; a connection is in flight while open.
+    #[default]
+    Tcp,
+    /// HTTP/1.1 and h2c, forwarded with hyper; a request is in flight until its
+    /// response is sent, an idle keep-alive connection is not.
+    Http,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp" => Ok(Mode::Tcp),
+            "http" => Ok(Mode::Http),
+            _ => Err("expected tcp or http".into()),
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Mode::Tcp => "tcp",
+            Mode::Http => "http",
+        })
+    }
+}
+
+/// Settings of HTTP mode.
+#[derive(Clone, Debug)]
+pub struct HttpSettings {
+    /// Answer HTML clients that waited this long with a "starting" page; `None` = never.
+    pub waiting_page: Option<Duration>,
+    /// Add `X-Forwarded-For`, `-Proto` and `-Host`.
+    pub forwarded_headers: bool,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// The most bytes of request headers accepted.
+    pub max_header_bytes: usize,
+}
+
+/// Default for `--header-read-timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an HTML client waits before `--waiting-page` answers it.
+pub const WAITING_PAGE_AFTER: Duration = Duration::from_secs(1);
+/// The cap on request header bytes in HTTP mode.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
 /// The validated settings idlegate runs with.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -44,6 +96,8 @@ pub struct Config {
     pub command: Option<Vec<String>>,
     /// The log level asked for, if any.
     pub log_level: Option<String>,
+    /// HTTP mode settings (used by upstreams in `http` mode).
+    pub http: HttpSettings,
 }
 
 impl Config {
@@ -146,11 +200,40 @@ impl OneOrMany {
     }
 }
 
+/// An upstream in the config file: `"ADDR"`, `"NAME=ADDR"`, or a table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum RawUpstream {
+    Text(String),
+    Table(UpstreamTable),
+}
+
+/// `[[upstream]]` with `address`, and optionally `socket` and `mode`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpstreamTable {
+    address: String,
+    socket: Option<String>,
+    mode: Option<String>,
+}
+
+/// One upstream entry or a list of them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum Upstreams {
+    One(RawUpstream),
+    Many(Vec<RawUpstream>),
+}
+
 /// The config file as written; every key is optional and unknown keys are errors.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 struct FileConfig {
-    upstream: Option<OneOrMany>,
+    upstream: Option<Upstreams>,
+    mode: Option<String>,
+    waiting_page: Option<bool>,
+    forwarded_headers: Option<bool>,
+    header_read_timeout: Option<RawDuration>,
     listen: Option<OneOrMany>,
     idle_timeout: Option<RawDuration>,
     start_timeout: Option<RawDuration>,
@@ -280,45 +363,80 @@ impl Config {
     }
 
     fn merge(cli: Cli, file: FileConfig, path: &Path) -> Result<Config, ConfigError> {
+        let default_mode = match pick(cli.mode, "--mode", file.mode, "mode", path) {
+            None => Mode::Tcp,
+            Some((text, origin)) => text.parse().map_err(|reason| ConfigError::Invalid {
+                origin,
+                value: text,
+                reason,
+            })?,
+        };
         // Upstreams: --upstream flags, else systemd-socket-proxyd's positional, else the file.
-        let mut upstream_texts: Vec<(String, Origin)> = Vec::new();
         if cli.positional_upstream.is_some() && !cli.upstream.is_empty() {
             return Err(ConfigError::Usage(
                 "give the upstream either as --upstream or as the positional UPSTREAM, not both"
                     .into(),
             ));
         }
+        let parse_text = |text: String, origin: Origin| {
+            UpstreamSpec::parse(&text)
+                .map(|spec| UpstreamSpec {
+                    mode: default_mode,
+                    ..spec
+                })
+                .map_err(|e| ConfigError::Invalid {
+                    origin,
+                    value: text,
+                    reason: e.to_string(),
+                })
+        };
+        let mut upstreams = Vec::new();
         if let Some(p) = cli.positional_upstream {
-            upstream_texts.push((p, Origin::Flag("UPSTREAM")));
+            upstreams.push(parse_text(p, Origin::Flag("UPSTREAM"))?);
         } else if !cli.upstream.is_empty() {
-            upstream_texts.extend(
-                cli.upstream
-                    .into_iter()
-                    .map(|u| (u, Origin::Flag("--upstream"))),
-            );
-        } else if let Some(list) = file.upstream {
-            upstream_texts.extend(
-                list.into_vec()
-                    .into_iter()
-                    .map(|u| (u, file_origin("upstream", path))),
-            );
+            for u in cli.upstream {
+                upstreams.push(parse_text(u, Origin::Flag("--upstream"))?);
+            }
+        } else if let Some(entries) = file.upstream {
+            let entries = match entries {
+                Upstreams::One(one) => vec![one],
+                Upstreams::Many(many) => many,
+            };
+            for entry in entries {
+                let origin = file_origin("upstream", path);
+                upstreams.push(match entry {
+                    RawUpstream::Text(text) => parse_text(text, origin)?,
+                    RawUpstream::Table(t) => {
+                        let address = Address::parse(&t.address)
+                            .map_err(|e| ConfigError::Invalid { origin: origin.clone(), value: t.address.clone(), reason: e.to_string() })?;
+                        let mode = match t.mode {
+                            None => default_mode,
+                            Some(m) => m.parse().map_err(|reason| ConfigError::Invalid {
+                                origin: file_origin("upstream.mode", path),
+                                value: m,
+                                reason,
+                            })?,
+                        };
+                        if let Some(name) = &t.socket {
+                            if name.is_empty() || name.contains(':') {
+                                return Err(ConfigError::Invalid {
+                                    origin: file_origin("upstream.socket", path),
+                                    value: name.clone(),
+                                    reason: "a socket name is a FileDescriptorName= value: not empty, no ':'".into(),
+                                });
+                            }
+                        }
+                        UpstreamSpec { socket_name: t.socket, address, mode }
+                    }
+                });
+            }
         }
-        if upstream_texts.is_empty() {
+        if upstreams.is_empty() {
             return Err(ConfigError::Usage(
                 "--upstream: missing: say where traffic goes, e.g. --upstream 127.0.0.1:8080"
                     .into(),
             ));
         }
-        let upstreams = upstream_texts
-            .into_iter()
-            .map(|(text, origin)| {
-                UpstreamSpec::parse(&text).map_err(|e| ConfigError::Invalid {
-                    origin,
-                    value: text,
-                    reason: e.to_string(),
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let named = upstreams.iter().filter(|u| u.socket_name.is_some()).count();
         if named != 0 && named != upstreams.len() {
             return Err(ConfigError::Usage(
@@ -432,7 +550,29 @@ impl Config {
             }
         };
 
+        let header_read_timeout = duration_setting(
+            pick(
+                cli.header_read_timeout,
+                "--header-read-timeout",
+                file.header_read_timeout.map(RawDuration::text),
+                "header-read-timeout",
+                path,
+            ),
+            DEFAULT_HEADER_READ_TIMEOUT,
+            false,
+        )?
+        .unwrap_or(DEFAULT_HEADER_READ_TIMEOUT);
+        let waiting_page = cli.waiting_page || file.waiting_page.unwrap_or(false);
+        let forwarded_headers = !cli.no_forwarded_headers && file.forwarded_headers.unwrap_or(true);
+        let http = HttpSettings {
+            waiting_page: waiting_page.then_some(WAITING_PAGE_AFTER),
+            forwarded_headers,
+            header_read_timeout,
+            max_header_bytes: MAX_HEADER_BYTES,
+        };
+
         Ok(Config {
+            http,
             upstreams,
             listen,
             idle_timeout,

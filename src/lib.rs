@@ -46,8 +46,9 @@ pub use activation::RuntimeSockets;
 use activity::InFlight;
 use backend::{Backend, BackendSpec, BackendState};
 pub use config::Config;
-use listener::{Route, Shared};
+use listener::{Endpoint, Forwarder, Route, Shared};
 pub use notify::Notifier;
+use proxy::http::HttpProxy;
 pub use shutdown::Shutdown;
 
 /// How a run ended (each is exit status 0).
@@ -90,40 +91,86 @@ pub async fn run(
     let shared = Shared {
         backend: backend.clone(),
         in_flight: in_flight.clone(),
+        connections: InFlight::new(),
+        close: CancellationToken::new(),
         slots: Arc::new(Semaphore::new(config.connections_max)),
         start_timeout: config.start_timeout,
+    };
+    let forwarder = |upstream: &address::UpstreamSpec| match upstream.mode {
+        config::Mode::Tcp => Forwarder::Tcp,
+        config::Mode::Http => Forwarder::Http(HttpProxy::new(
+            upstream.address.clone(),
+            backend.clone(),
+            in_flight.clone(),
+            config.http.clone(),
+            config.start_timeout,
+        )),
+    };
+    let endpoints = |routes: Vec<Route>| -> Vec<Arc<Endpoint>> {
+        routes
+            .into_iter()
+            .map(|route| {
+                Arc::new(Endpoint {
+                    forwarder: forwarder(&route.upstream),
+                    route,
+                })
+            })
+            .collect()
     };
 
     let exit = match sockets {
         activation::Sockets::Connection { stream, upstream } => {
             notifier.ready("serving one connection");
-            tracing::info!("serving one passed connection (Accept=yes) to {upstream}");
-            let guard = in_flight.enter();
-            let served = proxy::serve(
-                stream,
-                "passed connection",
-                &upstream,
-                &backend,
-                config.start_timeout,
+            tracing::info!(
+                "serving one passed connection (Accept=yes) to {upstream} ({})",
+                upstream.mode
             );
+            let peer = stream.peer();
+            let connection = shared.connections.enter();
+            let served = async {
+                match forwarder(&upstream) {
+                    Forwarder::Tcp => {
+                        let _in_flight = in_flight.enter();
+                        proxy::tcp::serve(
+                            stream,
+                            peer,
+                            &upstream.address,
+                            &backend,
+                            config.start_timeout,
+                        )
+                        .await
+                    }
+                    Forwarder::Http(http) => {
+                        http.serve_connection(stream, peer, shared.close.clone())
+                            .await
+                    }
+                }
+            };
             tokio::select! {
                 _ = served => {}
-                _ = drain_after_request(&shutdown, &in_flight, config.stop_timeout) => {}
+                _ = async {
+                    shutdown.requested().await;
+                    shared.close.cancel();
+                    tokio::select! {
+                        _ = tokio::time::sleep(config.stop_timeout) => {}
+                        _ = shutdown.hurried() => {}
+                    }
+                } => {}
             }
-            drop(guard);
+            drop(connection);
             Exit::ConnectionDone
         }
         activation::Sockets::Activated(routes) => {
             // A client is already waiting: start the backend while we accept.
             backend.start();
-            let routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
-            announce(&notifier, &routes, "socket-activated", &config);
-            serve_until_idle(&routes, &shared, &config, &shutdown).await
+            let endpoints = endpoints(routes);
+            announce(&notifier, &endpoints, "socket-activated", &config);
+            serve_until_idle(&endpoints, &shared, &config, &shutdown).await
         }
         activation::Sockets::Bound(routes) => {
-            let routes: Vec<Arc<Route>> = routes.into_iter().map(Arc::new).collect();
-            announce(&notifier, &routes, "listening", &config);
-            serve_and_stop_backend_when_idle(&routes, &shared, &config, &shutdown).await
+            let endpoints = endpoints(routes);
+            announce(&notifier, &endpoints, "listening", &config);
+            serve_and_stop_backend_when_idle(&endpoints, &shared, &config, &shutdown).await
         }
     };
 
@@ -145,32 +192,44 @@ pub async fn run(
     exit
 }
 
-fn announce(notifier: &Notifier, routes: &[Arc<Route>], how: &str, config: &Config) {
-    for route in routes {
-        tracing::info!("{how}: {} -> {}", route.label, route.upstream);
+fn announce(notifier: &Notifier, endpoints: &[Arc<Endpoint>], how: &str, config: &Config) {
+    for e in endpoints {
+        tracing::info!(
+            "{how}: {} -> {} ({})",
+            e.route.label,
+            e.route.upstream.address,
+            e.route.upstream.mode
+        );
     }
     let idle = match config.idle_timeout {
         Some(t) => format!("idle timeout {}", humantime::format_duration(t)),
         None => "no idle timeout".to_owned(),
     };
-    notifier.ready(&format!("{how} on {} socket(s); {idle}", routes.len()));
+    notifier.ready(&format!("{how} on {} socket(s); {idle}", endpoints.len()));
 }
 
 fn spawn_accept_loops(
-    routes: &[Arc<Route>],
+    endpoints: &[Arc<Endpoint>],
     shared: &Shared,
     stop: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
-    routes
+    endpoints
         .iter()
-        .map(|route| {
+        .map(|e| {
             tokio::spawn(listener::accept_loop(
-                route.clone(),
+                e.clone(),
                 shared.clone(),
                 stop.child_token(),
             ))
         })
         .collect()
+}
+
+async fn stop_accepting(accepting: CancellationToken, loops: Vec<tokio::task::JoinHandle<()>>) {
+    accepting.cancel();
+    for l in loops {
+        let _ = l.await;
+    }
 }
 
 async fn idle_timer(in_flight: &InFlight, timeout: Option<Duration>) {
@@ -181,46 +240,47 @@ async fn idle_timer(in_flight: &InFlight, timeout: Option<Duration>) {
 }
 
 /// Activated: serve until idle or a stop request. At idle, accepting stops
-/// first; a connection that raced in before that is served and the idle timer
-/// starts over, so no accepted client is ever cut off by an idle exit.
+/// first; work that raced in before that is served and the idle timer starts
+/// over, so no accepted client is ever cut off by an idle exit. Idle HTTP
+/// keep-alive connections are then closed gracefully.
 async fn serve_until_idle(
-    routes: &[Arc<Route>],
+    endpoints: &[Arc<Endpoint>],
     shared: &Shared,
     config: &Config,
     shutdown: &Shutdown,
 ) -> Exit {
     loop {
         let accepting = CancellationToken::new();
-        let loops = spawn_accept_loops(routes, shared, &accepting);
+        let loops = spawn_accept_loops(endpoints, shared, &accepting);
         let idle = tokio::select! {
             _ = idle_timer(&shared.in_flight, config.idle_timeout) => true,
             _ = shutdown.requested() => false,
         };
-        accepting.cancel();
-        for l in loops {
-            let _ = l.await;
-        }
+        stop_accepting(accepting, loops).await;
         if !idle {
-            drain(shutdown, &shared.in_flight, config.stop_timeout).await;
+            drain(shutdown, shared, config.stop_timeout).await;
             return Exit::Stopped;
         }
         if shared.in_flight.count() == 0 {
+            // Nothing in flight: what is open are idle HTTP connections. Close
+            // them; a request that races in is still answered before they go.
+            drain(shutdown, shared, config.stop_timeout).await;
             return Exit::Idle;
         }
-        tracing::debug!("a connection arrived as the idle timer fired; serving on");
+        tracing::debug!("work arrived as the idle timer fired; serving on");
     }
 }
 
 /// Bound by `--listen`: idle stops the backend but keeps listening; the next
 /// client starts it again.
 async fn serve_and_stop_backend_when_idle(
-    routes: &[Arc<Route>],
+    endpoints: &[Arc<Endpoint>],
     shared: &Shared,
     config: &Config,
     shutdown: &Shutdown,
 ) -> Exit {
     let accepting = CancellationToken::new();
-    let loops = spawn_accept_loops(routes, shared, &accepting);
+    let loops = spawn_accept_loops(endpoints, shared, &accepting);
     let mut state = shared.backend.subscribe();
     let idle_stops = async {
         loop {
@@ -242,48 +302,36 @@ async fn serve_and_stop_backend_when_idle(
         _ = idle_stops => {}
         _ = shutdown.requested() => {}
     }
-    accepting.cancel();
-    for l in loops {
-        let _ = l.await;
-    }
-    drain(shutdown, &shared.in_flight, config.stop_timeout).await;
+    stop_accepting(accepting, loops).await;
+    drain(shutdown, shared, config.stop_timeout).await;
     Exit::Stopped
 }
 
-/// After a stop request: lets in-flight connections finish, up to `grace`
-/// (a second request cuts it short).
-async fn drain(shutdown: &Shutdown, in_flight: &InFlight, grace: Duration) {
-    let open = in_flight.count();
-    if open == 0 {
+/// With accepting stopped: asks HTTP connections to finish gracefully and
+/// lets open connections and work finish, up to `grace` (a second stop
+/// request cuts it short).
+async fn drain(shutdown: &Shutdown, shared: &Shared, grace: Duration) {
+    shared.close.cancel();
+    let (open, busy) = (shared.connections.count(), shared.in_flight.count());
+    if open == 0 && busy == 0 {
         return;
     }
     tracing::info!(
-        "stopping: waiting up to {} for {open} connection(s) to finish",
+        "stopping: waiting up to {} for {open} connection(s) and {busy} unit(s) of work to finish",
         humantime::format_duration(grace)
     );
     tokio::select! {
-        _ = in_flight.drained() => {}
+        _ = async { shared.connections.drained().await; shared.in_flight.drained().await } => {}
         _ = tokio::time::sleep(grace) => {
-            tracing::warn!("stop timeout reached; closing {} connection(s)", in_flight.count());
+            tracing::warn!("stop timeout reached; closing {} connection(s)", shared.connections.count());
         }
         _ = shutdown.hurried() => {
-            tracing::warn!("second stop request; closing {} connection(s) now", in_flight.count());
+            tracing::warn!("second stop request; closing {} connection(s) now", shared.connections.count());
         }
     }
 }
 
-/// Completes once a stop was requested and the drain period is over.
-async fn drain_after_request(shutdown: &Shutdown, in_flight: &InFlight, grace: Duration) {
-    shutdown.requested().await;
-    // The connection itself holds a guard: wait the grace period or a hurry.
-    let _ = in_flight;
-    tokio::select! {
-        _ = tokio::time::sleep(grace) => {}
-        _ = shutdown.hurried() => {}
-    }
-}
-
-/// Keeps `STATUS=` current: backend state and connections in flight.
+/// Keeps `STATUS=` current: backend state and work in flight.
 async fn report_status(
     notifier: Arc<Notifier>,
     mut state: tokio::sync::watch::Receiver<BackendState>,
@@ -292,7 +340,7 @@ async fn report_status(
     let mut last = String::new();
     loop {
         let status = format!(
-            "{}; {} connection(s) in flight",
+            "{}; {} in flight",
             state.borrow_and_update().describe(),
             in_flight.count()
         );

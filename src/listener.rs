@@ -1,5 +1,5 @@
-//! The accept loop of one socket: take a connection slot, accept, count the
-//! connection as in flight, and hand it to its own task. It survives accept
+//! The accept loop of one socket: take a connection slot, accept, hand the
+//! connection to its own task in the socket's mode. It survives accept
 //! errors (EMFILE backs off and logs) and always stops when told.
 
 use std::sync::Arc;
@@ -12,18 +12,41 @@ use crate::activity::InFlight;
 use crate::backend::Backend;
 use crate::net::Listener;
 use crate::proxy;
+use crate::proxy::http::HttpProxy;
 use crate::readiness::Backoff;
 
 /// One socket and where its clients go.
 pub type Route = crate::activation::Route<Listener>;
+
+/// How a socket's connections are forwarded.
+#[derive(Clone, Debug)]
+pub enum Forwarder {
+    /// Bytes both ways; the connection is the unit of work.
+    Tcp,
+    /// HTTP; the request is the unit of work.
+    Http(Arc<HttpProxy>),
+}
+
+/// A socket, its upstream, and how to forward.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The socket and its upstream.
+    pub route: Route,
+    /// The forwarding mode, ready to use.
+    pub forwarder: Forwarder,
+}
 
 /// What every accept loop shares.
 #[derive(Clone, Debug)]
 pub struct Shared {
     /// The backend all routes forward to.
     pub backend: Backend,
-    /// Counts open connections for the idle timer.
+    /// Work in flight, for the idle timer: TCP connections, HTTP requests, upgrades.
     pub in_flight: InFlight,
+    /// Open client connections of either mode, for the drain at exit.
+    pub connections: InFlight,
+    /// Cancelled to ask HTTP connections to finish gracefully (idle exit, stop).
+    pub close: CancellationToken,
     /// One permit per open connection (`--connections-max`).
     pub slots: Arc<Semaphore>,
     /// How long a client may wait for the backend.
@@ -38,9 +61,11 @@ fn is_resource_exhaustion(e: &std::io::Error) -> bool {
     )
 }
 
-/// Accepts clients on `route` until `stop` is cancelled.
-pub async fn accept_loop(route: Arc<Route>, shared: Shared, stop: CancellationToken) {
-    let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+/// Accepts clients on `endpoint` until `stop` is cancelled.
+pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: Shared, stop: CancellationToken) {
+    let new_backoff = || Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+    let mut backoff = new_backoff();
+    let route = &endpoint.route;
     loop {
         // Take a slot before accepting: at the limit, clients wait in the
         // kernel's backlog instead of being accepted and reset.
@@ -54,17 +79,31 @@ pub async fn accept_loop(route: Arc<Route>, shared: Shared, stop: CancellationTo
         };
         match accepted {
             Ok((client, peer)) => {
-                backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-                let guard = shared.in_flight.enter();
-                let route = route.clone();
-                let backend = shared.backend.clone();
-                let start_timeout = shared.start_timeout;
-                tokio::spawn(async move {
-                    tracing::debug!("client {peer} on {}", route.label);
-                    proxy::serve(client, &peer, &route.upstream, &backend, start_timeout).await;
-                    drop(guard);
-                    drop(slot);
-                });
+                backoff = new_backoff();
+                let connection = shared.connections.enter();
+                tracing::debug!("client {peer} on {}", route.label);
+                match &endpoint.forwarder {
+                    Forwarder::Tcp => {
+                        let in_flight = shared.in_flight.enter();
+                        let endpoint = endpoint.clone();
+                        let backend = shared.backend.clone();
+                        let start_timeout = shared.start_timeout;
+                        tokio::spawn(async move {
+                            let upstream = &endpoint.route.upstream.address;
+                            proxy::tcp::serve(client, peer, upstream, &backend, start_timeout)
+                                .await;
+                            drop((in_flight, connection, slot));
+                        });
+                    }
+                    Forwarder::Http(http) => {
+                        let http = http.clone();
+                        let close = shared.close.clone();
+                        tokio::spawn(async move {
+                            http.serve_connection(client, peer, close).await;
+                            drop((connection, slot));
+                        });
+                    }
+                }
             }
             Err(e) if is_resource_exhaustion(&e) => {
                 let delay = backoff.next_delay();

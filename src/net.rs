@@ -10,6 +10,24 @@ use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::address::Address;
 
+/// Who is at the other end of a client connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Peer {
+    /// A TCP client at this address.
+    Tcp(std::net::SocketAddr),
+    /// A Unix socket client (no address worth showing).
+    Unix,
+}
+
+impl std::fmt::Display for Peer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Peer::Tcp(addr) => addr.fmt(f),
+            Peer::Unix => f.write_str("unix"),
+        }
+    }
+}
+
 /// A listening socket, passed by the service manager or bound by `--listen`.
 #[derive(Debug)]
 pub enum Listener {
@@ -31,16 +49,16 @@ pub enum Stream {
 impl Listener {
     /// Accepts one client; TCP clients get `TCP_NODELAY`, as small messages must
     /// not wait for Nagle.
-    pub async fn accept(&self) -> io::Result<(Stream, String)> {
+    pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
             Listener::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 let _ = s.set_nodelay(true);
-                Ok((Stream::Tcp(s), peer.to_string()))
+                Ok((Stream::Tcp(s), Peer::Tcp(peer)))
             }
             Listener::Unix(l) => {
                 let (s, _) = l.accept().await?;
-                Ok((Stream::Unix(s), "unix".to_owned()))
+                Ok((Stream::Unix(s), Peer::Unix))
             }
         }
     }
@@ -64,6 +82,14 @@ impl Listener {
 }
 
 impl Stream {
+    /// Who is at the other end.
+    pub fn peer(&self) -> Peer {
+        match self {
+            Stream::Tcp(s) => s.peer_addr().map(Peer::Tcp).unwrap_or(Peer::Unix),
+            Stream::Unix(_) => Peer::Unix,
+        }
+    }
+
     /// Connects to `address`, trying each resolved TCP address in turn.
     pub async fn connect(address: &Address) -> io::Result<Stream> {
         match address {
@@ -140,5 +166,11 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => s.is_write_vectored(),
             Stream::Unix(s) => s.is_write_vectored(),
         }
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for Stream {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        hyper_util::client::legacy::connect::Connected::new()
     }
 }

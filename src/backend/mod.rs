@@ -154,6 +154,11 @@ impl Backend {
         let _ = self.requests.send(Request::Start);
     }
 
+    /// Whether the backend answers now (one atomic read, for the hot path).
+    pub fn is_ready(&self) -> bool {
+        *self.state.borrow() == BackendState::Ready
+    }
+
     /// The state now.
     pub fn state(&self) -> BackendState {
         self.state.borrow().clone()

@@ -1,5 +1,9 @@
-//! One client connection: hold it until the backend is ready, connect
-//! upstream, then copy bytes both ways with half-close passed through.
+//! Forwarding clients: what both modes share (holding a client until the
+//! backend is ready, connecting upstream, closing politely), and one module
+//! per mode.
+
+pub mod http;
+pub mod tcp;
 
 use std::time::Duration;
 
@@ -11,8 +15,6 @@ use crate::backend::{Backend, BackendError};
 use crate::net::Stream;
 use crate::readiness::{is_not_ready_yet, Backoff};
 
-/// Buffer size of each copy direction.
-const COPY_BUFFER: usize = 16 * 1024;
 /// How long a refused client may take to notice the close before we drop it.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -74,34 +76,6 @@ pub async fn connect_upstream(
                 })
             }
         }
-    }
-}
-
-/// Serves one client to the end: connect upstream (held until ready), then
-/// copy both ways until both directions reached end-of-file.
-pub async fn serve(
-    mut client: Stream,
-    peer: &str,
-    upstream: &Address,
-    backend: &Backend,
-    start_timeout: Duration,
-) {
-    let deadline = Instant::now() + start_timeout;
-    let mut up = match connect_upstream(backend, upstream, deadline).await {
-        Ok(up) => up,
-        Err(e) => {
-            tracing::warn!("closing client {peer}: {e}");
-            close_politely(client).await;
-            return;
-        }
-    };
-    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, COPY_BUFFER, COPY_BUFFER)
-        .await
-    {
-        Ok((sent, received)) => {
-            tracing::debug!("client {peer} done: {sent} bytes to {upstream}, {received} back")
-        }
-        Err(e) => tracing::debug!("client {peer} ended: {e}"),
     }
 }
 

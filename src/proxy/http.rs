@@ -1,0 +1,555 @@
+//! HTTP mode: idlegate speaks HTTP/1.1 and h2c to clients and HTTP/1.1 to the
+//! upstream (pooled), so it can tell an idle keep-alive connection from work.
+//!
+//! A request is in flight from its arrival until its response body is fully
+//! sent: the guard lives in the response body. An upgraded connection
+//! (WebSocket, CONNECT) is in flight for its whole life. An open keep-alive
+//! connection with no request is not in flight, so it never delays idle exit;
+//! at exit it is closed gracefully (HTTP/1 close when idle, HTTP/2 GOAWAY).
+
+use std::convert::Infallible;
+use std::error::Error as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::{connect_upstream, ConnectError};
+use crate::activity::{InFlight, InFlightGuard};
+use crate::address::Address;
+use crate::backend::{Backend, BackendError};
+use crate::config::HttpSettings;
+use crate::net::{Peer, Stream};
+
+/// How long an idle pooled connection to the upstream is kept.
+const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// `Retry-After` of the waiting page, in seconds.
+const WAITING_PAGE_RETRY_SECS: u64 = 2;
+
+/// The body of every response idlegate sends: the upstream's, or its own.
+pub type ProxyBody = Tracked<Either<Incoming, Full<Bytes>>>;
+
+/// Forwards HTTP for one route: the server side for clients and a pooled
+/// client for the upstream.
+pub struct HttpProxy {
+    client: Client<UpstreamConnector, Incoming>,
+    server: auto::Builder<TokioExecutor>,
+    backend: Backend,
+    in_flight: InFlight,
+    settings: HttpSettings,
+    start_timeout: Duration,
+    /// The authority put in upstream URIs; the pool has one upstream anyway.
+    authority: String,
+}
+
+impl std::fmt::Debug for HttpProxy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpProxy")
+            .field("authority", &self.authority)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Connects the pooled client to the upstream, holding it until the backend
+/// is ready, whatever the request URI says.
+#[derive(Clone, Debug)]
+pub struct UpstreamConnector {
+    backend: Backend,
+    upstream: Address,
+    start_timeout: Duration,
+}
+
+impl tower_service::Service<Uri> for UpstreamConnector {
+    type Response = TokioIo<Stream>;
+    type Error = ConnectError;
+    type Future =
+        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, ConnectError>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let deadline = Instant::now() + this.start_timeout;
+            connect_upstream(&this.backend, &this.upstream, deadline)
+                .await
+                .map(TokioIo::new)
+        })
+    }
+}
+
+/// One request's record: counts it as in flight and logs it when its
+/// response is done (or abandoned).
+#[derive(Debug)]
+pub struct RequestLog {
+    _in_flight: InFlightGuard,
+    method: Method,
+    path: String,
+    status: u16,
+    started: Instant,
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            target: "idlegate::access",
+            "{} {} {} {}ms",
+            self.method,
+            self.path,
+            self.status,
+            self.started.elapsed().as_millis()
+        );
+    }
+}
+
+/// A response body that keeps its request in flight until the last frame is
+/// sent or the body is dropped.
+#[derive(Debug)]
+pub struct Tracked<B> {
+    inner: B,
+    log: Option<RequestLog>,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.log.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "proxy-authenticate",
+    "proxy-authorization",
+];
+
+/// Removes hop-by-hop headers, and those the `Connection` header names. An
+/// upgrade keeps `Upgrade` and says `Connection: upgrade` again.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let listed: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    let upgrade_value = if upgrade {
+        headers.get(header::UPGRADE).cloned()
+    } else {
+        None
+    };
+    for name in listed {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if let Some(value) = upgrade_value {
+        headers.insert(header::UPGRADE, value);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// Whether the request asks to switch protocols (or tunnel): such a
+/// connection is in flight for as long as it lives.
+fn wants_upgrade(req: &Request<Incoming>) -> bool {
+    if req.method() == Method::CONNECT {
+        return true;
+    }
+    req.headers().contains_key(header::UPGRADE)
+        && req
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+fn accepts_html(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("text/html"))
+}
+
+/// What a backend error means to an HTTP client.
+fn status_for(e: &BackendError) -> StatusCode {
+    match e {
+        BackendError::Failed(_) => StatusCode::BAD_GATEWAY,
+        BackendError::StartTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
+        BackendError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// Finds why a client request failed: a connect error of ours, or the upstream's.
+fn classify(e: &hyper_util::client::legacy::Error) -> (StatusCode, String) {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if let Some(connect) = s.downcast_ref::<ConnectError>() {
+            let status = match connect {
+                ConnectError::Backend(b) => status_for(b),
+                ConnectError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                ConnectError::Upstream { .. } => StatusCode::BAD_GATEWAY,
+            };
+            return (status, connect.to_string());
+        }
+        source = s.source();
+    }
+    let mut why = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        why.push_str(": ");
+        why.push_str(&s.to_string());
+        source = s.source();
+    }
+    (
+        StatusCode::BAD_GATEWAY,
+        format!("upstream request failed: {why}"),
+    )
+}
+
+fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(text + "\n")));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    resp.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        resp.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    resp
+}
+
+fn waiting_page() -> Response<Full<Bytes>> {
+    let html = format!(
+        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"{WAITING_PAGE_RETRY_SECS}\">\
+         <title>Starting…</title></head><body style=\"font-family:sans-serif;text-align:center;margin-top:20vh\">\
+         <h1>Starting…</h1><p>The service is waking up. This page reloads by itself.</p></body></html>\n"
+    );
+    let mut resp = Response::new(Full::new(Bytes::from(html)));
+    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    h.insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(WAITING_PAGE_RETRY_SECS),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+impl HttpProxy {
+    /// Builds the proxy for one route.
+    pub fn new(
+        upstream: Address,
+        backend: Backend,
+        in_flight: InFlight,
+        settings: HttpSettings,
+        start_timeout: Duration,
+    ) -> Arc<HttpProxy> {
+        let authority = match &upstream {
+            Address::Tcp { text, .. } if text.parse::<http::uri::Authority>().is_ok() => {
+                text.clone()
+            }
+            _ => "upstream".to_owned(),
+        };
+        let connector = UpstreamConnector {
+            backend: backend.clone(),
+            upstream,
+            start_timeout,
+        };
+        let client = Client::builder(TokioExecutor::new())
+            .set_host(false)
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .build(connector);
+        let mut server = auto::Builder::new(TokioExecutor::new());
+        server
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(settings.header_read_timeout)
+            .max_buf_size(settings.max_header_bytes.max(8192));
+        server
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
+        Arc::new(HttpProxy {
+            client,
+            server,
+            backend,
+            in_flight,
+            settings,
+            start_timeout,
+            authority,
+        })
+    }
+
+    /// Serves one client connection until it ends, or until `close` asks it
+    /// to finish gracefully.
+    pub async fn serve_connection(
+        self: Arc<Self>,
+        stream: Stream,
+        peer: Peer,
+        close: CancellationToken,
+    ) {
+        let this = self.clone();
+        let service = service_fn(move |req| {
+            let this = this.clone();
+            async move { Ok::<_, Infallible>(this.handle(req, peer).await) }
+        });
+        let conn = self
+            .server
+            .serve_connection_with_upgrades(TokioIo::new(stream), service);
+        tokio::pin!(conn);
+        let result = tokio::select! {
+            result = conn.as_mut() => result,
+            _ = close.cancelled() => {
+                conn.as_mut().graceful_shutdown();
+                conn.await
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!("http connection from {peer} ended: {e}");
+        }
+    }
+
+    async fn handle(
+        self: Arc<Self>,
+        mut req: Request<Incoming>,
+        peer: Peer,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let mut log = RequestLog {
+            _in_flight: self.in_flight.enter(),
+            method: req.method().clone(),
+            path: req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str().to_owned())
+                .unwrap_or_else(|| req.uri().to_string()),
+            status: 0,
+            started,
+        };
+        if !self.backend.is_ready() {
+            if let Err(resp) = self.wait_for_backend(&req, started).await {
+                return self.local(resp, log);
+            }
+        }
+        let upgrade = wants_upgrade(&req);
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let is_connect = req.method() == Method::CONNECT;
+        let req = self.upstream_request(req, peer, upgrade);
+        match self.client.request(req).await {
+            Ok(mut resp) => {
+                let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
+                    || (is_connect && resp.status().is_success());
+                match client_upgrade {
+                    Some(client_upgrade) if switched => {
+                        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                        tokio::spawn(tunnel(
+                            client_upgrade,
+                            upstream_upgrade,
+                            self.in_flight.enter(),
+                        ));
+                        strip_hop_by_hop(resp.headers_mut(), !is_connect);
+                    }
+                    _ => strip_hop_by_hop(resp.headers_mut(), false),
+                }
+                log.status = resp.status().as_u16();
+                resp.map(|body| Tracked {
+                    inner: Either::Left(body),
+                    log: Some(log),
+                })
+            }
+            Err(e) => {
+                let (status, why) = classify(&e);
+                tracing::warn!("{} {}: {why}", log.method, log.path);
+                self.local(plain(status, why), log)
+            }
+        }
+    }
+
+    /// Waits for a cold backend; an HTML client that waited past the
+    /// threshold gets the waiting page instead, when it is enabled.
+    async fn wait_for_backend(
+        &self,
+        req: &Request<Incoming>,
+        started: Instant,
+    ) -> Result<(), Response<Full<Bytes>>> {
+        let deadline = started + self.start_timeout;
+        let wait = self.backend.wait_ready(deadline);
+        let result = match self
+            .settings
+            .waiting_page
+            .filter(|_| accepts_html(req.headers()))
+        {
+            Some(after) => tokio::select! {
+                result = wait => result,
+                _ = tokio::time::sleep_until(started + after) => return Err(waiting_page()),
+            },
+            None => wait.await,
+        };
+        result.map_err(|e| {
+            tracing::warn!("{} {}: {e}", req.method(), req.uri());
+            plain(status_for(&e), e.to_string())
+        })
+    }
+
+    fn local(&self, resp: Response<Full<Bytes>>, mut log: RequestLog) -> Response<ProxyBody> {
+        log.status = resp.status().as_u16();
+        resp.map(|body| Tracked {
+            inner: Either::Right(body),
+            log: Some(log),
+        })
+    }
+
+    /// Rewrites a client request for the upstream: HTTP/1.1, absolute URI for
+    /// the pool, Host as the client sent it, hop-by-hop headers out,
+    /// `X-Forwarded-*` in.
+    fn upstream_request(
+        &self,
+        mut req: Request<Incoming>,
+        peer: Peer,
+        upgrade: bool,
+    ) -> Request<Incoming> {
+        let host = req.headers().get(header::HOST).cloned().or_else(|| {
+            req.uri()
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        if req.method() != Method::CONNECT {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            if let Ok(uri) = format!("http://{}{}", self.authority, path).parse() {
+                *req.uri_mut() = uri;
+            }
+        }
+        *req.version_mut() = Version::HTTP_11;
+        let headers = req.headers_mut();
+        strip_hop_by_hop(headers, upgrade && !matches!(host, None));
+        if let Some(host) = &host {
+            headers.insert(header::HOST, host.clone());
+        }
+        if self.settings.forwarded_headers {
+            if let Peer::Tcp(addr) = peer {
+                let ip = addr.ip().to_string();
+                let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                    Some(before) => format!("{before}, {ip}"),
+                    None => ip,
+                };
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    headers.insert("x-forwarded-for", v);
+                }
+            }
+            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            if let Some(host) = host {
+                headers.insert("x-forwarded-host", host);
+            }
+        }
+        req
+    }
+}
+
+/// Copies an upgraded connection both ways; it is in flight until it ends.
+async fn tunnel(
+    client: hyper::upgrade::OnUpgrade,
+    upstream: hyper::upgrade::OnUpgrade,
+    guard: InFlightGuard,
+) {
+    let (client, upstream) = match tokio::try_join!(client, upstream) {
+        Ok(both) => both,
+        Err(e) => {
+            tracing::debug!("upgrade failed: {e}");
+            return;
+        }
+    };
+    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        tracing::debug!("upgraded connection ended: {e}");
+    }
+    drop(guard);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key(header::CONTENT_TYPE));
+
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
+        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+}
