@@ -7,7 +7,8 @@
 //!              [--exit-at-start CODE] [--fail-unless-exists F] [--ignore-sigterm]
 //!              [--grandchild-pid-file F]
 //! ```
-//! The first line a client sends chooses what happens:
+//! With `--http` it is an HTTP/1.1 server instead (see [`http`] below for its paths).
+//! Otherwise the first line a client sends chooses what happens:
 //! - `SLOW <count> <interval_ms>`: writes `tick <i>` lines at that pace, then closes;
 //! - `COUNT`: reads until the client's end-of-file, then answers the byte count;
 //! - `PID`: answers the backend's process id;
@@ -27,6 +28,7 @@ struct Options {
     fail_unless_exists: Option<String>,
     ignore_sigterm: bool,
     grandchild_pid_file: Option<String>,
+    http: bool,
 }
 
 fn parse() -> Options {
@@ -38,6 +40,7 @@ fn parse() -> Options {
         fail_unless_exists: None,
         ignore_sigterm: false,
         grandchild_pid_file: None,
+        http: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -50,6 +53,7 @@ fn parse() -> Options {
             "--fail-unless-exists" => o.fail_unless_exists = Some(value()),
             "--grandchild-pid-file" => o.grandchild_pid_file = Some(value()),
             "--ignore-sigterm" => o.ignore_sigterm = true,
+            "--http" => o.http = true,
             other => panic!("unknown argument {other}"),
         }
     }
@@ -166,6 +170,10 @@ fn main() {
         }
     }
     std::thread::sleep(o.delay);
+    if o.http {
+        http::serve(&o.listen);
+        return;
+    }
     if let Some(path) = o.listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
         let l = UnixListener::bind(path).expect("bind unix");
@@ -175,5 +183,232 @@ fn main() {
         let l = TcpListener::bind(&o.listen).expect("bind tcp");
         eprintln!("test backend: listening on {}", o.listen);
         serve(l.incoming());
+    }
+}
+
+/// The backend as a plain HTTP/1.1 server (no socket activation, no h2).
+///
+/// - `GET /` answers `hello`; `GET /pid` the process id;
+/// - `GET /headers` lists the request headers it received, `name: value` a line;
+/// - `POST /echo` streams the request body back;
+/// - `GET /bytes/N` sends N bytes;
+/// - `GET /slow?n=N&ms=M` sends N `tick` lines M ms apart;
+/// - `GET /crash` sends part of a body, then the process exits with status 3;
+/// - `GET /upgrade` with `Connection: upgrade` switches protocols and echoes bytes;
+/// - `GET /status/N` answers with status N.
+mod http {
+    use std::convert::Infallible;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use bytes::Bytes;
+    use http_body::{Body, Frame};
+    use http_body_util::{Either, Full};
+    use hyper::body::Incoming;
+    use hyper::{Request, Response, StatusCode};
+    use hyper_util::rt::TokioIo;
+
+    type Out = Either<Full<Bytes>, Either<Incoming, Generated>>;
+
+    /// A body made up as it is sent: N bytes, ticks, or a crash midway.
+    enum Generated {
+        Bytes(u64),
+        Ticks {
+            left: u32,
+            n: u32,
+            interval: Duration,
+            sleep: Pin<Box<tokio::time::Sleep>>,
+        },
+        Crash {
+            sent: bool,
+            sleep: Pin<Box<tokio::time::Sleep>>,
+        },
+    }
+
+    static CHUNK: [u8; 65536] = [b'x'; 65536];
+
+    impl Body for Generated {
+        type Data = Bytes;
+        type Error = Infallible;
+        fn poll_frame(
+            self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+        ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+            match self.get_mut() {
+                Generated::Bytes(left) => {
+                    if *left == 0 {
+                        return Poll::Ready(None);
+                    }
+                    let n = (*left).min(CHUNK.len() as u64) as usize;
+                    *left -= n as u64;
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(&CHUNK[..n])))))
+                }
+                Generated::Ticks {
+                    left,
+                    n,
+                    interval,
+                    sleep,
+                } => {
+                    if *left == 0 {
+                        return Poll::Ready(None);
+                    }
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    let i = *n - *left;
+                    *left -= 1;
+                    sleep
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + *interval);
+                    Poll::Ready(Some(Ok(Frame::data(Bytes::from(format!("tick {i}\n"))))))
+                }
+                Generated::Crash { sent, sleep } => {
+                    if !*sent {
+                        *sent = true;
+                        return Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                            b"partial\n",
+                        )))));
+                    }
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    eprintln!("test backend: crashing mid-response on request");
+                    std::process::exit(3);
+                }
+            }
+        }
+    }
+
+    use std::future::Future;
+
+    fn full(status: StatusCode, text: String) -> Response<Out> {
+        let mut r = Response::new(Either::Left(Full::new(Bytes::from(text))));
+        *r.status_mut() = status;
+        r
+    }
+
+    fn generated(body: Generated) -> Response<Out> {
+        Response::new(Either::Right(Either::Right(body)))
+    }
+
+    async fn handle(mut req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let param = |name: &str| -> Option<u64> {
+            query.split('&').find_map(|kv| {
+                kv.strip_prefix(name)
+                    .and_then(|v| v.strip_prefix('='))
+                    .and_then(|v| v.parse().ok())
+            })
+        };
+        Ok(match path.as_str() {
+            "/" => full(StatusCode::OK, "hello\n".into()),
+            "/pid" => full(StatusCode::OK, format!("{}\n", std::process::id())),
+            "/headers" => {
+                let mut text = String::new();
+                for (name, value) in req.headers() {
+                    text.push_str(&format!("{}: {}\n", name, value.to_str().unwrap_or("?")));
+                }
+                full(StatusCode::OK, text)
+            }
+            "/echo" => Response::new(Either::Right(Either::Left(req.into_body()))),
+            "/slow" => {
+                let n = param("n").unwrap_or(3) as u32;
+                let interval = Duration::from_millis(param("ms").unwrap_or(100));
+                generated(Generated::Ticks {
+                    left: n,
+                    n,
+                    interval,
+                    sleep: Box::pin(tokio::time::sleep(Duration::ZERO)),
+                })
+            }
+            "/crash" => generated(Generated::Crash {
+                sent: false,
+                sleep: Box::pin(tokio::time::sleep(Duration::from_millis(100))),
+            }),
+            "/upgrade" => {
+                let on_upgrade = hyper::upgrade::on(&mut req);
+                tokio::spawn(async move {
+                    if let Ok(upgraded) = on_upgrade.await {
+                        let mut io = TokioIo::new(upgraded);
+                        let (mut r, mut w) = tokio::io::split(&mut io);
+                        let _ = tokio::io::copy(&mut r, &mut w).await;
+                        let _ = tokio::io::AsyncWriteExt::shutdown(&mut w).await;
+                    }
+                });
+                let mut r = full(StatusCode::SWITCHING_PROTOCOLS, String::new());
+                r.headers_mut().insert("upgrade", "echo".parse().unwrap());
+                r.headers_mut()
+                    .insert("connection", "upgrade".parse().unwrap());
+                r
+            }
+            p if p.starts_with("/bytes/") => {
+                generated(Generated::Bytes(p[7..].parse().unwrap_or(0)))
+            }
+            p if p.starts_with("/status/") => {
+                let code = p[8..]
+                    .parse()
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .unwrap_or(StatusCode::BAD_REQUEST);
+                full(code, format!("{code}\n"))
+            }
+            _ => full(StatusCode::NOT_FOUND, "not found\n".into()),
+        })
+    }
+
+    /// Serves HTTP/1.1 on `listen` (TCP or `unix:`) forever.
+    pub fn serve(listen: &str) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            enum L {
+                Tcp(tokio::net::TcpListener),
+                Unix(tokio::net::UnixListener),
+            }
+            let listener = match listen.strip_prefix("unix:") {
+                Some(path) => {
+                    let _ = std::fs::remove_file(path);
+                    L::Unix(tokio::net::UnixListener::bind(path).expect("bind unix"))
+                }
+                None => L::Tcp(
+                    tokio::net::TcpListener::bind(listen)
+                        .await
+                        .expect("bind tcp"),
+                ),
+            };
+            eprintln!("test backend: listening on {listen} (http)");
+            loop {
+                let service = hyper::service::service_fn(handle);
+                let builder = hyper::server::conn::http1::Builder::new();
+                match &listener {
+                    L::Tcp(l) => {
+                        let Ok((s, _)) = l.accept().await else {
+                            continue;
+                        };
+                        tokio::spawn(async move {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(s), service)
+                                .with_upgrades()
+                                .await;
+                        });
+                    }
+                    L::Unix(l) => {
+                        let Ok((s, _)) = l.accept().await else {
+                            continue;
+                        };
+                        tokio::spawn(async move {
+                            let _ = builder
+                                .serve_connection(TokioIo::new(s), service)
+                                .with_upgrades()
+                                .await;
+                        });
+                    }
+                }
+            }
+        });
     }
 }

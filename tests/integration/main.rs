@@ -5,4 +5,5 @@
 mod support;
 
 mod core_tcp;
+mod http;
 mod usage;

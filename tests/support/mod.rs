@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod activator;
+pub mod http;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,0 +1,419 @@
+//! HTTP mode end to end: requests (not connections) are the unit of work,
+//! cold starts are ridden through, failures get real HTTP answers.
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use crate::support::activator::describe;
+use crate::support::http::{get, Conn, KeepAlive};
+use crate::support::*;
+
+fn http_args(backend: &str, idle: &str, extra: &[&str], backend_extra: &[&str]) -> Vec<String> {
+    let mut a = args(&[
+        "--mode",
+        "http",
+        "--upstream",
+        backend,
+        "--idle-timeout",
+        idle,
+        "--stop-timeout",
+        "5s",
+    ]);
+    a.extend(extra.iter().map(|s| s.to_string()));
+    let mut b = vec!["--http"];
+    b.extend_from_slice(backend_extra);
+    a.extend(backend_command(backend, &b));
+    a
+}
+
+fn backend_addr() -> String {
+    format!("127.0.0.1:{}", free_port())
+}
+
+#[test]
+fn an_idle_keep_alive_connection_does_not_delay_idle_exit() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(dir, &http_args(&backend, "300ms", &[], &[]))
+        .tcp("http")
+        .start();
+    let mut conn = Conn::connect(act.tcp_addrs[0]).unwrap();
+    let r = conn.request("GET", "/", &[], b"").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
+    // The connection stays open and quiet: idlegate must still exit on time.
+    let status = act.wait_exit(1, PATIENCE);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}; log:\n{}",
+        describe(&status),
+        act.log()
+    );
+    assert!(
+        conn.closed_cleanly().expect("a clean close, not a reset"),
+        "the idle connection is closed"
+    );
+    // The client's next request, on a new connection, activates again.
+    let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(act.activations(), 2);
+}
+
+#[test]
+fn a_streaming_response_keeps_idlegate_up() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(dir, &http_args(&backend, "500ms", &[], &[]))
+        .tcp("http")
+        .start();
+    let started = Instant::now();
+    // 6 ticks 300 ms apart: 1.5 s of body, three times the idle timeout.
+    let r = get(act.tcp_addrs[0], "/slow?n=6&ms=300", &[]).unwrap();
+    assert_eq!(r.text().lines().count(), 6, "{}", r.text());
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert!(
+        act.exits().is_empty(),
+        "exited mid-response; log:\n{}",
+        act.log()
+    );
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
+    assert_eq!(act.activations(), 1);
+}
+
+#[test]
+fn an_open_upgraded_connection_keeps_idlegate_up() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(dir, &http_args(&backend, "300ms", &[], &[]))
+        .tcp("http")
+        .start();
+    let mut conn = Conn::connect(act.tcp_addrs[0]).unwrap();
+    let r = conn
+        .request(
+            "GET",
+            "/upgrade",
+            &[("Connection", "Upgrade"), ("Upgrade", "echo")],
+            b"",
+        )
+        .unwrap();
+    assert_eq!(r.status, 101, "{r:?}");
+    assert_eq!(r.header("upgrade"), Some("echo"));
+    // Quiet for three idle timeouts: an upgraded connection is in flight all along.
+    std::thread::sleep(Duration::from_millis(900));
+    assert!(
+        act.exits().is_empty(),
+        "exited with an open upgraded connection; log:\n{}",
+        act.log()
+    );
+    let s = conn.stream();
+    s.write_all(b"ping over the upgrade").unwrap();
+    let mut buf = [0u8; 21];
+    s.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"ping over the upgrade");
+    s.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
+}
+
+#[test]
+fn keep_alive_clients_across_many_activations_lose_nothing() {
+    const CLIENTS: usize = 4;
+    const ROUNDS: usize = 10;
+    const PER_ROUND: usize = 6;
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(dir, &http_args(&backend, "300ms", &[], &[]))
+        .tcp("http")
+        .start();
+    let addr = act.tcp_addrs[0];
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
+    let threads: Vec<_> = (0..CLIENTS)
+        .map(|client| {
+            let barrier = barrier.clone();
+            std::thread::spawn(move || {
+                let mut c = KeepAlive::new(addr);
+                let mut failures = Vec::new();
+                let mut seed = 0x2545_F491_u32.wrapping_mul(client as u32 + 7);
+                let mut random = move |n: u32| {
+                    seed ^= seed << 13;
+                    seed ^= seed >> 17;
+                    seed ^= seed << 5;
+                    seed % n
+                };
+                for round in 0..ROUNDS {
+                    for i in 0..PER_ROUND {
+                        match c.get(&format!("/status/200?c={client}&r={round}&i={i}")) {
+                            Ok(r) if r.status == 200 => {}
+                            other => failures.push(format!(
+                                "client {client} round {round} request {i}: {other:?}"
+                            )),
+                        }
+                        std::thread::sleep(Duration::from_millis(random(40) as u64));
+                    }
+                    barrier.wait();
+                    std::thread::sleep(Duration::from_millis(250 + random(300) as u64));
+                }
+                (failures, c.retries)
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for t in threads {
+        failures.extend(t.join().unwrap().0);
+    }
+    assert!(failures.is_empty(), "{failures:#?}\nlog:\n{}", act.log());
+    let exits = act.exits();
+    assert!(
+        exits.len() >= 3,
+        "expected several activation cycles, saw {}",
+        exits.len()
+    );
+    assert!(exits.iter().all(|s| s.code() == Some(0)));
+}
+
+#[test]
+fn a_missing_backend_is_a_prompt_502() {
+    let dir = tempdir();
+    let a = args(&[
+        "--mode",
+        "http",
+        "--upstream",
+        "127.0.0.1:9",
+        "--idle-timeout",
+        "60s",
+        "--",
+        "/nonexistent/app",
+    ]);
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let started = Instant::now();
+    let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
+    assert_eq!(r.status, 502, "{r:?}");
+    assert!(
+        r.text().contains("cannot start `/nonexistent/app`"),
+        "{}",
+        r.text()
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(
+        act.log().contains("GET / 502"),
+        "the answer is logged like a proxied one: {}",
+        act.log()
+    );
+}
+
+#[test]
+fn a_backend_never_ready_is_a_504_after_the_start_timeout() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(
+        dir,
+        &http_args(
+            &backend,
+            "60s",
+            &["--start-timeout", "1s"],
+            &["--delay-ms", "600000"],
+        ),
+    )
+    .tcp("http")
+    .start();
+    let started = Instant::now();
+    let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
+    assert_eq!(r.status, 504, "{r:?}");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(20),
+        "{waited:?}"
+    );
+}
+
+#[test]
+fn a_backend_dying_mid_response_truncates_it_and_the_next_request_restarts_it() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(dir, &http_args(&backend, "60s", &[], &[]))
+        .tcp("http")
+        .start();
+    let first_pid = get(act.tcp_addrs[0], "/pid", &[]).unwrap().text();
+    let started = Instant::now();
+    let r = get(act.tcp_addrs[0], "/crash", &[]);
+    assert!(
+        r.is_err(),
+        "a truncated response must not look complete: {r:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(20), "no hang");
+    wait_until("the crash to be logged", PATIENCE, || {
+        act.log().contains("exited: exit status: 3")
+    });
+    let r = get(act.tcp_addrs[0], "/pid", &[]).unwrap();
+    assert_eq!(r.status, 200);
+    assert_ne!(r.text(), first_pid, "a new backend answers");
+}
+
+#[test]
+fn forwarded_headers_are_added_and_hop_by_hop_headers_removed() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(dir.clone(), &http_args(&backend, "60s", &[], &[]))
+        .tcp("http")
+        .start();
+    let r = get(
+        act.tcp_addrs[0],
+        "/headers",
+        &[
+            ("Host", "example.test:8443"),
+            ("Connection", "keep-alive, x-secret"),
+            ("X-Secret", "1"),
+            ("Keep-Alive", "timeout=5"),
+            ("Proxy-Authorization", "Basic eA=="),
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("X-Kept", "yes"),
+        ],
+    )
+    .unwrap();
+    let seen = r.text();
+    assert!(seen.contains("host: example.test:8443\n"), "{seen}");
+    assert!(
+        seen.contains("x-forwarded-for: 203.0.113.9, 127.0.0.1\n"),
+        "{seen}"
+    );
+    assert!(seen.contains("x-forwarded-proto: http\n"), "{seen}");
+    assert!(
+        seen.contains("x-forwarded-host: example.test:8443\n"),
+        "{seen}"
+    );
+    assert!(seen.contains("x-kept: yes\n"), "{seen}");
+    for gone in ["x-secret", "keep-alive", "proxy-authorization"] {
+        assert!(
+            !seen.contains(&format!("{gone}:")),
+            "{gone} must not be forwarded: {seen}"
+        );
+    }
+    drop(act);
+
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(
+        dir,
+        &http_args(&backend, "60s", &["--no-forwarded-headers"], &[]),
+    )
+    .tcp("http")
+    .start();
+    let seen = get(act.tcp_addrs[0], "/headers", &[]).unwrap().text();
+    assert!(!seen.contains("x-forwarded"), "{seen}");
+}
+
+#[test]
+fn large_bodies_pass_unchanged_both_ways() {
+    const SIZE: usize = 100 * 1024 * 1024;
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(dir, &http_args(&backend, "60s", &[], &[]))
+        .tcp("http")
+        .start();
+    let r = get(act.tcp_addrs[0], &format!("/bytes/{SIZE}"), &[]).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.body.len(), SIZE);
+    assert!(r.body.iter().all(|b| *b == b'x'));
+
+    let body: Vec<u8> = (0..SIZE).map(|i| (i % 251) as u8).collect();
+    let mut conn = Conn::connect(act.tcp_addrs[0]).unwrap();
+    // Write the upload from another thread while this one reads the echo, as
+    // the echo streams back before the upload ends.
+    let mut writer = conn.stream().try_clone().unwrap();
+    let upload = body.clone();
+    let sender = std::thread::spawn(move || {
+        let head = format!(
+            "POST /echo HTTP/1.1\r\nHost: t\r\nContent-Length: {}\r\n\r\n",
+            upload.len()
+        );
+        writer.write_all(head.as_bytes()).unwrap();
+        writer.write_all(&upload).unwrap();
+    });
+    let r = conn.read_response(false).unwrap();
+    sender.join().unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.body == body, "the echoed body differs");
+}
+
+#[test]
+fn the_waiting_page_is_for_html_clients_after_the_threshold_only() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(
+        dir,
+        &http_args(
+            &backend,
+            "60s",
+            &["--waiting-page"],
+            &["--delay-ms", "3000"],
+        ),
+    )
+    .tcp("http")
+    .start();
+    let addr = act.tcp_addrs[0];
+    let api = std::thread::spawn(move || {
+        let started = Instant::now();
+        (
+            get(addr, "/", &[("Accept", "application/json")]),
+            started.elapsed(),
+        )
+    });
+    let started = Instant::now();
+    let page = get(addr, "/", &[("Accept", "text/html,application/xhtml+xml")]).unwrap();
+    let waited = started.elapsed();
+    assert_eq!(page.status, 503, "{page:?}");
+    assert!(page.header("retry-after").is_some());
+    assert!(page.text().contains("Starting"), "{}", page.text());
+    assert!(
+        waited >= Duration::from_millis(900),
+        "only after the threshold: {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_millis(2900),
+        "before the backend was ready: {waited:?}"
+    );
+    let (api, api_waited) = api.join().unwrap();
+    let api = api.unwrap();
+    assert_eq!(api.status, 200, "a non-HTML client keeps waiting: {api:?}");
+    assert!(api_waited >= Duration::from_millis(2900));
+    // Once ready, HTML clients are served normally.
+    let page = get(addr, "/", &[("Accept", "text/html")]).unwrap();
+    assert_eq!(page.status, 200);
+}
+
+#[test]
+fn h2c_clients_are_served_too() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(dir, &http_args(&backend, "60s", &[], &[]))
+        .tcp("http")
+        .start();
+    let addr = act.tcp_addrs[0];
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        use http_body_util::{BodyExt, Empty};
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .unwrap();
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .uri(format!("http://{addr}/headers"))
+            .body(Empty::<bytes::Bytes>::new())
+            .unwrap();
+        let resp = tokio::time::timeout(PATIENCE, send.send_request(req))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let text = String::from_utf8_lossy(&body);
+        assert!(text.contains(&format!("host: {addr}")), "{text}");
+    });
+}
