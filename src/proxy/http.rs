@@ -479,7 +479,7 @@ impl HttpProxy {
         }
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
-        strip_hop_by_hop(headers, upgrade && !matches!(host, None));
+        strip_hop_by_hop(headers, upgrade);
         if let Some(host) = &host {
             headers.insert(header::HOST, host.clone());
         }
