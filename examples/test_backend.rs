@@ -195,7 +195,8 @@ fn main() {
 /// - `GET /slow?n=N&ms=M` sends N `tick` lines M ms apart;
 /// - `GET /crash` sends part of a body, then the process exits with status 3;
 /// - `GET /upgrade` with `Connection: upgrade` switches protocols and echoes bytes;
-/// - `GET /status/N` answers with status N.
+/// - `GET /status/N` answers with status N;
+/// - `GET /trailers` sends a chunked body followed by the trailer `x-checksum: 42`.
 mod http {
     use std::convert::Infallible;
     use std::pin::Pin;
@@ -223,6 +224,9 @@ mod http {
         Crash {
             sent: bool,
             sleep: Pin<Box<tokio::time::Sleep>>,
+        },
+        Trailers {
+            step: u8,
         },
     }
 
@@ -262,6 +266,20 @@ mod http {
                         .as_mut()
                         .reset(tokio::time::Instant::now() + *interval);
                     Poll::Ready(Some(Ok(Frame::data(Bytes::from(format!("tick {i}\n"))))))
+                }
+                Generated::Trailers { step } => {
+                    *step += 1;
+                    match *step {
+                        1 => Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(
+                            b"body with trailers\n",
+                        ))))),
+                        2 => {
+                            let mut t = hyper::HeaderMap::new();
+                            t.insert("x-checksum", "42".parse().unwrap());
+                            Poll::Ready(Some(Ok(Frame::trailers(t))))
+                        }
+                        _ => Poll::Ready(None),
+                    }
                 }
                 Generated::Crash { sent, sleep } => {
                     if !*sent {
@@ -345,6 +363,12 @@ mod http {
             }
             p if p.starts_with("/bytes/") => {
                 generated(Generated::Bytes(p[7..].parse().unwrap_or(0)))
+            }
+            "/trailers" => {
+                let mut r = generated(Generated::Trailers { step: 0 });
+                r.headers_mut()
+                    .insert("trailer", "x-checksum".parse().unwrap());
+                r
             }
             p if p.starts_with("/status/") => {
                 let code = p[8..]

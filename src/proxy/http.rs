@@ -151,12 +151,12 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 }
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-const HOP_BY_HOP: [&str; 9] = [
+/// `Trailer` is not among them: it names the trailer fields end to end.
+const HOP_BY_HOP: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",
     "te",
-    "trailer",
     "transfer-encoding",
     "upgrade",
     "proxy-authenticate",
@@ -479,7 +479,20 @@ impl HttpProxy {
         }
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
+        // `TE: trailers` says the client takes trailers: the one TE value a
+        // proxy that streams trailers through passes on.
+        let trailers = headers
+            .get_all(header::TE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .any(|v| {
+                v.split(',')
+                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
+            });
         strip_hop_by_hop(headers, upgrade);
+        if trailers {
+            headers.insert(header::TE, HeaderValue::from_static("trailers"));
+        }
         if let Some(host) = &host {
             headers.insert(header::HOST, host.clone());
         }

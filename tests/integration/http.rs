@@ -417,3 +417,68 @@ fn h2c_clients_are_served_too() {
         assert!(text.contains(&format!("host: {addr}")), "{text}");
     });
 }
+
+#[test]
+fn trailers_pass_through_to_clients_that_take_them() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(dir, &http_args(&backend, "60s", &[], &[]))
+        .tcp("http")
+        .start();
+    let r = get(act.tcp_addrs[0], "/trailers", &[("TE", "trailers")]).unwrap();
+    assert_eq!(r.status, 200);
+    assert_eq!(r.text(), "body with trailers\n");
+    assert_eq!(
+        r.trailers,
+        vec![("x-checksum".to_owned(), "42".to_owned())],
+        "{r:?}"
+    );
+}
+
+#[test]
+fn slow_headers_and_huge_headers_are_cut_off() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(
+        dir,
+        &http_args(&backend, "60s", &["--header-read-timeout", "1s"], &[]),
+    )
+    .tcp("http")
+    .start();
+    // A client that never finishes its headers is closed after the timeout.
+    let mut slow = Conn::connect(act.tcp_addrs[0]).unwrap();
+    slow.stream()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    let started = Instant::now();
+    let mut rest = Vec::new();
+    let _ = slow.stream().read_to_end(&mut rest);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(20),
+        "closed after {waited:?}"
+    );
+    // Headers over the cap get an error status or a close, never a forward.
+    let big = "x".repeat(100 * 1024);
+    let r = get(act.tcp_addrs[0], "/headers", &[("X-Big", &big)]);
+    match r {
+        Ok(r) => assert!(r.status == 431 || r.status == 400, "{}", r.status),
+        Err(_) => {}
+    }
+    // Meanwhile ordinary clients are served.
+    assert_eq!(get(act.tcp_addrs[0], "/", &[]).unwrap().status, 200);
+}
+
+#[test]
+fn unix_upstream_in_http_mode() {
+    let dir = tempdir();
+    let sock = dir.path().join("backend.sock");
+    let upstream = format!("unix:{}", sock.display());
+    let act = ActivatorBuilder::new(dir.clone(), &http_args(&upstream, "300ms", &[], &[]))
+        .tcp("http")
+        .start();
+    let r = get(act.tcp_addrs[0], "/headers", &[("Host", "site.test")]).unwrap();
+    assert_eq!(r.status, 200);
+    assert!(r.text().contains("host: site.test\n"), "{}", r.text());
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
+}

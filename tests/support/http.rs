@@ -15,6 +15,8 @@ pub struct Response {
     pub headers: Vec<(String, String)>,
     /// The body (empty for 101).
     pub body: Vec<u8>,
+    /// Trailer fields after a chunked body, names lowercase.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Response {
@@ -131,6 +133,7 @@ impl Conn {
             status,
             headers,
             body: Vec::new(),
+            trailers: Vec::new(),
         };
         if head_only || status == 101 || status == 204 || status == 304 {
             return Ok(resp);
@@ -150,7 +153,15 @@ impl Conn {
                             )
                         })?;
                 if size == 0 {
-                    while !self.line()?.is_empty() {}
+                    loop {
+                        let line = self.line()?;
+                        if line.is_empty() {
+                            break;
+                        }
+                        let (n, v) = line.split_once(':').unwrap_or((&line, ""));
+                        resp.trailers
+                            .push((n.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                    }
                     break;
                 }
                 let start = resp.body.len();
