@@ -1,0 +1,446 @@
+//! idlegate side by side with systemd-socket-proxyd and a direct connection,
+//! in one run, in turns (A B C D A B C D …), reported as medians and ratios.
+//!
+//! `cargo bench` runs it; `IDLEGATE_BENCH_QUICK=1` shortens every phase. A
+//! contender or tool that is not installed is named as skipped, with the
+//! command that installs it. Nothing here is a pass/fail test.
+//!
+//! Phases:
+//! 1. cold start, backend already running: client connect -> first response
+//!    byte through a freshly activated proxy (the activation cost alone);
+//! 2. warm keep-alive small responses (wrk);
+//! 3. warm, a new connection per request (wrk, `Connection: close`);
+//! 4. bulk: one 1 GiB response;
+//! 5. footprint: idlegate's RSS activated, under load, after; binary size.
+//!
+//! The backend is the bench's own: a minimal HTTP/1.1 server on a thread of
+//! its own, faster than either proxy, answering `hello, world` or 1 GiB.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
+const BULK_BYTES: u64 = 1 << 30;
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Contender {
+    Direct,
+    Proxyd,
+    IdlegateTcp,
+    IdlegateHttp,
+}
+
+impl Contender {
+    fn name(self) -> &'static str {
+        match self {
+            Contender::Direct => "direct",
+            Contender::Proxyd => "systemd-socket-proxyd",
+            Contender::IdlegateTcp => "idlegate tcp",
+            Contender::IdlegateHttp => "idlegate http",
+        }
+    }
+}
+
+/// The bench's own backend: HTTP/1.1 keep-alive, `GET /bulk` sends 1 GiB.
+fn start_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            listener.set_nonblocking(true).unwrap();
+            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+            loop {
+                let Ok((s, _)) = listener.accept().await else { continue };
+                let _ = s.set_nodelay(true);
+                tokio::spawn(serve_backend_conn(s));
+            }
+        });
+    });
+    addr
+}
+
+async fn serve_backend_conn(mut s: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n";
+    let mut buf = vec![0u8; 8192];
+    let mut filled = 0;
+    loop {
+        let Some(end) = find(&buf[..filled], b"\r\n\r\n") else {
+            if filled == buf.len() {
+                return;
+            }
+            match s.read(&mut buf[filled..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => filled += n,
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let close = head.contains("connection: close");
+        if head.starts_with("get /bulk") {
+            let h = format!("HTTP/1.1 200 OK\r\nContent-Length: {BULK_BYTES}\r\n\r\n");
+            if s.write_all(h.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![0u8; 256 * 1024];
+            let mut left = BULK_BYTES;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                if s.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                left -= n as u64;
+            }
+        } else if s.write_all(HELLO).await.is_err() {
+            return;
+        }
+        buf.copy_within(end + 4..filled, 0);
+        filled -= end + 4;
+        if close {
+            return;
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// A proxy started as systemd starts it: the socket as fd 3, `LISTEN_FDS=1`,
+/// `LISTEN_PID` its own pid (through `sh -c exec`).
+struct Activated {
+    child: Child,
+    listener: TcpListener,
+}
+
+impl Activated {
+    fn start(contender: Contender, backend: SocketAddr, listener: TcpListener) -> Activated {
+        let idlegate = env!("CARGO_BIN_EXE_idlegate");
+        let upstream = backend.to_string();
+        let argv: Vec<String> = match contender {
+            Contender::Proxyd => vec![PROXYD.into(), upstream],
+            Contender::IdlegateTcp | Contender::IdlegateHttp => {
+                let mode = if contender == Contender::IdlegateHttp { "http" } else { "tcp" };
+                vec![
+                    idlegate.into(),
+                    "--upstream".into(),
+                    upstream,
+                    "--mode".into(),
+                    mode.into(),
+                    "--idle-timeout".into(),
+                    "0".into(),
+                    "--log-level".into(),
+                    "warn".into(),
+                ]
+            }
+            Contender::Direct => unreachable!("direct has no proxy"),
+        };
+        let fd = listener.as_raw_fd();
+        let mut cmd = Command::new("sh");
+        cmd.arg("-c")
+            .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
+            .args(&argv)
+            .env("LISTEN_FDS", "1")
+            .env_remove("LISTEN_FDNAMES")
+            .env_remove("NOTIFY_SOCKET")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit());
+        // SAFETY: only fcntl/dup2 between fork and exec, on our own descriptor.
+        unsafe {
+            cmd.pre_exec(move || {
+                if fd == 3 {
+                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(fd, 3) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start proxy");
+        Activated { child, listener }
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.listener.local_addr().unwrap()
+    }
+
+    fn rss_kib(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+    }
+}
+
+impl Drop for Activated {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn request_first_byte(addr: SocketAddr) -> Duration {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").unwrap();
+    let mut b = [0u8; 1];
+    s.read_exact(&mut b).unwrap();
+    let t = started.elapsed();
+    let mut rest = Vec::new();
+    let _ = s.read_to_end(&mut rest);
+    t
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i]
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    percentile(v, 0.5)
+}
+
+/// Parses wrk's `--latency` output: (requests/s, p50 ms, p99 ms).
+fn parse_wrk(out: &str) -> Option<(f64, f64, f64)> {
+    let rps = out.lines().find_map(|l| l.trim().strip_prefix("Requests/sec:"))?.trim().parse().ok()?;
+    let lat = |p: &str| {
+        out.lines().find_map(|l| {
+            let mut w = l.split_whitespace();
+            (w.next()? == p).then(|| w.next()).flatten().and_then(to_ms)
+        })
+    };
+    Some((rps, lat("50%")?, lat("99%")?))
+}
+
+fn to_ms(v: &str) -> Option<f64> {
+    for (suffix, factor) in [("us", 0.001), ("ms", 1.0), ("s", 1000.0)] {
+        if let Some(n) = v.strip_suffix(suffix) {
+            return n.parse::<f64>().ok().map(|n| n * factor);
+        }
+    }
+    None
+}
+
+fn wrk(addr: SocketAddr, seconds: u64, close: bool) -> Option<(f64, f64, f64)> {
+    let mut cmd = Command::new("wrk");
+    cmd.args(["-t1", "-c16", &format!("-d{seconds}s"), "--latency"]);
+    if close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    cmd.arg(format!("http://{addr}/"));
+    let out = cmd.output().ok()?;
+    parse_wrk(&String::from_utf8_lossy(&out.stdout))
+}
+
+fn bulk(addr: SocketAddr) -> f64 {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.write_all(b"GET /bulk HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut total = 0u64;
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => total += n as u64,
+        }
+    }
+    assert!(total >= BULK_BYTES, "bulk transfer cut short at {total} bytes");
+    total as f64 / started.elapsed().as_secs_f64() / (1024.0 * 1024.0)
+}
+
+fn installed(path: &str) -> bool {
+    Path::new(path).exists() || Command::new("sh").args(["-c", &format!("command -v {path}")]).output().is_ok_and(|o| o.status.success())
+}
+
+fn fresh_listener() -> TcpListener {
+    TcpListener::bind("127.0.0.1:0").unwrap()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return; // `cargo bench -- --list` and test discovery: nothing to list.
+    }
+    let quick = std::env::var_os("IDLEGATE_BENCH_QUICK").is_some();
+    let (rounds, seconds, cold_runs) = if quick { (2, 2, 15) } else { (3, 5, 60) };
+    let mut report = String::new();
+    let mut say = |line: String| {
+        println!("{line}");
+        report.push_str(&line);
+        report.push('\n');
+    };
+
+    let backend = start_backend();
+    let mut proxies = vec![Contender::IdlegateTcp, Contender::IdlegateHttp];
+    if installed(PROXYD) {
+        proxies.insert(0, Contender::Proxyd);
+    } else {
+        say(format!("skipped: systemd-socket-proxyd ({PROXYD} missing; apt-get install systemd)"));
+    }
+    let has_wrk = installed("wrk");
+    if !has_wrk {
+        say("skipped: the wrk phases (wrk missing; apt-get install wrk)".into());
+    }
+
+    say(format!("# idlegate benchmarks ({} cores, {} rounds, {seconds}s per wrk run)\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), rounds));
+
+    // 1. Cold start with the backend already up: the activation cost alone.
+    let mut cold: Vec<(Contender, Vec<f64>)> = proxies.iter().map(|c| (*c, Vec::new())).collect();
+    for _ in 0..cold_runs {
+        for (contender, samples) in cold.iter_mut() {
+            let listener = fresh_listener();
+            let addr = listener.local_addr().unwrap();
+            // The client arrives first, as the one that triggers activation.
+            let client = std::thread::spawn(move || request_first_byte(addr));
+            std::thread::sleep(Duration::from_millis(2));
+            let started = Instant::now();
+            let proxy = Activated::start(*contender, backend, listener);
+            let t = client.join().unwrap();
+            let _ = started;
+            samples.push(t.as_secs_f64() * 1000.0);
+            drop(proxy);
+        }
+    }
+    say("## Cold start, backend already running (connect -> first response byte, ms)\n".into());
+    say("| contender | p50 | p90 | p99 | p50 vs systemd-socket-proxyd |".into());
+    say("|---|---|---|---|---|".into());
+    let proxyd_p50 = cold.iter_mut().find(|(c, _)| *c == Contender::Proxyd).map(|(_, s)| median(s));
+    for (contender, samples) in cold.iter_mut() {
+        samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        let p50 = percentile(samples, 0.5);
+        let ratio = proxyd_p50.map(|p| format!("{:.2}x", p50 / p)).unwrap_or_else(|| "n/a".into());
+        say(format!("| {} | {:.2} | {:.2} | {:.2} | {ratio} |", contender.name(), p50, percentile(samples, 0.9), percentile(samples, 0.99)));
+    }
+    say(String::new());
+
+    // 2-4. Warm: each proxy activated once, then every contender in turns.
+    let mut all = vec![Contender::Direct];
+    all.extend(proxies.iter().copied());
+    let running: Vec<(Contender, Option<Activated>)> = all
+        .iter()
+        .map(|c| match c {
+            Contender::Direct => (*c, None),
+            _ => {
+                let p = Activated::start(*c, backend, fresh_listener());
+                request_first_byte(p.addr());
+                (*c, Some(p))
+            }
+        })
+        .collect();
+    let addr_of = |c: &(Contender, Option<Activated>)| c.1.as_ref().map(|p| p.addr()).unwrap_or(backend);
+    let idlegate_rss_idle: Vec<(Contender, Option<u64>)> = running.iter().map(|(c, p)| (*c, p.as_ref().and_then(|p| p.rss_kib()))).collect();
+
+    let mut peak_rss: Vec<(Contender, u64)> = Vec::new();
+    if has_wrk {
+        for (title, close) in [("keep-alive small responses", false), ("a new connection per request", true)] {
+            let mut results: Vec<(Contender, Vec<f64>, Vec<f64>, Vec<f64>)> = all.iter().map(|c| (*c, vec![], vec![], vec![])).collect();
+            for _ in 0..rounds {
+                for (i, entry) in running.iter().enumerate() {
+                    let sampler = entry.1.as_ref().map(|p| p.child.id());
+                    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let peak = {
+                        let stop = stop.clone();
+                        std::thread::spawn(move || {
+                            let mut peak = 0u64;
+                            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                if let Some(pid) = sampler {
+                                    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
+                                        if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()) {
+                                            peak = peak.max(v);
+                                        }
+                                    }
+                                }
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                            peak
+                        })
+                    };
+                    let r = wrk(addr_of(entry), seconds, close);
+                    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+                    let peak = peak.join().unwrap();
+                    if peak > 0 {
+                        match peak_rss.iter_mut().find(|(c, _)| *c == entry.0) {
+                            Some((_, p)) => *p = (*p).max(peak),
+                            None => peak_rss.push((entry.0, peak)),
+                        }
+                    }
+                    if let Some((rps, p50, p99)) = r {
+                        results[i].1.push(rps);
+                        results[i].2.push(p50);
+                        results[i].3.push(p99);
+                    }
+                }
+            }
+            say(format!("## Warm: {title} (wrk -t1 -c16; medians of {rounds} runs)\n"));
+            say("| contender | req/s | p50 ms | p99 ms | req/s vs systemd-socket-proxyd | req/s vs direct |".into());
+            say("|---|---|---|---|---|---|".into());
+            let mut medians: Vec<(Contender, f64, f64, f64)> =
+                results.iter_mut().map(|(c, r, a, b)| (*c, median(r), median(a), median(b))).collect();
+            let base = |who: Contender, m: &[(Contender, f64, f64, f64)]| m.iter().find(|x| x.0 == who).map(|x| x.1);
+            let (proxyd, direct) = (base(Contender::Proxyd, &medians), base(Contender::Direct, &medians));
+            for (c, rps, p50, p99) in medians.iter_mut() {
+                let vs = |b: Option<f64>| b.map(|b| format!("{:.2}x", *rps / b)).unwrap_or_else(|| "n/a".into());
+                say(format!("| {} | {:.0} | {:.3} | {:.3} | {} | {} |", c.name(), rps, p50, p99, vs(proxyd), vs(direct)));
+            }
+            say(String::new());
+        }
+    }
+
+    let mut bulk_results: Vec<(Contender, Vec<f64>)> = all.iter().map(|c| (*c, vec![])).collect();
+    for _ in 0..rounds.min(2) {
+        for (i, entry) in running.iter().enumerate() {
+            bulk_results[i].1.push(bulk(addr_of(entry)));
+        }
+    }
+    say("## Bulk: one 1 GiB response (MiB/s, median)\n".into());
+    say("| contender | MiB/s | vs systemd-socket-proxyd | vs direct |".into());
+    say("|---|---|---|---|".into());
+    let medians: Vec<(Contender, f64)> = bulk_results.iter_mut().map(|(c, v)| (*c, median(v))).collect();
+    let base = |who: Contender| medians.iter().find(|x| x.0 == who).map(|x| x.1);
+    for (c, m) in &medians {
+        let vs = |b: Option<f64>| b.map(|b| format!("{:.2}x", m / b)).unwrap_or_else(|| "n/a".into());
+        say(format!("| {} | {:.0} | {} | {} |", c.name(), m, vs(base(Contender::Proxyd)), vs(base(Contender::Direct))));
+    }
+    say(String::new());
+
+    say("## Footprint (RSS, KiB)\n".into());
+    say("| contender | just activated (after one request) | peak under the wrk load | after |".into());
+    say("|---|---|---|---|".into());
+    for (c, p) in &running {
+        let Some(p) = p else { continue };
+        let idle = idlegate_rss_idle.iter().find(|x| x.0 == *c).and_then(|x| x.1).map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+        let peak = peak_rss.iter().find(|x| x.0 == *c).map(|x| x.1.to_string()).unwrap_or_else(|| "?".into());
+        let after = p.rss_kib().map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+        say(format!("| {} | {idle} | {peak} | {after} |", c.name()));
+    }
+    let size = std::fs::metadata(env!("CARGO_BIN_EXE_idlegate")).map(|m| m.len()).unwrap_or(0);
+    say(format!("\nidlegate binary: {} KiB (the profile cargo bench built: release)", size / 1024));
+    drop(running);
+
+    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("bench-report.md");
+    if std::fs::write(&out, &report).is_ok() {
+        println!("\nreport written to {}", out.display());
+    }
+}
