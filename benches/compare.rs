@@ -51,12 +51,17 @@ fn start_backend() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async move {
             listener.set_nonblocking(true).unwrap();
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
             loop {
-                let Ok((s, _)) = listener.accept().await else { continue };
+                let Ok((s, _)) = listener.accept().await else {
+                    continue;
+                };
                 let _ = s.set_nodelay(true);
                 tokio::spawn(serve_backend_conn(s));
             }
@@ -67,7 +72,8 @@ fn start_backend() -> SocketAddr {
 
 async fn serve_backend_conn(mut s: tokio::net::TcpStream) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const HELLO: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n";
+    const HELLO: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n";
     let mut buf = vec![0u8; 8192];
     let mut filled = 0;
     loop {
@@ -126,7 +132,11 @@ impl Activated {
         let argv: Vec<String> = match contender {
             Contender::Proxyd => vec![PROXYD.into(), upstream],
             Contender::IdlegateTcp | Contender::IdlegateHttp => {
-                let mode = if contender == Contender::IdlegateHttp { "http" } else { "tcp" };
+                let mode = if contender == Contender::IdlegateHttp {
+                    "http"
+                } else {
+                    "tcp"
+                };
                 vec![
                     idlegate.into(),
                     "--upstream".into(),
@@ -175,7 +185,10 @@ impl Activated {
 
     fn rss_kib(&self) -> Option<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok())
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
     }
 }
 
@@ -201,7 +214,8 @@ fn request_first_byte(addr: SocketAddr) -> Duration {
     let started = Instant::now();
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut b = [0u8; 1];
     s.read_exact(&mut b).unwrap();
     let t = started.elapsed();
@@ -225,7 +239,12 @@ fn median(v: &mut [f64]) -> f64 {
 
 /// Parses wrk's `--latency` output: (requests/s, p50 ms, p99 ms).
 fn parse_wrk(out: &str) -> Option<(f64, f64, f64)> {
-    let rps = out.lines().find_map(|l| l.trim().strip_prefix("Requests/sec:"))?.trim().parse().ok()?;
+    let rps = out
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Requests/sec:"))?
+        .trim()
+        .parse()
+        .ok()?;
     let lat = |p: &str| {
         out.lines().find_map(|l| {
             let mut w = l.split_whitespace();
@@ -258,7 +277,8 @@ fn wrk(addr: SocketAddr, seconds: u64, close: bool) -> Option<(f64, f64, f64)> {
 fn bulk(addr: SocketAddr) -> f64 {
     let started = Instant::now();
     let mut s = TcpStream::connect(addr).unwrap();
-    s.write_all(b"GET /bulk HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n").unwrap();
+    s.write_all(b"GET /bulk HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
+        .unwrap();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
     loop {
@@ -267,12 +287,19 @@ fn bulk(addr: SocketAddr) -> f64 {
             Ok(n) => total += n as u64,
         }
     }
-    assert!(total >= BULK_BYTES, "bulk transfer cut short at {total} bytes");
+    assert!(
+        total >= BULK_BYTES,
+        "bulk transfer cut short at {total} bytes"
+    );
     total as f64 / started.elapsed().as_secs_f64() / (1024.0 * 1024.0)
 }
 
 fn installed(path: &str) -> bool {
-    Path::new(path).exists() || Command::new("sh").args(["-c", &format!("command -v {path}")]).output().is_ok_and(|o| o.status.success())
+    Path::new(path).exists()
+        || Command::new("sh")
+            .args(["-c", &format!("command -v {path}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
 }
 
 fn fresh_listener() -> TcpListener {
@@ -297,14 +324,22 @@ fn main() {
     if installed(PROXYD) {
         proxies.insert(0, Contender::Proxyd);
     } else {
-        say(format!("skipped: systemd-socket-proxyd ({PROXYD} missing; apt-get install systemd)"));
+        say(format!(
+            "skipped: systemd-socket-proxyd ({PROXYD} missing; apt-get install systemd)"
+        ));
     }
     let has_wrk = installed("wrk");
     if !has_wrk {
         say("skipped: the wrk phases (wrk missing; apt-get install wrk)".into());
     }
 
-    say(format!("# idlegate benchmarks ({} cores, {} rounds, {seconds}s per wrk run)\n", std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1), rounds));
+    say(format!(
+        "# idlegate benchmarks ({} cores, {} rounds, {seconds}s per wrk run)\n",
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        rounds
+    ));
 
     // 1. Cold start with the backend already up: the activation cost alone.
     let mut cold: Vec<(Contender, Vec<f64>)> = proxies.iter().map(|c| (*c, Vec::new())).collect();
@@ -326,12 +361,23 @@ fn main() {
     say("## Cold start, backend already running (connect -> first response byte, ms)\n".into());
     say("| contender | p50 | p90 | p99 | p50 vs systemd-socket-proxyd |".into());
     say("|---|---|---|---|---|".into());
-    let proxyd_p50 = cold.iter_mut().find(|(c, _)| *c == Contender::Proxyd).map(|(_, s)| median(s));
+    let proxyd_p50 = cold
+        .iter_mut()
+        .find(|(c, _)| *c == Contender::Proxyd)
+        .map(|(_, s)| median(s));
     for (contender, samples) in cold.iter_mut() {
         samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
         let p50 = percentile(samples, 0.5);
-        let ratio = proxyd_p50.map(|p| format!("{:.2}x", p50 / p)).unwrap_or_else(|| "n/a".into());
-        say(format!("| {} | {:.2} | {:.2} | {:.2} | {ratio} |", contender.name(), p50, percentile(samples, 0.9), percentile(samples, 0.99)));
+        let ratio = proxyd_p50
+            .map(|p| format!("{:.2}x", p50 / p))
+            .unwrap_or_else(|| "n/a".into());
+        say(format!(
+            "| {} | {:.2} | {:.2} | {:.2} | {ratio} |",
+            contender.name(),
+            p50,
+            percentile(samples, 0.9),
+            percentile(samples, 0.99)
+        ));
     }
     say(String::new());
 
@@ -349,13 +395,21 @@ fn main() {
             }
         })
         .collect();
-    let addr_of = |c: &(Contender, Option<Activated>)| c.1.as_ref().map(|p| p.addr()).unwrap_or(backend);
-    let idlegate_rss_idle: Vec<(Contender, Option<u64>)> = running.iter().map(|(c, p)| (*c, p.as_ref().and_then(|p| p.rss_kib()))).collect();
+    let addr_of =
+        |c: &(Contender, Option<Activated>)| c.1.as_ref().map(|p| p.addr()).unwrap_or(backend);
+    let idlegate_rss_idle: Vec<(Contender, Option<u64>)> = running
+        .iter()
+        .map(|(c, p)| (*c, p.as_ref().and_then(|p| p.rss_kib())))
+        .collect();
 
     let mut peak_rss: Vec<(Contender, u64)> = Vec::new();
     if has_wrk {
-        for (title, close) in [("keep-alive small responses", false), ("a new connection per request", true)] {
-            let mut results: Vec<(Contender, Vec<f64>, Vec<f64>, Vec<f64>)> = all.iter().map(|c| (*c, vec![], vec![], vec![])).collect();
+        for (title, close) in [
+            ("keep-alive small responses", false),
+            ("a new connection per request", true),
+        ] {
+            let mut results: Vec<(Contender, Vec<f64>, Vec<f64>, Vec<f64>)> =
+                all.iter().map(|c| (*c, vec![], vec![], vec![])).collect();
             for _ in 0..rounds {
                 for (i, entry) in running.iter().enumerate() {
                     let sampler = entry.1.as_ref().map(|p| p.child.id());
@@ -366,8 +420,14 @@ fn main() {
                             let mut peak = 0u64;
                             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                                 if let Some(pid) = sampler {
-                                    if let Ok(s) = std::fs::read_to_string(format!("/proc/{pid}/status")) {
-                                        if let Some(v) = s.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.split_whitespace().next()?.parse().ok()) {
+                                    if let Ok(s) =
+                                        std::fs::read_to_string(format!("/proc/{pid}/status"))
+                                    {
+                                        if let Some(v) = s
+                                            .lines()
+                                            .find_map(|l| l.strip_prefix("VmRSS:"))
+                                            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+                                        {
                                             peak = peak.max(v);
                                         }
                                     }
@@ -393,16 +453,36 @@ fn main() {
                     }
                 }
             }
-            say(format!("## Warm: {title} (wrk -t1 -c16; medians of {rounds} runs)\n"));
+            say(format!(
+                "## Warm: {title} (wrk -t1 -c16; medians of {rounds} runs)\n"
+            ));
             say("| contender | req/s | p50 ms | p99 ms | req/s vs systemd-socket-proxyd | req/s vs direct |".into());
             say("|---|---|---|---|---|---|".into());
-            let mut medians: Vec<(Contender, f64, f64, f64)> =
-                results.iter_mut().map(|(c, r, a, b)| (*c, median(r), median(a), median(b))).collect();
-            let base = |who: Contender, m: &[(Contender, f64, f64, f64)]| m.iter().find(|x| x.0 == who).map(|x| x.1);
-            let (proxyd, direct) = (base(Contender::Proxyd, &medians), base(Contender::Direct, &medians));
+            let mut medians: Vec<(Contender, f64, f64, f64)> = results
+                .iter_mut()
+                .map(|(c, r, a, b)| (*c, median(r), median(a), median(b)))
+                .collect();
+            let base = |who: Contender, m: &[(Contender, f64, f64, f64)]| {
+                m.iter().find(|x| x.0 == who).map(|x| x.1)
+            };
+            let (proxyd, direct) = (
+                base(Contender::Proxyd, &medians),
+                base(Contender::Direct, &medians),
+            );
             for (c, rps, p50, p99) in medians.iter_mut() {
-                let vs = |b: Option<f64>| b.map(|b| format!("{:.2}x", *rps / b)).unwrap_or_else(|| "n/a".into());
-                say(format!("| {} | {:.0} | {:.3} | {:.3} | {} | {} |", c.name(), rps, p50, p99, vs(proxyd), vs(direct)));
+                let vs = |b: Option<f64>| {
+                    b.map(|b| format!("{:.2}x", *rps / b))
+                        .unwrap_or_else(|| "n/a".into())
+                };
+                say(format!(
+                    "| {} | {:.0} | {:.3} | {:.3} | {} | {} |",
+                    c.name(),
+                    rps,
+                    p50,
+                    p99,
+                    vs(proxyd),
+                    vs(direct)
+                ));
             }
             say(String::new());
         }
@@ -417,29 +497,63 @@ fn main() {
     say("## Bulk: one 1 GiB response (MiB/s, median)\n".into());
     say("| contender | MiB/s | vs systemd-socket-proxyd | vs direct |".into());
     say("|---|---|---|---|".into());
-    let medians: Vec<(Contender, f64)> = bulk_results.iter_mut().map(|(c, v)| (*c, median(v))).collect();
+    let medians: Vec<(Contender, f64)> = bulk_results
+        .iter_mut()
+        .map(|(c, v)| (*c, median(v)))
+        .collect();
     let base = |who: Contender| medians.iter().find(|x| x.0 == who).map(|x| x.1);
     for (c, m) in &medians {
-        let vs = |b: Option<f64>| b.map(|b| format!("{:.2}x", m / b)).unwrap_or_else(|| "n/a".into());
-        say(format!("| {} | {:.0} | {} | {} |", c.name(), m, vs(base(Contender::Proxyd)), vs(base(Contender::Direct))));
+        let vs = |b: Option<f64>| {
+            b.map(|b| format!("{:.2}x", m / b))
+                .unwrap_or_else(|| "n/a".into())
+        };
+        say(format!(
+            "| {} | {:.0} | {} | {} |",
+            c.name(),
+            m,
+            vs(base(Contender::Proxyd)),
+            vs(base(Contender::Direct))
+        ));
     }
     say(String::new());
 
     say("## Footprint (RSS, KiB)\n".into());
-    say("| contender | just activated (after one request) | peak under the wrk load | after |".into());
+    say(
+        "| contender | just activated (after one request) | peak under the wrk load | after |"
+            .into(),
+    );
     say("|---|---|---|---|".into());
     for (c, p) in &running {
         let Some(p) = p else { continue };
-        let idle = idlegate_rss_idle.iter().find(|x| x.0 == *c).and_then(|x| x.1).map(|v| v.to_string()).unwrap_or_else(|| "?".into());
-        let peak = peak_rss.iter().find(|x| x.0 == *c).map(|x| x.1.to_string()).unwrap_or_else(|| "?".into());
-        let after = p.rss_kib().map(|v| v.to_string()).unwrap_or_else(|| "?".into());
+        let idle = idlegate_rss_idle
+            .iter()
+            .find(|x| x.0 == *c)
+            .and_then(|x| x.1)
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "?".into());
+        let peak = peak_rss
+            .iter()
+            .find(|x| x.0 == *c)
+            .map(|x| x.1.to_string())
+            .unwrap_or_else(|| "?".into());
+        let after = p
+            .rss_kib()
+            .map(|v| v.to_string())
+            .unwrap_or_else(|| "?".into());
         say(format!("| {} | {idle} | {peak} | {after} |", c.name()));
     }
-    let size = std::fs::metadata(env!("CARGO_BIN_EXE_idlegate")).map(|m| m.len()).unwrap_or(0);
-    say(format!("\nidlegate binary: {} KiB (the profile cargo bench built: release)", size / 1024));
+    let size = std::fs::metadata(env!("CARGO_BIN_EXE_idlegate"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    say(format!(
+        "\nidlegate binary: {} KiB (the profile cargo bench built: release)",
+        size / 1024
+    ));
     drop(running);
 
-    let out = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join("bench-report.md");
+    let out = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("bench-report.md");
     if std::fs::write(&out, &report).is_ok() {
         println!("\nreport written to {}", out.display());
     }

@@ -14,7 +14,7 @@ use clap::Parser;
 /// until the backend is ready, forwards every connection, and after the idle
 /// timeout with nothing in flight stops the backend and exits 0.
 #[derive(Debug, Default, Parser)]
-#[command(name = "idlegate", version, about, long_about = None)]
+#[command(name = "idlegate", version, about, long_about = None, args_override_self = true)]
 #[command(after_help = "Examples:\n  \
     idlegate --upstream 127.0.0.1:8080 --idle-timeout 5min -- /usr/bin/legacy-app --port 8080\n  \
     systemd-socket-activate -l 127.0.0.1:8000 idlegate --upstream 127.0.0.1:8080 -- python3 -m http.server 8080\n  \

@@ -643,6 +643,23 @@ mod tests {
     }
 
     #[test]
+    fn a_flag_given_twice_takes_the_last_value_and_lists_append() {
+        let c = Config::from_cli(cli(&[
+            "--upstream",
+            "127.0.0.1:1",
+            "--upstream",
+            "127.0.0.1:2",
+            "--idle-timeout",
+            "1s",
+            "--idle-timeout",
+            "2s",
+        ]))
+        .unwrap();
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.upstreams.len(), 2);
+    }
+
+    #[test]
     fn errors_name_the_flag_and_value() {
         let e = Config::from_cli(cli(&[
             "--upstream",

@@ -62,6 +62,10 @@ pub enum Exit {
     ConnectionDone,
 }
 
+/// After the backend stopped for good, how long clients still waiting for it
+/// are given to receive their refusal before the process exits.
+const FLUSH_GRACE: Duration = Duration::from_millis(500);
+
 /// How often, at most, the status line is refreshed.
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -188,6 +192,11 @@ pub async fn run(
         }
     }
     backend.shut_down().await;
+    // Requests still waiting for the backend have just been answered (HTTP
+    // 503, TCP close): give those answers a moment to reach their clients.
+    if shared.connections.count() > 0 {
+        let _ = tokio::time::timeout(FLUSH_GRACE, shared.connections.drained()).await;
+    }
     tracing::info!("exiting");
     exit
 }

@@ -221,7 +221,7 @@ impl Backend {
     }
 
     /// Stops the backend unless work is in flight at the moment of stopping;
-    /// returns whether it stopped. Safe against a connection racing in: either
+    /// returns whether a running (or starting) backend was stopped. Safe against a connection racing in: either
     /// the connection sees the backend stopping, or the stop sees the connection.
     pub async fn stop_if_idle(&self, in_flight: &InFlight) -> bool {
         let (done, wait) = oneshot::channel();
@@ -479,7 +479,7 @@ impl Supervisor {
                 previous,
                 BackendState::Stopped | BackendState::Failed { .. } | BackendState::ShutDown
             ) {
-                return true;
+                return false;
             }
             // Announce the stop before looking at the count: a connection that
             // counted itself before this fence is seen below; one that counts

@@ -377,7 +377,8 @@ impl HttpProxy {
                 .path_and_query()
                 .map(|p| p.as_str().to_owned())
                 .unwrap_or_else(|| req.uri().to_string()),
-            status: 0,
+            // Until a response exists: the client went away first (nginx's 499).
+            status: 499,
             started,
         };
         if !self.backend.is_ready() {

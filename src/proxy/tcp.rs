@@ -11,7 +11,7 @@ use crate::backend::Backend;
 use crate::net::{Peer, Stream};
 
 /// Buffer size of each copy direction.
-const COPY_BUFFER: usize = 16 * 1024;
+const COPY_BUFFER: usize = 32 * 1024;
 
 /// Serves one client to the end: connect upstream (held until ready), then
 /// copy both ways until both directions reached end-of-file.

@@ -481,3 +481,34 @@ fn unix_upstream_in_http_mode() {
     assert!(r.text().contains("host: site.test\n"), "{}", r.text());
     assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
 }
+
+#[test]
+fn a_request_still_waiting_at_shutdown_gets_a_503_with_connection_close() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(
+        dir,
+        &http_args(
+            &backend,
+            "60s",
+            &["--stop-timeout", "1s"],
+            &["--delay-ms", "600000"],
+        ),
+    )
+    .tcp("http")
+    .start();
+    let addr = act.tcp_addrs[0];
+    let client = std::thread::spawn(move || get(addr, "/", &[]));
+    act.wait_running(1, PATIENCE);
+    wait_until("the backend to be starting", PATIENCE, || {
+        act.log().contains("backend started")
+    });
+    act.signal(libc::SIGTERM);
+    let r = client
+        .join()
+        .unwrap()
+        .expect("an answer, not a dropped connection");
+    assert_eq!(r.status, 503, "{r:?}");
+    assert_eq!(r.header("connection"), Some("close"));
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
+}
