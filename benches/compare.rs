@@ -46,6 +46,9 @@ impl Contender {
     }
 }
 
+/// A contender's wrk samples: requests/s, p50 ms, p99 ms, one entry per run.
+type WrkSamples = (Contender, Vec<f64>, Vec<f64>, Vec<f64>);
+
 /// The bench's own backend: HTTP/1.1 keep-alive, `GET /bulk` sends 1 GiB.
 fn start_backend() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -408,7 +411,7 @@ fn main() {
             ("keep-alive small responses", false),
             ("a new connection per request", true),
         ] {
-            let mut results: Vec<(Contender, Vec<f64>, Vec<f64>, Vec<f64>)> =
+            let mut results: Vec<WrkSamples> =
                 all.iter().map(|c| (*c, vec![], vec![], vec![])).collect();
             for _ in 0..rounds {
                 for (i, entry) in running.iter().enumerate() {
