@@ -75,6 +75,25 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub header_read_timeout: Option<String>,
 
+    /// The backend is this systemd unit: `systemctl start` it on demand and
+    /// `systemctl stop` it when idle (a quadlet .container generates such a unit).
+    #[arg(long, value_name = "NAME.service")]
+    pub unit: Option<String>,
+
+    /// The backend is started by this shell command (it should return once
+    /// the backend is launched, e.g. `podman start web`).
+    #[arg(long, value_name = "SHELL-COMMAND")]
+    pub start_cmd: Option<String>,
+
+    /// The backend is stopped by this shell command, when idle or stopping.
+    #[arg(long, value_name = "SHELL-COMMAND")]
+    pub stop_cmd: Option<String>,
+
+    /// Ready only once `GET PATH` gets an HTTP answer (any status), not merely
+    /// a connection: port forwarders accept before the app inside listens.
+    #[arg(long, value_name = "PATH")]
+    pub ready_http: Option<String>,
+
     /// TOML file with the same settings; flags given here override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

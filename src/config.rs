@@ -94,6 +94,14 @@ pub struct Config {
     pub ready: Option<Address>,
     /// The backend program and its arguments, if idlegate starts it.
     pub command: Option<Vec<String>>,
+    /// A systemd unit to start and stop as the backend (`--unit`).
+    pub unit: Option<String>,
+    /// A shell command that starts the backend (`--start-cmd`).
+    pub start_cmd: Option<String>,
+    /// A shell command that stops the backend (`--stop-cmd`).
+    pub stop_cmd: Option<String>,
+    /// Readiness needs an HTTP answer (any status) to `GET` this path.
+    pub ready_http: Option<String>,
     /// The log level asked for, if any.
     pub log_level: Option<String>,
     /// HTTP mode settings (used by upstreams in `http` mode).
@@ -101,6 +109,35 @@ pub struct Config {
 }
 
 impl Config {
+    /// Whether idlegate starts and stops the backend (rather than only waiting for it).
+    pub fn manages_backend(&self) -> bool {
+        self.command.is_some()
+            || self.unit.is_some()
+            || self.start_cmd.is_some()
+            || self.stop_cmd.is_some()
+    }
+
+    /// How the backend is run, as the supervisor needs it.
+    pub fn backend_kind(&self) -> crate::backend::BackendKind {
+        use crate::backend::BackendKind;
+        let shell = |c: &String| vec!["/bin/sh".to_owned(), "-c".to_owned(), c.clone()];
+        if let Some(argv) = &self.command {
+            BackendKind::Process(argv.clone())
+        } else if let Some(unit) = &self.unit {
+            BackendKind::Hooks {
+                start: Some(vec!["systemctl".into(), "start".into(), unit.clone()]),
+                stop: Some(vec!["systemctl".into(), "stop".into(), unit.clone()]),
+            }
+        } else if self.start_cmd.is_some() || self.stop_cmd.is_some() {
+            BackendKind::Hooks {
+                start: self.start_cmd.as_ref().map(shell),
+                stop: self.stop_cmd.as_ref().map(shell),
+            }
+        } else {
+            BackendKind::External
+        }
+    }
+
     /// The address whose answer means the backend is ready.
     pub fn ready_address(&self) -> &Address {
         self.ready.as_ref().unwrap_or(&self.upstreams[0].address)
@@ -241,6 +278,10 @@ struct FileConfig {
     connections_max: Option<i64>,
     ready: Option<String>,
     command: Option<OneOrMany>,
+    unit: Option<String>,
+    start_cmd: Option<String>,
+    stop_cmd: Option<String>,
+    ready_http: Option<String>,
     log_level: Option<String>,
 }
 
@@ -571,7 +612,64 @@ impl Config {
             max_header_bytes: MAX_HEADER_BYTES,
         };
 
+        let unit = pick(cli.unit, "--unit", file.unit, "unit", path);
+        let start_cmd = pick(
+            cli.start_cmd,
+            "--start-cmd",
+            file.start_cmd,
+            "start-cmd",
+            path,
+        );
+        let stop_cmd = pick(cli.stop_cmd, "--stop-cmd", file.stop_cmd, "stop-cmd", path);
+        for (value, what) in [
+            (&unit, "a unit name"),
+            (&start_cmd, "a command"),
+            (&stop_cmd, "a command"),
+        ] {
+            if let Some((text, origin)) = value {
+                if text.trim().is_empty() {
+                    return Err(ConfigError::Invalid {
+                        origin: origin.clone(),
+                        value: text.clone(),
+                        reason: format!("expected {what}"),
+                    });
+                }
+            }
+        }
+        let kinds = [
+            command.is_some().then_some("a backend COMMAND"),
+            unit.as_ref().map(|_| "--unit"),
+            (start_cmd.is_some() || stop_cmd.is_some()).then_some("--start-cmd/--stop-cmd"),
+        ];
+        let given: Vec<&str> = kinds.into_iter().flatten().collect();
+        if given.len() > 1 {
+            return Err(ConfigError::Usage(format!(
+                "{} and {} both say how to run the backend: give one",
+                given[0], given[1]
+            )));
+        }
+        let ready_http = match pick(
+            cli.ready_http,
+            "--ready-http",
+            file.ready_http,
+            "ready-http",
+            path,
+        ) {
+            Some((p, origin)) if !p.starts_with('/') || p.contains(char::is_whitespace) => {
+                return Err(ConfigError::Invalid {
+                    origin,
+                    value: p,
+                    reason: "expected a path such as /healthz".into(),
+                })
+            }
+            other => other.map(|(p, _)| p),
+        };
+
         Ok(Config {
+            unit: unit.map(|(u, _)| u),
+            start_cmd: start_cmd.map(|(c, _)| c),
+            stop_cmd: stop_cmd.map(|(c, _)| c),
+            ready_http,
             http,
             upstreams,
             listen,

@@ -78,7 +78,8 @@ pub async fn run(
     shutdown: Shutdown,
 ) -> Exit {
     let backend = Backend::spawn(BackendSpec {
-        command: config.command.clone(),
+        kind: config.backend_kind(),
+        ready_http: config.ready_http.clone(),
         ready: config.ready_address().clone(),
         start_timeout: config.start_timeout,
         stop_timeout: config.stop_timeout,

@@ -31,7 +31,7 @@ fn main() -> ExitCode {
         std::process::id(),
         &config.upstreams,
         &config.listen,
-        config.command.is_some(),
+        config.manages_backend(),
     ) {
         Ok(s) => s,
         Err(e) => return fail(USAGE, &e),

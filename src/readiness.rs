@@ -56,17 +56,61 @@ pub fn is_not_ready_yet(e: &io::Error) -> bool {
         || e.raw_os_error() == Some(libc::ECONNREFUSED)
 }
 
+/// How long one HTTP readiness probe may take to get its answer.
+const HTTP_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Probes `address` until it accepts a connection. Never returns an error for
 /// "not yet"; the caller bounds the wait with its own deadline.
 pub async fn wait_until_accepting(address: &Address) -> io::Result<()> {
+    wait_until_ready(address, None).await
+}
+
+/// Probes `address` until it accepts a connection and, with `http_path`,
+/// until `GET http_path` gets an HTTP status line back (any status): a port
+/// forwarder that accepts and then closes is "not yet", not "ready".
+pub async fn wait_until_ready(address: &Address, http_path: Option<&str>) -> io::Result<()> {
     let mut backoff = Backoff::probe();
     loop {
         match Stream::connect(address).await {
-            Ok(_probe) => return Ok(()),
+            Ok(probe) => match http_path {
+                None => return Ok(()),
+                Some(path) => {
+                    match tokio::time::timeout(
+                        HTTP_PROBE_TIMEOUT,
+                        http_answers(probe, address, path),
+                    )
+                    .await
+                    {
+                        Ok(Ok(true)) => return Ok(()),
+                        Ok(Ok(false)) | Ok(Err(_)) | Err(_) => {}
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await
+                }
+            },
             Err(e) if is_not_ready_yet(&e) => tokio::time::sleep(backoff.next_delay()).await,
             Err(e) => return Err(e),
         }
     }
+}
+
+/// Sends one `GET` and tells whether an HTTP status line came back.
+async fn http_answers(mut probe: Stream, address: &Address, path: &str) -> io::Result<bool> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = match address {
+        Address::Tcp { text, .. } => text.as_str(),
+        Address::Unix(_) => "localhost",
+    };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: idlegate-readiness\r\nConnection: close\r\n\r\n");
+    probe.write_all(request.as_bytes()).await?;
+    let mut head = [0u8; 12];
+    let mut got = 0;
+    while got < head.len() {
+        match probe.read(&mut head[got..]).await? {
+            0 => break,
+            n => got += n,
+        }
+    }
+    Ok(got >= 9 && head.starts_with(b"HTTP/1.") && head[8] == b' ')
 }
 
 #[cfg(test)]
@@ -78,6 +122,37 @@ mod tests {
         let mut b = Backoff::new(Duration::from_millis(1), Duration::from_millis(5));
         let delays: Vec<_> = (0..5).map(|_| b.next_delay().as_millis()).collect();
         assert_eq!(delays, [1, 2, 4, 5, 5]);
+    }
+
+    #[tokio::test]
+    async fn an_http_probe_needs_a_status_line() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = Address::parse(&listener.local_addr().unwrap().to_string()).unwrap();
+        // First a forwarder-like peer that accepts and closes, then a real answer.
+        let server = tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
+            let (s, _) = listener.accept().await.unwrap();
+            drop(s);
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = [0u8; 1024];
+            let _ = s.read(&mut buf).await;
+            s.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n")
+                .await
+                .unwrap();
+            2
+        });
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            wait_until_ready(&address, Some("/healthz")),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            server.await.unwrap(),
+            2,
+            "the closed connection did not count as ready"
+        );
     }
 
     #[tokio::test]

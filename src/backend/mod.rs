@@ -34,14 +34,33 @@ const HEALTHY_UPTIME: Duration = Duration::from_secs(10);
 /// What idlegate knows about the backend and how to run it.
 #[derive(Clone, Debug)]
 pub struct BackendSpec {
-    /// The program and arguments to start; `None` for an external backend.
-    pub command: Option<Vec<String>>,
+    /// How the backend is started and stopped.
+    pub kind: BackendKind,
     /// The address whose answer means "ready".
     pub ready: Address,
+    /// With a path, "ready" needs an HTTP answer to `GET path`, not just a connection.
+    pub ready_http: Option<String>,
     /// How long a start may take before it counts as failed.
     pub start_timeout: Duration,
     /// Grace after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
+}
+
+/// How the backend is run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Already running, or managed by someone else: only waited for.
+    External,
+    /// A long-running child process idlegate starts and stops.
+    Process(Vec<String>),
+    /// Commands that start and stop the backend and return (`--start-cmd`,
+    /// `--stop-cmd`, `--unit`); each runs to completion.
+    Hooks {
+        /// Run on demand before waiting for readiness.
+        start: Option<Vec<String>>,
+        /// Run when idle or stopping.
+        stop: Option<Vec<String>>,
+    },
 }
 
 /// Where the backend is in its lifecycle.
@@ -139,6 +158,7 @@ impl Backend {
             started_at: Instant::now(),
             ready_since: None,
             failures: 0,
+            hooks_started: false,
             pending_start: None,
         };
         tokio::spawn(supervisor.run());
@@ -247,8 +267,9 @@ impl Backend {
     }
 }
 
+/// The start in progress: start hook (if any), then readiness, under a deadline.
 type Probe =
-    Pin<Box<dyn Future<Output = Result<std::io::Result<()>, tokio::time::error::Elapsed>> + Send>>;
+    Pin<Box<dyn Future<Output = Result<Result<(), String>, tokio::time::error::Elapsed>> + Send>>;
 
 /// The task that owns the backend process.
 struct Supervisor {
@@ -265,6 +286,8 @@ struct Supervisor {
     ready_since: Option<Instant>,
     /// Failed starts (and early deaths) in a row.
     failures: u32,
+    /// A start hook ran (or was running), so the stop hook is due.
+    hooks_started: bool,
     /// A start asked for during the retry backoff, due then.
     pending_start: Option<Instant>,
 }
@@ -278,11 +301,36 @@ async fn wait_exit(process: &mut Option<Process>) -> std::io::Result<std::proces
 
 async fn poll_probe(
     probe: &mut Option<Probe>,
-) -> Result<std::io::Result<()>, tokio::time::error::Elapsed> {
+) -> Result<Result<(), String>, tokio::time::error::Elapsed> {
     match probe {
         Some(p) => p.as_mut().await,
         None => std::future::pending().await,
     }
+}
+
+/// Runs a start or stop command to completion (its output logged); an error
+/// says what failed, with its exit status and last stderr lines. Dropping the
+/// future kills the command's process group.
+async fn run_hook(argv: &[String], what: &str) -> Result<(), String> {
+    let mut p = Process::spawn(argv).map_err(|e| {
+        format!(
+            "cannot run the {what} command `{}`: {e}",
+            process::describe(argv)
+        )
+    })?;
+    let status = p
+        .wait()
+        .await
+        .map_err(|e| format!("{what} command `{}`: {e}", p.command()))?;
+    if status.success() {
+        return Ok(());
+    }
+    let tail = p.stderr_tail().await;
+    let mut reason = format!("the {what} command `{}` failed: {status}", p.command());
+    if !tail.is_empty() {
+        reason.push_str(&format!("; last stderr: {tail}"));
+    }
+    Err(reason)
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -368,27 +416,39 @@ impl Supervisor {
             return;
         }
         self.started_at = Instant::now();
-        if let Some(argv) = &self.spec.command {
-            match Process::spawn(argv) {
+        let mut start_hook = None;
+        match &self.spec.kind {
+            BackendKind::Process(argv) => match Process::spawn(argv) {
                 Ok(p) => self.process = Some(p),
                 Err(e) => {
                     let reason = format!("cannot start `{}`: {e}", process::describe(argv));
                     self.fail(reason).await;
                     return;
                 }
+            },
+            BackendKind::Hooks { start, .. } => {
+                self.hooks_started = true;
+                start_hook = start.clone();
             }
-        } else {
-            tracing::info!("waiting for the external backend on {}", self.spec.ready);
+            BackendKind::External => {
+                tracing::info!("waiting for the external backend on {}", self.spec.ready)
+            }
         }
         self.set(BackendState::Starting);
         let ready = self.spec.ready.clone();
+        let ready_http = self.spec.ready_http.clone();
         let deadline = self.started_at + self.spec.start_timeout;
         self.probe = Some(Box::pin(tokio::time::timeout_at(deadline, async move {
-            readiness::wait_until_accepting(&ready).await
+            if let Some(argv) = start_hook {
+                run_hook(&argv, "start").await?;
+            }
+            readiness::wait_until_ready(&ready, ready_http.as_deref())
+                .await
+                .map_err(|e| format!("probing {ready} failed: {e}"))
         })));
     }
 
-    async fn on_probe(&mut self, result: Result<std::io::Result<()>, tokio::time::error::Elapsed>) {
+    async fn on_probe(&mut self, result: Result<Result<(), String>, tokio::time::error::Elapsed>) {
         self.probe = None;
         match result {
             Ok(Ok(())) => {
@@ -401,10 +461,7 @@ impl Supervisor {
                 self.ready_since = Some(Instant::now());
                 self.set(BackendState::Ready);
             }
-            Ok(Err(e)) => {
-                let reason = format!("probing {} failed: {e}", self.spec.ready);
-                self.fail(reason).await;
-            }
+            Ok(Err(reason)) => self.fail(reason).await,
             Err(_) => {
                 let mut reason = format!(
                     "not ready within the start timeout ({}): nothing accepted connections on {}",
@@ -458,6 +515,7 @@ impl Supervisor {
         if let Some(p) = self.process.take() {
             p.stop(self.spec.stop_timeout).await;
         }
+        self.run_stop_hook().await;
         self.failures = self.failures.saturating_add(1);
         let delay = FIRST_RETRY_DELAY
             .saturating_mul(1u32 << (self.failures - 1).min(16))
@@ -504,7 +562,36 @@ impl Supervisor {
                 None => tracing::warn!(pid, "backend stopped; its exit status is unknown"),
             }
         }
+        self.run_stop_hook().await;
         self.set(BackendState::Stopped);
         true
+    }
+
+    /// Runs the stop hook if a start hook ran, bounded by the stop timeout.
+    async fn run_stop_hook(&mut self) {
+        if !std::mem::take(&mut self.hooks_started) {
+            return;
+        }
+        let BackendKind::Hooks {
+            stop: Some(argv), ..
+        } = &self.spec.kind
+        else {
+            return;
+        };
+        self.set(BackendState::Stopping);
+        tracing::info!("stopping backend: {}", process::describe(argv));
+        match tokio::time::timeout(
+            self.spec.stop_timeout.max(Duration::from_secs(1)),
+            run_hook(argv, "stop"),
+        )
+        .await
+        {
+            Ok(Ok(())) => tracing::info!("backend stopped"),
+            Ok(Err(e)) => tracing::warn!("{e}"),
+            Err(_) => tracing::warn!(
+                "stop command `{}` still running after the stop timeout; killed",
+                process::describe(argv)
+            ),
+        }
     }
 }
