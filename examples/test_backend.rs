@@ -5,7 +5,12 @@
 //! ```text
 //! test_backend --listen 127.0.0.1:8081 [--delay-ms 500] [--pid-file F]
 //!              [--exit-at-start CODE] [--fail-unless-exists F] [--ignore-sigterm]
-//!              [--grandchild-pid-file F]
+//!              [--grandchild-pid-file F] [--http] [--forward-to ADDR]
+//! ```
+//! With `--forward-to ADDR` it is a port forwarder like rootlessport: it
+//! listens at once, and for each client connects to ADDR, closing the client
+//! straight away when nothing listens there yet.
+//! ```text
 //! ```
 //! With `--http` it is an HTTP/1.1 server instead (see [`http`] below for its paths).
 //! Otherwise the first line a client sends chooses what happens:
@@ -29,6 +34,7 @@ struct Options {
     ignore_sigterm: bool,
     grandchild_pid_file: Option<String>,
     http: bool,
+    forward_to: Option<String>,
 }
 
 fn parse() -> Options {
@@ -41,6 +47,7 @@ fn parse() -> Options {
         ignore_sigterm: false,
         grandchild_pid_file: None,
         http: false,
+        forward_to: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -54,6 +61,7 @@ fn parse() -> Options {
             "--grandchild-pid-file" => o.grandchild_pid_file = Some(value()),
             "--ignore-sigterm" => o.ignore_sigterm = true,
             "--http" => o.http = true,
+            "--forward-to" => o.forward_to = Some(value()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -172,6 +180,10 @@ fn main() {
     std::thread::sleep(o.delay);
     if o.http {
         http::serve(&o.listen);
+        return;
+    }
+    if let Some(target) = &o.forward_to {
+        forward(&o.listen, target);
         return;
     }
     if let Some(path) = o.listen.strip_prefix("unix:") {
@@ -433,6 +445,31 @@ mod http {
                     }
                 }
             }
+        });
+    }
+}
+
+/// A port forwarder: accepts at once, connects onward per client, and closes
+/// the client when the target does not answer yet.
+fn forward(listen: &str, target: &str) {
+    let l = TcpListener::bind(listen).expect("bind forwarder");
+    eprintln!("test backend: forwarding {listen} to {target}");
+    for client in l.incoming() {
+        let Ok(client) = client else { continue };
+        let target = target.to_owned();
+        std::thread::spawn(move || {
+            let Ok(upstream) = std::net::TcpStream::connect(&target) else {
+                return; // dropped: the client sees its connection closed
+            };
+            let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            let (mut c, mut u) = (client, upstream);
+            let up = std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut u2);
+                let _ = u2.shutdown(Shutdown::Write);
+            });
+            let _ = std::io::copy(&mut u, &mut c);
+            let _ = c.shutdown(Shutdown::Write);
+            let _ = up.join();
         });
     }
 }

@@ -12,7 +12,7 @@ pub mod process;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{fence, Ordering};
+use std::sync::atomic::{fence, AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -128,6 +128,10 @@ enum Request {
 /// A handle on the backend; clone it freely.
 #[derive(Clone, Debug)]
 pub struct Backend {
+    /// Whether any upstream connection has sent a byte since the last start:
+    /// until then a closed connection may be a port forwarder whose app is not
+    /// listening yet (see `proxy::tcp`).
+    answered: Arc<AtomicBool>,
     state: watch::Receiver<BackendState>,
     requests: mpsc::UnboundedSender<Request>,
     start_timeout: Duration,
@@ -149,7 +153,9 @@ impl Backend {
         let (state_tx, state_rx) = watch::channel(BackendState::Stopped);
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let start_timeout = spec.start_timeout;
+        let answered = Arc::new(AtomicBool::new(false));
         let supervisor = Supervisor {
+            answered: answered.clone(),
             spec,
             state: state_tx,
             requests: requests_rx,
@@ -163,6 +169,7 @@ impl Backend {
         };
         tokio::spawn(supervisor.run());
         Backend {
+            answered,
             state: state_rx,
             requests,
             start_timeout,
@@ -172,6 +179,16 @@ impl Backend {
     /// Asks for a start now, without waiting (activation: a client is waiting).
     pub fn start(&self) {
         let _ = self.requests.send(Request::Start);
+    }
+
+    /// Whether an upstream connection has sent a byte since the backend last started.
+    pub fn has_answered(&self) -> bool {
+        self.answered.load(Ordering::Relaxed)
+    }
+
+    /// Records that an upstream connection sent a byte: the backend really serves.
+    pub fn mark_answered(&self) {
+        self.answered.store(true, Ordering::Relaxed);
     }
 
     /// Whether the backend answers now (one atomic read, for the hot path).
@@ -273,6 +290,8 @@ type Probe =
 
 /// The task that owns the backend process.
 struct Supervisor {
+    /// Shared with the handles: reset at every start.
+    answered: Arc<AtomicBool>,
     spec: BackendSpec,
     state: watch::Sender<BackendState>,
     requests: mpsc::UnboundedReceiver<Request>,
@@ -312,7 +331,7 @@ async fn poll_probe(
 /// says what failed, with its exit status and last stderr lines. Dropping the
 /// future kills the command's process group.
 async fn run_hook(argv: &[String], what: &str) -> Result<(), String> {
-    let mut p = Process::spawn(argv).map_err(|e| {
+    let mut p = Process::spawn(argv, &format!("{what} command")).map_err(|e| {
         format!(
             "cannot run the {what} command `{}`: {e}",
             process::describe(argv)
@@ -416,9 +435,10 @@ impl Supervisor {
             return;
         }
         self.started_at = Instant::now();
+        self.answered.store(false, Ordering::Relaxed);
         let mut start_hook = None;
         match &self.spec.kind {
-            BackendKind::Process(argv) => match Process::spawn(argv) {
+            BackendKind::Process(argv) => match Process::spawn(argv, "backend") {
                 Ok(p) => self.process = Some(p),
                 Err(e) => {
                     let reason = format!("cannot start `{}`: {e}", process::describe(argv));

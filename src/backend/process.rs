@@ -54,8 +54,9 @@ pub fn describe(argv: &[String]) -> String {
 }
 
 impl Process {
-    /// Starts `argv` in a new process group, with stdin closed and output logged.
-    pub fn spawn(argv: &[String]) -> std::io::Result<Process> {
+    /// Starts `argv` in a new process group, with stdin closed and output
+    /// logged; `role` names it in the log ("backend", "start command", …).
+    pub fn spawn(argv: &[String], role: &str) -> std::io::Result<Process> {
         let command = describe(argv);
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
@@ -89,7 +90,7 @@ impl Process {
                 Some(stderr_tail.clone()),
             )));
         }
-        tracing::info!(pid = pgid, "backend started: {command}");
+        tracing::info!(pid = pgid, "{role} started: {command}");
         Ok(Process {
             child,
             pgid,

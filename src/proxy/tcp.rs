@@ -1,17 +1,29 @@
 //! TCP mode: hold the client until the backend is ready, connect upstream,
 //! then copy bytes both ways with half-close passed through.
+//!
+//! Until the backend has sent its first byte after a start, a rootless port
+//! forwarder (rootlessport, pasta, slirp4netns) may accept for an app that is
+//! not listening yet and then close. So in that window the client's bytes are
+//! kept (up to [`REPLAY_MAX`]) until the upstream answers; an upstream that
+//! closes or resets before its first byte is connected again and the bytes
+//! replayed, until the client's start timeout.
 
 use std::time::Duration;
 
 use tokio::time::Instant;
 
-use super::{close_politely, connect_upstream};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::{close_politely, connect_upstream, ConnectError};
 use crate::address::Address;
 use crate::backend::Backend;
 use crate::net::{Peer, Stream};
+use crate::readiness::Backoff;
 
 /// Buffer size of each copy direction.
 const COPY_BUFFER: usize = 32 * 1024;
+/// The most client bytes kept for a replay; past it the connection is copied as is.
+pub const REPLAY_MAX: usize = 64 * 1024;
 
 /// Serves one client to the end: connect upstream (held until ready), then
 /// copy both ways until both directions reached end-of-file.
@@ -23,8 +35,20 @@ pub async fn serve(
     start_timeout: Duration,
 ) {
     let deadline = Instant::now() + start_timeout;
-    let mut up = match connect_upstream(backend, upstream, deadline).await {
-        Ok(up) => up,
+    let connected = match connect_upstream(backend, upstream, deadline).await {
+        Ok(up) if backend.has_answered() => Ok((up, false)),
+        Ok(up) => until_first_byte(&mut client, up, upstream, backend, deadline).await,
+        Err(e) => Err(e),
+    };
+    let mut up = match connected {
+        Ok((mut up, true)) => {
+            // The client already finished sending (and the upstream was told):
+            // only the answer is left to copy.
+            let _ = tokio::io::copy(&mut up, &mut client).await;
+            let _ = client.shutdown().await;
+            return;
+        }
+        Ok((up, false)) => up,
         Err(e) => {
             tracing::warn!("closing client {peer}: {e}");
             close_politely(client).await;
@@ -38,5 +62,68 @@ pub async fn serve(
             tracing::debug!("client {peer} done: {sent} bytes to {upstream}, {received} back")
         }
         Err(e) => tracing::debug!("client {peer} ended: {e}"),
+    }
+}
+
+/// Forwards the client's bytes, keeping a copy, until the upstream sends its
+/// first byte (forwarded too); an upstream that closes before that is
+/// connected again and the copy replayed. Returns the upstream that answered,
+/// and whether the client has already finished sending.
+async fn until_first_byte(
+    client: &mut Stream,
+    mut up: Stream,
+    upstream: &Address,
+    backend: &Backend,
+    deadline: Instant,
+) -> Result<(Stream, bool), ConnectError> {
+    let mut kept: Vec<u8> = Vec::new();
+    let mut client_done = false;
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut first = vec![0u8; 16 * 1024];
+    let mut backoff = Backoff::probe();
+    loop {
+        tokio::select! {
+            read = client.read(&mut buf), if !client_done => match read {
+                Ok(0) | Err(_) => {
+                    client_done = true;
+                    let _ = up.shutdown().await;
+                }
+                Ok(n) => {
+                    if kept.len() + n > REPLAY_MAX {
+                        // Too much to keep: no replay for this one, copy as is.
+                        let _ = up.write_all(&buf[..n]).await;
+                        return Ok((up, false));
+                    }
+                    kept.extend_from_slice(&buf[..n]);
+                    let _ = up.write_all(&buf[..n]).await;
+                }
+            },
+            read = up.read(&mut first) => match read {
+                Ok(n) if n > 0 => {
+                    backend.mark_answered();
+                    let _ = client.write_all(&first[..n]).await;
+                    return Ok((up, client_done));
+                }
+                _ if client_done && kept.is_empty() => {
+                    // Nothing sent and nothing to replay: an ordinary close.
+                    return Ok((up, true));
+                }
+                _ => {
+                    let delay = backoff.next_delay();
+                    if Instant::now() + delay >= deadline {
+                        return Err(ConnectError::Timeout { upstream: upstream.clone() });
+                    }
+                    tracing::debug!("{upstream} closed before answering; connecting again to replay {} bytes", kept.len());
+                    tokio::time::sleep(delay).await;
+                    up = connect_upstream(backend, upstream, deadline).await?;
+                    if !kept.is_empty() {
+                        let _ = up.write_all(&kept).await;
+                    }
+                    if client_done {
+                        let _ = up.shutdown().await;
+                    }
+                }
+            },
+        }
     }
 }

@@ -6,4 +6,5 @@ mod support;
 
 mod core_tcp;
 mod http;
+mod kinds;
 mod usage;
