@@ -75,14 +75,12 @@ pub async fn wait_until_ready(address: &Address, http_path: Option<&str>) -> io:
             Ok(probe) => match http_path {
                 None => return Ok(()),
                 Some(path) => {
-                    match tokio::time::timeout(
+                    let answer = tokio::time::timeout(
                         HTTP_PROBE_TIMEOUT,
                         http_answers(probe, address, path),
-                    )
-                    .await
-                    {
-                        Ok(Ok(true)) => return Ok(()),
-                        Ok(Ok(false)) | Ok(Err(_)) | Err(_) => {}
+                    );
+                    if let Ok(Ok(true)) = answer.await {
+                        return Ok(());
                     }
                     tokio::time::sleep(backoff.next_delay()).await
                 }
