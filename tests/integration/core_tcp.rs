@@ -135,13 +135,7 @@ fn many_clients_across_many_activations_lose_nothing() {
             let barrier = barrier.clone();
             std::thread::spawn(move || {
                 let mut failures = Vec::new();
-                let mut seed = 0x9E37_79B9_u32.wrapping_mul(client as u32 + 1);
-                let mut random = move |n: u32| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 17;
-                    seed ^= seed << 5;
-                    seed % n
-                };
+                let mut rng = Xorshift::new(0x9E37_79B9_u32.wrapping_mul(client as u32 + 1));
                 for round in 0..ROUNDS {
                     for i in 0..PER_ROUND {
                         let msg = format!("client {client} round {round} request {i}\n");
@@ -149,12 +143,12 @@ fn many_clients_across_many_activations_lose_nothing() {
                             Ok(answer) if answer == msg => {}
                             other => failures.push(format!("{msg:?}: {other:?}")),
                         }
-                        std::thread::sleep(Duration::from_millis(random(60) as u64));
+                        std::thread::sleep(Duration::from_millis(rng.below(60) as u64));
                     }
                     // Everybody pauses around the idle timeout, so idlegate exits
                     // (or is about to) just as the next round starts.
                     barrier.wait();
-                    std::thread::sleep(Duration::from_millis(250 + random(300) as u64));
+                    std::thread::sleep(Duration::from_millis(250 + rng.below(300) as u64));
                 }
                 failures
             })

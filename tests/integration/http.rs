@@ -134,13 +134,7 @@ fn keep_alive_clients_across_many_activations_lose_nothing() {
             std::thread::spawn(move || {
                 let mut c = KeepAlive::new(addr);
                 let mut failures = Vec::new();
-                let mut seed = 0x2545_F491_u32.wrapping_mul(client as u32 + 7);
-                let mut random = move |n: u32| {
-                    seed ^= seed << 13;
-                    seed ^= seed >> 17;
-                    seed ^= seed << 5;
-                    seed % n
-                };
+                let mut rng = Xorshift::new(0x2545_F491_u32.wrapping_mul(client as u32 + 7));
                 for round in 0..ROUNDS {
                     for i in 0..PER_ROUND {
                         match c.get(&format!("/status/200?c={client}&r={round}&i={i}")) {
@@ -149,10 +143,10 @@ fn keep_alive_clients_across_many_activations_lose_nothing() {
                                 "client {client} round {round} request {i}: {other:?}"
                             )),
                         }
-                        std::thread::sleep(Duration::from_millis(random(40) as u64));
+                        std::thread::sleep(Duration::from_millis(rng.below(40) as u64));
                     }
                     barrier.wait();
-                    std::thread::sleep(Duration::from_millis(250 + random(300) as u64));
+                    std::thread::sleep(Duration::from_millis(250 + rng.below(300) as u64));
                 }
                 (failures, c.retries)
             })

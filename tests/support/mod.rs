@@ -169,3 +169,22 @@ pub fn run_idlegate(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// A small deterministic random source (xorshift32), so think times vary
+/// between clients yet every run of a test is the same.
+pub struct Xorshift(u32);
+
+impl Xorshift {
+    /// A source seeded from `seed` (any value; 0 is mapped away).
+    pub fn new(seed: u32) -> Self {
+        Xorshift(seed.max(1))
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u32) -> u32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 17;
+        self.0 ^= self.0 << 5;
+        self.0 % n
+    }
+}
