@@ -89,6 +89,22 @@ pub struct Cli {
     #[arg(long, value_name = "SHELL-COMMAND")]
     pub stop_cmd: Option<String>,
 
+    /// The backend is this container, started (or unpaused) by name through
+    /// the engine API on demand and stopped (or paused) when idle.
+    #[arg(long, value_name = "NAME")]
+    pub container: Option<String>,
+
+    /// The container engine's API socket (podman or docker). [default: the
+    /// first that exists of $CONTAINER_HOST, $DOCKER_HOST (unix://),
+    /// $XDG_RUNTIME_DIR/podman/podman.sock, /run/podman/podman.sock, /var/run/docker.sock]
+    #[arg(long, value_name = "PATH")]
+    pub engine_socket: Option<PathBuf>,
+
+    /// With --container: `stop` the container when idle, or `pause` it (frozen
+    /// in memory, wakes in milliseconds). [default: stop]
+    #[arg(long, value_name = "ACTION")]
+    pub idle_action: Option<String>,
+
     /// Ready only once `GET PATH` gets an HTTP answer (any status), not merely
     /// a connection: port forwarders accept before the app inside listens.
     #[arg(long, value_name = "PATH")]

@@ -5,6 +5,7 @@
 //! Every error names the flag (`--idle-timeout`) or the key and file
 //! (`idle-timeout in demo.toml`) and the bad value, on one line.
 
+use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -12,7 +13,9 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::address::{Address, UpstreamSpec};
+use crate::backend::container::{Container, IdleAction};
 use crate::cli::Cli;
+use crate::engine::Engine;
 
 /// Default for `--idle-timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -100,6 +103,13 @@ pub struct Config {
     pub start_cmd: Option<String>,
     /// A shell command that stops the backend (`--stop-cmd`).
     pub stop_cmd: Option<String>,
+    /// A container to start and stop by name through the engine API (`--container`).
+    pub container: Option<String>,
+    /// The engine's API socket as given (`--engine-socket`); see
+    /// [`Config::find_engine_socket`] for the default.
+    pub engine_socket: Option<PathBuf>,
+    /// What the container gets when idle.
+    pub idle_action: IdleAction,
     /// Readiness needs an HTTP answer (any status) to `GET` this path.
     pub ready_http: Option<String>,
     /// The log level asked for, if any.
@@ -112,6 +122,7 @@ impl Config {
     /// Whether idlegate starts and stops the backend (rather than only waiting for it).
     pub fn manages_backend(&self) -> bool {
         self.command.is_some()
+            || self.container.is_some()
             || self.unit.is_some()
             || self.start_cmd.is_some()
             || self.stop_cmd.is_some()
@@ -123,6 +134,12 @@ impl Config {
         let shell = |c: &String| vec!["/bin/sh".to_owned(), "-c".to_owned(), c.clone()];
         if let Some(argv) = &self.command {
             BackendKind::Process(argv.clone())
+        } else if let Some(name) = &self.container {
+            BackendKind::Container(Container {
+                engine: Engine::new(self.engine_socket.clone().unwrap_or_default()),
+                name: name.clone(),
+                idle_action: self.idle_action,
+            })
         } else if let Some(unit) = &self.unit {
             BackendKind::Hooks {
                 start: Some(vec!["systemctl".into(), "start".into(), unit.clone()]),
@@ -136,6 +153,21 @@ impl Config {
         } else {
             BackendKind::External
         }
+    }
+
+    /// With `--container`, settles the engine socket: the one given, else the
+    /// first that exists of the usual places (see [`crate::engine::find_socket`]).
+    pub fn find_engine_socket(
+        mut self,
+        env: impl Fn(&str) -> Option<OsString>,
+        exists: impl Fn(&Path) -> bool,
+    ) -> Result<Config, ConfigError> {
+        if let Some(name) = &self.container {
+            let socket = crate::engine::find_socket(self.engine_socket.as_deref(), env, exists)
+                .map_err(|e| ConfigError::Usage(format!("--container {name}: {e}")))?;
+            self.engine_socket = Some(socket);
+        }
+        Ok(self)
     }
 
     /// The address whose answer means the backend is ready.
@@ -282,6 +314,9 @@ struct FileConfig {
     start_cmd: Option<String>,
     stop_cmd: Option<String>,
     ready_http: Option<String>,
+    container: Option<String>,
+    engine_socket: Option<PathBuf>,
+    idle_action: Option<String>,
     log_level: Option<String>,
 }
 
@@ -621,7 +656,15 @@ impl Config {
             path,
         );
         let stop_cmd = pick(cli.stop_cmd, "--stop-cmd", file.stop_cmd, "stop-cmd", path);
+        let container = pick(
+            cli.container,
+            "--container",
+            file.container,
+            "container",
+            path,
+        );
         for (value, what) in [
+            (&container, "a container name"),
             (&unit, "a unit name"),
             (&start_cmd, "a command"),
             (&stop_cmd, "a command"),
@@ -638,6 +681,7 @@ impl Config {
         }
         let kinds = [
             command.is_some().then_some("a backend COMMAND"),
+            container.as_ref().map(|_| "--container"),
             unit.as_ref().map(|_| "--unit"),
             (start_cmd.is_some() || stop_cmd.is_some()).then_some("--start-cmd/--stop-cmd"),
         ];
@@ -647,6 +691,37 @@ impl Config {
                 "{} and {} both say how to run the backend: give one",
                 given[0], given[1]
             )));
+        }
+        let engine_socket = pick(
+            cli.engine_socket,
+            "--engine-socket",
+            file.engine_socket,
+            "engine-socket",
+            path,
+        );
+        let idle_action = match pick(
+            cli.idle_action,
+            "--idle-action",
+            file.idle_action,
+            "idle-action",
+            path,
+        ) {
+            None => IdleAction::default(),
+            Some((text, origin)) => text.parse().map_err(|reason| ConfigError::Invalid {
+                origin: origin.clone(),
+                value: text.clone(),
+                reason,
+            })?,
+        };
+        if container.is_none() {
+            for (given, name) in [
+                (engine_socket.is_some(), "--engine-socket"),
+                (idle_action != IdleAction::default(), "--idle-action"),
+            ] {
+                if given {
+                    return Err(ConfigError::Usage(format!("{name} needs --container NAME")));
+                }
+            }
         }
         let ready_http = match pick(
             cli.ready_http,
@@ -666,6 +741,9 @@ impl Config {
         };
 
         Ok(Config {
+            container: container.map(|(c, _)| c),
+            engine_socket: engine_socket.map(|(p, _)| p),
+            idle_action,
             unit: unit.map(|(u, _)| u),
             start_cmd: start_cmd.map(|(c, _)| c),
             stop_cmd: stop_cmd.map(|(c, _)| c),

@@ -28,6 +28,7 @@ pub mod address;
 pub mod backend;
 pub mod cli;
 pub mod config;
+pub mod engine;
 pub mod listener;
 pub mod net;
 pub mod notify;

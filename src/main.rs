@@ -20,7 +20,9 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
-    let config = match Config::from_cli(cli) {
+    let config = match Config::from_cli(cli)
+        .and_then(|c| c.find_engine_socket(|k| std::env::var_os(k), |p| p.exists()))
+    {
         Ok(c) => c,
         Err(e) => return fail(USAGE, &e),
     };

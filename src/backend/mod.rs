@@ -8,7 +8,9 @@
 //! Failed starts are retried on demand with capped exponential backoff, so a
 //! broken backend can neither crash-loop nor busy-loop idlegate.
 
+pub mod container;
 pub mod process;
+pub mod run_command;
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,7 +24,9 @@ use tokio::time::Instant;
 use crate::activity::InFlight;
 use crate::address::Address;
 use crate::readiness;
+use container::{Container, Progress};
 use process::Process;
+use run_command::RunCommand;
 
 /// The first delay before retrying a failed start.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -61,6 +65,8 @@ pub enum BackendKind {
         /// Run when idle or stopping.
         stop: Option<Vec<String>>,
     },
+    /// A container driven by name through the engine API (`--container`).
+    Container(Container),
 }
 
 /// Where the backend is in its lifecycle.
@@ -154,6 +160,10 @@ impl Backend {
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let start_timeout = spec.start_timeout;
         let answered = Arc::new(AtomicBool::new(false));
+        let run_command = match &spec.kind {
+            BackendKind::Process(argv) => RunCommand::parse(argv),
+            _ => None,
+        };
         let supervisor = Supervisor {
             answered: answered.clone(),
             spec,
@@ -164,9 +174,18 @@ impl Backend {
             started_at: Instant::now(),
             ready_since: None,
             failures: 0,
-            hooks_started: false,
+            stop_due: false,
+            progress: Progress::default(),
+            run_command,
             pending_start: None,
         };
+        if let Some(warning) = supervisor
+            .run_command
+            .as_ref()
+            .and_then(RunCommand::unnamed_warning)
+        {
+            tracing::warn!("{warning}");
+        }
         tokio::spawn(supervisor.run());
         Backend {
             answered,
@@ -305,8 +324,13 @@ struct Supervisor {
     ready_since: Option<Instant>,
     /// Failed starts (and early deaths) in a row.
     failures: u32,
-    /// A start hook ran (or was running), so the stop hook is due.
-    hooks_started: bool,
+    /// A start hook ran (or was running) or the container was started, so
+    /// the stop action is due.
+    stop_due: bool,
+    /// What the start in progress waits for, when more than readiness.
+    progress: Progress,
+    /// The backend command, when it is `podman run` / `docker run`.
+    run_command: Option<RunCommand>,
     /// A start asked for during the retry backoff, due then.
     pending_start: Option<Instant>,
 }
@@ -437,6 +461,11 @@ impl Supervisor {
         self.started_at = Instant::now();
         self.answered.store(false, Ordering::Relaxed);
         let mut start_hook = None;
+        let mut container = None;
+        *self.progress.lock().expect("progress lock") = None;
+        if let Some(run) = self.run_command.clone() {
+            run.remove_leftover_before_start().await;
+        }
         match &self.spec.kind {
             BackendKind::Process(argv) => match Process::spawn(argv, "backend") {
                 Ok(p) => self.process = Some(p),
@@ -447,8 +476,12 @@ impl Supervisor {
                 }
             },
             BackendKind::Hooks { start, .. } => {
-                self.hooks_started = true;
+                self.stop_due = true;
                 start_hook = start.clone();
+            }
+            BackendKind::Container(c) => {
+                self.stop_due = true;
+                container = Some(c.clone());
             }
             BackendKind::External => {
                 tracing::info!("waiting for the external backend on {}", self.spec.ready)
@@ -458,9 +491,14 @@ impl Supervisor {
         let ready = self.spec.ready.clone();
         let ready_http = self.spec.ready_http.clone();
         let deadline = self.started_at + self.spec.start_timeout;
+        let progress = self.progress.clone();
         self.probe = Some(Box::pin(tokio::time::timeout_at(deadline, async move {
             if let Some(argv) = start_hook {
                 run_hook(&argv, "start").await?;
+            }
+            if let Some(container) = container {
+                container.start(&progress).await?;
+                *progress.lock().expect("progress lock") = None;
             }
             readiness::wait_until_ready(&ready, ready_http.as_deref())
                 .await
@@ -483,10 +521,14 @@ impl Supervisor {
             }
             Ok(Err(reason)) => self.fail(reason).await,
             Err(_) => {
+                let waiting_for = self.progress.lock().expect("progress lock").take();
                 let mut reason = format!(
-                    "not ready within the start timeout ({}): nothing accepted connections on {}",
+                    "not ready within the start timeout ({}): {}",
                     humantime::format_duration(self.spec.start_timeout),
-                    self.spec.ready
+                    waiting_for.unwrap_or_else(|| format!(
+                        "nothing accepted connections on {}",
+                        self.spec.ready
+                    ))
                 );
                 if let Some(p) = &mut self.process {
                     let tail = p.stderr_tail().await;
@@ -512,6 +554,7 @@ impl Supervisor {
         let pid = p.pid();
         // The leader is gone; take the rest of its group with it.
         p.stop(Duration::ZERO).await;
+        self.after_process_stop().await;
         let mut reason = if self.probe.take().is_some() {
             format!("`{command}` (pid {pid}) exited during start: {status}")
         } else {
@@ -534,6 +577,7 @@ impl Supervisor {
         self.ready_since = None;
         if let Some(p) = self.process.take() {
             p.stop(self.spec.stop_timeout).await;
+            self.after_process_stop().await;
         }
         self.run_stop_hook().await;
         self.failures = self.failures.saturating_add(1);
@@ -581,37 +625,55 @@ impl Supervisor {
                 Some(status) => tracing::info!(pid, "backend stopped: {status}"),
                 None => tracing::warn!(pid, "backend stopped; its exit status is unknown"),
             }
+            self.after_process_stop().await;
         }
         self.run_stop_hook().await;
         self.set(BackendState::Stopped);
         true
     }
 
-    /// Runs the stop hook if a start hook ran, bounded by the stop timeout.
+    /// Removes the container a killed `podman run` left running, if any.
+    async fn after_process_stop(&mut self) {
+        if let Some(run) = self.run_command.clone() {
+            run.remove_leftover_after_stop().await;
+        }
+    }
+
+    /// Runs the stop hook or stops the container, if a start made it due;
+    /// a hook is bounded by the stop timeout.
     async fn run_stop_hook(&mut self) {
-        if !std::mem::take(&mut self.hooks_started) {
+        if !std::mem::take(&mut self.stop_due) {
             return;
         }
-        let BackendKind::Hooks {
-            stop: Some(argv), ..
-        } = &self.spec.kind
-        else {
-            return;
-        };
-        self.set(BackendState::Stopping);
-        tracing::info!("stopping backend: {}", process::describe(argv));
-        match tokio::time::timeout(
-            self.spec.stop_timeout.max(Duration::from_secs(1)),
-            run_hook(argv, "stop"),
-        )
-        .await
-        {
-            Ok(Ok(())) => tracing::info!("backend stopped"),
-            Ok(Err(e)) => tracing::warn!("{e}"),
-            Err(_) => tracing::warn!(
-                "stop command `{}` still running after the stop timeout; killed",
-                process::describe(argv)
-            ),
+        let grace = self.spec.stop_timeout;
+        match &self.spec.kind {
+            BackendKind::Hooks {
+                stop: Some(argv), ..
+            } => {
+                self.set(BackendState::Stopping);
+                tracing::info!("stopping backend: {}", process::describe(argv));
+                match tokio::time::timeout(
+                    grace.max(Duration::from_secs(1)),
+                    run_hook(argv, "stop"),
+                )
+                .await
+                {
+                    Ok(Ok(())) => tracing::info!("backend stopped"),
+                    Ok(Err(e)) => tracing::warn!("{e}"),
+                    Err(_) => tracing::warn!(
+                        "stop command `{}` still running after the stop timeout; killed",
+                        process::describe(argv)
+                    ),
+                }
+            }
+            BackendKind::Container(container) => {
+                self.set(BackendState::Stopping);
+                match container.stop(grace).await {
+                    Ok(()) => tracing::info!("backend stopped"),
+                    Err(e) => tracing::error!("{e}"),
+                }
+            }
+            _ => {}
         }
     }
 }

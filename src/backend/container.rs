@@ -1,0 +1,127 @@
+//! A container backend driven by name through the engine API (`--container`):
+//! start or unpause it on demand, wait for its healthcheck, and stop or pause
+//! it when idle.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crate::engine::{ContainerState, Engine};
+use crate::readiness::Backoff;
+
+/// What happens to the container when idlegate stops the backend.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum IdleAction {
+    /// `stop`: the container's processes end (its memory is freed).
+    #[default]
+    Stop,
+    /// `pause`: its processes are frozen in memory and thaw in milliseconds.
+    Pause,
+}
+
+impl std::str::FromStr for IdleAction {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "stop" => Ok(IdleAction::Stop),
+            "pause" => Ok(IdleAction::Pause),
+            _ => Err("expected stop or pause".into()),
+        }
+    }
+}
+
+/// A container known to the engine by name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Container {
+    /// The engine that runs it.
+    pub engine: Engine,
+    /// Its name (or id).
+    pub name: String,
+    /// Stop or pause when idle.
+    pub idle_action: IdleAction,
+}
+
+/// What a start in progress is waiting for, for the log when it times out.
+pub type Progress = Arc<Mutex<Option<String>>>;
+
+/// The longest pause between two looks at a starting container.
+const MAX_POLL: Duration = Duration::from_millis(250);
+
+impl Container {
+    /// Starts (or unpauses) the container and returns once it runs and, if it
+    /// has a healthcheck, is healthy.
+    pub async fn start(&self, progress: &Progress) -> Result<(), String> {
+        let name = &self.name;
+        let state = self.inspect().await?;
+        if state.paused {
+            tracing::info!("unpausing container {name}");
+            self.engine.unpause(name).await.map_err(|e| e.to_string())?;
+        } else if !state.running {
+            tracing::info!("starting container {name}");
+            self.engine.start(name).await.map_err(|e| e.to_string())?;
+        } else {
+            tracing::info!("container {name} is already running");
+        }
+        let mut backoff = Backoff::new(Duration::from_millis(5), MAX_POLL);
+        let mut last_health = String::new();
+        loop {
+            let state = self.inspect().await?;
+            if !state.running {
+                return Err(format!(
+                    "container {name} stopped during start ({}, exit code {})",
+                    state.status, state.exit_code
+                ));
+            }
+            match state.health_status() {
+                None | Some("healthy") => {
+                    if !last_health.is_empty() {
+                        tracing::info!("container {name} is healthy");
+                    }
+                    return Ok(());
+                }
+                Some(health) => {
+                    if health != last_health {
+                        tracing::info!(
+                            "waiting for container {name} to become healthy (now {health})"
+                        );
+                        *progress.lock().expect("progress lock") = Some(format!(
+                            "container {name} is not healthy (health: {health})"
+                        ));
+                        last_health = health.to_owned();
+                    }
+                }
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// Stops or pauses the container, as `idle_action` says; the engine gives
+    /// it `grace` after the stop signal.
+    pub async fn stop(&self, grace: Duration) -> Result<(), String> {
+        let name = &self.name;
+        match self.idle_action {
+            IdleAction::Stop => {
+                tracing::info!("stopping container {name}");
+                self.engine
+                    .stop(name, grace)
+                    .await
+                    .map_err(|e| e.to_string())
+            }
+            IdleAction::Pause => {
+                let state = self.inspect().await?;
+                if !state.running || state.paused {
+                    return Ok(());
+                }
+                tracing::info!("pausing container {name}");
+                self.engine.pause(name).await.map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    async fn inspect(&self) -> Result<ContainerState, String> {
+        self.engine
+            .inspect(&self.name)
+            .await
+            .map_err(|e| e.to_string())
+    }
+}
