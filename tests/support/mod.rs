@@ -4,6 +4,7 @@
 
 pub mod activator;
 pub mod http;
+pub mod podman;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -1,0 +1,243 @@
+//! Real podman for the container tests: a containers.conf that works on these
+//! machines (runc, explicit ulimits), a test image built locally from
+//! busybox-static (no registry is reachable), containers removed on drop, and
+//! the engine API service on a private socket.
+//!
+//! Without podman the tests are skipped, unless `IDLEGATE_REQUIRE_PODMAN=1`
+//! (set by `.ci/run`), which makes a missing podman a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use super::PATIENCE;
+
+/// The locally built image: busybox at /bin/busybox, a page at /www/index.html.
+pub const IMAGE: &str = "localhost/idlegate-test-busybox:latest";
+/// What `GET /` answers from the image's web server.
+pub const PAGE: &str = "hello from the container\n";
+
+/// The podman set-up shared by all tests of one run.
+pub struct Podman {
+    conf: PathBuf,
+}
+
+/// The podman set-up, or `None` (test skipped) when podman is not installed
+/// and not required.
+pub fn podman() -> Option<&'static Podman> {
+    static PODMAN: OnceLock<Option<Podman>> = OnceLock::new();
+    PODMAN.get_or_init(set_up).as_ref()
+}
+
+fn set_up() -> Option<Podman> {
+    let required = std::env::var_os("IDLEGATE_REQUIRE_PODMAN").is_some_and(|v| v == "1");
+    let found = Command::new("podman")
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !found {
+        assert!(
+            !required,
+            "IDLEGATE_REQUIRE_PODMAN=1 but podman is not installed (apt-get install podman runc busybox-static)"
+        );
+        eprintln!("podman not installed: container test skipped (IDLEGATE_REQUIRE_PODMAN=1 makes this a failure)");
+        return None;
+    }
+    let dir = std::env::temp_dir().join(format!("idlegate-podman-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let conf = dir.join("containers.conf");
+    std::fs::write(
+        &conf,
+        "[containers]\ndefault_ulimits = [\"nofile=1024:1024\", \"nproc=1024:1024\"]\n\
+         [engine]\nruntime = \"runc\"\n",
+    )
+    .unwrap();
+    let podman = Podman { conf };
+    podman.build_image(&dir);
+    Some(podman)
+}
+
+impl Podman {
+    /// The containers.conf every podman call (and idlegate's) must use.
+    pub fn conf(&self) -> &Path {
+        &self.conf
+    }
+
+    /// A podman command with this set-up's environment.
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new("podman");
+        cmd.args(args)
+            .env("CONTAINERS_CONF", &self.conf)
+            .stdin(Stdio::null());
+        cmd
+    }
+
+    /// Runs podman to completion within [`PATIENCE`].
+    pub fn run(&self, args: &[&str]) -> Output {
+        let child = self
+            .command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run podman");
+        wait_output(child, &format!("podman {args:?}"))
+    }
+
+    /// Runs podman and panics with its stderr unless it succeeds; returns stdout.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "podman {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// A `{{…}}` field of `podman container inspect`, or `None` if there is no such container.
+    pub fn inspect(&self, name: &str, field: &str) -> Option<String> {
+        let out = self.run(&["container", "inspect", "--format", field, name]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    fn build_image(&self, dir: &Path) {
+        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .expect("busybox is missing (apt-get install busybox-static)");
+        let root = dir.join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(root.join("www")).unwrap();
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+        std::fs::write(root.join("www/index.html"), PAGE).unwrap();
+        std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+        let tar = dir.join("rootfs.tar");
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar of the test image's root");
+        self.ok(&[
+            "import",
+            "--quiet",
+            "--change",
+            r#"CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]"#,
+            tar.to_str().unwrap(),
+            IMAGE,
+        ]);
+        let _ = std::fs::remove_dir_all(&root);
+        let _ = std::fs::remove_file(&tar);
+    }
+}
+
+/// A container name unique to this test run.
+pub fn unique_name(what: &str) -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!(
+        "idlegate-test-{}-{what}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A container name that is removed (with its container) when dropped.
+pub struct ContainerName<'a> {
+    podman: &'a Podman,
+    /// The name.
+    pub name: String,
+}
+
+impl<'a> ContainerName<'a> {
+    /// A fresh name; nothing is created yet.
+    pub fn new(podman: &'a Podman, what: &str) -> Self {
+        ContainerName {
+            podman,
+            name: unique_name(what),
+        }
+    }
+}
+
+impl Drop for ContainerName<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .podman
+            .run(&["rm", "--force", "--time", "0", &self.name]);
+    }
+}
+
+/// `podman system service` on a private socket; stopped and reaped on drop.
+pub struct EngineService {
+    child: Child,
+    /// The API socket.
+    pub socket: PathBuf,
+}
+
+impl EngineService {
+    /// Starts the service and waits until its socket answers `/_ping`.
+    pub fn start(podman: &Podman, dir: &Path) -> EngineService {
+        let socket = dir.join("podman.sock");
+        let child = podman
+            .command(&[
+                "system",
+                "service",
+                "--time=0",
+                &format!("unix://{}", socket.display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start podman system service");
+        let service = EngineService { child, socket };
+        super::wait_until("the podman API socket", PATIENCE, || service.pings());
+        service
+    }
+
+    fn pings(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::os::unix::net::UnixStream::connect(&self.socket) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(PATIENCE));
+        if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
+            .is_err()
+        {
+            return false;
+        }
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer.starts_with("HTTP/1.") && answer.contains(" 200 ")
+    }
+}
+
+impl Drop for EngineService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_output(mut child: Child, what: &str) -> Output {
+    let deadline = Instant::now() + PATIENCE * 4;
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("{what} did not finish within {:?}", PATIENCE * 4);
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
