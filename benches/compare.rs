@@ -16,13 +16,15 @@
 //! The backend is the bench's own: a minimal HTTP/1.1 server on a thread of
 //! its own, faster than either proxy, answering `hello, world` or 1 GiB.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
+
+use common::*;
 
 const PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
 const BULK_BYTES: u64 = 1 << 30;
@@ -44,6 +46,35 @@ impl Contender {
             Contender::IdlegateHttp => "idlegate http",
         }
     }
+}
+
+/// `contender` activated in front of `backend`, with `listener` as its socket.
+fn activate(contender: Contender, backend: SocketAddr, listener: TcpListener) -> Activated {
+    let idlegate = env!("CARGO_BIN_EXE_idlegate");
+    let upstream = backend.to_string();
+    let argv: Vec<String> = match contender {
+        Contender::Proxyd => vec![PROXYD.into(), upstream],
+        Contender::IdlegateTcp | Contender::IdlegateHttp => {
+            let mode = if contender == Contender::IdlegateHttp {
+                "http"
+            } else {
+                "tcp"
+            };
+            vec![
+                idlegate.into(),
+                "--upstream".into(),
+                upstream,
+                "--mode".into(),
+                mode.into(),
+                "--idle-timeout".into(),
+                "0".into(),
+                "--log-level".into(),
+                "warn".into(),
+            ]
+        }
+        Contender::Direct => unreachable!("direct has no proxy"),
+    };
+    Activated::spawn(&argv, listener, &[])
 }
 
 /// A contender's wrk samples: requests/s, p50 ms, p99 ms, one entry per run.
@@ -121,125 +152,6 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// A proxy started as systemd starts it: the socket as fd 3, `LISTEN_FDS=1`,
-/// `LISTEN_PID` its own pid (through `sh -c exec`).
-struct Activated {
-    child: Child,
-    listener: TcpListener,
-}
-
-impl Activated {
-    fn start(contender: Contender, backend: SocketAddr, listener: TcpListener) -> Activated {
-        let idlegate = env!("CARGO_BIN_EXE_idlegate");
-        let upstream = backend.to_string();
-        let argv: Vec<String> = match contender {
-            Contender::Proxyd => vec![PROXYD.into(), upstream],
-            Contender::IdlegateTcp | Contender::IdlegateHttp => {
-                let mode = if contender == Contender::IdlegateHttp {
-                    "http"
-                } else {
-                    "tcp"
-                };
-                vec![
-                    idlegate.into(),
-                    "--upstream".into(),
-                    upstream,
-                    "--mode".into(),
-                    mode.into(),
-                    "--idle-timeout".into(),
-                    "0".into(),
-                    "--log-level".into(),
-                    "warn".into(),
-                ]
-            }
-            Contender::Direct => unreachable!("direct has no proxy"),
-        };
-        let fd = listener.as_raw_fd();
-        let mut cmd = Command::new("sh");
-        cmd.arg("-c")
-            .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
-            .args(&argv)
-            .env("LISTEN_FDS", "1")
-            .env_remove("LISTEN_FDNAMES")
-            .env_remove("NOTIFY_SOCKET")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        // SAFETY: only fcntl/dup2 between fork and exec, on our own descriptor.
-        unsafe {
-            cmd.pre_exec(move || {
-                if fd == 3 {
-                    if libc::fcntl(3, libc::F_SETFD, 0) < 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                } else if libc::dup2(fd, 3) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-        let child = cmd.spawn().expect("start proxy");
-        Activated { child, listener }
-    }
-
-    fn addr(&self) -> SocketAddr {
-        self.listener.local_addr().unwrap()
-    }
-
-    fn rss_kib(&self) -> Option<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-    }
-}
-
-impl Drop for Activated {
-    fn drop(&mut self) {
-        // SAFETY: signalling our own child.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
-        }
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn request_first_byte(addr: SocketAddr) -> Duration {
-    let started = Instant::now();
-    let mut s = TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    s.write_all(b"GET / HTTP/1.1\r\nHost: b\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut b = [0u8; 1];
-    s.read_exact(&mut b).unwrap();
-    let t = started.elapsed();
-    let mut rest = Vec::new();
-    let _ = s.read_to_end(&mut rest);
-    t
-}
-
-fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-    sorted[i]
-}
-
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    percentile(v, 0.5)
-}
-
 /// Parses wrk's `--latency` output: (requests/s, p50 ms, p99 ms).
 fn parse_wrk(out: &str) -> Option<(f64, f64, f64)> {
     let rps = out
@@ -297,18 +209,6 @@ fn bulk(addr: SocketAddr) -> f64 {
     total as f64 / started.elapsed().as_secs_f64() / (1024.0 * 1024.0)
 }
 
-fn installed(path: &str) -> bool {
-    Path::new(path).exists()
-        || Command::new("sh")
-            .args(["-c", &format!("command -v {path}")])
-            .output()
-            .is_ok_and(|o| o.status.success())
-}
-
-fn fresh_listener() -> TcpListener {
-    TcpListener::bind("127.0.0.1:0").unwrap()
-}
-
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and test discovery: nothing to list.
@@ -354,7 +254,7 @@ fn main() {
             let client = std::thread::spawn(move || request_first_byte(addr));
             std::thread::sleep(Duration::from_millis(2));
             let started = Instant::now();
-            let proxy = Activated::start(*contender, backend, listener);
+            let proxy = activate(*contender, backend, listener);
             let t = client.join().unwrap();
             let _ = started;
             samples.push(t.as_secs_f64() * 1000.0);
@@ -392,7 +292,7 @@ fn main() {
         .map(|c| match c {
             Contender::Direct => (*c, None),
             _ => {
-                let p = Activated::start(*c, backend, fresh_listener());
+                let p = activate(*c, backend, fresh_listener());
                 request_first_byte(p.addr());
                 (*c, Some(p))
             }

@@ -5,13 +5,17 @@
 //!
 //! Without podman the tests are skipped, unless `IDLEGATE_REQUIRE_PODMAN=1`
 //! (set by `.ci/run`), which makes a missing podman a failure.
+//!
+//! Self-contained: `benches/containers.rs` uses it too.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use super::PATIENCE;
+/// How long a podman step may take before the test fails.
+const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The locally built image: busybox at /bin/busybox, a page at /www/index.html.
 pub const IMAGE: &str = "localhost/idlegate-test-busybox:latest";
@@ -199,7 +203,14 @@ impl EngineService {
             .spawn()
             .expect("start podman system service");
         let service = EngineService { child, socket };
-        super::wait_until("the podman API socket", PATIENCE, || service.pings());
+        let deadline = Instant::now() + PATIENCE;
+        while !service.pings() {
+            assert!(
+                Instant::now() < deadline,
+                "the podman API socket never answered"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
         service
     }
 
