@@ -2,10 +2,11 @@
 //! which kind a listener or an upstream is.
 
 use std::io;
+use std::os::fd::{AsFd, BorrowedFd};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use crate::address::Address;
@@ -87,6 +88,51 @@ impl Stream {
         match self {
             Stream::Tcp(s) => s.peer_addr().map(Peer::Tcp).unwrap_or(Peer::Unix),
             Stream::Unix(_) => Peer::Unix,
+        }
+    }
+
+    /// The socket's descriptor, for `splice(2)`.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            Stream::Tcp(s) => s.as_fd(),
+            Stream::Unix(s) => s.as_fd(),
+        }
+    }
+
+    /// Waits until the socket may be ready for `interest` (it can be a false alarm).
+    pub async fn ready(&self, interest: Interest) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.ready(interest).await.map(drop),
+            Stream::Unix(s) => s.ready(interest).await.map(drop),
+        }
+    }
+
+    /// Runs a non-blocking operation on the socket; `WouldBlock` clears the
+    /// readiness so that the next [`Stream::ready`] waits for the kernel.
+    pub fn try_io<R>(
+        &self,
+        interest: Interest,
+        f: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<R> {
+        match self {
+            Stream::Tcp(s) => s.try_io(interest, f),
+            Stream::Unix(s) => s.try_io(interest, f),
+        }
+    }
+
+    /// Reads what is there into `buf` without waiting.
+    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_read(buf),
+            Stream::Unix(s) => s.try_read(buf),
+        }
+    }
+
+    /// Writes what fits from `buf` without waiting.
+    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Tcp(s) => s.try_write(buf),
+            Stream::Unix(s) => s.try_write(buf),
         }
     }
 

@@ -5,7 +5,7 @@
 #![allow(unsafe_code)]
 
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 
 /// What a descriptor passed by the service manager turned out to be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -160,6 +160,53 @@ pub fn die_with_parent(parent: u32) -> io::Result<()> {
         return Err(io::Error::other(
             "idlegate exited before the backend started",
         ));
+    }
+    Ok(())
+}
+
+/// A pipe for `splice(2)`: (read end, write end), both non-blocking and
+/// close-on-exec, sized to `size` bytes when the kernel allows.
+pub fn pipe(size: usize) -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0 as libc::c_int; 2];
+    // SAFETY: pipe2 writes two descriptors into the array we own.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 succeeded, so both are open descriptors that nothing else owns.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a descriptor we own; failure only leaves the default size.
+    unsafe {
+        libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int);
+    }
+    Ok((read, write))
+}
+
+/// Moves up to `len` bytes from `from` to `to` inside the kernel, without
+/// blocking; one of the two must be a pipe. `Ok(0)` is end-of-file on `from`.
+pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    // SAFETY: splice takes two descriptors the caller keeps open for the call,
+    // null offsets (both are streams), and flags; it touches no memory of ours.
+    let n = unsafe {
+        libc::splice(
+            from.as_raw_fd(),
+            std::ptr::null_mut(),
+            to.as_raw_fd(),
+            std::ptr::null_mut(),
+            len,
+            libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Shuts down the sending half of a socket (half-close).
+pub fn shutdown_write(socket: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: shutdown on a descriptor the caller keeps open.
+    if unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_WR) } < 0 {
+        return Err(io::Error::last_os_error());
     }
     Ok(())
 }

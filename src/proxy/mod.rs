@@ -2,6 +2,7 @@
 //! backend is ready, connecting upstream, closing politely), and one module
 //! per mode.
 
+pub mod copy;
 pub mod http;
 pub mod tcp;
 

@@ -20,8 +20,6 @@ use crate::backend::Backend;
 use crate::net::{Peer, Stream};
 use crate::readiness::Backoff;
 
-/// Buffer size of each copy direction.
-const COPY_BUFFER: usize = 32 * 1024;
 /// The most client bytes kept for a replay; past it the connection is copied as is.
 pub const REPLAY_MAX: usize = 64 * 1024;
 
@@ -40,7 +38,7 @@ pub async fn serve(
         Ok(up) => until_first_byte(&mut client, up, upstream, backend, deadline).await,
         Err(e) => Err(e),
     };
-    let mut up = match connected {
+    let up = match connected {
         Ok((mut up, true)) => {
             // The client already finished sending (and the upstream was told):
             // only the answer is left to copy.
@@ -55,9 +53,7 @@ pub async fn serve(
             return;
         }
     };
-    match tokio::io::copy_bidirectional_with_sizes(&mut client, &mut up, COPY_BUFFER, COPY_BUFFER)
-        .await
-    {
+    match super::copy::bidirectional(&client, &up).await {
         Ok((sent, received)) => {
             tracing::debug!("client {peer} done: {sent} bytes to {upstream}, {received} back")
         }
