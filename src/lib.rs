@@ -348,6 +348,7 @@ async fn report_status(
     mut state: tokio::sync::watch::Receiver<BackendState>,
     in_flight: InFlight,
 ) {
+    notifier.wait_ready().await;
     let mut last = String::new();
     loop {
         let status = format!(

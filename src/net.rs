@@ -91,48 +91,17 @@ impl Stream {
         }
     }
 
-    /// The socket's descriptor, for `splice(2)`.
-    pub fn fd(&self) -> BorrowedFd<'_> {
+    /// Splits the stream into a reading and a writing half that can be used at once.
+    pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         match self {
-            Stream::Tcp(s) => s.as_fd(),
-            Stream::Unix(s) => s.as_fd(),
-        }
-    }
-
-    /// Waits until the socket may be ready for `interest` (it can be a false alarm).
-    pub async fn ready(&self, interest: Interest) -> io::Result<()> {
-        match self {
-            Stream::Tcp(s) => s.ready(interest).await.map(drop),
-            Stream::Unix(s) => s.ready(interest).await.map(drop),
-        }
-    }
-
-    /// Runs a non-blocking operation on the socket; `WouldBlock` clears the
-    /// readiness so that the next [`Stream::ready`] waits for the kernel.
-    pub fn try_io<R>(
-        &self,
-        interest: Interest,
-        f: impl FnOnce() -> io::Result<R>,
-    ) -> io::Result<R> {
-        match self {
-            Stream::Tcp(s) => s.try_io(interest, f),
-            Stream::Unix(s) => s.try_io(interest, f),
-        }
-    }
-
-    /// Reads what is there into `buf` without waiting.
-    pub fn try_read(&self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.try_read(buf),
-            Stream::Unix(s) => s.try_read(buf),
-        }
-    }
-
-    /// Writes what fits from `buf` without waiting.
-    pub fn try_write(&self, buf: &[u8]) -> io::Result<usize> {
-        match self {
-            Stream::Tcp(s) => s.try_write(buf),
-            Stream::Unix(s) => s.try_write(buf),
+            Stream::Tcp(s) => {
+                let (r, w) = s.split();
+                (ReadHalf::Tcp(r), WriteHalf::Tcp(w))
+            }
+            Stream::Unix(s) => {
+                let (r, w) = s.split();
+                (ReadHalf::Unix(r), WriteHalf::Unix(w))
+            }
         }
     }
 
@@ -157,45 +126,140 @@ impl Stream {
     }
 }
 
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
+/// The reading half of a [`Stream`] (see [`Stream::split`]).
+pub enum ReadHalf<'a> {
+    /// TCP.
+    Tcp(tokio::net::tcp::ReadHalf<'a>),
+    /// A Unix stream socket.
+    Unix(tokio::net::unix::ReadHalf<'a>),
+}
+
+/// The writing half of a [`Stream`] (see [`Stream::split`]).
+pub enum WriteHalf<'a> {
+    /// TCP.
+    Tcp(tokio::net::tcp::WriteHalf<'a>),
+    /// A Unix stream socket.
+    Unix(tokio::net::unix::WriteHalf<'a>),
+}
+
+/// The whole socket behind a half, for what needs only a shared reference.
+#[derive(Clone, Copy)]
+pub enum SocketRef<'a> {
+    /// TCP.
+    Tcp(&'a TcpStream),
+    /// A Unix stream socket.
+    Unix(&'a UnixStream),
+}
+
+impl ReadHalf<'_> {
+    /// The socket this half reads from.
+    pub fn socket(&self) -> SocketRef<'_> {
+        match self {
+            ReadHalf::Tcp(h) => SocketRef::Tcp(h.as_ref()),
+            ReadHalf::Unix(h) => SocketRef::Unix(h.as_ref()),
         }
     }
 }
 
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
+impl WriteHalf<'_> {
+    /// The socket this half writes to.
+    pub fn socket(&self) -> SocketRef<'_> {
+        match self {
+            WriteHalf::Tcp(h) => SocketRef::Tcp(h.as_ref()),
+            WriteHalf::Unix(h) => SocketRef::Unix(h.as_ref()),
+        }
+    }
+}
+
+impl SocketRef<'_> {
+    /// The socket's descriptor, for `splice(2)`.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        match self {
+            SocketRef::Tcp(s) => s.as_fd(),
+            SocketRef::Unix(s) => s.as_fd(),
         }
     }
 
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_flush(cx),
-            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
+    /// Waits until the socket may be ready for `interest` (it can be a false alarm).
+    pub async fn ready(&self, interest: Interest) -> io::Result<()> {
+        match self {
+            SocketRef::Tcp(s) => s.ready(interest).await.map(drop),
+            SocketRef::Unix(s) => s.ready(interest).await.map(drop),
         }
     }
 
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Tcp(s) => Pin::new(s).poll_shutdown(cx),
-            Stream::Unix(s) => Pin::new(s).poll_shutdown(cx),
+    /// Runs a non-blocking operation on the socket; `WouldBlock` clears the
+    /// readiness so that the next [`SocketRef::ready`] waits for the kernel.
+    pub fn try_io<R>(
+        &self,
+        interest: Interest,
+        f: impl FnOnce() -> io::Result<R>,
+    ) -> io::Result<R> {
+        match self {
+            SocketRef::Tcp(s) => s.try_io(interest, f),
+            SocketRef::Unix(s) => s.try_io(interest, f),
         }
     }
+}
 
+/// Implements `poll_read` for an enum of a TCP and a Unix variant.
+macro_rules! read_by_variant {
+    ($ty:ty) => {
+        impl AsyncRead for $ty {
+            fn poll_read(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &mut ReadBuf<'_>,
+            ) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_read(cx, buf),
+                    Self::Unix(s) => Pin::new(s).poll_read(cx, buf),
+                }
+            }
+        }
+    };
+}
+
+/// Implements `poll_write`, `poll_flush` and `poll_shutdown` for an enum of
+/// a TCP and a Unix variant, plus any extra methods given.
+macro_rules! write_by_variant {
+    ($ty:ty $(, $extra:item)*) => {
+        impl AsyncWrite for $ty {
+            fn poll_write(
+                self: Pin<&mut Self>,
+                cx: &mut Context<'_>,
+                buf: &[u8],
+            ) -> Poll<io::Result<usize>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_write(cx, buf),
+                    Self::Unix(s) => Pin::new(s).poll_write(cx, buf),
+                }
+            }
+
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_flush(cx),
+                    Self::Unix(s) => Pin::new(s).poll_flush(cx),
+                }
+            }
+
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+                match self.get_mut() {
+                    Self::Tcp(s) => Pin::new(s).poll_shutdown(cx),
+                    Self::Unix(s) => Pin::new(s).poll_shutdown(cx),
+                }
+            }
+
+            $($extra)*
+        }
+    };
+}
+
+read_by_variant!(ReadHalf<'_>);
+read_by_variant!(Stream);
+write_by_variant!(WriteHalf<'_>);
+write_by_variant!(
+    Stream,
     fn poll_write_vectored(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -205,15 +269,14 @@ impl AsyncWrite for Stream {
             Stream::Tcp(s) => Pin::new(s).poll_write_vectored(cx, bufs),
             Stream::Unix(s) => Pin::new(s).poll_write_vectored(cx, bufs),
         }
-    }
-
+    },
     fn is_write_vectored(&self) -> bool {
         match self {
             Stream::Tcp(s) => s.is_write_vectored(),
             Stream::Unix(s) => s.is_write_vectored(),
         }
     }
-}
+);
 
 impl hyper_util::client::legacy::connect::Connection for Stream {
     fn connected(&self) -> hyper_util::client::legacy::connect::Connected {

@@ -9,15 +9,35 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 
 /// Talks to the service manager, or does nothing when not run under one.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Notifier {
     socket: Option<UnixDatagram>,
+    /// Where the service is: `STATUS=` lines go out only between `READY=1`
+    /// and `STOPPING=1`, so that they neither precede the one nor bury the other.
+    phase: tokio::sync::watch::Sender<Phase>,
+}
+
+/// Where the service is, as told to the service manager.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Phase {
+    Starting,
+    Ready,
+    Stopping,
+}
+
+impl Default for Notifier {
+    fn default() -> Self {
+        Notifier {
+            socket: None,
+            phase: tokio::sync::watch::Sender::new(Phase::Starting),
+        }
+    }
 }
 
 impl Notifier {
     /// A notifier that sends nothing.
     pub fn disabled() -> Self {
-        Notifier { socket: None }
+        Notifier::default()
     }
 
     /// Connects to the socket named by `NOTIFY_SOCKET` (a path, or `@name` for
@@ -38,6 +58,7 @@ impl Notifier {
         socket.set_nonblocking(true)?;
         Ok(Notifier {
             socket: Some(socket),
+            ..Notifier::default()
         })
     }
 
@@ -57,16 +78,33 @@ impl Notifier {
     /// `READY=1`, with a first status line.
     pub fn ready(&self, status: &str) {
         self.send(&format!("READY=1\nSTATUS={}\n", one_line(status)));
+        self.phase.send_if_modified(|p| {
+            let was = *p == Phase::Starting;
+            if was {
+                *p = Phase::Ready;
+            }
+            was
+        });
     }
 
-    /// `STATUS=…`: what `systemctl status` shows.
+    /// `STATUS=…`: what `systemctl status` shows; only between `READY=1` and
+    /// `STOPPING=1`.
     pub fn status(&self, status: &str) {
-        self.send(&format!("STATUS={}\n", one_line(status)));
+        if *self.phase.borrow() == Phase::Ready {
+            self.send(&format!("STATUS={}\n", one_line(status)));
+        }
     }
 
     /// `STOPPING=1`, with a last status line.
     pub fn stopping(&self, status: &str) {
+        self.phase.send_replace(Phase::Stopping);
         self.send(&format!("STOPPING=1\nSTATUS={}\n", one_line(status)));
+    }
+
+    /// Returns once `READY=1` (or `STOPPING=1`) has been sent.
+    pub async fn wait_ready(&self) {
+        let mut phase = self.phase.subscribe();
+        let _ = phase.wait_for(|p| *p != Phase::Starting).await;
     }
 }
 

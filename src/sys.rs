@@ -201,12 +201,3 @@ pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resul
     }
     Ok(n as usize)
 }
-
-/// Shuts down the sending half of a socket (half-close).
-pub fn shutdown_write(socket: BorrowedFd<'_>) -> io::Result<()> {
-    // SAFETY: shutdown on a descriptor the caller keeps open.
-    if unsafe { libc::shutdown(socket.as_raw_fd(), libc::SHUT_WR) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}

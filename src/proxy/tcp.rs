@@ -38,7 +38,7 @@ pub async fn serve(
         Ok(up) => until_first_byte(&mut client, up, upstream, backend, deadline).await,
         Err(e) => Err(e),
     };
-    let up = match connected {
+    let mut up = match connected {
         Ok((mut up, true)) => {
             // The client already finished sending (and the upstream was told):
             // only the answer is left to copy.
@@ -53,7 +53,7 @@ pub async fn serve(
             return;
         }
     };
-    match super::copy::bidirectional(&client, &up).await {
+    match super::copy::bidirectional(&mut client, &mut up).await {
         Ok((sent, received)) => {
             tracing::debug!("client {peer} done: {sent} bytes to {upstream}, {received} back")
         }
