@@ -5,13 +5,11 @@
 //! contender or tool that is not installed is named as skipped, with the
 //! command that installs it. Nothing here is a pass/fail test.
 //!
-//! Phases:
-//! 1. cold start, backend already running: client connect -> first response
-//!    byte through a freshly activated proxy (the activation cost alone);
-//! 2. warm keep-alive small responses (wrk);
-//! 3. warm, a new connection per request (wrk, `Connection: close`);
-//! 4. bulk: one 1 GiB response;
-//! 5. footprint: idlegate's RSS activated, under load, after; binary size.
+//! Phases (cold start is `benches/cold_start.rs`, containers `benches/containers.rs`):
+//! 1. warm keep-alive small responses (wrk);
+//! 2. warm, a new connection per request (wrk, `Connection: close`);
+//! 3. bulk: one 1 GiB response;
+//! 4. footprint: idlegate's RSS activated, under load, after; binary size.
 //!
 //! The backend is the bench's own: a minimal HTTP/1.1 server on a thread of
 //! its own, faster than either proxy, answering `hello, world` or 1 GiB.
@@ -27,7 +25,6 @@ use std::time::{Duration, Instant};
 use common::*;
 
 const PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
-const BULK_BYTES: u64 = 1 << 30;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Contender {
@@ -79,78 +76,6 @@ fn activate(contender: Contender, backend: SocketAddr, listener: TcpListener) ->
 
 /// A contender's wrk samples: requests/s, p50 ms, p99 ms, one entry per run.
 type WrkSamples = (Contender, Vec<f64>, Vec<f64>, Vec<f64>);
-
-/// The bench's own backend: HTTP/1.1 keep-alive, `GET /bulk` sends 1 GiB.
-fn start_backend() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            listener.set_nonblocking(true).unwrap();
-            let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            loop {
-                let Ok((s, _)) = listener.accept().await else {
-                    continue;
-                };
-                let _ = s.set_nodelay(true);
-                tokio::spawn(serve_backend_conn(s));
-            }
-        });
-    });
-    addr
-}
-
-async fn serve_backend_conn(mut s: tokio::net::TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    const HELLO: &[u8] =
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n";
-    let mut buf = vec![0u8; 8192];
-    let mut filled = 0;
-    loop {
-        let Some(end) = find(&buf[..filled], b"\r\n\r\n") else {
-            if filled == buf.len() {
-                return;
-            }
-            match s.read(&mut buf[filled..]).await {
-                Ok(0) | Err(_) => return,
-                Ok(n) => filled += n,
-            }
-            continue;
-        };
-        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-        let close = head.contains("connection: close");
-        if head.starts_with("get /bulk") {
-            let h = format!("HTTP/1.1 200 OK\r\nContent-Length: {BULK_BYTES}\r\n\r\n");
-            if s.write_all(h.as_bytes()).await.is_err() {
-                return;
-            }
-            let chunk = vec![0u8; 256 * 1024];
-            let mut left = BULK_BYTES;
-            while left > 0 {
-                let n = left.min(chunk.len() as u64) as usize;
-                if s.write_all(&chunk[..n]).await.is_err() {
-                    return;
-                }
-                left -= n as u64;
-            }
-        } else if s.write_all(HELLO).await.is_err() {
-            return;
-        }
-        buf.copy_within(end + 4..filled, 0);
-        filled -= end + 4;
-        if close {
-            return;
-        }
-    }
-}
-
-fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
-}
 
 /// Parses wrk's `--latency` output: (requests/s, p50 ms, p99 ms).
 fn parse_wrk(out: &str) -> Option<(f64, f64, f64)> {
@@ -214,7 +139,7 @@ fn main() {
         return; // `cargo bench -- --list` and test discovery: nothing to list.
     }
     let quick = std::env::var_os("IDLEGATE_BENCH_QUICK").is_some();
-    let (rounds, seconds, cold_runs) = if quick { (2, 2, 15) } else { (3, 5, 60) };
+    let (rounds, seconds) = if quick { (2, 2) } else { (3, 5) };
     let mut report = String::new();
     let mut say = |line: String| {
         println!("{line}");
@@ -244,47 +169,7 @@ fn main() {
         rounds
     ));
 
-    // 1. Cold start with the backend already up: the activation cost alone.
-    let mut cold: Vec<(Contender, Vec<f64>)> = proxies.iter().map(|c| (*c, Vec::new())).collect();
-    for _ in 0..cold_runs {
-        for (contender, samples) in cold.iter_mut() {
-            let listener = fresh_listener();
-            let addr = listener.local_addr().unwrap();
-            // The client arrives first, as the one that triggers activation.
-            let client = std::thread::spawn(move || request_first_byte(addr));
-            std::thread::sleep(Duration::from_millis(2));
-            let started = Instant::now();
-            let proxy = activate(*contender, backend, listener);
-            let t = client.join().unwrap();
-            let _ = started;
-            samples.push(t.as_secs_f64() * 1000.0);
-            drop(proxy);
-        }
-    }
-    say("## Cold start, backend already running (connect -> first response byte, ms)\n".into());
-    say("| contender | p50 | p90 | p99 | p50 vs systemd-socket-proxyd |".into());
-    say("|---|---|---|---|---|".into());
-    let proxyd_p50 = cold
-        .iter_mut()
-        .find(|(c, _)| *c == Contender::Proxyd)
-        .map(|(_, s)| median(s));
-    for (contender, samples) in cold.iter_mut() {
-        samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
-        let p50 = percentile(samples, 0.5);
-        let ratio = proxyd_p50
-            .map(|p| format!("{:.2}x", p50 / p))
-            .unwrap_or_else(|| "n/a".into());
-        say(format!(
-            "| {} | {:.2} | {:.2} | {:.2} | {ratio} |",
-            contender.name(),
-            p50,
-            percentile(samples, 0.9),
-            percentile(samples, 0.99)
-        ));
-    }
-    say(String::new());
-
-    // 2-4. Warm: each proxy activated once, then every contender in turns.
+    // 1-3. Warm: each proxy activated once, then every contender in turns.
     let mut all = vec![Contender::Direct];
     all.extend(proxies.iter().copied());
     let running: Vec<(Contender, Option<Activated>)> = all

@@ -13,7 +13,7 @@ use crate::net::Stream;
 /// The first delay between probes.
 const FIRST_DELAY: Duration = Duration::from_millis(1);
 /// The longest delay between probes.
-const MAX_DELAY: Duration = Duration::from_millis(10);
+const MAX_DELAY: Duration = Duration::from_millis(2);
 
 /// Delays that double from `first` up to `max`.
 #[derive(Clone, Debug)]

@@ -140,3 +140,81 @@ pub fn installed(path: &str) -> bool {
 pub fn fresh_listener() -> TcpListener {
     TcpListener::bind("127.0.0.1:0").unwrap()
 }
+
+/// The bulk response's size.
+pub const BULK_BYTES: u64 = 1 << 30;
+
+/// The bench's own backend: HTTP/1.1 keep-alive, `GET /bulk` sends 1 GiB.
+pub fn start_backend() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || serve_backend(listener));
+    addr
+}
+
+/// Serves the bench's backend on `listener` until the process ends.
+pub fn serve_backend(listener: TcpListener) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async move {
+        listener.set_nonblocking(true).unwrap();
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        loop {
+            let Ok((s, _)) = listener.accept().await else {
+                continue;
+            };
+            let _ = s.set_nodelay(true);
+            tokio::spawn(serve_backend_conn(s));
+        }
+    });
+}
+
+async fn serve_backend_conn(mut s: tokio::net::TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    const HELLO: &[u8] =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 13\r\n\r\nhello, world\n";
+    let mut buf = vec![0u8; 8192];
+    let mut filled = 0;
+    loop {
+        let Some(end) = find(&buf[..filled], b"\r\n\r\n") else {
+            if filled == buf.len() {
+                return;
+            }
+            match s.read(&mut buf[filled..]).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => filled += n,
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+        let close = head.contains("connection: close");
+        if head.starts_with("get /bulk") {
+            let h = format!("HTTP/1.1 200 OK\r\nContent-Length: {BULK_BYTES}\r\n\r\n");
+            if s.write_all(h.as_bytes()).await.is_err() {
+                return;
+            }
+            let chunk = vec![0u8; 256 * 1024];
+            let mut left = BULK_BYTES;
+            while left > 0 {
+                let n = left.min(chunk.len() as u64) as usize;
+                if s.write_all(&chunk[..n]).await.is_err() {
+                    return;
+                }
+                left -= n as u64;
+            }
+        } else if s.write_all(HELLO).await.is_err() {
+            return;
+        }
+        buf.copy_within(end + 4..filled, 0);
+        filled -= end + 4;
+        if close {
+            return;
+        }
+    }
+}
+
+fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
