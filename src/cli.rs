@@ -53,7 +53,7 @@ pub struct Cli {
     #[arg(short = 'c', long, value_name = "N")]
     pub connections_max: Option<String>,
 
-    /// Probe ADDR instead of the first upstream to decide the backend is ready.
+    /// Probe ADDR instead of every upstream to decide the backend is ready.
     #[arg(long, value_name = "ADDR")]
     pub ready: Option<String>,
 

@@ -170,9 +170,19 @@ impl Config {
         Ok(self)
     }
 
-    /// The address whose answer means the backend is ready.
-    pub fn ready_address(&self) -> &Address {
-        self.ready.as_ref().unwrap_or(&self.upstreams[0].address)
+    /// The addresses that must all accept before the backend counts as
+    /// ready: `--ready`, or else every upstream (each address once, in order).
+    pub fn ready_addresses(&self) -> Vec<Address> {
+        if let Some(ready) = &self.ready {
+            return vec![ready.clone()];
+        }
+        let mut addresses: Vec<Address> = Vec::new();
+        for upstream in &self.upstreams {
+            if !addresses.contains(&upstream.address) {
+                addresses.push(upstream.address.clone());
+            }
+        }
+        addresses
     }
 }
 

@@ -81,7 +81,7 @@ pub async fn run(
     let backend = Backend::spawn(BackendSpec {
         kind: config.backend_kind(),
         ready_http: config.ready_http.clone(),
-        ready: config.ready_address().clone(),
+        ready: config.ready_addresses(),
         start_timeout: config.start_timeout,
         stop_timeout: config.stop_timeout,
     });

@@ -40,14 +40,23 @@ const HEALTHY_UPTIME: Duration = Duration::from_secs(10);
 pub struct BackendSpec {
     /// How the backend is started and stopped.
     pub kind: BackendKind,
-    /// The address whose answer means "ready".
-    pub ready: Address,
-    /// With a path, "ready" needs an HTTP answer to `GET path`, not just a connection.
+    /// The addresses that must all accept before the backend is "ready" (at least one).
+    pub ready: Vec<Address>,
+    /// With a path, "ready" needs an HTTP answer to `GET path` on the first
+    /// ready address, not just a connection.
     pub ready_http: Option<String>,
     /// How long a start may take before it counts as failed.
     pub start_timeout: Duration,
     /// Grace after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
+}
+
+impl BackendSpec {
+    /// The ready addresses, for the log.
+    pub fn ready_list(&self) -> String {
+        let list: Vec<String> = self.ready.iter().map(|a| a.to_string()).collect();
+        list.join(", ")
+    }
 }
 
 /// How the backend is run.
@@ -484,7 +493,10 @@ impl Supervisor {
                 container = Some(c.clone());
             }
             BackendKind::External => {
-                tracing::info!("waiting for the external backend on {}", self.spec.ready)
+                tracing::info!(
+                    "waiting for the external backend on {}",
+                    self.spec.ready_list()
+                )
             }
         }
         self.set(BackendState::Starting);
@@ -500,9 +512,18 @@ impl Supervisor {
                 container.start(&progress).await?;
                 *progress.lock().expect("progress lock") = None;
             }
-            readiness::wait_until_ready(&ready, ready_http.as_deref())
-                .await
-                .map_err(|e| format!("probing {ready} failed: {e}"))
+            for (i, address) in ready.iter().enumerate() {
+                let http_path = if i == 0 { ready_http.as_deref() } else { None };
+                *progress.lock().expect("progress lock") = Some(match http_path {
+                    Some(path) => format!("no HTTP answer to GET {path} on {address}"),
+                    None => format!("nothing accepted connections on {address}"),
+                });
+                readiness::wait_until_ready(address, http_path)
+                    .await
+                    .map_err(|e| format!("probing {address} failed: {e}"))?;
+            }
+            *progress.lock().expect("progress lock") = None;
+            Ok(())
         })));
     }
 
@@ -513,7 +534,7 @@ impl Supervisor {
                 let took = self.started_at.elapsed();
                 tracing::info!(
                     "backend ready on {} after {}ms",
-                    self.spec.ready,
+                    self.spec.ready_list(),
                     took.as_millis()
                 );
                 self.ready_since = Some(Instant::now());
@@ -527,7 +548,7 @@ impl Supervisor {
                     humantime::format_duration(self.spec.start_timeout),
                     waiting_for.unwrap_or_else(|| format!(
                         "nothing accepted connections on {}",
-                        self.spec.ready
+                        self.spec.ready_list()
                     ))
                 );
                 if let Some(p) = &mut self.process {

@@ -301,6 +301,50 @@ fn bulk_bytes_pass_unchanged_both_ways() {
     }
 }
 
+/// With several upstreams the backend is ready only when every one accepts
+/// (a web server's TLS port often opens after its plain one).
+#[test]
+fn every_upstream_must_accept_before_clients_are_forwarded() {
+    let dir = tempdir();
+    let (plain, tls) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let a = args(&[
+        "--upstream",
+        &format!("http={plain}"),
+        "--upstream",
+        &format!("https={tls}"),
+        "--idle-timeout",
+        "60s",
+    ]);
+    let act = ActivatorBuilder::new(dir, &a)
+        .tcp("http")
+        .tcp("https")
+        .start();
+    let _plain_backend = External::start(&plain);
+    let mut client = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+    client.write_all(b"held\n").unwrap();
+    wait_until("idlegate to wait for both upstreams", PATIENCE, || {
+        act.log().contains(&format!(
+            "waiting for the external backend on {plain}, {tls}"
+        ))
+    });
+    // The plain upstream answers, yet the client is held for the other one.
+    client
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let mut echo = [0u8; 5];
+    assert!(
+        client.read_exact(&mut echo).is_err(),
+        "held while {tls} is down"
+    );
+    let _tls_backend = External::start(&tls);
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.read_exact(&mut echo).unwrap();
+    assert_eq!(&echo, b"held\n");
+}
+
 #[test]
 fn named_sockets_route_to_their_own_upstreams() {
     let dir = tempdir();
