@@ -4,13 +4,18 @@
 # (Debian 12, cgroup v1 hybrid; adapted from shared/testenv/systemd-nspawn-demo.sh).
 #
 # It installs each variant the way deploy/README.md tells users to (the shell
-# blocks marked <!-- e2e: NAME --> there are extracted and run in the guest),
-# and checks: cold activation answered, STATUS= in systemctl status, idle exit
-# of idlegate and of the backend, re-activation, idlegate's journal lines.
-# Variants: deploy/tidings (backend = Quadlet container), deploy/process
-# (backend = a process idlegate starts), deploy/quadlet (idlegate itself in a
-# container). It also measures cold-start time against the floor: podman start
-# of the same backend container until its port answers.
+# blocks marked <!-- e2e: NAME --> there are extracted and run in the guest as
+# root), and checks for each: `quadlet -dryrun` of the .container files and
+# `systemd-analyze verify` of the installed units (any output fails); cold
+# activation over both named sockets answered; idlegate's STATUS= in `systemctl
+# status`; idle exit of idlegate and of the backend (inactive, result success);
+# re-activation; idlegate's journal lines. Variants: deploy/tidings (backend =
+# Quadlet container), deploy/process (backend = a process idlegate starts),
+# deploy/quadlet (idlegate itself in a container), and the README's
+# systemd-socket-activate one-liners. It measures cold-start time against the
+# floor: `podman start` / `podman run` of the same backend container until its
+# port answers. Any failure exits non-zero; the guest is always powered off and
+# the host cgroups removed.
 #
 #   IDLEGATE_BIN=path/to/idlegate tests/e2e/nspawn-deploy.sh
 #
@@ -29,13 +34,13 @@ RUN=$W/run
 R=$RUN/rootfs
 M=idlegate-e2e          # machine name, also the name of the host cgroups used
 IDLE=3s                 # the short idle timeout the README's drop-in sets
-COLD_RUNS=${E2E_COLD_RUNS:-3}
+COLD_RUNS=${E2E_COLD_RUNS:-5}  # cold activations per variant, and podman starts for the floor
 
 T0=$(date +%s%N)
 STEP=setup
 BOOTED=
-declare -A COLD                # variant -> "ms ms ms"
-FLOOR_START= FLOOR_RUN=
+declare -A COLD READY          # variant -> "ms ms ms"
+FLOOR_START='' FLOOR_RUN=''
 
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
 step() { STEP=$*; printf '\n=== [%6.1fs] %s\n' "$(($(ms_since "$T0") / 100))e-1" "$*"; }
@@ -177,7 +182,7 @@ IN() { nsenter -t "$LEADER" -a env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/s
 NET() { nsenter -t "$LEADER" -n "$@"; }
 # A root shell command run by the guest's systemd (a real service: podman gets
 # its cgroup, capabilities and seccomp as a user's root shell would), output piped back.
-AS_ROOT() { IN systemd-run --quiet --wait --pipe --collect -p WorkingDirectory=/root/idlegate bash -euo pipefail -c "$1"; }
+AS_ROOT() { IN systemd-run --quiet --wait --pipe --collect -p WorkingDirectory=/root/idlegate -p Environment=HOME=/root bash -euo pipefail -c "$1"; }
 
 # The ```sh block that follows <!-- e2e: NAME --> in deploy/README.md.
 readme_block() {
@@ -213,7 +218,8 @@ fetch() {
 
 # Wait until all the given units are inactive (idle exit); prints how long it took.
 wait_inactive() {
-  local t=$(date +%s%N) u s all
+  local t u s all
+  t=$(date +%s%N)
   while :; do
     all=1
     for u in "$@"; do
@@ -250,9 +256,16 @@ exercise() {
       ok "warm: http in $LAST_MS ms"
       fetch https://localhost/ "Good tidings (https)" -k
       ok "warm: curl -k https://localhost/ -> 'Good tidings (https)' in $LAST_MS ms"
-      local status
-      status=$(IN systemctl status --no-pager tidings.service | sed -n 's/^ *Status: //p')
-      [ -n "$status" ] || fail "systemctl status tidings.service shows no Status: line"
+      # idlegate's STATUS= (sent at most 4 times a second). systemd keeps the
+      # last run's text until a new one arrives, so wait for this run's.
+      local status t
+      t=$(date +%s%N)
+      while :; do
+        status=$(IN systemctl status --no-pager tidings.service | sed -n 's/^ *Status: //p')
+        case $status in *"backend ready; "*" in flight"*) break ;; esac
+        [ "$(ms_since "$t")" -lt 3000 ] || fail "systemctl status tidings.service: Status: '$status', not idlegate's 'backend ready; N in flight'"
+        sleep 0.1
+      done
       ok "systemctl status tidings.service: Status: $status"
       # A client that is not on the loopback (the service's IPAddressAllow=localhost
       # must not apply to the connections accepted on the .socket units' sockets).
@@ -267,13 +280,66 @@ exercise() {
   wait_inactive "${units[@]}"
   COLD[$variant]="${ms[*]}"
   info "journalctl -u tidings.service (this variant):"
-  IN journalctl -b --no-pager -o cat -u tidings.service --since "@$VARIANT_SINCE" |
+  IN journalctl --no-pager -o cat -u tidings.service --after-cursor "$VARIANT_CURSOR" |
     grep -v -e '^$' | tee "$RUN/journal-$variant.txt" | sed 's/^/      | /' | tail -n 40
-  grep -q 'backend ready on 127.0.0.1:8080' "$RUN/journal-$variant.txt" || fail "no 'backend ready on' line in the journal"
-  grep -q 'idle for 3s: stopping the backend and exiting' "$RUN/journal-$variant.txt" || fail "no idle exit line in the journal"
+  local line
+  for line in 'socket-activated: fd [34] (http) -> 127.0.0.1:8080 (tcp)' 'socket-activated: fd [34] (https) -> 127.0.0.1:8443 (tcp)' \
+    'backend ready on 127.0.0.1:8080 after [0-9]*ms' "idle for $IDLE: stopping the backend and exiting" \
+    'tidings.service: Deactivated successfully'; do
+    [ "$(grep -c "$line" "$RUN/journal-$variant.txt")" -ge $((COLD_RUNS + 1)) ] ||
+      fail "journal: '$line' not seen in each of the $((COLD_RUNS + 1)) activations"
+  done
+  ok "journal: each activation took both named sockets, waited for the backend, exited on idle"
+  # systemd's "Starting" to "Started" (idlegate's READY=1): exec, sandbox, sockets.
+  local ready
+  ready=$(IN journalctl --no-pager -o short-unix -u tidings.service --after-cursor "$VARIANT_CURSOR" |
+    awk '/systemd\[1\]: Starting tidings.service/ { s = $1 } /systemd\[1\]: Started tidings.service/ && s { printf "%.1f ", ($1 - s) * 1000; s = 0 }')
+  READY[$variant]=$ready
+  ok "systemd Starting -> Started (READY=1) of tidings.service: $ready ms"
 }
 
-variant_begin() { VARIANT_SINCE=$(IN date +%s); }
+# systemd-analyze verify, by the guest's systemd 257, of the units as installed
+# (Quadlet's generated ones included); any output is a failure.
+verify_installed() {
+  local u paths=() out
+  for u in tidings.socket tidings-https.socket "$@"; do paths+=("$(IN systemctl show -P FragmentPath "$u")"); done
+  out=$(IN systemd-analyze verify "${paths[@]}" 2>&1) || { echo "$out" >&2; fail "systemd-analyze verify failed"; }
+  [ -z "$out" ] || { echo "$out" >&2; fail "systemd-analyze verify complained"; }
+  ok "systemd-analyze verify (systemd 257, in the guest): ${paths[*]}"
+}
+
+# A `systemd-socket-activate` one-liner from the README, as a transient service
+# in the guest (with the idle timeout cut from 30s to 3s): both sockets answer,
+# idlegate exits on idle, and $2 (a shell test) says the backend is gone.
+try_oneliner() {
+  local name=$1 gone=$2 block t
+  block=$(readme_block "$name" | sed "s/--idle-timeout 30s/--idle-timeout $IDLE/")
+  info "deploy/README.md [$name] (--idle-timeout $IDLE):"
+  printf '%s\n' "$block" | sed 's/^/      | /'
+  IN systemd-run --quiet --collect --unit="try-$name" -p WorkingDirectory=/root/idlegate -p Environment=HOME=/root \
+    bash -euo pipefail -c "$block"
+  t=$(date +%s%N)
+  until [ -n "$(IN ss -Hltn 'sport = :8001')" ]; do
+    [ "$(ms_since "$t")" -lt 20000 ] || { IN journalctl -u "try-$name" --no-pager -o cat | tail -n 20; fail "nothing listens on 127.0.0.1:8001"; }
+    sleep 0.05
+  done
+  fetch http://127.0.0.1:8000/ "Good tidings"
+  ok "cold: curl http://127.0.0.1:8000/ -> 'Good tidings' in $LAST_MS ms"
+  fetch https://localhost:8001/ "Good tidings (https)" -k --resolve localhost:8001:127.0.0.1
+  ok "curl -k https://localhost:8001/ -> 'Good tidings (https)' in $LAST_MS ms"
+  t=$(date +%s%N)
+  while IN systemctl is-active --quiet "try-$name"; do
+    [ "$(ms_since "$t")" -lt 30000 ] || fail "try-$name still running 30 s later"
+    sleep 0.2
+  done
+  IN journalctl -u "try-$name" --no-pager -o cat | grep -q "idle for $IDLE: stopping the backend and exiting" ||
+    { IN journalctl -u "try-$name" --no-pager -o cat | tail -n 20; fail "no idle exit in try-$name's journal"; }
+  [ -z "$(IN ss -Hltn 'sport = :8000')" ] || fail "127.0.0.1:8000 still listening after the idle exit"
+  IN sh -c "$gone" || fail "the backend is still there after the idle exit ($gone)"
+  ok "idle exit $(ms_since "$t") ms after the last request; the backend is gone ($gone)"
+}
+
+variant_begin() { VARIANT_CURSOR=$(IN journalctl -n 1 --show-cursor --no-pager -o cat | sed -n 's/^-- cursor: //p'); [ -n "$VARIANT_CURSOR" ] || fail 'no journal cursor'; }
 
 # --- the run -------------------------------------------------------------------
 
@@ -297,14 +363,17 @@ info "$(IN systemctl --version | head -n 1); $(IN podman --version); $(IN caddy 
 IN ip addr add 192.0.2.1/32 dev lo   # a second, non-loopback address for one client
 
 step "quadlet -dryrun of every .container in deploy/"
+# (/root, not the guest's /tmp: that is a tmpfs over the rootfs directory.)
 for f in "$REPO"/deploy/*/*.container; do
-  d=$(mktemp -d -p "$R/tmp")
-  cp "$f" "$d/"
-  out=$(IN env QUADLET_UNIT_DIRS="/tmp/${d##*/}" /usr/libexec/podman/quadlet -dryrun 2>&1) || { echo "$out" >&2; fail "quadlet rejected ${f#"$REPO"/}"; }
-  if echo "$out" | grep -qiE 'warn|error|unsupported'; then echo "$out" >&2; fail "quadlet complained about ${f#"$REPO"/}"; fi
-  ok "${f#"$REPO"/}: $(echo "$out" | grep -c '^---') unit(s) generated"
-  rm -rf "$d"
+  rm -rf "$R/root/quadlet-check" && mkdir "$R/root/quadlet-check" && cp "$f" "$R/root/quadlet-check/"
+  out=$(IN env QUADLET_UNIT_DIRS=/root/quadlet-check /usr/libexec/podman/quadlet -dryrun 2>&1) ||
+    { echo "$out" >&2; fail "quadlet rejected ${f#"$REPO"/}"; }
+  if echo "$out" | grep -v '^#' | grep -qiE 'warn|error|unsupported|no files'; then echo "$out" >&2; fail "quadlet complained about ${f#"$REPO"/}"; fi
+  n=$(echo "$out" | grep -c '^---.*---$' || true)
+  [ "$n" = 1 ] || { echo "$out" >&2; fail "quadlet generated $n units from ${f#"$REPO"/}"; }
+  ok "${f#"$REPO"/}: $(echo "$out" | sed -n 's/^---\(.*\)---$/\1/p') generated"
 done
+rm -rf "$R/root/quadlet-check"
 
 step "backend image: a local stand-in for docker.io/library/caddy:2.6"
 run_readme caddy-image
@@ -314,24 +383,26 @@ step "deploy/tidings: install as deploy/README.md says"
 variant_begin
 run_readme tidings-install
 run_readme short-idle
-IN systemd-analyze verify /run/systemd/generator/tidings-backend.service /etc/systemd/system/tidings.service 2>&1 | sed 's/^/      verify> /'
+readme_block short-idle | grep -q "IDLEGATE_IDLE_TIMEOUT=$IDLE" || fail "the README's short-idle drop-in does not set $IDLE"
+verify_installed tidings.service tidings-backend.service
 
 step "deploy/tidings: cold activation, idle exit, re-activation"
 exercise tidings tidings-backend.service
 
 step "floor: podman start of the same backend container until its port answers"
-AS_ROOT "podman create -q --name tidings-floor -p 127.0.0.1:9080:80 -v /etc/tidings:/etc/caddy:ro -v tidings-caddy-data:/data \
+# The container tidings-backend.container describes, by hand (tidings is idle now).
+AS_ROOT "podman create -q --name tidings-floor --network host -v /etc/tidings:/etc/caddy:ro -v tidings-caddy-data:/data \
   docker.io/library/caddy:2.6 caddy run --config /etc/caddy/Caddyfile --adapter caddyfile >/dev/null"
 floor=$(AS_ROOT '
-  answered() { until curl -sf -o /dev/null http://127.0.0.1:9080/; do sleep 0.005; done; }
-  for i in 1 2 3; do
+  answered() { until curl -sf -o /dev/null http://127.0.0.1:8080/; do sleep 0.005; done; }
+  for i in $(seq '"$COLD_RUNS"'); do
     t=$(date +%s%N); podman start tidings-floor >/dev/null; answered
     echo start $(( ($(date +%s%N) - t) / 1000000 )); podman stop -t 5 tidings-floor >/dev/null
   done
   podman rm tidings-floor >/dev/null
-  for i in 1 2 3; do
+  for i in $(seq '"$COLD_RUNS"'); do
     t=$(date +%s%N)
-    podman run -d --rm --name tidings-floor -p 127.0.0.1:9080:80 -v /etc/tidings:/etc/caddy:ro -v tidings-caddy-data:/data \
+    podman run -d --rm --name tidings-floor --network host -v /etc/tidings:/etc/caddy:ro -v tidings-caddy-data:/data \
       docker.io/library/caddy:2.6 caddy run --config /etc/caddy/Caddyfile --adapter caddyfile >/dev/null; answered
     echo run $(( ($(date +%s%N) - t) / 1000000 )); podman stop -t 5 tidings-floor >/dev/null
   done')
@@ -348,11 +419,15 @@ step "deploy/process: install"
 variant_begin
 run_readme process-install
 run_readme short-idle
+verify_installed tidings.service
 
 step "deploy/process: cold activation, idle exit, re-activation"
 exercise process
-grep -q 'idlegate::backend::output' "$RUN/journal-process.txt" || grep -q 'caddy' "$RUN/journal-process.txt" ||
+grep -q 'idlegate::backend::output: .*"msg":"serving initial configuration"' "$RUN/journal-process.txt" ||
   fail "Caddy's output is not in idlegate's journal"
+grep -q 'idlegate::backend: backend stopped: exit status: 0' "$RUN/journal-process.txt" ||
+  fail "idlegate did not log Caddy's clean stop"
+ok "journal: Caddy's output under idlegate::backend::output; Caddy stopped with status 0 on idle"
 run_readme process-uninstall
 
 # ---------------------------------------------------------------------------
@@ -361,9 +436,16 @@ variant_begin
 run_readme quadlet-image
 run_readme quadlet-install
 run_readme short-idle
+verify_installed tidings.service tidings-backend.service
 
 step "deploy/quadlet: cold activation, idle exit, re-activation"
 exercise quadlet tidings-backend.service
+
+# ---------------------------------------------------------------------------
+step "without installing units: systemd-socket-activate one-liners"
+try_oneliner try-process '! pgrep -x caddy'
+try_oneliner try-container '! podman container exists tidings-backend'
+try_oneliner try-quadlet '[ -z "$(podman ps -aq --filter ancestor=localhost/idlegate:latest)" ] && podman rm -f -i -t 5 tidings-backend >/dev/null'
 
 # ---------------------------------------------------------------------------
 step "cold start vs the floor (ms; median of the runs)"
@@ -372,4 +454,7 @@ printf '    %-44s %8s   %s\n' "podman start, until the port answers" "$(median $
 printf '    %-44s %8s   %s\n' "podman run --rm -d, until the port answers" "$(median $FLOOR_RUN)" "$FLOOR_RUN"
 for v in tidings process quadlet; do
   printf '    %-44s %8s   %s\n' "cold curl, deploy/$v" "$(median ${COLD[$v]})" "${COLD[$v]}"
+done
+for v in tidings process quadlet; do
+  printf '    %-44s %8s   %s\n' "tidings.service Starting -> READY, $v" "$(median ${READY[$v]})" "${READY[$v]}"
 done

@@ -301,6 +301,21 @@ fn bulk_bytes_pass_unchanged_both_ways() {
     }
 }
 
+/// Sockets named http and https (in that order), routed by `--upstream NAME=ADDR`.
+fn http_and_https(
+    dir: std::sync::Arc<tempfile::TempDir>,
+    routes: &[(&str, &str)],
+) -> crate::support::activator::Activator {
+    let mut a = args(&["--idle-timeout", "60s"]);
+    for (name, addr) in routes {
+        a.extend(args(&["--upstream", &format!("{name}={addr}")]));
+    }
+    ActivatorBuilder::new(dir, &a)
+        .tcp("http")
+        .tcp("https")
+        .start()
+}
+
 /// With several upstreams the backend is ready only when every one accepts
 /// (a web server's TLS port often opens after its plain one).
 #[test]
@@ -310,18 +325,7 @@ fn every_upstream_must_accept_before_clients_are_forwarded() {
         format!("127.0.0.1:{}", free_port()),
         format!("127.0.0.1:{}", free_port()),
     );
-    let a = args(&[
-        "--upstream",
-        &format!("http={plain}"),
-        "--upstream",
-        &format!("https={tls}"),
-        "--idle-timeout",
-        "60s",
-    ]);
-    let act = ActivatorBuilder::new(dir, &a)
-        .tcp("http")
-        .tcp("https")
-        .start();
+    let act = http_and_https(dir, &[("http", &plain), ("https", &tls)]);
     let _plain_backend = External::start(&plain);
     let mut client = TcpStream::connect(act.tcp_addrs[0]).unwrap();
     client.write_all(b"held\n").unwrap();
@@ -352,18 +356,13 @@ fn named_sockets_route_to_their_own_upstreams() {
     let b1 = External::start(&format!("127.0.0.1:{p1}"));
     let b2 = External::start(&format!("127.0.0.1:{p2}"));
     // Given in the opposite order to the sockets: names, not positions, decide.
-    let a = args(&[
-        "--upstream",
-        &format!("https=127.0.0.1:{p2}"),
-        "--upstream",
-        &format!("http=127.0.0.1:{p1}"),
-        "--idle-timeout",
-        "60s",
-    ]);
-    let act = ActivatorBuilder::new(dir, &a)
-        .tcp("http")
-        .tcp("https")
-        .start();
+    let act = http_and_https(
+        dir,
+        &[
+            ("https", &format!("127.0.0.1:{p2}")),
+            ("http", &format!("127.0.0.1:{p1}")),
+        ],
+    );
     let http = exchange_str(act.tcp_addrs[0], "PID\n").unwrap();
     let https = exchange_str(act.tcp_addrs[1], "PID\n").unwrap();
     assert_eq!(http.trim(), b1.0.id().to_string());
