@@ -29,6 +29,7 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod engine;
+pub mod limits;
 pub mod listener;
 pub mod net;
 pub mod notify;

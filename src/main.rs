@@ -20,13 +20,14 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
-    let config = match Config::from_cli(cli)
+    let mut config = match Config::from_cli(cli)
         .and_then(|c| c.find_engine_socket(|k| std::env::var_os(k), |p| p.exists()))
     {
         Ok(c) => c,
         Err(e) => return fail(USAGE, &e),
     };
     init_tracing(config.log_level.as_deref());
+    config.connections_max = idlegate::limits::fit_connections(config.connections_max);
 
     let sockets = match activation::take_sockets(
         &ActivationEnv::from_process(),

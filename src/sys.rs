@@ -201,3 +201,60 @@ pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resul
     }
     Ok(n as usize)
 }
+
+/// The soft open-files limit before [`raise_open_files_limit`], for child
+/// processes (0: not raised). It mirrors the process-wide rlimit, which is
+/// global by nature.
+static INHERITED_OPEN_FILES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Raises the soft limit on open descriptors to the hard limit (systemd's
+/// default soft limit is 1024 for programs that might still use select(2));
+/// returns the soft limit now in force. Children get the old one back
+/// ([`restore_open_files_limit`]), as Go's runtime does.
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+pub fn raise_open_files_limit() -> io::Result<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if limit.rlim_cur < limit.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: limit.rlim_max,
+            rlim_max: limit.rlim_max,
+        };
+        // SAFETY: setrlimit reads the struct we own.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+            INHERITED_OPEN_FILES.store(limit.rlim_cur as u64, std::sync::atomic::Ordering::Relaxed);
+            limit.rlim_cur = limit.rlim_max;
+        }
+    }
+    Ok(limit.rlim_cur as u64)
+}
+
+/// In a child between fork and exec: puts back the soft open-files limit
+/// idlegate started with. Async-signal-safe (an atomic load and setrlimit).
+pub fn restore_open_files_limit() -> io::Result<()> {
+    let soft = INHERITED_OPEN_FILES.load(std::sync::atomic::Ordering::Relaxed);
+    if soft == 0 {
+        return Ok(());
+    }
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit on structs we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        limit.rlim_cur = soft as libc::rlim_t;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}

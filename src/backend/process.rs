@@ -69,11 +69,14 @@ impl Process {
             cmd.env_remove(var);
         }
         let parent = std::process::id();
-        // SAFETY: the closure only calls prctl and getppid, which are
-        // async-signal-safe, and allocates nothing.
+        // SAFETY: the closure only calls prctl, getppid, getrlimit and
+        // setrlimit, which are async-signal-safe, and allocates nothing.
         #[allow(unsafe_code)]
         unsafe {
-            cmd.pre_exec(move || sys::die_with_parent(parent));
+            cmd.pre_exec(move || {
+                sys::restore_open_files_limit()?;
+                sys::die_with_parent(parent)
+            });
         }
         let mut child = cmd.spawn()?;
         let pgid = child.id().expect("a just-spawned child has a pid");

@@ -284,7 +284,7 @@ exercise() {
     grep -v -e '^$' | tee "$RUN/journal-$variant.txt" | sed 's/^/      | /' | tail -n 40
   local line
   for line in 'socket-activated: fd [34] (http) -> 127.0.0.1:8080 (tcp)' 'socket-activated: fd [34] (https) -> 127.0.0.1:8443 (tcp)' \
-    'backend ready on 127.0.0.1:8080 after [0-9]*ms' "idle for $IDLE: stopping the backend and exiting" \
+    'backend ready on 127.0.0.1:8080, 127.0.0.1:8443 after [0-9]*ms' "idle for $IDLE: stopping the backend and exiting" \
     'tidings.service: Deactivated successfully'; do
     [ "$(grep -c "$line" "$RUN/journal-$variant.txt")" -ge $((COLD_RUNS + 1)) ] ||
       fail "journal: '$line' not seen in each of the $((COLD_RUNS + 1)) activations"

@@ -644,6 +644,43 @@ fn connections_max_keeps_excess_clients_waiting_not_reset() {
     assert_eq!(&buf, b"three\n");
 }
 
+/// With few descriptors (LimitNOFILE=100) idlegate serves as many
+/// connections as fit and keeps the rest waiting in the backlog: every client
+/// is served in the end, none meets EMFILE.
+#[test]
+fn a_low_descriptor_limit_holds_excess_clients_instead_of_failing_them() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let _backend = External::start(&backend);
+    let a = args(&["--upstream", &backend, "--idle-timeout", "60s"]);
+    let act = ActivatorBuilder::new(dir, &a)
+        .tcp("limited")
+        .env("IDLEGATE_TEST_NOFILE", "100")
+        .start();
+    let mut clients: Vec<TcpStream> = (0..60)
+        .map(|i| {
+            let mut c = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+            c.set_read_timeout(Some(PATIENCE)).unwrap();
+            c.write_all(format!("client {i:02}\n").as_bytes()).unwrap();
+            c
+        })
+        .collect();
+    // The first ones are served while all stay open; closing each frees a slot.
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut echo = [0u8; 10];
+        c.read_exact(&mut echo)
+            .unwrap_or_else(|e| panic!("client {i}: {e}: {}", act.log()));
+        assert_eq!(echo, *format!("client {i:02}\n").as_bytes());
+        c.shutdown(Shutdown::Both).unwrap();
+    }
+    let log = act.log();
+    assert!(
+        log.contains("serving at most 18 connections at once"),
+        "{log}"
+    );
+    assert!(!log.contains("Too many open files"), "{log}");
+}
+
 #[test]
 fn listen_mode_stops_the_backend_when_idle_and_keeps_listening() {
     let dir = tempdir();

@@ -155,8 +155,12 @@ pub fn spawn_with_fds(
         .expect("open log");
     let mut cmd = Command::new("sh");
     // LISTEN_PID must be idlegate's own pid: the shell's, which exec keeps.
+    // IDLEGATE_TEST_NOFILE sets the open-files limit (soft and hard), as
+    // LimitNOFILE= does.
     cmd.arg("-c")
-        .arg(r#"LISTEN_PID=$$ exec "$0" "$@""#)
+        .arg(
+            r#"if [ -n "$IDLEGATE_TEST_NOFILE" ]; then ulimit -n "$IDLEGATE_TEST_NOFILE"; fi; LISTEN_PID=$$ exec "$0" "$@""#,
+        )
         .arg(crate::support::idlegate_bin())
         .args(args)
         .env("LISTEN_FDS", fds.len().to_string())
