@@ -34,10 +34,12 @@ pub enum EngineError {
         tried: String,
     },
     /// The socket could not be reached.
-    #[error("container engine socket {socket}: {source}")]
+    #[error("container {container}: cannot reach the engine socket {socket}: {source}")]
     Connect {
         /// The socket path.
         socket: PathBuf,
+        /// The container's name or id.
+        container: String,
         /// What connecting said (not found, permission denied, refused).
         source: std::io::Error,
     },
@@ -270,6 +272,7 @@ impl Engine {
                 .await
                 .map_err(|source| EngineError::Connect {
                     socket: self.socket.clone(),
+                    container: container.to_owned(),
                     source,
                 })?;
             let protocol = |e: hyper::Error| EngineError::Protocol {
@@ -385,6 +388,20 @@ mod tests {
                 .unwrap();
         assert_eq!(state.state.health_status(), None);
         assert_eq!(state.state.exit_code, 3);
+    }
+
+    #[test]
+    fn errors_name_the_container_and_the_socket() {
+        let e = EngineError::Connect {
+            socket: "/run/podman/podman.sock".into(),
+            container: "web".into(),
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+        };
+        assert_eq!(
+            e.to_string(),
+            "container web: cannot reach the engine socket /run/podman/podman.sock: \
+             Permission denied (os error 13)"
+        );
     }
 
     #[test]

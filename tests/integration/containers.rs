@@ -436,7 +436,9 @@ fn a_missing_engine_socket_fails_the_client_cleanly() {
     let act = ActivatorBuilder::new(dir.clone(), &a).tcp("web").start();
     let answer = exchange(act.tcp_addrs[0], b"hello\n").unwrap();
     assert!(answer.is_empty(), "the client is closed, not answered");
-    let want = format!("container engine socket {socket}: No such file or directory");
+    let want = format!(
+        "container web: cannot reach the engine socket {socket}: No such file or directory"
+    );
     wait_until("the engine error in the log", PATIENCE, || {
         act.log().contains(&want)
     });
