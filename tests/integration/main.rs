@@ -8,4 +8,5 @@ mod containers;
 mod core_tcp;
 mod http;
 mod kinds;
+mod soak;
 mod usage;
