@@ -59,7 +59,7 @@ impl fmt::Display for Mode {
 }
 
 /// Settings of HTTP mode.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HttpSettings {
     /// Answer HTML clients that waited this long with a "starting" page; `None` = never.
     pub waiting_page: Option<Duration>,

@@ -35,6 +35,7 @@ pub mod net;
 pub mod notify;
 pub mod proxy;
 pub mod readiness;
+pub mod reload;
 pub mod shutdown;
 mod sys;
 
@@ -46,7 +47,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use activation::RuntimeSockets;
 use activity::InFlight;
-use backend::{Backend, BackendSpec, BackendState};
+use backend::{Backend, BackendState};
 pub use config::Config;
 use listener::{Endpoint, Forwarder, Route, Shared};
 pub use notify::Notifier;
@@ -78,14 +79,9 @@ pub async fn run(
     config: Config,
     notifier: Notifier,
     shutdown: Shutdown,
+    reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
 ) -> Exit {
-    let backend = Backend::spawn(BackendSpec {
-        kind: config.backend_kind(),
-        ready_http: config.ready_http.clone(),
-        ready: config.ready_addresses(),
-        start_timeout: config.start_timeout,
-        stop_timeout: config.stop_timeout,
-    });
+    let backend = Backend::spawn(reload::backend_spec(&config));
     let in_flight = InFlight::new();
     let notifier = Arc::new(notifier);
     if notifier.is_enabled() {
@@ -95,13 +91,21 @@ pub async fn run(
             in_flight.clone(),
         ));
     }
+    let (live_tx, live) = tokio::sync::watch::channel(reload::Live::of(&config));
+    tokio::spawn(reload::apply_reloads(
+        reloads,
+        config.clone(),
+        backend.clone(),
+        live_tx,
+        notifier.clone(),
+    ));
     let shared = Shared {
         backend: backend.clone(),
         in_flight: in_flight.clone(),
         connections: InFlight::new(),
         close: CancellationToken::new(),
         slots: Arc::new(Semaphore::new(config.connections_max)),
-        start_timeout: config.start_timeout,
+        live,
     };
     let forwarder = |upstream: &address::UpstreamSpec| match upstream.mode {
         config::Mode::Tcp => Forwarder::Tcp,
@@ -110,7 +114,6 @@ pub async fn run(
             backend.clone(),
             in_flight.clone(),
             config.http.clone(),
-            config.start_timeout,
         )),
     };
     let endpoints = |routes: Vec<Route>| -> Vec<Arc<Endpoint>> {
@@ -143,7 +146,7 @@ pub async fn run(
                             peer,
                             &upstream.address,
                             &backend,
-                            config.start_timeout,
+                            backend.start_timeout(),
                         )
                         .await
                     }
@@ -159,7 +162,7 @@ pub async fn run(
                     shutdown.requested().await;
                     shared.close.cancel();
                     tokio::select! {
-                        _ = tokio::time::sleep(config.stop_timeout) => {}
+                        _ = tokio::time::sleep(shared.live().stop_timeout) => {}
                         _ = shutdown.hurried() => {}
                     }
                 } => {}
@@ -172,12 +175,12 @@ pub async fn run(
             backend.start();
             let endpoints = endpoints(routes);
             announce(&notifier, &endpoints, "socket-activated", &config);
-            serve_until_idle(&endpoints, &shared, &config, &shutdown).await
+            serve_until_idle(&endpoints, &shared, &shutdown).await
         }
         activation::Sockets::Bound(routes) => {
             let endpoints = endpoints(routes);
             announce(&notifier, &endpoints, "listening", &config);
-            serve_and_stop_backend_when_idle(&endpoints, &shared, &config, &shutdown).await
+            serve_and_stop_backend_when_idle(&endpoints, &shared, &shutdown).await
         }
     };
 
@@ -244,10 +247,25 @@ async fn stop_accepting(accepting: CancellationToken, loops: Vec<tokio::task::Jo
     }
 }
 
-async fn idle_timer(in_flight: &InFlight, timeout: Option<Duration>) {
-    match timeout {
-        Some(t) => in_flight.idle(t).await,
-        None => std::future::pending().await,
+/// Returns once nothing has been in flight for the idle timeout, as a reload
+/// may have changed it meanwhile (a change re-arms the timer).
+async fn idle_timer(shared: &Shared) {
+    let idle = |timeout: Option<Duration>| async move {
+        match timeout {
+            Some(t) => shared.in_flight.idle(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut live = shared.live.clone();
+    loop {
+        let timeout = live.borrow_and_update().idle_timeout;
+        tokio::select! {
+            _ = idle(timeout) => return,
+            changed = live.changed() => if changed.is_err() {
+                // No more reloads: this timeout is final.
+                return idle(timeout).await;
+            },
+        }
     }
 }
 
@@ -258,25 +276,24 @@ async fn idle_timer(in_flight: &InFlight, timeout: Option<Duration>) {
 async fn serve_until_idle(
     endpoints: &[Arc<Endpoint>],
     shared: &Shared,
-    config: &Config,
     shutdown: &Shutdown,
 ) -> Exit {
     loop {
         let accepting = CancellationToken::new();
         let loops = spawn_accept_loops(endpoints, shared, &accepting);
         let idle = tokio::select! {
-            _ = idle_timer(&shared.in_flight, config.idle_timeout) => true,
+            _ = idle_timer(shared) => true,
             _ = shutdown.requested() => false,
         };
         stop_accepting(accepting, loops).await;
         if !idle {
-            drain(shutdown, shared, config.stop_timeout).await;
+            drain(shutdown, shared, shared.live().stop_timeout).await;
             return Exit::Stopped;
         }
         if shared.in_flight.count() == 0 {
             // Nothing in flight: what is open are idle HTTP connections. Close
             // them; a request that races in is still answered before they go.
-            drain(shutdown, shared, config.stop_timeout).await;
+            drain(shutdown, shared, shared.live().stop_timeout).await;
             return Exit::Idle;
         }
         tracing::debug!("work arrived as the idle timer fired; serving on");
@@ -288,7 +305,6 @@ async fn serve_until_idle(
 async fn serve_and_stop_backend_when_idle(
     endpoints: &[Arc<Endpoint>],
     shared: &Shared,
-    config: &Config,
     shutdown: &Shutdown,
 ) -> Exit {
     let accepting = CancellationToken::new();
@@ -304,7 +320,7 @@ async fn serve_and_stop_backend_when_idle(
             {
                 return;
             }
-            idle_timer(&shared.in_flight, config.idle_timeout).await;
+            idle_timer(shared).await;
             if shared.backend.stop_if_idle(&shared.in_flight).await {
                 tracing::info!("idle: backend stopped; still listening");
             }
@@ -315,7 +331,7 @@ async fn serve_and_stop_backend_when_idle(
         _ = shutdown.requested() => {}
     }
     stop_accepting(accepting, loops).await;
-    drain(shutdown, shared, config.stop_timeout).await;
+    drain(shutdown, shared, shared.live().stop_timeout).await;
     Exit::Stopped
 }
 

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::InFlight;
@@ -14,6 +14,7 @@ use crate::net::Listener;
 use crate::proxy;
 use crate::proxy::http::HttpProxy;
 use crate::readiness::Backoff;
+use crate::reload::Live;
 
 /// One socket and where its clients go.
 pub type Route = crate::activation::Route<Listener>;
@@ -49,8 +50,15 @@ pub struct Shared {
     pub close: CancellationToken,
     /// One permit per open connection (`--connections-max`).
     pub slots: Arc<Semaphore>,
-    /// How long a client may wait for the backend.
-    pub start_timeout: Duration,
+    /// The settings a reload may change while serving.
+    pub live: watch::Receiver<Live>,
+}
+
+impl Shared {
+    /// The live settings now.
+    pub fn live(&self) -> Live {
+        *self.live.borrow()
+    }
 }
 
 /// Whether an accept error is about resources (back off) rather than one client.
@@ -87,7 +95,7 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: Shared, stop: Cancella
                         let in_flight = shared.in_flight.enter();
                         let endpoint = endpoint.clone();
                         let backend = shared.backend.clone();
-                        let start_timeout = shared.start_timeout;
+                        let start_timeout = shared.backend.start_timeout();
                         tokio::spawn(async move {
                             let upstream = &endpoint.route.upstream.address;
                             proxy::tcp::serve(client, peer, upstream, &backend, start_timeout)

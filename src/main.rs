@@ -26,7 +26,7 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(USAGE, &e),
     };
-    init_tracing(config.log_level.as_deref());
+    let log_level = init_tracing(config.log_level.as_deref());
     config.connections_max = idlegate::limits::fit_connections(config.connections_max);
 
     let sockets = match activation::take_sockets(
@@ -61,9 +61,16 @@ fn main() -> ExitCode {
             .into_tokio()
             .map_err(|e| format!("cannot use the sockets: {e}"))?;
         let shutdown = Shutdown::new();
-        idlegate::shutdown::forward_signals(shutdown.clone())
-            .map_err(|e| format!("cannot handle signals: {e}"))?;
-        Ok::<_, String>(idlegate::run(sockets, config, notifier, shutdown).await)
+        let (reloads, reloaded) = tokio::sync::mpsc::unbounded_channel();
+        idlegate::shutdown::forward_signals(shutdown.clone(), move || match reread_config() {
+            Ok(config) => {
+                log_level.set(config.log_level.as_deref());
+                let _ = reloads.send(config);
+            }
+            Err(e) => tracing::error!("reload: {e}; keeping the running configuration"),
+        })
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
+        Ok::<_, String>(idlegate::run(sockets, config, notifier, shutdown, reloaded).await)
     });
     // Connections still open after the drain are closed here, not waited for.
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -101,23 +108,54 @@ fn clap_error(e: clap::Error) -> ExitCode {
     }
 }
 
-/// Logs go to stderr, one line per event. Under journald (`JOURNAL_STREAM`) no
-/// timestamps or colours, as the journal adds its own.
-fn init_tracing(level: Option<&str>) {
+/// The flags and the config file read again, as at start (SIGHUP).
+fn reread_config() -> Result<Config, String> {
+    let cli = Cli::try_parse().map_err(|e| e.to_string())?;
+    let mut config = Config::from_cli(cli)
+        .and_then(|c| c.find_engine_socket(|k| std::env::var_os(k), |p| p.exists()))
+        .map_err(|e| e.to_string())?;
+    config.connections_max = idlegate::limits::fit_connections(config.connections_max);
+    Ok(config)
+}
+
+/// Changes the log filter of a running idlegate (a reload).
+struct LogLevel(
+    tracing_subscriber::reload::Handle<tracing_subscriber::EnvFilter, tracing_subscriber::Registry>,
+);
+
+impl LogLevel {
+    /// Sets the filter as `--log-level`/`log-level` (or, unset, `RUST_LOG`) says.
+    fn set(&self, level: Option<&str>) {
+        if let Err(e) = self.0.reload(log_filter(level)) {
+            tracing::warn!("reload: cannot change the log level: {e}");
+        }
+    }
+}
+
+fn log_filter(level: Option<&str>) -> tracing_subscriber::EnvFilter {
     use tracing_subscriber::EnvFilter;
-    let filter = match level {
+    match level {
         Some(level) => EnvFilter::new(level),
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-    };
+    }
+}
+
+/// Logs go to stderr, one line per event. Under journald (`JOURNAL_STREAM`) no
+/// timestamps or colours, as the journal adds its own.
+fn init_tracing(level: Option<&str>) -> LogLevel {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(log_filter(level));
     let journal = std::env::var_os("JOURNAL_STREAM").is_some();
     let color = !journal && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let format = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(color);
+    let registry = tracing_subscriber::registry().with(filter);
     if journal {
-        builder.without_time().init();
+        registry.with(format.without_time()).init();
     } else {
-        builder.init();
+        registry.with(format).init();
     }
+    LogLevel(handle)
 }

@@ -38,10 +38,12 @@ impl Shutdown {
     }
 }
 
-/// Turns SIGTERM and SIGINT into stop requests, for as long as the runtime
-/// runs. SIGHUP (a unit's `ExecReload=`) must not kill idlegate: it is logged
-/// and otherwise ignored until configuration reload exists.
-pub fn forward_signals(shutdown: Shutdown) -> std::io::Result<()> {
+/// Turns SIGTERM and SIGINT into stop requests, and SIGHUP (a unit's
+/// `ExecReload=`) into a call of `on_hangup`, for as long as the runtime runs.
+pub fn forward_signals(
+    shutdown: Shutdown,
+    on_hangup: impl Fn() + Send + 'static,
+) -> std::io::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -52,7 +54,8 @@ pub fn forward_signals(shutdown: Shutdown) -> std::io::Result<()> {
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
                 _ = hup.recv() => {
-                    tracing::warn!("SIGHUP received: reloading the configuration is not supported yet; ignored");
+                    tracing::info!("SIGHUP received: reloading the configuration");
+                    on_hangup();
                     continue;
                 }
             };

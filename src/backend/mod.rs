@@ -14,7 +14,7 @@ pub mod run_command;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{fence, AtomicBool, Ordering};
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,7 +36,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 const HEALTHY_UPTIME: Duration = Duration::from_secs(10);
 
 /// What idlegate knows about the backend and how to run it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BackendSpec {
     /// How the backend is started and stopped.
     pub kind: BackendKind,
@@ -131,6 +131,7 @@ pub enum BackendError {
 
 enum Request {
     Start,
+    Reconfigure(Box<BackendSpec>),
     Stop {
         only_if_idle: Option<InFlight>,
         done: oneshot::Sender<bool>,
@@ -149,13 +150,15 @@ pub struct Backend {
     answered: Arc<AtomicBool>,
     state: watch::Receiver<BackendState>,
     requests: mpsc::UnboundedSender<Request>,
-    start_timeout: Duration,
+    /// How long a client may wait for a start, in ms (changed by a reload).
+    start_timeout_ms: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Request {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Request::Start => "Start",
+            Request::Reconfigure(_) => "Reconfigure",
             Request::Stop { .. } => "Stop",
             Request::ShutDown { .. } => "ShutDown",
         })
@@ -167,7 +170,7 @@ impl Backend {
     pub fn spawn(spec: BackendSpec) -> Backend {
         let (state_tx, state_rx) = watch::channel(BackendState::Stopped);
         let (requests, requests_rx) = mpsc::unbounded_channel();
-        let start_timeout = spec.start_timeout;
+        let start_timeout_ms = Arc::new(AtomicU64::new(millis(spec.start_timeout)));
         let answered = Arc::new(AtomicBool::new(false));
         let run_command = match &spec.kind {
             BackendKind::Process(argv) => RunCommand::parse(argv),
@@ -186,6 +189,7 @@ impl Backend {
             stop_due: false,
             progress: Progress::default(),
             run_command,
+            next_spec: None,
             pending_start: None,
         };
         if let Some(warning) = supervisor
@@ -200,8 +204,22 @@ impl Backend {
             answered,
             state: state_rx,
             requests,
-            start_timeout,
+            start_timeout_ms,
         }
+    }
+
+    /// How long a client may wait for the backend to become ready.
+    pub fn start_timeout(&self) -> Duration {
+        Duration::from_millis(self.start_timeout_ms.load(Ordering::Relaxed))
+    }
+
+    /// New settings from a reload: the client start timeout applies at once,
+    /// the rest at the backend's next start (a running backend is stopped the
+    /// way it was started).
+    pub fn reconfigure(&self, spec: BackendSpec) {
+        self.start_timeout_ms
+            .store(millis(spec.start_timeout), Ordering::Relaxed);
+        let _ = self.requests.send(Request::Reconfigure(Box::new(spec)));
     }
 
     /// Asks for a start now, without waiting (activation: a client is waiting).
@@ -265,7 +283,7 @@ impl Backend {
             match tokio::time::timeout_at(deadline, state.changed()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return Err(BackendError::ShuttingDown),
-                Err(_) => return Err(BackendError::StartTimeout(self.start_timeout)),
+                Err(_) => return Err(BackendError::StartTimeout(self.start_timeout())),
             }
         }
     }
@@ -340,6 +358,8 @@ struct Supervisor {
     progress: Progress,
     /// The backend command, when it is `podman run` / `docker run`.
     run_command: Option<RunCommand>,
+    /// Settings from a reload, taken up at the next start.
+    next_spec: Option<BackendSpec>,
     /// A start asked for during the retry backoff, due then.
     pending_start: Option<Instant>,
 }
@@ -385,6 +405,10 @@ async fn run_hook(argv: &[String], what: &str) -> Result<(), String> {
     Err(reason)
 }
 
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -398,6 +422,7 @@ impl Supervisor {
             tokio::select! {
                 request = self.requests.recv() => match request {
                     Some(Request::Start) => self.request_start().await,
+                    Some(Request::Reconfigure(spec)) => self.next_spec = Some(*spec),
                     Some(Request::Stop { only_if_idle, done }) => {
                         let stopped = self.stop(only_if_idle.as_ref()).await;
                         let _ = done.send(stopped);
@@ -425,7 +450,7 @@ impl Supervisor {
         self.requests.close();
         while let Ok(request) = self.requests.try_recv() {
             match request {
-                Request::Start => {}
+                Request::Start | Request::Reconfigure(_) => {}
                 Request::Stop { done, .. } => {
                     let _ = done.send(true);
                 }
@@ -466,6 +491,13 @@ impl Supervisor {
             BackendState::Stopped | BackendState::Failed { .. }
         ) {
             return;
+        }
+        if let Some(spec) = self.next_spec.take() {
+            self.run_command = match &spec.kind {
+                BackendKind::Process(argv) => RunCommand::parse(argv),
+                _ => None,
+            };
+            self.spec = spec;
         }
         self.started_at = Instant::now();
         self.answered.store(false, Ordering::Relaxed);

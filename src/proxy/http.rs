@@ -50,7 +50,6 @@ pub struct HttpProxy {
     backend: Backend,
     in_flight: InFlight,
     settings: HttpSettings,
-    start_timeout: Duration,
     /// The authority put in upstream URIs; the pool has one upstream anyway.
     authority: String,
 }
@@ -69,7 +68,6 @@ impl std::fmt::Debug for HttpProxy {
 pub struct UpstreamConnector {
     backend: Backend,
     upstream: Address,
-    start_timeout: Duration,
 }
 
 impl tower_service::Service<Uri> for UpstreamConnector {
@@ -85,7 +83,7 @@ impl tower_service::Service<Uri> for UpstreamConnector {
     fn call(&mut self, _: Uri) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
-            let deadline = Instant::now() + this.start_timeout;
+            let deadline = Instant::now() + this.backend.start_timeout();
             connect_upstream(&this.backend, &this.upstream, deadline)
                 .await
                 .map(TokioIo::new)
@@ -294,7 +292,6 @@ impl HttpProxy {
         backend: Backend,
         in_flight: InFlight,
         settings: HttpSettings,
-        start_timeout: Duration,
     ) -> Arc<HttpProxy> {
         let authority = match &upstream {
             Address::Tcp { text, .. } if text.parse::<http::uri::Authority>().is_ok() => {
@@ -305,7 +302,6 @@ impl HttpProxy {
         let connector = UpstreamConnector {
             backend: backend.clone(),
             upstream,
-            start_timeout,
         };
         let client = Client::builder(TokioExecutor::new())
             .set_host(false)
@@ -329,7 +325,6 @@ impl HttpProxy {
             backend,
             in_flight,
             settings,
-            start_timeout,
             authority,
         })
     }
@@ -427,7 +422,7 @@ impl HttpProxy {
         req: &Request<Incoming>,
         started: Instant,
     ) -> Result<(), Response<Full<Bytes>>> {
-        let deadline = started + self.start_timeout;
+        let deadline = started + self.backend.start_timeout();
         let wait = self.backend.wait_ready(deadline);
         let result = match self
             .settings

@@ -65,6 +65,7 @@ make_root() {
   ln -s usr/bin "$root/bin"
   cp -a "$(readlink -f /lib/systemd/system)" "$root/usr/lib/systemd/system"
   cp /bin/true "$root/usr/bin/true"
+  if [ -e /bin/kill ]; then cp "$(readlink -f /bin/kill)" "$root/usr/bin/kill"; else cp /bin/true "$root/usr/bin/kill"; fi
   install -m 755 "$BIN" "$root/usr/local/bin/idlegate"
 }
 

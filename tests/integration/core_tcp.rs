@@ -880,21 +880,6 @@ fn the_backend_dies_with_a_killed_idlegate() {
 }
 
 #[test]
-fn sighup_does_not_kill_idlegate() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let a = idlegate_args(&backend, "60s", backend_command(&backend, &[]));
-    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
-    assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
-    act.signal(libc::SIGHUP);
-    wait_until("the SIGHUP log line", PATIENCE, || {
-        act.log().contains("SIGHUP received")
-    });
-    assert_eq!(exchange_str(act.tcp_addrs[0], "y\n").unwrap(), "y\n");
-    assert!(act.exits().is_empty());
-}
-
-#[test]
 fn under_journald_log_lines_carry_no_timestamp() {
     let dir = tempdir();
     let port = free_port();

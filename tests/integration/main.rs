@@ -8,5 +8,6 @@ mod containers;
 mod core_tcp;
 mod http;
 mod kinds;
+mod reload;
 mod soak;
 mod usage;
