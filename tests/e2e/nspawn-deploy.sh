@@ -332,7 +332,7 @@ try_oneliner() {
     [ "$(ms_since "$t")" -lt 30000 ] || fail "try-$name still running 30 s later"
     sleep 0.2
   done
-  IN journalctl -u "try-$name" --no-pager -o cat | grep -q "idle for $IDLE: stopping the backend and exiting" ||
+  IN journalctl -u "try-$name" --no-pager -o cat | grep "idle for $IDLE: stopping the backend and exiting" >/dev/null ||
     { IN journalctl -u "try-$name" --no-pager -o cat | tail -n 20; fail "no idle exit in try-$name's journal"; }
   [ -z "$(IN ss -Hltn 'sport = :8000')" ] || fail "127.0.0.1:8000 still listening after the idle exit"
   IN sh -c "$gone" || fail "the backend is still there after the idle exit ($gone)"
@@ -368,7 +368,7 @@ for f in "$REPO"/deploy/*/*.container; do
   rm -rf "$R/root/quadlet-check" && mkdir "$R/root/quadlet-check" && cp "$f" "$R/root/quadlet-check/"
   out=$(IN env QUADLET_UNIT_DIRS=/root/quadlet-check /usr/libexec/podman/quadlet -dryrun 2>&1) ||
     { echo "$out" >&2; fail "quadlet rejected ${f#"$REPO"/}"; }
-  if echo "$out" | grep -v '^#' | grep -qiE 'warn|error|unsupported|no files'; then echo "$out" >&2; fail "quadlet complained about ${f#"$REPO"/}"; fi
+  if echo "$out" | grep -v '^#' | grep -iE 'warn|error|unsupported|no files' >/dev/null; then echo "$out" >&2; fail "quadlet complained about ${f#"$REPO"/}"; fi
   n=$(echo "$out" | grep -c '^---.*---$' || true)
   [ "$n" = 1 ] || { echo "$out" >&2; fail "quadlet generated $n units from ${f#"$REPO"/}"; }
   ok "${f#"$REPO"/}: $(echo "$out" | sed -n 's/^---\(.*\)---$/\1/p') generated"
@@ -383,7 +383,7 @@ step "deploy/tidings: install as deploy/README.md says"
 variant_begin
 run_readme tidings-install
 run_readme short-idle
-readme_block short-idle | grep -q "IDLEGATE_IDLE_TIMEOUT=$IDLE" || fail "the README's short-idle drop-in does not set $IDLE"
+readme_block short-idle | grep "IDLEGATE_IDLE_TIMEOUT=$IDLE" >/dev/null || fail "the README's short-idle drop-in does not set $IDLE"
 verify_installed tidings.service tidings-backend.service
 
 step "deploy/tidings: cold activation, idle exit, re-activation"
