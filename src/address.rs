@@ -148,6 +148,49 @@ impl fmt::Display for UpstreamSpec {
 mod tests {
     use super::*;
 
+    /// Fuzz-style: thousands of hostile strings, never a panic.
+    #[test]
+    fn hostile_addresses_never_panic() {
+        const PIECES: &[&str] = &[
+            "127.0.0.1",
+            "::1",
+            "[::1]",
+            "[",
+            "]",
+            ":",
+            "8080",
+            "0",
+            "65535",
+            "65536",
+            "-1",
+            "99999999999999999999",
+            "unix:",
+            "unix:/",
+            "/",
+            "/tmp/x.sock",
+            "=",
+            "http=",
+            "a=",
+            "@",
+            " ",
+            "\u{0}",
+            "é",
+            "%",
+            "..",
+            "0.0.0.0",
+            "[fe80::1%1]",
+            "\n",
+        ];
+        let mut noise = crate::fuzz_support::Noise::new(0xADD2);
+        for _ in 0..20_000 {
+            let text: String = (0..1 + noise.below(6))
+                .map(|_| noise.pick(PIECES))
+                .collect();
+            let _ = Address::parse(&text);
+            let _ = UpstreamSpec::parse(&text);
+        }
+    }
+
     #[test]
     fn parses_every_form() {
         assert_eq!(

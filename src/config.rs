@@ -777,6 +777,31 @@ mod tests {
     use super::*;
     use clap::Parser;
 
+    /// Fuzz-style: the reference and demo configs, mutated thousands of
+    /// times, each read and validated in full: errors are fine, panics not.
+    #[test]
+    fn mutated_config_files_never_panic() {
+        let seeds = [
+            include_str!("../config/reference.toml"),
+            include_str!("../config/demo.toml"),
+            "[[upstream]]\naddress = \"127.0.0.1:1\"\nsocket = \"http\"\nmode = \"http\"\n",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fuzz.toml");
+        let mut noise = crate::fuzz_support::Noise::new(0xC0F1);
+        for i in 0..3_000 {
+            let text = noise.mutate(seeds[i % seeds.len()]);
+            std::fs::write(&path, &text).unwrap();
+            let cli = Cli {
+                config: Some(path.clone()),
+                ..Cli::default()
+            };
+            if let Err(e) = Config::from_cli(cli) {
+                assert!(!e.to_string().contains('\n'), "one line: {e}");
+            }
+        }
+    }
+
     fn cli(args: &[&str]) -> Cli {
         Cli::try_parse_from(std::iter::once("idlegate").chain(args.iter().copied())).unwrap()
     }

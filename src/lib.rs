@@ -29,6 +29,8 @@ pub mod backend;
 pub mod cli;
 pub mod config;
 pub mod engine;
+#[cfg(test)]
+mod fuzz_support;
 pub mod limits;
 pub mod listener;
 pub mod net;
