@@ -18,6 +18,8 @@
 //! - `COUNT`: reads until the client's end-of-file, then answers the byte count;
 //! - `PID`: answers the backend's process id;
 //! - `CRASH`: the whole backend exits with status 3 at once;
+//! - `UNLISTEN`: the backend closes its listening socket but lives on
+//!   (answers `unlistening`): it is up, and refuses every new connection;
 //! - anything else: echoed back, and so is the rest of the stream, until end-of-file.
 
 use std::io::{BufRead, BufReader, Read, Write};
@@ -123,6 +125,15 @@ fn handle(conn: Box<dyn Conn>) -> std::io::Result<()> {
             eprintln!("test backend: crashing on request");
             std::process::exit(3);
         }
+        ["UNLISTEN"] => {
+            let fd = LISTENER_FD.load(std::sync::atomic::Ordering::SeqCst);
+            // SAFETY: shutdown on our own listening socket; accept then fails.
+            unsafe {
+                libc::shutdown(fd, libc::SHUT_RDWR);
+            }
+            eprintln!("test backend: stopped listening on request");
+            writer.write_all(b"unlistening\n")?;
+        }
         _ => {
             writer.write_all(first.as_bytes())?;
             std::io::copy(&mut reader, &mut writer)?;
@@ -132,6 +143,9 @@ fn handle(conn: Box<dyn Conn>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// The listening socket, for `UNLISTEN`.
+static LISTENER_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
+
 fn serve<C: Conn>(incoming: impl Iterator<Item = std::io::Result<C>>) {
     for conn in incoming {
         match conn {
@@ -139,6 +153,12 @@ fn serve<C: Conn>(incoming: impl Iterator<Item = std::io::Result<C>>) {
                 std::thread::spawn(move || {
                     let _ = handle(Box::new(c));
                 });
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                // UNLISTEN: stay up, accept nothing.
+                loop {
+                    std::thread::park();
+                }
             }
             Err(e) => eprintln!("test backend: accept: {e}"),
         }
@@ -189,10 +209,18 @@ fn main() {
     if let Some(path) = o.listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
         let l = UnixListener::bind(path).expect("bind unix");
+        LISTENER_FD.store(
+            std::os::fd::AsRawFd::as_raw_fd(&l),
+            std::sync::atomic::Ordering::SeqCst,
+        );
         eprintln!("test backend: listening on {}", o.listen);
         serve(l.incoming());
     } else {
         let l = TcpListener::bind(&o.listen).expect("bind tcp");
+        LISTENER_FD.store(
+            std::os::fd::AsRawFd::as_raw_fd(&l),
+            std::sync::atomic::Ordering::SeqCst,
+        );
         eprintln!("test backend: listening on {}", o.listen);
         serve(l.incoming());
     }

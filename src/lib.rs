@@ -153,7 +153,7 @@ pub async fn run(
                         .await
                     }
                     Forwarder::Http(http) => {
-                        http.serve_connection(stream, peer, shared.close.clone())
+                        http.serve_connection(stream, peer, shared.close.clone(), in_flight.enter())
                             .await
                     }
                 }

@@ -106,8 +106,12 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: Shared, stop: Cancella
                     Forwarder::Http(http) => {
                         let http = http.clone();
                         let close = shared.close.clone();
+                        // A new connection is work until its first request
+                        // arrives: an idle exit must not close it unread.
+                        let first_request = shared.in_flight.enter();
                         tokio::spawn(async move {
-                            http.serve_connection(client, peer, close).await;
+                            http.serve_connection(client, peer, close, first_request)
+                                .await;
                             drop((connection, slot));
                         });
                     }

@@ -132,6 +132,10 @@ pub enum BackendError {
 enum Request {
     Start,
     Reconfigure(Box<BackendSpec>),
+    Refused {
+        generation: u64,
+        upstream: Address,
+    },
     Stop {
         only_if_idle: Option<InFlight>,
         done: oneshot::Sender<bool>,
@@ -152,6 +156,8 @@ pub struct Backend {
     requests: mpsc::UnboundedSender<Request>,
     /// How long a client may wait for a start, in ms (changed by a reload).
     start_timeout_ms: Arc<AtomicU64>,
+    /// Counts starts, so a report about an earlier run is not held against this one.
+    generation: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Request {
@@ -159,6 +165,7 @@ impl std::fmt::Debug for Request {
         f.write_str(match self {
             Request::Start => "Start",
             Request::Reconfigure(_) => "Reconfigure",
+            Request::Refused { .. } => "Refused",
             Request::Stop { .. } => "Stop",
             Request::ShutDown { .. } => "ShutDown",
         })
@@ -171,6 +178,7 @@ impl Backend {
         let (state_tx, state_rx) = watch::channel(BackendState::Stopped);
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let start_timeout_ms = Arc::new(AtomicU64::new(millis(spec.start_timeout)));
+        let generation = Arc::new(AtomicU64::new(0));
         let answered = Arc::new(AtomicBool::new(false));
         let run_command = match &spec.kind {
             BackendKind::Process(argv) => RunCommand::parse(argv),
@@ -190,6 +198,7 @@ impl Backend {
             progress: Progress::default(),
             run_command,
             next_spec: None,
+            generation: generation.clone(),
             pending_start: None,
         };
         if let Some(warning) = supervisor
@@ -205,7 +214,24 @@ impl Backend {
             state: state_rx,
             requests,
             start_timeout_ms,
+            generation,
         }
+    }
+
+    /// Which start of the backend is the current one.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Reports that `upstream` has kept refusing connections although the
+    /// backend of start `generation` is ready: it stopped accepting. The
+    /// supervisor then fails that run (stopping what it started), and the
+    /// next client starts it again.
+    pub fn report_refused(&self, generation: u64, upstream: &Address) {
+        let _ = self.requests.send(Request::Refused {
+            generation,
+            upstream: upstream.clone(),
+        });
     }
 
     /// How long a client may wait for the backend to become ready.
@@ -360,6 +386,8 @@ struct Supervisor {
     run_command: Option<RunCommand>,
     /// Settings from a reload, taken up at the next start.
     next_spec: Option<BackendSpec>,
+    /// Shared with the handles: incremented at every start.
+    generation: Arc<AtomicU64>,
     /// A start asked for during the retry backoff, due then.
     pending_start: Option<Instant>,
 }
@@ -423,6 +451,16 @@ impl Supervisor {
                 request = self.requests.recv() => match request {
                     Some(Request::Start) => self.request_start().await,
                     Some(Request::Reconfigure(spec)) => self.next_spec = Some(*spec),
+                    Some(Request::Refused { generation, upstream }) => {
+                        if generation == self.generation.load(Ordering::Acquire)
+                            && *self.state.borrow() == BackendState::Ready
+                        {
+                            let reason = format!(
+                                "the backend stopped accepting connections on {upstream} (refused while ready)"
+                            );
+                            self.fail(reason).await;
+                        }
+                    }
                     Some(Request::Stop { only_if_idle, done }) => {
                         let stopped = self.stop(only_if_idle.as_ref()).await;
                         let _ = done.send(stopped);
@@ -450,7 +488,7 @@ impl Supervisor {
         self.requests.close();
         while let Ok(request) = self.requests.try_recv() {
             match request {
-                Request::Start | Request::Reconfigure(_) => {}
+                Request::Start | Request::Reconfigure(_) | Request::Refused { .. } => {}
                 Request::Stop { done, .. } => {
                     let _ = done.send(true);
                 }
@@ -500,6 +538,7 @@ impl Supervisor {
             self.spec = spec;
         }
         self.started_at = Instant::now();
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.answered.store(false, Ordering::Relaxed);
         let mut start_hook = None;
         let mut container = None;

@@ -336,11 +336,20 @@ impl HttpProxy {
         stream: Stream,
         peer: Peer,
         close: CancellationToken,
+        first_request: InFlightGuard,
     ) {
         let this = self.clone();
+        // Counts the connection as work until its first request has been
+        // answered (the request's own guard takes over from there).
+        let first_request = Arc::new(std::sync::Mutex::new(Some(first_request)));
         let service = service_fn(move |req| {
             let this = this.clone();
-            async move { Ok::<_, Infallible>(this.handle(req, peer).await) }
+            let first = first_request.lock().expect("first-request lock").take();
+            async move {
+                let response = this.handle(req, peer).await;
+                drop(first);
+                Ok::<_, Infallible>(response)
+            }
         });
         let conn = self
             .server

@@ -16,6 +16,10 @@ use crate::backend::{Backend, BackendError};
 use crate::net::Stream;
 use crate::readiness::{is_not_ready_yet, Backoff};
 
+/// How long connects to a ready backend may be refused before it counts as
+/// having stopped accepting.
+pub const REFUSED_WHILE_READY: Duration = Duration::from_millis(100);
+
 /// How long a refused client may take to notice the close before we drop it.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 
@@ -42,19 +46,32 @@ pub enum ConnectError {
 }
 
 /// Connects to `upstream` once the backend is ready, holding the caller until
-/// `deadline`. A refused connect is retried with a short backoff: an upstream
-/// that is not the probed one may come up a little later.
+/// `deadline`. A refused connect is retried with a short backoff; one that
+/// goes on for [`REFUSED_WHILE_READY`] although the backend is ready means the
+/// backend stopped accepting: that is reported (the backend's run fails and
+/// the next start replaces it) and the client waits for the restart.
 pub async fn connect_upstream(
     backend: &Backend,
     upstream: &Address,
     deadline: Instant,
 ) -> Result<Stream, ConnectError> {
     let mut backoff = Backoff::probe();
+    let mut refused_since: Option<Instant> = None;
     loop {
         backend.wait_ready(deadline).await?;
+        let generation = backend.generation();
         match tokio::time::timeout_at(deadline, Stream::connect(upstream)).await {
             Ok(Ok(stream)) => return Ok(stream),
             Ok(Err(e)) if is_not_ready_yet(&e) => {
+                let since = *refused_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= REFUSED_WHILE_READY && backend.is_ready() {
+                    backend.report_refused(generation, upstream);
+                    refused_since = None;
+                    backoff = Backoff::probe();
+                    // Let the report land before waiting for readiness again.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 let delay = backoff.next_delay();
                 if Instant::now() + delay >= deadline {
                     return Err(ConnectError::Upstream {

@@ -603,6 +603,32 @@ fn a_backend_that_dies_later_is_restarted_by_the_next_client() {
     assert!(act.exits().is_empty());
 }
 
+/// A backend that is up but has stopped accepting (it closed its listening
+/// socket) is replaced: the client that met the refusals waits for the new
+/// one instead of failing, and the log says why.
+#[test]
+fn a_backend_that_stops_accepting_is_replaced() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let a = idlegate_args(&backend, "60s", backend_command(&backend, &[]));
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let addr = act.tcp_addrs[0];
+    let first = exchange_str(addr, "PID\n").unwrap();
+    assert_eq!(exchange_str(addr, "UNLISTEN\n").unwrap(), "unlistening\n");
+    assert_eq!(
+        exchange_str(addr, "still served\n").unwrap(),
+        "still served\n"
+    );
+    assert_ne!(exchange_str(addr, "PID\n").unwrap(), first, "a new backend");
+    let log = act.log();
+    assert!(
+        log.contains(&format!(
+            "the backend stopped accepting connections on {backend} (refused while ready)"
+        )),
+        "{log}"
+    );
+}
+
 #[test]
 fn connections_max_keeps_excess_clients_waiting_not_reset() {
     let dir = tempdir();

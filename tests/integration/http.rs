@@ -59,6 +59,26 @@ fn an_idle_keep_alive_connection_does_not_delay_idle_exit() {
     assert_eq!(act.activations(), 2);
 }
 
+/// A connection accepted just before the idle timer fires, whose request has
+/// not arrived yet, is work: closing it unread at the idle exit would reset
+/// the request (the soak test caught this once in 1400 requests).
+#[test]
+fn a_new_connection_waiting_for_its_first_request_is_not_cut_off() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(dir, &http_args(&backend, "300ms", &[], &[]))
+        .tcp("http")
+        .start();
+    let mut conn = Conn::connect(act.tcp_addrs[0]).unwrap();
+    // Longer than the idle timeout, with the request not sent yet.
+    std::thread::sleep(Duration::from_millis(900));
+    assert!(act.exits().is_empty(), "no idle exit under an unread connection");
+    let r = conn.request("GET", "/", &[], b"").unwrap();
+    assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
+    // Once answered, the quiet keep-alive connection no longer holds it up.
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+}
+
 #[test]
 fn a_streaming_response_keeps_idlegate_up() {
     let dir = tempdir();
