@@ -178,6 +178,30 @@ fn many_clients_across_many_activations_lose_nothing() {
     );
 }
 
+/// A client that gives up while held for a cold backend leaks nothing: the
+/// backend still becomes ready, the idle timer applies, idlegate exits 0 and
+/// leaves no backend behind.
+#[test]
+fn a_client_that_gives_up_during_a_cold_start_leaks_nothing() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let pid_file = dir.path().join("backend.pid");
+    let pid_path = pid_file.display().to_string();
+    let a = idlegate_args(
+        &backend,
+        "300ms",
+        backend_command(&backend, &["--delay-ms", "500", "--pid-file", &pid_path]),
+    );
+    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    let mut client = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+    client.write_all(b"never mind\n").unwrap();
+    let pid = read_pid(&pid_file);
+    drop(client);
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    assert!(act.log().contains("backend ready on"), "{}", act.log());
+    assert!(wait_gone(pid, PATIENCE), "the backend was stopped");
+}
+
 #[test]
 fn a_slow_response_outlives_the_idle_timeout() {
     let dir = tempdir();

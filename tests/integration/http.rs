@@ -72,7 +72,10 @@ fn a_new_connection_waiting_for_its_first_request_is_not_cut_off() {
     let mut conn = Conn::connect(act.tcp_addrs[0]).unwrap();
     // Longer than the idle timeout, with the request not sent yet.
     std::thread::sleep(Duration::from_millis(900));
-    assert!(act.exits().is_empty(), "no idle exit under an unread connection");
+    assert!(
+        act.exits().is_empty(),
+        "no idle exit under an unread connection"
+    );
     let r = conn.request("GET", "/", &[], b"").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
     // Once answered, the quiet keep-alive connection no longer holds it up.
