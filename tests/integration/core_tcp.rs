@@ -33,6 +33,32 @@ impl Drop for External {
     }
 }
 
+/// A test backend that binds after `delay_ms` and writes its pid file, with
+/// idlegate in front (idle timeout `idle`, `extra` flags): the activator and
+/// the backend's pid file.
+fn delayed_backend(
+    delay_ms: &str,
+    idle: &str,
+    extra: &[&str],
+) -> (crate::support::activator::Activator, std::path::PathBuf) {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let pid_file = dir.path().join("backend.pid");
+    let mut a = idlegate_args(&backend, idle, Vec::new());
+    a.extend(args(extra));
+    a.extend(backend_command(
+        &backend,
+        &[
+            "--delay-ms",
+            delay_ms,
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ],
+    ));
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    (act, pid_file)
+}
+
 fn idlegate_args(upstream: &str, idle: &str, backend: Vec<String>) -> Vec<String> {
     let mut a = args(&[
         "--upstream",
@@ -183,16 +209,7 @@ fn many_clients_across_many_activations_lose_nothing() {
 /// leaves no backend behind.
 #[test]
 fn a_client_that_gives_up_during_a_cold_start_leaks_nothing() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let pid_file = dir.path().join("backend.pid");
-    let pid_path = pid_file.display().to_string();
-    let a = idlegate_args(
-        &backend,
-        "300ms",
-        backend_command(&backend, &["--delay-ms", "500", "--pid-file", &pid_path]),
-    );
-    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    let (act, pid_file) = delayed_backend("500", "300ms", &[]);
     let mut client = TcpStream::connect(act.tcp_addrs[0]).unwrap();
     client.write_all(b"never mind\n").unwrap();
     let pid = read_pid(&pid_file);
@@ -220,6 +237,25 @@ fn a_slow_response_outlives_the_idle_timeout() {
     );
     assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
     assert_eq!(act.activations(), 1);
+}
+
+/// SIGTERM while the backend is still starting: the held client is still
+/// served once it is up (within the stop timeout), then everything stops and
+/// idlegate exits 0, leaving no backend.
+#[test]
+fn sigterm_during_a_cold_start_still_serves_the_held_client() {
+    let (act, pid_file) = delayed_backend("800", "60s", &[]);
+    let mut conn = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    conn.write_all(b"held\n").unwrap();
+    let pid = read_pid(&pid_file);
+    act.signal(libc::SIGTERM);
+    let mut buf = [0u8; 5];
+    conn.read_exact(&mut buf).unwrap();
+    assert_eq!(&buf, b"held\n", "{}", act.log());
+    conn.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    assert!(wait_gone(pid, PATIENCE), "the backend was stopped");
 }
 
 #[test]
@@ -731,6 +767,52 @@ fn a_low_descriptor_limit_holds_excess_clients_instead_of_failing_them() {
     assert!(!log.contains("Too many open files"), "{log}");
 }
 
+/// Thousands of connections open at once are all served: idlegate raises its
+/// own descriptor limit, and none is refused or reset.
+#[test]
+fn two_thousand_concurrent_connections_are_served() {
+    const CLIENTS: usize = 2000;
+    // This test holds the client ends; the backend it starts inherits the limit.
+    raise_open_files_limit(3 * CLIENTS as u64 + 256);
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let _backend = External::start(&backend);
+    let a = args(&["--upstream", &backend, "--idle-timeout", "60s"]);
+    let act = ActivatorBuilder::new(dir, &a).tcp("many").start();
+    let mut clients = Vec::with_capacity(CLIENTS);
+    for i in 0..CLIENTS {
+        let mut c = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        c.write_all(format!("{i:05}\n").as_bytes()).unwrap();
+        clients.push(c);
+    }
+    for (i, c) in clients.iter_mut().enumerate() {
+        let mut echo = [0u8; 6];
+        c.read_exact(&mut echo)
+            .unwrap_or_else(|e| panic!("client {i}: {e}: {}", act.log()));
+        assert_eq!(echo, *format!("{i:05}\n").as_bytes());
+    }
+    assert!(act.exits().is_empty());
+    assert!(!act.log().contains("Too many open files"), "{}", act.log());
+}
+
+/// Raises this process's soft open-files limit to at least `want` (root's
+/// hard limit allows it).
+fn raise_open_files_limit(want: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit on a struct we own.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        if limit.rlim_cur < want {
+            limit.rlim_cur = want.min(limit.rlim_max);
+            assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        }
+    }
+}
+
 #[test]
 fn listen_mode_stops_the_backend_when_idle_and_keeps_listening() {
     let dir = tempdir();
@@ -848,21 +930,7 @@ fn sd_notify_reports_ready_status_and_stopping() {
 
 #[test]
 fn a_backend_never_ready_fails_at_the_start_timeout_and_is_killed() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let pid_file = dir.path().join("backend.pid");
-    let mut a = idlegate_args(&backend, "60s", Vec::new());
-    a.extend(args(&["--start-timeout", "1s"]));
-    a.extend(backend_command(
-        &backend,
-        &[
-            "--delay-ms",
-            "600000",
-            "--pid-file",
-            pid_file.to_str().unwrap(),
-        ],
-    ));
-    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    let (act, pid_file) = delayed_backend("600000", "60s", &["--start-timeout", "1s"]);
     let started = Instant::now();
     let answer = exchange(act.tcp_addrs[0], b"hello\n").unwrap();
     assert!(answer.is_empty());
