@@ -258,6 +258,30 @@ fn sigterm_during_a_cold_start_still_serves_the_held_client() {
     assert!(wait_gone(pid, PATIENCE), "the backend was stopped");
 }
 
+/// A second SIGTERM cuts the drain short: with a minute of stop timeout and
+/// a connection that never ends, idlegate still exits 0 at once.
+#[test]
+fn a_second_sigterm_ends_the_drain_at_once() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let mut a = idlegate_args(&backend, "60s", Vec::new());
+    a.extend(args(&["--stop-timeout", "60s"]));
+    a.extend(backend_command(&backend, &[]));
+    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let mut conn = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    conn.write_all(b"SLOW 100000 100\n").unwrap();
+    let mut tick = [0u8; 7];
+    conn.read_exact(&mut tick).unwrap();
+    act.signal(libc::SIGTERM);
+    wait_until("idlegate to start draining", PATIENCE, || {
+        act.log().contains("waiting up to 1m")
+    });
+    act.signal(libc::SIGTERM);
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    assert!(act.log().contains("second stop request"), "{}", act.log());
+}
+
 #[test]
 fn sigterm_drains_a_live_connection_then_stops_the_backend() {
     let dir = tempdir();
