@@ -39,6 +39,11 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION", visible_alias = "exit-idle-time")]
     pub idle_timeout: Option<String>,
 
+    /// TCP mode: close a connection that moved no byte either way for this
+    /// long, so a forgotten client cannot keep the backend up. [default: off]
+    #[arg(long, value_name = "DURATION")]
+    pub connection_idle_timeout: Option<String>,
+
     /// How long a client may wait for the backend to become ready. [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub start_timeout: Option<String>,

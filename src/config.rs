@@ -87,6 +87,8 @@ pub struct Config {
     pub listen: Vec<Address>,
     /// How long nothing may be in flight before idle exit; `None` = never.
     pub idle_timeout: Option<Duration>,
+    /// TCP mode: a connection quiet both ways this long is closed; `None` = never.
+    pub connection_idle_timeout: Option<Duration>,
     /// How long a client may wait for the backend to become ready.
     pub start_timeout: Duration,
     /// Grace for the backend after SIGTERM and for connections to drain.
@@ -315,6 +317,7 @@ struct FileConfig {
     header_read_timeout: Option<RawDuration>,
     listen: Option<OneOrMany>,
     idle_timeout: Option<RawDuration>,
+    connection_idle_timeout: Option<RawDuration>,
     start_timeout: Option<RawDuration>,
     stop_timeout: Option<RawDuration>,
     connections_max: Option<i64>,
@@ -570,6 +573,16 @@ impl Config {
             path,
         );
         let idle_timeout = duration_setting(idle, DEFAULT_IDLE_TIMEOUT, true)?;
+        let connection_idle_timeout = match pick(
+            cli.connection_idle_timeout,
+            "--connection-idle-timeout",
+            file.connection_idle_timeout.map(RawDuration::text),
+            "connection-idle-timeout",
+            path,
+        ) {
+            None => None,
+            given => duration_setting(given, Duration::ZERO, true)?,
+        };
         let start_timeout =
             duration_setting(start, DEFAULT_START_TIMEOUT, false)?.unwrap_or(DEFAULT_START_TIMEOUT);
         // A stop timeout of 0 is valid: SIGKILL at once, no drain.
@@ -762,6 +775,7 @@ impl Config {
             upstreams,
             listen,
             idle_timeout,
+            connection_idle_timeout,
             start_timeout,
             stop_timeout,
             connections_max,

@@ -149,6 +149,7 @@ pub async fn run(
                             &upstream.address,
                             &backend,
                             backend.start_timeout(),
+                            shared.live().connection_idle_timeout,
                         )
                         .await
                     }

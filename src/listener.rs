@@ -96,10 +96,18 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: Shared, stop: Cancella
                         let endpoint = endpoint.clone();
                         let backend = shared.backend.clone();
                         let start_timeout = shared.backend.start_timeout();
+                        let quiet_limit = shared.live().connection_idle_timeout;
                         tokio::spawn(async move {
                             let upstream = &endpoint.route.upstream.address;
-                            proxy::tcp::serve(client, peer, upstream, &backend, start_timeout)
-                                .await;
+                            proxy::tcp::serve(
+                                client,
+                                peer,
+                                upstream,
+                                &backend,
+                                start_timeout,
+                                quiet_limit,
+                            )
+                            .await;
                             drop((in_flight, connection, slot));
                         });
                     }

@@ -2,7 +2,8 @@
 //! the flags and the config file again and hands the new [`Config`] here.
 //!
 //! - at once: `idle-timeout`, `stop-timeout` (for the drain), `start-timeout`
-//!   (for clients' waits), `log-level` (applied by the binary);
+//!   (for clients' waits), `connection-idle-timeout` (for new connections),
+//!   `log-level` (applied by the binary);
 //! - at the backend's next start: how it is run and probed (`command`,
 //!   `container`, `unit`, hooks, `ready`, `ready-http`, the timeouts it gets);
 //! - only when idlegate starts again: what shapes the sockets and the
@@ -27,6 +28,8 @@ pub struct Live {
     pub idle_timeout: Option<Duration>,
     /// Grace for open connections when stopping.
     pub stop_timeout: Duration,
+    /// TCP mode: how long a new connection may stay quiet both ways.
+    pub connection_idle_timeout: Option<Duration>,
 }
 
 impl Live {
@@ -35,6 +38,7 @@ impl Live {
         Live {
             idle_timeout: config.idle_timeout,
             stop_timeout: config.stop_timeout,
+            connection_idle_timeout: config.connection_idle_timeout,
         }
     }
 }

@@ -8,8 +8,11 @@
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::time::Instant;
 
 use crate::net::{ReadHalf, SocketRef, Stream, WriteHalf};
 use crate::sys;
@@ -19,22 +22,80 @@ const BUFFER: usize = 16 * 1024;
 /// The pipe of a direction in splice mode.
 const PIPE: usize = 256 * 1024;
 
-/// Copies `a` to `b` and `b` to `a` until both directions reached
-/// end-of-file (each end-of-file is passed on as a write shutdown); returns
-/// the bytes moved each way. An error in either direction ends both.
-pub async fn bidirectional(a: &mut Stream, b: &mut Stream) -> io::Result<(u64, u64)> {
-    let (a_read, a_write) = a.split();
-    let (b_read, b_write) = b.split();
-    tokio::try_join!(one_way(a_read, b_write), one_way(b_read, a_write))
+/// The error that ends a copy quiet for longer than its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("no bytes either way for {0:?}")]
+pub struct Quiet(pub Duration);
+
+/// When bytes last moved, either way.
+struct Activity {
+    start: Instant,
+    last_ms: AtomicU64,
 }
 
-async fn one_way(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>) -> io::Result<u64> {
+impl Activity {
+    fn new() -> Self {
+        Activity {
+            start: Instant::now(),
+            last_ms: AtomicU64::new(0),
+        }
+    }
+
+    fn touch(&self) {
+        let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.last_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// Returns once no bytes moved for `limit`.
+    async fn quiet_for(&self, limit: Duration) {
+        loop {
+            let last = self.start + Duration::from_millis(self.last_ms.load(Ordering::Relaxed));
+            if last.elapsed() >= limit {
+                return;
+            }
+            tokio::time::sleep_until(last + limit).await;
+        }
+    }
+}
+
+/// Copies `a` to `b` and `b` to `a` until both directions reached
+/// end-of-file (each end-of-file is passed on as a write shutdown); returns
+/// the bytes moved each way. An error in either direction ends both, and so
+/// does `quiet_limit` without a byte either way (a [`Quiet`] error).
+pub async fn bidirectional(
+    a: &mut Stream,
+    b: &mut Stream,
+    quiet_limit: Option<Duration>,
+) -> io::Result<(u64, u64)> {
+    let (a_read, a_write) = a.split();
+    let (b_read, b_write) = b.split();
+    let activity = Activity::new();
+    let copying = async {
+        tokio::try_join!(
+            one_way(a_read, b_write, &activity),
+            one_way(b_read, a_write, &activity)
+        )
+    };
+    match quiet_limit {
+        None => copying.await,
+        Some(limit) => tokio::select! {
+            copied = copying => copied,
+            _ = activity.quiet_for(limit) => Err(io::Error::new(io::ErrorKind::TimedOut, Quiet(limit))),
+        },
+    }
+}
+
+async fn one_way(
+    mut from: ReadHalf<'_>,
+    mut to: WriteHalf<'_>,
+    activity: &Activity,
+) -> io::Result<u64> {
     let mut total = 0u64;
-    if copy(&mut from, &mut to, &mut total, true).await? == Copied::All {
+    if copy(&mut from, &mut to, &mut total, true, activity).await? == Copied::All {
         return Ok(total);
     }
     let Ok((pipe_out, pipe_in)) = sys::pipe(PIPE) else {
-        copy(&mut from, &mut to, &mut total, false).await?;
+        copy(&mut from, &mut to, &mut total, false, activity).await?;
         return Ok(total);
     };
     loop {
@@ -42,7 +103,7 @@ async fn one_way(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>) -> io::Result<u6
             Ok(n) => n,
             // The socket kind cannot splice: copy instead.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                copy(&mut from, &mut to, &mut total, false).await?;
+                copy(&mut from, &mut to, &mut total, false, activity).await?;
                 return Ok(total);
             }
             Err(e) => return Err(e),
@@ -51,6 +112,7 @@ async fn one_way(mut from: ReadHalf<'_>, mut to: WriteHalf<'_>) -> io::Result<u6
             let _ = to.shutdown().await;
             return Ok(total);
         }
+        activity.touch();
         drain(&pipe_out, to.socket(), n).await?;
         total += n as u64;
     }
@@ -72,6 +134,7 @@ async fn copy(
     to: &mut WriteHalf<'_>,
     total: &mut u64,
     until_bulk: bool,
+    activity: &Activity,
 ) -> io::Result<Copied> {
     let mut buf = vec![0u8; BUFFER];
     loop {
@@ -80,6 +143,7 @@ async fn copy(
             let _ = to.shutdown().await;
             return Ok(Copied::All);
         }
+        activity.touch();
         to.write_all(&buf[..n]).await?;
         *total += n as u64;
         if until_bulk && n == buf.len() {

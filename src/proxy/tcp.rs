@@ -31,6 +31,7 @@ pub async fn serve(
     upstream: &Address,
     backend: &Backend,
     start_timeout: Duration,
+    quiet_limit: Option<Duration>,
 ) {
     let deadline = Instant::now() + start_timeout;
     let connected = match connect_upstream(backend, upstream, deadline).await {
@@ -53,11 +54,17 @@ pub async fn serve(
             return;
         }
     };
-    match super::copy::bidirectional(&mut client, &mut up).await {
+    match super::copy::bidirectional(&mut client, &mut up, quiet_limit).await {
         Ok((sent, received)) => {
             tracing::debug!("client {peer} done: {sent} bytes to {upstream}, {received} back")
         }
-        Err(e) => tracing::debug!("client {peer} ended: {e}"),
+        Err(e) => match e.get_ref().and_then(|e| e.downcast_ref::<super::copy::Quiet>()) {
+            Some(quiet) => tracing::info!(
+                "closing the connection of client {peer}: no bytes either way for {} (--connection-idle-timeout)",
+                humantime::format_duration(quiet.0)
+            ),
+            None => tracing::debug!("client {peer} ended: {e}"),
+        },
     }
 }
 

@@ -219,6 +219,61 @@ fn a_client_that_gives_up_during_a_cold_start_leaks_nothing() {
     assert!(wait_gone(pid, PATIENCE), "the backend was stopped");
 }
 
+/// `--connection-idle-timeout`: a forgotten, silent connection is closed,
+/// stops counting as work, and idlegate exits on idle; a connection that
+/// trickles bytes more often than the limit is left alone.
+#[test]
+fn a_silent_connection_is_closed_after_the_connection_idle_timeout() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let _backend = External::start(&backend);
+    let mut a = idlegate_args(&backend, "300ms", Vec::new());
+    a.extend(args(&["--connection-idle-timeout", "1s"]));
+    let act = ActivatorBuilder::new(dir, &a).tcp("quiet").start();
+    let mut busy = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+    busy.set_read_timeout(Some(PATIENCE)).unwrap();
+    busy.write_all(b"busy\n").unwrap();
+    let mut first = [0u8; 5];
+    busy.read_exact(&mut first).unwrap();
+    let mut quiet = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+    quiet.set_read_timeout(Some(PATIENCE)).unwrap();
+    quiet.write_all(b"hello\n").unwrap();
+    let mut echo = [0u8; 6];
+    quiet.read_exact(&mut echo).unwrap();
+    // The busy one echoes a byte every 200 ms while the quiet one waits.
+    let started = std::time::Instant::now();
+    let mut rest = Vec::new();
+    let closer = std::thread::spawn(move || {
+        let _ = quiet.read_to_end(&mut rest);
+        rest
+    });
+    let mut byte = [0u8; 1];
+    while !closer.is_finished() {
+        busy.write_all(b"x").unwrap();
+        busy.read_exact(&mut byte).unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(
+            started.elapsed() < PATIENCE,
+            "the quiet connection was never closed"
+        );
+    }
+    assert!(
+        closer.join().unwrap().is_empty(),
+        "closed, nothing more sent"
+    );
+    busy.write_all(b"y").unwrap();
+    busy.read_exact(&mut byte).unwrap();
+    assert_eq!(&byte, b"y", "the busy connection is still served");
+    drop(busy);
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    assert!(
+        act.log()
+            .contains("no bytes either way for 1s (--connection-idle-timeout)"),
+        "{}",
+        act.log()
+    );
+}
+
 #[test]
 fn a_slow_response_outlives_the_idle_timeout() {
     let dir = tempdir();

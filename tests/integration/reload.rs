@@ -118,6 +118,11 @@ fn a_new_backend_command_applies_at_the_next_start_and_fixed_settings_wait() {
     assert_eq!(exchange_str(act.tcp_addrs[0], "y\n").unwrap(), "y\n");
     assert_eq!(read_pid(&first), first_pid);
     let _ = exchange(act.tcp_addrs[0], b"CRASH\n");
+    // A client racing the crash could reach the dying backend: wait until
+    // idlegate has seen it go.
+    wait_until("idlegate to see the crash", PATIENCE, || {
+        act.log().contains("exited: exit status: 3")
+    });
     assert_eq!(exchange_str(act.tcp_addrs[0], "z\n").unwrap(), "z\n");
     assert_ne!(
         read_pid(&second),
