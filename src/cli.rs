@@ -115,6 +115,12 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub ready_http: Option<String>,
 
+    /// Keep a small state file here for `idlegate status` (backend state, work
+    /// in flight, time to idle exit, activations). [default:
+    /// $RUNTIME_DIRECTORY/idlegate.state when systemd sets RUNTIME_DIRECTORY]
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+
     /// TOML file with the same settings; flags given here override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

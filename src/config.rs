@@ -75,6 +75,8 @@ pub struct HttpSettings {
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an HTML client waits before `--waiting-page` answers it.
 pub const WAITING_PAGE_AFTER: Duration = Duration::from_secs(1);
+/// The state file's name in `$RUNTIME_DIRECTORY`.
+pub const STATE_FILE_NAME: &str = "idlegate.state";
 /// The cap on request header bytes in HTTP mode.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
@@ -116,6 +118,8 @@ pub struct Config {
     pub ready_http: Option<String>,
     /// The log level asked for, if any.
     pub log_level: Option<String>,
+    /// Where `idlegate status` finds this instance's state (see [`Config::find_state_file`]).
+    pub state_file: Option<PathBuf>,
     /// HTTP mode settings (used by upstreams in `http` mode).
     pub http: HttpSettings,
 }
@@ -170,6 +174,23 @@ impl Config {
             self.engine_socket = Some(socket);
         }
         Ok(self)
+    }
+
+    /// The state file: the one given, else `$RUNTIME_DIRECTORY/idlegate.state`
+    /// when systemd gives the service a runtime directory (`RuntimeDirectory=`).
+    pub fn find_state_file(mut self, env: impl Fn(&str) -> Option<OsString>) -> Config {
+        if self.state_file.is_none() {
+            self.state_file = Config::default_state_file(env);
+        }
+        self
+    }
+
+    /// `$RUNTIME_DIRECTORY/idlegate.state` (the first directory), if set.
+    pub fn default_state_file(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+        let dirs = env("RUNTIME_DIRECTORY")?;
+        // systemd separates several directories with ':'; take the first.
+        let first = dirs.to_string_lossy().split(':').next()?.to_owned();
+        (!first.is_empty()).then(|| PathBuf::from(first).join(STATE_FILE_NAME))
     }
 
     /// The addresses that must all accept before the backend counts as
@@ -331,6 +352,7 @@ struct FileConfig {
     engine_socket: Option<PathBuf>,
     idle_action: Option<String>,
     log_level: Option<String>,
+    state_file: Option<PathBuf>,
 }
 
 /// Parses a duration as systemd and humantime users write it: `30s`, `5min`,
@@ -763,7 +785,16 @@ impl Config {
             other => other.map(|(p, _)| p),
         };
 
+        let state_file = pick(
+            cli.state_file,
+            "--state-file",
+            file.state_file,
+            "state-file",
+            path,
+        )
+        .map(|(p, _)| p);
         Ok(Config {
+            state_file,
             container: container.map(|(c, _)| c),
             engine_socket: engine_socket.map(|(p, _)| p),
             idle_action,

@@ -39,6 +39,7 @@ pub mod proxy;
 pub mod readiness;
 pub mod reload;
 pub mod shutdown;
+pub mod status;
 mod sys;
 
 use std::sync::Arc;
@@ -86,14 +87,21 @@ pub async fn run(
     let backend = Backend::spawn(reload::backend_spec(&config));
     let in_flight = InFlight::new();
     let notifier = Arc::new(notifier);
-    if notifier.is_enabled() {
+    let (live_tx, live) = tokio::sync::watch::channel(reload::Live::of(&config));
+    let activation = config
+        .state_file
+        .as_deref()
+        .map_or(1, |path| status::previous_activation(path) + 1);
+    if notifier.is_enabled() || config.state_file.is_some() {
         tokio::spawn(report_status(
             notifier.clone(),
             backend.subscribe(),
             in_flight.clone(),
+            live.clone(),
+            config.state_file.clone(),
+            activation,
         ));
     }
-    let (live_tx, live) = tokio::sync::watch::channel(reload::Live::of(&config));
     tokio::spawn(reload::apply_reloads(
         reloads,
         config.clone(),
@@ -205,6 +213,19 @@ pub async fn run(
     // 503, TCP close): give those answers a moment to reach their clients.
     if shared.connections.count() > 0 {
         let _ = tokio::time::timeout(FLUSH_GRACE, shared.connections.drained()).await;
+    }
+    if let Some(path) = &config.state_file {
+        let last = status::Snapshot {
+            pid: std::process::id(),
+            running: false,
+            backend: backend.state().describe().to_owned(),
+            in_flight: 0,
+            idle_exit_in: status::IdleExit::Never,
+            activation,
+        };
+        if let Err(e) = status::write(path, &last) {
+            tracing::debug!("state file {}: {e}", path.display());
+        }
     }
     tracing::info!("exiting");
     exit
@@ -362,23 +383,49 @@ async fn drain(shutdown: &Shutdown, shared: &Shared, grace: Duration) {
     }
 }
 
-/// Keeps `STATUS=` current: backend state and work in flight.
+/// Keeps `STATUS=` and the state file current: backend state, work in
+/// flight, time to idle exit, activation number.
 async fn report_status(
     notifier: Arc<Notifier>,
     mut state: tokio::sync::watch::Receiver<BackendState>,
     in_flight: InFlight,
+    live: tokio::sync::watch::Receiver<reload::Live>,
+    state_file: Option<std::path::PathBuf>,
+    activation: u64,
 ) {
     notifier.wait_ready().await;
     let mut last = String::new();
+    let mut quiet_since: Option<tokio::time::Instant> = None;
     loop {
-        let status = format!(
-            "{}; {} in flight",
-            state.borrow_and_update().describe(),
-            in_flight.count()
-        );
-        if status != last {
-            notifier.status(&status);
-            last = status;
+        let busy = in_flight.count();
+        let idle_exit_in = match (busy, live.borrow().idle_timeout) {
+            (_, None) => status::IdleExit::Never,
+            (0, Some(timeout)) => {
+                let since = *quiet_since.get_or_insert_with(tokio::time::Instant::now);
+                status::IdleExit::In(timeout.saturating_sub(since.elapsed()))
+            }
+            _ => {
+                quiet_since = None;
+                status::IdleExit::Busy
+            }
+        };
+        let snapshot = status::Snapshot {
+            pid: std::process::id(),
+            running: true,
+            backend: state.borrow_and_update().describe().to_owned(),
+            in_flight: busy,
+            idle_exit_in,
+            activation,
+        };
+        let line = snapshot.status_line();
+        if line != last {
+            notifier.status(&line);
+            if let Some(path) = &state_file {
+                if let Err(e) = status::write(path, &snapshot) {
+                    tracing::debug!("state file {}: {e}", path.display());
+                }
+            }
+            last = line;
         }
         tokio::select! {
             changed = state.changed() => if changed.is_err() { return },

@@ -16,12 +16,17 @@ const USAGE: u8 = 2;
 const RUNTIME: u8 = 1;
 
 fn main() -> ExitCode {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == "status") {
+        return status_command(&args[2..]);
+    }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
     let mut config = match Config::from_cli(cli)
         .and_then(|c| c.find_engine_socket(|k| std::env::var_os(k), |p| p.exists()))
+        .map(|c| c.find_state_file(|k| std::env::var_os(k)))
     {
         Ok(c) => c,
         Err(e) => return fail(USAGE, &e),
@@ -80,6 +85,37 @@ fn main() -> ExitCode {
     }
 }
 
+/// `idlegate status [--state-file PATH]`: reads the state file a running
+/// idlegate keeps (never its socket) and prints what it is doing; exit 0 when
+/// it runs, 3 when it does not.
+fn status_command(args: &[std::ffi::OsString]) -> ExitCode {
+    let mut path = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let text = arg.to_string_lossy();
+        if text == "--state-file" {
+            path = rest.next().map(std::path::PathBuf::from);
+        } else if let Some(p) = text.strip_prefix("--state-file=") {
+            path = Some(p.into());
+        } else {
+            return fail(
+                USAGE,
+                &format!("status: unexpected argument '{text}' (usage: idlegate status [--state-file PATH])"),
+            );
+        }
+    }
+    let found = Config::default_state_file(|k| std::env::var_os(k));
+    let Some(path) = path.or(found) else {
+        return fail(
+            USAGE,
+            &"status: give --state-file PATH (the one idlegate runs with; default $RUNTIME_DIRECTORY/idlegate.state)",
+        );
+    };
+    let (text, code) = idlegate::status::report(&path);
+    println!("{text}");
+    ExitCode::from(code)
+}
+
 fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
     eprintln!("idlegate: {error}");
     ExitCode::from(code)
@@ -113,6 +149,7 @@ fn reread_config() -> Result<Config, String> {
     let cli = Cli::try_parse().map_err(|e| e.to_string())?;
     let mut config = Config::from_cli(cli)
         .and_then(|c| c.find_engine_socket(|k| std::env::var_os(k), |p| p.exists()))
+        .map(|c| c.find_state_file(|k| std::env::var_os(k)))
         .map_err(|e| e.to_string())?;
     config.connections_max = idlegate::limits::fit_connections(config.connections_max);
     Ok(config)

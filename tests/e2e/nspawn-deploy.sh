@@ -267,6 +267,14 @@ exercise() {
         sleep 0.1
       done
       ok "systemctl status tidings.service: Status: $status"
+      # idlegate status reads the state file in the unit's RuntimeDirectory=
+      # (the services of tidings/ and process/; quadlet/ keeps it in the container).
+      if [ "$variant" != quadlet ]; then
+        status=$(IN /usr/local/bin/idlegate status --state-file /run/tidings/idlegate.state) ||
+          fail "idlegate status: $status"
+        case $status in "idlegate: running"*) ;; *) fail "idlegate status: $status" ;; esac
+        ok "idlegate status: $(echo "$status" | head -n 1)"
+      fi
       # A client that is not on the loopback (the service's IPAddressAllow=localhost
       # must not apply to the connections accepted on the .socket units' sockets).
       fetch http://192.0.2.1/ "Good tidings" --interface 192.0.2.1

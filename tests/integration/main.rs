@@ -10,4 +10,5 @@ mod http;
 mod kinds;
 mod reload;
 mod soak;
+mod status;
 mod usage;

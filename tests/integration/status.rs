@@ -1,0 +1,62 @@
+//! `idlegate status` reads the state file of a running idlegate (never its
+//! socket) and `STATUS=` carries the same facts.
+
+use std::process::Command;
+
+use crate::support::*;
+
+fn status(state: &std::path::Path) -> (Option<i32>, String) {
+    let out = Command::new(idlegate_bin())
+        .args(["status", "--state-file"])
+        .arg(state)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+    )
+}
+
+#[test]
+fn status_reports_a_running_instance_and_counts_activations() {
+    let dir = tempdir();
+    let state = dir.path().join("idlegate.state");
+    let backend = format!("127.0.0.1:{}", free_port());
+    let mut a = args(&["--upstream", &backend, "--idle-timeout", "1s"]);
+    a.extend(args(&["--state-file", state.to_str().unwrap()]));
+    a.extend(backend_command(&backend, &[]));
+    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("status").start();
+    assert_eq!(
+        status(&state).0,
+        Some(3),
+        "not running before the first client"
+    );
+
+    for activation in 1..=2 {
+        assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
+        wait_until("a status with the backend ready", PATIENCE, || {
+            let (code, text) = status(&state);
+            code == Some(0)
+                && text.contains("backend: backend ready")
+                && text.contains(&format!("activation {activation})"))
+                && text.contains("idle exit: in ")
+        });
+        assert_eq!(act.wait_exit(activation, PATIENCE).code(), Some(0));
+        let (code, text) = status(&state);
+        assert_eq!(code, Some(3), "{text}");
+        assert!(text.contains("not running"), "{text}");
+    }
+    // Asking never wakes idlegate.
+    assert_eq!(act.activations(), 2);
+}
+
+#[test]
+fn status_without_a_state_file_is_a_usage_error() {
+    let out = Command::new(idlegate_bin())
+        .arg("status")
+        .env_remove("RUNTIME_DIRECTORY")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--state-file"));
+}
