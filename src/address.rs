@@ -106,6 +106,8 @@ pub struct UpstreamSpec {
     pub address: Address,
     /// Byte stream or HTTP.
     pub mode: crate::config::Mode,
+    /// TCP mode: send this PROXY protocol header first on each upstream connection.
+    pub proxy_protocol: Option<crate::proxy::proxy_protocol::Version>,
 }
 
 impl UpstreamSpec {
@@ -124,6 +126,7 @@ impl UpstreamSpec {
                     socket_name: Some(name.to_owned()),
                     address: Address::parse(rest)?,
                     mode: Default::default(),
+                    proxy_protocol: None,
                 });
             }
         }
@@ -131,6 +134,7 @@ impl UpstreamSpec {
             socket_name: None,
             address: Address::parse(text)?,
             mode: Default::default(),
+            proxy_protocol: None,
         })
     }
 }

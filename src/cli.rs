@@ -67,6 +67,11 @@ pub struct Cli {
     #[arg(long, value_name = "MODE")]
     pub mode: Option<String>,
 
+    /// TCP mode: send a PROXY protocol header (v1 or v2) first on each
+    /// upstream connection, so the backend sees the real client address.
+    #[arg(long, value_name = "VERSION")]
+    pub proxy_protocol: Option<String>,
+
     /// HTTP mode: answer a browser that waited over a second for a cold
     /// backend with a 503 "starting" page that refreshes itself.
     #[arg(long)]

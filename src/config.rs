@@ -317,6 +317,8 @@ struct UpstreamTable {
     address: String,
     socket: Option<String>,
     mode: Option<String>,
+    #[serde(rename = "proxy-protocol")]
+    proxy_protocol: Option<String>,
 }
 
 /// One upstream entry or a list of them.
@@ -333,6 +335,7 @@ enum Upstreams {
 struct FileConfig {
     upstream: Option<Upstreams>,
     mode: Option<String>,
+    proxy_protocol: Option<String>,
     waiting_page: Option<bool>,
     forwarded_headers: Option<bool>,
     header_read_timeout: Option<RawDuration>,
@@ -482,6 +485,23 @@ impl Config {
                 reason,
             })?,
         };
+        let proxy_version = |text: String, origin: Origin| {
+            text.parse::<crate::proxy::proxy_protocol::Version>()
+                .map_err(|reason| ConfigError::Invalid {
+                    origin,
+                    value: text,
+                    reason,
+                })
+        };
+        let default_proxy_protocol = pick(
+            cli.proxy_protocol,
+            "--proxy-protocol",
+            file.proxy_protocol,
+            "proxy-protocol",
+            path,
+        )
+        .map(|(text, origin)| proxy_version(text, origin))
+        .transpose()?;
         // Upstreams: --upstream flags, else systemd-socket-proxyd's positional, else the file.
         if cli.positional_upstream.is_some() && !cli.upstream.is_empty() {
             return Err(ConfigError::Usage(
@@ -493,6 +513,7 @@ impl Config {
             UpstreamSpec::parse(&text)
                 .map(|spec| UpstreamSpec {
                     mode: default_mode,
+                    proxy_protocol: default_proxy_protocol,
                     ..spec
                 })
                 .map_err(|e| ConfigError::Invalid {
@@ -537,10 +558,23 @@ impl Config {
                                 });
                             }
                         }
-                        UpstreamSpec { socket_name: t.socket, address, mode }
+                        let proxy_protocol = match t.proxy_protocol {
+                            None => default_proxy_protocol,
+                            Some(v) => Some(proxy_version(v, file_origin("upstream.proxy-protocol", path))?),
+                        };
+                        UpstreamSpec { socket_name: t.socket, address, mode, proxy_protocol }
                     }
                 });
             }
+        }
+        if let Some(u) = upstreams
+            .iter()
+            .find(|u| u.proxy_protocol.is_some() && u.mode == Mode::Http)
+        {
+            return Err(ConfigError::Usage(format!(
+                "--proxy-protocol/proxy-protocol is for TCP mode; the HTTP mode upstream {} gets X-Forwarded-For instead",
+                u.address
+            )));
         }
         if upstreams.is_empty() {
             return Err(ConfigError::Usage(

@@ -151,6 +151,9 @@ pub async fn run(
                 match forwarder(&upstream) {
                     Forwarder::Tcp => {
                         let _in_flight = in_flight.enter();
+                        let proxy_header = upstream
+                            .proxy_protocol
+                            .map(|v| proxy::proxy_protocol::header(v, stream.tcp_addresses()));
                         proxy::tcp::serve(
                             stream,
                             peer,
@@ -158,6 +161,7 @@ pub async fn run(
                             &backend,
                             backend.start_timeout(),
                             shared.live().connection_idle_timeout,
+                            proxy_header.as_deref(),
                         )
                         .await
                     }

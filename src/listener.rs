@@ -97,6 +97,11 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: Shared, stop: Cancella
                         let backend = shared.backend.clone();
                         let start_timeout = shared.backend.start_timeout();
                         let quiet_limit = shared.live().connection_idle_timeout;
+                        let proxy_header = endpoint
+                            .route
+                            .upstream
+                            .proxy_protocol
+                            .map(|v| proxy::proxy_protocol::header(v, client.tcp_addresses()));
                         tokio::spawn(async move {
                             let upstream = &endpoint.route.upstream.address;
                             proxy::tcp::serve(
@@ -106,6 +111,7 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: Shared, stop: Cancella
                                 &backend,
                                 start_timeout,
                                 quiet_limit,
+                                proxy_header.as_deref(),
                             )
                             .await;
                             drop((in_flight, connection, slot));

@@ -91,6 +91,14 @@ impl Stream {
         }
     }
 
+    /// For a TCP connection: (the peer's address, our local address).
+    pub fn tcp_addresses(&self) -> Option<(std::net::SocketAddr, std::net::SocketAddr)> {
+        match self {
+            Stream::Tcp(s) => Some((s.peer_addr().ok()?, s.local_addr().ok()?)),
+            Stream::Unix(_) => None,
+        }
+    }
+
     /// Splits the stream into a reading and a writing half that can be used at once.
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         match self {

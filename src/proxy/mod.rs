@@ -4,6 +4,7 @@
 
 pub mod copy;
 pub mod http;
+pub mod proxy_protocol;
 pub mod tcp;
 
 use std::time::Duration;

@@ -32,11 +32,14 @@ pub async fn serve(
     backend: &Backend,
     start_timeout: Duration,
     quiet_limit: Option<Duration>,
+    proxy_header: Option<&[u8]>,
 ) {
     let deadline = Instant::now() + start_timeout;
-    let connected = match connect_upstream(backend, upstream, deadline).await {
+    let connected = match connect(backend, upstream, deadline, proxy_header).await {
         Ok(up) if backend.has_answered() => Ok((up, false)),
-        Ok(up) => until_first_byte(&mut client, up, upstream, backend, deadline).await,
+        Ok(up) => {
+            until_first_byte(&mut client, up, upstream, backend, deadline, proxy_header).await
+        }
         Err(e) => Err(e),
     };
     let mut up = match connected {
@@ -68,6 +71,26 @@ pub async fn serve(
     }
 }
 
+/// Connects to the upstream (held until the backend is ready) and sends the
+/// PROXY protocol header first, if there is one.
+async fn connect(
+    backend: &Backend,
+    upstream: &Address,
+    deadline: Instant,
+    proxy_header: Option<&[u8]>,
+) -> Result<Stream, ConnectError> {
+    let mut up = connect_upstream(backend, upstream, deadline).await?;
+    if let Some(header) = proxy_header {
+        up.write_all(header)
+            .await
+            .map_err(|source| ConnectError::Upstream {
+                upstream: upstream.clone(),
+                source,
+            })?;
+    }
+    Ok(up)
+}
+
 /// Forwards the client's bytes, keeping a copy, until the upstream sends its
 /// first byte (forwarded too); an upstream that closes before that is
 /// connected again and the copy replayed. Returns the upstream that answered,
@@ -78,6 +101,7 @@ async fn until_first_byte(
     upstream: &Address,
     backend: &Backend,
     deadline: Instant,
+    proxy_header: Option<&[u8]>,
 ) -> Result<(Stream, bool), ConnectError> {
     let mut kept: Vec<u8> = Vec::new();
     let mut client_done = false;
@@ -118,7 +142,7 @@ async fn until_first_byte(
                     }
                     tracing::debug!("{upstream} closed before answering; connecting again to replay {} bytes", kept.len());
                     tokio::time::sleep(delay).await;
-                    up = connect_upstream(backend, upstream, deadline).await?;
+                    up = connect(backend, upstream, deadline, proxy_header).await?;
                     if !kept.is_empty() {
                         let _ = up.write_all(&kept).await;
                     }

@@ -488,6 +488,47 @@ fn every_upstream_must_accept_before_clients_are_forwarded() {
     assert_eq!(&echo, b"held\n");
 }
 
+/// `--proxy-protocol v1|v2`: the backend gets the client's real address in
+/// a PROXY header before the client's bytes (the echo backend sends it all back).
+#[test]
+fn the_proxy_protocol_header_carries_the_client_address() {
+    for version in ["v1", "v2"] {
+        let dir = tempdir();
+        let backend = format!("127.0.0.1:{}", free_port());
+        let mut a = idlegate_args(&backend, "60s", Vec::new());
+        a.extend(args(&["--proxy-protocol", version]));
+        a.extend(backend_command(&backend, &[]));
+        let act = ActivatorBuilder::new(dir, &a).tcp("proxied").start();
+        let mut c = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+        c.set_read_timeout(Some(PATIENCE)).unwrap();
+        let (client, server) = (c.local_addr().unwrap(), act.tcp_addrs[0]);
+        c.write_all(b"hello\n").unwrap();
+        c.shutdown(Shutdown::Write).unwrap();
+        let mut got = Vec::new();
+        c.read_to_end(&mut got).unwrap();
+        let mut want = match version {
+            "v1" => format!(
+                "PROXY TCP4 {} {} {} {}\r\n",
+                client.ip(),
+                server.ip(),
+                client.port(),
+                server.port()
+            )
+            .into_bytes(),
+            _ => {
+                let mut h = b"\r\n\r\n\0\r\nQUIT\n".to_vec();
+                h.extend([0x21, 0x11, 0, 12]);
+                h.extend([127, 0, 0, 1, 127, 0, 0, 1]);
+                h.extend(client.port().to_be_bytes());
+                h.extend(server.port().to_be_bytes());
+                h
+            }
+        };
+        want.extend(b"hello\n");
+        assert_eq!(got, want, "{version}: {}", act.log());
+    }
+}
+
 #[test]
 fn named_sockets_route_to_their_own_upstreams() {
     let dir = tempdir();

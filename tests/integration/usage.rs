@@ -50,6 +50,33 @@ fn bad_flags_exit_2_naming_the_flag() {
         &[],
         &["--listen", "here"],
     );
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1", "--proxy-protocol", "v3"],
+        &[],
+        &["--proxy-protocol", "v3"],
+    );
+    assert_usage_error(
+        &[
+            "--upstream",
+            "127.0.0.1:1",
+            "--proxy-protocol",
+            "v1",
+            "--mode",
+            "http",
+        ],
+        &[],
+        &["--proxy-protocol", "X-Forwarded-For"],
+    );
+    assert_usage_error(
+        &[
+            "--upstream",
+            "127.0.0.1:1",
+            "--connection-idle-timeout",
+            "soon",
+        ],
+        &[],
+        &["--connection-idle-timeout", "soon"],
+    );
 }
 
 #[test]
