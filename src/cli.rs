@@ -126,6 +126,11 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub state_file: Option<PathBuf>,
 
+    /// Serve Prometheus metrics on this HOST:PORT of its own (not an activated
+    /// socket: scraping neither starts idlegate nor keeps it up).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
+
     /// TOML file with the same settings; flags given here override it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,

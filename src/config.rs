@@ -120,6 +120,8 @@ pub struct Config {
     pub log_level: Option<String>,
     /// Where `idlegate status` finds this instance's state (see [`Config::find_state_file`]).
     pub state_file: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
     /// HTTP mode settings (used by upstreams in `http` mode).
     pub http: HttpSettings,
 }
@@ -356,6 +358,7 @@ struct FileConfig {
     idle_action: Option<String>,
     log_level: Option<String>,
     state_file: Option<PathBuf>,
+    metrics: Option<String>,
 }
 
 /// Parses a duration as systemd and humantime users write it: `30s`, `5min`,
@@ -827,7 +830,21 @@ impl Config {
             path,
         )
         .map(|(p, _)| p);
+        let metrics = match pick(cli.metrics, "--metrics", file.metrics, "metrics", path) {
+            None => None,
+            Some((text, origin)) => match address_setting(text.clone(), origin.clone())? {
+                Address::Tcp { addrs, .. } => addrs.first().copied(),
+                Address::Unix(_) => {
+                    return Err(ConfigError::Invalid {
+                        origin,
+                        value: text,
+                        reason: "expected HOST:PORT".into(),
+                    })
+                }
+            },
+        };
         Ok(Config {
+            metrics,
             state_file,
             container: container.map(|(c, _)| c),
             engine_socket: engine_socket.map(|(p, _)| p),

@@ -33,6 +33,7 @@ pub mod engine;
 mod fuzz_support;
 pub mod limits;
 pub mod listener;
+pub mod metrics;
 pub mod net;
 pub mod notify;
 pub mod proxy;
@@ -83,6 +84,7 @@ pub async fn run(
     notifier: Notifier,
     shutdown: Shutdown,
     reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
+    metrics: Option<tokio::net::TcpListener>,
 ) -> Exit {
     let backend = Backend::spawn(reload::backend_spec(&config));
     let in_flight = InFlight::new();
@@ -92,7 +94,8 @@ pub async fn run(
         .state_file
         .as_deref()
         .map_or(1, |path| status::previous_activation(path) + 1);
-    if notifier.is_enabled() || config.state_file.is_some() {
+    let (snapshots, latest) = tokio::sync::watch::channel(None);
+    if notifier.is_enabled() || config.state_file.is_some() || metrics.is_some() {
         tokio::spawn(report_status(
             notifier.clone(),
             backend.subscribe(),
@@ -100,6 +103,7 @@ pub async fn run(
             live.clone(),
             config.state_file.clone(),
             activation,
+            snapshots,
         ));
     }
     tokio::spawn(reload::apply_reloads(
@@ -109,10 +113,14 @@ pub async fn run(
         live_tx,
         notifier.clone(),
     ));
+    let connections = InFlight::new();
+    if let Some(listener) = metrics {
+        tokio::spawn(metrics::serve(listener, latest, connections.clone()));
+    }
     let shared = Shared {
         backend: backend.clone(),
         in_flight: in_flight.clone(),
-        connections: InFlight::new(),
+        connections,
         close: CancellationToken::new(),
         slots: Arc::new(Semaphore::new(config.connections_max)),
         live,
@@ -396,6 +404,7 @@ async fn report_status(
     live: tokio::sync::watch::Receiver<reload::Live>,
     state_file: Option<std::path::PathBuf>,
     activation: u64,
+    snapshots: tokio::sync::watch::Sender<Option<status::Snapshot>>,
 ) {
     notifier.wait_ready().await;
     let mut last = String::new();
@@ -422,6 +431,7 @@ async fn report_status(
             activation,
         };
         let line = snapshot.status_line();
+        snapshots.send_replace(Some(snapshot.clone()));
         if line != last {
             notifier.status(&line);
             if let Some(path) = &state_file {

@@ -44,6 +44,13 @@ fn main() -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(USAGE, &e),
     };
+    let metrics = match config.metrics.map(std::net::TcpListener::bind).transpose() {
+        Ok(m) => m,
+        Err(e) => {
+            let addr = config.metrics.map(|a| a.to_string()).unwrap_or_default();
+            return fail(USAGE, &format!("--metrics {addr}: cannot bind: {e}"));
+        }
+    };
     let notifier = match Notifier::connect(std::env::var_os("NOTIFY_SOCKET").as_deref()) {
         Ok(n) => n,
         Err(e) => {
@@ -65,6 +72,14 @@ fn main() -> ExitCode {
         let sockets = sockets
             .into_tokio()
             .map_err(|e| format!("cannot use the sockets: {e}"))?;
+        let metrics = match metrics {
+            Some(l) => {
+                l.set_nonblocking(true)
+                    .map_err(|e| format!("--metrics: {e}"))?;
+                Some(tokio::net::TcpListener::from_std(l).map_err(|e| format!("--metrics: {e}"))?)
+            }
+            None => None,
+        };
         let shutdown = Shutdown::new();
         let (reloads, reloaded) = tokio::sync::mpsc::unbounded_channel();
         idlegate::shutdown::forward_signals(shutdown.clone(), move || match reread_config() {
@@ -75,7 +90,7 @@ fn main() -> ExitCode {
             Err(e) => tracing::error!("reload: {e}; keeping the running configuration"),
         })
         .map_err(|e| format!("cannot handle signals: {e}"))?;
-        Ok::<_, String>(idlegate::run(sockets, config, notifier, shutdown, reloaded).await)
+        Ok::<_, String>(idlegate::run(sockets, config, notifier, shutdown, reloaded, metrics).await)
     });
     // Connections still open after the drain are closed here, not waited for.
     runtime.shutdown_timeout(Duration::from_millis(100));

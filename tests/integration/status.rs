@@ -60,3 +60,38 @@ fn status_without_a_state_file_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--state-file"));
 }
+
+/// `--metrics`: Prometheus text on an address of its own; scraping it all
+/// along does not keep idlegate up.
+#[test]
+fn metrics_are_served_and_scraping_does_not_keep_idlegate_up() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let metrics: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
+    let mut a = args(&["--upstream", &backend, "--idle-timeout", "500ms"]);
+    a.extend(args(&["--metrics", &metrics.to_string()]));
+    a.extend(backend_command(&backend, &[]));
+    let act = ActivatorBuilder::new(dir, &a).tcp("metrics").start();
+    assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
+    let scrape = || crate::support::http::get(metrics, "/metrics", &[]).map(|r| r.text());
+    wait_until("metrics with the backend ready", PATIENCE, || {
+        scrape().is_ok_and(|t| {
+            t.contains("idlegate_backend_ready 1") && t.contains("idlegate_activation 1")
+        })
+    });
+    // Scrape without pause: idlegate still exits on idle.
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while act.exits().is_empty() {
+        let _ = scrape();
+        assert!(act.activations() == 1, "scraping never activates");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "scraping kept idlegate up"
+        );
+    }
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    assert!(
+        scrape().is_err(),
+        "the endpoint is down while idlegate is not running"
+    );
+}
