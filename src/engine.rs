@@ -171,11 +171,6 @@ impl Engine {
         Engine { socket }
     }
 
-    /// The socket path.
-    pub fn socket(&self) -> &Path {
-        &self.socket
-    }
-
     /// The container's state.
     pub async fn inspect(&self, container: &str) -> Result<ContainerState, EngineError> {
         let path = format!("/containers/{}/json", encode(container));

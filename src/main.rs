@@ -24,10 +24,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return clap_error(e),
     };
-    let mut config = match Config::from_cli(cli)
-        .and_then(|c| c.find_engine_socket(|k| std::env::var_os(k), |p| p.exists()))
-        .map(|c| c.find_state_file(|k| std::env::var_os(k)))
-    {
+    let mut config = match resolve_config(cli) {
         Ok(c) => c,
         Err(e) => return fail(USAGE, &e),
     };
@@ -159,13 +156,18 @@ fn clap_error(e: clap::Error) -> ExitCode {
     }
 }
 
+/// The flags and the config file, validated, with the defaults that depend
+/// on the environment filled in (engine socket, state file).
+fn resolve_config(cli: Cli) -> Result<Config, idlegate::config::ConfigError> {
+    Config::from_cli(cli)
+        .and_then(|c| c.find_engine_socket(|k| std::env::var_os(k), |p| p.exists()))
+        .map(|c| c.find_state_file(|k| std::env::var_os(k)))
+}
+
 /// The flags and the config file read again, as at start (SIGHUP).
 fn reread_config() -> Result<Config, String> {
     let cli = Cli::try_parse().map_err(|e| e.to_string())?;
-    let mut config = Config::from_cli(cli)
-        .and_then(|c| c.find_engine_socket(|k| std::env::var_os(k), |p| p.exists()))
-        .map(|c| c.find_state_file(|k| std::env::var_os(k)))
-        .map_err(|e| e.to_string())?;
+    let mut config = resolve_config(cli).map_err(|e| e.to_string())?;
     config.connections_max = idlegate::limits::fit_connections(config.connections_max);
     Ok(config)
 }

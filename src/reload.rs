@@ -100,9 +100,10 @@ pub async fn apply_reloads(
             );
         }
         let merged = merge(&running, new);
-        let backend_changed = backend_spec(&merged) != backend_spec(&running);
+        let spec = backend_spec(&merged);
+        let backend_changed = spec != backend_spec(&running);
         live.send_replace(Live::of(&merged));
-        backend.reconfigure(backend_spec(&merged));
+        backend.reconfigure(spec);
         let idle = merged
             .idle_timeout
             .map(|t| humantime::format_duration(t).to_string())

@@ -78,6 +78,16 @@ pub enum BackendKind {
     Container(Container),
 }
 
+impl BackendKind {
+    /// The command, when it is `podman run` / `docker run` (see [`RunCommand`]).
+    fn run_command(&self) -> Option<RunCommand> {
+        match self {
+            BackendKind::Process(argv) => RunCommand::parse(argv),
+            _ => None,
+        }
+    }
+}
+
 /// Where the backend is in its lifecycle.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum BackendState {
@@ -180,10 +190,7 @@ impl Backend {
         let start_timeout_ms = Arc::new(AtomicU64::new(millis(spec.start_timeout)));
         let generation = Arc::new(AtomicU64::new(0));
         let answered = Arc::new(AtomicBool::new(false));
-        let run_command = match &spec.kind {
-            BackendKind::Process(argv) => RunCommand::parse(argv),
-            _ => None,
-        };
+        let run_command = spec.kind.run_command();
         let supervisor = Supervisor {
             answered: answered.clone(),
             spec,
@@ -531,10 +538,7 @@ impl Supervisor {
             return;
         }
         if let Some(spec) = self.next_spec.take() {
-            self.run_command = match &spec.kind {
-                BackendKind::Process(argv) => RunCommand::parse(argv),
-                _ => None,
-            };
+            self.run_command = spec.kind.run_command();
             self.spec = spec;
         }
         self.started_at = Instant::now();

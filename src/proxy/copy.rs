@@ -27,21 +27,27 @@ const PIPE: usize = 256 * 1024;
 #[error("no bytes either way for {0:?}")]
 pub struct Quiet(pub Duration);
 
-/// When bytes last moved, either way.
+/// When bytes last moved, either way (kept only when a quiet limit is set:
+/// without one, the per-read clock read is skipped).
 struct Activity {
     start: Instant,
     last_ms: AtomicU64,
+    tracking: bool,
 }
 
 impl Activity {
-    fn new() -> Self {
+    fn new(tracking: bool) -> Self {
         Activity {
             start: Instant::now(),
             last_ms: AtomicU64::new(0),
+            tracking,
         }
     }
 
     fn touch(&self) {
+        if !self.tracking {
+            return;
+        }
         let ms = u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX);
         self.last_ms.store(ms, Ordering::Relaxed);
     }
@@ -69,7 +75,7 @@ pub async fn bidirectional(
 ) -> io::Result<(u64, u64)> {
     let (a_read, a_write) = a.split();
     let (b_read, b_write) = b.split();
-    let activity = Activity::new();
+    let activity = Activity::new(quiet_limit.is_some());
     let copying = async {
         tokio::try_join!(
             one_way(a_read, b_write, &activity),
