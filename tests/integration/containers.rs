@@ -21,6 +21,23 @@ fn status(podman: &Podman, name: &str) -> Option<String> {
     podman.inspect(name, "{{.State.Status}}")
 }
 
+/// idlegate's flags for container `name` through `engine`, in HTTP mode,
+/// in front of its published `port`, with `extra` flags.
+fn engine_args(name: &str, engine: &EngineService, port: u16, extra: &[&str]) -> Vec<String> {
+    let mut a = args(&[
+        "--container",
+        name,
+        "--engine-socket",
+        engine.socket.to_str().unwrap(),
+        "--upstream",
+        &format!("127.0.0.1:{port}"),
+        "--mode",
+        "http",
+    ]);
+    a.extend(args(extra));
+    a
+}
+
 /// `podman create` with the test image, publishing `port` on 127.0.0.1.
 fn create(podman: &Podman, name: &str, port: u16, extra: &[&str], command: &[&str]) {
     let publish = format!("127.0.0.1:{port}:8080");
@@ -39,22 +56,12 @@ fn engine_api_starts_the_container_and_stops_it_when_idle() {
     let c = ContainerName::new(podman, "api");
     let port = free_port();
     create(podman, &c.name, port, &[], &[]);
-    let upstream = format!("127.0.0.1:{port}");
-    let socket = engine.socket.display().to_string();
-    let a = args(&[
-        "--container",
+    let a = engine_args(
         &c.name,
-        "--engine-socket",
-        &socket,
-        "--upstream",
-        &upstream,
-        "--mode",
-        "http",
-        "--idle-timeout",
-        "1s",
-        "--stop-timeout",
-        "1s",
-    ]);
+        &engine,
+        port,
+        &["--idle-timeout", "1s", "--stop-timeout", "1s"],
+    );
     let act = activate(podman, &dir, &a);
     for round in 1..=2 {
         let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
@@ -111,22 +118,12 @@ fn engine_api_waits_for_the_healthcheck() {
         ],
         &[],
     );
-    let upstream = format!("127.0.0.1:{port}");
-    let socket = engine.socket.display().to_string();
-    let a = args(&[
-        "--container",
+    let a = engine_args(
         &c.name,
-        "--engine-socket",
-        &socket,
-        "--upstream",
-        &upstream,
-        "--mode",
-        "http",
-        "--idle-timeout",
-        "60s",
-        "--start-timeout",
-        "120s",
-    ]);
+        &engine,
+        port,
+        &["--idle-timeout", "60s", "--start-timeout", "120s"],
+    );
     let act = activate(podman, &dir, &a);
     let (tx, rx) = mpsc::channel();
     let addr = act.tcp_addrs[0];
@@ -169,22 +166,12 @@ fn idle_action_pause_freezes_and_thaws_the_container() {
     let c = ContainerName::new(podman, "pause");
     let port = free_port();
     create(podman, &c.name, port, &[], &[]);
-    let upstream = format!("127.0.0.1:{port}");
-    let socket = engine.socket.display().to_string();
-    let a = args(&[
-        "--container",
+    let a = engine_args(
         &c.name,
-        "--engine-socket",
-        &socket,
-        "--idle-action",
-        "pause",
-        "--upstream",
-        &upstream,
-        "--mode",
-        "http",
-        "--idle-timeout",
-        "1s",
-    ]);
+        &engine,
+        port,
+        &["--idle-action", "pause", "--idle-timeout", "1s"],
+    );
     let act = activate(podman, &dir, &a);
     for round in 1..=2 {
         let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
