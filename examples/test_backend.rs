@@ -13,6 +13,8 @@
 //! ```text
 //! ```
 //! With `--http` it is an HTTP/1.1 server instead (see [`http`] below for its paths).
+//! With `--udp` it is a UDP echo server: every datagram is sent back to its
+//! sender as it came (an empty one too).
 //! Otherwise the first line a client sends chooses what happens:
 //! - `SLOW <count> <interval_ms>`: writes `tick <i>` lines at that pace, then closes;
 //! - `COUNT`: reads until the client's end-of-file, then answers the byte count;
@@ -36,6 +38,7 @@ struct Options {
     ignore_sigterm: bool,
     grandchild_pid_file: Option<String>,
     http: bool,
+    udp: bool,
     forward_to: Option<String>,
 }
 
@@ -49,6 +52,7 @@ fn parse() -> Options {
         ignore_sigterm: false,
         grandchild_pid_file: None,
         http: false,
+        udp: false,
         forward_to: None,
     };
     let mut args = std::env::args().skip(1);
@@ -63,6 +67,7 @@ fn parse() -> Options {
             "--grandchild-pid-file" => o.grandchild_pid_file = Some(value()),
             "--ignore-sigterm" => o.ignore_sigterm = true,
             "--http" => o.http = true,
+            "--udp" => o.udp = true,
             "--forward-to" => o.forward_to = Some(value()),
             other => panic!("unknown argument {other}"),
         }
@@ -205,6 +210,19 @@ fn main() {
     if let Some(target) = &o.forward_to {
         forward(&o.listen, target);
         return;
+    }
+    if o.udp {
+        let socket = std::net::UdpSocket::bind(&o.listen).expect("bind udp");
+        eprintln!("test backend: listening on udp {}", o.listen);
+        let mut buf = vec![0u8; 65536];
+        loop {
+            match socket.recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let _ = socket.send_to(&buf[..n], from);
+                }
+                Err(e) => eprintln!("test backend: udp receive: {e}"),
+            }
+        }
     }
     if let Some(path) = o.listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);

@@ -115,7 +115,7 @@ pub enum ActivationError {
     },
     /// A passed descriptor is a socket of a kind idlegate does not serve.
     #[error(
-        "passed socket {name}: {what} are not supported yet; pass stream sockets (ListenStream=)"
+        "passed socket {name}: {what} are not supported yet; pass stream sockets (ListenStream=) or UDP sockets (ListenDatagram=PORT)"
     )]
     Unsupported {
         /// `fd N (name)`.
@@ -158,9 +158,16 @@ pub enum StdListener {
     Tcp(std::net::TcpListener),
     /// Unix stream.
     Unix(std::os::unix::net::UnixListener),
+    /// UDP.
+    Udp(std::net::UdpSocket),
 }
 
 impl StdListener {
+    /// Whether this is a datagram socket, which needs a `udp:` upstream.
+    fn is_udp(&self) -> bool {
+        matches!(self, StdListener::Udp(_))
+    }
+
     /// Hands the socket to the running tokio runtime.
     pub fn into_tokio(self) -> std::io::Result<net::Listener> {
         Ok(match self {
@@ -171,6 +178,10 @@ impl StdListener {
             StdListener::Unix(l) => {
                 l.set_nonblocking(true)?;
                 net::Listener::Unix(tokio::net::UnixListener::from_std(l)?)
+            }
+            StdListener::Udp(s) => {
+                s.set_nonblocking(true)?;
+                net::Listener::Udp(std::sync::Arc::new(tokio::net::UdpSocket::from_std(s)?))
             }
         })
     }
@@ -282,7 +293,7 @@ fn adopt(fd: RawFd, name: &str) -> Result<Passed, ActivationError> {
         })
     };
     match kind {
-        SocketKind::Datagram => return unsupported("datagram sockets (ListenDatagram=)"),
+        SocketKind::Datagram => return unsupported("Unix datagram sockets (ListenDatagram=/path)"),
         SocketKind::Other => return unsupported("sockets other than TCP and Unix streams"),
         _ => {}
     }
@@ -293,6 +304,7 @@ fn adopt(fd: RawFd, name: &str) -> Result<Passed, ActivationError> {
     Ok(match kind {
         SocketKind::TcpListener => Passed::Listener(StdListener::Tcp(owned.into())),
         SocketKind::UnixListener => Passed::Listener(StdListener::Unix(owned.into())),
+        SocketKind::Udp => Passed::Listener(StdListener::Udp(owned.into())),
         SocketKind::TcpConnected => Passed::Connected(StdStream::Tcp(owned.into())),
         SocketKind::UnixConnected => Passed::Connected(StdStream::Unix(owned.into())),
         SocketKind::Datagram | SocketKind::Other => unreachable!("rejected above"),
@@ -363,6 +375,11 @@ fn take_passed(
                 }
             },
         };
+        if upstream.address.is_udp() {
+            return Err(ActivationError::Mismatch(format!(
+                "passed socket {label} is a stream connection but its upstream {upstream} is UDP"
+            )));
+        }
         return Ok(Sockets::Connection { stream, upstream });
     }
 
@@ -413,7 +430,7 @@ fn take_passed(
                 label: label.to_string(),
             });
         }
-        return Ok(Sockets::Activated(routes));
+        return matching_kinds(routes).map(Sockets::Activated);
     }
 
     if upstreams.len() != labelled.len() {
@@ -424,7 +441,7 @@ fn take_passed(
             upstreams.len()
         )));
     }
-    Ok(Sockets::Activated(
+    matching_kinds(
         labelled
             .into_iter()
             .zip(upstreams)
@@ -434,7 +451,33 @@ fn take_passed(
                 label: label.to_string(),
             })
             .collect(),
-    ))
+    )
+    .map(Sockets::Activated)
+}
+
+/// Checks that datagram sockets go to `udp:` upstreams and stream sockets to
+/// stream ones: a UDP socket cannot be forwarded to a TCP port, nor back.
+fn matching_kinds(
+    routes: Vec<Route<StdListener>>,
+) -> Result<Vec<Route<StdListener>>, ActivationError> {
+    for r in &routes {
+        match (r.listener.is_udp(), r.upstream.address.is_udp()) {
+            (true, false) => {
+                return Err(ActivationError::Mismatch(format!(
+                    "socket {} is a UDP socket but its upstream {} is not: write it as udp:HOST:PORT",
+                    r.label, r.upstream
+                )))
+            }
+            (false, true) => {
+                return Err(ActivationError::Mismatch(format!(
+                    "socket {} is a stream socket but its upstream {} is UDP: pass a datagram socket (ListenDatagram=) or use --listen udp:HOST:PORT",
+                    r.label, r.upstream
+                )))
+            }
+            _ => {}
+        }
+    }
+    Ok(routes)
 }
 
 fn bind_listen(
@@ -480,6 +523,9 @@ fn bind_listen(
                 }
                 StdListener::Unix(std::os::unix::net::UnixListener::bind(path).map_err(bind_error)?)
             }
+            Address::Udp { addrs, .. } => {
+                StdListener::Udp(std::net::UdpSocket::bind(&addrs[..]).map_err(bind_error)?)
+            }
         };
         routes.push(Route {
             listener,
@@ -487,7 +533,7 @@ fn bind_listen(
             label: address.to_string(),
         });
     }
-    Ok(Sockets::Bound(routes))
+    matching_kinds(routes).map(Sockets::Bound)
 }
 
 #[cfg(test)]

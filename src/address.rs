@@ -1,5 +1,6 @@
 //! Socket addresses as users write them: `HOST:PORT`, `unix:/path` (or a bare
-//! absolute path, as systemd-socket-proxyd takes it), and `NAME=ADDR` routes.
+//! absolute path, as systemd-socket-proxyd takes it), `udp:HOST:PORT`, and
+//! `NAME=ADDR` routes.
 //!
 //! Names are resolved once, when the configuration is read, so nothing on the
 //! connection path waits for a resolver.
@@ -8,7 +9,7 @@ use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
-/// A parsed and resolved stream address.
+/// A parsed and resolved address: a stream (TCP, Unix) or a UDP one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Address {
     /// A TCP address, with every socket address its host resolved to.
@@ -20,13 +21,20 @@ pub enum Address {
     },
     /// A Unix stream socket path.
     Unix(PathBuf),
+    /// A UDP address (`udp:HOST:PORT`), with every socket address its host resolved to.
+    Udp {
+        /// What the user wrote after `udp:`, for messages.
+        text: String,
+        /// The resolved addresses; the first is used.
+        addrs: Vec<SocketAddr>,
+    },
 }
 
 /// Why an address could not be used.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum AddressError {
     /// The text is not of a form we understand.
-    #[error("'{0}' is not an address: expected HOST:PORT, unix:/path or /path")]
+    #[error("'{0}' is not an address: expected HOST:PORT, unix:/path, /path or udp:HOST:PORT")]
     Syntax(String),
     /// The host name did not resolve.
     #[error("'{text}' does not resolve: {reason}")]
@@ -51,6 +59,24 @@ impl Address {
         if text.starts_with('/') {
             return Ok(Address::Unix(PathBuf::from(text)));
         }
+        if let Some(rest) = text.strip_prefix("udp:") {
+            return match Self::parse_host_port(rest.trim_start()) {
+                Ok((text, addrs)) => Ok(Address::Udp { text, addrs }),
+                Err(AddressError::Syntax(_)) => Err(AddressError::Syntax(text.to_owned())),
+                Err(e) => Err(e),
+            };
+        }
+        let (text, addrs) = Self::parse_host_port(text)?;
+        Ok(Address::Tcp { text, addrs })
+    }
+
+    /// Whether this is a UDP address.
+    pub fn is_udp(&self) -> bool {
+        matches!(self, Address::Udp { .. })
+    }
+
+    /// `HOST:PORT`, resolved: the text as written and its socket addresses.
+    fn parse_host_port(text: &str) -> Result<(String, Vec<SocketAddr>), AddressError> {
         let Some((host, port)) = text.rsplit_once(':') else {
             return Err(AddressError::Syntax(text.to_owned()));
         };
@@ -58,10 +84,7 @@ impl Address {
             return Err(AddressError::Syntax(text.to_owned()));
         }
         if let Ok(addr) = text.parse::<SocketAddr>() {
-            return Ok(Address::Tcp {
-                text: text.to_owned(),
-                addrs: vec![addr],
-            });
+            return Ok((text.to_owned(), vec![addr]));
         }
         if host.starts_with('[') || host.contains(':') {
             // A bracketed or bare IPv6 literal that did not parse above.
@@ -80,10 +103,7 @@ impl Address {
                 reason: "no addresses".into(),
             });
         }
-        Ok(Address::Tcp {
-            text: text.to_owned(),
-            addrs,
-        })
+        Ok((text.to_owned(), addrs))
     }
 }
 
@@ -92,6 +112,7 @@ impl fmt::Display for Address {
         match self {
             Address::Tcp { text, .. } => f.write_str(text),
             Address::Unix(path) => write!(f, "unix:{}", path.display()),
+            Address::Udp { text, .. } => write!(f, "udp:{text}"),
         }
     }
 }
@@ -184,6 +205,8 @@ mod tests {
             "0.0.0.0",
             "[fe80::1%1]",
             "\n",
+            "udp:",
+            "udp:[::1]:53",
         ];
         let mut noise = crate::fuzz_support::Noise::new(0xADD2);
         for _ in 0..20_000 {
@@ -219,7 +242,32 @@ mod tests {
         assert!(
             matches!(Address::parse("localhost:80").unwrap(), Address::Tcp { addrs, .. } if !addrs.is_empty())
         );
-        for bad in ["", "8080", "host:", ":80", "host:99999", "unix:", "[::1:80"] {
+        assert_eq!(
+            Address::parse("udp:127.0.0.1:53").unwrap(),
+            Address::Udp {
+                text: "127.0.0.1:53".into(),
+                addrs: vec!["127.0.0.1:53".parse().unwrap()]
+            }
+        );
+        assert_eq!(
+            Address::parse("udp:[::1]:53").unwrap().to_string(),
+            "udp:[::1]:53"
+        );
+        let spec = UpstreamSpec::parse("dns=udp:127.0.0.1:5353").unwrap();
+        assert_eq!(spec.socket_name.as_deref(), Some("dns"));
+        assert!(spec.address.is_udp());
+        for bad in [
+            "",
+            "8080",
+            "host:",
+            ":80",
+            "host:99999",
+            "unix:",
+            "[::1:80",
+            "udp:",
+            "udp:53",
+            "udp:/run/x.sock",
+        ] {
             assert!(
                 matches!(Address::parse(bad), Err(AddressError::Syntax(_))),
                 "{bad}"

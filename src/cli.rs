@@ -20,8 +20,9 @@ use clap::Parser;
     systemd-socket-activate -l 127.0.0.1:8000 idlegate --upstream 127.0.0.1:8080 -- python3 -m http.server 8080\n  \
     idlegate --listen 127.0.0.1:8000 --upstream 127.0.0.1:8080 -- python3 -m http.server 8080")]
 pub struct Cli {
-    /// Where traffic goes: HOST:PORT or unix:/path; NAME=ADDR binds it to the
-    /// passed socket named NAME (FileDescriptorName=). Repeat for several sockets.
+    /// Where traffic goes: HOST:PORT, unix:/path, or udp:HOST:PORT for a UDP
+    /// socket; NAME=ADDR binds it to the passed socket named NAME
+    /// (FileDescriptorName=). Repeat for several sockets.
     #[arg(long, value_name = "ADDR")]
     pub upstream: Vec<String>,
 
@@ -29,8 +30,9 @@ pub struct Cli {
     #[arg(value_name = "UPSTREAM")]
     pub positional_upstream: Option<String>,
 
-    /// Bind ADDR itself when not socket-activated (repeatable). Idle then stops
-    /// the backend and keeps listening instead of exiting.
+    /// Bind ADDR (HOST:PORT, unix:/path, udp:HOST:PORT) itself when not
+    /// socket-activated (repeatable). Idle then stops the backend and keeps
+    /// listening instead of exiting.
     #[arg(long, value_name = "ADDR")]
     pub listen: Vec<String>,
 
@@ -43,6 +45,11 @@ pub struct Cli {
     /// long, so a forgotten client cannot keep the backend up. [default: off]
     #[arg(long, value_name = "DURATION")]
     pub connection_idle_timeout: Option<String>,
+
+    /// UDP: a client's flow (its own upstream socket) lives while a datagram
+    /// moved either way within this long; a live flow is in flight. [default: 30s]
+    #[arg(long, value_name = "DURATION")]
+    pub udp_flow_timeout: Option<String>,
 
     /// How long a client may wait for the backend to become ready. [default: 60s]
     #[arg(long, value_name = "DURATION")]

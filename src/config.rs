@@ -23,6 +23,8 @@ pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default for `--stop-timeout`.
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `--udp-flow-timeout`.
+pub const DEFAULT_UDP_FLOW_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for `--connections-max`.
 pub const DEFAULT_CONNECTIONS_MAX: usize = 4096;
 
@@ -91,6 +93,8 @@ pub struct Config {
     pub idle_timeout: Option<Duration>,
     /// TCP mode: a connection quiet both ways this long is closed; `None` = never.
     pub connection_idle_timeout: Option<Duration>,
+    /// UDP: a client's flow is live while a datagram moved within this long.
+    pub udp_flow_timeout: Duration,
     /// How long a client may wait for the backend to become ready.
     pub start_timeout: Duration,
     /// Grace for the backend after SIGTERM and for connections to drain.
@@ -344,6 +348,7 @@ struct FileConfig {
     listen: Option<OneOrMany>,
     idle_timeout: Option<RawDuration>,
     connection_idle_timeout: Option<RawDuration>,
+    udp_flow_timeout: Option<RawDuration>,
     start_timeout: Option<RawDuration>,
     stop_timeout: Option<RawDuration>,
     connections_max: Option<i64>,
@@ -512,10 +517,18 @@ impl Config {
                     .into(),
             ));
         }
+        // UDP is forwarded datagram by datagram whatever the mode.
+        let mode_for = |address: &Address| {
+            if address.is_udp() {
+                Mode::Tcp
+            } else {
+                default_mode
+            }
+        };
         let parse_text = |text: String, origin: Origin| {
             UpstreamSpec::parse(&text)
                 .map(|spec| UpstreamSpec {
-                    mode: default_mode,
+                    mode: mode_for(&spec.address),
                     proxy_protocol: default_proxy_protocol,
                     ..spec
                 })
@@ -545,12 +558,20 @@ impl Config {
                         let address = Address::parse(&t.address)
                             .map_err(|e| ConfigError::Invalid { origin: origin.clone(), value: t.address.clone(), reason: e.to_string() })?;
                         let mode = match t.mode {
-                            None => default_mode,
-                            Some(m) => m.parse().map_err(|reason| ConfigError::Invalid {
-                                origin: file_origin("upstream.mode", path),
-                                value: m,
-                                reason,
-                            })?,
+                            None => mode_for(&address),
+                            Some(m) => match m.parse() {
+                                Ok(Mode::Http) if address.is_udp() => return Err(ConfigError::Invalid {
+                                    origin: file_origin("upstream.mode", path),
+                                    value: m,
+                                    reason: format!("{address} is UDP, forwarded datagram by datagram: HTTP mode is for stream upstreams"),
+                                }),
+                                Ok(mode) => mode,
+                                Err(reason) => return Err(ConfigError::Invalid {
+                                    origin: file_origin("upstream.mode", path),
+                                    value: m,
+                                    reason,
+                                }),
+                            },
                         };
                         if let Some(name) = &t.socket {
                             if name.is_empty() || name.contains(':') {
@@ -576,6 +597,15 @@ impl Config {
         {
             return Err(ConfigError::Usage(format!(
                 "--proxy-protocol/proxy-protocol is for TCP mode; the HTTP mode upstream {} gets X-Forwarded-For instead",
+                u.address
+            )));
+        }
+        if let Some(u) = upstreams.iter().find(|u| {
+            u.address.is_udp()
+                && u.proxy_protocol == Some(crate::proxy::proxy_protocol::Version::V1)
+        }) {
+            return Err(ConfigError::Usage(format!(
+                "--proxy-protocol/proxy-protocol v1 has no UDP form; the UDP upstream {} needs v2",
                 u.address
             )));
         }
@@ -642,6 +672,18 @@ impl Config {
             None => None,
             given => duration_setting(given, Duration::ZERO, true)?,
         };
+        let udp_flow_timeout = duration_setting(
+            pick(
+                cli.udp_flow_timeout,
+                "--udp-flow-timeout",
+                file.udp_flow_timeout.map(RawDuration::text),
+                "udp-flow-timeout",
+                path,
+            ),
+            DEFAULT_UDP_FLOW_TIMEOUT,
+            false,
+        )?
+        .unwrap_or(DEFAULT_UDP_FLOW_TIMEOUT);
         let start_timeout =
             duration_setting(start, DEFAULT_START_TIMEOUT, false)?.unwrap_or(DEFAULT_START_TIMEOUT);
         // A stop timeout of 0 is valid: SIGKILL at once, no drain.
@@ -821,6 +863,16 @@ impl Config {
             }
             other => other.map(|(p, _)| p),
         };
+        if ready_http.is_some() {
+            let probed = ready
+                .as_ref()
+                .or_else(|| upstreams.first().map(|u| &u.address));
+            if let Some(udp) = probed.filter(|a| a.is_udp()) {
+                return Err(ConfigError::Usage(format!(
+                    "--ready-http probes the first ready address, and {udp} is UDP: give --ready HOST:PORT of a TCP port"
+                )));
+            }
+        }
 
         let state_file = pick(
             cli.state_file,
@@ -834,7 +886,7 @@ impl Config {
             None => None,
             Some((text, origin)) => match address_setting(text.clone(), origin.clone())? {
                 Address::Tcp { addrs, .. } => addrs.first().copied(),
-                Address::Unix(_) => {
+                Address::Unix(_) | Address::Udp { .. } => {
                     return Err(ConfigError::Invalid {
                         origin,
                         value: text,
@@ -858,6 +910,7 @@ impl Config {
             listen,
             idle_timeout,
             connection_idle_timeout,
+            udp_flow_timeout,
             start_timeout,
             stop_timeout,
             connections_max,

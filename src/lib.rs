@@ -56,6 +56,7 @@ pub use config::Config;
 use listener::{Endpoint, Forwarder, Route, Shared};
 pub use notify::Notifier;
 use proxy::http::HttpProxy;
+use proxy::udp::UdpForwarder;
 pub use shutdown::Shutdown;
 
 /// How a run ended (each is exit status 0).
@@ -126,6 +127,10 @@ pub async fn run(
         live,
     };
     let forwarder = |upstream: &address::UpstreamSpec| match upstream.mode {
+        _ if upstream.address.is_udp() => Forwarder::Udp(Arc::new(UdpForwarder::new(
+            upstream.address.clone(),
+            upstream.proxy_protocol.is_some(),
+        ))),
         config::Mode::Tcp => Forwarder::Tcp,
         config::Mode::Http => Forwarder::Http(HttpProxy::new(
             upstream.address.clone(),
@@ -176,6 +181,9 @@ pub async fn run(
                     Forwarder::Http(http) => {
                         http.serve_connection(stream, peer, shared.close.clone(), in_flight.enter())
                             .await
+                    }
+                    Forwarder::Udp(_) => {
+                        unreachable!("activation pairs connections with stream upstreams")
                     }
                 }
             };

@@ -13,6 +13,7 @@ use crate::backend::Backend;
 use crate::net::Listener;
 use crate::proxy;
 use crate::proxy::http::HttpProxy;
+use crate::proxy::udp::UdpForwarder;
 use crate::readiness::Backoff;
 use crate::reload::Live;
 
@@ -26,6 +27,8 @@ pub enum Forwarder {
     Tcp,
     /// HTTP; the request is the unit of work.
     Http(Arc<HttpProxy>),
+    /// UDP datagrams, per client flow; a live flow is the unit of work.
+    Udp(Arc<UdpForwarder>),
 }
 
 /// A socket, its upstream, and how to forward.
@@ -62,15 +65,22 @@ impl Shared {
 }
 
 /// Whether an accept error is about resources (back off) rather than one client.
-fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+pub fn is_resource_exhaustion(e: &std::io::Error) -> bool {
     matches!(
         e.raw_os_error(),
         Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
     )
 }
 
-/// Accepts clients on `endpoint` until `stop` is cancelled.
+/// Serves `endpoint` until `stop` is cancelled: accepts its clients, or for a
+/// UDP socket reads its datagrams.
 pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: Shared, stop: CancellationToken) {
+    if let (Forwarder::Udp(udp), Listener::Udp(socket)) =
+        (&endpoint.forwarder, &endpoint.route.listener)
+    {
+        let label = endpoint.route.label.clone();
+        return udp.clone().serve(socket.clone(), label, shared, stop).await;
+    }
     let new_backoff = || Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
     let mut backoff = new_backoff();
     let route = &endpoint.route;
@@ -129,6 +139,7 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: Shared, stop: Cancella
                             drop((connection, slot));
                         });
                     }
+                    Forwarder::Udp(_) => unreachable!("a UDP socket accepts no connections"),
                 }
             }
             Err(e) if is_resource_exhaustion(&e) => {

@@ -1,5 +1,6 @@
 //! TCP and Unix stream sockets behind one type each, so the proxy does not care
-//! which kind a listener or an upstream is.
+//! which kind a listener or an upstream is; and UDP sockets, which have no
+//! connections and are served by [`crate::proxy::udp`] instead.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -36,6 +37,9 @@ pub enum Listener {
     Tcp(TcpListener),
     /// A Unix stream socket.
     Unix(UnixListener),
+    /// A UDP socket (`ListenDatagram=`, `--listen udp:…`): nothing to accept,
+    /// its datagrams are read by [`crate::proxy::udp::serve`].
+    Udp(std::sync::Arc<tokio::net::UdpSocket>),
 }
 
 /// A connected stream socket: a client or an upstream.
@@ -61,6 +65,10 @@ impl Listener {
                 let (s, _) = l.accept().await?;
                 Ok((Stream::Unix(s), Peer::Unix))
             }
+            Listener::Udp(_) => Err(io::Error::new(
+                io::ErrorKind::Unsupported,
+                "a UDP socket has no connections to accept",
+            )),
         }
     }
 
@@ -78,6 +86,10 @@ impl Listener {
                 },
                 Err(_) => "unix".into(),
             },
+            Listener::Udp(l) => l
+                .local_addr()
+                .map(|a| format!("udp:{a}"))
+                .unwrap_or_else(|_| "udp".into()),
         }
     }
 }
@@ -130,6 +142,10 @@ impl Stream {
                 }
                 Err(last)
             }
+            Address::Udp { .. } => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("{address} is a UDP address: no stream connects to it"),
+            )),
         }
     }
 }

@@ -3,6 +3,12 @@
 //! A probe connection is opened and closed; a refused or missing socket means
 //! "not yet". The first retry comes within a millisecond or two and the delay
 //! stays low, so the wait adds little to the backend's own start time.
+//!
+//! A UDP address has no connection to open: the probe sends one empty
+//! datagram, and an ICMP "port unreachable" coming back (`ECONNREFUSED` on the
+//! probe socket) means "not yet"; no refusal within a settle time
+//! ([`UDP_SETTLE_LOOPBACK`] or [`UDP_SETTLE`]) means ready. A backend that is
+//! up receives that one empty datagram.
 
 use std::io;
 use std::time::Duration;
@@ -56,6 +62,13 @@ pub fn is_not_ready_yet(e: &io::Error) -> bool {
         || e.raw_os_error() == Some(libc::ECONNREFUSED)
 }
 
+/// How long a UDP probe to a non-loopback address waits for a refusal before
+/// it counts the port as open.
+pub const UDP_SETTLE: Duration = Duration::from_millis(50);
+/// The same on loopback, where a refusal is usually queued before the send
+/// returns (a port mapped into a container answers through a bridge).
+pub const UDP_SETTLE_LOOPBACK: Duration = Duration::from_millis(5);
+
 /// How long one HTTP readiness probe may take to get its answer.
 const HTTP_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -70,6 +83,17 @@ pub async fn wait_until_accepting(address: &Address) -> io::Result<()> {
 /// forwarder that accepts and then closes is "not yet", not "ready".
 pub async fn wait_until_ready(address: &Address, http_path: Option<&str>) -> io::Result<()> {
     let mut backoff = Backoff::probe();
+    if let Address::Udp { addrs, .. } = address {
+        let target = addrs[0];
+        loop {
+            match udp_port_open(target).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => tokio::time::sleep(backoff.next_delay()).await,
+                Err(e) if is_not_ready_yet(&e) => tokio::time::sleep(backoff.next_delay()).await,
+                Err(e) => return Err(e),
+            }
+        }
+    }
     loop {
         match Stream::connect(address).await {
             Ok(probe) => match http_path {
@@ -91,11 +115,52 @@ pub async fn wait_until_ready(address: &Address, http_path: Option<&str>) -> io:
     }
 }
 
+/// Sends one empty datagram to `target` and tells whether the port is open:
+/// not refused (no ICMP "port unreachable") within the settle time.
+async fn udp_port_open(target: std::net::SocketAddr) -> io::Result<bool> {
+    let any: std::net::SocketAddr = if target.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    // A plain non-blocking socket: each look below must be a real receive,
+    // and an error queued on the socket wakes no tokio reader.
+    let probe = std::net::UdpSocket::bind(any)?;
+    probe.set_nonblocking(true)?;
+    probe.connect(target)?;
+    match probe.send(&[]) {
+        Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => return Ok(false),
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    let settle = if target.ip().is_loopback() {
+        UDP_SETTLE_LOOPBACK
+    } else {
+        UDP_SETTLE
+    };
+    // A refusal is a failed receive, an answer (an echo) a successful one,
+    // silence through the settle time means the datagram was taken.
+    let looked = || -> io::Result<Option<bool>> {
+        let mut sink = [0u8; 1];
+        match probe.recv(&mut sink) {
+            Ok(_) => Ok(Some(true)),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => Ok(Some(false)),
+            Err(e) => Err(e),
+        }
+    };
+    if let Some(open) = looked()? {
+        return Ok(open);
+    }
+    tokio::time::sleep(settle).await;
+    Ok(looked()?.unwrap_or(true))
+}
+
 /// Sends one `GET` and tells whether an HTTP status line came back.
 async fn http_answers(mut probe: Stream, address: &Address, path: &str) -> io::Result<bool> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let host = match address {
-        Address::Tcp { text, .. } => text.as_str(),
+        Address::Tcp { text, .. } | Address::Udp { text, .. } => text.as_str(),
         Address::Unix(_) => "localhost",
     };
     let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: idlegate-readiness\r\nConnection: close\r\n\r\n");

@@ -3,7 +3,7 @@
 //!
 //! - at once: `idle-timeout`, `stop-timeout` (for the drain), `start-timeout`
 //!   (for clients' waits), `connection-idle-timeout` (for new connections),
-//!   `log-level` (applied by the binary);
+//!   `udp-flow-timeout` (for new flows), `log-level` (applied by the binary);
 //! - at the backend's next start: how it is run and probed (`command`,
 //!   `container`, `unit`, hooks, `ready`, `ready-http`, the timeouts it gets);
 //! - only when idlegate starts again: what shapes the sockets and the
@@ -30,6 +30,8 @@ pub struct Live {
     pub stop_timeout: Duration,
     /// TCP mode: how long a new connection may stay quiet both ways.
     pub connection_idle_timeout: Option<Duration>,
+    /// UDP: how long a new flow lives after its last datagram.
+    pub udp_flow_timeout: Duration,
 }
 
 impl Live {
@@ -39,6 +41,7 @@ impl Live {
             idle_timeout: config.idle_timeout,
             stop_timeout: config.stop_timeout,
             connection_idle_timeout: config.connection_idle_timeout,
+            udp_flow_timeout: config.udp_flow_timeout,
         }
     }
 }

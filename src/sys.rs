@@ -18,7 +18,9 @@ pub enum SocketKind {
     TcpConnected,
     /// A connected Unix stream socket (systemd `Accept=yes`).
     UnixConnected,
-    /// A datagram socket (`ListenDatagram=`).
+    /// A UDP socket, IPv4 or IPv6 (`ListenDatagram=`).
+    Udp,
+    /// A datagram socket of another family (a Unix one).
     Datagram,
     /// Any other socket (sequential packets, netlink, …).
     Other,
@@ -79,6 +81,7 @@ pub fn classify(fd: RawFd) -> Result<SocketKind, FdError> {
     let listening =
         getsockopt_int(fd, libc::SO_ACCEPTCONN).map_err(|source| FdError::Io { fd, source })? != 0;
     Ok(match (ty, domain, listening) {
+        (libc::SOCK_DGRAM, libc::AF_INET | libc::AF_INET6, _) => SocketKind::Udp,
         (libc::SOCK_DGRAM, _, _) => SocketKind::Datagram,
         (libc::SOCK_STREAM, libc::AF_INET | libc::AF_INET6, true) => SocketKind::TcpListener,
         (libc::SOCK_STREAM, libc::AF_INET | libc::AF_INET6, false) => SocketKind::TcpConnected,

@@ -6,6 +6,7 @@ pub mod copy;
 pub mod http;
 pub mod proxy_protocol;
 pub mod tcp;
+pub mod udp;
 
 use std::time::Duration;
 

@@ -1,5 +1,7 @@
 //! The PROXY protocol header (HAProxy's, versions 1 and 2) that tells a
-//! backend who the client is, sent first on each upstream connection.
+//! backend who the client is, sent first on each upstream connection; for
+//! UDP, a v2 header with the datagram transport before every datagram (as
+//! dnsdist and PowerDNS read it).
 
 use std::net::SocketAddr;
 
@@ -74,6 +76,14 @@ pub fn header(version: Version, addresses: Option<(SocketAddr, SocketAddr)>) -> 
     }
 }
 
+/// The v2 header for a UDP datagram from `source` to `destination`.
+pub fn datagram_header(source: SocketAddr, destination: SocketAddr) -> Vec<u8> {
+    let mut h = header(Version::V2, Some((source, destination)));
+    // The family and transport byte: STREAM (0x_1) becomes DGRAM (0x_2).
+    h[13] = (h[13] & 0xF0) | 0x02;
+    h
+}
+
 fn to_v6(a: SocketAddr) -> SocketAddr {
     match a {
         SocketAddr::V4(v4) => SocketAddr::new(v4.ip().to_ipv6_mapped().into(), v4.port()),
@@ -104,5 +114,9 @@ mod tests {
         let v1 = header(Version::V1, Some((s6, d)));
         assert_eq!(v1, b"PROXY TCP6 2001:db8::1 ::ffff:127.0.0.1 1000 443\r\n");
         assert_eq!(header(Version::V2, None)[12..], [0x20, 0, 0, 0]);
+        let udp = datagram_header(s, d);
+        assert_eq!(&udp[12..16], &[0x21, 0x12, 0, 12]);
+        assert_eq!(&udp[16..], &v2[16..]);
+        assert_eq!(datagram_header(s6, d)[13], 0x22);
     }
 }

@@ -1153,8 +1153,12 @@ fn passed_descriptors_that_are_not_stream_sockets_are_usage_errors() {
     let mut child = spawn_with_fds(&[file.as_raw_fd()], &["file"], &upstream, &[], &log);
     assert_eq!(wait_child(&mut child).code(), Some(2));
 
+    // A UDP socket needs a udp: upstream; a Unix datagram socket is not served.
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut child = spawn_with_fds(&[udp.as_raw_fd()], &["dns"], &upstream, &[], &log);
+    assert_eq!(wait_child(&mut child).code(), Some(2));
+    let unix_dgram = std::os::unix::net::UnixDatagram::bind(dir.path().join("dgram")).unwrap();
+    let mut child = spawn_with_fds(&[unix_dgram.as_raw_fd()], &["log"], &upstream, &[], &log);
     assert_eq!(wait_child(&mut child).code(), Some(2));
 
     // LISTEN_FDS=2 with only one descriptor really passed.
@@ -1175,6 +1179,15 @@ fn passed_descriptors_that_are_not_stream_sockets_are_usage_errors() {
 
     let log = std::fs::read_to_string(&log).unwrap();
     assert!(log.contains("fd 3 (file) is not a socket"), "{log}");
-    assert!(log.contains("fd 3 (dns): datagram sockets"), "{log}");
+    assert!(
+        log.contains("socket fd 3 (dns) is a UDP socket but its upstream 127.0.0.1:9 is not: write it as udp:HOST:PORT"),
+        "{log}"
+    );
+    assert!(
+        log.contains(
+            "fd 3 (log): Unix datagram sockets (ListenDatagram=/path) are not supported yet"
+        ),
+        "{log}"
+    );
     assert!(log.contains("fd 4 (two) is not open"), "{log}");
 }

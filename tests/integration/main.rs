@@ -11,4 +11,5 @@ mod kinds;
 mod reload;
 mod soak;
 mod status;
+mod udp;
 mod usage;

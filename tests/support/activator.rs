@@ -19,6 +19,8 @@ pub enum Socket {
     Tcp(std::net::TcpListener, String),
     /// A Unix stream listener.
     Unix(std::os::unix::net::UnixListener, String),
+    /// A UDP socket (`ListenDatagram=`).
+    Udp(std::net::UdpSocket, String),
 }
 
 impl Socket {
@@ -26,11 +28,12 @@ impl Socket {
         match self {
             Socket::Tcp(l, _) => l.as_raw_fd(),
             Socket::Unix(l, _) => l.as_raw_fd(),
+            Socket::Udp(s, _) => s.as_raw_fd(),
         }
     }
     fn name(&self) -> &str {
         match self {
-            Socket::Tcp(_, n) | Socket::Unix(_, n) => n,
+            Socket::Tcp(_, n) | Socket::Unix(_, n) | Socket::Udp(_, n) => n,
         }
     }
 }
@@ -51,6 +54,8 @@ pub struct Activator {
     pub log_path: PathBuf,
     /// The TCP addresses held, in order (Unix sockets are skipped).
     pub tcp_addrs: Vec<std::net::SocketAddr>,
+    /// The UDP addresses held, in order.
+    pub udp_addrs: Vec<std::net::SocketAddr>,
     _dir: Arc<tempfile::TempDir>,
 }
 
@@ -87,6 +92,13 @@ impl ActivatorBuilder {
         self
     }
 
+    /// Holds a new UDP socket on 127.0.0.1 (a free port) named `name`.
+    pub fn udp(mut self, name: &str) -> Self {
+        let s = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind activator udp socket");
+        self.sockets.push(Socket::Udp(s, name.to_owned()));
+        self
+    }
+
     /// Adds an environment variable for idlegate.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.to_owned(), value.to_owned()));
@@ -101,7 +113,15 @@ impl ActivatorBuilder {
             .iter()
             .filter_map(|s| match s {
                 Socket::Tcp(l, _) => Some(l.local_addr().unwrap()),
-                Socket::Unix(..) => None,
+                Socket::Unix(..) | Socket::Udp(..) => None,
+            })
+            .collect();
+        let udp_addrs = self
+            .sockets
+            .iter()
+            .filter_map(|s| match s {
+                Socket::Udp(s, _) => Some(s.local_addr().unwrap()),
+                _ => None,
             })
             .collect();
         let record = Arc::new((Mutex::new(Record::default()), Condvar::new()));
@@ -117,6 +137,7 @@ impl ActivatorBuilder {
             thread: Some(thread),
             log_path,
             tcp_addrs,
+            udp_addrs,
             _dir: self.dir,
         }
     }

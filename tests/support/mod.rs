@@ -48,7 +48,9 @@ pub fn free_port() -> u16 {
     loop {
         let offset = NEXT.fetch_add(1, Ordering::Relaxed) % 12000;
         let port = 20000 + (base - 20000 + offset) % 12000;
-        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok()
+        {
             return port;
         }
     }

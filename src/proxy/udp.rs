@@ -1,0 +1,340 @@
+//! UDP: a datagram socket (`ListenDatagram=`, `--listen udp:…`) forwarded to a
+//! `udp:` upstream.
+//!
+//! Each client address is a *flow* with an upstream socket of its own, so the
+//! backend sees one source port per client and its replies go back to the
+//! right one, sent from the activated socket. A flow is work in flight while a
+//! datagram moved either way within `--udp-flow-timeout`; then it ends and its
+//! socket closes.
+//!
+//! A new flow waits for the backend: the datagram that started it and those
+//! that follow are queued (up to [`FLOW_QUEUE`] datagrams per flow and
+//! [`QUEUED_BYTES_MAX`] bytes for all flows) and sent, in order, once it is
+//! ready. Datagrams beyond those bounds are dropped with one warning per flow.
+//! Datagrams that arrive after idlegate stopped reading stay in the socket,
+//! which systemd keeps, for the next activation.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use crate::address::Address;
+use crate::backend::Backend;
+use crate::listener::Shared;
+use crate::proxy::proxy_protocol;
+use crate::readiness::Backoff;
+
+/// The most datagrams one flow queues while the backend is not taking them.
+pub const FLOW_QUEUE: usize = 1024;
+
+/// The most bytes all flows together queue while the backend is not taking them.
+pub const QUEUED_BYTES_MAX: usize = 16 * 1024 * 1024;
+
+/// The largest UDP payload.
+const DATAGRAM_MAX: usize = 65_536;
+
+/// One UDP socket's flows, kept across the accept loop's restarts so a
+/// client keeps its flow (and its source port at the backend).
+#[derive(Debug)]
+pub struct UdpForwarder {
+    /// The upstream, a `udp:` address.
+    upstream: Address,
+    /// Send a PROXY protocol v2 header before each datagram.
+    proxy_protocol: bool,
+    /// The live flows, by client address.
+    flows: Mutex<HashMap<SocketAddr, FlowHandle>>,
+    /// Bytes queued in every flow now.
+    queued: Arc<AtomicUsize>,
+}
+
+#[derive(Debug)]
+struct FlowHandle {
+    datagrams: mpsc::Sender<Vec<u8>>,
+    /// Whether a drop was already reported for this flow.
+    dropping: bool,
+}
+
+/// What a flow needs from its socket's loop.
+struct FlowContext {
+    client: SocketAddr,
+    socket: Arc<UdpSocket>,
+    upstream: SocketAddr,
+    upstream_text: Address,
+    header: Option<Vec<u8>>,
+    backend: Backend,
+    timeout: Duration,
+    close: CancellationToken,
+    queued: Arc<AtomicUsize>,
+}
+
+impl UdpForwarder {
+    /// A forwarder to `upstream` (a `udp:` address), with a PROXY v2 header on
+    /// each datagram when `proxy_protocol` is set.
+    pub fn new(upstream: Address, proxy_protocol: bool) -> Self {
+        UdpForwarder {
+            upstream,
+            proxy_protocol,
+            flows: Mutex::new(HashMap::new()),
+            queued: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// Reads `socket` until `stop` is cancelled, handing each datagram to its
+    /// client's flow (a new one starts the backend if needed).
+    pub async fn serve(
+        self: Arc<Self>,
+        socket: Arc<UdpSocket>,
+        label: String,
+        shared: Shared,
+        stop: CancellationToken,
+    ) {
+        let Address::Udp { addrs, .. } = &self.upstream else {
+            unreachable!("activation pairs UDP sockets with udp: upstreams only")
+        };
+        let upstream = addrs[0];
+        let local = socket.local_addr().ok();
+        let mut buf = vec![0u8; DATAGRAM_MAX];
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        let mut sweep_at = 64;
+        loop {
+            let received = tokio::select! {
+                r = socket.recv_from(&mut buf) => r,
+                _ = stop.cancelled() => return,
+            };
+            let (n, client) = match received {
+                Ok(r) => r,
+                Err(e) if crate::listener::is_resource_exhaustion(&e) => {
+                    let delay = backoff.next_delay();
+                    tracing::warn!(
+                        "receive on {label} failed: {e}; pausing {}ms",
+                        delay.as_millis()
+                    );
+                    tokio::select! {
+                        _ = tokio::time::sleep(delay) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                    continue;
+                }
+                Err(e) => {
+                    // An ICMP error for an earlier reply, or a truncated read.
+                    tracing::debug!("receive on {label}: {e}");
+                    continue;
+                }
+            };
+            let datagram = buf[..n].to_vec();
+            let mut flows = self.flows.lock().expect("flows lock");
+            let datagram = match flows.get_mut(&client) {
+                Some(flow) => match self.enqueue(flow, client, datagram) {
+                    Some(back) => back, // The flow ended: start a new one.
+                    None => continue,
+                },
+                None => datagram,
+            };
+            flows.remove(&client);
+            if flows.len() >= sweep_at {
+                flows.retain(|_, f| !f.datagrams.is_closed());
+                sweep_at = (flows.len() * 2).max(64);
+            }
+            let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
+                tracing::warn!(
+                    "{label}: --connections-max reached; dropping a datagram from {client}"
+                );
+                continue;
+            };
+            let (tx, rx) = mpsc::channel(FLOW_QUEUE);
+            let mut handle = FlowHandle {
+                datagrams: tx,
+                dropping: false,
+            };
+            if self.enqueue(&mut handle, client, datagram).is_some() {
+                continue;
+            }
+            flows.insert(client, handle);
+            drop(flows);
+            tracing::debug!("client {client} on {label}: new UDP flow");
+            let header = match (self.proxy_protocol, local) {
+                (true, Some(local)) => Some(proxy_protocol::datagram_header(client, local)),
+                _ => None,
+            };
+            let context = FlowContext {
+                client,
+                socket: socket.clone(),
+                upstream,
+                upstream_text: self.upstream.clone(),
+                header,
+                backend: shared.backend.clone(),
+                timeout: shared.live().udp_flow_timeout,
+                close: shared.close.clone(),
+                queued: self.queued.clone(),
+            };
+            // The flow is work in flight, and an open connection for the
+            // drain, until it ends.
+            let guards = (shared.in_flight.enter(), shared.connections.enter(), slot);
+            tokio::spawn(async move {
+                run_flow(context, rx).await;
+                drop(guards);
+            });
+        }
+    }
+
+    /// Queues `datagram` on `flow`; gives it back if the flow has ended.
+    fn enqueue(
+        &self,
+        flow: &mut FlowHandle,
+        client: SocketAddr,
+        datagram: Vec<u8>,
+    ) -> Option<Vec<u8>> {
+        let size = datagram.len();
+        if self.queued.fetch_add(size, Ordering::Relaxed) + size > QUEUED_BYTES_MAX {
+            self.queued.fetch_sub(size, Ordering::Relaxed);
+            if flow.datagrams.is_closed() {
+                return Some(datagram);
+            }
+            self.report_drop(flow, client, "all flows together queue too many bytes");
+            return None;
+        }
+        match flow.datagrams.try_send(datagram) {
+            Ok(()) => {
+                flow.dropping = false;
+                None
+            }
+            Err(TrySendError::Full(_)) => {
+                self.queued.fetch_sub(size, Ordering::Relaxed);
+                self.report_drop(flow, client, "its queue is full");
+                None
+            }
+            Err(TrySendError::Closed(datagram)) => {
+                self.queued.fetch_sub(size, Ordering::Relaxed);
+                Some(datagram)
+            }
+        }
+    }
+
+    fn report_drop(&self, flow: &mut FlowHandle, client: SocketAddr, why: &str) {
+        if !flow.dropping {
+            flow.dropping = true;
+            tracing::warn!(
+                "dropping datagrams from {client} until {} takes them: {why}",
+                self.upstream
+            );
+        }
+    }
+}
+
+/// One client's flow: wait for the backend, then relay both ways until no
+/// datagram moved for the flow timeout (or idlegate closes).
+async fn run_flow(c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
+    let deadline = Instant::now() + c.backend.start_timeout();
+    let ready = tokio::select! {
+        r = c.backend.wait_ready(deadline) => r,
+        _ = c.close.cancelled() => return,
+    };
+    if let Err(e) = ready {
+        let dropped = datagrams.len();
+        tracing::warn!("dropping {dropped} datagram(s) from {}: {e}", c.client);
+        datagrams.close();
+        while let Ok(d) = datagrams.try_recv() {
+            c.queued.fetch_sub(d.len(), Ordering::Relaxed);
+        }
+        return;
+    }
+    let up = match upstream_socket(c.upstream).await {
+        Ok(up) => up,
+        Err(e) => {
+            tracing::warn!(
+                "client {}: cannot open a UDP socket to {}: {e}",
+                c.client,
+                c.upstream_text
+            );
+            return;
+        }
+    };
+    let mut reply = Vec::with_capacity(DATAGRAM_MAX);
+    let mut framed = Vec::new();
+    let mut last = Instant::now();
+    let expiry = tokio::time::sleep(c.timeout);
+    tokio::pin!(expiry);
+    loop {
+        tokio::select! {
+            d = datagrams.recv() => {
+                let Some(d) = d else { break };
+                c.queued.fetch_sub(d.len(), Ordering::Relaxed);
+                last = Instant::now();
+                let sent = match &c.header {
+                    Some(h) => {
+                        framed.clear();
+                        framed.extend_from_slice(h);
+                        framed.extend_from_slice(&d);
+                        up.send(&framed).await
+                    }
+                    None => up.send(&d).await,
+                };
+                if let Err(e) = sent {
+                    refused(&c, &e);
+                }
+            }
+            r = up.recv_buf(&mut reply) => {
+                match r {
+                    Ok(_) => {
+                        last = Instant::now();
+                        if let Err(e) = c.socket.send_to(&reply, c.client).await {
+                            tracing::debug!("reply to {}: {e}", c.client);
+                        }
+                    }
+                    Err(e) => refused(&c, &e),
+                }
+                reply.clear();
+            }
+            _ = &mut expiry => {
+                let due = last + c.timeout;
+                if Instant::now() >= due {
+                    tracing::debug!(
+                        "UDP flow of {} ended: no datagram for {}",
+                        c.client,
+                        humantime::format_duration(c.timeout)
+                    );
+                    break;
+                }
+                expiry.as_mut().reset(due);
+            }
+            _ = c.close.cancelled() => break,
+        }
+    }
+}
+
+/// An error on the upstream socket: a refusal (ICMP port unreachable) while
+/// the backend counts as ready means it stopped serving that port.
+fn refused(c: &FlowContext, e: &std::io::Error) {
+    if e.kind() == std::io::ErrorKind::ConnectionRefused && c.backend.is_ready() {
+        tracing::warn!(
+            "{} refused a datagram from {} although the backend is ready",
+            c.upstream_text,
+            c.client
+        );
+        c.backend
+            .report_refused(c.backend.generation(), &c.upstream_text);
+    } else {
+        tracing::debug!("UDP flow of {} to {}: {e}", c.client, c.upstream_text);
+    }
+}
+
+/// A socket of the upstream's family on an ephemeral port, connected to it, so
+/// that only its replies arrive there.
+async fn upstream_socket(upstream: SocketAddr) -> std::io::Result<UdpSocket> {
+    let any: SocketAddr = if upstream.is_ipv4() {
+        (Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let up = UdpSocket::bind(any).await?;
+    up.connect(upstream).await?;
+    Ok(up)
+}

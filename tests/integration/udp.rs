@@ -1,0 +1,291 @@
+//! UDP: datagram sockets (`ListenDatagram=`, `--listen udp:…`), with the test
+//! backend as a UDP echo server that binds late. Every datagram sent must come
+//! back: none may be dropped by idlegate while the backend starts, across an
+//! idle exit, or across a re-activation.
+
+use std::collections::BTreeSet;
+use std::net::{SocketAddr, UdpSocket};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::activator::{describe, Activator};
+use crate::support::*;
+
+/// A client socket on 127.0.0.1 that waits at most [`PATIENCE`] for a reply.
+fn client() -> UdpSocket {
+    let s = UdpSocket::bind("127.0.0.1:0").unwrap();
+    s.set_read_timeout(Some(PATIENCE)).unwrap();
+    s
+}
+
+/// Receives `n` datagrams on `s`, failing loudly if one does not come.
+fn receive(s: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
+    let mut buf = [0u8; 2048];
+    (0..n)
+        .map(|i| {
+            let (len, _) = s
+                .recv_from(&mut buf)
+                .unwrap_or_else(|e| panic!("reply {} of {n} did not come: {e}", i + 1));
+            buf[..len].to_vec()
+        })
+        .collect()
+}
+
+/// idlegate with a UDP socket named `dns` in front of a test UDP echo backend
+/// that binds after `delay_ms`; returns the activator and the backend's pid file.
+fn udp_gate(
+    delay_ms: &str,
+    flow: &str,
+    idle: &str,
+    extra: &[&str],
+) -> (Activator, std::path::PathBuf) {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let pid_file = dir.path().join("backend.pid");
+    let mut a = args(&[
+        "--upstream",
+        &format!("udp:{backend}"),
+        "--udp-flow-timeout",
+        flow,
+        "--idle-timeout",
+        idle,
+        "--stop-timeout",
+        "5s",
+    ]);
+    a.extend(args(extra));
+    a.extend(backend_command(
+        &backend,
+        &[
+            "--udp",
+            "--delay-ms",
+            delay_ms,
+            "--pid-file",
+            pid_file.to_str().unwrap(),
+        ],
+    ));
+    let act = ActivatorBuilder::new(dir, &a).udp("dns").start();
+    (act, pid_file)
+}
+
+#[test]
+fn a_cold_start_queues_every_datagram_until_a_late_backend_binds() {
+    let (act, pid_file) = udp_gate("400", "30s", "1h", &[]);
+    let addr = act.udp_addrs[0];
+    let c = client();
+    let sent: BTreeSet<Vec<u8>> = (0..50).map(|i| format!("query {i}").into_bytes()).collect();
+    for d in &sent {
+        c.send_to(d, addr).unwrap();
+    }
+    let got: BTreeSet<Vec<u8>> = receive(&c, sent.len()).into_iter().collect();
+    assert_eq!(got, sent, "every datagram sent during the start came back");
+    assert!(
+        read_pid(&pid_file) > 0,
+        "the backend was started by the first datagram"
+    );
+    assert_eq!(act.activations(), 1);
+    let log = act.log();
+    assert!(log.contains("backend ready on udp:"), "{log}");
+}
+
+#[test]
+fn several_clients_each_get_their_own_flow_and_only_their_replies() {
+    let (act, _) = udp_gate("0", "30s", "1h", &[]);
+    let addr = act.udp_addrs[0];
+    let clients: Vec<_> = (0..4)
+        .map(|k| {
+            std::thread::spawn(move || {
+                let c = client();
+                let mut want = Vec::new();
+                for i in 0..40 {
+                    let d = format!("client {k} datagram {i}").into_bytes();
+                    c.send_to(&d, addr).unwrap();
+                    want.push(d);
+                    if i % 10 == 9 {
+                        // Some in flight at once, then catch up.
+                        let got = receive(&c, 10);
+                        assert_eq!(
+                            got,
+                            want[i - 9..=i],
+                            "client {k}: replies in order, its own"
+                        );
+                    }
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+    assert_eq!(act.activations(), 1);
+}
+
+#[test]
+fn flows_expire_then_idle_exit_and_reactivation_lose_no_datagram() {
+    let (act, pid_file) = udp_gate("100", "300ms", "300ms", &[]);
+    let addr = act.udp_addrs[0];
+    let c = client();
+    for round in 0..3 {
+        // A burst, answered in full, then silence: the flow expires, the
+        // backend stops and idlegate exits 0; the next burst activates it again.
+        let burst: Vec<Vec<u8>> = (0..10)
+            .map(|i| format!("r{round} d{i}").into_bytes())
+            .collect();
+        for d in &burst {
+            c.send_to(d, addr).unwrap();
+        }
+        let got: BTreeSet<Vec<u8>> = receive(&c, burst.len()).into_iter().collect();
+        assert_eq!(got, burst.into_iter().collect(), "round {round}");
+        let backend = read_pid(&pid_file);
+        let status = act.wait_exit(round + 1, PATIENCE);
+        assert_eq!(status.code(), Some(0), "idle exit {}", describe(&status));
+        assert!(wait_gone(backend, PATIENCE), "the backend stopped with it");
+    }
+    assert_eq!(act.activations(), 3);
+    let log = act.log();
+    assert!(log.contains("idle for"), "{log}");
+}
+
+#[test]
+fn datagrams_straddling_the_idle_exit_are_all_answered() {
+    // Think times around flow + idle timeout, so some datagrams arrive as the
+    // idle timer fires or while idlegate exits; each must be answered, by
+    // this run or by the next activation.
+    let (act, _) = udp_gate("0", "100ms", "100ms", &[]);
+    let addr = act.udp_addrs[0];
+    let c = client();
+    let mut rng = Xorshift::new(0x0D9A);
+    for i in 0..40 {
+        let d = format!("datagram {i}").into_bytes();
+        c.send_to(&d, addr).unwrap();
+        assert_eq!(receive(&c, 1)[0], d, "datagram {i}");
+        std::thread::sleep(Duration::from_millis(150 + rng.below(150) as u64));
+    }
+    assert!(
+        act.activations() >= 2,
+        "the think times straddled idle exits"
+    );
+    for status in act.exits() {
+        assert_eq!(status.code(), Some(0), "{}", describe(&status));
+    }
+}
+
+#[test]
+fn proxy_protocol_v2_prefixes_every_datagram() {
+    let (act, _) = udp_gate("0", "30s", "1h", &["--proxy-protocol", "v2"]);
+    let addr = act.udp_addrs[0];
+    let c = client();
+    let me = c.local_addr().unwrap();
+    for payload in [&b"first"[..], b"second"] {
+        c.send_to(payload, addr).unwrap();
+        // The echo backend sends back what it got: header and payload.
+        let got = receive(&c, 1).remove(0);
+        assert_eq!(&got[..12], b"\r\n\r\n\0\r\nQUIT\n", "v2 signature");
+        assert_eq!(
+            &got[12..16],
+            &[0x21, 0x12, 0, 12],
+            "PROXY, UDP over IPv4, 12 bytes"
+        );
+        assert_eq!(&got[16..20], &[127, 0, 0, 1], "source address");
+        assert_eq!(&got[20..24], &[127, 0, 0, 1], "destination address");
+        assert_eq!(&got[24..26], &me.port().to_be_bytes(), "source port");
+        assert_eq!(&got[26..28], &addr.port().to_be_bytes(), "destination port");
+        assert_eq!(&got[28..], payload);
+    }
+}
+
+#[test]
+fn listen_udp_binds_itself_and_stops_the_backend_when_idle() {
+    let dir = tempdir();
+    let front: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let pid_file = dir.path().join("backend.pid");
+    let mut a = args(&[
+        "--listen",
+        &format!("udp:{front}"),
+        "--upstream",
+        &format!("udp:{backend}"),
+        "--udp-flow-timeout",
+        "200ms",
+        "--idle-timeout",
+        "200ms",
+    ]);
+    a.extend(backend_command(
+        &backend,
+        &["--udp", "--pid-file", pid_file.to_str().unwrap()],
+    ));
+    let log = dir.path().join("listen.log");
+    let mut child = Command::new(idlegate_bin())
+        .args(&a)
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let c = client();
+    // The socket is bound before idlegate logs that it listens.
+    wait_until("idlegate to listen", PATIENCE, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening: udp:")
+    });
+    c.send_to(b"one", front).unwrap();
+    assert_eq!(receive(&c, 1)[0], b"one");
+    let first = read_pid(&pid_file);
+    assert!(wait_gone(first, PATIENCE), "idle stops the backend");
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "idlegate keeps listening"
+    );
+    c.send_to(b"two", front).unwrap();
+    assert_eq!(receive(&c, 1)[0], b"two");
+    assert_ne!(read_pid(&pid_file), first, "a new backend answered");
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + PATIENCE;
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "idlegate did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(0));
+}
+
+#[test]
+fn udp_usage_errors_name_the_flag() {
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["--listen", "udp:127.0.0.1:1", "--upstream", "127.0.0.1:2"],
+            "write it as udp:HOST:PORT",
+        ),
+        (
+            &["--listen", "127.0.0.1:1", "--upstream", "udp:127.0.0.1:2"],
+            "is UDP",
+        ),
+        (
+            &["--upstream", "udp:127.0.0.1:2", "--proxy-protocol", "v1"],
+            "v1 has no UDP form",
+        ),
+        (
+            &["--upstream", "udp:127.0.0.1:2", "--udp-flow-timeout", "0"],
+            "--udp-flow-timeout",
+        ),
+        (
+            &["--upstream", "udp:127.0.0.1:2", "--ready-http", "/health"],
+            "--ready-http",
+        ),
+        (&["--upstream", "udp:nowhere"], "udp:nowhere"),
+    ];
+    for (a, want) in cases {
+        let (code, stderr) = run_idlegate(a, &[]);
+        assert_eq!(code, Some(2), "{a:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{a:?}: {stderr}");
+        assert!(
+            stderr.contains(want),
+            "{a:?}: {want:?} missing from {stderr}"
+        );
+    }
+}
