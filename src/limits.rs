@@ -7,10 +7,17 @@ pub const RESERVED_DESCRIPTORS: u64 = 64;
 /// Descriptors one forwarded connection holds: the client and the upstream.
 pub const DESCRIPTORS_PER_CONNECTION: u64 = 2;
 
-/// The most connections that fit in `open_files_limit` descriptors.
-pub fn connections_that_fit(open_files_limit: u64) -> usize {
-    let fit = open_files_limit.saturating_sub(RESERVED_DESCRIPTORS) / DESCRIPTORS_PER_CONNECTION;
+/// The most connections that fit in `open_files_limit` descriptors when
+/// `open_now` are already open (the passed sockets, anything inherited).
+pub fn connections_that_fit(open_files_limit: u64, open_now: u64) -> usize {
+    let fit = open_files_limit.saturating_sub(RESERVED_DESCRIPTORS + open_now)
+        / DESCRIPTORS_PER_CONNECTION;
     usize::try_from(fit.max(1)).unwrap_or(usize::MAX)
+}
+
+/// How many descriptors this process has open now (0 if /proc cannot tell).
+fn open_descriptors() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
 }
 
 /// Raises the soft open-files limit to the hard one and returns
@@ -23,7 +30,7 @@ pub fn fit_connections(connections_max: usize) -> usize {
             return connections_max;
         }
     };
-    let fit = connections_that_fit(limit);
+    let fit = connections_that_fit(limit, open_descriptors());
     if connections_max > fit {
         tracing::warn!(
             "--connections-max {connections_max} needs more descriptors than the limit of {limit} \
@@ -40,8 +47,10 @@ mod tests {
 
     #[test]
     fn connections_fit_the_limit() {
-        assert_eq!(connections_that_fit(1024), 480);
-        assert_eq!(connections_that_fit(64), 1);
-        assert_eq!(connections_that_fit(0), 1);
+        assert_eq!(connections_that_fit(1024, 0), 480);
+        assert_eq!(connections_that_fit(1024, 100), 430);
+        assert_eq!(connections_that_fit(64, 0), 1);
+        assert_eq!(connections_that_fit(0, 10), 1);
+        assert!(open_descriptors() >= 3, "stdio at least");
     }
 }

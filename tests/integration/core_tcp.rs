@@ -880,10 +880,14 @@ fn a_low_descriptor_limit_holds_excess_clients_instead_of_failing_them() {
         c.shutdown(Shutdown::Both).unwrap();
     }
     let log = act.log();
-    assert!(
-        log.contains("serving at most 18 connections at once"),
-        "{log}"
-    );
+    // (100 - 64 kept aside - those open at start) / 2 per connection.
+    let fitted: usize = log
+        .split("serving at most ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no fitted limit logged: {log}"));
+    assert!((10..=17).contains(&fitted), "fitted to {fitted}: {log}");
     assert!(!log.contains("Too many open files"), "{log}");
 }
 
