@@ -142,17 +142,20 @@ async fn copy(
     until_bulk: bool,
     activity: &Activity,
 ) -> io::Result<Copied> {
-    let mut buf = vec![0u8; BUFFER];
+    // Read into spare capacity, never zeroed: a connection of small messages
+    // touches (and keeps resident) only the first page of its buffer.
+    let mut buf = Vec::with_capacity(BUFFER);
     loop {
-        let n = from.read(&mut buf).await?;
+        buf.clear();
+        let n = from.read_buf(&mut buf).await?;
         if n == 0 {
             let _ = to.shutdown().await;
             return Ok(Copied::All);
         }
         activity.touch();
-        to.write_all(&buf[..n]).await?;
+        to.write_all(&buf).await?;
         *total += n as u64;
-        if until_bulk && n == buf.len() {
+        if until_bulk && n == BUFFER {
             return Ok(Copied::UntilBulk);
         }
     }
