@@ -253,12 +253,13 @@ pub async fn run(
 
 fn announce(notifier: &Notifier, endpoints: &[Arc<Endpoint>], how: &str, config: &Config) {
     for e in endpoints {
-        tracing::info!(
-            "{how}: {} -> {} ({})",
-            e.route.label,
-            e.route.upstream.address,
-            e.route.upstream.mode
-        );
+        let upstream = &e.route.upstream;
+        let mode = if upstream.address.is_udp() {
+            "udp".to_owned()
+        } else {
+            upstream.mode.to_string()
+        };
+        tracing::info!("{how}: {} -> {} ({mode})", e.route.label, upstream.address);
     }
     let idle = match config.idle_timeout {
         Some(t) => format!("idle timeout {}", humantime::format_duration(t)),

@@ -84,6 +84,11 @@ fn a_cold_start_queues_every_datagram_until_a_late_backend_binds() {
     );
     assert_eq!(act.activations(), 1);
     let log = act.log();
+    assert!(
+        log.contains(&format!("socket-activated: fd 3 (dns) -> udp:{}", "127.0.0.1"))
+            && log.contains(" (udp)"),
+        "{log}"
+    );
     assert!(log.contains("backend ready on udp:"), "{log}");
 }
 
