@@ -6,7 +6,7 @@
 //! command that installs it. Nothing here is a pass/fail test.
 //!
 //! Phases (cold start is `benches/cold_start.rs`, containers `benches/containers.rs`):
-//! 1. warm keep-alive small responses (wrk);
+//! 1. warm keep-alive small responses (wrk, at 16, 64 and 256 connections);
 //! 2. warm, a new connection per request (wrk, `Connection: close`);
 //! 3. bulk: one 1 GiB response;
 //! 4. footprint: idlegate's RSS activated, under load, after; binary size.
@@ -103,9 +103,14 @@ fn to_ms(v: &str) -> Option<f64> {
     None
 }
 
-fn wrk(addr: SocketAddr, seconds: u64, close: bool) -> Option<(f64, f64, f64)> {
+fn wrk(addr: SocketAddr, connections: usize, seconds: u64, close: bool) -> Option<(f64, f64, f64)> {
     let mut cmd = Command::new("wrk");
-    cmd.args(["-t1", "-c16", &format!("-d{seconds}s"), "--latency"]);
+    cmd.args([
+        "-t1",
+        &format!("-c{connections}"),
+        &format!("-d{seconds}s"),
+        "--latency",
+    ]);
     if close {
         cmd.args(["-H", "Connection: close"]);
     }
@@ -190,11 +195,17 @@ fn main() {
         .map(|(c, p)| (*c, p.as_ref().and_then(|p| p.rss_kib())))
         .collect();
 
-    let mut peak_rss: Vec<(Contender, u64)> = Vec::new();
+    // Peak RSS by contender and number of wrk connections.
+    let mut peak_rss: Vec<(Contender, usize, u64)> = Vec::new();
     if has_wrk {
-        for (title, close) in [
-            ("keep-alive small responses", false),
-            ("a new connection per request", true),
+        // Keep-alive at three concurrencies: a single-threaded proxy falls
+        // behind as clients are added, so one level alone would mislead. The
+        // levels go up, so each footprint column holds the peak so far.
+        for (title, close, connections) in [
+            ("keep-alive small responses", false, 16),
+            ("a new connection per request", true, 16),
+            ("keep-alive small responses", false, 64),
+            ("keep-alive small responses", false, 256),
         ] {
             let mut results: Vec<WrkSamples> =
                 all.iter().map(|c| (*c, vec![], vec![], vec![])).collect();
@@ -225,13 +236,16 @@ fn main() {
                             peak
                         })
                     };
-                    let r = wrk(addr_of(entry), seconds, close);
+                    let r = wrk(addr_of(entry), connections, seconds, close);
                     stop.store(true, std::sync::atomic::Ordering::Relaxed);
                     let peak = peak.join().unwrap();
                     if peak > 0 {
-                        match peak_rss.iter_mut().find(|(c, _)| *c == entry.0) {
-                            Some((_, p)) => *p = (*p).max(peak),
-                            None => peak_rss.push((entry.0, peak)),
+                        match peak_rss
+                            .iter_mut()
+                            .find(|(c, n, _)| *c == entry.0 && *n == connections)
+                        {
+                            Some((_, _, p)) => *p = (*p).max(peak),
+                            None => peak_rss.push((entry.0, connections, peak)),
                         }
                     }
                     if let Some((rps, p50, p99)) = r {
@@ -242,7 +256,7 @@ fn main() {
                 }
             }
             say(format!(
-                "## Warm: {title} (wrk -t1 -c16; medians of {rounds} runs)\n"
+                "## Warm: {title} (wrk -t1 -c{connections}; medians of {rounds} runs)\n"
             ));
             say("| contender | req/s | p50 ms | p99 ms | req/s vs systemd-socket-proxyd | req/s vs direct |".into());
             say("|---|---|---|---|---|---|".into());
@@ -306,11 +320,8 @@ fn main() {
     say(String::new());
 
     say("## Footprint (RSS, KiB)\n".into());
-    say(
-        "| contender | just activated (after one request) | peak under the wrk load | after |"
-            .into(),
-    );
-    say("|---|---|---|---|".into());
+    say("| contender | just activated (after one request) | peak, 16 connections | peak so far, 64 | peak so far, 256 | after |".into());
+    say("|---|---|---|---|---|---|".into());
     for (c, p) in &running {
         let Some(p) = p else { continue };
         let idle = idlegate_rss_idle
@@ -319,16 +330,22 @@ fn main() {
             .and_then(|x| x.1)
             .map(|v| v.to_string())
             .unwrap_or_else(|| "?".into());
-        let peak = peak_rss
-            .iter()
-            .find(|x| x.0 == *c)
-            .map(|x| x.1.to_string())
-            .unwrap_or_else(|| "?".into());
+        let peak = |connections: usize| {
+            peak_rss
+                .iter()
+                .find(|x| x.0 == *c && x.1 == connections)
+                .map(|x| x.2.to_string())
+                .unwrap_or_else(|| "?".into())
+        };
+        let (p16, p64, p256) = (peak(16), peak(64), peak(256));
         let after = p
             .rss_kib()
             .map(|v| v.to_string())
             .unwrap_or_else(|| "?".into());
-        say(format!("| {} | {idle} | {peak} | {after} |", c.name()));
+        say(format!(
+            "| {} | {idle} | {p16} | {p64} | {p256} | {after} |",
+            c.name()
+        ));
     }
     let size = std::fs::metadata(env!("CARGO_BIN_EXE_idlegate"))
         .map(|m| m.len())
