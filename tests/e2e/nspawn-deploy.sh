@@ -11,8 +11,9 @@
 # status`; idle exit of idlegate and of the backend (inactive, result success);
 # re-activation; idlegate's journal lines. Variants: deploy/tidings (backend =
 # Quadlet container), deploy/process (backend = a process idlegate starts),
-# deploy/quadlet (idlegate itself in a container), and the README's
-# systemd-socket-activate one-liners. It measures cold-start time against the
+# deploy/quadlet (idlegate itself in a container), deploy/dns (UDP: dnsmasq
+# behind a ListenDatagram= socket), and the README's systemd-socket-activate
+# one-liners. It measures cold-start time against the
 # floor: `podman start` / `podman run` of the same backend container until its
 # port answers. Any failure exits non-zero; the guest is always powered off and
 # the host cgroups removed.
@@ -28,7 +29,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
 W=${E2E_WORKDIR:-/var/tmp/idlegate-e2e}
 SUITE=trixie
-PKGS=systemd,systemd-sysv,dbus,iproute2,curl,procps,podman,crun,netavark,aardvark-dns,nftables,iptables,ca-certificates,caddy
+PKGS=systemd,systemd-sysv,dbus,iproute2,curl,procps,podman,crun,netavark,aardvark-dns,nftables,iptables,ca-certificates,caddy,dnsmasq-base
 BASE=$W/rootfs.base
 RUN=$W/run
 R=$RUN/rootfs
@@ -347,6 +348,23 @@ try_oneliner() {
   ok "idle exit $(ms_since "$t") ms after the last request; the backend is gone ($gone)"
 }
 
+# dns_query NAME: one DNS A query to 127.0.0.1:53 in the guest, over bash's
+# /dev/udp (the guest has no DNS tools); sets ANSWER (the answer's address) and LAST_MS.
+dns_query() {
+  local t
+  t=$(date +%s%N)
+  ANSWER=$(IN bash -c '
+    q="\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00"
+    IFS=. read -ra labels <<<"$1"
+    for l in "${labels[@]}"; do q+=$(printf "\\\\x%02x%s" "${#l}" "$l"); done
+    q+="\x00\x00\x01\x00\x01"
+    exec 3<>/dev/udp/127.0.0.1/53
+    printf "$q" >&3
+    timeout 20 dd bs=512 count=1 status=none <&3 | od -An -tu1 | tr -s " \n" " " |
+      awk "{ print \$(NF-3) \".\" \$(NF-2) \".\" \$(NF-1) \".\" \$NF }"' _ "$1") || fail "DNS query for $1 failed"
+  LAST_MS=$(ms_since "$t")
+}
+
 variant_begin() { VARIANT_CURSOR=$(IN journalctl -n 1 --show-cursor --no-pager -o cat | sed -n 's/^-- cursor: //p'); [ -n "$VARIANT_CURSOR" ] || fail 'no journal cursor'; }
 
 # --- the run -------------------------------------------------------------------
@@ -437,6 +455,38 @@ grep -q 'idlegate::backend: backend stopped: exit status: 0' "$RUN/journal-proce
   fail "idlegate did not log Caddy's clean stop"
 ok "journal: Caddy's output under idlegate::backend::output; Caddy stopped with status 0 on idle"
 run_readme process-uninstall
+
+# ---------------------------------------------------------------------------
+step "deploy/dns: install (UDP: dnsmasq behind a ListenDatagram= socket)"
+variant_begin
+run_readme dns-install
+AS_ROOT "mkdir -p /etc/systemd/system/dns-on-demand.service.d && printf '[Service]\nEnvironment=IDLEGATE_IDLE_TIMEOUT=$IDLE\n' >/etc/systemd/system/dns-on-demand.service.d/idle.conf && systemctl daemon-reload"
+out=$(IN systemd-analyze verify /etc/systemd/system/dns-on-demand.socket /etc/systemd/system/dns-on-demand.service 2>&1) || { echo "$out" >&2; fail "systemd-analyze verify failed"; }
+[ -z "$out" ] || { echo "$out" >&2; fail "systemd-analyze verify complained"; }
+ok "systemd-analyze verify (systemd 257, in the guest): dns-on-demand.socket dns-on-demand.service"
+
+step "deploy/dns: cold query, flow expiry and idle exit, re-activation"
+is_active dns-on-demand.service && fail "dns-on-demand.service active before the first query"
+for i in 1 2; do
+  dns_query tidings.test
+  [ "$ANSWER" = 192.0.2.7 ] || fail "query $i: tidings.test answered '$ANSWER', expected 192.0.2.7"
+  ok "cold query $i: tidings.test -> $ANSWER in $LAST_MS ms"
+  is_active dns-on-demand.service || fail "dns-on-demand.service not active after the query"
+  dns_query tidings.test
+  [ "$ANSWER" = 192.0.2.7 ] || fail "warm query: tidings.test answered '$ANSWER'"
+  ok "warm query: tidings.test -> $ANSWER in $LAST_MS ms"
+  wait_inactive dns-on-demand.service
+  IN pgrep -x dnsmasq >/dev/null && fail "dnsmasq still running after the idle exit"
+  ok "dnsmasq stopped with it"
+done
+IN journalctl --no-pager -o cat -u dns-on-demand.service --after-cursor "$VARIANT_CURSOR" |
+  grep -v -e '^$' | tee "$RUN/journal-dns.txt" | sed 's/^/      | /' | tail -n 30
+for line in 'socket-activated: fd 3 (dns) -> udp:127.0.0.1:5353 (udp)' 'backend ready on udp:127.0.0.1:5353 after [0-9]*ms' \
+  'dnsmasq\[[0-9]*\]: query\[A\] tidings.test from 127.0.0.1' "idle for $IDLE: stopping the backend and exiting"; do
+  [ "$(grep -c "$line" "$RUN/journal-dns.txt")" -ge 2 ] || fail "journal: '$line' not seen in both activations"
+done
+ok "journal: both activations took the datagram socket, waited for dnsmasq, answered, exited on idle"
+run_readme dns-uninstall
 
 # ---------------------------------------------------------------------------
 step "deploy/quadlet: idlegate image, install"
