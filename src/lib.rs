@@ -10,7 +10,8 @@
 //! - [`cli`], [`config`]: the command line and the TOML file, merged and validated
 //!   before anything starts.
 //! - [`activation`]: the passed sockets (`LISTEN_FDS`…) or `--listen`, paired with upstreams.
-//! - [`listener`]: the accept loop; [`proxy`]: one connection, held then copied both ways.
+//! - [`listener`]: the accept loop; [`proxy`]: one connection, held then copied both ways
+//!   (or, for a UDP socket, its datagrams by client flow: [`proxy::udp`]).
 //! - [`backend`]: the backend's lifecycle (start, ready, stop), one supervisor task;
 //!   [`readiness`]: the probe.
 //! - [`activity`]: in-flight guards and the idle timer.

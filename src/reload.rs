@@ -3,7 +3,7 @@
 //!
 //! - at once: `idle-timeout`, `stop-timeout` (for the drain), `start-timeout`
 //!   (for clients' waits), `connection-idle-timeout` (for new connections),
-//!   `udp-flow-timeout` (for new flows), `log-level` (applied by the binary);
+//!   `udp-flow-timeout` (for live flows too), `log-level` (applied by the binary);
 //! - at the backend's next start: how it is run and probed (`command`,
 //!   `container`, `unit`, hooks, `ready`, `ready-http`, the timeouts it gets);
 //! - only when idlegate starts again: what shapes the sockets and the

@@ -21,8 +21,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -31,6 +31,7 @@ use crate::backend::Backend;
 use crate::listener::Shared;
 use crate::proxy::proxy_protocol;
 use crate::readiness::Backoff;
+use crate::reload::Live;
 
 /// The most datagrams one flow queues while the backend is not taking them.
 pub const FLOW_QUEUE: usize = 1024;
@@ -70,7 +71,8 @@ struct FlowContext {
     upstream_text: Address,
     header: Option<Vec<u8>>,
     backend: Backend,
-    timeout: Duration,
+    /// The live settings: the flow timeout, which a reload changes at once.
+    live: watch::Receiver<Live>,
     close: CancellationToken,
     queued: Arc<AtomicUsize>,
 }
@@ -171,7 +173,7 @@ impl UdpForwarder {
                 upstream_text: self.upstream.clone(),
                 header,
                 backend: shared.backend.clone(),
-                timeout: shared.live().udp_flow_timeout,
+                live: shared.live.clone(),
                 close: shared.close.clone(),
                 queued: self.queued.clone(),
             };
@@ -231,7 +233,7 @@ impl UdpForwarder {
 
 /// One client's flow: wait for the backend, then relay both ways until no
 /// datagram moved for the flow timeout (or idlegate closes).
-async fn run_flow(c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
+async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
     let deadline = Instant::now() + c.backend.start_timeout();
     let ready = tokio::select! {
         r = c.backend.wait_ready(deadline) => r,
@@ -260,7 +262,9 @@ async fn run_flow(c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
     let mut reply = Vec::with_capacity(DATAGRAM_MAX);
     let mut framed = Vec::new();
     let mut last = Instant::now();
-    let expiry = tokio::time::sleep(c.timeout);
+    let mut timeout = c.live.borrow_and_update().udp_flow_timeout;
+    let mut reloads = true;
+    let expiry = tokio::time::sleep(timeout);
     tokio::pin!(expiry);
     loop {
         tokio::select! {
@@ -294,17 +298,25 @@ async fn run_flow(c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
                 reply.clear();
             }
             _ = &mut expiry => {
-                let due = last + c.timeout;
+                let due = last + timeout;
                 if Instant::now() >= due {
                     tracing::debug!(
                         "UDP flow of {} ended: no datagram for {}",
                         c.client,
-                        humantime::format_duration(c.timeout)
+                        humantime::format_duration(timeout)
                     );
                     break;
                 }
                 expiry.as_mut().reset(due);
             }
+            changed = c.live.changed(), if reloads => match changed {
+                Ok(()) => {
+                    // A reload: the new flow timeout counts from the last datagram.
+                    timeout = c.live.borrow_and_update().udp_flow_timeout;
+                    expiry.as_mut().reset(last + timeout);
+                }
+                Err(_) => reloads = false, // No more reloads: this timeout is final.
+            },
             _ = c.close.cancelled() => break,
         }
     }

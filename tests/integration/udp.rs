@@ -85,8 +85,10 @@ fn a_cold_start_queues_every_datagram_until_a_late_backend_binds() {
     assert_eq!(act.activations(), 1);
     let log = act.log();
     assert!(
-        log.contains(&format!("socket-activated: fd 3 (dns) -> udp:{}", "127.0.0.1"))
-            && log.contains(" (udp)"),
+        log.contains(&format!(
+            "socket-activated: fd 3 (dns) -> udp:{}",
+            "127.0.0.1"
+        )) && log.contains(" (udp)"),
         "{log}"
     );
     assert!(log.contains("backend ready on udp:"), "{log}");
@@ -293,4 +295,40 @@ fn udp_usage_errors_name_the_flag() {
             "{a:?}: {want:?} missing from {stderr}"
         );
     }
+}
+
+#[test]
+fn a_reload_shortens_the_flow_timeout_of_live_flows() {
+    let dir = tempdir();
+    let config = dir.path().join("idlegate.toml");
+    let backend = format!("127.0.0.1:{}", free_port());
+    let write = |flow: &str| {
+        let text = format!(
+            "upstream = \"udp:{backend}\"\nidle-timeout = \"300ms\"\nudp-flow-timeout = \"{flow}\"\ncommand = [\"{}\", \"--udp\", \"--listen\", \"{backend}\"]\n",
+            test_backend_bin().display()
+        );
+        std::fs::write(&config, text).unwrap();
+    };
+    write("1h");
+    let a = args(&["--config", config.to_str().unwrap()]);
+    let act = ActivatorBuilder::new(dir.clone(), &a).udp("dns").start();
+    let addr = act.udp_addrs[0];
+    let c = client();
+    c.send_to(b"before", addr).unwrap();
+    assert_eq!(receive(&c, 1)[0], b"before");
+    write("300ms");
+    let before = act.log().matches("configuration reloaded").count();
+    act.signal(libc::SIGHUP);
+    wait_until("the reload in the log", PATIENCE, || {
+        act.log().matches("configuration reloaded").count() > before
+    });
+    // The live flow now ends 300 ms after its last datagram, not in an hour.
+    let status = act.wait_exit(1, PATIENCE);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}: {}",
+        describe(&status),
+        act.log()
+    );
 }
