@@ -14,7 +14,8 @@
 //! ```
 //! With `--http` it is an HTTP/1.1 server instead (see [`http`] below for its paths).
 //! With `--udp` it is a UDP echo server: every datagram is sent back to its
-//! sender as it came (an empty one too).
+//! sender as it came (an empty one too), except `CRASH`, on which the whole
+//! backend exits with status 3.
 //! Otherwise the first line a client sends chooses what happens:
 //! - `SLOW <count> <interval_ms>`: writes `tick <i>` lines at that pace, then closes;
 //! - `COUNT`: reads until the client's end-of-file, then answers the byte count;
@@ -217,6 +218,10 @@ fn main() {
         let mut buf = vec![0u8; 65536];
         loop {
             match socket.recv_from(&mut buf) {
+                Ok((n, _)) if &buf[..n] == b"CRASH" => {
+                    eprintln!("test backend: crashing on request");
+                    std::process::exit(3);
+                }
                 Ok((n, from)) => {
                     let _ = socket.send_to(&buf[..n], from);
                 }

@@ -232,7 +232,8 @@ impl UdpForwarder {
 }
 
 /// One client's flow: wait for the backend, then relay both ways until no
-/// datagram moved for the flow timeout (or idlegate closes).
+/// datagram moved for the flow timeout (or idlegate closes). A datagram for a
+/// backend that is no longer ready starts it again first.
 async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
     let deadline = Instant::now() + c.backend.start_timeout();
     let ready = tokio::select! {
@@ -272,6 +273,19 @@ async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
                 let Some(d) = d else { break };
                 c.queued.fetch_sub(d.len(), Ordering::Relaxed);
                 last = Instant::now();
+                if !c.backend.is_ready() {
+                    // The backend died or was failed since (a crash, a
+                    // refusal): start it again; what follows queues meanwhile.
+                    let deadline = Instant::now() + c.backend.start_timeout();
+                    let ready = tokio::select! {
+                        r = c.backend.wait_ready(deadline) => r,
+                        _ = c.close.cancelled() => break,
+                    };
+                    if let Err(e) = ready {
+                        tracing::warn!("dropping a datagram from {}: {e}", c.client);
+                        continue;
+                    }
+                }
                 let sent = match &c.header {
                     Some(h) => {
                         framed.clear();

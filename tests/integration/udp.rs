@@ -332,3 +332,23 @@ fn a_reload_shortens_the_flow_timeout_of_live_flows() {
         act.log()
     );
 }
+
+#[test]
+fn a_backend_that_crashes_under_a_live_flow_is_started_again_by_its_next_datagram() {
+    let (act, pid_file) = udp_gate("0", "30s", "1h", &[]);
+    let addr = act.udp_addrs[0];
+    let c = client();
+    c.send_to(b"one", addr).unwrap();
+    assert_eq!(receive(&c, 1)[0], b"one");
+    let first = read_pid(&pid_file);
+    c.send_to(b"CRASH", addr).unwrap();
+    assert!(wait_gone(first, PATIENCE), "the backend crashed");
+    wait_until("idlegate to see the crash", PATIENCE, || {
+        act.log().contains("exited: exit status: 3")
+    });
+    // The same client, the same flow: its next datagram starts a new backend.
+    c.send_to(b"two", addr).unwrap();
+    assert_eq!(receive(&c, 1)[0], b"two", "{}", act.log());
+    assert_ne!(read_pid(&pid_file), first, "a new backend answered");
+    assert_eq!(act.activations(), 1, "idlegate itself kept running");
+}
