@@ -352,3 +352,102 @@ fn a_backend_that_crashes_under_a_live_flow_is_started_again_by_its_next_datagra
     assert_ne!(read_pid(&pid_file), first, "a new backend answered");
     assert_eq!(act.activations(), 1, "idlegate itself kept running");
 }
+
+#[test]
+fn a_game_server_with_a_tcp_and_a_udp_port_is_one_backend() {
+    // One backend process group serving TCP and UDP (as game servers do):
+    // ready once both ports take traffic, stopped when neither has work.
+    let dir = tempdir();
+    let tcp = format!("127.0.0.1:{}", free_port());
+    let udp = format!("127.0.0.1:{}", free_port());
+    let (tcp_pid, udp_pid) = (dir.path().join("tcp.pid"), dir.path().join("udp.pid"));
+    let bin = test_backend_bin();
+    let script = format!(
+        "{bin} --listen {tcp} --pid-file {tp} & exec {bin} --udp --delay-ms 300 --listen {udp} --pid-file {up}",
+        bin = bin.display(),
+        tp = tcp_pid.display(),
+        up = udp_pid.display()
+    );
+    let a = args(&[
+        "--upstream",
+        &format!("game={tcp}"),
+        "--upstream",
+        &format!("voice=udp:{udp}"),
+        "--udp-flow-timeout",
+        "300ms",
+        "--idle-timeout",
+        "300ms",
+        "--",
+        "sh",
+        "-c",
+        &script,
+    ]);
+    let act = ActivatorBuilder::new(dir.clone(), &a)
+        .tcp("game")
+        .udp("voice")
+        .start();
+    let c = client();
+    // The datagram activates; the late UDP port is waited for, as is the TCP one.
+    c.send_to(b"voice 1", act.udp_addrs[0]).unwrap();
+    assert_eq!(
+        exchange_str(act.tcp_addrs[0], "game 1\n").unwrap(),
+        "game 1\n"
+    );
+    assert_eq!(receive(&c, 1)[0], b"voice 1");
+    let log = act.log();
+    assert!(
+        log.contains(&format!("backend ready on {tcp}, udp:{udp}")),
+        "{log}"
+    );
+    let pids = (read_pid(&tcp_pid), read_pid(&udp_pid));
+    let status = act.wait_exit(1, PATIENCE);
+    assert_eq!(status.code(), Some(0), "{}", describe(&status));
+    assert!(
+        wait_gone(pids.0, PATIENCE) && wait_gone(pids.1, PATIENCE),
+        "both stopped"
+    );
+}
+
+#[test]
+fn ipv6_clients_and_upstreams_work_too() {
+    if UdpSocket::bind("[::1]:0").is_err() {
+        eprintln!("skipped: no IPv6 loopback here");
+        return;
+    }
+    let dir = tempdir();
+    let front: SocketAddr = format!("[::1]:{}", free_port()).parse().unwrap();
+    let backend = format!("[::1]:{}", free_port());
+    let mut a = args(&[
+        "--listen",
+        &format!("udp:{front}"),
+        "--upstream",
+        &format!("udp:{backend}"),
+        "--proxy-protocol",
+        "v2",
+    ]);
+    a.extend(backend_command(&backend, &["--udp"]));
+    let log = dir.path().join("v6.log");
+    let mut child = Command::new(idlegate_bin())
+        .args(&a)
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    wait_until("idlegate to listen", PATIENCE, || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("listening: udp:")
+    });
+    let c = UdpSocket::bind("[::1]:0").unwrap();
+    c.set_read_timeout(Some(PATIENCE)).unwrap();
+    c.send_to(b"six", front).unwrap();
+    let got = receive(&c, 1).remove(0);
+    // PROXY v2, UDP over IPv6: 36 address bytes, then the payload.
+    assert_eq!(&got[12..16], &[0x21, 0x22, 0, 36]);
+    assert_eq!(&got[16..32], &std::net::Ipv6Addr::LOCALHOST.octets());
+    assert_eq!(&got[48..50], &c.local_addr().unwrap().port().to_be_bytes());
+    assert_eq!(&got[52..], b"six");
+    let _ = child.kill();
+    let _ = child.wait();
+}
