@@ -950,13 +950,7 @@ fn listen_mode_stops_the_backend_when_idle_and_keeps_listening() {
         backend_command(&backend, &["--pid-file", pid_file.to_str().unwrap()]),
     ));
     let log = dir.path().join("listen.log");
-    let mut child = Command::new(idlegate_bin())
-        .args(&a)
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_PID")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_not_activated(&a, &log);
     let addr: std::net::SocketAddr = front.parse().unwrap();
     wait_until("idlegate to listen", PATIENCE, || {
         TcpStream::connect(addr).is_ok()

@@ -5,7 +5,6 @@
 
 use std::collections::BTreeSet;
 use std::net::{SocketAddr, UdpSocket};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::activator::{describe, Activator};
@@ -221,13 +220,7 @@ fn listen_udp_binds_itself_and_stops_the_backend_when_idle() {
         &["--udp", "--pid-file", pid_file.to_str().unwrap()],
     ));
     let log = dir.path().join("listen.log");
-    let mut child = Command::new(idlegate_bin())
-        .args(&a)
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_PID")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_not_activated(&a, &log);
     let c = client();
     // The socket is bound before idlegate logs that it listens.
     wait_until("idlegate to listen", PATIENCE, || {
@@ -427,13 +420,7 @@ fn ipv6_clients_and_upstreams_work_too() {
     ]);
     a.extend(backend_command(&backend, &["--udp"]));
     let log = dir.path().join("v6.log");
-    let mut child = Command::new(idlegate_bin())
-        .args(&a)
-        .env_remove("LISTEN_FDS")
-        .env_remove("LISTEN_PID")
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_not_activated(&a, &log);
     wait_until("idlegate to listen", PATIENCE, || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()

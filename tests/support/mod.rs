@@ -68,6 +68,18 @@ pub fn backend_command(backend_addr: &str, extra: &[&str]) -> Vec<String> {
     v
 }
 
+/// idlegate with `args`, not socket-activated (so `--listen` applies), its
+/// stderr in `log`.
+pub fn spawn_not_activated(args: &[String], log: &Path) -> std::process::Child {
+    std::process::Command::new(idlegate_bin())
+        .args(args)
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap()
+}
+
 /// Strings from string slices.
 pub fn args(a: &[&str]) -> Vec<String> {
     a.iter().map(|s| s.to_string()).collect()
