@@ -177,9 +177,13 @@ pub fn pipe(size: usize) -> io::Result<(OwnedFd, OwnedFd)> {
     }
     // SAFETY: pipe2 succeeded, so both are open descriptors that nothing else owns.
     let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-    // SAFETY: fcntl on a descriptor we own; failure only leaves the default size.
-    unsafe {
-        libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int);
+    // Past the per-user pipe budget (fs.pipe-user-pages-soft) the full size is
+    // refused: a quarter of it is tried, then the default size stays.
+    for size in [size, size / 4] {
+        // SAFETY: fcntl on a descriptor we own; failure only leaves the size as it was.
+        if unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, size as libc::c_int) } >= 0 {
+            break;
+        }
     }
     Ok((read, write))
 }
