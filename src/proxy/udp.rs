@@ -73,6 +73,8 @@ struct FlowContext {
     backend: Backend,
     /// The live settings: the flow timeout, which a reload changes at once.
     live: watch::Receiver<Live>,
+    /// The forwarder, whose flows lock orders a flow's end against new datagrams.
+    forwarder: Arc<UdpForwarder>,
     close: CancellationToken,
     queued: Arc<AtomicUsize>,
 }
@@ -174,6 +176,7 @@ impl UdpForwarder {
                 header,
                 backend: shared.backend.clone(),
                 live: shared.live.clone(),
+                forwarder: self.clone(),
                 close: shared.close.clone(),
                 queued: self.queued.clone(),
             };
@@ -313,7 +316,17 @@ async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
             }
             _ = &mut expiry => {
                 let due = last + timeout;
-                if Instant::now() >= due {
+                if Instant::now() < due {
+                    expiry.as_mut().reset(due);
+                    continue;
+                }
+                // Close the queue under the flows lock: a datagram the socket's
+                // loop queues now either lands before (and is sent) or finds
+                // the queue closed (and starts a new flow); none is lost.
+                let flows = c.forwarder.flows.lock().expect("flows lock");
+                if datagrams.is_empty() {
+                    datagrams.close();
+                    drop(flows);
                     tracing::debug!(
                         "UDP flow of {} ended: no datagram for {}",
                         c.client,
@@ -321,7 +334,8 @@ async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
                     );
                     break;
                 }
-                expiry.as_mut().reset(due);
+                drop(flows);
+                expiry.as_mut().reset(Instant::now() + timeout);
             }
             changed = c.live.changed(), if reloads => match changed {
                 Ok(()) => {

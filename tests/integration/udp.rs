@@ -438,3 +438,20 @@ fn ipv6_clients_and_upstreams_work_too() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+#[test]
+fn datagrams_that_meet_their_flow_expiring_are_not_lost() {
+    // Gaps around a 20 ms flow timeout: many datagrams arrive as their flow
+    // ends, and either reach it in time or start a new one. (A reply later
+    // than the timeout would be lost too: 20 ms leaves room for a loaded machine.)
+    let (act, _) = udp_gate("0", "20ms", "1h", &[]);
+    let addr = act.udp_addrs[0];
+    let c = client();
+    let mut rng = Xorshift::new(0xF10E);
+    for i in 0..300 {
+        let d = format!("datagram {i}").into_bytes();
+        c.send_to(&d, addr).unwrap();
+        assert_eq!(receive(&c, 1)[0], d, "datagram {i}");
+        std::thread::sleep(Duration::from_micros(17_000 + rng.below(6000) as u64));
+    }
+}
