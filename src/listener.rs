@@ -3,7 +3,6 @@
 //! errors (EMFILE backs off and logs) and always stops when told.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
@@ -81,8 +80,7 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: Shared, stop: Cancella
         let label = endpoint.route.label.clone();
         return udp.clone().serve(socket.clone(), label, shared, stop).await;
     }
-    let new_backoff = || Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-    let mut backoff = new_backoff();
+    let mut backoff = Backoff::resources();
     let route = &endpoint.route;
     loop {
         // Take a slot before accepting: at the limit, clients wait in the
@@ -97,7 +95,7 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: Shared, stop: Cancella
         };
         match accepted {
             Ok((client, peer)) => {
-                backoff = new_backoff();
+                backoff = Backoff::resources();
                 let connection = shared.connections.enter();
                 tracing::debug!("client {peer} on {}", route.label);
                 match &endpoint.forwarder {

@@ -30,6 +30,16 @@ impl std::fmt::Display for Peer {
     }
 }
 
+/// The wildcard address of `target`'s family with port 0: what a socket that
+/// talks to `target` binds (`0.0.0.0:0` or `[::]:0`).
+pub fn any_port_like(target: std::net::SocketAddr) -> std::net::SocketAddr {
+    if target.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    }
+}
+
 /// A listening socket, passed by the service manager or bound by `--listen`.
 #[derive(Debug)]
 pub enum Listener {
@@ -38,7 +48,7 @@ pub enum Listener {
     /// A Unix stream socket.
     Unix(UnixListener),
     /// A UDP socket (`ListenDatagram=`, `--listen udp:…`): nothing to accept,
-    /// its datagrams are read by [`crate::proxy::udp::serve`].
+    /// its datagrams are read by [`crate::proxy::udp::UdpForwarder::serve`].
     Udp(std::sync::Arc<tokio::net::UdpSocket>),
 }
 
@@ -69,27 +79,6 @@ impl Listener {
                 io::ErrorKind::Unsupported,
                 "a UDP socket has no connections to accept",
             )),
-        }
-    }
-
-    /// The local address, for logs.
-    pub fn local_description(&self) -> String {
-        match self {
-            Listener::Tcp(l) => l
-                .local_addr()
-                .map(|a| a.to_string())
-                .unwrap_or_else(|_| "tcp".into()),
-            Listener::Unix(l) => match l.local_addr() {
-                Ok(a) => match a.as_pathname() {
-                    Some(p) => format!("unix:{}", p.display()),
-                    None => "unix:(unnamed)".into(),
-                },
-                Err(_) => "unix".into(),
-            },
-            Listener::Udp(l) => l
-                .local_addr()
-                .map(|a| format!("udp:{a}"))
-                .unwrap_or_else(|_| "udp".into()),
         }
     }
 }

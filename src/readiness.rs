@@ -39,6 +39,12 @@ impl Backoff {
         Self::new(FIRST_DELAY, MAX_DELAY)
     }
 
+    /// The backoff of an accept or receive loop out of resources (EMFILE…):
+    /// 50 ms doubling to 1 s.
+    pub fn resources() -> Self {
+        Self::new(Duration::from_millis(50), Duration::from_secs(1))
+    }
+
     /// The delay to wait now; the following one is twice as long, up to the cap.
     pub fn next_delay(&mut self) -> Duration {
         let now = self.next;
@@ -118,14 +124,9 @@ pub async fn wait_until_ready(address: &Address, http_path: Option<&str>) -> io:
 /// Sends one empty datagram to `target` and tells whether the port is open:
 /// not refused (no ICMP "port unreachable") within the settle time.
 async fn udp_port_open(target: std::net::SocketAddr) -> io::Result<bool> {
-    let any: std::net::SocketAddr = if target.is_ipv4() {
-        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
-    };
     // A plain non-blocking socket: each look below must be a real receive,
     // and an error queued on the socket wakes no tokio reader.
-    let probe = std::net::UdpSocket::bind(any)?;
+    let probe = std::net::UdpSocket::bind(crate::net::any_port_like(target))?;
     probe.set_nonblocking(true)?;
     probe.connect(target)?;
     match probe.send(&[]) {

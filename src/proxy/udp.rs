@@ -15,10 +15,9 @@
 //! which systemd keeps, for the next activation.
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc::error::TrySendError;
@@ -29,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use crate::address::Address;
 use crate::backend::Backend;
 use crate::listener::Shared;
+use crate::net;
 use crate::proxy::proxy_protocol;
 use crate::readiness::Backoff;
 use crate::reload::Live;
@@ -53,7 +53,7 @@ pub struct UdpForwarder {
     /// The live flows, by client address.
     flows: Mutex<HashMap<SocketAddr, FlowHandle>>,
     /// Bytes queued in every flow now.
-    queued: Arc<AtomicUsize>,
+    queued: AtomicUsize,
 }
 
 #[derive(Debug)]
@@ -68,15 +68,14 @@ struct FlowContext {
     client: SocketAddr,
     socket: Arc<UdpSocket>,
     upstream: SocketAddr,
-    upstream_text: Address,
     header: Option<Vec<u8>>,
     backend: Backend,
     /// The live settings: the flow timeout, which a reload changes at once.
     live: watch::Receiver<Live>,
-    /// The forwarder, whose flows lock orders a flow's end against new datagrams.
+    /// The forwarder: its upstream, its queued-bytes count, and the flows lock
+    /// that orders a flow's end against new datagrams.
     forwarder: Arc<UdpForwarder>,
     close: CancellationToken,
-    queued: Arc<AtomicUsize>,
 }
 
 impl UdpForwarder {
@@ -87,7 +86,7 @@ impl UdpForwarder {
             upstream,
             proxy_protocol,
             flows: Mutex::new(HashMap::new()),
-            queued: Arc::new(AtomicUsize::new(0)),
+            queued: AtomicUsize::new(0),
         }
     }
 
@@ -106,7 +105,7 @@ impl UdpForwarder {
         let upstream = addrs[0];
         let local = socket.local_addr().ok();
         let mut buf = vec![0u8; DATAGRAM_MAX];
-        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
+        let mut backoff = Backoff::resources();
         let mut sweep_at = 64;
         loop {
             let received = tokio::select! {
@@ -172,13 +171,11 @@ impl UdpForwarder {
                 client,
                 socket: socket.clone(),
                 upstream,
-                upstream_text: self.upstream.clone(),
                 header,
                 backend: shared.backend.clone(),
                 live: shared.live.clone(),
                 forwarder: self.clone(),
                 close: shared.close.clone(),
-                queued: self.queued.clone(),
             };
             // The flow is work in flight, and an open connection for the
             // drain, until it ends.
@@ -248,7 +245,7 @@ async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
         tracing::warn!("dropping {dropped} datagram(s) from {}: {e}", c.client);
         datagrams.close();
         while let Ok(d) = datagrams.try_recv() {
-            c.queued.fetch_sub(d.len(), Ordering::Relaxed);
+            c.forwarder.queued.fetch_sub(d.len(), Ordering::Relaxed);
         }
         return;
     }
@@ -258,7 +255,7 @@ async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
             tracing::warn!(
                 "client {}: cannot open a UDP socket to {}: {e}",
                 c.client,
-                c.upstream_text
+                c.forwarder.upstream
             );
             return;
         }
@@ -274,7 +271,7 @@ async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
         tokio::select! {
             d = datagrams.recv() => {
                 let Some(d) = d else { break };
-                c.queued.fetch_sub(d.len(), Ordering::Relaxed);
+                c.forwarder.queued.fetch_sub(d.len(), Ordering::Relaxed);
                 last = Instant::now();
                 if !c.backend.is_ready() {
                     // The backend died or was failed since (a crash, a
@@ -356,25 +353,20 @@ fn refused(c: &FlowContext, e: &std::io::Error) {
     if e.kind() == std::io::ErrorKind::ConnectionRefused && c.backend.is_ready() {
         tracing::warn!(
             "{} refused a datagram from {} although the backend is ready",
-            c.upstream_text,
+            c.forwarder.upstream,
             c.client
         );
         c.backend
-            .report_refused(c.backend.generation(), &c.upstream_text);
+            .report_refused(c.backend.generation(), &c.forwarder.upstream);
     } else {
-        tracing::debug!("UDP flow of {} to {}: {e}", c.client, c.upstream_text);
+        tracing::debug!("UDP flow of {} to {}: {e}", c.client, c.forwarder.upstream);
     }
 }
 
 /// A socket of the upstream's family on an ephemeral port, connected to it, so
 /// that only its replies arrive there.
 async fn upstream_socket(upstream: SocketAddr) -> std::io::Result<UdpSocket> {
-    let any: SocketAddr = if upstream.is_ipv4() {
-        (Ipv4Addr::UNSPECIFIED, 0).into()
-    } else {
-        (Ipv6Addr::UNSPECIFIED, 0).into()
-    };
-    let up = UdpSocket::bind(any).await?;
+    let up = UdpSocket::bind(net::any_port_like(upstream)).await?;
     up.connect(upstream).await?;
     Ok(up)
 }
