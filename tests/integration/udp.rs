@@ -30,6 +30,19 @@ fn receive(s: &UdpSocket, n: usize) -> Vec<Vec<u8>> {
         .collect()
 }
 
+/// Sends `count` datagrams to `addr` one by one, each answered before a pause
+/// of `min_us` plus up to `spread_us` microseconds (random, from `seed`).
+fn echo_one_by_one(addr: SocketAddr, count: usize, seed: u32, min_us: u64, spread_us: u32) {
+    let c = client();
+    let mut rng = Xorshift::new(seed);
+    for i in 0..count {
+        let d = format!("datagram {i}").into_bytes();
+        c.send_to(&d, addr).unwrap();
+        assert_eq!(receive(&c, 1)[0], d, "datagram {i}");
+        std::thread::sleep(Duration::from_micros(min_us + rng.below(spread_us) as u64));
+    }
+}
+
 /// idlegate with a UDP socket named `dns` in front of a test UDP echo backend
 /// that binds after `delay_ms`; returns the activator and the backend's pid file.
 fn udp_gate(
@@ -157,15 +170,7 @@ fn datagrams_straddling_the_idle_exit_are_all_answered() {
     // idle timer fires or while idlegate exits; each must be answered, by
     // this run or by the next activation.
     let (act, _) = udp_gate("0", "100ms", "100ms", &[]);
-    let addr = act.udp_addrs[0];
-    let c = client();
-    let mut rng = Xorshift::new(0x0D9A);
-    for i in 0..40 {
-        let d = format!("datagram {i}").into_bytes();
-        c.send_to(&d, addr).unwrap();
-        assert_eq!(receive(&c, 1)[0], d, "datagram {i}");
-        std::thread::sleep(Duration::from_millis(150 + rng.below(150) as u64));
-    }
+    echo_one_by_one(act.udp_addrs[0], 40, 0x0D9A, 150_000, 150_000);
     assert!(
         act.activations() >= 2,
         "the think times straddled idle exits"
@@ -445,13 +450,5 @@ fn datagrams_that_meet_their_flow_expiring_are_not_lost() {
     // ends, and either reach it in time or start a new one. (A reply later
     // than the timeout would be lost too: 20 ms leaves room for a loaded machine.)
     let (act, _) = udp_gate("0", "20ms", "1h", &[]);
-    let addr = act.udp_addrs[0];
-    let c = client();
-    let mut rng = Xorshift::new(0xF10E);
-    for i in 0..300 {
-        let d = format!("datagram {i}").into_bytes();
-        c.send_to(&d, addr).unwrap();
-        assert_eq!(receive(&c, 1)[0], d, "datagram {i}");
-        std::thread::sleep(Duration::from_micros(17_000 + rng.below(6000) as u64));
-    }
+    echo_one_by_one(act.udp_addrs[0], 300, 0xF10E, 17_000, 6_000);
 }
