@@ -209,6 +209,49 @@ pub fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Resul
     Ok(n as usize)
 }
 
+/// Receives what the stream socket has, up to `buf.len()` bytes, without
+/// waiting; returns the part of `buf` that now holds them (empty at
+/// end-of-file). `buf` may be uninitialised: a fresh stack buffer per read
+/// costs nothing to prepare.
+pub fn recv<'b>(
+    from: BorrowedFd<'_>,
+    buf: &'b mut [std::mem::MaybeUninit<u8>],
+) -> io::Result<&'b [u8]> {
+    // SAFETY: recv writes at most `buf.len()` bytes into the buffer we hold
+    // exclusively, and reports how many; only those are read back below.
+    let n = unsafe {
+        libc::recv(
+            from.as_raw_fd(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel initialised the first `n` (<= buf.len()) bytes.
+    Ok(unsafe { std::slice::from_raw_parts(buf.as_ptr().cast(), n as usize) })
+}
+
+/// Sends what of `buf` the stream socket takes now, without waiting and
+/// without SIGPIPE; returns how many bytes it took.
+pub fn send(to: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
+    // SAFETY: send reads at most `buf.len()` bytes from a slice we borrow.
+    let n = unsafe {
+        libc::send(
+            to.as_raw_fd(),
+            buf.as_ptr().cast(),
+            buf.len(),
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
 /// The soft open-files limit before [`raise_open_files_limit`], for child
 /// processes (0: not raised). It mirrors the process-wide rlimit, which is
 /// global by nature.

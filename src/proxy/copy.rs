@@ -1,7 +1,8 @@
 //! TCP mode's byte copy, both ways at once, with half-close passed through.
 //!
-//! Each direction starts with plain reads and writes through a small buffer,
-//! which is cheapest for the small messages of most protocols. A direction
+//! Each direction starts with plain reads and writes through a small buffer
+//! on the stack, which is cheapest for the small messages of most protocols
+//! and leaves a waiting connection no buffer to keep. A direction
 //! whose read fills the whole buffer is a bulk flow: it switches to
 //! `splice(2)` through a pipe of its own, so the kernel moves the bytes from
 //! one socket to the other without copying them through idlegate.
@@ -11,7 +12,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt, Interest};
+use tokio::io::{AsyncWriteExt, Interest};
 use tokio::time::Instant;
 
 use crate::net::{ReadHalf, SocketRef, Stream, WriteHalf};
@@ -135,8 +136,10 @@ enum Copied {
     UntilBulk,
 }
 
-/// Copy mode, through a buffer, to the end or (with `until_bulk`) until a
-/// read fills the buffer; counts into `total`.
+/// Copy mode, to the end or (with `until_bulk`) until a read fills the
+/// buffer; counts into `total`. A waiting connection holds no buffer: each
+/// read goes through one on the stack, and only what the peer cannot take at
+/// once is kept, on the heap, until it can.
 async fn copy(
     from: &mut ReadHalf<'_>,
     to: &mut WriteHalf<'_>,
@@ -144,23 +147,45 @@ async fn copy(
     until_bulk: bool,
     activity: &Activity,
 ) -> io::Result<Copied> {
-    // Read into spare capacity, never zeroed: a connection of small messages
-    // touches (and keeps resident) only the first page of its buffer.
-    let mut buf = Vec::with_capacity(BUFFER);
     loop {
-        buf.clear();
-        let n = from.read_buf(&mut buf).await?;
+        from.socket().ready(Interest::READABLE).await?;
+        let (n, unsent) = match pass_on(from.socket(), to.socket()) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            other => other?,
+        };
         if n == 0 {
             let _ = to.shutdown().await;
             return Ok(Copied::All);
         }
         activity.touch();
-        to.write_all(&buf).await?;
+        if let Some(unsent) = unsent {
+            to.write_all(&unsent).await?;
+        }
         *total += n as u64;
         if until_bulk && n == BUFFER {
             return Ok(Copied::UntilBulk);
         }
     }
+}
+
+/// One read from `from`, and as much of it as `to` takes now, through a
+/// buffer on the stack; returns the bytes read (0 at end-of-file) and a copy
+/// of those `to` did not take yet. `WouldBlock`: nothing to read after all.
+fn pass_on(from: SocketRef<'_>, to: SocketRef<'_>) -> io::Result<(usize, Option<Vec<u8>>)> {
+    let mut buf = [std::mem::MaybeUninit::<u8>::uninit(); BUFFER];
+    let data = from.try_io(Interest::READABLE, || sys::recv(from.fd(), &mut buf))?;
+    if data.is_empty() {
+        return Ok((0, None));
+    }
+    let sent = match to.try_io(Interest::WRITABLE, || sys::send(to.fd(), data)) {
+        Ok(m) => m,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
+        Err(e) => return Err(e),
+    };
+    Ok((
+        data.len(),
+        (sent < data.len()).then(|| data[sent..].to_vec()),
+    ))
 }
 
 /// Splices what the socket has (up to the pipe's size) into the empty pipe.
@@ -190,4 +215,50 @@ async fn drain(pipe_out: &OwnedFd, to: SocketRef<'_>, mut n: usize) -> io::Resul
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncReadExt;
+    use tokio::net::UnixStream;
+
+    /// Writes to `s` until the kernel takes no more; returns what it took.
+    fn fill(s: &UnixStream) -> Vec<u8> {
+        let mut taken = Vec::new();
+        for chunk in [4096, 1] {
+            let bytes = vec![b'q'; chunk];
+            loop {
+                match s.try_write(&bytes) {
+                    Ok(n) => taken.extend_from_slice(&bytes[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) => panic!("filling: {e}"),
+                }
+            }
+        }
+        taken
+    }
+
+    /// A small message the peer cannot take yet is kept, and sent behind what
+    /// the peer had queued once it reads; the end-of-file follows it.
+    #[tokio::test]
+    async fn what_the_peer_cannot_take_yet_is_sent_once_it_can() {
+        let (mut client, client_side) = UnixStream::pair().unwrap();
+        let (upstream_side, mut upstream) = UnixStream::pair().unwrap();
+        let mut expected = fill(&upstream_side);
+        let copying = tokio::spawn(async move {
+            let (mut a, mut b) = (Stream::Unix(client_side), Stream::Unix(upstream_side));
+            bidirectional(&mut a, &mut b, None).await
+        });
+        client.write_all(b"hello").await.unwrap();
+        client.shutdown().await.unwrap();
+        expected.extend_from_slice(b"hello");
+        let mut got = Vec::new();
+        upstream.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got.len(), expected.len(), "every byte arrived");
+        assert!(got == expected, "the message came after the queued bytes");
+        drop(upstream);
+        let (to_upstream, to_client) = copying.await.unwrap().unwrap();
+        assert_eq!((to_upstream, to_client), (5, 0));
+    }
 }
