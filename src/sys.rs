@@ -252,6 +252,18 @@ pub fn send(to: BorrowedFd<'_>, buf: &[u8]) -> io::Result<usize> {
     Ok(n as usize)
 }
 
+/// Bytes sent on a stream socket that its peer has not read yet (SIOCOUTQ,
+/// the same request as TIOCOUTQ); for tests that must know a peer read.
+#[cfg(test)]
+pub fn unread_by_peer(fd: BorrowedFd<'_>) -> io::Result<usize> {
+    let mut queued: libc::c_int = 0;
+    // SAFETY: SIOCOUTQ writes one c_int into a live local.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::TIOCOUTQ, &mut queued) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(queued.max(0) as usize)
+}
+
 /// The soft open-files limit before [`raise_open_files_limit`], for child
 /// processes (0: not raised). It mirrors the process-wide rlimit, which is
 /// global by nature.

@@ -224,12 +224,12 @@ mod tests {
     use tokio::net::UnixStream;
 
     /// Writes to `s` until the kernel takes no more; returns what it took.
-    fn fill(s: &UnixStream) -> Vec<u8> {
+    fn fill_send_buffer(s: &UnixStream) -> Vec<u8> {
         let mut taken = Vec::new();
         for chunk in [4096, 1] {
             let bytes = vec![b'q'; chunk];
             loop {
-                match s.try_write(&bytes) {
+                match sys::send(s.as_fd(), &bytes) {
                     Ok(n) => taken.extend_from_slice(&bytes[..n]),
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) => panic!("filling: {e}"),
@@ -245,12 +245,24 @@ mod tests {
     async fn what_the_peer_cannot_take_yet_is_sent_once_it_can() {
         let (mut client, client_side) = UnixStream::pair().unwrap();
         let (upstream_side, mut upstream) = UnixStream::pair().unwrap();
-        let mut expected = fill(&upstream_side);
+        let mut expected = fill_send_buffer(&upstream_side);
+        assert!(
+            expected.len() >= 4096,
+            "the send buffer took {} bytes",
+            expected.len()
+        );
         let copying = tokio::spawn(async move {
             let (mut a, mut b) = (Stream::Unix(client_side), Stream::Unix(upstream_side));
             bidirectional(&mut a, &mut b, None).await
         });
         client.write_all(b"hello").await.unwrap();
+        // Only once the copy has read the message, so it meets the full
+        // buffer: the upstream must not start reading before.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sys::unread_by_peer(client.as_fd()).unwrap() > 0 {
+            assert!(Instant::now() < deadline, "the copy never read the message");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
         client.shutdown().await.unwrap();
         expected.extend_from_slice(b"hello");
         let mut got = Vec::new();
