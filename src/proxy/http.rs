@@ -96,6 +96,8 @@ impl tower_service::Service<Uri> for UpstreamConnector {
 #[derive(Debug)]
 pub struct RequestLog {
     _in_flight: InFlightGuard,
+    /// Keeps the connection's header read timeout from running meanwhile.
+    _on_connection: InFlightGuard,
     method: Method,
     path: String,
     status: u16,
@@ -331,6 +333,12 @@ impl HttpProxy {
 
     /// Serves one client connection until it ends, or until `close` asks it
     /// to finish gracefully.
+    ///
+    /// A connection with no request in progress is closed once the header
+    /// read timeout passes without a request's headers: from accept (so a
+    /// browser's preconnected socket that never sends a byte, or a client
+    /// stuck before the HTTP/1-or-h2 sniffing ends, is not held open as work)
+    /// and from the end of each response.
     pub async fn serve_connection(
         self: Arc<Self>,
         stream: Stream,
@@ -339,27 +347,50 @@ impl HttpProxy {
         first_request: InFlightGuard,
     ) {
         let this = self.clone();
+        // This connection's own requests, from their headers to the end of
+        // their responses: what the header read timeout waits for.
+        let requests = InFlight::new();
         // Counts the connection as work until its first request has been
         // answered (the request's own guard takes over from there).
         let first_request = Arc::new(std::sync::Mutex::new(Some(first_request)));
-        let service = service_fn(move |req| {
-            let this = this.clone();
-            let first = first_request.lock().expect("first-request lock").take();
-            async move {
-                let response = this.handle(req, peer).await;
-                drop(first);
-                Ok::<_, Infallible>(response)
-            }
-        });
+        let service = {
+            let requests = requests.clone();
+            service_fn(move |req| {
+                let this = this.clone();
+                let first = first_request.lock().expect("first-request lock").take();
+                let on_connection = requests.enter();
+                async move {
+                    let response = this.handle(req, peer, on_connection).await;
+                    drop(first);
+                    Ok::<_, Infallible>(response)
+                }
+            })
+        };
         let conn = self
             .server
             .serve_connection_with_upgrades(TokioIo::new(stream), service);
         tokio::pin!(conn);
+        let header_wait = self.settings.header_read_timeout;
         let result = tokio::select! {
             result = conn.as_mut() => result,
             _ = close.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
+            }
+            _ = requests.idle(header_wait) => {
+                tracing::debug!(
+                    "closing the connection of client {peer}: no request within {} (--header-read-timeout)",
+                    humantime::format_duration(header_wait)
+                );
+                // An idle HTTP/1 connection (or one still being sniffed)
+                // closes at once; HTTP/2 says GOAWAY. A request racing in
+                // is still answered; a client that leaves the close
+                // unanswered is dropped.
+                conn.as_mut().graceful_shutdown();
+                tokio::select! {
+                    result = conn.as_mut() => result,
+                    _ = requests.idle(header_wait) => return,
+                }
             }
         };
         if let Err(e) = result {
@@ -371,10 +402,12 @@ impl HttpProxy {
         self: Arc<Self>,
         mut req: Request<Incoming>,
         peer: Peer,
+        on_connection: InFlightGuard,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let mut log = RequestLog {
             _in_flight: self.in_flight.enter(),
+            _on_connection: on_connection,
             method: req.method().clone(),
             path: req
                 .uri()

@@ -529,3 +529,71 @@ fn a_request_still_waiting_at_shutdown_gets_a_503_with_connection_close() {
     assert_eq!(r.header("connection"), Some("close"));
     assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
 }
+
+/// Reads until the server closes `conn`; panics on a reset or at the deadline.
+fn wait_closed(conn: &mut Conn, what: &str) {
+    let mut rest = Vec::new();
+    conn.stream()
+        .read_to_end(&mut rest)
+        .unwrap_or_else(|e| panic!("{what}: not closed cleanly: {e}"));
+}
+
+/// A connection that sends no request (a browser's preconnected socket, a
+/// client stuck in the HTTP/1-or-h2 sniffing, or one that never ends its
+/// headers) is closed once the header read timeout passes, and stops counting
+/// as work: idlegate exits within idle timeout plus header read timeout,
+/// whether the silent connection was the activating one or came after a
+/// request.
+#[test]
+fn a_connection_that_sends_no_request_is_closed_after_the_header_read_timeout() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(
+        dir,
+        &http_args(&backend, "1s", &["--header-read-timeout", "1s"], &[]),
+    )
+    .tcp("http")
+    .start();
+    let addr = act.tcp_addrs[0];
+
+    // Activated by a connection that never sends a byte.
+    let mut silent = Conn::connect(addr).unwrap();
+    let status = act.wait_exit(1, PATIENCE);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}; log:\n{}",
+        describe(&status),
+        act.log()
+    );
+    wait_closed(&mut silent, "the activating silent connection");
+
+    // A request, then three connections that never complete one.
+    let r = get(addr, "/", &[]).unwrap();
+    assert_eq!(r.status, 200);
+    let started = Instant::now();
+    let mut silent = Conn::connect(addr).unwrap();
+    let mut sniffing = Conn::connect(addr).unwrap();
+    sniffing.stream().write_all(b"PRI * HTTP/2.0\r\n").unwrap();
+    let mut partial = Conn::connect(addr).unwrap();
+    partial
+        .stream()
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    wait_closed(&mut silent, "a silent connection");
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "a silent connection was cut before its header read timeout"
+    );
+    wait_closed(&mut sniffing, "a connection stopped in the h2 preface");
+    wait_closed(&mut partial, "a connection with unfinished headers");
+    let status = act.wait_exit(2, PATIENCE);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}; log:\n{}",
+        describe(&status),
+        act.log()
+    );
+    assert_eq!(act.activations(), 2, "log:\n{}", act.log());
+}
