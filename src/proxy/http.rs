@@ -230,7 +230,9 @@ fn classify(e: &hyper_util::client::legacy::Error) -> (StatusCode, String) {
         if let Some(connect) = s.downcast_ref::<ConnectError>() {
             let status = match connect {
                 ConnectError::Backend(b) => status_for(b),
-                ConnectError::Timeout { .. } => StatusCode::GATEWAY_TIMEOUT,
+                ConnectError::Timeout { .. } | ConnectError::Quiet(_) => {
+                    StatusCode::GATEWAY_TIMEOUT
+                }
                 ConnectError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             };
             return (status, connect.to_string());

@@ -39,6 +39,10 @@ pub enum ConnectError {
         /// What the OS said.
         source: std::io::Error,
     },
+    /// No byte moved either way for `--connection-idle-timeout` while the
+    /// upstream had not answered yet.
+    #[error("no bytes either way for {} (--connection-idle-timeout)", humantime::format_duration(*.0))]
+    Quiet(Duration),
     /// The upstream kept refusing until the start timeout.
     #[error("{upstream} still refused connections at the start timeout")]
     Timeout {

@@ -38,7 +38,14 @@ pub async fn serve(
     let connected = match connect(backend, upstream, deadline, proxy_header).await {
         Ok(up) if backend.has_answered() => Ok((up, false)),
         Ok(up) => {
-            until_first_byte(&mut client, up, upstream, backend, deadline, proxy_header).await
+            let first = FirstByte {
+                upstream,
+                backend,
+                deadline,
+                proxy_header,
+                quiet_limit,
+            };
+            first.wait(&mut client, up).await
         }
         Err(e) => Err(e),
     };
@@ -51,6 +58,11 @@ pub async fn serve(
             return;
         }
         Ok((up, false)) => up,
+        Err(ConnectError::Quiet(quiet)) => {
+            log_quiet(peer, quiet);
+            close_politely(client).await;
+            return;
+        }
         Err(e) => {
             tracing::warn!("closing client {peer}: {e}");
             close_politely(client).await;
@@ -61,11 +73,11 @@ pub async fn serve(
         Ok((sent, received)) => {
             tracing::debug!("client {peer} done: {sent} bytes to {upstream}, {received} back")
         }
-        Err(e) => match e.get_ref().and_then(|e| e.downcast_ref::<super::copy::Quiet>()) {
-            Some(quiet) => tracing::info!(
-                "closing the connection of client {peer}: no bytes either way for {} (--connection-idle-timeout)",
-                humantime::format_duration(quiet.0)
-            ),
+        Err(e) => match e
+            .get_ref()
+            .and_then(|e| e.downcast_ref::<super::copy::Quiet>())
+        {
+            Some(quiet) => log_quiet(peer, quiet.0),
             None => tracing::debug!("client {peer} ended: {e}"),
         },
     }
@@ -91,66 +103,98 @@ async fn connect(
     Ok(up)
 }
 
-/// Forwards the client's bytes, keeping a copy, until the upstream sends its
-/// first byte (forwarded too); an upstream that closes before that is
-/// connected again and the copy replayed. Returns the upstream that answered,
-/// and whether the client has already finished sending.
-async fn until_first_byte(
-    client: &mut Stream,
-    mut up: Stream,
-    upstream: &Address,
-    backend: &Backend,
+fn log_quiet(peer: Peer, quiet: Duration) {
+    tracing::info!(
+        "closing the connection of client {peer}: no bytes either way for {} (--connection-idle-timeout)",
+        humantime::format_duration(quiet)
+    );
+}
+
+/// What the wait for the upstream's first byte needs.
+struct FirstByte<'a> {
+    upstream: &'a Address,
+    backend: &'a Backend,
     deadline: Instant,
-    proxy_header: Option<&[u8]>,
-) -> Result<(Stream, bool), ConnectError> {
-    let mut kept: Vec<u8> = Vec::new();
-    let mut client_done = false;
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut first = vec![0u8; 16 * 1024];
-    let mut backoff = Backoff::probe();
-    loop {
-        tokio::select! {
-            read = client.read(&mut buf), if !client_done => match read {
-                Ok(0) | Err(_) => {
-                    client_done = true;
-                    let _ = up.shutdown().await;
-                }
-                Ok(n) => {
-                    if kept.len() + n > REPLAY_MAX {
-                        // Too much to keep: no replay for this one, copy as is.
-                        let _ = up.write_all(&buf[..n]).await;
-                        return Ok((up, false));
-                    }
-                    kept.extend_from_slice(&buf[..n]);
-                    let _ = up.write_all(&buf[..n]).await;
-                }
-            },
-            read = up.read(&mut first) => match read {
-                Ok(n) if n > 0 => {
-                    backend.mark_answered();
-                    let _ = client.write_all(&first[..n]).await;
-                    return Ok((up, client_done));
-                }
-                _ if client_done && kept.is_empty() => {
-                    // Nothing sent and nothing to replay: an ordinary close.
-                    return Ok((up, true));
-                }
-                _ => {
-                    let delay = backoff.next_delay();
-                    if Instant::now() + delay >= deadline {
-                        return Err(ConnectError::Timeout { upstream: upstream.clone() });
-                    }
-                    tracing::debug!("{upstream} closed before answering; connecting again to replay {} bytes", kept.len());
-                    tokio::time::sleep(delay).await;
-                    up = connect(backend, upstream, deadline, proxy_header).await?;
-                    if !kept.is_empty() {
-                        let _ = up.write_all(&kept).await;
-                    }
-                    if client_done {
+    proxy_header: Option<&'a [u8]>,
+    /// `--connection-idle-timeout`: it applies here too, counted from the
+    /// upstream connect and from each byte of the client's.
+    quiet_limit: Option<Duration>,
+}
+
+impl FirstByte<'_> {
+    /// Forwards the client's bytes, keeping a copy, until the upstream sends its
+    /// first byte (forwarded too); an upstream that closes before that is
+    /// connected again and the copy replayed. Returns the upstream that answered,
+    /// and whether the client has already finished sending.
+    async fn wait(
+        &self,
+        client: &mut Stream,
+        mut up: Stream,
+    ) -> Result<(Stream, bool), ConnectError> {
+        let upstream = self.upstream;
+        let mut kept: Vec<u8> = Vec::new();
+        let mut client_done = false;
+        let mut buf = vec![0u8; 16 * 1024];
+        let mut first = vec![0u8; 16 * 1024];
+        let mut backoff = Backoff::probe();
+        let mut moved = Instant::now();
+        loop {
+            let quiet_until = self.quiet_limit.map(|limit| moved + limit);
+            tokio::select! {
+                read = client.read(&mut buf), if !client_done => match read {
+                    Ok(0) | Err(_) => {
+                        client_done = true;
                         let _ = up.shutdown().await;
                     }
+                    Ok(n) => {
+                        moved = Instant::now();
+                        if kept.len() + n > REPLAY_MAX {
+                            // Too much to keep: no replay for this one, copy as is.
+                            let _ = up.write_all(&buf[..n]).await;
+                            return Ok((up, false));
+                        }
+                        kept.extend_from_slice(&buf[..n]);
+                        let _ = up.write_all(&buf[..n]).await;
+                    }
+                },
+                read = up.read(&mut first) => match read {
+                    Ok(n) if n > 0 => {
+                        self.backend.mark_answered();
+                        let _ = client.write_all(&first[..n]).await;
+                        return Ok((up, client_done));
+                    }
+                    _ if client_done && kept.is_empty() => {
+                        // Nothing sent and nothing to replay: an ordinary close.
+                        return Ok((up, true));
+                    }
+                    _ => {
+                        let delay = backoff.next_delay();
+                        if Instant::now() + delay >= self.deadline {
+                            return Err(ConnectError::Timeout { upstream: upstream.clone() });
+                        }
+                        tracing::debug!("{upstream} closed before answering; connecting again to replay {} bytes", kept.len());
+                        tokio::time::sleep(delay).await;
+                        up = connect(self.backend, upstream, self.deadline, self.proxy_header).await?;
+                        moved = Instant::now();
+                        if !kept.is_empty() {
+                            let _ = up.write_all(&kept).await;
+                        }
+                        if client_done {
+                            let _ = up.shutdown().await;
+                        }
+                    }
+                },
+                _ = sleep_until(quiet_until) => {
+                    return Err(ConnectError::Quiet(self.quiet_limit.unwrap_or_default()));
                 }
-            },
+            }
         }
+    }
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }

@@ -274,6 +274,30 @@ fn a_silent_connection_is_closed_after_the_connection_idle_timeout() {
     );
 }
 
+/// `--connection-idle-timeout` holds on a cold start too: a client held for
+/// the backend, that then sends nothing while the backend has not answered
+/// (the replay path), is closed and lets idlegate exit.
+#[test]
+fn a_silent_client_on_a_cold_start_is_closed_after_the_connection_idle_timeout() {
+    let (act, pid_file) = delayed_backend("300", "300ms", &["--connection-idle-timeout", "1s"]);
+    let mut silent = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+    silent.set_read_timeout(Some(PATIENCE)).unwrap();
+    let backend_pid = read_pid(&pid_file);
+    let mut rest = Vec::new();
+    silent
+        .read_to_end(&mut rest)
+        .expect("the silent client is closed, with a FIN");
+    assert!(rest.is_empty(), "nothing was sent to it");
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    assert!(wait_gone(backend_pid, PATIENCE), "the backend is stopped");
+    assert!(
+        act.log()
+            .contains("no bytes either way for 1s (--connection-idle-timeout)"),
+        "{}",
+        act.log()
+    );
+}
+
 #[test]
 fn a_slow_response_outlives_the_idle_timeout() {
     let dir = tempdir();
