@@ -88,8 +88,8 @@ pub async fn run(
     reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
     metrics: Option<tokio::net::TcpListener>,
 ) -> Exit {
-    let backend = Backend::spawn(reload::backend_spec(&config));
     let in_flight = InFlight::new();
+    let backend = Backend::spawn(reload::backend_spec(&config), in_flight.clone());
     let notifier = Arc::new(notifier);
     let (live_tx, live) = tokio::sync::watch::channel(reload::Live::of(&config));
     let activation = config

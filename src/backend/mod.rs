@@ -21,7 +21,7 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::activity::InFlight;
+use crate::activity::{InFlight, InFlightGuard};
 use crate::address::Address;
 use crate::readiness;
 use container::{Container, Progress};
@@ -184,7 +184,11 @@ impl std::fmt::Debug for Request {
 
 impl Backend {
     /// Creates the handle and spawns the supervisor task on the current runtime.
-    pub fn spawn(spec: BackendSpec) -> Backend {
+    ///
+    /// A start in progress counts as work in `in_flight`: a client asked for
+    /// it, so an idle exit waits until it has finished, ready or failed
+    /// (a client that got the waiting page comes back for the real content).
+    pub fn spawn(spec: BackendSpec, in_flight: InFlight) -> Backend {
         let (state_tx, state_rx) = watch::channel(BackendState::Stopped);
         let (requests, requests_rx) = mpsc::unbounded_channel();
         let start_timeout_ms = Arc::new(AtomicU64::new(millis(spec.start_timeout)));
@@ -207,6 +211,8 @@ impl Backend {
             next_spec: None,
             generation: generation.clone(),
             pending_start: None,
+            in_flight,
+            starting: None,
         };
         if let Some(warning) = supervisor
             .run_command
@@ -397,6 +403,10 @@ struct Supervisor {
     generation: Arc<AtomicU64>,
     /// A start asked for during the retry backoff, due then.
     pending_start: Option<Instant>,
+    /// The work count in which a start in progress is counted.
+    in_flight: InFlight,
+    /// Held from the start of a start to its end, ready or failed.
+    starting: Option<InFlightGuard>,
 }
 
 async fn wait_exit(process: &mut Option<Process>) -> std::io::Result<std::process::ExitStatus> {
@@ -507,8 +517,13 @@ impl Supervisor {
         self.set(BackendState::ShutDown);
     }
 
-    fn set(&self, state: BackendState) {
+    fn set(&mut self, state: BackendState) {
+        let starting = state == BackendState::Starting;
         self.state.send_replace(state);
+        if !starting {
+            // The start is over, ready or not: no longer work of its own.
+            self.starting = None;
+        }
     }
 
     async fn request_start(&mut self) {
@@ -574,6 +589,7 @@ impl Supervisor {
                 )
             }
         }
+        self.starting = Some(self.in_flight.enter());
         self.set(BackendState::Starting);
         let ready = self.spec.ready.clone();
         let ready_http = self.spec.ready_http.clone();
@@ -695,7 +711,11 @@ impl Supervisor {
         if let Some(in_flight) = only_if_idle {
             if matches!(
                 previous,
-                BackendState::Stopped | BackendState::Failed { .. } | BackendState::ShutDown
+                BackendState::Stopped
+                    | BackendState::Failed { .. }
+                    | BackendState::ShutDown
+                    // A start in progress is work: it is never stopped as idle.
+                    | BackendState::Starting
             ) {
                 return false;
             }
@@ -742,11 +762,16 @@ impl Supervisor {
             return;
         }
         let grace = self.spec.stop_timeout;
+        if matches!(
+            self.spec.kind,
+            BackendKind::Hooks { stop: Some(_), .. } | BackendKind::Container(_)
+        ) {
+            self.set(BackendState::Stopping);
+        }
         match &self.spec.kind {
             BackendKind::Hooks {
                 stop: Some(argv), ..
             } => {
-                self.set(BackendState::Stopping);
                 tracing::info!("stopping backend: {}", process::describe(argv));
                 match tokio::time::timeout(
                     grace.max(Duration::from_secs(1)),
@@ -762,13 +787,10 @@ impl Supervisor {
                     ),
                 }
             }
-            BackendKind::Container(container) => {
-                self.set(BackendState::Stopping);
-                match container.stop(grace).await {
-                    Ok(()) => tracing::info!("backend stopped"),
-                    Err(e) => tracing::error!("{e}"),
-                }
-            }
+            BackendKind::Container(container) => match container.stop(grace).await {
+                Ok(()) => tracing::info!("backend stopped"),
+                Err(e) => tracing::error!("{e}"),
+            },
             _ => {}
         }
     }

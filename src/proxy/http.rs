@@ -36,8 +36,13 @@ use crate::net::{Peer, Stream};
 
 /// How long an idle pooled connection to the upstream is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// `Retry-After` of the waiting page, in seconds.
+/// `Retry-After` of the waiting page, in seconds: the page reloads itself
+/// after this long.
 const WAITING_PAGE_RETRY_SECS: u64 = 2;
+/// How long a client that got the waiting page counts as work: it is
+/// expected back with its reload, and must not find idlegate gone (and the
+/// backend it woke stopped) when it comes.
+const WAITING_PAGE_HOLD: Duration = Duration::from_secs(WAITING_PAGE_RETRY_SECS + 2);
 
 /// The body of every response idlegate sends: the upstream's, or its own.
 pub type ProxyBody = Tracked<Either<Incoming, Full<Bytes>>>;
@@ -289,6 +294,14 @@ fn waiting_page() -> Response<Full<Bytes>> {
     resp
 }
 
+/// Why a request could not be forwarded to a cold backend.
+enum NotReady {
+    /// The client waited past the threshold: it gets the waiting page.
+    WaitingPage,
+    /// The start failed or timed out: this answer says so.
+    Failed(Response<Full<Bytes>>),
+}
+
 impl HttpProxy {
     /// Builds the proxy for one route.
     pub fn new(
@@ -357,12 +370,14 @@ impl HttpProxy {
         let first_request = Arc::new(std::sync::Mutex::new(Some(first_request)));
         let service = {
             let requests = requests.clone();
+            let close = close.clone();
             service_fn(move |req| {
                 let this = this.clone();
                 let first = first_request.lock().expect("first-request lock").take();
                 let on_connection = requests.enter();
+                let close = close.clone();
                 async move {
-                    let response = this.handle(req, peer, on_connection).await;
+                    let response = this.handle(req, peer, on_connection, close).await;
                     drop(first);
                     Ok::<_, Infallible>(response)
                 }
@@ -405,6 +420,7 @@ impl HttpProxy {
         mut req: Request<Incoming>,
         peer: Peer,
         on_connection: InFlightGuard,
+        close: CancellationToken,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let mut log = RequestLog {
@@ -421,8 +437,13 @@ impl HttpProxy {
             started,
         };
         if !self.backend.is_ready() {
-            if let Err(resp) = self.wait_for_backend(&req, started).await {
-                return self.local(resp, log);
+            match self.wait_for_backend(&req, started).await {
+                Ok(()) => {}
+                Err(NotReady::WaitingPage) => {
+                    self.expect_reload(close);
+                    return self.local(waiting_page(), log);
+                }
+                Err(NotReady::Failed(resp)) => return self.local(resp, log),
             }
         }
         let upgrade = wants_upgrade(&req);
@@ -465,7 +486,7 @@ impl HttpProxy {
         &self,
         req: &Request<Incoming>,
         started: Instant,
-    ) -> Result<(), Response<Full<Bytes>>> {
+    ) -> Result<(), NotReady> {
         let deadline = started + self.backend.start_timeout();
         let wait = self.backend.wait_ready(deadline);
         let result = match self
@@ -475,14 +496,27 @@ impl HttpProxy {
         {
             Some(after) => tokio::select! {
                 result = wait => result,
-                _ = tokio::time::sleep_until(started + after) => return Err(waiting_page()),
+                _ = tokio::time::sleep_until(started + after) => return Err(NotReady::WaitingPage),
             },
             None => wait.await,
         };
         result.map_err(|e| {
             tracing::warn!("{} {}: {e}", req.method(), req.uri());
-            plain(status_for(&e), e.to_string())
+            NotReady::Failed(plain(status_for(&e), e.to_string()))
         })
+    }
+
+    /// Counts a client that got the waiting page as work until its reload
+    /// is due (a stop request ends that at once).
+    fn expect_reload(&self, close: CancellationToken) {
+        let expected = self.in_flight.enter();
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(WAITING_PAGE_HOLD) => {}
+                _ = close.cancelled() => {}
+            }
+            drop(expected);
+        });
     }
 
     fn local(&self, resp: Response<Full<Bytes>>, mut log: RequestLog) -> Response<ProxyBody> {

@@ -398,6 +398,49 @@ fn the_waiting_page_is_for_html_clients_after_the_threshold_only() {
     assert_eq!(page.status, 200);
 }
 
+/// With an idle timeout shorter than the backend's start, a browser that got
+/// the waiting page and reloads it as the page says reaches the content: the
+/// start it asked for finishes before any idle exit.
+#[test]
+fn a_waiting_page_reload_reaches_the_content_with_a_short_idle_timeout() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(
+        dir,
+        &http_args(&backend, "1s", &["--waiting-page"], &["--delay-ms", "4000"]),
+    )
+    .tcp("http")
+    .start();
+    let addr = act.tcp_addrs[0];
+    let mut pages = 0;
+    loop {
+        let page = get(addr, "/", &[("Accept", "text/html")]).unwrap();
+        if page.status == 200 {
+            break;
+        }
+        assert_eq!(page.status, 503, "{page:?}");
+        pages += 1;
+        assert!(
+            pages < 10,
+            "still the waiting page after {pages} reloads; log:\n{}",
+            act.log()
+        );
+        // The browser's think time: the page reloads after Retry-After.
+        let after: u64 = page.header("retry-after").unwrap().parse().unwrap();
+        std::thread::sleep(Duration::from_secs(after));
+    }
+    assert!(
+        pages >= 1,
+        "the start outlasted the waiting page's threshold"
+    );
+    assert_eq!(
+        act.activations(),
+        1,
+        "no idle exit while the start was in progress; log:\n{}",
+        act.log()
+    );
+}
+
 #[test]
 fn h2c_clients_are_served_too() {
     let dir = tempdir();
