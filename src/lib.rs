@@ -75,7 +75,8 @@ pub enum Exit {
 /// are given to receive their refusal before the process exits.
 const FLUSH_GRACE: Duration = Duration::from_millis(500);
 
-/// How often, at most, the status line is refreshed.
+/// How often, at most, the status line is refreshed for a change of the
+/// in-flight count alone (a change of the backend's state is told at once).
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Serves `sockets` until idle (activated: exit), a stop request, or the end of
@@ -418,6 +419,7 @@ async fn report_status(
 ) {
     notifier.wait_ready().await;
     let mut last = String::new();
+    let mut sent_at = tokio::time::Instant::now();
     let mut quiet_since: Option<tokio::time::Instant> = None;
     loop {
         let busy = in_flight.count();
@@ -443,6 +445,7 @@ async fn report_status(
         let line = snapshot.status_line();
         snapshots.send_replace(Some(snapshot.clone()));
         if line != last {
+            sent_at = tokio::time::Instant::now();
             notifier.status(&line);
             if let Some(path) = &state_file {
                 if let Err(e) = status::write(path, &snapshot) {
@@ -451,11 +454,66 @@ async fn report_status(
             }
             last = line;
         }
+        // A change of the backend's state is told at once; changes of the
+        // count, which may come with every request, at most every
+        // STATUS_INTERVAL (the last one always told).
         tokio::select! {
             changed = state.changed() => if changed.is_err() { return },
-            _ = in_flight.changed() => {}
+            _ = in_flight.changed() => {
+                tokio::select! {
+                    changed = state.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep_until(sent_at + STATUS_INTERVAL) => {}
+                }
+            }
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        tokio::time::sleep(STATUS_INTERVAL).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change of the backend's state reaches `STATUS=` (and the state
+    /// file, and the metrics) at once, even right after a count change.
+    #[tokio::test(start_paused = true)]
+    async fn the_status_follows_a_backend_state_change_at_once() {
+        let notifier = Arc::new(Notifier::disabled());
+        notifier.ready("test");
+        let (state_tx, state) = tokio::sync::watch::channel(BackendState::Starting);
+        let in_flight = InFlight::new();
+        let (_live_tx, live) = tokio::sync::watch::channel(reload::Live {
+            idle_timeout: Some(Duration::from_secs(60)),
+            stop_timeout: Duration::from_secs(5),
+            connection_idle_timeout: None,
+            udp_flow_timeout: Duration::from_secs(30),
+        });
+        let (snapshots, latest) = tokio::sync::watch::channel(None);
+        tokio::spawn(report_status(
+            notifier,
+            state,
+            in_flight.clone(),
+            live,
+            None,
+            1,
+            snapshots,
+        ));
+        let described = |latest: &tokio::sync::watch::Receiver<Option<status::Snapshot>>| {
+            latest
+                .borrow()
+                .as_ref()
+                .map(|s| (s.backend.clone(), s.in_flight))
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(described(&latest), Some(("backend starting".into(), 0)));
+        let work = in_flight.enter();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        state_tx.send_replace(BackendState::Ready);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(described(&latest), Some(("backend ready".into(), 1)));
+        drop(work);
+        // A count change alone is told within the status interval.
+        tokio::time::sleep(STATUS_INTERVAL + Duration::from_millis(1)).await;
+        assert_eq!(described(&latest), Some(("backend ready".into(), 0)));
     }
 }

@@ -99,7 +99,7 @@ fn main() -> ExitCode {
 
 /// `idlegate status [--state-file PATH]`: reads the state file a running
 /// idlegate keeps (never its socket) and prints what it is doing; exit 0 when
-/// it runs, 3 when it does not.
+/// it runs, 3 when it does not, 4 when the state file cannot be read.
 fn status_command(args: &[std::ffi::OsString]) -> ExitCode {
     let mut path = None;
     let mut rest = args.iter();
@@ -124,7 +124,11 @@ fn status_command(args: &[std::ffi::OsString]) -> ExitCode {
         );
     };
     let (text, code) = idlegate::status::report(&path);
-    println!("{text}");
+    if code == idlegate::status::UNKNOWN {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
     ExitCode::from(code)
 }
 

@@ -107,26 +107,43 @@ pub fn previous_activation(path: &Path) -> u64 {
         .map_or(0, |s| s.activation)
 }
 
+/// `idlegate status`'s exit status when the state file cannot be read.
+pub const UNKNOWN: u8 = 4;
+
 /// `idlegate status`: the report for the state file at `path`, and whether
-/// idlegate runs (exit status 0) or not (3, as `systemctl status` for an
-/// inactive unit).
+/// idlegate runs (exit status 0), does not (3, as `systemctl status` for an
+/// inactive unit), or cannot be told because the state file cannot be read
+/// (4, as `systemctl` for an unknown unit: a wrong path, no permission, a
+/// file that is not a state file).
 pub fn report(path: &Path) -> (String, u8) {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
-        Err(e) => {
+        Err(e) if e.kind() == io::ErrorKind::NotFound && parent_exists(path) => {
             return (
                 format!(
-                    "idlegate: not running (no state file at {}: {e})",
+                    "idlegate: not running (no state file at {} yet: not activated since its directory was made)",
                     path.display()
                 ),
                 3,
             )
         }
+        Err(e) => {
+            return (
+                format!(
+                    "idlegate: unknown: cannot read the state file {}: {e}",
+                    path.display()
+                ),
+                UNKNOWN,
+            )
+        }
     };
     let Some(s) = Snapshot::from_file_text(&text) else {
         return (
-            format!("idlegate: unreadable state file {}", path.display()),
-            1,
+            format!(
+                "idlegate: unknown: {} is not an idlegate state file",
+                path.display()
+            ),
+            UNKNOWN,
         );
     };
     let alive = s.running && Path::new(&format!("/proc/{}", s.pid)).exists();
@@ -151,6 +168,15 @@ pub fn report(path: &Path) -> (String, u8) {
         ),
         0,
     )
+}
+
+/// Whether the directory that should hold `path` exists: a missing state
+/// file there means "not activated yet", elsewhere a wrong path.
+fn parent_exists(path: &Path) -> bool {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.is_dir(),
+        _ => true,
+    }
 }
 
 #[cfg(test)]

@@ -95,3 +95,38 @@ fn metrics_are_served_and_scraping_does_not_keep_idlegate_up() {
         "the endpoint is down while idlegate is not running"
     );
 }
+
+/// A state file that cannot be read is "unknown" (exit 4, as `systemctl`
+/// says for an unknown unit), with the reason; it is never "not running".
+#[test]
+fn an_unreadable_state_file_is_unknown_not_stopped() {
+    let dir = tempdir();
+    let status_of = |path: &std::path::Path| {
+        let out = Command::new(idlegate_bin())
+            .args(["status", "--state-file"])
+            .arg(path)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let wrong = dir.path().join("no-such-dir").join("idlegate.state");
+    let (code, text) = status_of(&wrong);
+    assert_eq!(code, Some(4), "{text}");
+    assert!(
+        text.contains("cannot read the state file") && text.contains("No such file or directory"),
+        "{text}"
+    );
+    let (code, text) = status_of(dir.path());
+    assert_eq!(code, Some(4), "{text}");
+    assert!(text.contains("Is a directory"), "{text}");
+    let garbage = dir.path().join("garbage.state");
+    std::fs::write(&garbage, "hello\n").unwrap();
+    let (code, text) = status_of(&garbage);
+    assert_eq!(code, Some(4), "{text}");
+    assert!(text.contains("not an idlegate state file"), "{text}");
+    // In the right directory, before the first activation: not running.
+    assert_eq!(status(&dir.path().join("idlegate.state")).0, Some(3));
+}
