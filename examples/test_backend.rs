@@ -6,7 +6,11 @@
 //! test_backend --listen 127.0.0.1:8081 [--delay-ms 500] [--pid-file F]
 //!              [--exit-at-start CODE] [--fail-unless-exists F] [--ignore-sigterm]
 //!              [--grandchild-pid-file F] [--http] [--forward-to ADDR]
+//!              [--notify-when-exists F]
 //! ```
+//! With `--notify-when-exists F` it speaks sd_notify to `$NOTIFY_SOCKET`: a
+//! `STATUS=` line at start, and `READY=1` once the file F exists (it serves
+//! before that, as servers that accept before they are ready do).
 //! With `--forward-to ADDR` it is a port forwarder like rootlessport: it
 //! listens at once, and for each client connects to ADDR, closing the client
 //! straight away when nothing listens there yet.
@@ -41,6 +45,7 @@ struct Options {
     http: bool,
     udp: bool,
     forward_to: Option<String>,
+    notify_when_exists: Option<String>,
 }
 
 fn parse() -> Options {
@@ -55,6 +60,7 @@ fn parse() -> Options {
         http: false,
         udp: false,
         forward_to: None,
+        notify_when_exists: None,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -70,6 +76,7 @@ fn parse() -> Options {
             "--http" => o.http = true,
             "--udp" => o.udp = true,
             "--forward-to" => o.forward_to = Some(value()),
+            "--notify-when-exists" => o.notify_when_exists = Some(value()),
             other => panic!("unknown argument {other}"),
         }
     }
@@ -229,6 +236,9 @@ fn main() {
             }
         }
     }
+    if let Some(flag) = o.notify_when_exists.clone() {
+        std::thread::spawn(move || notify_when_exists(&flag));
+    }
     if let Some(path) = o.listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);
         let l = UnixListener::bind(path).expect("bind unix");
@@ -247,6 +257,30 @@ fn main() {
         eprintln!("test backend: listening on {}", o.listen);
         serve(l.incoming());
     }
+}
+
+/// Sends `STATUS=` now and `READY=1` once `flag` exists, to `$NOTIFY_SOCKET`
+/// (a path, or `@name` in the abstract namespace).
+fn notify_when_exists(flag: &str) {
+    use std::os::linux::net::SocketAddrExt;
+    let target = std::env::var("NOTIFY_SOCKET").expect("--notify-when-exists needs NOTIFY_SOCKET");
+    let addr = match target.strip_prefix('@') {
+        Some(name) => std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()),
+        None => std::os::unix::net::SocketAddr::from_pathname(&target),
+    }
+    .expect("NOTIFY_SOCKET address");
+    let socket = std::os::unix::net::UnixDatagram::unbound().expect("notify socket");
+    let send = |m: &str| {
+        socket
+            .send_to_addr(m.as_bytes(), &addr)
+            .expect("sd_notify send")
+    };
+    send(&format!("STATUS=waiting for {flag}\n"));
+    while !std::path::Path::new(flag).exists() {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("test backend: {flag} exists: READY=1");
+    send("READY=1\nSTATUS=serving\n");
 }
 
 /// The backend as a plain HTTP/1.1 server (no socket activation, no h2).

@@ -127,6 +127,24 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub ready_http: Option<String>,
 
+    /// Ready only once this shell command exits 0 (run after the ready
+    /// addresses accept, again with a backoff until the start timeout), for
+    /// servers that accept before they serve: `pg_isready -h 127.0.0.1 -p 5432`.
+    #[arg(long, value_name = "SHELL-COMMAND")]
+    pub ready_cmd: Option<String>,
+
+    /// Ready only once the backend COMMAND sends READY=1 to the NOTIFY_SOCKET
+    /// idlegate gives it (sd_notify, as under Type=notify); its STATUS= text
+    /// shows in idlegate's status while it starts.
+    #[arg(long)]
+    pub ready_notify: bool,
+
+    /// HTTP mode: at most N connections to each upstream; requests beyond
+    /// them wait for a free one (within the start timeout), so a herd of
+    /// clients never floods the backend. [default: 128]
+    #[arg(long, value_name = "N")]
+    pub upstream_connections_max: Option<String>,
+
     /// Keep a small state file here for `idlegate status` (backend state, work
     /// in flight, time to idle exit, activations). [default:
     /// $RUNTIME_DIRECTORY/idlegate.state when systemd sets RUNTIME_DIRECTORY]

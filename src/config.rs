@@ -71,8 +71,14 @@ pub struct HttpSettings {
     pub header_read_timeout: Duration,
     /// The most bytes of request headers accepted.
     pub max_header_bytes: usize,
+    /// The most connections to one upstream at once.
+    pub upstream_connections_max: usize,
 }
 
+/// Default for `--upstream-connections-max`: below what a stock backend
+/// takes at once (nginx's 512 or 768 worker connections, PostgreSQL's 100 is
+/// TCP mode's business), far above what two cores keep busy.
+pub const DEFAULT_UPSTREAM_CONNECTIONS_MAX: usize = 128;
 /// Default for `--header-read-timeout`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an HTML client waits before `--waiting-page` answers it.
@@ -120,6 +126,10 @@ pub struct Config {
     pub idle_action: IdleAction,
     /// Readiness needs an HTTP answer (any status) to `GET` this path.
     pub ready_http: Option<String>,
+    /// Readiness needs this shell command to exit 0 (`--ready-cmd`).
+    pub ready_cmd: Option<String>,
+    /// Readiness needs the backend's own `READY=1` (`--ready-notify`).
+    pub ready_notify: bool,
     /// The log level asked for, if any.
     pub log_level: Option<String>,
     /// Where `idlegate status` finds this instance's state (see [`Config::find_state_file`]).
@@ -358,6 +368,9 @@ struct FileConfig {
     start_cmd: Option<String>,
     stop_cmd: Option<String>,
     ready_http: Option<String>,
+    ready_cmd: Option<String>,
+    ready_notify: Option<bool>,
+    upstream_connections_max: Option<i64>,
     container: Option<String>,
     engine_socket: Option<PathBuf>,
     idle_action: Option<String>,
@@ -428,6 +441,21 @@ fn duration_setting(
             origin,
             value: text,
             reason,
+        }),
+    }
+}
+
+/// A count of at least 1 (a semaphore's permits), or `default`.
+fn count_setting(value: Option<(String, Origin)>, default: usize) -> Result<usize, ConfigError> {
+    let Some((text, origin)) = value else {
+        return Ok(default);
+    };
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 && n <= tokio::sync::Semaphore::MAX_PERMITS => Ok(n),
+        _ => Err(ConfigError::Invalid {
+            origin,
+            value: text,
+            reason: "expected a whole number of at least 1".into(),
         }),
     }
 }
@@ -690,25 +718,26 @@ impl Config {
         let stop_timeout =
             duration_setting(stop, DEFAULT_STOP_TIMEOUT, true)?.unwrap_or(Duration::ZERO);
 
-        let connections_max = match pick(
-            cli.connections_max,
-            "--connections-max",
-            file.connections_max.map(|n| n.to_string()),
-            "connections-max",
-            path,
-        ) {
-            None => DEFAULT_CONNECTIONS_MAX,
-            Some((text, origin)) => match text.trim().parse::<usize>() {
-                Ok(n) if n > 0 && n <= tokio::sync::Semaphore::MAX_PERMITS => n,
-                _ => {
-                    return Err(ConfigError::Invalid {
-                        origin,
-                        value: text,
-                        reason: "expected a whole number of at least 1".into(),
-                    })
-                }
-            },
-        };
+        let connections_max = count_setting(
+            pick(
+                cli.connections_max,
+                "--connections-max",
+                file.connections_max.map(|n| n.to_string()),
+                "connections-max",
+                path,
+            ),
+            DEFAULT_CONNECTIONS_MAX,
+        )?;
+        let upstream_connections_max = count_setting(
+            pick(
+                cli.upstream_connections_max,
+                "--upstream-connections-max",
+                file.upstream_connections_max.map(|n| n.to_string()),
+                "upstream-connections-max",
+                path,
+            ),
+            DEFAULT_UPSTREAM_CONNECTIONS_MAX,
+        )?;
 
         let ready = pick(cli.ready, "--ready", file.ready, "ready", path)
             .map(|(t, o)| address_setting(t, o))
@@ -769,6 +798,7 @@ impl Config {
             forwarded_headers,
             header_read_timeout,
             max_header_bytes: MAX_HEADER_BYTES,
+            upstream_connections_max,
         };
 
         let unit = pick(cli.unit, "--unit", file.unit, "unit", path);
@@ -874,6 +904,29 @@ impl Config {
             }
         }
 
+        let ready_cmd = match pick(
+            cli.ready_cmd,
+            "--ready-cmd",
+            file.ready_cmd,
+            "ready-cmd",
+            path,
+        ) {
+            Some((text, origin)) if text.trim().is_empty() => {
+                return Err(ConfigError::Invalid {
+                    origin,
+                    value: text,
+                    reason: "expected a command".into(),
+                })
+            }
+            other => other.map(|(c, _)| c),
+        };
+        let ready_notify = cli.ready_notify || file.ready_notify.unwrap_or(false);
+        if ready_notify && command.is_none() {
+            return Err(ConfigError::Usage(
+                "--ready-notify needs a backend COMMAND, which it gives NOTIFY_SOCKET (a --unit's own READY=1 is systemd's to wait for)".into(),
+            ));
+        }
+
         let state_file = pick(
             cli.state_file,
             "--state-file",
@@ -905,6 +958,8 @@ impl Config {
             start_cmd: start_cmd.map(|(c, _)| c),
             stop_cmd: stop_cmd.map(|(c, _)| c),
             ready_http,
+            ready_cmd,
+            ready_notify,
             http,
             upstreams,
             listen,

@@ -102,6 +102,7 @@ pub async fn run(
         tokio::spawn(report_status(
             notifier.clone(),
             backend.subscribe(),
+            backend.subscribe_status(),
             in_flight.clone(),
             live.clone(),
             config.state_file.clone(),
@@ -406,11 +407,21 @@ async fn drain(shutdown: &Shutdown, shared: &Shared, grace: Duration) {
     }
 }
 
+/// The backend's state in a few words, with its own status text while it
+/// starts (`--ready-notify`).
+fn describe_backend(state: &BackendState, own_status: Option<&str>) -> String {
+    match (state, own_status) {
+        (BackendState::Starting, Some(text)) => format!("{} ({text})", state.describe()),
+        _ => state.describe().to_owned(),
+    }
+}
+
 /// Keeps `STATUS=` and the state file current: backend state, work in
 /// flight, time to idle exit, activation number.
 async fn report_status(
     notifier: Arc<Notifier>,
     mut state: tokio::sync::watch::Receiver<BackendState>,
+    mut backend_status: tokio::sync::watch::Receiver<Option<Arc<str>>>,
     in_flight: InFlight,
     live: tokio::sync::watch::Receiver<reload::Live>,
     state_file: Option<std::path::PathBuf>,
@@ -437,7 +448,10 @@ async fn report_status(
         let snapshot = status::Snapshot {
             pid: std::process::id(),
             running: true,
-            backend: state.borrow_and_update().describe().to_owned(),
+            backend: describe_backend(
+                &state.borrow_and_update(),
+                backend_status.borrow_and_update().as_deref(),
+            ),
             in_flight: busy,
             idle_exit_in,
             activation,
@@ -459,6 +473,7 @@ async fn report_status(
         // STATUS_INTERVAL (the last one always told).
         tokio::select! {
             changed = state.changed() => if changed.is_err() { return },
+            changed = backend_status.changed() => if changed.is_err() { return },
             _ = in_flight.changed() => {
                 tokio::select! {
                     changed = state.changed() => if changed.is_err() { return },
@@ -481,6 +496,7 @@ mod tests {
         let notifier = Arc::new(Notifier::disabled());
         notifier.ready("test");
         let (state_tx, state) = tokio::sync::watch::channel(BackendState::Starting);
+        let (_status_tx, backend_status) = tokio::sync::watch::channel(None);
         let in_flight = InFlight::new();
         let (_live_tx, live) = tokio::sync::watch::channel(reload::Live {
             idle_timeout: Some(Duration::from_secs(60)),
@@ -492,6 +508,7 @@ mod tests {
         tokio::spawn(report_status(
             notifier,
             state,
+            backend_status,
             in_flight.clone(),
             live,
             None,

@@ -9,7 +9,9 @@
 //! broken backend can neither crash-loop nor busy-loop idlegate.
 
 pub mod container;
+pub mod notify_socket;
 pub mod process;
+pub mod ready_command;
 pub mod run_command;
 
 use std::future::Future;
@@ -25,6 +27,7 @@ use crate::activity::{InFlight, InFlightGuard};
 use crate::address::Address;
 use crate::readiness;
 use container::{Container, Progress};
+use notify_socket::{BackendStatus, NotifySocket};
 use process::Process;
 use run_command::RunCommand;
 
@@ -45,6 +48,10 @@ pub struct BackendSpec {
     /// With a path, "ready" needs an HTTP answer to `GET path` on the first
     /// ready address, not just a connection.
     pub ready_http: Option<String>,
+    /// Ready only once this shell command exits 0 (`--ready-cmd`).
+    pub ready_cmd: Option<String>,
+    /// Ready only once the backend command sends `READY=1` (`--ready-notify`).
+    pub ready_notify: bool,
     /// How long a start may take before it counts as failed.
     pub start_timeout: Duration,
     /// Grace after SIGTERM before SIGKILL.
@@ -168,6 +175,8 @@ pub struct Backend {
     start_timeout_ms: Arc<AtomicU64>,
     /// Counts starts, so a report about an earlier run is not held against this one.
     generation: Arc<AtomicU64>,
+    /// The backend's own status text (`--ready-notify`'s `STATUS=`).
+    status: watch::Receiver<Option<Arc<str>>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -194,6 +203,7 @@ impl Backend {
         let start_timeout_ms = Arc::new(AtomicU64::new(millis(spec.start_timeout)));
         let generation = Arc::new(AtomicU64::new(0));
         let answered = Arc::new(AtomicBool::new(false));
+        let (status_tx, status) = watch::channel(None);
         let run_command = spec.kind.run_command();
         let supervisor = Supervisor {
             answered: answered.clone(),
@@ -213,6 +223,7 @@ impl Backend {
             pending_start: None,
             in_flight,
             starting: None,
+            status: status_tx,
         };
         if let Some(warning) = supervisor
             .run_command
@@ -228,6 +239,7 @@ impl Backend {
             requests,
             start_timeout_ms,
             generation,
+            status,
         }
     }
 
@@ -289,6 +301,12 @@ impl Backend {
     /// A receiver that sees every state change.
     pub fn subscribe(&self) -> watch::Receiver<BackendState> {
         self.state.clone()
+    }
+
+    /// A receiver of the backend's own status text while it starts
+    /// (`STATUS=` sent to `--ready-notify`'s socket), `None` otherwise.
+    pub fn subscribe_status(&self) -> watch::Receiver<Option<Arc<str>>> {
+        self.status.clone()
     }
 
     /// Waits until the backend is ready, starting it if needed, until `deadline`.
@@ -407,6 +425,8 @@ struct Supervisor {
     in_flight: InFlight,
     /// Held from the start of a start to its end, ready or failed.
     starting: Option<InFlightGuard>,
+    /// The backend's own status text, while it starts.
+    status: BackendStatus,
 }
 
 async fn wait_exit(process: &mut Option<Process>) -> std::io::Result<std::process::ExitStatus> {
@@ -521,8 +541,10 @@ impl Supervisor {
         let starting = state == BackendState::Starting;
         self.state.send_replace(state);
         if !starting {
-            // The start is over, ready or not: no longer work of its own.
+            // The start is over, ready or not: no longer work of its own,
+            // and the backend's own start-up status is stale.
             self.starting = None;
+            self.status.send_if_modified(|s| s.take().is_some());
         }
     }
 
@@ -565,8 +587,22 @@ impl Supervisor {
         if let Some(run) = self.run_command.clone() {
             run.remove_leftover_before_start().await;
         }
+        let notify = match self.notify_socket() {
+            Ok(notify) => notify,
+            Err(reason) => {
+                self.fail(reason).await;
+                return;
+            }
+        };
         match &self.spec.kind {
-            BackendKind::Process(argv) => match Process::spawn(argv, "backend") {
+            BackendKind::Process(argv) => match Process::spawn_with_env(
+                argv,
+                "backend",
+                &notify
+                    .iter()
+                    .map(|n| ("NOTIFY_SOCKET", n.env_value()))
+                    .collect::<Vec<_>>(),
+            ) {
                 Ok(p) => self.process = Some(p),
                 Err(e) => {
                     let reason = format!("cannot start `{}`: {e}", process::describe(argv));
@@ -593,6 +629,8 @@ impl Supervisor {
         self.set(BackendState::Starting);
         let ready = self.spec.ready.clone();
         let ready_http = self.spec.ready_http.clone();
+        let ready_cmd = self.spec.ready_cmd.clone();
+        let status = self.status.clone();
         let deadline = self.started_at + self.spec.start_timeout;
         let progress = self.progress.clone();
         self.probe = Some(Box::pin(tokio::time::timeout_at(deadline, async move {
@@ -602,6 +640,14 @@ impl Supervisor {
             if let Some(container) = container {
                 container.start(&progress).await?;
                 *progress.lock().expect("progress lock") = None;
+            }
+            if let Some(notify) = notify {
+                *progress.lock().expect("progress lock") =
+                    Some("no READY=1 from the backend (--ready-notify)".into());
+                notify
+                    .wait_ready(&status)
+                    .await
+                    .map_err(|e| format!("the backend's notify socket failed: {e}"))?;
             }
             for (i, address) in ready.iter().enumerate() {
                 let http_path = if i == 0 { ready_http.as_deref() } else { None };
@@ -613,9 +659,25 @@ impl Supervisor {
                     .await
                     .map_err(|e| format!("probing {address} failed: {e}"))?;
             }
+            if let Some(command) = ready_cmd {
+                *progress.lock().expect("progress lock") = Some(format!(
+                    "the ready command `{command}` has not succeeded yet"
+                ));
+                ready_command::wait_until_succeeds(&command, &progress).await?;
+            }
             *progress.lock().expect("progress lock") = None;
             Ok(())
         })));
+    }
+
+    /// A notify socket for this start, with `--ready-notify`.
+    fn notify_socket(&self) -> Result<Option<NotifySocket>, String> {
+        if !self.spec.ready_notify {
+            return Ok(None);
+        }
+        NotifySocket::bind()
+            .map(Some)
+            .map_err(|e| format!("cannot make the backend's notify socket: {e}"))
     }
 
     async fn on_probe(&mut self, result: Result<Result<(), String>, tokio::time::error::Elapsed>) {

@@ -16,9 +16,9 @@ use crate::sys;
 /// How many of the backend's last stderr lines a failure report quotes.
 const STDERR_TAIL_LINES: usize = 5;
 
-/// Variables the backend must not inherit: they describe idlegate's own
+/// Variables the backend (or a ready command) must not inherit: they describe idlegate's own
 /// activation and notification socket, not the backend's.
-const PRIVATE_VARS: [&str; 4] = [
+pub const PRIVATE_VARS: [&str; 4] = [
     "LISTEN_PID",
     "LISTEN_FDS",
     "LISTEN_FDNAMES",
@@ -57,6 +57,16 @@ impl Process {
     /// Starts `argv` in a new process group, with stdin closed and output
     /// logged; `role` names it in the log ("backend", "start command", …).
     pub fn spawn(argv: &[String], role: &str) -> std::io::Result<Process> {
+        Self::spawn_with_env(argv, role, &[])
+    }
+
+    /// [`Process::spawn`] with variables of idlegate's own for the process
+    /// (`NOTIFY_SOCKET` for `--ready-notify`).
+    pub fn spawn_with_env(
+        argv: &[String],
+        role: &str,
+        env: &[(&str, String)],
+    ) -> std::io::Result<Process> {
         let command = describe(argv);
         let mut cmd = Command::new(&argv[0]);
         cmd.args(&argv[1..])
@@ -67,6 +77,9 @@ impl Process {
             .kill_on_drop(true);
         for var in PRIVATE_VARS {
             cmd.env_remove(var);
+        }
+        for (key, value) in env {
+            cmd.env(key, value);
         }
         let parent = std::process::id();
         // SAFETY: the closure only calls prctl, getppid, getrlimit and

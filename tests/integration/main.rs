@@ -8,6 +8,7 @@ mod containers;
 mod core_tcp;
 mod http;
 mod kinds;
+mod readiness;
 mod reload;
 mod soak;
 mod status;
