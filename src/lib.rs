@@ -101,8 +101,10 @@ pub async fn run(
     if notifier.is_enabled() || config.state_file.is_some() || metrics.is_some() {
         tokio::spawn(report_status(
             notifier.clone(),
-            backend.subscribe(),
-            backend.subscribe_status(),
+            BackendView {
+                state: backend.subscribe(),
+                status: backend.subscribe_status(),
+            },
             in_flight.clone(),
             live.clone(),
             config.state_file.clone(),
@@ -416,18 +418,29 @@ fn describe_backend(state: &BackendState, own_status: Option<&str>) -> String {
     }
 }
 
+/// What the status reporter watches of the backend.
+struct BackendView {
+    /// Its state.
+    state: tokio::sync::watch::Receiver<BackendState>,
+    /// Its own status text while it starts.
+    status: tokio::sync::watch::Receiver<Option<Arc<str>>>,
+}
+
 /// Keeps `STATUS=` and the state file current: backend state, work in
 /// flight, time to idle exit, activation number.
 async fn report_status(
     notifier: Arc<Notifier>,
-    mut state: tokio::sync::watch::Receiver<BackendState>,
-    mut backend_status: tokio::sync::watch::Receiver<Option<Arc<str>>>,
+    backend: BackendView,
     in_flight: InFlight,
     live: tokio::sync::watch::Receiver<reload::Live>,
     state_file: Option<std::path::PathBuf>,
     activation: u64,
     snapshots: tokio::sync::watch::Sender<Option<status::Snapshot>>,
 ) {
+    let BackendView {
+        mut state,
+        status: mut backend_status,
+    } = backend;
     notifier.wait_ready().await;
     let mut last = String::new();
     let mut sent_at = tokio::time::Instant::now();
@@ -507,8 +520,10 @@ mod tests {
         let (snapshots, latest) = tokio::sync::watch::channel(None);
         tokio::spawn(report_status(
             notifier,
-            state,
-            backend_status,
+            BackendView {
+                state,
+                status: backend_status,
+            },
             in_flight.clone(),
             live,
             None,

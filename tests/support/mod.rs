@@ -5,6 +5,7 @@
 pub mod activator;
 pub mod http;
 pub mod podman;
+pub mod real;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
