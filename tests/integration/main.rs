@@ -9,6 +9,7 @@ mod core_tcp;
 mod http;
 mod kinds;
 mod readiness;
+mod real_servers;
 mod reload;
 mod soak;
 mod status;

@@ -1,0 +1,159 @@
+//! idlegate in front of real software nobody here wrote, as users put it:
+//! PostgreSQL and Redis that accept before they serve, nginx under a herd,
+//! a headless Chromium that leaves sockets open. `.ci/run` installs them
+//! all from Debian's packages; no test here is skipped.
+
+use crate::support::activator::{describe, Activator};
+use crate::support::real::{self, Browser, Nginx, PgCluster, RedisData};
+use crate::support::*;
+
+/// How many cold starts each readiness test makes.
+const COLD_STARTS: usize = 10;
+
+/// An activator running idlegate in TCP mode in front of `backend` on
+/// 127.0.0.1:`port`, with `extra` flags.
+fn in_front(
+    dir: std::sync::Arc<tempfile::TempDir>,
+    port: u16,
+    extra: &[&str],
+    backend: &[String],
+) -> Activator {
+    let upstream = format!("127.0.0.1:{port}");
+    let mut a = args(&[
+        "--upstream",
+        &upstream,
+        "--idle-timeout",
+        "300ms",
+        "--stop-timeout",
+        "10s",
+    ]);
+    a.extend(args(extra));
+    a.push("--".into());
+    a.extend(backend.iter().cloned());
+    ActivatorBuilder::new(dir, &a).tcp("real").start()
+}
+
+/// Makes `COLD_STARTS` cold starts: each time the first client is the held
+/// one, `ask` must get its answer, then idlegate exits on idle.
+fn cold_starts(act: &Activator, mut ask: impl FnMut(u16) -> Result<String, String>, want: &str) {
+    let port = act.tcp_addrs[0].port();
+    for n in 1..=COLD_STARTS {
+        assert!(act.running().is_none(), "run {n} is not a cold start");
+        let answer = ask(port);
+        assert_eq!(
+            answer.as_deref(),
+            Ok(want),
+            "cold start {n}: the held first client failed; log:\n{}",
+            act.log()
+        );
+        let status = act.wait_exit(n, PATIENCE);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{}; log:\n{}",
+            describe(&status),
+            act.log()
+        );
+    }
+    assert_eq!(act.activations(), COLD_STARTS);
+}
+
+/// PostgreSQL accepts connections before it serves them ("the database
+/// system is starting up"): with `ready(cluster)`'s flags every held first
+/// client must get its answer.
+fn postgres_cold_starts(ready: impl FnOnce(&PgCluster) -> Vec<String>) {
+    let dir = tempdir();
+    let pg = PgCluster::init(dir.path());
+    let flags = ready(&pg);
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    let act = in_front(dir.clone(), pg.port, &flags, &pg.backend_argv());
+    cold_starts(&act, |port| real::psql_query(port, "select 40 + 2"), "42");
+}
+
+#[test]
+fn postgres_behind_ready_cmd_answers_every_first_client() {
+    postgres_cold_starts(|pg| vec!["--ready-cmd".into(), pg.ready_cmd()]);
+}
+
+#[test]
+fn postgres_behind_ready_notify_answers_every_first_client() {
+    postgres_cold_starts(|_| vec!["--ready-notify".into()]);
+}
+
+/// The two ways for Redis: `redis-cli ping` answers `LOADING` while the
+/// dataset loads; `--supervised systemd` sends `READY=1` once loaded.
+#[test]
+fn redis_loading_a_dataset_answers_every_first_client() {
+    let dir = tempdir();
+    let data = RedisData::create(&dir.path().join("redis"), real::REDIS_LOADING_KEYS);
+    let port = free_port();
+    let ready_cmd = data.ready_cmd(port);
+    let act = in_front(
+        dir.clone(),
+        port,
+        &["--ready-cmd", &ready_cmd],
+        &data.backend_argv(port),
+    );
+    cold_starts(
+        &act,
+        |port| real::redis_cmd(port, &["get", "key:7"]),
+        "value:7",
+    );
+    drop(act);
+
+    let port = free_port();
+    let mut argv = data.backend_argv(port);
+    argv.extend(args(&["--supervised", "systemd"]));
+    let act = in_front(dir.clone(), port, &["--ready-notify"], &argv);
+    cold_starts(
+        &act,
+        |port| real::redis_cmd(port, &["get", "key:7"]),
+        "value:7",
+    );
+}
+
+/// A headless Chromium loads a page through HTTP mode and stays on it,
+/// keeping its preconnected socket, which never sends a byte: idlegate must
+/// still exit within the idle timeout plus the header read timeout, with the
+/// backend (nginx) gone.
+#[test]
+fn a_browser_staying_on_a_page_lets_http_mode_exit() {
+    let dir = tempdir();
+    let port = free_port();
+    let conf = Nginx::config(dir.path(), port, 512);
+    let upstream = format!("127.0.0.1:{port}");
+    let mut a = args(&[
+        "--mode",
+        "http",
+        "--upstream",
+        &upstream,
+        "--idle-timeout",
+        "2s",
+        "--header-read-timeout",
+        "3s",
+        "--",
+    ]);
+    a.extend(Nginx::backend_argv(&conf));
+    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("web").start();
+    let url = format!("http://{}/", act.tcp_addrs[0]);
+    let browser = Browser::open(&url, dir.path());
+    wait_until("the page served through idlegate", PATIENCE, || {
+        act.log().contains("GET / 200")
+    });
+    let status = act.wait_exit(1, PATIENCE);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "{}; log:\n{}",
+        describe(&status),
+        act.log()
+    );
+    assert!(
+        !process_gone(browser.pid()),
+        "the browser is still on the page"
+    );
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nginx is stopped"
+    );
+}
