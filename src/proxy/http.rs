@@ -24,6 +24,7 @@ use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -68,15 +69,19 @@ impl std::fmt::Debug for HttpProxy {
 }
 
 /// Connects the pooled client to the upstream, holding it until the backend
-/// is ready, whatever the request URI says.
+/// is ready, whatever the request URI says; at most `--upstream-connections-max`
+/// connections at once (a request beyond them waits for a pooled connection
+/// to come free, or for a slot, within its start timeout).
 #[derive(Clone, Debug)]
 pub struct UpstreamConnector {
     backend: Backend,
     upstream: Address,
+    /// One permit per upstream connection that may be open.
+    slots: Arc<Semaphore>,
 }
 
 impl tower_service::Service<Uri> for UpstreamConnector {
-    type Response = TokioIo<Stream>;
+    type Response = TokioIo<UpstreamConnection>;
     type Error = ConnectError;
     type Future =
         Pin<Box<dyn std::future::Future<Output = Result<Self::Response, ConnectError>> + Send>>;
@@ -89,10 +94,74 @@ impl tower_service::Service<Uri> for UpstreamConnector {
         let this = self.clone();
         Box::pin(async move {
             let deadline = Instant::now() + this.backend.start_timeout();
-            connect_upstream(&this.backend, &this.upstream, deadline)
-                .await
-                .map(TokioIo::new)
+            let slot = this.slots.clone().acquire_owned();
+            let slot = match tokio::time::timeout_at(deadline, slot).await {
+                Ok(Ok(slot)) => slot,
+                _ => {
+                    return Err(ConnectError::NoFreeConnection {
+                        upstream: this.upstream.clone(),
+                    })
+                }
+            };
+            let stream = connect_upstream(&this.backend, &this.upstream, deadline).await?;
+            Ok(TokioIo::new(UpstreamConnection {
+                stream,
+                _slot: slot,
+            }))
         })
+    }
+}
+
+/// A connection to the upstream, holding its slot until it closes.
+#[derive(Debug)]
+pub struct UpstreamConnection {
+    stream: Stream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl tokio::io::AsyncRead for UpstreamConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for UpstreamConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+impl hyper_util::client::legacy::connect::Connection for UpstreamConnection {
+    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
+        self.stream.connected()
     }
 }
 
@@ -235,9 +304,9 @@ fn classify(e: &hyper_util::client::legacy::Error) -> (StatusCode, String) {
         if let Some(connect) = s.downcast_ref::<ConnectError>() {
             let status = match connect {
                 ConnectError::Backend(b) => status_for(b),
-                ConnectError::Timeout { .. } | ConnectError::Quiet(_) => {
-                    StatusCode::GATEWAY_TIMEOUT
-                }
+                ConnectError::Timeout { .. }
+                | ConnectError::Quiet(_)
+                | ConnectError::NoFreeConnection { .. } => StatusCode::GATEWAY_TIMEOUT,
                 ConnectError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             };
             return (status, connect.to_string());
@@ -319,6 +388,7 @@ impl HttpProxy {
         let connector = UpstreamConnector {
             backend: backend.clone(),
             upstream,
+            slots: Arc::new(Semaphore::new(settings.upstream_connections_max)),
         };
         let client = Client::builder(TokioExecutor::new())
             .set_host(false)

@@ -43,6 +43,13 @@ pub enum ConnectError {
     /// upstream had not answered yet.
     #[error("no bytes either way for {} (--connection-idle-timeout)", humantime::format_duration(*.0))]
     Quiet(Duration),
+    /// HTTP mode: every upstream connection stayed busy until the start
+    /// timeout (`--upstream-connections-max`).
+    #[error("no connection to {upstream} came free within the start timeout (--upstream-connections-max)")]
+    NoFreeConnection {
+        /// The upstream address.
+        upstream: Address,
+    },
     /// The upstream kept refusing until the start timeout.
     #[error("{upstream} still refused connections at the start timeout")]
     Timeout {

@@ -640,3 +640,66 @@ fn a_connection_that_sends_no_request_is_closed_after_the_header_read_timeout() 
     );
     assert_eq!(act.activations(), 2, "log:\n{}", act.log());
 }
+
+/// `--upstream-connections-max 1`: a second request waits while the one
+/// upstream connection is busy, gets it once free, and one that cannot get
+/// it within its start timeout is a 504 saying why.
+#[test]
+fn requests_beyond_the_upstream_connections_wait_for_a_free_one() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(
+        dir,
+        &http_args(
+            &backend,
+            "60s",
+            &["--upstream-connections-max", "1", "--start-timeout", "2s"],
+            &[],
+        ),
+    )
+    .tcp("http")
+    .start();
+    let addr = act.tcp_addrs[0];
+    // A request whose response is under way (its first tick read) holds the
+    // one upstream connection for `ticks` × 200 ms.
+    let busy = |ticks: u32| {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        write!(
+            s,
+            "GET /slow?n={ticks}&ms=200 HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut seen = Vec::new();
+        let mut byte = [0u8; 1];
+        while !String::from_utf8_lossy(&seen).contains("tick 0") {
+            assert_eq!(
+                s.read(&mut byte).unwrap(),
+                1,
+                "{}",
+                String::from_utf8_lossy(&seen)
+            );
+            seen.push(byte[0]);
+        }
+        std::thread::spawn(move || {
+            let mut rest = String::new();
+            s.read_to_string(&mut rest).unwrap();
+            rest.matches("tick").count()
+        })
+    };
+    // Busy for 1 s: a request behind it waits and is served.
+    let slow = busy(5);
+    let queued = get(addr, "/", &[]).unwrap();
+    assert_eq!((queued.status, queued.text().as_str()), (200, "hello\n"));
+    assert_eq!(slow.join().unwrap(), 4, "the rest of the slow response");
+    // Busy for longer than the start timeout: the one behind it gives up.
+    let slow = busy(20);
+    let refused = get(addr, "/", &[]).unwrap();
+    assert_eq!(refused.status, 504, "{refused:?}");
+    assert!(
+        refused.text().contains("--upstream-connections-max"),
+        "{}",
+        refused.text()
+    );
+    assert_eq!(slow.join().unwrap(), 19);
+}

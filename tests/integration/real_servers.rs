@@ -157,3 +157,36 @@ fn a_browser_staying_on_a_page_lets_http_mode_exit() {
         "nginx is stopped"
     );
 }
+
+/// 100 h2c clients with 10 streams each arrive at a cold nginx with 512
+/// worker connections: without a bound that is 1000 HTTP/1.1 connections at
+/// once and hundreds of 502s; with `--upstream-connections-max` (the
+/// default) the requests beyond it queue, and none fails.
+#[test]
+fn a_cold_start_herd_in_http_mode_never_floods_the_backend() {
+    let dir = tempdir();
+    let port = free_port();
+    let conf = Nginx::config(dir.path(), port, 512);
+    let upstream = format!("127.0.0.1:{port}");
+    let mut a = args(&[
+        "--mode",
+        "http",
+        "--upstream",
+        &upstream,
+        "--idle-timeout",
+        "2s",
+        "--",
+    ]);
+    a.extend(Nginx::backend_argv(&conf));
+    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("herd").start();
+    let url = format!("http://{}/", act.tcp_addrs[0]);
+    let herd = real::h2load(&["-c100", "-m10", "-n5000", &url]).unwrap();
+    assert_eq!(
+        (herd.succeeded, herd.failed, herd.errored),
+        (5000, 0, 0),
+        "{herd:?}; log:\n{}",
+        act.log()
+    );
+    assert_eq!(act.activations(), 1, "one cold start");
+    assert!(act.log().contains("backend ready"), "{}", act.log());
+}
