@@ -25,6 +25,9 @@
 //! - `COUNT`: reads until the client's end-of-file, then answers the byte count;
 //! - `PID`: answers the backend's process id;
 //! - `CRASH`: the whole backend exits with status 3 at once;
+//! - `CRASH-NEXT`: answers `armed`; the next connection accepted makes the
+//!   whole backend exit with status 3 before it reads a byte (a client that
+//!   reached a dying backend);
 //! - `UNLISTEN`: the backend closes its listening socket but lives on
 //!   (answers `unlistening`): it is up, and refuses every new connection;
 //! - anything else: echoed back, and so is the rest of the stream, until end-of-file.
@@ -138,6 +141,10 @@ fn handle(conn: Box<dyn Conn>) -> std::io::Result<()> {
             eprintln!("test backend: crashing on request");
             std::process::exit(3);
         }
+        ["CRASH-NEXT"] => {
+            CRASH_NEXT.store(true, std::sync::atomic::Ordering::SeqCst);
+            writer.write_all(b"armed\n")?;
+        }
         ["UNLISTEN"] => {
             let fd = LISTENER_FD.load(std::sync::atomic::Ordering::SeqCst);
             // SAFETY: shutdown on our own listening socket; accept then fails.
@@ -156,12 +163,19 @@ fn handle(conn: Box<dyn Conn>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Set by `CRASH-NEXT`: the next accepted connection ends the process.
+static CRASH_NEXT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 /// The listening socket, for `UNLISTEN`.
 static LISTENER_FD: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(-1);
 
 fn serve<C: Conn>(incoming: impl Iterator<Item = std::io::Result<C>>) {
     for conn in incoming {
         match conn {
+            Ok(_) if CRASH_NEXT.load(std::sync::atomic::Ordering::SeqCst) => {
+                eprintln!("test backend: crashing as armed, a connection accepted");
+                std::process::exit(3);
+            }
             Ok(c) => {
                 std::thread::spawn(move || {
                     let _ = handle(Box::new(c));

@@ -54,10 +54,11 @@ impl InFlight {
         self.shared.count.load(Ordering::SeqCst)
     }
 
-    /// Waits until the count leaves or reaches zero (or returns at once if it
-    /// changed since `enable`): what a status reporter waits on.
-    pub async fn changed(&self) {
-        self.shared.edge.notified().await
+    /// Resolves when the count next leaves or reaches zero: what a status
+    /// reporter waits on. Pin it and call `enable` before reading the count,
+    /// so a change between the read and the wait is not missed.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.shared.edge.notified()
     }
 
     /// Waits until the count has been zero for `timeout` without interruption.

@@ -446,6 +446,9 @@ async fn report_status(
     let mut sent_at = tokio::time::Instant::now();
     let mut quiet_since: Option<tokio::time::Instant> = None;
     loop {
+        let count_changed = in_flight.changed();
+        tokio::pin!(count_changed);
+        count_changed.as_mut().enable();
         let busy = in_flight.count();
         let idle_exit_in = match (busy, live.borrow().idle_timeout) {
             (_, None) => status::IdleExit::Never,
@@ -487,7 +490,7 @@ async fn report_status(
         tokio::select! {
             changed = state.changed() => if changed.is_err() { return },
             changed = backend_status.changed() => if changed.is_err() { return },
-            _ = in_flight.changed() => {
+            _ = count_changed => {
                 tokio::select! {
                     changed = state.changed() => if changed.is_err() { return },
                     _ = tokio::time::sleep_until(sent_at + STATUS_INTERVAL) => {}

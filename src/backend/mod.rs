@@ -345,6 +345,19 @@ impl Backend {
         }
     }
 
+    /// Whether the backend of start `generation` stops being ready (it died,
+    /// failed or is being stopped) within `grace`: how a connection that the
+    /// upstream closed without a word tells a dying backend from a backend
+    /// that meant it.
+    pub async fn left_ready(&self, generation: u64, grace: Duration) -> bool {
+        let mut state = self.state.clone();
+        let left = |s: &BackendState| *s != BackendState::Ready;
+        let check = async {
+            let _ = state.wait_for(left).await;
+        };
+        tokio::time::timeout(grace, check).await.is_ok() || self.generation() != generation
+    }
+
     /// Stops the backend (it starts again on demand). Returns when it is stopped.
     pub async fn stop(&self) {
         let (done, wait) = oneshot::channel();

@@ -1,12 +1,19 @@
 //! TCP mode: hold the client until the backend is ready, connect upstream,
 //! then copy bytes both ways with half-close passed through.
 //!
-//! Until the backend has sent its first byte after a start, a rootless port
-//! forwarder (rootlessport, pasta, slirp4netns) may accept for an app that is
-//! not listening yet and then close. So in that window the client's bytes are
-//! kept (up to [`REPLAY_MAX`]) until the upstream answers; an upstream that
-//! closes or resets before its first byte is connected again and the bytes
-//! replayed, until the client's start timeout.
+//! Each client's first bytes are kept (up to [`REPLAY_MAX`]) until its
+//! upstream connection sends its first byte, for two cases where an upstream
+//! closes (or resets) before that without meaning it:
+//! - until the backend has sent its first byte after a start, a rootless port
+//!   forwarder (rootlessport, pasta, slirp4netns) may accept for an app that
+//!   is not listening yet and then close: the upstream is connected again and
+//!   the bytes replayed, until the client's start timeout;
+//! - a client that connected just as the backend crashed reached the dying
+//!   process's listener: once the backend is found dead (within
+//!   [`DEATH_GRACE`]), the client is held for the restart and its bytes are
+//!   replayed to the new backend, once (a request that itself kills the
+//!   backend is not replayed again). An upstream that stays ready meant the
+//!   close, and the client gets it.
 
 use std::time::Duration;
 
@@ -22,6 +29,9 @@ use crate::readiness::Backoff;
 
 /// The most client bytes kept for a replay; past it the connection is copied as is.
 pub const REPLAY_MAX: usize = 64 * 1024;
+/// How long a warm backend whose connection closed before answering has to
+/// show it died (the supervisor sees the exit) before the close counts as meant.
+pub const DEATH_GRACE: Duration = Duration::from_millis(500);
 
 /// Serves one client to the end: connect upstream (held until ready), then
 /// copy both ways until both directions reached end-of-file.
@@ -36,7 +46,6 @@ pub async fn serve(
 ) {
     let deadline = Instant::now() + start_timeout;
     let connected = match connect(backend, upstream, deadline, proxy_header).await {
-        Ok(up) if backend.has_answered() => Ok((up, false)),
         Ok(up) => {
             let first = FirstByte {
                 upstream,
@@ -44,6 +53,7 @@ pub async fn serve(
                 deadline,
                 proxy_header,
                 quiet_limit,
+                peer,
             };
             first.wait(&mut client, up).await
         }
@@ -119,6 +129,8 @@ struct FirstByte<'a> {
     /// `--connection-idle-timeout`: it applies here too, counted from the
     /// upstream connect and from each byte of the client's.
     quiet_limit: Option<Duration>,
+    /// The client, for the log.
+    peer: Peer,
 }
 
 impl FirstByte<'_> {
@@ -135,9 +147,11 @@ impl FirstByte<'_> {
         let mut kept: Vec<u8> = Vec::new();
         let mut client_done = false;
         let mut buf = vec![0u8; 16 * 1024];
-        let mut first = vec![0u8; 16 * 1024];
+        let mut first = vec![0u8; 4 * 1024];
         let mut backoff = Backoff::probe();
         let mut moved = Instant::now();
+        let mut generation = self.backend.generation();
+        let mut replayed_after_death = false;
         loop {
             let quiet_until = self.quiet_limit.map(|limit| moved + limit);
             tokio::select! {
@@ -168,13 +182,40 @@ impl FirstByte<'_> {
                         return Ok((up, true));
                     }
                     _ => {
-                        let delay = backoff.next_delay();
-                        if Instant::now() + delay >= self.deadline {
-                            return Err(ConnectError::Timeout { upstream: upstream.clone() });
+                        if self.backend.has_answered() {
+                            // A warm backend that closed without a word meant
+                            // it, unless it is found dead (replayed once).
+                            if replayed_after_death
+                                || !self.backend.left_ready(generation, DEATH_GRACE).await
+                            {
+                                return Ok((up, client_done));
+                            }
+                        } else {
+                            // Starting up: a port forwarder's close, retried.
+                            let delay = backoff.next_delay();
+                            if Instant::now() + delay >= self.deadline {
+                                return Err(ConnectError::Timeout { upstream: upstream.clone() });
+                            }
+                            tracing::debug!("{upstream} closed before answering; connecting again to replay {} bytes", kept.len());
+                            tokio::time::sleep(delay).await;
                         }
-                        tracing::debug!("{upstream} closed before answering; connecting again to replay {} bytes", kept.len());
-                        tokio::time::sleep(delay).await;
-                        up = connect(self.backend, upstream, self.deadline, self.proxy_header).await?;
+                        let fresh = connect(self.backend, upstream, self.deadline, self.proxy_header).await?;
+                        if self.backend.generation() != generation {
+                            // The backend was started again meanwhile: it died
+                            // under this client. Bytes that killed it twice
+                            // are not replayed again: the client gets the close.
+                            if replayed_after_death {
+                                return Ok((up, client_done));
+                            }
+                            replayed_after_death = true;
+                            tracing::info!(
+                                "the backend died as client {} reached it; replaying its first {} bytes to the restarted backend",
+                                self.peer,
+                                kept.len()
+                            );
+                        }
+                        generation = self.backend.generation();
+                        up = fresh;
                         moved = Instant::now();
                         if !kept.is_empty() {
                             let _ = up.write_all(&kept).await;

@@ -807,6 +807,45 @@ fn a_backend_that_dies_later_is_restarted_by_the_next_client() {
     assert!(act.exits().is_empty());
 }
 
+/// A client that reaches the backend's listener just as it dies (accepted,
+/// then closed without a byte) is held for the restart and its bytes are
+/// replayed to the new backend; a request that itself kills the backend is
+/// replayed once, not again and again.
+#[test]
+fn a_client_that_reaches_a_dying_backend_is_replayed_to_the_restarted_one() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let a = idlegate_args(&backend, "60s", backend_command(&backend, &[]));
+    let act = ActivatorBuilder::new(dir, &a).tcp("crash").start();
+    let addr = act.tcp_addrs[0];
+    let first = exchange_str(addr, "PID\n").unwrap();
+    assert_eq!(exchange_str(addr, "CRASH-NEXT\n").unwrap(), "armed\n");
+    // This one is accepted by the dying backend, which then exits.
+    let second = exchange_str(addr, "PID\n").unwrap();
+    assert!(
+        !second.is_empty(),
+        "the client was dropped; log:\n{}",
+        act.log()
+    );
+    assert_ne!(first, second, "a new backend process answered");
+    assert!(act
+        .log()
+        .contains("replaying its first 4 bytes to the restarted backend"));
+
+    // A request that kills every backend it reaches: one replay, then the close.
+    let answer = exchange(addr, b"CRASH\n").unwrap_or_else(|e| panic!("{e}; log:\n{}", act.log()));
+    assert!(answer.is_empty(), "{answer:?}");
+    assert_eq!(
+        act.log().matches("replaying its first").count(),
+        2,
+        "one replay per connection; log:\n{}",
+        act.log()
+    );
+    let third = exchange_str(addr, "PID\n").unwrap();
+    assert!(!third.is_empty() && third != second);
+    assert!(act.exits().is_empty());
+}
+
 /// A backend that is up but has stopped accepting (it closed its listening
 /// socket) is replaced: the client that met the refusals waits for the new
 /// one instead of failing, and the log says why.
