@@ -305,6 +305,9 @@ fn notify_when_exists(flag: &str) {
 /// - `GET /bytes/N` sends N bytes;
 /// - `GET /slow?n=N&ms=M` sends N `tick` lines M ms apart;
 /// - `GET /crash` sends part of a body, then the process exits with status 3;
+/// - `GET /crash-now` makes the process exit with status 3 without an answer;
+/// - `GET /crash-next` answers `armed`; the next request makes the process
+///   exit with status 3 before it answers (a request that reached a dying backend);
 /// - `GET /upgrade` with `Connection: upgrade` switches protocols and echoes bytes;
 /// - `GET /status/N` answers with status N;
 /// - `GET /trailers` sends a chunked body followed by the trailer `x-checksum: 42`.
@@ -423,6 +426,10 @@ mod http {
 
     async fn handle(mut req: Request<Incoming>) -> Result<Response<Out>, Infallible> {
         let path = req.uri().path().to_owned();
+        if path == "/crash-now" || super::CRASH_NEXT.load(std::sync::atomic::Ordering::SeqCst) {
+            eprintln!("test backend: crashing before answering {path}");
+            std::process::exit(3);
+        }
         let query = req.uri().query().unwrap_or("").to_owned();
         let param = |name: &str| -> Option<u64> {
             query.split('&').find_map(|kv| {
@@ -434,6 +441,10 @@ mod http {
         Ok(match path.as_str() {
             "/" => full(StatusCode::OK, "hello\n".into()),
             "/pid" => full(StatusCode::OK, format!("{}\n", std::process::id())),
+            "/crash-next" => {
+                super::CRASH_NEXT.store(true, std::sync::atomic::Ordering::SeqCst);
+                full(StatusCode::OK, "armed\n".into())
+            }
             "/headers" => {
                 let mut text = String::new();
                 for (name, value) in req.headers() {

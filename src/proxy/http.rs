@@ -18,7 +18,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
-use http_body_util::{Either, Full};
+use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
@@ -28,7 +28,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{connect_upstream, ConnectError};
+use super::{connect_upstream, ConnectError, DEATH_GRACE};
 use crate::activity::{InFlight, InFlightGuard};
 use crate::address::Address;
 use crate::backend::{Backend, BackendError};
@@ -48,10 +48,14 @@ const WAITING_PAGE_HOLD: Duration = Duration::from_secs(WAITING_PAGE_RETRY_SECS 
 /// The body of every response idlegate sends: the upstream's, or its own.
 pub type ProxyBody = Tracked<Either<Incoming, Full<Bytes>>>;
 
+/// The body of a request sent upstream: the client's, or none at all (a
+/// bodiless request, which can be sent again).
+pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+
 /// Forwards HTTP for one route: the server side for clients and a pooled
 /// client for the upstream.
 pub struct HttpProxy {
-    client: Client<UpstreamConnector, Incoming>,
+    client: Client<UpstreamConnector, UpstreamBody>,
     server: auto::Builder<TokioExecutor>,
     backend: Backend,
     in_flight: InFlight,
@@ -363,6 +367,70 @@ fn waiting_page() -> Response<Full<Bytes>> {
     resp
 }
 
+/// A copy of a bodiless request with an idempotent method (RFC 9110
+/// §9.2.2), to send it again if the backend died under it.
+struct Resend {
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+}
+
+impl Resend {
+    /// The copy, if `req` may be sent again.
+    fn of(req: &Request<Incoming>) -> Option<Resend> {
+        let idempotent = [
+            Method::GET,
+            Method::HEAD,
+            Method::OPTIONS,
+            Method::PUT,
+            Method::DELETE,
+            Method::TRACE,
+        ]
+        .contains(req.method());
+        (idempotent && req.body().is_end_stream()).then(|| Resend {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+        })
+    }
+
+    /// The request again.
+    fn request(self) -> Request<UpstreamBody> {
+        let mut req = Request::new(Either::Right(Empty::new()));
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.headers_mut() = self.headers;
+        req
+    }
+}
+
+/// Whether an upstream request failed because its connection closed or was
+/// reset before the response came (not a connect error of ours).
+fn closed_before_answering(e: &hyper_util::client::legacy::Error) -> bool {
+    let mut source = e.source();
+    while let Some(s) = source {
+        if s.downcast_ref::<ConnectError>().is_some() {
+            return false;
+        }
+        if let Some(h) = s.downcast_ref::<hyper::Error>() {
+            if h.is_incomplete_message() {
+                return true;
+            }
+        }
+        if let Some(io) = s.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::BrokenPipe
+                    | std::io::ErrorKind::UnexpectedEof
+            );
+        }
+        source = s.source();
+    }
+    false
+}
+
 /// Why a request could not be forwarded to a cold backend.
 enum NotReady {
     /// The client waited past the threshold: it gets the waiting page.
@@ -520,7 +588,27 @@ impl HttpProxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let is_connect = req.method() == Method::CONNECT;
         let req = self.upstream_request(req, peer, upgrade);
-        match self.client.request(req).await {
+        let again = (!upgrade).then(|| Resend::of(&req)).flatten();
+        let req = req.map(|body| match again {
+            Some(_) => Either::Right(Empty::new()),
+            None => Either::Left(body),
+        });
+        let generation = self.backend.generation();
+        let mut sent = self.client.request(req).await;
+        if let (Err(e), Some(again)) = (&sent, again) {
+            // A request that reached a dying backend is sent again, once, to
+            // the restarted one, as TCP mode replays a client's first bytes.
+            if closed_before_answering(e) && self.backend.left_ready(generation, DEATH_GRACE).await
+            {
+                tracing::info!(
+                    "{} {}: the backend died as the request reached it; sending it again to the restarted backend",
+                    log.method,
+                    log.path
+                );
+                sent = self.client.request(again.request()).await;
+            }
+        }
+        match sent {
             Ok(mut resp) => {
                 let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     || (is_connect && resp.status().is_success());

@@ -22,6 +22,11 @@ use crate::readiness::{is_not_ready_yet, Backoff};
 /// having stopped accepting.
 pub const REFUSED_WHILE_READY: Duration = Duration::from_millis(100);
 
+/// How long a warm backend whose connection closed before answering has to
+/// show it died (the supervisor sees the exit) before the close counts as
+/// meant; a client that reached a dying backend is then replayed once.
+pub const DEATH_GRACE: Duration = Duration::from_millis(500);
+
 /// How long a refused client may take to notice the close before we drop it.
 const CLOSE_LINGER: Duration = Duration::from_secs(1);
 

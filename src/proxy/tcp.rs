@@ -21,7 +21,7 @@ use tokio::time::Instant;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::{close_politely, connect_upstream, ConnectError};
+use super::{close_politely, connect_upstream, ConnectError, DEATH_GRACE};
 use crate::address::Address;
 use crate::backend::Backend;
 use crate::net::{Peer, Stream};
@@ -29,9 +29,6 @@ use crate::readiness::Backoff;
 
 /// The most client bytes kept for a replay; past it the connection is copied as is.
 pub const REPLAY_MAX: usize = 64 * 1024;
-/// How long a warm backend whose connection closed before answering has to
-/// show it died (the supervisor sees the exit) before the close counts as meant.
-pub const DEATH_GRACE: Duration = Duration::from_millis(500);
 
 /// Serves one client to the end: connect upstream (held until ready), then
 /// copy both ways until both directions reached end-of-file.

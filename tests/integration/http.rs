@@ -703,3 +703,42 @@ fn requests_beyond_the_upstream_connections_wait_for_a_free_one() {
     );
     assert_eq!(slow.join().unwrap(), 19);
 }
+
+/// A request that reaches a dying backend (it dies before answering) is sent
+/// again, once, to the restarted backend when it has no body and an
+/// idempotent method; one that kills every backend gets a 502 after that.
+#[test]
+fn a_request_that_reaches_a_dying_backend_is_sent_again_to_the_restarted_one() {
+    let dir = tempdir();
+    let backend = backend_addr();
+    let act = ActivatorBuilder::new(dir, &http_args(&backend, "60s", &[], &[]))
+        .tcp("http")
+        .start();
+    let addr = act.tcp_addrs[0];
+    let mut conn = KeepAlive::new(addr);
+    let first = conn.get("/pid").unwrap().text();
+    assert_eq!(conn.get("/crash-next").unwrap().text(), "armed\n");
+    let second = get(addr, "/pid", &[]).unwrap();
+    assert_eq!(second.status, 200, "{second:?}; log:\n{}", act.log());
+    assert_ne!(first, second.text(), "a new backend answered");
+    assert!(act
+        .log()
+        .contains("GET /pid: the backend died as the request reached it"));
+
+    let poison = get(addr, "/crash-now", &[]).unwrap();
+    assert_eq!(poison.status, 502, "{poison:?}");
+    assert_eq!(
+        act.log()
+            .matches("sending it again to the restarted backend")
+            .count(),
+        2,
+        "once per request; log:\n{}",
+        act.log()
+    );
+    // A request with a body is not sent twice.
+    let mut c = Conn::connect(addr).unwrap();
+    let r = c.request("POST", "/crash-now", &[], b"payload").unwrap();
+    assert_eq!(r.status, 502);
+    assert_eq!(act.log().matches("sending it again").count(), 2);
+    assert_eq!(get(addr, "/", &[]).unwrap().status, 200);
+}
