@@ -131,3 +131,29 @@ fn a_new_backend_command_applies_at_the_next_start_and_fixed_settings_wait() {
     );
     assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
 }
+
+/// `ready-cmd` (like the other readiness settings) changes with a reload at
+/// the backend's next start.
+#[test]
+fn a_new_ready_cmd_applies_at_the_next_start() {
+    let (dir, config, backend, pid_file, act) = start("60s");
+    assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
+    let probed = dir.path().join("probed");
+    write_config(
+        &config,
+        &backend,
+        &pid_file,
+        &format!(
+            "idle-timeout = \"60s\"\nready-cmd = \"echo yes >> {}\"",
+            probed.display()
+        ),
+    );
+    reload_and_wait_for(&act, "the backend's new settings apply at its next start");
+    assert!(!probed.exists(), "not run for the backend already up");
+    let _ = exchange(act.tcp_addrs[0], b"CRASH\n");
+    wait_until("idlegate to see the crash", PATIENCE, || {
+        act.log().contains("exited: exit status: 3")
+    });
+    assert_eq!(exchange_str(act.tcp_addrs[0], "y\n").unwrap(), "y\n");
+    assert!(probed.exists(), "the next start ran the ready command");
+}

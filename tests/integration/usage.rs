@@ -77,6 +77,38 @@ fn bad_flags_exit_2_naming_the_flag() {
         &[],
         &["--connection-idle-timeout", "soon"],
     );
+    assert_usage_error(
+        &[
+            "--upstream",
+            "127.0.0.1:1",
+            "--upstream-connections-max",
+            "0",
+        ],
+        &[],
+        &["--upstream-connections-max", "'0'"],
+    );
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1", "--ready-cmd", ""],
+        &[],
+        &["--ready-cmd"],
+    );
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1", "--ready-notify"],
+        &[],
+        &["--ready-notify", "COMMAND"],
+    );
+    let dir = tempdir();
+    let file = dir.path().join("bad.toml");
+    std::fs::write(
+        &file,
+        "upstream = \"127.0.0.1:1\"\nupstream-connections-max = -4\n",
+    )
+    .unwrap();
+    assert_usage_error(
+        &["--config", file.to_str().unwrap()],
+        &[],
+        &["upstream-connections-max", "bad.toml", "-4"],
+    );
 }
 
 #[test]
