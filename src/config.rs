@@ -130,6 +130,9 @@ pub struct Config {
     pub ready_cmd: Option<String>,
     /// Readiness needs the backend's own `READY=1` (`--ready-notify`).
     pub ready_notify: bool,
+    /// Where `--ready-notify` makes the backend's notify socket (see
+    /// [`Config::find_notify_dir`]).
+    pub notify_dir: PathBuf,
     /// The log level asked for, if any.
     pub log_level: Option<String>,
     /// Where `idlegate status` finds this instance's state (see [`Config::find_state_file`]).
@@ -198,6 +201,27 @@ impl Config {
         if self.state_file.is_none() {
             self.state_file = Config::default_state_file(env);
         }
+        self
+    }
+
+    /// The directory for `--ready-notify`'s socket: `$RUNTIME_DIRECTORY` (the
+    /// first), else `$TMPDIR`, else `/tmp`. A path, not an abstract socket:
+    /// conmon (`podman run --sdnotify=container`) passes `READY=1` on only to a path.
+    pub fn find_notify_dir(mut self, env: impl Fn(&str) -> Option<OsString>) -> Config {
+        let first = |key: &str| {
+            env(key)
+                .map(|v| {
+                    v.to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .filter(|d| d.starts_with('/'))
+        };
+        self.notify_dir = first("RUNTIME_DIRECTORY")
+            .or_else(|| first("TMPDIR"))
+            .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
         self
     }
 
@@ -960,6 +984,7 @@ impl Config {
             ready_http,
             ready_cmd,
             ready_notify,
+            notify_dir: PathBuf::from("/tmp"),
             http,
             upstreams,
             listen,

@@ -166,6 +166,7 @@ fn resolve_config(cli: Cli) -> Result<Config, idlegate::config::ConfigError> {
     Config::from_cli(cli)
         .and_then(|c| c.find_engine_socket(|k| std::env::var_os(k), |p| p.exists()))
         .map(|c| c.find_state_file(|k| std::env::var_os(k)))
+        .map(|c| c.find_notify_dir(|k| std::env::var_os(k)))
 }
 
 /// The flags and the config file read again, as at start (SIGHUP).

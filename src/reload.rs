@@ -52,7 +52,7 @@ pub fn backend_spec(config: &Config) -> BackendSpec {
         kind: config.backend_kind(),
         ready_http: config.ready_http.clone(),
         ready_cmd: config.ready_cmd.clone(),
-        ready_notify: config.ready_notify,
+        ready_notify: config.ready_notify.then(|| config.notify_dir.clone()),
         ready: config.ready_addresses(),
         start_timeout: config.start_timeout,
         stop_timeout: config.stop_timeout,

@@ -50,8 +50,9 @@ pub struct BackendSpec {
     pub ready_http: Option<String>,
     /// Ready only once this shell command exits 0 (`--ready-cmd`).
     pub ready_cmd: Option<String>,
-    /// Ready only once the backend command sends `READY=1` (`--ready-notify`).
-    pub ready_notify: bool,
+    /// Ready only once the backend command sends `READY=1` (`--ready-notify`)
+    /// to a socket made in this directory.
+    pub ready_notify: Option<std::path::PathBuf>,
     /// How long a start may take before it counts as failed.
     pub start_timeout: Duration,
     /// Grace after SIGTERM before SIGKILL.
@@ -685,12 +686,15 @@ impl Supervisor {
 
     /// A notify socket for this start, with `--ready-notify`.
     fn notify_socket(&self) -> Result<Option<NotifySocket>, String> {
-        if !self.spec.ready_notify {
+        let Some(dir) = &self.spec.ready_notify else {
             return Ok(None);
-        }
-        NotifySocket::bind()
-            .map(Some)
-            .map_err(|e| format!("cannot make the backend's notify socket: {e}"))
+        };
+        NotifySocket::bind(dir).map(Some).map_err(|e| {
+            format!(
+                "cannot make the backend's notify socket in {}: {e}",
+                dir.display()
+            )
+        })
     }
 
     async fn on_probe(&mut self, result: Result<Result<(), String>, tokio::time::error::Elapsed>) {

@@ -4,14 +4,16 @@
 //! it serves: its `READY=1` is the readiness, its `STATUS=` text is shown in
 //! idlegate's status while it starts.
 //!
-//! The socket is a datagram socket in the abstract namespace (`@name`, as
-//! systemd's `sd_notify` reads it): no file to place, own or clean up, and
-//! reachable by a backend that runs as another user (`runuser -u postgres`).
-//! The name has 64 random bits; a process that reads the names in
-//! `/proc/net/unix` can still send to it, as with `NotifyAccess=all`.
+//! The socket is a datagram socket at a path (conmon, which relays a
+//! container's `READY=1`, cannot send to an abstract `@name`), with a random
+//! name in the runtime or temporary directory, writable by every user (a
+//! backend may run as another user: `setpriv --reuid=postgres`), removed when
+//! the start is over. Like `NotifyAccess=all`, any process that finds it can
+//! send to it.
 
 use std::hash::{BuildHasher, Hasher};
 use std::io;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use tokio::net::UnixDatagram;
@@ -20,33 +22,41 @@ use tokio::sync::watch;
 /// The backend's own status text (`STATUS=`), while it starts.
 pub type BackendStatus = watch::Sender<Option<Arc<str>>>;
 
-/// A bound notify socket, waiting for the backend's messages.
+/// A bound notify socket, waiting for the backend's messages; its file is
+/// removed on drop.
 #[derive(Debug)]
 pub struct NotifySocket {
     socket: UnixDatagram,
-    name: String,
+    path: PathBuf,
 }
 
 impl NotifySocket {
-    /// Binds a fresh socket with a name of its own.
-    pub fn bind() -> io::Result<NotifySocket> {
-        use std::os::linux::net::SocketAddrExt;
+    /// Binds a fresh socket with a name of its own in `dir`.
+    pub fn bind(dir: &Path) -> io::Result<NotifySocket> {
+        use std::os::unix::fs::PermissionsExt;
         let random = std::collections::hash_map::RandomState::new()
             .build_hasher()
             .finish();
-        let name = format!("idlegate/{}/notify/{random:016x}", std::process::id());
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes())?;
-        let socket = std::os::unix::net::UnixDatagram::bind_addr(&addr)?;
-        socket.set_nonblocking(true)?;
-        Ok(NotifySocket {
-            socket: UnixDatagram::from_std(socket)?,
-            name,
-        })
+        let path = dir.join(format!(
+            "idlegate-{}-{random:016x}.notify",
+            std::process::id()
+        ));
+        let socket = std::os::unix::net::UnixDatagram::bind(&path)?;
+        // From here on the file is removed on drop, whatever fails next.
+        let this = NotifySocket {
+            socket: {
+                socket.set_nonblocking(true)?;
+                UnixDatagram::from_std(socket)?
+            },
+            path,
+        };
+        std::fs::set_permissions(&this.path, std::fs::Permissions::from_mode(0o666))?;
+        Ok(this)
     }
 
     /// The value of `NOTIFY_SOCKET` for the backend.
     pub fn env_value(&self) -> String {
-        format!("@{}", self.name)
+        self.path.display().to_string()
     }
 
     /// Waits for `READY=1`; every `STATUS=` before it goes to `status`.
@@ -58,6 +68,12 @@ impl NotifySocket {
                 return Ok(());
             }
         }
+    }
+}
+
+impl Drop for NotifySocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 
@@ -80,23 +96,25 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn ready_and_status_arrive_through_the_abstract_socket() {
-        use std::os::linux::net::SocketAddrExt;
-        let socket = NotifySocket::bind().unwrap();
-        let value = socket.env_value();
-        let name = value.strip_prefix('@').unwrap();
+    async fn ready_and_status_arrive_through_the_socket_which_is_removed_after() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let socket = NotifySocket::bind(dir.path()).unwrap();
+        let path = PathBuf::from(socket.env_value());
+        assert!(path.starts_with(dir.path()));
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o666, "writable by a backend of another user");
         let (status, mut seen) = watch::channel(None);
         let sender = std::os::unix::net::UnixDatagram::unbound().unwrap();
-        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name.as_bytes()).unwrap();
         sender
-            .send_to_addr(b"STATUS=loading 10%\nMAINPID=1\n", &addr)
+            .send_to(b"STATUS=loading 10%\nMAINPID=1\n", &path)
             .unwrap();
-        sender.send_to_addr(b"STATUS=loading 90%", &addr).unwrap();
-        sender
-            .send_to_addr(b"READY=1\nSTATUS=ready", &addr)
-            .unwrap();
+        sender.send_to(b"STATUS=loading 90%", &path).unwrap();
+        sender.send_to(b"READY=1\nSTATUS=ready", &path).unwrap();
         socket.wait_ready(&status).await.unwrap();
         assert_eq!(seen.borrow_and_update().as_deref(), Some("ready"));
+        drop(socket);
+        assert!(!path.exists(), "removed");
     }
 
     #[test]

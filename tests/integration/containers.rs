@@ -8,6 +8,7 @@ use crate::support::activator::Activator;
 use crate::support::http::get;
 use crate::support::podman::{podman, ContainerName, EngineService, Podman, IMAGE, PAGE};
 use crate::support::*;
+use std::io::{Read, Write};
 
 fn activate(podman: &Podman, dir: &std::sync::Arc<tempfile::TempDir>, a: &[String]) -> Activator {
     ActivatorBuilder::new(dir.clone(), a)
@@ -429,4 +430,69 @@ fn a_missing_engine_socket_fails_the_client_cleanly() {
     wait_until("the engine error in the log", PATIENCE, || {
         act.log().contains(&want)
     });
+}
+
+/// `--ready-notify` with `podman run --sdnotify=container`: conmon passes the
+/// app's own `READY=1` on to idlegate's notify socket, so the held client is
+/// forwarded when the app inside says it serves, not when the container or
+/// its published port is up.
+#[test]
+fn ready_notify_through_podman_run_sdnotify_container() {
+    let Some(podman) = podman() else { return };
+    let image = podman.backend_image(&test_backend_bin());
+    let dir = tempdir();
+    let c = ContainerName::new(podman, "notify");
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let mut a = args(&[
+        "--upstream",
+        &format!("127.0.0.1:{port}"),
+        "--ready-notify",
+        "--idle-timeout",
+        "60s",
+        "--stop-timeout",
+        "10s",
+        "--",
+    ]);
+    a.extend(args(&[
+        "podman",
+        "run",
+        "--rm",
+        "--init",
+        "--sdnotify=container",
+        "--name",
+        &c.name,
+        "-p",
+        &publish,
+        image,
+        "/test_backend",
+        "--listen",
+        "0.0.0.0:8080",
+        "--notify-when-exists",
+        "/tmp/serving",
+    ]));
+    let act = activate(podman, &dir, &a);
+    let addr = act.tcp_addrs[0];
+    let client = std::thread::spawn(move || {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE * 2)).unwrap();
+        s.write_all(b"PID\n").unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        out
+    });
+    wait_until("the app listening in its container", PATIENCE * 2, || {
+        act.log()
+            .contains("test backend: listening on 0.0.0.0:8080")
+    });
+    assert!(!client.is_finished(), "forwarded before the app's READY=1");
+    assert!(!act.log().contains("backend ready"), "{}", act.log());
+    podman.ok(&["exec", &c.name, "/bin/busybox", "touch", "/tmp/serving"]);
+    let pid = client.join().unwrap();
+    assert!(
+        pid.trim().parse::<u32>().is_ok(),
+        "the app answered: {pid:?}; log:\n{}",
+        act.log()
+    );
+    assert!(act.log().contains("backend ready"), "{}", act.log());
 }

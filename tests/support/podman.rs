@@ -19,6 +19,9 @@ const PATIENCE: Duration = Duration::from_secs(30);
 
 /// The locally built image: busybox at /bin/busybox, a page at /www/index.html.
 pub const IMAGE: &str = "localhost/idlegate-test-busybox:latest";
+/// An image with the test backend (`/test_backend`, with the shared
+/// libraries it links) and busybox: see [`Podman::backend_image`].
+pub const BACKEND_IMAGE: &str = "localhost/idlegate-test-backend:latest";
 /// What `GET /` answers from the image's web server.
 pub const PAGE: &str = "hello from the container\n";
 
@@ -109,6 +112,72 @@ impl Podman {
             .then(|| String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }
 
+    /// Builds (once per test run) [`BACKEND_IMAGE`]: the dynamically linked
+    /// `test_backend` with the libraries `ldd` names, at their host paths,
+    /// and busybox; returns the image name.
+    pub fn backend_image(&self, test_backend: &Path) -> &'static str {
+        static BUILT: OnceLock<()> = OnceLock::new();
+        BUILT.get_or_init(|| {
+            let dir =
+                std::env::temp_dir().join(format!("idlegate-backend-image-{}", std::process::id()));
+            let root = dir.join("rootfs");
+            for sub in ["bin", "tmp"] {
+                std::fs::create_dir_all(root.join(sub)).unwrap();
+            }
+            std::fs::copy(test_backend, root.join("test_backend")).unwrap();
+            let busybox = ["/bin/busybox", "/usr/bin/busybox"]
+                .into_iter()
+                .find(|p| Path::new(p).exists())
+                .expect("busybox is missing (apt-get install busybox-static)");
+            std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+            let ldd = Command::new("ldd").arg(test_backend).output().unwrap();
+            for lib in String::from_utf8_lossy(&ldd.stdout)
+                .split_whitespace()
+                .filter(|w| w.starts_with('/'))
+            {
+                let lib = Path::new(lib);
+                let target = root.join(lib.strip_prefix("/").unwrap());
+                std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+                std::fs::copy(lib, target).unwrap();
+            }
+            self.import(
+                &root,
+                &dir.join("rootfs.tar"),
+                "/test_backend",
+                BACKEND_IMAGE,
+            );
+            let _ = std::fs::remove_dir_all(&dir);
+        });
+        BACKEND_IMAGE
+    }
+
+    /// `podman import`s the tree at `root` (through the tarball `tar`) as
+    /// `image`, whose command is `cmd` (a JSON array's inside, or one path).
+    fn import(&self, root: &Path, tar: &Path, cmd: &str, image: &str) {
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(root)
+            .arg("-cf")
+            .arg(tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar of {}", root.display());
+        let cmd = if cmd.starts_with('"') {
+            cmd.to_owned()
+        } else {
+            format!("\"{cmd}\"")
+        };
+        self.ok(&[
+            "import",
+            "--quiet",
+            "--change",
+            &format!("CMD [{cmd}]"),
+            tar.to_str().unwrap(),
+            image,
+        ]);
+    }
+
     fn build_image(&self, dir: &Path) {
         let busybox = ["/bin/busybox", "/usr/bin/busybox"]
             .into_iter()
@@ -122,23 +191,12 @@ impl Podman {
         std::fs::write(root.join("www/index.html"), PAGE).unwrap();
         std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
         let tar = dir.join("rootfs.tar");
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(status.success(), "tar of the test image's root");
-        self.ok(&[
-            "import",
-            "--quiet",
-            "--change",
-            r#"CMD ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]"#,
-            tar.to_str().unwrap(),
+        self.import(
+            &root,
+            &tar,
+            r#""/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www""#,
             IMAGE,
-        ]);
+        );
         let _ = std::fs::remove_dir_all(&root);
         let _ = std::fs::remove_file(&tar);
     }
