@@ -38,6 +38,8 @@ impl Socket {
     }
 }
 
+/// What the activator saw. Its lock ignores poisoning: a test that panics
+/// while waiting on it must still let `Drop` stop idlegate, not abort the run.
 #[derive(Default)]
 struct Record {
     activations: usize,
@@ -251,14 +253,14 @@ fn activate_loop(
         let mut child = spawn_idlegate(&sockets, &args, &env, &log);
         {
             let (m, c) = &*record;
-            let mut r = m.lock().unwrap();
+            let mut r = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             r.activations += 1;
             r.running = Some(child.id());
             c.notify_all();
         }
         let status = child.wait().expect("wait idlegate");
         let (m, c) = &*record;
-        let mut r = m.lock().unwrap();
+        let mut r = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         r.running = None;
         r.exits.push(status);
         c.notify_all();
@@ -268,24 +270,37 @@ fn activate_loop(
 impl Activator {
     /// How many times idlegate was started.
     pub fn activations(&self) -> usize {
-        self.record.0.lock().unwrap().activations
+        self.record
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .activations
     }
 
     /// Every exit status so far.
     pub fn exits(&self) -> Vec<ExitStatus> {
-        self.record.0.lock().unwrap().exits.clone()
+        self.record
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .exits
+            .clone()
     }
 
     /// The pid of the running idlegate, if one runs.
     pub fn running(&self) -> Option<u32> {
-        self.record.0.lock().unwrap().running
+        self.record
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .running
     }
 
     /// Waits until `n` runs have exited; returns the n-th exit status.
     pub fn wait_exit(&self, n: usize, timeout: Duration) -> ExitStatus {
         let (m, c) = &*self.record;
         let deadline = Instant::now() + timeout;
-        let mut r = m.lock().unwrap();
+        let mut r = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         while r.exits.len() < n {
             let left = deadline.saturating_duration_since(Instant::now());
             assert!(
@@ -293,7 +308,10 @@ impl Activator {
                 "idlegate run {n} did not exit within {timeout:?}; log:\n{}",
                 self.log()
             );
-            r = c.wait_timeout(r, left).unwrap().0;
+            r = c
+                .wait_timeout(r, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
         r.exits[n - 1]
     }
@@ -302,7 +320,7 @@ impl Activator {
     pub fn wait_running(&self, n: usize, timeout: Duration) -> u32 {
         let (m, c) = &*self.record;
         let deadline = Instant::now() + timeout;
-        let mut r = m.lock().unwrap();
+        let mut r = m.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         loop {
             if r.activations >= n {
                 if let Some(pid) = r.running {
@@ -315,7 +333,10 @@ impl Activator {
                 "idlegate activation {n} not running within {timeout:?}; log:\n{}",
                 self.log()
             );
-            r = c.wait_timeout(r, left).unwrap().0;
+            r = c
+                .wait_timeout(r, left)
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .0;
         }
     }
 
