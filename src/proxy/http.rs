@@ -62,6 +62,12 @@ pub struct HttpProxy {
     settings: HttpSettings,
     /// The authority put in upstream URIs; the pool has one upstream anyway.
     authority: String,
+    /// One permit per request that may be under way upstream
+    /// (`--upstream-connections-max`): a request beyond them waits here, not
+    /// in the pool, where each waiter would start a connect of its own.
+    upstream_requests: Arc<Semaphore>,
+    /// The upstream, for messages.
+    upstream: Address,
 }
 
 impl std::fmt::Debug for HttpProxy {
@@ -176,6 +182,8 @@ pub struct RequestLog {
     _in_flight: InFlightGuard,
     /// Keeps the connection's header read timeout from running meanwhile.
     _on_connection: InFlightGuard,
+    /// The request's turn upstream, until its response is done.
+    upstream_turn: Option<OwnedSemaphorePermit>,
     method: Method,
     path: String,
     status: u16,
@@ -455,7 +463,7 @@ impl HttpProxy {
         };
         let connector = UpstreamConnector {
             backend: backend.clone(),
-            upstream,
+            upstream: upstream.clone(),
             slots: Arc::new(Semaphore::new(settings.upstream_connections_max)),
         };
         let client = Client::builder(TokioExecutor::new())
@@ -479,6 +487,8 @@ impl HttpProxy {
             server,
             backend,
             in_flight,
+            upstream_requests: Arc::new(Semaphore::new(settings.upstream_connections_max)),
+            upstream,
             settings,
             authority,
         })
@@ -564,6 +574,7 @@ impl HttpProxy {
         let mut log = RequestLog {
             _in_flight: self.in_flight.enter(),
             _on_connection: on_connection,
+            upstream_turn: None,
             method: req.method().clone(),
             path: req
                 .uri()
@@ -582,6 +593,19 @@ impl HttpProxy {
                     return self.local(waiting_page(), log);
                 }
                 Err(NotReady::Failed(resp)) => return self.local(resp, log),
+            }
+        }
+        // Wait for a turn upstream (HTTP/1.1: one connection per request
+        // under way), within the start timeout.
+        let turn = self.upstream_requests.clone().acquire_owned();
+        match tokio::time::timeout_at(started + self.backend.start_timeout(), turn).await {
+            Ok(Ok(turn)) => log.upstream_turn = Some(turn),
+            _ => {
+                let why = ConnectError::NoFreeConnection {
+                    upstream: self.upstream.clone(),
+                };
+                tracing::warn!("{} {}: {why}", log.method, log.path);
+                return self.local(plain(StatusCode::GATEWAY_TIMEOUT, why.to_string()), log);
             }
         }
         let upgrade = wants_upgrade(&req);

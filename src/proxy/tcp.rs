@@ -143,8 +143,10 @@ impl FirstByte<'_> {
         let upstream = self.upstream;
         let mut kept: Vec<u8> = Vec::new();
         let mut client_done = false;
-        let mut buf = vec![0u8; 16 * 1024];
-        let mut first = vec![0u8; 4 * 1024];
+        // Small: every connection passes here once (the copy after it has
+        // a stack buffer of its own), and more bytes just take more reads.
+        let mut buf = vec![0u8; 4 * 1024];
+        let mut first = vec![0u8; 2 * 1024];
         let mut backoff = Backoff::probe();
         let mut moved = Instant::now();
         let mut generation = self.backend.generation();
