@@ -180,7 +180,26 @@ fn a_cold_start_herd_in_http_mode_never_floods_the_backend() {
     a.extend(Nginx::backend_argv(&conf));
     let act = ActivatorBuilder::new(dir.clone(), &a).tcp("herd").start();
     let url = format!("http://{}/", act.tcp_addrs[0]);
+    // The most connections to nginx seen at once while the herd runs.
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let most = {
+        let done = done.clone();
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                most = most.max(real::established_to(port).len());
+                std::thread::sleep(std::time::Duration::from_millis(2));
+            }
+            most
+        })
+    };
     let herd = real::h2load(&["-c100", "-m10", "-n5000", &url]).unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let most = most.join().unwrap();
+    assert!(
+        (1..=128).contains(&most),
+        "{most} connections to nginx at once (the default bound is 128)"
+    );
     assert_eq!(
         (herd.succeeded, herd.failed, herd.errored),
         (5000, 0, 0),
