@@ -267,7 +267,9 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Flag(flag) => f.write_str(flag),
-            Origin::Key { key, file } => write!(f, "{key} in {}", file.display()),
+            Origin::Key { key, file } => {
+                write!(f, "{key} in {}", one_line(&file.display().to_string()))
+            }
         }
     }
 }
@@ -276,7 +278,7 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A value was given but is not valid.
-    #[error("{origin}: invalid value '{value}': {reason}")]
+    #[error("{origin}: invalid value '{}': {}", one_line(value), one_line(reason))]
     Invalid {
         /// Which flag or key.
         origin: Origin,
@@ -286,10 +288,10 @@ pub enum ConfigError {
         reason: String,
     },
     /// A required setting is missing, or settings contradict each other.
-    #[error("{0}")]
+    #[error("{}", one_line(.0))]
     Usage(String),
     /// The config file could not be read.
-    #[error("--config: cannot read '{path}': {source}")]
+    #[error("--config: cannot read '{}': {source}", one_line(&path.display().to_string()))]
     Read {
         /// The file.
         path: PathBuf,
@@ -297,7 +299,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid TOML for idlegate.
-    #[error("{path}:{line}: {message}")]
+    #[error("{}:{line}: {}", one_line(&path.display().to_string()), one_line(message))]
     Parse {
         /// The file.
         path: PathBuf,
@@ -306,6 +308,24 @@ pub enum ConfigError {
         /// The parser's message, on one line.
         message: String,
     },
+}
+
+/// `text` with its control characters (a newline in a quoted TOML value)
+/// escaped, so an error stays on one line.
+fn one_line(text: &str) -> String {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        text.to_owned()
+    }
 }
 
 /// A duration in the config file: a humantime string, or a number of seconds.
@@ -1054,6 +1074,18 @@ mod tests {
         assert_eq!(parse_duration("infinity").unwrap(), None);
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("").is_err());
+    }
+
+    /// Found by `fuzz/run.sh`: a quoted value with an escaped newline was
+    /// echoed as it is, and the error took two lines.
+    #[test]
+    fn an_error_naming_a_value_with_a_newline_stays_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nl.toml");
+        std::fs::write(&path, "upstream = \"127..00ar\\\\\\n conpppppp\"\n").unwrap();
+        let e = Config::from_file(&path).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains("\\n conpppppp"), "{e}");
     }
 
     #[test]
