@@ -390,6 +390,16 @@ async fn serve_and_stop_backend_when_idle(
 /// request cuts it short).
 async fn drain(shutdown: &Shutdown, shared: &Shared, grace: Duration) {
     shared.close.cancel();
+    if shared.backend.is_external() && !shared.backend.is_ready() {
+        // Nothing of idlegate's brings an external backend up, and a stop
+        // while it is down usually means it is going or gone (systemd stops
+        // a service bound to a backend that failed): the clients held for
+        // it get their answer now, not at the end of the grace.
+        tracing::info!(
+            "stopping while the external backend is not ready: closing the clients held for it"
+        );
+        shared.backend.shut_down().await;
+    }
     let (open, busy) = (shared.connections.count(), shared.in_flight.count());
     if open == 0 && busy == 0 {
         return;

@@ -178,6 +178,8 @@ pub struct Backend {
     generation: Arc<AtomicU64>,
     /// The backend's own status text (`--ready-notify`'s `STATUS=`).
     status: watch::Receiver<Option<Arc<str>>>,
+    /// Whether the backend is external (idlegate only waits for it).
+    external: Arc<AtomicBool>,
 }
 
 impl std::fmt::Debug for Request {
@@ -205,6 +207,7 @@ impl Backend {
         let generation = Arc::new(AtomicU64::new(0));
         let answered = Arc::new(AtomicBool::new(false));
         let (status_tx, status) = watch::channel(None);
+        let external = Arc::new(AtomicBool::new(spec.kind == BackendKind::External));
         let run_command = spec.kind.run_command();
         let supervisor = Supervisor {
             answered: answered.clone(),
@@ -241,6 +244,7 @@ impl Backend {
             start_timeout_ms,
             generation,
             status,
+            external,
         }
     }
 
@@ -271,6 +275,8 @@ impl Backend {
     pub fn reconfigure(&self, spec: BackendSpec) {
         self.start_timeout_ms
             .store(millis(spec.start_timeout), Ordering::Relaxed);
+        self.external
+            .store(spec.kind == BackendKind::External, Ordering::Relaxed);
         let _ = self.requests.send(Request::Reconfigure(Box::new(spec)));
     }
 
@@ -287,6 +293,12 @@ impl Backend {
     /// Records that an upstream connection sent a byte: the backend really serves.
     pub fn mark_answered(&self) {
         self.answered.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether idlegate only waits for the backend (no command, container,
+    /// unit or hooks: someone else starts it).
+    pub fn is_external(&self) -> bool {
+        self.external.load(Ordering::Relaxed)
     }
 
     /// Whether the backend answers now (one atomic read, for the hot path).

@@ -337,6 +337,35 @@ fn sigterm_during_a_cold_start_still_serves_the_held_client() {
     assert!(wait_gone(pid, PATIENCE), "the backend was stopped");
 }
 
+/// An external backend is not idlegate's to bring up: a stop while it is
+/// down (systemd stopping a service bound to a backend that failed) closes
+/// the clients held for it at once, not at the end of the stop timeout.
+#[test]
+fn sigterm_while_an_external_backend_is_down_closes_its_held_clients_at_once() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let mut a = idlegate_args(&backend, "60s", Vec::new());
+    a.extend(args(&["--stop-timeout", "60s"]));
+    let act = ActivatorBuilder::new(dir, &a).tcp("external").start();
+    let mut conn = TcpStream::connect(act.tcp_addrs[0]).unwrap();
+    conn.set_read_timeout(Some(PATIENCE)).unwrap();
+    conn.write_all(b"held\n").unwrap();
+    wait_until("the client held", PATIENCE, || {
+        act.log().contains("waiting for the external backend")
+    });
+    let started = std::time::Instant::now();
+    act.signal(libc::SIGTERM);
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).expect("closed with a FIN");
+    assert!(rest.is_empty());
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "held for {:?} of the 60 s stop timeout",
+        started.elapsed()
+    );
+}
+
 /// A second SIGTERM cuts the drain short: with a minute of stop timeout and
 /// a connection that never ends, idlegate still exits 0 at once.
 #[test]
