@@ -18,6 +18,9 @@
 #   deploy/build-image.sh docker.io/library/caddy:2.6 /usr/bin/caddy \
 #       --change 'ENV XDG_CONFIG_HOME=/config' --change 'ENV XDG_DATA_HOME=/data' \
 #       --change 'CMD ["caddy", "run", "--config", "/etc/caddy/Caddyfile", "--adapter", "caddyfile"]'
+#
+# IMAGE_DIRS (absolute paths, separated by spaces) are made empty in the image:
+# the official Caddy image has /config and /data, where Caddy keeps its state.
 set -eu
 if [ $# -lt 2 ]; then
 	echo "usage: $0 IMAGE BINARY [podman-import-option...]" >&2
@@ -31,6 +34,9 @@ shift 2
 root=$(mktemp -d)
 trap 'rm -rf "$root"' EXIT
 mkdir -p "$root/tmp" "$root/etc" "$root$(dirname "$path")"
+for dir in ${IMAGE_DIRS:-}; do
+	case $dir in /*) mkdir -p "$root$dir" ;; *) echo "$0: IMAGE_DIRS: $dir is not absolute" >&2; exit 2 ;; esac
+done
 chmod 1777 "$root/tmp"
 cp "$bin" "$root$path"
 # The libraries and the loader, each at the path the binary looks for it

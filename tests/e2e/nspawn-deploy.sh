@@ -41,6 +41,7 @@ T0=$(date +%s%N)
 STEP=setup
 BOOTED=
 declare -A COLD READY          # variant -> "ms ms ms"
+declare -A SWEEP KILLED MISSING SIGKILLED SILENT   # variant -> what the fault runs measured
 FLOOR_START='' FLOOR_RUN=''
 
 ms_since() { echo $((($(date +%s%N) - $1) / 1000000)); }
@@ -369,6 +370,28 @@ variant_begin() { VARIANT_CURSOR=$(IN journalctl -n 1 --show-cursor --no-pager -
 
 # --- the run -------------------------------------------------------------------
 
+# shellcheck source=tests/e2e/deploy-faults.sh
+. "$REPO/tests/e2e/deploy-faults.sh"
+
+# The faults every variant goes through (deploy-faults.sh); $1 = variant, and
+# whether its backend is a container of its own (killed, image removed).
+faults() {
+  local variant=$1 container=$2
+  step "deploy/$variant: the idle-boundary sweep"
+  sweep "$variant"
+  if [ "$container" = yes ]; then
+    step "deploy/$variant: a killed backend container, a missing image"
+    killed_backend "$variant"
+    missing_image "$variant"
+  fi
+  step "deploy/$variant: SIGKILL under load"
+  sigkill_under_load "$variant"
+  step "deploy/$variant: a silent client on a cold start"
+  AS_ROOT "printf '[Service]\nEnvironment=IDLEGATE_CONNECTION_IDLE_TIMEOUT=5s\n' >/etc/systemd/system/tidings.service.d/silent.conf && systemctl daemon-reload"
+  silent_client "$variant"
+  AS_ROOT "rm /etc/systemd/system/tidings.service.d/silent.conf && systemctl daemon-reload"
+}
+
 # E2E_LIB_ONLY=1: only define the functions (for poking at a guest by hand).
 [ -n "${E2E_LIB_ONLY:-}" ] && return 0
 trap shutdown EXIT
@@ -414,6 +437,7 @@ verify_installed tidings.service tidings-backend.service
 
 step "deploy/tidings: cold activation, idle exit, re-activation"
 exercise tidings tidings-backend.service
+faults tidings yes
 
 step "floor: podman start of the same backend container until its port answers"
 # The container tidings-backend.container describes, by hand (tidings is idle now).
@@ -449,6 +473,7 @@ verify_installed tidings.service
 
 step "deploy/process: cold activation, idle exit, re-activation"
 exercise process
+faults process no
 grep -q 'idlegate::backend::output: .*"msg":"serving initial configuration"' "$RUN/journal-process.txt" ||
   fail "Caddy's output is not in idlegate's journal"
 grep -q 'idlegate::backend: backend stopped: exit status: 0' "$RUN/journal-process.txt" ||
@@ -498,12 +523,19 @@ verify_installed tidings.service tidings-backend.service
 
 step "deploy/quadlet: cold activation, idle exit, re-activation"
 exercise quadlet tidings-backend.service
+faults quadlet yes
 
 # ---------------------------------------------------------------------------
 step "without installing units: systemd-socket-activate one-liners"
 try_oneliner try-process '! pgrep -x caddy'
 try_oneliner try-container '! podman container exists tidings-backend'
 try_oneliner try-quadlet '[ -z "$(podman ps -aq --filter ancestor=localhost/idlegate:latest)" ] && podman rm -f -i -t 5 tidings-backend >/dev/null'
+
+step "deploy/quadlet: uninstall"
+run_readme quadlet-uninstall
+AS_ROOT '! podman volume exists tidings-caddy-data && ! podman image exists localhost/idlegate:latest && [ ! -e /etc/tidings ] && [ ! -e /etc/containers/systemd/tidings.container ]' ||
+  fail "the quadlet uninstall left something behind"
+ok "nothing left: no volume, no image, no config"
 
 # ---------------------------------------------------------------------------
 step "cold start vs the floor (ms; median of the runs)"
@@ -515,4 +547,9 @@ for v in tidings process quadlet; do
 done
 for v in tidings process quadlet; do
   printf '    %-44s %8s   %s\n' "tidings.service Starting -> READY, $v" "$(median ${READY[$v]})" "${READY[$v]}"
+done
+step "faults (deploy-faults.sh)"
+for v in tidings process quadlet; do
+  printf '    %-8s sweep: %s; podman kill -> served: %s ms; image missing -> failure in: %s ms; SIGKILL under load: %s; silent client -> stack stopped in: %s ms\n' \
+    "$v" "${SWEEP[$v]:-}" "${KILLED[$v]:--}" "${MISSING[$v]:--}" "${SIGKILLED[$v]:-}" "${SILENT[$v]:-}"
 done
