@@ -138,13 +138,32 @@ pub fn signal_group(pgid: u32, signal: libc::c_int) -> io::Result<bool> {
     }
 }
 
+/// Prepares the child `cmd` will start (a backend or a hook): between fork
+/// and exec it gets the open-files limit idlegate inherited back
+/// ([`restore_open_files_limit`]) and dies with idlegate ([`die_with_parent`]).
+pub fn prepare_child(cmd: &mut tokio::process::Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child of a multi-threaded
+    // process, where only async-signal-safe calls are allowed: it calls
+    // getrlimit, setrlimit, prctl and getppid, reads an atomic, and
+    // allocates nothing (its errors are raw errno values, which std passes
+    // to the parent as they are).
+    unsafe {
+        cmd.pre_exec(move || {
+            restore_open_files_limit()?;
+            die_with_parent(parent)
+        });
+    }
+}
+
 /// Arranges for the calling process to receive SIGKILL when the thread that
 /// forked it dies, so a backend never outlives a killed idlegate.
 ///
 /// Meant to run between fork and exec (`pre_exec`): prctl and getppid are
 /// async-signal-safe. `parent` is idlegate's pid, read before the fork: if it
-/// died in between, the child is already orphaned and gives up at once.
-pub fn die_with_parent(parent: u32) -> io::Result<()> {
+/// died in between, the child is already orphaned and gives up at once
+/// (`ESRCH`; nothing is allocated here).
+fn die_with_parent(parent: u32) -> io::Result<()> {
     // SAFETY: prctl(PR_SET_PDEATHSIG) takes integers only.
     if unsafe {
         libc::prctl(
@@ -160,9 +179,7 @@ pub fn die_with_parent(parent: u32) -> io::Result<()> {
     }
     // SAFETY: getppid has no arguments and cannot fail.
     if u32::try_from(unsafe { libc::getppid() }).ok() != Some(parent) {
-        return Err(io::Error::other(
-            "idlegate exited before the backend started",
-        ));
+        return Err(io::Error::from_raw_os_error(libc::ESRCH));
     }
     Ok(())
 }
@@ -299,7 +316,7 @@ pub fn raise_open_files_limit() -> io::Result<u64> {
 
 /// In a child between fork and exec: puts back the soft open-files limit
 /// idlegate started with. Async-signal-safe (an atomic load and setrlimit).
-pub fn restore_open_files_limit() -> io::Result<()> {
+fn restore_open_files_limit() -> io::Result<()> {
     let soft = INHERITED_OPEN_FILES.load(std::sync::atomic::Ordering::Relaxed);
     if soft == 0 {
         return Ok(());

@@ -81,16 +81,7 @@ impl Process {
         for (key, value) in env {
             cmd.env(key, value);
         }
-        let parent = std::process::id();
-        // SAFETY: the closure only calls prctl, getppid, getrlimit and
-        // setrlimit, which are async-signal-safe, and allocates nothing.
-        #[allow(unsafe_code)]
-        unsafe {
-            cmd.pre_exec(move || {
-                sys::restore_open_files_limit()?;
-                sys::die_with_parent(parent)
-            });
-        }
+        sys::prepare_child(&mut cmd);
         let mut child = cmd.spawn()?;
         let pgid = child.id().expect("a just-spawned child has a pid");
         let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
