@@ -117,6 +117,38 @@ impl fmt::Display for Address {
     }
 }
 
+/// How a socket's traffic is forwarded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// A byte stream, copied both ways; a connection is in flight while open.
+    #[default]
+    Tcp,
+    /// HTTP/1.1 and h2c, forwarded with hyper; a request is in flight until its
+    /// response is sent, an idle keep-alive connection is not.
+    Http,
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "tcp" => Ok(Mode::Tcp),
+            "http" => Ok(Mode::Http),
+            _ => Err("expected tcp or http".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for Mode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Mode::Tcp => "tcp",
+            Mode::Http => "http",
+        })
+    }
+}
+
 /// An `--upstream` value: an address, optionally bound to a socket name, and
 /// how to speak to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -126,7 +158,7 @@ pub struct UpstreamSpec {
     /// Where the traffic goes.
     pub address: Address,
     /// Byte stream or HTTP.
-    pub mode: crate::config::Mode,
+    pub mode: Mode,
     /// TCP mode: send this PROXY protocol header first on each upstream connection.
     pub proxy_protocol: Option<crate::proxy::proxy_protocol::Version>,
 }

@@ -28,37 +28,9 @@ pub const DEFAULT_UDP_FLOW_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default for `--connections-max`.
 pub const DEFAULT_CONNECTIONS_MAX: usize = 4096;
 
-/// How a socket's traffic is forwarded.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Mode {
-    /// A byte stream, copied both ways; a connection is in flight while open.
-    #[default]
-    Tcp,
-    /// HTTP/1.1 and h2c, forwarded with hyper; a request is in flight until its
-    /// response is sent, an idle keep-alive connection is not.
-    Http,
-}
-
-impl std::str::FromStr for Mode {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "tcp" => Ok(Mode::Tcp),
-            "http" => Ok(Mode::Http),
-            _ => Err("expected tcp or http".into()),
-        }
-    }
-}
-
-impl fmt::Display for Mode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Mode::Tcp => "tcp",
-            Mode::Http => "http",
-        })
-    }
-}
+/// How a socket's traffic is forwarded (it lives beside the addresses it
+/// qualifies).
+pub use crate::address::Mode;
 
 /// Settings of HTTP mode.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -8,15 +8,23 @@
 //!
 //! # Layout
 //! - [`cli`], [`config`]: the command line and the TOML file, merged and validated
-//!   before anything starts.
+//!   before anything starts; [`reload`]: SIGHUP's new settings applied while serving.
 //! - [`activation`]: the passed sockets (`LISTEN_FDS`…) or `--listen`, paired with upstreams.
+//! - this file: [`run`], the serve-until-idle loop, the idle timer, the drain and
+//!   the status reporter; [`context`]: what the accept loops and connections of a
+//!   run share.
 //! - [`listener`]: the accept loop; [`proxy`]: one connection, held then copied both ways
-//!   (or, for a UDP socket, its datagrams by client flow: [`proxy::udp`]).
-//! - [`backend`]: the backend's lifecycle (start, ready, stop), one supervisor task;
-//!   [`readiness`]: the probe.
+//!   (or, for a UDP socket, its datagrams by client flow: [`proxy::udp`]; HTTP:
+//!   [`proxy::http`]).
+//! - [`backend`]: the backend's lifecycle (start, ready, stop), one supervisor task, one
+//!   file per kind (a process, `podman run`, a container through [`engine`], hooks), the
+//!   ready command and the backend's own notify socket; [`readiness`]: the probe;
+//!   [`backoff`]: the delays between retries.
 //! - [`activity`]: in-flight guards and the idle timer.
-//! - [`shutdown`], [`notify`]: stop requests in, sd_notify out.
-//! - [`net`], [`address`], `sys`: sockets and addresses; the only `unsafe` code is in `sys`.
+//! - [`shutdown`], [`notify`]: stop requests in, sd_notify out; [`status`]: `STATUS=` and
+//!   the state file; [`metrics`]: the Prometheus endpoint.
+//! - [`net`], [`address`], [`limits`], `sys`: sockets, addresses, descriptor limits; the
+//!   only `unsafe` code is in `sys`.
 //!
 //! The core, [`run`], takes sockets, a config and a [`Shutdown`]; it never binds,
 //! reads the environment or installs signal handlers (that is `main`'s job).
@@ -27,8 +35,10 @@ pub mod activation;
 pub mod activity;
 pub mod address;
 pub mod backend;
+pub mod backoff;
 pub mod cli;
 pub mod config;
+pub mod context;
 pub mod engine;
 #[cfg(test)]
 mod fuzz_support;
@@ -54,7 +64,8 @@ pub use activation::RuntimeSockets;
 use activity::InFlight;
 use backend::{Backend, BackendState};
 pub use config::Config;
-use listener::{Endpoint, Forwarder, Route, Shared};
+use context::ServeContext;
+use listener::{Endpoint, Forwarder, Route};
 pub use notify::Notifier;
 use proxy::http::HttpProxy;
 use proxy::udp::UdpForwarder;
@@ -123,7 +134,7 @@ pub async fn run(
     if let Some(listener) = metrics {
         tokio::spawn(metrics::serve(listener, latest, connections.clone()));
     }
-    let shared = Shared {
+    let shared = ServeContext {
         backend: backend.clone(),
         in_flight: in_flight.clone(),
         connections,
@@ -275,7 +286,7 @@ fn announce(notifier: &Notifier, endpoints: &[Arc<Endpoint>], how: &str, config:
 
 fn spawn_accept_loops(
     endpoints: &[Arc<Endpoint>],
-    shared: &Shared,
+    shared: &ServeContext,
     stop: &CancellationToken,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     endpoints
@@ -299,7 +310,7 @@ async fn stop_accepting(accepting: CancellationToken, loops: Vec<tokio::task::Jo
 
 /// Returns once nothing has been in flight for the idle timeout, as a reload
 /// may have changed it meanwhile (a change re-arms the timer).
-async fn idle_timer(shared: &Shared) {
+async fn idle_timer(shared: &ServeContext) {
     let idle = |timeout: Option<Duration>| async move {
         match timeout {
             Some(t) => shared.in_flight.idle(t).await,
@@ -325,7 +336,7 @@ async fn idle_timer(shared: &Shared) {
 /// keep-alive connections are then closed gracefully.
 async fn serve_until_idle(
     endpoints: &[Arc<Endpoint>],
-    shared: &Shared,
+    shared: &ServeContext,
     shutdown: &Shutdown,
 ) -> Exit {
     loop {
@@ -354,7 +365,7 @@ async fn serve_until_idle(
 /// client starts it again.
 async fn serve_and_stop_backend_when_idle(
     endpoints: &[Arc<Endpoint>],
-    shared: &Shared,
+    shared: &ServeContext,
     shutdown: &Shutdown,
 ) -> Exit {
     let accepting = CancellationToken::new();
@@ -388,7 +399,7 @@ async fn serve_and_stop_backend_when_idle(
 /// With accepting stopped: asks HTTP connections to finish gracefully and
 /// lets open connections and work finish, up to `grace` (a second stop
 /// request cuts it short).
-async fn drain(shutdown: &Shutdown, shared: &Shared, grace: Duration) {
+async fn drain(shutdown: &Shutdown, shared: &ServeContext, grace: Duration) {
     shared.close.cancel();
     if shared.backend.is_external() && !shared.backend.is_ready() {
         // Nothing of idlegate's brings an external backend up, and a stop

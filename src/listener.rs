@@ -4,17 +4,14 @@
 
 use std::sync::Arc;
 
-use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::activity::InFlight;
-use crate::backend::Backend;
+use crate::backoff::Backoff;
+use crate::context::ServeContext;
 use crate::net::Listener;
 use crate::proxy;
 use crate::proxy::http::HttpProxy;
 use crate::proxy::udp::UdpForwarder;
-use crate::readiness::Backoff;
-use crate::reload::Live;
 
 /// One socket and where its clients go.
 pub type Route = crate::activation::Route<Listener>;
@@ -39,41 +36,9 @@ pub struct Endpoint {
     pub forwarder: Forwarder,
 }
 
-/// What every accept loop shares.
-#[derive(Clone, Debug)]
-pub struct Shared {
-    /// The backend all routes forward to.
-    pub backend: Backend,
-    /// Work in flight, for the idle timer: TCP connections, HTTP requests, upgrades.
-    pub in_flight: InFlight,
-    /// Open client connections of either mode, for the drain at exit.
-    pub connections: InFlight,
-    /// Cancelled to ask HTTP connections to finish gracefully (idle exit, stop).
-    pub close: CancellationToken,
-    /// One permit per open connection (`--connections-max`).
-    pub slots: Arc<Semaphore>,
-    /// The settings a reload may change while serving.
-    pub live: watch::Receiver<Live>,
-}
-
-impl Shared {
-    /// The live settings now.
-    pub fn live(&self) -> Live {
-        *self.live.borrow()
-    }
-}
-
-/// Whether an accept error is about resources (back off) rather than one client.
-pub fn is_resource_exhaustion(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
-    )
-}
-
 /// Serves `endpoint` until `stop` is cancelled: accepts its clients, or for a
 /// UDP socket reads its datagrams.
-pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: Shared, stop: CancellationToken) {
+pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: CancellationToken) {
     if let (Forwarder::Udp(udp), Listener::Udp(socket)) =
         (&endpoint.forwarder, &endpoint.route.listener)
     {
@@ -140,7 +105,7 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: Shared, stop: Cancella
                     Forwarder::Udp(_) => unreachable!("a UDP socket accepts no connections"),
                 }
             }
-            Err(e) if is_resource_exhaustion(&e) => {
+            Err(e) if crate::net::is_resource_exhaustion(&e) => {
                 let delay = backoff.next_delay();
                 tracing::warn!(
                     "accept on {} failed: {e}; pausing {}ms",

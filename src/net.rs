@@ -296,3 +296,11 @@ impl hyper_util::client::legacy::connect::Connection for Stream {
         hyper_util::client::legacy::connect::Connected::new()
     }
 }
+
+/// Whether an accept error is about resources (back off) rather than one client.
+pub fn is_resource_exhaustion(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM)
+    )
+}

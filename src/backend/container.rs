@@ -5,8 +5,8 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::backoff::Backoff;
 use crate::engine::{ContainerState, Engine};
-use crate::readiness::Backoff;
 
 /// What happens to the container when idlegate stops the backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

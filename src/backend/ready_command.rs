@@ -11,7 +11,7 @@ use tokio::process::Command;
 
 use super::container::Progress;
 use super::process::PRIVATE_VARS;
-use crate::readiness::Backoff;
+use crate::backoff::Backoff;
 
 /// The first delay between runs of the command.
 const FIRST_DELAY: Duration = Duration::from_millis(10);
@@ -34,6 +34,7 @@ pub async fn wait_until_succeeds(command: &str, progress: &Progress) -> Result<(
         for var in PRIVATE_VARS {
             cmd.env_remove(var);
         }
+        crate::sys::prepare_child(&mut cmd);
         let output = cmd
             .output()
             .await

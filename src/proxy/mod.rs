@@ -15,8 +15,9 @@ use tokio::time::Instant;
 
 use crate::address::Address;
 use crate::backend::{Backend, BackendError};
+use crate::backoff::Backoff;
 use crate::net::Stream;
-use crate::readiness::{is_not_ready_yet, Backoff};
+use crate::readiness::is_not_ready_yet;
 
 /// How long connects to a ready backend may be refused before it counts as
 /// having stopped accepting.

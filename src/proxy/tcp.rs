@@ -24,8 +24,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use super::{close_politely, connect_upstream, ConnectError, DEATH_GRACE};
 use crate::address::Address;
 use crate::backend::Backend;
+use crate::backoff::Backoff;
 use crate::net::{Peer, Stream};
-use crate::readiness::Backoff;
 
 /// The most client bytes kept for a replay; past it the connection is copied as is.
 pub const REPLAY_MAX: usize = 64 * 1024;

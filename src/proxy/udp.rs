@@ -27,10 +27,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::address::Address;
 use crate::backend::Backend;
-use crate::listener::Shared;
+use crate::backoff::Backoff;
+use crate::context::ServeContext;
 use crate::net;
 use crate::proxy::proxy_protocol;
-use crate::readiness::Backoff;
 use crate::reload::Live;
 
 /// The most datagrams one flow queues while the backend is not taking them.
@@ -96,7 +96,7 @@ impl UdpForwarder {
         self: Arc<Self>,
         socket: Arc<UdpSocket>,
         label: String,
-        shared: Shared,
+        shared: ServeContext,
         stop: CancellationToken,
     ) {
         let Address::Udp { addrs, .. } = &self.upstream else {
@@ -114,7 +114,7 @@ impl UdpForwarder {
             };
             let (n, client) = match received {
                 Ok(r) => r,
-                Err(e) if crate::listener::is_resource_exhaustion(&e) => {
+                Err(e) if crate::net::is_resource_exhaustion(&e) => {
                     let delay = backoff.next_delay();
                     tracing::warn!(
                         "receive on {label} failed: {e}; pausing {}ms",
