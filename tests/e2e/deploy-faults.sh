@@ -122,11 +122,13 @@ sigkill_under_load() {
   wait $load
   total=$(wc -l <"$RUN/load-$variant.txt")
   failed=$(grep -c failed "$RUN/load-$variant.txt" || true)
-  # How long after the kill the first request was answered again.
+  # The outage: the longest time between two answers (any client) around
+  # the kill, which is what a user of the site sees.
   local next
-  next=$(awk -v t="$t" '$1 == "ok" && $2 > t { if (!m || $2 < m) m = $2 } END { if (m) printf "%d", (m - t) / 1000000; else print "none" }' "$RUN/load-$variant.txt")
-  [ "$next" != none ] || fail "no request answered after the SIGKILL"
-  [ "$next" -le 2000 ] || fail "the first request after the SIGKILL was answered only $next ms later"
+  next=$(awk '$1 == "ok" { print $2 }' "$RUN/load-$variant.txt" | sort -n |
+    awk -v t="$t" 'NR > 1 && $1 > t { d = $1 - p; if (d > m) m = d } { p = $1 } END { printf "%d", m / 1000000 }')
+  [ "$(awk -v t="$t" '$1 == "ok" && $2 > t' "$RUN/load-$variant.txt" | wc -l)" -gt 0 ] || fail "no request answered after the SIGKILL"
+  [ "$next" -le 2000 ] || fail "no answer for $next ms around the SIGKILL"
   fetch http://localhost/ "Good tidings"
   sockets_active
   local u
@@ -134,8 +136,8 @@ sigkill_under_load() {
     [ "$(IN systemctl show -P Result "$u")" != start-limit-hit ] || fail "$u hit its start limit"
   done
   [ "$failed" -le 10 ] || fail "$failed of $total requests failed around the SIGKILL"
-  SIGKILLED[$variant]="$failed of $total failed, served again $next ms after"
-  ok "SIGKILL under load: $failed of $total requests failed; the first answer after the kill $next ms after it; no start limit hit; sockets active"
+  SIGKILLED[$variant]="$failed of $total failed, longest gap between answers $next ms"
+  ok "SIGKILL under load: $failed of $total requests failed; longest gap between answers $next ms; no start limit hit; sockets active"
   wait_down tidings.service tidings-backend.service
 }
 
