@@ -10,9 +10,10 @@
 //! - [`cli`], [`config`]: the command line and the TOML file, merged and validated
 //!   before anything starts; [`reload`]: SIGHUP's new settings applied while serving.
 //! - [`activation`]: the passed sockets (`LISTEN_FDS`…) or `--listen`, paired with upstreams.
-//! - this file: [`run`], the serve-until-idle loop, the idle timer, the drain and
-//!   the status reporter; [`context`]: what the accept loops and connections of a
-//!   run share.
+//! - this file: [`run`], which builds a run and ends it; [`serve`]: the
+//!   serve-until-idle loop, the idle timer, the drain; [`context`]: what the
+//!   accept loops and connections of a run share; [`reporter`]: `STATUS=`, the
+//!   state file and the metrics kept current.
 //! - [`listener`]: the accept loop; [`proxy`]: one connection, held then copied both ways
 //!   (or, for a UDP socket, its datagrams by client flow: [`proxy::udp`]; HTTP:
 //!   [`proxy::http`]).
@@ -50,6 +51,8 @@ pub mod notify;
 pub mod proxy;
 pub mod readiness;
 pub mod reload;
+pub mod reporter;
+pub mod serve;
 pub mod shutdown;
 pub mod status;
 mod sys;
@@ -62,7 +65,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use activation::RuntimeSockets;
 use activity::InFlight;
-use backend::{Backend, BackendState};
+use backend::Backend;
 pub use config::Config;
 use context::ServeContext;
 use listener::{Endpoint, Forwarder, Route};
@@ -86,10 +89,6 @@ pub enum Exit {
 /// are given to receive their refusal before the process exits.
 const FLUSH_GRACE: Duration = Duration::from_millis(500);
 
-/// How often, at most, the status line is refreshed for a change of the
-/// in-flight count alone (a change of the backend's state is told at once).
-const STATUS_INTERVAL: Duration = Duration::from_millis(250);
-
 /// Serves `sockets` until idle (activated: exit), a stop request, or the end of
 /// an `Accept=yes` connection; the backend is stopped before this returns.
 pub async fn run(
@@ -110,9 +109,9 @@ pub async fn run(
         .map_or(1, |path| status::previous_activation(path) + 1);
     let (snapshots, latest) = tokio::sync::watch::channel(None);
     if notifier.is_enabled() || config.state_file.is_some() || metrics.is_some() {
-        tokio::spawn(report_status(
+        tokio::spawn(reporter::keep_current(
             notifier.clone(),
-            BackendView {
+            reporter::BackendView {
                 state: backend.subscribe(),
                 status: backend.subscribe_status(),
             },
@@ -176,33 +175,8 @@ pub async fn run(
             );
             let peer = stream.peer();
             let connection = shared.connections.enter();
-            let served = async {
-                match forwarder(&upstream) {
-                    Forwarder::Tcp => {
-                        let _in_flight = in_flight.enter();
-                        let proxy_header = upstream
-                            .proxy_protocol
-                            .map(|v| proxy::proxy_protocol::header(v, stream.tcp_addresses()));
-                        proxy::tcp::serve(
-                            stream,
-                            peer,
-                            &upstream.address,
-                            &backend,
-                            backend.start_timeout(),
-                            shared.live().connection_idle_timeout,
-                            proxy_header.as_deref(),
-                        )
-                        .await
-                    }
-                    Forwarder::Http(http) => {
-                        http.serve_connection(stream, peer, shared.close.clone(), in_flight.enter())
-                            .await
-                    }
-                    Forwarder::Udp(_) => {
-                        unreachable!("activation pairs connections with stream upstreams")
-                    }
-                }
-            };
+            let served =
+                listener::serve_client(&forwarder(&upstream), &upstream, stream, peer, &shared);
             tokio::select! {
                 _ = served => {}
                 _ = async {
@@ -222,12 +196,12 @@ pub async fn run(
             backend.start();
             let endpoints = endpoints(routes);
             announce(&notifier, &endpoints, "socket-activated", &config);
-            serve_until_idle(&endpoints, &shared, &shutdown).await
+            serve::serve_until_idle(&endpoints, &shared, &shutdown).await
         }
         activation::Sockets::Bound(routes) => {
             let endpoints = endpoints(routes);
             announce(&notifier, &endpoints, "listening", &config);
-            serve_and_stop_backend_when_idle(&endpoints, &shared, &shutdown).await
+            serve::serve_and_stop_backend_when_idle(&endpoints, &shared, &shutdown).await
         }
     };
 
@@ -282,294 +256,4 @@ fn announce(notifier: &Notifier, endpoints: &[Arc<Endpoint>], how: &str, config:
         None => "no idle timeout".to_owned(),
     };
     notifier.ready(&format!("{how} on {} socket(s); {idle}", endpoints.len()));
-}
-
-fn spawn_accept_loops(
-    endpoints: &[Arc<Endpoint>],
-    shared: &ServeContext,
-    stop: &CancellationToken,
-) -> Vec<tokio::task::JoinHandle<()>> {
-    endpoints
-        .iter()
-        .map(|e| {
-            tokio::spawn(listener::accept_loop(
-                e.clone(),
-                shared.clone(),
-                stop.child_token(),
-            ))
-        })
-        .collect()
-}
-
-async fn stop_accepting(accepting: CancellationToken, loops: Vec<tokio::task::JoinHandle<()>>) {
-    accepting.cancel();
-    for l in loops {
-        let _ = l.await;
-    }
-}
-
-/// Returns once nothing has been in flight for the idle timeout, as a reload
-/// may have changed it meanwhile (a change re-arms the timer).
-async fn idle_timer(shared: &ServeContext) {
-    let idle = |timeout: Option<Duration>| async move {
-        match timeout {
-            Some(t) => shared.in_flight.idle(t).await,
-            None => std::future::pending().await,
-        }
-    };
-    let mut live = shared.live.clone();
-    loop {
-        let timeout = live.borrow_and_update().idle_timeout;
-        tokio::select! {
-            _ = idle(timeout) => return,
-            changed = live.changed() => if changed.is_err() {
-                // No more reloads: this timeout is final.
-                return idle(timeout).await;
-            },
-        }
-    }
-}
-
-/// Activated: serve until idle or a stop request. At idle, accepting stops
-/// first; work that raced in before that is served and the idle timer starts
-/// over, so no accepted client is ever cut off by an idle exit. Idle HTTP
-/// keep-alive connections are then closed gracefully.
-async fn serve_until_idle(
-    endpoints: &[Arc<Endpoint>],
-    shared: &ServeContext,
-    shutdown: &Shutdown,
-) -> Exit {
-    loop {
-        let accepting = CancellationToken::new();
-        let loops = spawn_accept_loops(endpoints, shared, &accepting);
-        let idle = tokio::select! {
-            _ = idle_timer(shared) => true,
-            _ = shutdown.requested() => false,
-        };
-        stop_accepting(accepting, loops).await;
-        if !idle {
-            drain(shutdown, shared, shared.live().stop_timeout).await;
-            return Exit::Stopped;
-        }
-        if shared.in_flight.count() == 0 {
-            // Nothing in flight: what is open are idle HTTP connections. Close
-            // them; a request that races in is still answered before they go.
-            drain(shutdown, shared, shared.live().stop_timeout).await;
-            return Exit::Idle;
-        }
-        tracing::debug!("work arrived as the idle timer fired; serving on");
-    }
-}
-
-/// Bound by `--listen`: idle stops the backend but keeps listening; the next
-/// client starts it again.
-async fn serve_and_stop_backend_when_idle(
-    endpoints: &[Arc<Endpoint>],
-    shared: &ServeContext,
-    shutdown: &Shutdown,
-) -> Exit {
-    let accepting = CancellationToken::new();
-    let loops = spawn_accept_loops(endpoints, shared, &accepting);
-    let mut state = shared.backend.subscribe();
-    let idle_stops = async {
-        loop {
-            // Arm the idle timer only while there is a backend to stop.
-            if state
-                .wait_for(|s| matches!(s, BackendState::Starting | BackendState::Ready))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            idle_timer(shared).await;
-            if shared.backend.stop_if_idle(&shared.in_flight).await {
-                tracing::info!("idle: backend stopped; still listening");
-            }
-        }
-    };
-    tokio::select! {
-        _ = idle_stops => {}
-        _ = shutdown.requested() => {}
-    }
-    stop_accepting(accepting, loops).await;
-    drain(shutdown, shared, shared.live().stop_timeout).await;
-    Exit::Stopped
-}
-
-/// With accepting stopped: asks HTTP connections to finish gracefully and
-/// lets open connections and work finish, up to `grace` (a second stop
-/// request cuts it short).
-async fn drain(shutdown: &Shutdown, shared: &ServeContext, grace: Duration) {
-    shared.close.cancel();
-    if shared.backend.is_external() && !shared.backend.is_ready() {
-        // Nothing of idlegate's brings an external backend up, and a stop
-        // while it is down usually means it is going or gone (systemd stops
-        // a service bound to a backend that failed): the clients held for
-        // it get their answer now, not at the end of the grace.
-        tracing::info!(
-            "stopping while the external backend is not ready: closing the clients held for it"
-        );
-        shared.backend.shut_down().await;
-    }
-    let (open, busy) = (shared.connections.count(), shared.in_flight.count());
-    if open == 0 && busy == 0 {
-        return;
-    }
-    tracing::info!(
-        "stopping: waiting up to {} for {open} connection(s) and {busy} unit(s) of work to finish",
-        humantime::format_duration(grace)
-    );
-    tokio::select! {
-        _ = async { shared.connections.drained().await; shared.in_flight.drained().await } => {}
-        _ = tokio::time::sleep(grace) => {
-            tracing::warn!("stop timeout reached; closing {} connection(s)", shared.connections.count());
-        }
-        _ = shutdown.hurried() => {
-            tracing::warn!("second stop request; closing {} connection(s) now", shared.connections.count());
-        }
-    }
-}
-
-/// The backend's state in a few words, with its own status text while it
-/// starts (`--ready-notify`).
-fn describe_backend(state: &BackendState, own_status: Option<&str>) -> String {
-    match (state, own_status) {
-        (BackendState::Starting, Some(text)) => format!("{} ({text})", state.describe()),
-        _ => state.describe().to_owned(),
-    }
-}
-
-/// What the status reporter watches of the backend.
-struct BackendView {
-    /// Its state.
-    state: tokio::sync::watch::Receiver<BackendState>,
-    /// Its own status text while it starts.
-    status: tokio::sync::watch::Receiver<Option<Arc<str>>>,
-}
-
-/// Keeps `STATUS=` and the state file current: backend state, work in
-/// flight, time to idle exit, activation number.
-async fn report_status(
-    notifier: Arc<Notifier>,
-    backend: BackendView,
-    in_flight: InFlight,
-    live: tokio::sync::watch::Receiver<reload::Live>,
-    state_file: Option<std::path::PathBuf>,
-    activation: u64,
-    snapshots: tokio::sync::watch::Sender<Option<status::Snapshot>>,
-) {
-    let BackendView {
-        mut state,
-        status: mut backend_status,
-    } = backend;
-    notifier.wait_ready().await;
-    let mut last = String::new();
-    let mut sent_at = tokio::time::Instant::now();
-    let mut quiet_since: Option<tokio::time::Instant> = None;
-    loop {
-        let count_changed = in_flight.changed();
-        tokio::pin!(count_changed);
-        count_changed.as_mut().enable();
-        let busy = in_flight.count();
-        let idle_exit_in = match (busy, live.borrow().idle_timeout) {
-            (_, None) => status::IdleExit::Never,
-            (0, Some(timeout)) => {
-                let since = *quiet_since.get_or_insert_with(tokio::time::Instant::now);
-                status::IdleExit::In(timeout.saturating_sub(since.elapsed()))
-            }
-            _ => {
-                quiet_since = None;
-                status::IdleExit::Busy
-            }
-        };
-        let snapshot = status::Snapshot {
-            pid: std::process::id(),
-            running: true,
-            backend: describe_backend(
-                &state.borrow_and_update(),
-                backend_status.borrow_and_update().as_deref(),
-            ),
-            in_flight: busy,
-            idle_exit_in,
-            activation,
-        };
-        let line = snapshot.status_line();
-        snapshots.send_replace(Some(snapshot.clone()));
-        if line != last {
-            sent_at = tokio::time::Instant::now();
-            notifier.status(&line);
-            if let Some(path) = &state_file {
-                if let Err(e) = status::write(path, &snapshot) {
-                    tracing::debug!("state file {}: {e}", path.display());
-                }
-            }
-            last = line;
-        }
-        // A change of the backend's state is told at once; changes of the
-        // count, which may come with every request, at most every
-        // STATUS_INTERVAL (the last one always told).
-        tokio::select! {
-            changed = state.changed() => if changed.is_err() { return },
-            changed = backend_status.changed() => if changed.is_err() { return },
-            _ = count_changed => {
-                tokio::select! {
-                    changed = state.changed() => if changed.is_err() { return },
-                    _ = tokio::time::sleep_until(sent_at + STATUS_INTERVAL) => {}
-                }
-            }
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// A change of the backend's state reaches `STATUS=` (and the state
-    /// file, and the metrics) at once, even right after a count change.
-    #[tokio::test(start_paused = true)]
-    async fn the_status_follows_a_backend_state_change_at_once() {
-        let notifier = Arc::new(Notifier::disabled());
-        notifier.ready("test");
-        let (state_tx, state) = tokio::sync::watch::channel(BackendState::Starting);
-        let (_status_tx, backend_status) = tokio::sync::watch::channel(None);
-        let in_flight = InFlight::new();
-        let (_live_tx, live) = tokio::sync::watch::channel(reload::Live {
-            idle_timeout: Some(Duration::from_secs(60)),
-            stop_timeout: Duration::from_secs(5),
-            connection_idle_timeout: None,
-            udp_flow_timeout: Duration::from_secs(30),
-        });
-        let (snapshots, latest) = tokio::sync::watch::channel(None);
-        tokio::spawn(report_status(
-            notifier,
-            BackendView {
-                state,
-                status: backend_status,
-            },
-            in_flight.clone(),
-            live,
-            None,
-            1,
-            snapshots,
-        ));
-        let described = |latest: &tokio::sync::watch::Receiver<Option<status::Snapshot>>| {
-            latest
-                .borrow()
-                .as_ref()
-                .map(|s| (s.backend.clone(), s.in_flight))
-        };
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(described(&latest), Some(("backend starting".into(), 0)));
-        let work = in_flight.enter();
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        state_tx.send_replace(BackendState::Ready);
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        assert_eq!(described(&latest), Some(("backend ready".into(), 1)));
-        drop(work);
-        // A count change alone is told within the status interval.
-        tokio::time::sleep(STATUS_INTERVAL + Duration::from_millis(1)).await;
-        assert_eq!(described(&latest), Some(("backend ready".into(), 0)));
-    }
 }

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::address::UpstreamSpec;
 use crate::backoff::Backoff;
 use crate::context::ServeContext;
-use crate::net::Listener;
+use crate::net::{Listener, Peer, Stream};
 use crate::proxy;
 use crate::proxy::http::HttpProxy;
 use crate::proxy::udp::UdpForwarder;
@@ -63,47 +64,12 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: Ca
                 backoff = Backoff::resources();
                 let connection = shared.connections.enter();
                 tracing::debug!("client {peer} on {}", route.label);
-                match &endpoint.forwarder {
-                    Forwarder::Tcp => {
-                        let in_flight = shared.in_flight.enter();
-                        let endpoint = endpoint.clone();
-                        let backend = shared.backend.clone();
-                        let start_timeout = shared.backend.start_timeout();
-                        let quiet_limit = shared.live().connection_idle_timeout;
-                        let proxy_header = endpoint
-                            .route
-                            .upstream
-                            .proxy_protocol
-                            .map(|v| proxy::proxy_protocol::header(v, client.tcp_addresses()));
-                        tokio::spawn(async move {
-                            let upstream = &endpoint.route.upstream.address;
-                            proxy::tcp::serve(
-                                client,
-                                peer,
-                                upstream,
-                                &backend,
-                                start_timeout,
-                                quiet_limit,
-                                proxy_header.as_deref(),
-                            )
-                            .await;
-                            drop((in_flight, connection, slot));
-                        });
-                    }
-                    Forwarder::Http(http) => {
-                        let http = http.clone();
-                        let close = shared.close.clone();
-                        // A new connection is work until its first request
-                        // arrives: an idle exit must not close it unread.
-                        let first_request = shared.in_flight.enter();
-                        tokio::spawn(async move {
-                            http.serve_connection(client, peer, close, first_request)
-                                .await;
-                            drop((connection, slot));
-                        });
-                    }
-                    Forwarder::Udp(_) => unreachable!("a UDP socket accepts no connections"),
-                }
+                let served =
+                    serve_client(&endpoint.forwarder, &route.upstream, client, peer, &shared);
+                tokio::spawn(async move {
+                    served.await;
+                    drop((connection, slot));
+                });
             }
             Err(e) if crate::net::is_resource_exhaustion(&e) => {
                 let delay = backoff.next_delay();
@@ -118,6 +84,47 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: Ca
                 }
             }
             Err(e) => tracing::debug!("accept on {} failed: {e}", route.label),
+        }
+    }
+}
+
+/// Serves one client connection to its end in `forwarder`'s mode: what the
+/// accept loop spawns for each connection and what an `Accept=yes` run
+/// awaits. The connection counts as work from this call on (taken before any
+/// await, so an idle exit that looks right after the accept sees it): in TCP
+/// mode for its whole life, in HTTP mode until its first request is answered
+/// (then each request counts for itself).
+pub fn serve_client(
+    forwarder: &Forwarder,
+    upstream: &UpstreamSpec,
+    client: Stream,
+    peer: Peer,
+    shared: &ServeContext,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let work = shared.in_flight.enter();
+    let forwarder = forwarder.clone();
+    let address = upstream.address.clone();
+    let proxy_header = upstream
+        .proxy_protocol
+        .map(|v| proxy::proxy_protocol::header(v, client.tcp_addresses()));
+    let backend = shared.backend.clone();
+    let quiet_limit = shared.live().connection_idle_timeout;
+    let close = shared.close.clone();
+    async move {
+        match forwarder {
+            Forwarder::Tcp => {
+                let tcp = proxy::tcp::TcpClient {
+                    peer,
+                    upstream: &address,
+                    backend: &backend,
+                    quiet_limit,
+                    proxy_header: proxy_header.as_deref(),
+                };
+                tcp.serve(client).await;
+                drop(work);
+            }
+            Forwarder::Http(http) => http.serve_connection(client, peer, close, work).await,
+            Forwarder::Udp(_) => unreachable!("a UDP socket accepts no connections"),
         }
     }
 }

@@ -30,17 +30,39 @@ use crate::net::{Peer, Stream};
 /// The most client bytes kept for a replay; past it the connection is copied as is.
 pub const REPLAY_MAX: usize = 64 * 1024;
 
-/// Serves one client to the end: connect upstream (held until ready), then
-/// copy both ways until both directions reached end-of-file.
-pub async fn serve(
-    mut client: Stream,
-    peer: Peer,
-    upstream: &Address,
-    backend: &Backend,
-    start_timeout: Duration,
-    quiet_limit: Option<Duration>,
-    proxy_header: Option<&[u8]>,
-) {
+/// One TCP-mode client, with what serving it needs.
+#[derive(Debug)]
+pub struct TcpClient<'a> {
+    /// The client, for the log.
+    pub peer: Peer,
+    /// Where it goes.
+    pub upstream: &'a Address,
+    /// The backend it waits for.
+    pub backend: &'a Backend,
+    /// `--connection-idle-timeout`, if set.
+    pub quiet_limit: Option<Duration>,
+    /// The PROXY protocol header to send first, if any.
+    pub proxy_header: Option<&'a [u8]>,
+}
+
+impl TcpClient<'_> {
+    /// Serves the client to the end: connect upstream (held until the
+    /// backend is ready, within the start timeout), then copy both ways until
+    /// both directions reached end-of-file.
+    pub async fn serve(self, client: Stream) {
+        serve(client, self).await
+    }
+}
+
+async fn serve(mut client: Stream, c: TcpClient<'_>) {
+    let TcpClient {
+        peer,
+        upstream,
+        backend,
+        quiet_limit,
+        proxy_header,
+    } = c;
+    let start_timeout = backend.start_timeout();
     let deadline = Instant::now() + start_timeout;
     let connected = match connect(backend, upstream, deadline, proxy_header).await {
         Ok(up) => {

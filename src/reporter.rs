@@ -1,0 +1,160 @@
+//! Keeps `STATUS=` (sd_notify), the state file and the metrics' snapshot
+//! current while idlegate serves: the backend's state, the work in flight,
+//! the time to idle exit and the activation number.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::activity::InFlight;
+use crate::backend::BackendState;
+use crate::notify::Notifier;
+use crate::reload;
+use crate::status::{self, IdleExit, Snapshot};
+
+/// How often, at most, the status line is refreshed for a change of the
+/// in-flight count alone (a change of the backend's state is told at once).
+const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The backend's state in a few words, with its own status text while it
+/// starts (`--ready-notify`).
+fn describe_backend(state: &BackendState, own_status: Option<&str>) -> String {
+    match (state, own_status) {
+        (BackendState::Starting, Some(text)) => format!("{} ({text})", state.describe()),
+        _ => state.describe().to_owned(),
+    }
+}
+
+/// What the status reporter watches of the backend.
+pub struct BackendView {
+    /// Its state.
+    pub state: tokio::sync::watch::Receiver<BackendState>,
+    /// Its own status text while it starts.
+    pub status: tokio::sync::watch::Receiver<Option<Arc<str>>>,
+}
+
+/// Keeps `STATUS=` and the state file current: backend state, work in
+/// flight, time to idle exit, activation number.
+pub async fn keep_current(
+    notifier: Arc<Notifier>,
+    backend: BackendView,
+    in_flight: InFlight,
+    live: tokio::sync::watch::Receiver<reload::Live>,
+    state_file: Option<std::path::PathBuf>,
+    activation: u64,
+    snapshots: tokio::sync::watch::Sender<Option<Snapshot>>,
+) {
+    let BackendView {
+        mut state,
+        status: mut backend_status,
+    } = backend;
+    notifier.wait_ready().await;
+    let mut last = String::new();
+    let mut sent_at = tokio::time::Instant::now();
+    let mut quiet_since: Option<tokio::time::Instant> = None;
+    loop {
+        let count_changed = in_flight.changed();
+        tokio::pin!(count_changed);
+        count_changed.as_mut().enable();
+        let busy = in_flight.count();
+        let idle_exit_in = match (busy, live.borrow().idle_timeout) {
+            (_, None) => IdleExit::Never,
+            (0, Some(timeout)) => {
+                let since = *quiet_since.get_or_insert_with(tokio::time::Instant::now);
+                IdleExit::In(timeout.saturating_sub(since.elapsed()))
+            }
+            _ => {
+                quiet_since = None;
+                IdleExit::Busy
+            }
+        };
+        let snapshot = Snapshot {
+            pid: std::process::id(),
+            running: true,
+            backend: describe_backend(
+                &state.borrow_and_update(),
+                backend_status.borrow_and_update().as_deref(),
+            ),
+            in_flight: busy,
+            idle_exit_in,
+            activation,
+        };
+        let line = snapshot.status_line();
+        snapshots.send_replace(Some(snapshot.clone()));
+        if line != last {
+            sent_at = tokio::time::Instant::now();
+            notifier.status(&line);
+            if let Some(path) = &state_file {
+                if let Err(e) = status::write(path, &snapshot) {
+                    tracing::debug!("state file {}: {e}", path.display());
+                }
+            }
+            last = line;
+        }
+        // A change of the backend's state is told at once; changes of the
+        // count, which may come with every request, at most every
+        // STATUS_INTERVAL (the last one always told).
+        tokio::select! {
+            changed = state.changed() => if changed.is_err() { return },
+            changed = backend_status.changed() => if changed.is_err() { return },
+            _ = count_changed => {
+                tokio::select! {
+                    changed = state.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep_until(sent_at + STATUS_INTERVAL) => {}
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A change of the backend's state reaches `STATUS=` (and the state
+    /// file, and the metrics) at once, even right after a count change.
+    #[tokio::test(start_paused = true)]
+    async fn the_status_follows_a_backend_state_change_at_once() {
+        let notifier = Arc::new(Notifier::disabled());
+        notifier.ready("test");
+        let (state_tx, state) = tokio::sync::watch::channel(BackendState::Starting);
+        let (_status_tx, backend_status) = tokio::sync::watch::channel(None);
+        let in_flight = InFlight::new();
+        let (_live_tx, live) = tokio::sync::watch::channel(reload::Live {
+            idle_timeout: Some(Duration::from_secs(60)),
+            stop_timeout: Duration::from_secs(5),
+            connection_idle_timeout: None,
+            udp_flow_timeout: Duration::from_secs(30),
+        });
+        let (snapshots, latest) = tokio::sync::watch::channel(None);
+        tokio::spawn(keep_current(
+            notifier,
+            BackendView {
+                state,
+                status: backend_status,
+            },
+            in_flight.clone(),
+            live,
+            None,
+            1,
+            snapshots,
+        ));
+        let described = |latest: &tokio::sync::watch::Receiver<Option<Snapshot>>| {
+            latest
+                .borrow()
+                .as_ref()
+                .map(|s| (s.backend.clone(), s.in_flight))
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(described(&latest), Some(("backend starting".into(), 0)));
+        let work = in_flight.enter();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        state_tx.send_replace(BackendState::Ready);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(described(&latest), Some(("backend ready".into(), 1)));
+        drop(work);
+        // A count change alone is told within the status interval.
+        tokio::time::sleep(STATUS_INTERVAL + Duration::from_millis(1)).await;
+        assert_eq!(described(&latest), Some(("backend ready".into(), 0)));
+    }
+}

@@ -1,0 +1,160 @@
+//! Serving until idle: the accept loops started and stopped, the idle timer,
+//! the idle exit that never cuts off an accepted client, and the drain at
+//! a stop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::backend::BackendState;
+use crate::context::ServeContext;
+use crate::listener::{self, Endpoint};
+use crate::shutdown::Shutdown;
+use crate::Exit;
+
+fn spawn_accept_loops(
+    endpoints: &[Arc<Endpoint>],
+    shared: &ServeContext,
+    stop: &CancellationToken,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    endpoints
+        .iter()
+        .map(|e| {
+            tokio::spawn(listener::accept_loop(
+                e.clone(),
+                shared.clone(),
+                stop.child_token(),
+            ))
+        })
+        .collect()
+}
+
+async fn stop_accepting(accepting: CancellationToken, loops: Vec<tokio::task::JoinHandle<()>>) {
+    accepting.cancel();
+    for l in loops {
+        let _ = l.await;
+    }
+}
+
+/// Returns once nothing has been in flight for the idle timeout, as a reload
+/// may have changed it meanwhile (a change re-arms the timer).
+async fn idle_timer(shared: &ServeContext) {
+    let idle = |timeout: Option<Duration>| async move {
+        match timeout {
+            Some(t) => shared.in_flight.idle(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    let mut live = shared.live.clone();
+    loop {
+        let timeout = live.borrow_and_update().idle_timeout;
+        tokio::select! {
+            _ = idle(timeout) => return,
+            changed = live.changed() => if changed.is_err() {
+                // No more reloads: this timeout is final.
+                return idle(timeout).await;
+            },
+        }
+    }
+}
+
+/// Activated: serve until idle or a stop request. At idle, accepting stops
+/// first; work that raced in before that is served and the idle timer starts
+/// over, so no accepted client is ever cut off by an idle exit. Idle HTTP
+/// keep-alive connections are then closed gracefully.
+pub async fn serve_until_idle(
+    endpoints: &[Arc<Endpoint>],
+    shared: &ServeContext,
+    shutdown: &Shutdown,
+) -> Exit {
+    loop {
+        let accepting = CancellationToken::new();
+        let loops = spawn_accept_loops(endpoints, shared, &accepting);
+        let idle = tokio::select! {
+            _ = idle_timer(shared) => true,
+            _ = shutdown.requested() => false,
+        };
+        stop_accepting(accepting, loops).await;
+        if !idle {
+            drain(shutdown, shared, shared.live().stop_timeout).await;
+            return Exit::Stopped;
+        }
+        if shared.in_flight.count() == 0 {
+            // Nothing in flight: what is open are idle HTTP connections. Close
+            // them; a request that races in is still answered before they go.
+            drain(shutdown, shared, shared.live().stop_timeout).await;
+            return Exit::Idle;
+        }
+        tracing::debug!("work arrived as the idle timer fired; serving on");
+    }
+}
+
+/// Bound by `--listen`: idle stops the backend but keeps listening; the next
+/// client starts it again.
+pub async fn serve_and_stop_backend_when_idle(
+    endpoints: &[Arc<Endpoint>],
+    shared: &ServeContext,
+    shutdown: &Shutdown,
+) -> Exit {
+    let accepting = CancellationToken::new();
+    let loops = spawn_accept_loops(endpoints, shared, &accepting);
+    let mut state = shared.backend.subscribe();
+    let idle_stops = async {
+        loop {
+            // Arm the idle timer only while there is a backend to stop.
+            if state
+                .wait_for(|s| matches!(s, BackendState::Starting | BackendState::Ready))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            idle_timer(shared).await;
+            if shared.backend.stop_if_idle(&shared.in_flight).await {
+                tracing::info!("idle: backend stopped; still listening");
+            }
+        }
+    };
+    tokio::select! {
+        _ = idle_stops => {}
+        _ = shutdown.requested() => {}
+    }
+    stop_accepting(accepting, loops).await;
+    drain(shutdown, shared, shared.live().stop_timeout).await;
+    Exit::Stopped
+}
+
+/// With accepting stopped: asks HTTP connections to finish gracefully and
+/// lets open connections and work finish, up to `grace` (a second stop
+/// request cuts it short).
+pub async fn drain(shutdown: &Shutdown, shared: &ServeContext, grace: Duration) {
+    shared.close.cancel();
+    if shared.backend.is_external() && !shared.backend.is_ready() {
+        // Nothing of idlegate's brings an external backend up, and a stop
+        // while it is down usually means it is going or gone (systemd stops
+        // a service bound to a backend that failed): the clients held for
+        // it get their answer now, not at the end of the grace.
+        tracing::info!(
+            "stopping while the external backend is not ready: closing the clients held for it"
+        );
+        shared.backend.shut_down().await;
+    }
+    let (open, busy) = (shared.connections.count(), shared.in_flight.count());
+    if open == 0 && busy == 0 {
+        return;
+    }
+    tracing::info!(
+        "stopping: waiting up to {} for {open} connection(s) and {busy} unit(s) of work to finish",
+        humantime::format_duration(grace)
+    );
+    tokio::select! {
+        _ = async { shared.connections.drained().await; shared.in_flight.drained().await } => {}
+        _ = tokio::time::sleep(grace) => {
+            tracing::warn!("stop timeout reached; closing {} connection(s)", shared.connections.count());
+        }
+        _ = shutdown.hurried() => {
+            tracing::warn!("second stop request; closing {} connection(s) now", shared.connections.count());
+        }
+    }
+}
