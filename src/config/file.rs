@@ -1,0 +1,132 @@
+//! The config file as written: serde's view of the TOML, read with the line
+//! of any error.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::ConfigError;
+
+/// A duration in the config file: a humantime string, or a number of seconds.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawDuration {
+    Seconds(u64),
+    Text(String),
+}
+
+impl RawDuration {
+    pub(super) fn text(self) -> String {
+        match self {
+            RawDuration::Seconds(s) => s.to_string(),
+            RawDuration::Text(t) => t,
+        }
+    }
+}
+
+/// One string or a list of them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    pub(super) fn into_vec(self) -> Vec<String> {
+        match self {
+            OneOrMany::One(s) => vec![s],
+            OneOrMany::Many(v) => v,
+        }
+    }
+}
+
+/// An upstream in the config file: `"ADDR"`, `"NAME=ADDR"`, or a table.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawUpstream {
+    Text(String),
+    Table(UpstreamTable),
+}
+
+/// `[[upstream]]` with `address`, and optionally `socket` and `mode`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct UpstreamTable {
+    pub(super) address: String,
+    pub(super) socket: Option<String>,
+    pub(super) mode: Option<String>,
+    #[serde(rename = "proxy-protocol")]
+    pub(super) proxy_protocol: Option<String>,
+}
+
+/// One upstream entry or a list of them.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum Upstreams {
+    One(RawUpstream),
+    Many(Vec<RawUpstream>),
+}
+
+/// The config file as written; every key is optional and unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct FileConfig {
+    pub(super) upstream: Option<Upstreams>,
+    pub(super) mode: Option<String>,
+    pub(super) proxy_protocol: Option<String>,
+    pub(super) waiting_page: Option<bool>,
+    pub(super) forwarded_headers: Option<bool>,
+    pub(super) header_read_timeout: Option<RawDuration>,
+    pub(super) listen: Option<OneOrMany>,
+    pub(super) idle_timeout: Option<RawDuration>,
+    pub(super) connection_idle_timeout: Option<RawDuration>,
+    pub(super) udp_flow_timeout: Option<RawDuration>,
+    pub(super) start_timeout: Option<RawDuration>,
+    pub(super) stop_timeout: Option<RawDuration>,
+    pub(super) connections_max: Option<i64>,
+    pub(super) ready: Option<String>,
+    pub(super) command: Option<OneOrMany>,
+    pub(super) unit: Option<String>,
+    pub(super) start_cmd: Option<String>,
+    pub(super) stop_cmd: Option<String>,
+    pub(super) ready_http: Option<String>,
+    pub(super) ready_cmd: Option<String>,
+    pub(super) ready_notify: Option<bool>,
+    pub(super) upstream_connections_max: Option<i64>,
+    pub(super) container: Option<String>,
+    pub(super) engine_socket: Option<PathBuf>,
+    pub(super) idle_action: Option<String>,
+    pub(super) log_level: Option<String>,
+    pub(super) state_file: Option<PathBuf>,
+    pub(super) metrics: Option<String>,
+}
+
+pub(super) fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse_file(&text, path)
+}
+
+pub(super) fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| {
+        let line = e
+            .span()
+            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+            .unwrap_or(1);
+        let message = e
+            .message()
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ");
+        ConfigError::Parse {
+            path: path.to_owned(),
+            line,
+            message,
+        }
+    })
+}

@@ -1,0 +1,549 @@
+//! Settings: the TOML file and the command line merged, checked, and turned
+//! into a [`Config`] before anything starts.
+//!
+//! Flags override the file; lists given as flags replace the file's lists.
+//! Every error names the flag (`--idle-timeout`) or the key and file
+//! (`idle-timeout in demo.toml`) and the bad value, on one line.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+mod file;
+mod resolve;
+
+use crate::address::{Address, UpstreamSpec};
+use crate::backend::container::{Container, IdleAction};
+use crate::cli::Cli;
+use crate::engine::Engine;
+
+/// Default for `--idle-timeout`.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
+/// Default for `--start-timeout`.
+pub const DEFAULT_START_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default for `--stop-timeout`.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default for `--udp-flow-timeout`.
+pub const DEFAULT_UDP_FLOW_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default for `--connections-max`.
+pub const DEFAULT_CONNECTIONS_MAX: usize = 4096;
+
+/// How a socket's traffic is forwarded (it lives beside the addresses it
+/// qualifies).
+pub use crate::address::Mode;
+
+/// Settings of HTTP mode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpSettings {
+    /// Answer HTML clients that waited this long with a "starting" page; `None` = never.
+    pub waiting_page: Option<Duration>,
+    /// Add `X-Forwarded-For`, `-Proto` and `-Host`.
+    pub forwarded_headers: bool,
+    /// How long a client may take to send a request's headers.
+    pub header_read_timeout: Duration,
+    /// The most bytes of request headers accepted.
+    pub max_header_bytes: usize,
+    /// The most connections to one upstream at once.
+    pub upstream_connections_max: usize,
+}
+
+/// Default for `--upstream-connections-max`: below what a stock backend
+/// takes at once (nginx's 512 or 768 worker connections, PostgreSQL's 100 is
+/// TCP mode's business), far above what two cores keep busy.
+pub const DEFAULT_UPSTREAM_CONNECTIONS_MAX: usize = 128;
+/// Default for `--header-read-timeout`.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an HTML client waits before `--waiting-page` answers it.
+pub const WAITING_PAGE_AFTER: Duration = Duration::from_secs(1);
+/// The state file's name in `$RUNTIME_DIRECTORY`.
+pub const STATE_FILE_NAME: &str = "idlegate.state";
+/// The cap on request header bytes in HTTP mode.
+pub const MAX_HEADER_BYTES: usize = 64 * 1024;
+
+/// The validated settings idlegate runs with.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where traffic goes, in the order given.
+    pub upstreams: Vec<UpstreamSpec>,
+    /// Addresses to bind when not socket-activated.
+    pub listen: Vec<Address>,
+    /// How long nothing may be in flight before idle exit; `None` = never.
+    pub idle_timeout: Option<Duration>,
+    /// TCP mode: a connection quiet both ways this long is closed; `None` = never.
+    pub connection_idle_timeout: Option<Duration>,
+    /// UDP: a client's flow is live while a datagram moved within this long.
+    pub udp_flow_timeout: Duration,
+    /// How long a client may wait for the backend to become ready.
+    pub start_timeout: Duration,
+    /// Grace for the backend after SIGTERM and for connections to drain.
+    pub stop_timeout: Duration,
+    /// The most connections served at once.
+    pub connections_max: usize,
+    /// What to probe for readiness, when not the first upstream.
+    pub ready: Option<Address>,
+    /// The backend program and its arguments, if idlegate starts it.
+    pub command: Option<Vec<String>>,
+    /// A systemd unit to start and stop as the backend (`--unit`).
+    pub unit: Option<String>,
+    /// A shell command that starts the backend (`--start-cmd`).
+    pub start_cmd: Option<String>,
+    /// A shell command that stops the backend (`--stop-cmd`).
+    pub stop_cmd: Option<String>,
+    /// A container to start and stop by name through the engine API (`--container`).
+    pub container: Option<String>,
+    /// The engine's API socket as given (`--engine-socket`); see
+    /// [`Config::find_engine_socket`] for the default.
+    pub engine_socket: Option<PathBuf>,
+    /// What the container gets when idle.
+    pub idle_action: IdleAction,
+    /// Readiness needs an HTTP answer (any status) to `GET` this path.
+    pub ready_http: Option<String>,
+    /// Readiness needs this shell command to exit 0 (`--ready-cmd`).
+    pub ready_cmd: Option<String>,
+    /// Readiness needs the backend's own `READY=1` (`--ready-notify`).
+    pub ready_notify: bool,
+    /// Where `--ready-notify` makes the backend's notify socket (see
+    /// [`Config::find_notify_dir`]).
+    pub notify_dir: PathBuf,
+    /// The log level asked for, if any.
+    pub log_level: Option<String>,
+    /// Where `idlegate status` finds this instance's state (see [`Config::find_state_file`]).
+    pub state_file: Option<PathBuf>,
+    /// Where to serve Prometheus metrics (`--metrics`).
+    pub metrics: Option<std::net::SocketAddr>,
+    /// HTTP mode settings (used by upstreams in `http` mode).
+    pub http: HttpSettings,
+}
+
+impl Config {
+    /// Whether idlegate starts and stops the backend (rather than only waiting for it).
+    pub fn manages_backend(&self) -> bool {
+        self.command.is_some()
+            || self.container.is_some()
+            || self.unit.is_some()
+            || self.start_cmd.is_some()
+            || self.stop_cmd.is_some()
+    }
+
+    /// How the backend is run, as the supervisor needs it.
+    pub fn backend_kind(&self) -> crate::backend::BackendKind {
+        use crate::backend::BackendKind;
+        let shell = |c: &String| vec!["/bin/sh".to_owned(), "-c".to_owned(), c.clone()];
+        if let Some(argv) = &self.command {
+            BackendKind::Process(argv.clone())
+        } else if let Some(name) = &self.container {
+            BackendKind::Container(Container {
+                engine: Engine::new(self.engine_socket.clone().unwrap_or_default()),
+                name: name.clone(),
+                idle_action: self.idle_action,
+            })
+        } else if let Some(unit) = &self.unit {
+            BackendKind::Hooks {
+                start: Some(vec!["systemctl".into(), "start".into(), unit.clone()]),
+                stop: Some(vec!["systemctl".into(), "stop".into(), unit.clone()]),
+            }
+        } else if self.start_cmd.is_some() || self.stop_cmd.is_some() {
+            BackendKind::Hooks {
+                start: self.start_cmd.as_ref().map(shell),
+                stop: self.stop_cmd.as_ref().map(shell),
+            }
+        } else {
+            BackendKind::External
+        }
+    }
+
+    /// With `--container`, settles the engine socket: the one given, else the
+    /// first that exists of the usual places (see [`crate::engine::find_socket`]).
+    pub fn find_engine_socket(
+        mut self,
+        env: impl Fn(&str) -> Option<OsString>,
+        exists: impl Fn(&Path) -> bool,
+    ) -> Result<Config, ConfigError> {
+        if let Some(name) = &self.container {
+            let socket = crate::engine::find_socket(self.engine_socket.as_deref(), env, exists)
+                .map_err(|e| ConfigError::Usage(format!("--container {name}: {e}")))?;
+            self.engine_socket = Some(socket);
+        }
+        Ok(self)
+    }
+
+    /// The state file: the one given, else `$RUNTIME_DIRECTORY/idlegate.state`
+    /// when systemd gives the service a runtime directory (`RuntimeDirectory=`).
+    pub fn find_state_file(mut self, env: impl Fn(&str) -> Option<OsString>) -> Config {
+        if self.state_file.is_none() {
+            self.state_file = Config::default_state_file(env);
+        }
+        self
+    }
+
+    /// The directory for `--ready-notify`'s socket: `$RUNTIME_DIRECTORY` (the
+    /// first), else `$TMPDIR`, else `/tmp`. A path, not an abstract socket:
+    /// conmon (`podman run --sdnotify=container`) passes `READY=1` on only to a path.
+    pub fn find_notify_dir(mut self, env: impl Fn(&str) -> Option<OsString>) -> Config {
+        let first = |key: &str| {
+            env(key)
+                .map(|v| {
+                    v.to_string_lossy()
+                        .split(':')
+                        .next()
+                        .unwrap_or("")
+                        .to_owned()
+                })
+                .filter(|d| d.starts_with('/'))
+        };
+        self.notify_dir = first("RUNTIME_DIRECTORY")
+            .or_else(|| first("TMPDIR"))
+            .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
+        self
+    }
+
+    /// `$RUNTIME_DIRECTORY/idlegate.state` (the first directory), if set.
+    pub fn default_state_file(env: impl Fn(&str) -> Option<OsString>) -> Option<PathBuf> {
+        let dirs = env("RUNTIME_DIRECTORY")?;
+        // systemd separates several directories with ':'; take the first.
+        let first = dirs.to_string_lossy().split(':').next()?.to_owned();
+        (!first.is_empty()).then(|| PathBuf::from(first).join(STATE_FILE_NAME))
+    }
+
+    /// The addresses that must all accept before the backend counts as
+    /// ready: `--ready`, or else every upstream (each address once, in order).
+    pub fn ready_addresses(&self) -> Vec<Address> {
+        if let Some(ready) = &self.ready {
+            return vec![ready.clone()];
+        }
+        let mut addresses: Vec<Address> = Vec::new();
+        for upstream in &self.upstreams {
+            if !addresses.contains(&upstream.address) {
+                addresses.push(upstream.address.clone());
+            }
+        }
+        addresses
+    }
+}
+
+/// Where a setting came from, for error messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Origin {
+    /// A command-line flag, e.g. `--idle-timeout`.
+    Flag(&'static str),
+    /// A key in the config file.
+    Key {
+        /// The key, e.g. `idle-timeout`.
+        key: &'static str,
+        /// The file it is in.
+        file: PathBuf,
+    },
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Origin::Flag(flag) => f.write_str(flag),
+            Origin::Key { key, file } => {
+                write!(f, "{key} in {}", one_line(&file.display().to_string()))
+            }
+        }
+    }
+}
+
+/// A setting that cannot be used; idlegate exits 2 with this as its one line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value was given but is not valid.
+    #[error("{origin}: invalid value '{}': {}", one_line(value), one_line(reason))]
+    Invalid {
+        /// Which flag or key.
+        origin: Origin,
+        /// The value as given.
+        value: String,
+        /// Why it is wrong.
+        reason: String,
+    },
+    /// A required setting is missing, or settings contradict each other.
+    #[error("{}", one_line(.0))]
+    Usage(String),
+    /// The config file could not be read.
+    #[error("--config: cannot read '{}': {source}", one_line(&path.display().to_string()))]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        source: std::io::Error,
+    },
+    /// The config file is not valid TOML for idlegate.
+    #[error("{}:{line}: {}", one_line(&path.display().to_string()), one_line(message))]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// 1-based line of the error.
+        line: usize,
+        /// The parser's message, on one line.
+        message: String,
+    },
+}
+
+/// `text` with its control characters (a newline in a quoted TOML value)
+/// escaped, so an error stays on one line.
+fn one_line(text: &str) -> String {
+    if text.chars().any(char::is_control) {
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect()
+    } else {
+        text.to_owned()
+    }
+}
+
+/// Parses a duration as systemd and humantime users write it: `30s`, `5min`,
+/// `1h 30min`, a bare number of seconds; `0`, `infinity` and `never` mean "never".
+pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
+    let text = text.trim();
+    match text {
+        "" => return Err("empty duration".into()),
+        "infinity" | "never" => return Ok(None),
+        _ => {}
+    }
+    let duration = if text.bytes().all(|b| b.is_ascii_digit()) {
+        Duration::from_secs(text.parse::<u64>().map_err(|e| e.to_string())?)
+    } else {
+        humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 30s, 5min, 1h)"))?
+    };
+    Ok(if duration.is_zero() {
+        None
+    } else {
+        Some(duration)
+    })
+}
+
+impl Config {
+    /// Merges the command line with the config file it names, and checks everything.
+    pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
+        let (file, path) = match &cli.config {
+            Some(path) => (file::read_file(path)?, path.clone()),
+            None => (file::FileConfig::default(), PathBuf::new()),
+        };
+        Self::merge(cli, file, &path)
+    }
+
+    /// Parses a config file on its own (flags empty), as `--config FILE` would.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        Self::merge(Cli::default(), file::read_file(path)?, path)
+    }
+
+    fn merge(mut cli: Cli, mut file: file::FileConfig, path: &Path) -> Result<Config, ConfigError> {
+        let (cli, file) = (&mut cli, &mut file);
+        let sockets = resolve::sockets(cli, file, path)?;
+        let timeouts = resolve::timeouts(cli, file, path)?;
+        let backend = resolve::backend(cli, file, path, &sockets.upstreams)?;
+        let http = resolve::http(cli, file, path)?;
+        let observability = resolve::observability(cli, file, path)?;
+        Ok(Config {
+            upstreams: sockets.upstreams,
+            listen: sockets.listen,
+            connections_max: sockets.connections_max,
+            idle_timeout: timeouts.idle,
+            connection_idle_timeout: timeouts.connection_idle,
+            udp_flow_timeout: timeouts.udp_flow,
+            start_timeout: timeouts.start,
+            stop_timeout: timeouts.stop,
+            ready: backend.ready,
+            command: backend.command,
+            unit: backend.unit,
+            start_cmd: backend.start_cmd,
+            stop_cmd: backend.stop_cmd,
+            container: backend.container,
+            engine_socket: backend.engine_socket,
+            idle_action: backend.idle_action,
+            ready_http: backend.ready_http,
+            ready_cmd: backend.ready_cmd,
+            ready_notify: backend.ready_notify,
+            notify_dir: PathBuf::from("/tmp"),
+            http,
+            log_level: observability.log_level,
+            state_file: observability.state_file,
+            metrics: observability.metrics,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::file::parse_file;
+    use super::*;
+    use clap::Parser;
+
+    /// Fuzz-style: the reference and demo configs, mutated thousands of
+    /// times, each read and validated in full: errors are fine, panics not.
+    #[test]
+    fn mutated_config_files_never_panic() {
+        let seeds = [
+            include_str!("../../config/reference.toml"),
+            include_str!("../../config/demo.toml"),
+            "[[upstream]]\naddress = \"127.0.0.1:1\"\nsocket = \"http\"\nmode = \"http\"\n",
+        ];
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fuzz.toml");
+        let mut noise = crate::fuzz_support::Noise::new(0xC0F1);
+        for i in 0..3_000 {
+            let text = noise.mutate(seeds[i % seeds.len()]);
+            std::fs::write(&path, &text).unwrap();
+            let cli = Cli {
+                config: Some(path.clone()),
+                ..Cli::default()
+            };
+            if let Err(e) = Config::from_cli(cli) {
+                assert!(!e.to_string().contains('\n'), "one line: {e}");
+            }
+        }
+    }
+
+    fn cli(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("idlegate").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("30s").unwrap(),
+            Some(Duration::from_secs(30))
+        );
+        assert_eq!(
+            parse_duration("5min").unwrap(),
+            Some(Duration::from_secs(300))
+        );
+        assert_eq!(
+            parse_duration("300ms").unwrap(),
+            Some(Duration::from_millis(300))
+        );
+        assert_eq!(parse_duration("7").unwrap(), Some(Duration::from_secs(7)));
+        assert_eq!(parse_duration("0").unwrap(), None);
+        assert_eq!(parse_duration("infinity").unwrap(), None);
+        assert!(parse_duration("soon").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    /// Found by `fuzz/run.sh`: a quoted value with an escaped newline was
+    /// echoed as it is, and the error took two lines.
+    #[test]
+    fn an_error_naming_a_value_with_a_newline_stays_on_one_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nl.toml");
+        std::fs::write(&path, "upstream = \"127..00ar\\\\\\n conpppppp\"\n").unwrap();
+        let e = Config::from_file(&path).unwrap_err().to_string();
+        assert!(!e.contains('\n'), "{e}");
+        assert!(e.contains("\\n conpppppp"), "{e}");
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = Config::from_cli(cli(&["--upstream", "127.0.0.1:1"])).unwrap();
+        assert_eq!(c.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
+        assert_eq!(c.start_timeout, DEFAULT_START_TIMEOUT);
+        assert_eq!(c.stop_timeout, DEFAULT_STOP_TIMEOUT);
+        assert_eq!(c.connections_max, DEFAULT_CONNECTIONS_MAX);
+        assert!(c.command.is_none());
+
+        let c = Config::from_cli(cli(&[
+            "--exit-idle-time=3s",
+            "-c",
+            "7",
+            "127.0.0.1:9",
+            "--",
+            "app",
+            "--port",
+            "9",
+        ]))
+        .unwrap();
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(3)));
+        assert_eq!(c.connections_max, 7);
+        assert_eq!(c.upstreams[0].address.to_string(), "127.0.0.1:9");
+        assert_eq!(c.command.unwrap(), ["app", "--port", "9"]);
+    }
+
+    #[test]
+    fn a_flag_given_twice_takes_the_last_value_and_lists_append() {
+        let c = Config::from_cli(cli(&[
+            "--upstream",
+            "127.0.0.1:1",
+            "--upstream",
+            "127.0.0.1:2",
+            "--idle-timeout",
+            "1s",
+            "--idle-timeout",
+            "2s",
+        ]))
+        .unwrap();
+        assert_eq!(c.idle_timeout, Some(Duration::from_secs(2)));
+        assert_eq!(c.upstreams.len(), 2);
+    }
+
+    #[test]
+    fn errors_name_the_flag_and_value() {
+        let e = Config::from_cli(cli(&[
+            "--upstream",
+            "127.0.0.1:1",
+            "--idle-timeout",
+            "soon",
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(e.starts_with("--idle-timeout: invalid value 'soon'"), "{e}");
+        let e = Config::from_cli(cli(&["--upstream", "nowhere"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--upstream: invalid value 'nowhere'"), "{e}");
+        let e = Config::from_cli(cli(&["--upstream", "127.0.0.1:1", "-c", "0"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--connections-max: invalid value '0'"), "{e}");
+        let e = Config::from_cli(cli(&["--upstream", "127.0.0.1:1", "--start-timeout", "0"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--start-timeout"), "{e}");
+        let e = Config::from_cli(cli(&[])).unwrap_err().to_string();
+        assert!(e.starts_with("--upstream: missing"), "{e}");
+    }
+
+    #[test]
+    fn file_keys_and_unknown_keys() {
+        let path = Path::new("x.toml");
+        let file = parse_file(
+            "upstream = \"127.0.0.1:5\"\nidle-timeout = 0\ncommand = [\"sleep\", \"9\"]\n",
+            path,
+        )
+        .unwrap();
+        let c = Config::merge(cli(&["--idle-timeout", "2s"]), file, path).unwrap();
+        assert_eq!(
+            c.idle_timeout,
+            Some(Duration::from_secs(2)),
+            "the flag wins over the file"
+        );
+        assert_eq!(c.command.unwrap(), ["sleep", "9"]);
+
+        let e = parse_file("upstream = \"127.0.0.1:5\"\n\nbogus = 1\n", path)
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("x.toml:3: unknown field `bogus`"), "{e}");
+        assert!(!e.contains('\n'));
+
+        let file = parse_file(
+            "upstream = \"127.0.0.1:5\"\nstop-timeout = \"fast\"\n",
+            path,
+        )
+        .unwrap();
+        let e = Config::merge(Cli::default(), file, path)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.starts_with("stop-timeout in x.toml: invalid value 'fast'"),
+            "{e}"
+        );
+    }
+}
