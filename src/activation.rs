@@ -344,45 +344,12 @@ fn take_passed(
             adopt(*fd, name)?,
         ));
     }
-
     if sockets
         .iter()
         .any(|(_, s)| matches!(s, Passed::Connected(_)))
     {
-        if sockets.len() != 1 {
-            return Err(ActivationError::Mismatch(
-                "a connected socket (Accept=yes) was passed together with other sockets; idlegate serves either one connection or listening sockets".into(),
-            ));
-        }
-        if has_command {
-            return Err(ActivationError::Mismatch(
-                "a connected socket (Accept=yes) was passed, but a backend COMMAND was given: every connection would start its own backend; use Accept=no, or drop the COMMAND and run the backend separately".into(),
-            ));
-        }
-        let (label, socket) = sockets.pop().expect("one socket");
-        let Passed::Connected(stream) = socket else {
-            unreachable!("checked above")
-        };
-        let upstream = match upstreams {
-            [one] => one.clone(),
-            _ => match upstreams.iter().find(|u| u.socket_name.as_deref() == Some(label.name.as_str())) {
-                Some(u) => u.clone(),
-                None => {
-                    return Err(ActivationError::Mismatch(format!(
-                        "one connection ({label}) was passed but {} upstreams given; give one --upstream",
-                        upstreams.len()
-                    )))
-                }
-            },
-        };
-        if upstream.address.is_udp() {
-            return Err(ActivationError::Mismatch(format!(
-                "passed socket {label} is a stream connection but its upstream {upstream} is UDP"
-            )));
-        }
-        return Ok(Sockets::Connection { stream, upstream });
+        return one_connection(sockets, upstreams, has_command);
     }
-
     let labelled: Vec<(FdLabel, StdListener)> = sockets
         .into_iter()
         .map(|(label, s)| match s {
@@ -390,49 +357,108 @@ fn take_passed(
             Passed::Connected(_) => unreachable!("handled above"),
         })
         .collect();
-    let names: Vec<&str> = labelled.iter().map(|(l, _)| l.name.as_str()).collect();
+    let names: Vec<String> = labelled.iter().map(|(l, _)| l.name.clone()).collect();
 
-    let by_name = upstreams.iter().all(|u| u.socket_name.is_some());
-    if by_name {
-        for u in upstreams {
-            let name = u.socket_name.as_deref().expect("named");
-            if !names.contains(&name) {
-                return Err(ActivationError::Mismatch(format!(
-                    "--upstream {u}: no passed socket is named '{name}' (LISTEN_FDNAMES={})",
-                    names.join(":")
-                )));
-            }
-            if upstreams
-                .iter()
-                .filter(|o| o.socket_name.as_deref() == Some(name))
-                .count()
-                > 1
-            {
-                return Err(ActivationError::Mismatch(format!(
-                    "--upstream: the name '{name}' is given more than once"
-                )));
-            }
-        }
-        let mut routes = Vec::with_capacity(labelled.len());
-        for (label, listener) in labelled {
-            let Some(u) = upstreams
-                .iter()
-                .find(|u| u.socket_name.as_deref() == Some(label.name.as_str()))
-            else {
-                return Err(ActivationError::Mismatch(format!(
-                    "passed socket {label} has no upstream: add --upstream {}=ADDR",
-                    label.name
-                )));
-            };
-            routes.push(Route {
-                listener,
-                upstream: u.clone(),
-                label: label.to_string(),
-            });
-        }
-        return matching_kinds(routes).map(Sockets::Activated);
+    if upstreams.iter().all(|u| u.socket_name.is_some()) {
+        by_name(labelled, &names, upstreams)
+    } else {
+        in_order(labelled, &names, upstreams)
     }
+}
 
+/// `Accept=yes`: one connected socket, served as one connection to the
+/// external backend.
+fn one_connection(
+    mut sockets: Vec<(FdLabel, Passed)>,
+    upstreams: &[UpstreamSpec],
+    has_command: bool,
+) -> Result<StdSockets, ActivationError> {
+    if sockets.len() != 1 {
+        return Err(ActivationError::Mismatch(
+            "a connected socket (Accept=yes) was passed together with other sockets; idlegate serves either one connection or listening sockets".into(),
+        ));
+    }
+    if has_command {
+        return Err(ActivationError::Mismatch(
+            "a connected socket (Accept=yes) was passed, but a backend COMMAND was given: every connection would start its own backend; use Accept=no, or drop the COMMAND and run the backend separately".into(),
+        ));
+    }
+    let (label, socket) = sockets.pop().expect("one socket");
+    let Passed::Connected(stream) = socket else {
+        unreachable!("checked above")
+    };
+    let upstream = match upstreams {
+        [one] => one.clone(),
+        _ => match upstreams
+            .iter()
+            .find(|u| u.socket_name.as_deref() == Some(label.name.as_str()))
+        {
+            Some(u) => u.clone(),
+            None => return Err(ActivationError::Mismatch(format!(
+                "one connection ({label}) was passed but {} upstreams given; give one --upstream",
+                upstreams.len()
+            ))),
+        },
+    };
+    if upstream.address.is_udp() {
+        return Err(ActivationError::Mismatch(format!(
+            "passed socket {label} is a stream connection but its upstream {upstream} is UDP"
+        )));
+    }
+    Ok(Sockets::Connection { stream, upstream })
+}
+
+/// Listening sockets paired with upstreams by `FileDescriptorName=`.
+fn by_name(
+    labelled: Vec<(FdLabel, StdListener)>,
+    names: &[String],
+    upstreams: &[UpstreamSpec],
+) -> Result<StdSockets, ActivationError> {
+    for u in upstreams {
+        let name = u.socket_name.as_deref().expect("named");
+        if !names.iter().any(|n| n == name) {
+            return Err(ActivationError::Mismatch(format!(
+                "--upstream {u}: no passed socket is named '{name}' (LISTEN_FDNAMES={})",
+                names.join(":")
+            )));
+        }
+        if upstreams
+            .iter()
+            .filter(|o| o.socket_name.as_deref() == Some(name))
+            .count()
+            > 1
+        {
+            return Err(ActivationError::Mismatch(format!(
+                "--upstream: the name '{name}' is given more than once"
+            )));
+        }
+    }
+    let mut routes = Vec::with_capacity(labelled.len());
+    for (label, listener) in labelled {
+        let Some(u) = upstreams
+            .iter()
+            .find(|u| u.socket_name.as_deref() == Some(label.name.as_str()))
+        else {
+            return Err(ActivationError::Mismatch(format!(
+                "passed socket {label} has no upstream: add --upstream {}=ADDR",
+                label.name
+            )));
+        };
+        routes.push(Route {
+            listener,
+            upstream: u.clone(),
+            label: label.to_string(),
+        });
+    }
+    matching_kinds(routes).map(Sockets::Activated)
+}
+
+/// Listening sockets paired with upstreams in order.
+fn in_order(
+    labelled: Vec<(FdLabel, StdListener)>,
+    names: &[String],
+    upstreams: &[UpstreamSpec],
+) -> Result<StdSockets, ActivationError> {
     if upstreams.len() != labelled.len() {
         return Err(ActivationError::Mismatch(format!(
             "{} sockets were passed (LISTEN_FDNAMES={}) but {} --upstream given: give one upstream per socket, in order, or bind them by name with NAME=ADDR",
