@@ -394,10 +394,12 @@ fn one_connection(
             .find(|u| u.socket_name.as_deref() == Some(label.name.as_str()))
         {
             Some(u) => u.clone(),
-            None => return Err(ActivationError::Mismatch(format!(
+            None => {
+                return Err(ActivationError::Mismatch(format!(
                 "one connection ({label}) was passed but {} upstreams given; give one --upstream",
                 upstreams.len()
-            ))),
+            )))
+            }
         },
     };
     if upstream.address.is_udp() {

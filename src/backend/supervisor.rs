@@ -1,0 +1,535 @@
+//! The supervisor: the one task that owns the backend (its process, its
+//! start hook or container, its readiness probe) and the only one that
+//! changes its [`BackendState`]. It answers the handles' requests (start,
+//! stop, reconfigure, a refused connection) and notices a backend that dies.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{fence, AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::container::Progress;
+use super::notify_socket::{BackendStatus, NotifySocket};
+use super::process::{self, Process};
+use super::ready_command;
+use super::run_command::RunCommand;
+use super::{BackendKind, BackendSpec, BackendState, Request};
+use crate::activity::{InFlight, InFlightGuard};
+use crate::readiness;
+
+/// The first delay before retrying a failed start.
+const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
+/// The longest delay before retrying a failed start.
+const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
+/// A backend that stayed ready this long before dying starts its failure count afresh.
+const HEALTHY_UPTIME: Duration = Duration::from_secs(10);
+
+impl Supervisor {
+    /// The supervisor of `spec`, talking through these channels and shared values.
+    pub(super) fn new(
+        spec: BackendSpec,
+        state: watch::Sender<BackendState>,
+        requests: mpsc::UnboundedReceiver<Request>,
+        answered: Arc<AtomicBool>,
+        generation: Arc<AtomicU64>,
+        in_flight: InFlight,
+        status: BackendStatus,
+    ) -> Supervisor {
+        let run_command = spec.kind.run_command();
+        Supervisor {
+            answered,
+            spec,
+            state,
+            requests,
+            process: None,
+            probe: None,
+            started_at: Instant::now(),
+            ready_since: None,
+            failures: 0,
+            stop_due: false,
+            progress: Progress::default(),
+            run_command,
+            next_spec: None,
+            generation,
+            pending_start: None,
+            in_flight,
+            starting: None,
+            status,
+        }
+    }
+}
+
+/// The start in progress: start hook (if any), then readiness, under a deadline.
+type Probe =
+    Pin<Box<dyn Future<Output = Result<Result<(), String>, tokio::time::error::Elapsed>> + Send>>;
+
+/// The task that owns the backend process.
+pub(super) struct Supervisor {
+    /// Shared with the handles: reset at every start.
+    answered: Arc<AtomicBool>,
+    spec: BackendSpec,
+    state: watch::Sender<BackendState>,
+    requests: mpsc::UnboundedReceiver<Request>,
+    /// The running child, for a command backend.
+    process: Option<Process>,
+    /// The readiness probe of the start in progress, bounded by the start timeout.
+    probe: Option<Probe>,
+    /// When the start in progress began.
+    started_at: Instant,
+    /// Since when the backend has been ready.
+    ready_since: Option<Instant>,
+    /// Failed starts (and early deaths) in a row.
+    failures: u32,
+    /// A start hook ran (or was running) or the container was started, so
+    /// the stop action is due.
+    stop_due: bool,
+    /// What the start in progress waits for, when more than readiness.
+    progress: Progress,
+    /// The backend command, when it is `podman run` / `docker run`.
+    run_command: Option<RunCommand>,
+    /// Settings from a reload, taken up at the next start.
+    next_spec: Option<BackendSpec>,
+    /// Shared with the handles: incremented at every start.
+    generation: Arc<AtomicU64>,
+    /// A start asked for during the retry backoff, due then.
+    pending_start: Option<Instant>,
+    /// The work count in which a start in progress is counted.
+    in_flight: InFlight,
+    /// Held from the start of a start to its end, ready or failed.
+    starting: Option<InFlightGuard>,
+    /// The backend's own status text, while it starts.
+    status: BackendStatus,
+}
+
+async fn wait_exit(process: &mut Option<Process>) -> std::io::Result<std::process::ExitStatus> {
+    match process {
+        Some(p) => p.wait().await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn poll_probe(
+    probe: &mut Option<Probe>,
+) -> Result<Result<(), String>, tokio::time::error::Elapsed> {
+    match probe {
+        Some(p) => p.as_mut().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs a start or stop command to completion (its output logged); an error
+/// says what failed, with its exit status and last stderr lines. Dropping the
+/// future kills the command's process group.
+async fn run_hook(argv: &[String], what: &str) -> Result<(), String> {
+    let mut p = Process::spawn(argv, &format!("{what} command")).map_err(|e| {
+        format!(
+            "cannot run the {what} command `{}`: {e}",
+            process::describe(argv)
+        )
+    })?;
+    let status = p
+        .wait()
+        .await
+        .map_err(|e| format!("{what} command `{}`: {e}", p.command()))?;
+    if status.success() {
+        return Ok(());
+    }
+    let tail = p.stderr_tail().await;
+    let mut reason = format!("the {what} command `{}` failed: {status}", p.command());
+    if !tail.is_empty() {
+        reason.push_str(&format!("; last stderr: {tail}"));
+    }
+    Err(reason)
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Supervisor {
+    /// Runs until the handles are gone or idlegate shuts the backend down.
+    pub(super) async fn run(mut self) {
+        loop {
+            tokio::select! {
+                request = self.requests.recv() => match request {
+                    Some(Request::Start) => self.request_start().await,
+                    Some(Request::Reconfigure(spec)) => self.next_spec = Some(*spec),
+                    Some(Request::Refused { generation, upstream }) => {
+                        if generation == self.generation.load(Ordering::Acquire)
+                            && *self.state.borrow() == BackendState::Ready
+                        {
+                            let reason = format!(
+                                "the backend stopped accepting connections on {upstream} (refused while ready)"
+                            );
+                            self.fail(reason).await;
+                        }
+                    }
+                    Some(Request::Stop { only_if_idle, done }) => {
+                        let stopped = self.stop(only_if_idle.as_ref()).await;
+                        let _ = done.send(stopped);
+                    }
+                    Some(Request::ShutDown { done }) => {
+                        self.stop(None).await;
+                        self.set(BackendState::ShutDown);
+                        let _ = done.send(());
+                        break;
+                    }
+                    None => {
+                        self.stop(None).await;
+                        break;
+                    }
+                },
+                status = wait_exit(&mut self.process) => self.on_exit(status).await,
+                result = poll_probe(&mut self.probe) => self.on_probe(result).await,
+                _ = sleep_until(self.pending_start) => {
+                    self.pending_start = None;
+                    self.begin_start().await;
+                }
+            }
+        }
+        // Refuse every later request: the handles see ShutDown and give up.
+        self.requests.close();
+        while let Ok(request) = self.requests.try_recv() {
+            match request {
+                Request::Start | Request::Reconfigure(_) | Request::Refused { .. } => {}
+                Request::Stop { done, .. } => {
+                    let _ = done.send(true);
+                }
+                Request::ShutDown { done } => {
+                    let _ = done.send(());
+                }
+            }
+        }
+        self.set(BackendState::ShutDown);
+    }
+
+    fn set(&mut self, state: BackendState) {
+        let starting = state == BackendState::Starting;
+        self.state.send_replace(state);
+        if !starting {
+            // The start is over, ready or not: no longer work of its own,
+            // and the backend's own start-up status is stale.
+            self.starting = None;
+            self.status.send_if_modified(|s| s.take().is_some());
+        }
+    }
+
+    async fn request_start(&mut self) {
+        let now = self.state.borrow().clone();
+        match now {
+            BackendState::Stopped => self.begin_start().await,
+            BackendState::Failed { retry_at, .. } if retry_at <= Instant::now() => {
+                self.begin_start().await
+            }
+            BackendState::Failed { retry_at, .. } => {
+                if self.pending_start.is_none() {
+                    self.pending_start = Some(retry_at);
+                }
+            }
+            BackendState::Starting
+            | BackendState::Ready
+            | BackendState::Stopping
+            | BackendState::ShutDown => {}
+        }
+    }
+
+    async fn begin_start(&mut self) {
+        if !matches!(
+            *self.state.borrow(),
+            BackendState::Stopped | BackendState::Failed { .. }
+        ) {
+            return;
+        }
+        if let Some(spec) = self.next_spec.take() {
+            self.run_command = spec.kind.run_command();
+            self.spec = spec;
+        }
+        self.started_at = Instant::now();
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        self.answered.store(false, Ordering::Relaxed);
+        let mut start_hook = None;
+        let mut container = None;
+        *self.progress.lock().expect("progress lock") = None;
+        if let Some(run) = self.run_command.clone() {
+            run.remove_leftover_before_start().await;
+        }
+        let notify = match self.notify_socket() {
+            Ok(notify) => notify,
+            Err(reason) => {
+                self.fail(reason).await;
+                return;
+            }
+        };
+        match &self.spec.kind {
+            BackendKind::Process(argv) => match Process::spawn_with_env(
+                argv,
+                "backend",
+                &notify
+                    .iter()
+                    .map(|n| ("NOTIFY_SOCKET", n.env_value()))
+                    .collect::<Vec<_>>(),
+            ) {
+                Ok(p) => self.process = Some(p),
+                Err(e) => {
+                    let reason = format!("cannot start `{}`: {e}", process::describe(argv));
+                    self.fail(reason).await;
+                    return;
+                }
+            },
+            BackendKind::Hooks { start, .. } => {
+                self.stop_due = true;
+                start_hook = start.clone();
+            }
+            BackendKind::Container(c) => {
+                self.stop_due = true;
+                container = Some(c.clone());
+            }
+            BackendKind::External => {
+                tracing::info!(
+                    "waiting for the external backend on {}",
+                    self.spec.ready_list()
+                )
+            }
+        }
+        self.starting = Some(self.in_flight.enter());
+        self.set(BackendState::Starting);
+        let ready = self.spec.ready.clone();
+        let ready_http = self.spec.ready_http.clone();
+        let ready_cmd = self.spec.ready_cmd.clone();
+        let status = self.status.clone();
+        let deadline = self.started_at + self.spec.start_timeout;
+        let progress = self.progress.clone();
+        self.probe = Some(Box::pin(tokio::time::timeout_at(deadline, async move {
+            if let Some(argv) = start_hook {
+                run_hook(&argv, "start").await?;
+            }
+            if let Some(container) = container {
+                container.start(&progress).await?;
+                *progress.lock().expect("progress lock") = None;
+            }
+            if let Some(notify) = notify {
+                *progress.lock().expect("progress lock") =
+                    Some("no READY=1 from the backend (--ready-notify)".into());
+                notify
+                    .wait_ready(&status)
+                    .await
+                    .map_err(|e| format!("the backend's notify socket failed: {e}"))?;
+            }
+            for (i, address) in ready.iter().enumerate() {
+                let http_path = if i == 0 { ready_http.as_deref() } else { None };
+                *progress.lock().expect("progress lock") = Some(match http_path {
+                    Some(path) => format!("no HTTP answer to GET {path} on {address}"),
+                    None => format!("nothing accepted connections on {address}"),
+                });
+                readiness::wait_until_ready(address, http_path)
+                    .await
+                    .map_err(|e| format!("probing {address} failed: {e}"))?;
+            }
+            if let Some(command) = ready_cmd {
+                *progress.lock().expect("progress lock") = Some(format!(
+                    "the ready command `{command}` has not succeeded yet"
+                ));
+                ready_command::wait_until_succeeds(&command, &progress).await?;
+            }
+            *progress.lock().expect("progress lock") = None;
+            Ok(())
+        })));
+    }
+
+    /// A notify socket for this start, with `--ready-notify`.
+    fn notify_socket(&self) -> Result<Option<NotifySocket>, String> {
+        let Some(dir) = &self.spec.ready_notify else {
+            return Ok(None);
+        };
+        NotifySocket::bind(dir).map(Some).map_err(|e| {
+            format!(
+                "cannot make the backend's notify socket in {}: {e}",
+                dir.display()
+            )
+        })
+    }
+
+    async fn on_probe(&mut self, result: Result<Result<(), String>, tokio::time::error::Elapsed>) {
+        self.probe = None;
+        match result {
+            Ok(Ok(())) => {
+                let took = self.started_at.elapsed();
+                tracing::info!(
+                    "backend ready on {} after {}ms",
+                    self.spec.ready_list(),
+                    took.as_millis()
+                );
+                self.ready_since = Some(Instant::now());
+                self.set(BackendState::Ready);
+            }
+            Ok(Err(reason)) => self.fail(reason).await,
+            Err(_) => {
+                let waiting_for = self.progress.lock().expect("progress lock").take();
+                let mut reason = format!(
+                    "not ready within the start timeout ({}): {}",
+                    humantime::format_duration(self.spec.start_timeout),
+                    waiting_for.unwrap_or_else(|| format!(
+                        "nothing accepted connections on {}",
+                        self.spec.ready_list()
+                    ))
+                );
+                if let Some(p) = &mut self.process {
+                    let tail = p.stderr_tail().await;
+                    if !tail.is_empty() {
+                        reason.push_str(&format!("; last stderr: {tail}"));
+                    }
+                }
+                self.fail(reason).await;
+            }
+        }
+    }
+
+    async fn on_exit(&mut self, status: std::io::Result<std::process::ExitStatus>) {
+        let Some(mut p) = self.process.take() else {
+            return;
+        };
+        let status = match status {
+            Ok(s) => s.to_string(),
+            Err(e) => format!("unknown status ({e})"),
+        };
+        let tail = p.stderr_tail().await;
+        let command = p.command().to_owned();
+        let pid = p.pid();
+        // The leader is gone; take the rest of its group with it.
+        p.stop(Duration::ZERO).await;
+        self.after_process_stop().await;
+        let mut reason = if self.probe.take().is_some() {
+            format!("`{command}` (pid {pid}) exited during start: {status}")
+        } else {
+            format!("`{command}` (pid {pid}) exited: {status}")
+        };
+        if !tail.is_empty() {
+            reason.push_str(&format!("; last stderr: {tail}"));
+        }
+        if let Some(since) = self.ready_since.take() {
+            if since.elapsed() >= HEALTHY_UPTIME {
+                self.failures = 0;
+            }
+        }
+        self.fail(reason).await;
+    }
+
+    /// Records a failed start (or a death), stops what is left, and sets the backoff.
+    async fn fail(&mut self, reason: String) {
+        self.probe = None;
+        self.ready_since = None;
+        if let Some(p) = self.process.take() {
+            p.stop(self.spec.stop_timeout).await;
+            self.after_process_stop().await;
+        }
+        self.run_stop_hook().await;
+        self.failures = self.failures.saturating_add(1);
+        let delay = FIRST_RETRY_DELAY
+            .saturating_mul(1u32 << (self.failures - 1).min(16))
+            .min(MAX_RETRY_DELAY);
+        tracing::error!(
+            "backend failed: {reason}; the next connection retries (not before {}ms)",
+            delay.as_millis()
+        );
+        self.set(BackendState::Failed {
+            reason: reason.into(),
+            retry_at: Instant::now() + delay,
+        });
+    }
+
+    async fn stop(&mut self, only_if_idle: Option<&InFlight>) -> bool {
+        let previous = self.state.borrow().clone();
+        if let Some(in_flight) = only_if_idle {
+            if matches!(
+                previous,
+                BackendState::Stopped
+                    | BackendState::Failed { .. }
+                    | BackendState::ShutDown
+                    // A start in progress is work: it is never stopped as idle.
+                    | BackendState::Starting
+            ) {
+                return false;
+            }
+            // Announce the stop before looking at the count: a connection that
+            // counted itself before this fence is seen below; one that counts
+            // itself after it sees Stopping and waits for the restart.
+            self.set(BackendState::Stopping);
+            fence(Ordering::SeqCst);
+            if in_flight.count() > 0 {
+                self.set(previous);
+                return false;
+            }
+        }
+        self.pending_start = None;
+        self.probe = None;
+        self.ready_since = None;
+        self.failures = 0;
+        if let Some(p) = self.process.take() {
+            self.set(BackendState::Stopping);
+            let pid = p.pid();
+            tracing::info!(pid, "stopping backend");
+            match p.stop(self.spec.stop_timeout).await {
+                Some(status) => tracing::info!(pid, "backend stopped: {status}"),
+                None => tracing::warn!(pid, "backend stopped; its exit status is unknown"),
+            }
+            self.after_process_stop().await;
+        }
+        self.run_stop_hook().await;
+        self.set(BackendState::Stopped);
+        true
+    }
+
+    /// Removes the container a killed `podman run` left running, if any.
+    async fn after_process_stop(&mut self) {
+        if let Some(run) = self.run_command.clone() {
+            run.remove_leftover_after_stop().await;
+        }
+    }
+
+    /// Runs the stop hook or stops the container, if a start made it due;
+    /// a hook is bounded by the stop timeout.
+    async fn run_stop_hook(&mut self) {
+        if !std::mem::take(&mut self.stop_due) {
+            return;
+        }
+        let grace = self.spec.stop_timeout;
+        if matches!(
+            self.spec.kind,
+            BackendKind::Hooks { stop: Some(_), .. } | BackendKind::Container(_)
+        ) {
+            self.set(BackendState::Stopping);
+        }
+        match &self.spec.kind {
+            BackendKind::Hooks {
+                stop: Some(argv), ..
+            } => {
+                tracing::info!("stopping backend: {}", process::describe(argv));
+                match tokio::time::timeout(
+                    grace.max(Duration::from_secs(1)),
+                    run_hook(argv, "stop"),
+                )
+                .await
+                {
+                    Ok(Ok(())) => tracing::info!("backend stopped"),
+                    Ok(Err(e)) => tracing::warn!("{e}"),
+                    Err(_) => tracing::warn!(
+                        "stop command `{}` still running after the stop timeout; killed",
+                        process::describe(argv)
+                    ),
+                }
+            }
+            BackendKind::Container(container) => match container.stop(grace).await {
+                Ok(()) => tracing::info!("backend stopped"),
+                Err(e) => tracing::error!("{e}"),
+            },
+            _ => {}
+        }
+    }
+}
