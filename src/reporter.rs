@@ -85,7 +85,7 @@ pub async fn keep_current(
             notifier.status(&line);
             if let Some(path) = &state_file {
                 if let Err(e) = status::write(path, &snapshot) {
-                    tracing::debug!("state file {}: {e}", path.display());
+                    tracing::debug!(target: "idlegate", "state file {}: {e}", path.display());
                 }
             }
             last = line;

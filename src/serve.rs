@@ -86,7 +86,7 @@ pub async fn serve_until_idle(
             drain(shutdown, shared, shared.live().stop_timeout).await;
             return Exit::Idle;
         }
-        tracing::debug!("work arrived as the idle timer fired; serving on");
+        tracing::debug!(target: "idlegate", "work arrived as the idle timer fired; serving on");
     }
 }
 
@@ -112,7 +112,7 @@ pub async fn serve_and_stop_backend_when_idle(
             }
             idle_timer(shared).await;
             if shared.backend.stop_if_idle(&shared.in_flight).await {
-                tracing::info!("idle: backend stopped; still listening");
+                tracing::info!(target: "idlegate", "idle: backend stopped; still listening");
             }
         }
     };
@@ -135,7 +135,7 @@ pub async fn drain(shutdown: &Shutdown, shared: &ServeContext, grace: Duration) 
         // while it is down usually means it is going or gone (systemd stops
         // a service bound to a backend that failed): the clients held for
         // it get their answer now, not at the end of the grace.
-        tracing::info!(
+        tracing::info!(target: "idlegate",
             "stopping while the external backend is not ready: closing the clients held for it"
         );
         shared.backend.shut_down().await;
@@ -144,17 +144,17 @@ pub async fn drain(shutdown: &Shutdown, shared: &ServeContext, grace: Duration) 
     if open == 0 && busy == 0 {
         return;
     }
-    tracing::info!(
+    tracing::info!(target: "idlegate",
         "stopping: waiting up to {} for {open} connection(s) and {busy} unit(s) of work to finish",
         humantime::format_duration(grace)
     );
     tokio::select! {
         _ = async { shared.connections.drained().await; shared.in_flight.drained().await } => {}
         _ = tokio::time::sleep(grace) => {
-            tracing::warn!("stop timeout reached; closing {} connection(s)", shared.connections.count());
+            tracing::warn!(target: "idlegate", "stop timeout reached; closing {} connection(s)", shared.connections.count());
         }
         _ = shutdown.hurried() => {
-            tracing::warn!("second stop request; closing {} connection(s) now", shared.connections.count());
+            tracing::warn!(target: "idlegate", "second stop request; closing {} connection(s) now", shared.connections.count());
         }
     }
 }

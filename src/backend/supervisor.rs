@@ -292,7 +292,7 @@ impl Supervisor {
                 container = Some(c.clone());
             }
             BackendKind::External => {
-                tracing::info!(
+                tracing::info!(target: "idlegate::backend",
                     "waiting for the external backend on {}",
                     self.spec.ready_list()
                 )
@@ -361,7 +361,7 @@ impl Supervisor {
         match result {
             Ok(Ok(())) => {
                 let took = self.started_at.elapsed();
-                tracing::info!(
+                tracing::info!(target: "idlegate::backend",
                     "backend ready on {} after {}ms",
                     self.spec.ready_list(),
                     took.as_millis()
@@ -434,7 +434,7 @@ impl Supervisor {
         let delay = FIRST_RETRY_DELAY
             .saturating_mul(1u32 << (self.failures - 1).min(16))
             .min(MAX_RETRY_DELAY);
-        tracing::error!(
+        tracing::error!(target: "idlegate::backend",
             "backend failed: {reason}; the next connection retries (not before {}ms)",
             delay.as_millis()
         );
@@ -474,10 +474,14 @@ impl Supervisor {
         if let Some(p) = self.process.take() {
             self.set(BackendState::Stopping);
             let pid = p.pid();
-            tracing::info!(pid, "stopping backend");
+            tracing::info!(target: "idlegate::backend", pid, "stopping backend");
             match p.stop(self.spec.stop_timeout).await {
-                Some(status) => tracing::info!(pid, "backend stopped: {status}"),
-                None => tracing::warn!(pid, "backend stopped; its exit status is unknown"),
+                Some(status) => {
+                    tracing::info!(target: "idlegate::backend", pid, "backend stopped: {status}")
+                }
+                None => {
+                    tracing::warn!(target: "idlegate::backend", pid, "backend stopped; its exit status is unknown")
+                }
             }
             self.after_process_stop().await;
         }
@@ -510,24 +514,24 @@ impl Supervisor {
             BackendKind::Hooks {
                 stop: Some(argv), ..
             } => {
-                tracing::info!("stopping backend: {}", process::describe(argv));
+                tracing::info!(target: "idlegate::backend", "stopping backend: {}", process::describe(argv));
                 match tokio::time::timeout(
                     grace.max(Duration::from_secs(1)),
                     run_hook(argv, "stop"),
                 )
                 .await
                 {
-                    Ok(Ok(())) => tracing::info!("backend stopped"),
-                    Ok(Err(e)) => tracing::warn!("{e}"),
-                    Err(_) => tracing::warn!(
+                    Ok(Ok(())) => tracing::info!(target: "idlegate::backend", "backend stopped"),
+                    Ok(Err(e)) => tracing::warn!(target: "idlegate::backend", "{e}"),
+                    Err(_) => tracing::warn!(target: "idlegate::backend",
                         "stop command `{}` still running after the stop timeout; killed",
                         process::describe(argv)
                     ),
                 }
             }
             BackendKind::Container(container) => match container.stop(grace).await {
-                Ok(()) => tracing::info!("backend stopped"),
-                Err(e) => tracing::error!("{e}"),
+                Ok(()) => tracing::info!(target: "idlegate::backend", "backend stopped"),
+                Err(e) => tracing::error!(target: "idlegate::backend", "{e}"),
             },
             _ => {}
         }

@@ -136,6 +136,15 @@ fn idle_exit_is_status_0_and_leaves_no_backend_process() {
     );
     let log = act.log();
     assert!(log.contains("idle for 300ms"), "{log}");
+    // The log targets users filter on (RUST_LOG, journal greps) stay put.
+    for line in [
+        " INFO idlegate::backend::process: backend started: ",
+        " INFO idlegate::backend: backend ready on ",
+        " INFO idlegate: idle for 300ms: stopping the backend and exiting",
+        " INFO idlegate::backend: backend stopped: ",
+    ] {
+        assert!(log.contains(line), "{line:?} missing from:\n{log}");
+    }
 
     // The socket stayed with the activator: the next client activates again.
     assert_eq!(
