@@ -866,9 +866,13 @@ fn a_client_that_reaches_a_dying_backend_is_replayed_to_the_restarted_one() {
         act.log()
     );
     assert_ne!(first, second, "a new backend process answered");
-    assert!(act
-        .log()
-        .contains("replaying its first 4 bytes to the restarted backend"));
+    // Its 4 bytes, or none yet if the reset came before they were read.
+    let log = act.log();
+    assert!(
+        log.contains("replaying its first 4 bytes to the restarted backend")
+            || log.contains("replaying its first 0 bytes to the restarted backend"),
+        "{log}"
+    );
 
     // A request that kills every backend it reaches: one replay, then the close.
     let answer = exchange(addr, b"CRASH\n").unwrap_or_else(|e| panic!("{e}; log:\n{}", act.log()));
