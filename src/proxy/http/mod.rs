@@ -8,38 +8,45 @@
 //! at exit it is closed gracefully (HTTP/1 close when idle, HTTP/2 GOAWAY).
 
 use std::convert::Infallible;
-use std::error::Error as _;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Uri, Version};
-use http_body::{Body, Frame, SizeHint};
+use http::header::{self, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use super::{connect_upstream, ConnectError, DEATH_GRACE};
+use super::{ConnectError, DEATH_GRACE};
 use crate::activity::{InFlight, InFlightGuard};
 use crate::address::Address;
-use crate::backend::{Backend, BackendError};
+use crate::backend::Backend;
 use crate::config::HttpSettings;
 use crate::net::{Peer, Stream};
+
+mod answers;
+mod headers;
+mod tracked;
+mod upstream;
+
+use answers::{classify, plain, status_for, waiting_page};
+use headers::{accepts_html, strip_hop_by_hop, wants_upgrade};
+pub use tracked::{RequestLog, Tracked};
+use upstream::{closed_before_answering, Resend};
+pub use upstream::{UpstreamConnection, UpstreamConnector};
 
 /// How long an idle pooled connection to the upstream is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// `Retry-After` of the waiting page, in seconds: the page reloads itself
 /// after this long.
-const WAITING_PAGE_RETRY_SECS: u64 = 2;
+pub(super) const WAITING_PAGE_RETRY_SECS: u64 = 2;
 /// How long a client that got the waiting page counts as work: it is
 /// expected back with its reload, and must not find idlegate gone (and the
 /// backend it woke stopped) when it comes.
@@ -76,367 +83,6 @@ impl std::fmt::Debug for HttpProxy {
             .field("authority", &self.authority)
             .finish_non_exhaustive()
     }
-}
-
-/// Connects the pooled client to the upstream, holding it until the backend
-/// is ready, whatever the request URI says; at most `--upstream-connections-max`
-/// connections at once (a request beyond them waits for a pooled connection
-/// to come free, or for a slot, within its start timeout).
-#[derive(Clone, Debug)]
-pub struct UpstreamConnector {
-    backend: Backend,
-    upstream: Address,
-    /// One permit per upstream connection that may be open.
-    slots: Arc<Semaphore>,
-}
-
-impl tower_service::Service<Uri> for UpstreamConnector {
-    type Response = TokioIo<UpstreamConnection>;
-    type Error = ConnectError;
-    type Future =
-        Pin<Box<dyn std::future::Future<Output = Result<Self::Response, ConnectError>> + Send>>;
-
-    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), ConnectError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, _: Uri) -> Self::Future {
-        let this = self.clone();
-        Box::pin(async move {
-            let deadline = Instant::now() + this.backend.start_timeout();
-            let slot = this.slots.clone().acquire_owned();
-            let slot = match tokio::time::timeout_at(deadline, slot).await {
-                Ok(Ok(slot)) => slot,
-                _ => {
-                    return Err(ConnectError::NoFreeConnection {
-                        upstream: this.upstream.clone(),
-                    })
-                }
-            };
-            let stream = connect_upstream(&this.backend, &this.upstream, deadline).await?;
-            Ok(TokioIo::new(UpstreamConnection {
-                stream,
-                _slot: slot,
-            }))
-        })
-    }
-}
-
-/// A connection to the upstream, holding its slot until it closes.
-#[derive(Debug)]
-pub struct UpstreamConnection {
-    stream: Stream,
-    _slot: OwnedSemaphorePermit,
-}
-
-impl tokio::io::AsyncRead for UpstreamConnection {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut tokio::io::ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
-    }
-}
-
-impl tokio::io::AsyncWrite for UpstreamConnection {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[std::io::IoSlice<'_>],
-    ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-}
-
-impl hyper_util::client::legacy::connect::Connection for UpstreamConnection {
-    fn connected(&self) -> hyper_util::client::legacy::connect::Connected {
-        self.stream.connected()
-    }
-}
-
-/// One request's record: counts it as in flight and logs it when its
-/// response is done (or abandoned).
-#[derive(Debug)]
-pub struct RequestLog {
-    _in_flight: InFlightGuard,
-    /// Keeps the connection's header read timeout from running meanwhile.
-    _on_connection: InFlightGuard,
-    /// The request's turn upstream, until its response is done.
-    upstream_turn: Option<OwnedSemaphorePermit>,
-    method: Method,
-    path: String,
-    status: u16,
-    started: Instant,
-}
-
-impl Drop for RequestLog {
-    fn drop(&mut self) {
-        tracing::info!(
-            target: "idlegate::access",
-            "{} {} {} {}ms",
-            self.method,
-            self.path,
-            self.status,
-            self.started.elapsed().as_millis()
-        );
-    }
-}
-
-/// A response body that keeps its request in flight until the last frame is
-/// sent or the body is dropped.
-#[derive(Debug)]
-pub struct Tracked<B> {
-    inner: B,
-    log: Option<RequestLog>,
-}
-
-impl<B: Body + Unpin> Body for Tracked<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
-            this.log.take();
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
-/// `Trailer` is not among them: it names the trailer fields end to end.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
-];
-
-/// Removes hop-by-hop headers, and those the `Connection` header names. An
-/// upgrade keeps `Upgrade` and says `Connection: upgrade` again.
-fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
-    let upgrade_value = if upgrade {
-        headers.get(header::UPGRADE).cloned()
-    } else {
-        None
-    };
-    for name in listed {
-        headers.remove(name);
-    }
-    for name in HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if let Some(value) = upgrade_value {
-        headers.insert(header::UPGRADE, value);
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-}
-
-/// Whether the request asks to switch protocols (or tunnel): such a
-/// connection is in flight for as long as it lives.
-fn wants_upgrade(req: &Request<Incoming>) -> bool {
-    if req.method() == Method::CONNECT {
-        return true;
-    }
-    req.headers().contains_key(header::UPGRADE)
-        && req
-            .headers()
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
-}
-
-fn accepts_html(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::ACCEPT)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .any(|v| v.contains("text/html"))
-}
-
-/// What a backend error means to an HTTP client.
-fn status_for(e: &BackendError) -> StatusCode {
-    match e {
-        BackendError::Failed(_) => StatusCode::BAD_GATEWAY,
-        BackendError::StartTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        BackendError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-    }
-}
-
-/// Finds why a client request failed: a connect error of ours, or the upstream's.
-fn classify(e: &hyper_util::client::legacy::Error) -> (StatusCode, String) {
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(connect) = s.downcast_ref::<ConnectError>() {
-            let status = match connect {
-                ConnectError::Backend(b) => status_for(b),
-                ConnectError::Timeout { .. }
-                | ConnectError::Quiet(_)
-                | ConnectError::NoFreeConnection { .. } => StatusCode::GATEWAY_TIMEOUT,
-                ConnectError::Upstream { .. } => StatusCode::BAD_GATEWAY,
-            };
-            return (status, connect.to_string());
-        }
-        source = s.source();
-    }
-    let mut why = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        why.push_str(": ");
-        why.push_str(&s.to_string());
-        source = s.source();
-    }
-    (
-        StatusCode::BAD_GATEWAY,
-        format!("upstream request failed: {why}"),
-    )
-}
-
-fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
-    let mut resp = Response::new(Full::new(Bytes::from(text + "\n")));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
-    resp.headers_mut()
-        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        resp.headers_mut()
-            .insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
-    resp
-}
-
-fn waiting_page() -> Response<Full<Bytes>> {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"{WAITING_PAGE_RETRY_SECS}\">\
-         <title>Starting…</title></head><body style=\"font-family:sans-serif;text-align:center;margin-top:20vh\">\
-         <h1>Starting…</h1><p>The service is waking up. This page reloads by itself.</p></body></html>\n"
-    );
-    let mut resp = Response::new(Full::new(Bytes::from(html)));
-    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(WAITING_PAGE_RETRY_SECS),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    resp
-}
-
-/// A copy of a bodiless request with an idempotent method (RFC 9110
-/// §9.2.2), to send it again if the backend died under it.
-struct Resend {
-    method: Method,
-    uri: Uri,
-    headers: HeaderMap,
-}
-
-impl Resend {
-    /// The copy, if `req` may be sent again.
-    fn of(req: &Request<Incoming>) -> Option<Resend> {
-        let idempotent = [
-            Method::GET,
-            Method::HEAD,
-            Method::OPTIONS,
-            Method::PUT,
-            Method::DELETE,
-            Method::TRACE,
-        ]
-        .contains(req.method());
-        (idempotent && req.body().is_end_stream()).then(|| Resend {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
-        })
-    }
-
-    /// The request again.
-    fn request(self) -> Request<UpstreamBody> {
-        let mut req = Request::new(Either::Right(Empty::new()));
-        *req.method_mut() = self.method;
-        *req.uri_mut() = self.uri;
-        *req.headers_mut() = self.headers;
-        req
-    }
-}
-
-/// Whether an upstream request failed because its connection closed or was
-/// reset before the response came (not a connect error of ours).
-fn closed_before_answering(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = e.source();
-    while let Some(s) = source {
-        if s.downcast_ref::<ConnectError>().is_some() {
-            return false;
-        }
-        if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() {
-                return true;
-            }
-        }
-        if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            );
-        }
-        source = s.source();
-    }
-    false
 }
 
 /// Why a request could not be forwarded to a cold backend.
@@ -790,35 +436,4 @@ async fn tunnel(
         tracing::debug!("upgraded connection ended: {e}");
     }
     drop(guard);
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn hop_by_hop_headers_are_removed() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::CONNECTION,
-            HeaderValue::from_static("keep-alive, x-private"),
-        );
-        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
-        h.insert("x-private", HeaderValue::from_static("1"));
-        h.insert(
-            header::TRANSFER_ENCODING,
-            HeaderValue::from_static("chunked"),
-        );
-        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        strip_hop_by_hop(&mut h, false);
-        assert_eq!(h.len(), 1);
-        assert!(h.contains_key(header::CONTENT_TYPE));
-
-        let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-        h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-        strip_hop_by_hop(&mut h, true);
-        assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
-        assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
-    }
 }

@@ -1,0 +1,73 @@
+//! What keeps a request in flight and logs it: the guard lives in the
+//! response body until its last frame is sent or it is dropped.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use http::Method;
+use http_body::{Body, Frame, SizeHint};
+use tokio::sync::OwnedSemaphorePermit;
+use tokio::time::Instant;
+
+use crate::activity::InFlightGuard;
+
+/// One request's record: counts it as in flight and logs it when its
+/// response is done (or abandoned).
+#[derive(Debug)]
+pub struct RequestLog {
+    pub(super) _in_flight: InFlightGuard,
+    /// Keeps the connection's header read timeout from running meanwhile.
+    pub(super) _on_connection: InFlightGuard,
+    /// The request's turn upstream, until its response is done.
+    pub(super) upstream_turn: Option<OwnedSemaphorePermit>,
+    pub(super) method: Method,
+    pub(super) path: String,
+    pub(super) status: u16,
+    pub(super) started: Instant,
+}
+
+impl Drop for RequestLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            target: "idlegate::access",
+            "{} {} {} {}ms",
+            self.method,
+            self.path,
+            self.status,
+            self.started.elapsed().as_millis()
+        );
+    }
+}
+
+/// A response body that keeps its request in flight until the last frame is
+/// sent or the body is dropped.
+#[derive(Debug)]
+pub struct Tracked<B> {
+    pub(super) inner: B,
+    pub(super) log: Option<RequestLog>,
+}
+
+impl<B: Body + Unpin> Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None) | Poll::Ready(Some(Err(_)))) {
+            this.log.take();
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
