@@ -163,6 +163,12 @@ pub struct UpstreamSpec {
     pub proxy_protocol: Option<crate::proxy::proxy_protocol::Version>,
 }
 
+impl AsRef<UpstreamSpec> for UpstreamSpec {
+    fn as_ref(&self) -> &UpstreamSpec {
+        self
+    }
+}
+
 impl UpstreamSpec {
     /// Parses `ADDR` or `NAME=ADDR`.
     ///

@@ -175,8 +175,13 @@ pub async fn run(
             );
             let peer = stream.peer();
             let connection = shared.connections.enter();
-            let served =
-                listener::serve_client(&forwarder(&upstream), &upstream, stream, peer, &shared);
+            let served = listener::serve_client(
+                &forwarder(&upstream),
+                upstream.clone(),
+                stream,
+                peer,
+                &shared,
+            );
             tokio::select! {
                 _ = served => {}
                 _ = async {

@@ -64,8 +64,13 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: Ca
                 backoff = Backoff::resources();
                 let connection = shared.connections.enter();
                 tracing::debug!("client {peer} on {}", route.label);
-                let served =
-                    serve_client(&endpoint.forwarder, &route.upstream, client, peer, &shared);
+                let served = serve_client(
+                    &endpoint.forwarder,
+                    RouteUpstream(endpoint.clone()),
+                    client,
+                    peer,
+                    &shared,
+                );
                 tokio::spawn(async move {
                     served.await;
                     drop((connection, slot));
@@ -88,6 +93,16 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: Ca
     }
 }
 
+/// A route's upstream, held through its endpoint: nothing is copied per
+/// connection.
+struct RouteUpstream(Arc<Endpoint>);
+
+impl AsRef<UpstreamSpec> for RouteUpstream {
+    fn as_ref(&self) -> &UpstreamSpec {
+        &self.0.route.upstream
+    }
+}
+
 /// Serves one client connection to its end in `forwarder`'s mode: what the
 /// accept loop spawns for each connection and what an `Accept=yes` run
 /// awaits. The connection counts as work from this call on (taken before any
@@ -96,15 +111,15 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: Ca
 /// (then each request counts for itself).
 pub fn serve_client(
     forwarder: &Forwarder,
-    upstream: &UpstreamSpec,
+    upstream: impl AsRef<UpstreamSpec> + Send + 'static,
     client: Stream,
     peer: Peer,
     shared: &ServeContext,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let work = shared.in_flight.enter();
     let forwarder = forwarder.clone();
-    let address = upstream.address.clone();
     let proxy_header = upstream
+        .as_ref()
         .proxy_protocol
         .map(|v| proxy::proxy_protocol::header(v, client.tcp_addresses()));
     let backend = shared.backend.clone();
@@ -115,7 +130,7 @@ pub fn serve_client(
             Forwarder::Tcp => {
                 let tcp = proxy::tcp::TcpClient {
                     peer,
-                    upstream: &address,
+                    upstream: &upstream.as_ref().address,
                     backend: &backend,
                     quiet_limit,
                     proxy_header: proxy_header.as_deref(),
