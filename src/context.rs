@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::activity::InFlight;
 use crate::backend::Backend;
-use crate::reload::Live;
+use crate::config::Timeouts;
 
 /// What every accept loop and connection of a run shares.
 #[derive(Clone, Debug)]
@@ -25,12 +25,12 @@ pub struct ServeContext {
     /// One permit per open connection (`--connections-max`).
     pub slots: Arc<Semaphore>,
     /// The settings a reload may change while serving.
-    pub live: watch::Receiver<Live>,
+    pub live: watch::Receiver<Timeouts>,
 }
 
 impl ServeContext {
     /// The live settings now.
-    pub fn live(&self) -> Live {
+    pub fn live(&self) -> Timeouts {
         *self.live.borrow()
     }
 }

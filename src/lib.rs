@@ -8,7 +8,9 @@
 //!
 //! # Layout
 //! - [`cli`], [`config`]: the command line and the TOML file, merged and validated
-//!   before anything starts; [`reload`]: SIGHUP's new settings applied while serving.
+//!   before anything starts, into a [`Config`] of groups (sockets, timeouts,
+//!   backend, HTTP, observability; resolved one group a function in
+//!   `config/resolve/`); [`reload`]: SIGHUP's new groups swapped in while serving.
 //! - [`activation`]: the passed sockets (`LISTEN_FDS`…) or `--listen`, paired with upstreams.
 //! - this file: [`run`], which builds a run and ends it; [`serve`]: the
 //!   serve-until-idle loop, the idle timer, the drain; [`context`]: what the
@@ -100,15 +102,15 @@ pub async fn run(
     metrics: Option<tokio::net::TcpListener>,
 ) -> Exit {
     let in_flight = InFlight::new();
-    let backend = Backend::spawn(reload::backend_spec(&config), in_flight.clone());
+    let backend = Backend::spawn(config.backend_spec(), in_flight.clone());
     let notifier = Arc::new(notifier);
-    let (live_tx, live) = tokio::sync::watch::channel(reload::Live::of(&config));
-    let activation = config
-        .state_file
+    let (live_tx, live) = tokio::sync::watch::channel(config.timeouts);
+    let state_file = config.observability.state_file.clone();
+    let activation = state_file
         .as_deref()
         .map_or(1, |path| status::previous_activation(path) + 1);
     let (snapshots, latest) = tokio::sync::watch::channel(None);
-    if notifier.is_enabled() || config.state_file.is_some() || metrics.is_some() {
+    if notifier.is_enabled() || state_file.is_some() || metrics.is_some() {
         tokio::spawn(reporter::keep_current(
             notifier.clone(),
             reporter::BackendView {
@@ -117,7 +119,7 @@ pub async fn run(
             },
             in_flight.clone(),
             live.clone(),
-            config.state_file.clone(),
+            state_file.clone(),
             activation,
             snapshots,
         ));
@@ -138,7 +140,7 @@ pub async fn run(
         in_flight: in_flight.clone(),
         connections,
         close: CancellationToken::new(),
-        slots: Arc::new(Semaphore::new(config.connections_max)),
+        slots: Arc::new(Semaphore::new(config.sockets.connections_max)),
         live,
     };
     let forwarder = |upstream: &address::UpstreamSpec| match upstream.mode {
@@ -188,7 +190,7 @@ pub async fn run(
                     shutdown.requested().await;
                     shared.close.cancel();
                     tokio::select! {
-                        _ = tokio::time::sleep(shared.live().stop_timeout) => {}
+                        _ = tokio::time::sleep(shared.live().stop) => {}
                         _ = shutdown.hurried() => {}
                     }
                 } => {}
@@ -212,7 +214,7 @@ pub async fn run(
 
     match exit {
         Exit::Idle => {
-            let idle = config.idle_timeout.map(humantime::format_duration);
+            let idle = config.timeouts.idle.map(humantime::format_duration);
             tracing::info!(
                 "idle for {}: stopping the backend and exiting",
                 idle.map(|d| d.to_string()).unwrap_or_default()
@@ -229,7 +231,7 @@ pub async fn run(
     if shared.connections.count() > 0 {
         let _ = tokio::time::timeout(FLUSH_GRACE, shared.connections.drained()).await;
     }
-    if let Some(path) = &config.state_file {
+    if let Some(path) = &state_file {
         let last = status::Snapshot {
             pid: std::process::id(),
             running: false,
@@ -256,7 +258,7 @@ fn announce(notifier: &Notifier, endpoints: &[Arc<Endpoint>], how: &str, config:
         };
         tracing::info!("{how}: {} -> {} ({mode})", e.route.label, upstream.address);
     }
-    let idle = match config.idle_timeout {
+    let idle = match config.timeouts.idle {
         Some(t) => format!("idle timeout {}", humantime::format_duration(t)),
         None => "no idle timeout".to_owned(),
     };

@@ -123,7 +123,7 @@ pub fn serve_client(
         .proxy_protocol
         .map(|v| proxy::proxy_protocol::header(v, client.tcp_addresses()));
     let backend = shared.backend.clone();
-    let quiet_limit = shared.live().connection_idle_timeout;
+    let quiet_limit = shared.live().connection_idle;
     let close = shared.close.clone();
     async move {
         match forwarder {

@@ -28,23 +28,33 @@ fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(USAGE, &e),
     };
-    let log_level = init_tracing(config.log_level.as_deref());
-    config.connections_max = idlegate::limits::fit_connections(config.connections_max);
+    let log_level = init_tracing(config.observability.log_level.as_deref());
+    config.sockets.connections_max =
+        idlegate::limits::fit_connections(config.sockets.connections_max);
 
     let sockets = match activation::take_sockets(
         &ActivationEnv::from_process(),
         std::process::id(),
-        &config.upstreams,
-        &config.listen,
-        config.manages_backend(),
+        &config.sockets.upstreams,
+        &config.sockets.listen,
+        config.backend.run.manages_backend(),
     ) {
         Ok(s) => s,
         Err(e) => return fail(USAGE, &e),
     };
-    let metrics = match config.metrics.map(std::net::TcpListener::bind).transpose() {
+    let metrics = match config
+        .observability
+        .metrics
+        .map(std::net::TcpListener::bind)
+        .transpose()
+    {
         Ok(m) => m,
         Err(e) => {
-            let addr = config.metrics.map(|a| a.to_string()).unwrap_or_default();
+            let addr = config
+                .observability
+                .metrics
+                .map(|a| a.to_string())
+                .unwrap_or_default();
             return fail(USAGE, &format!("--metrics {addr}: cannot bind: {e}"));
         }
     };
@@ -81,7 +91,7 @@ fn main() -> ExitCode {
         let (reloads, reloaded) = tokio::sync::mpsc::unbounded_channel();
         idlegate::shutdown::forward_signals(shutdown.clone(), move || match reread_config() {
             Ok(config) => {
-                log_level.set(config.log_level.as_deref());
+                log_level.set(config.observability.log_level.as_deref());
                 let _ = reloads.send(config);
             }
             Err(e) => tracing::error!("reload: {e}; keeping the running configuration"),
@@ -173,7 +183,8 @@ fn resolve_config(cli: Cli) -> Result<Config, idlegate::config::ConfigError> {
 fn reread_config() -> Result<Config, String> {
     let cli = Cli::try_parse().map_err(|e| e.to_string())?;
     let mut config = resolve_config(cli).map_err(|e| e.to_string())?;
-    config.connections_max = idlegate::limits::fit_connections(config.connections_max);
+    config.sockets.connections_max =
+        idlegate::limits::fit_connections(config.sockets.connections_max);
     Ok(config)
 }
 

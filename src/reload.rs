@@ -13,62 +13,24 @@
 //! No connection is dropped by a reload.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::sync::{mpsc, watch};
 
-use crate::backend::{Backend, BackendSpec};
-use crate::config::Config;
+use crate::backend::Backend;
+use crate::config::{Config, Timeouts};
 use crate::notify::Notifier;
-
-/// The settings the serve loops read each time they need them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Live {
-    /// Nothing in flight this long: idle exit (`None`: never).
-    pub idle_timeout: Option<Duration>,
-    /// Grace for open connections when stopping.
-    pub stop_timeout: Duration,
-    /// TCP mode: how long a new connection may stay quiet both ways.
-    pub connection_idle_timeout: Option<Duration>,
-    /// UDP: how long a new flow lives after its last datagram.
-    pub udp_flow_timeout: Duration,
-}
-
-impl Live {
-    /// The live settings of `config`.
-    pub fn of(config: &Config) -> Live {
-        Live {
-            idle_timeout: config.idle_timeout,
-            stop_timeout: config.stop_timeout,
-            connection_idle_timeout: config.connection_idle_timeout,
-            udp_flow_timeout: config.udp_flow_timeout,
-        }
-    }
-}
-
-/// How the supervisor runs the backend, from `config`.
-pub fn backend_spec(config: &Config) -> BackendSpec {
-    BackendSpec {
-        kind: config.backend_kind(),
-        ready_http: config.ready_http.clone(),
-        ready_cmd: config.ready_cmd.clone(),
-        ready_notify: config.ready_notify.then(|| config.notify_dir.clone()),
-        ready: config.ready_addresses(),
-        start_timeout: config.start_timeout,
-        stop_timeout: config.stop_timeout,
-    }
-}
 
 /// The settings `new` changes that only a restart applies.
 pub fn needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
+    let (old, sockets) = (&running.sockets, &new.sockets);
     let mut changed = Vec::new();
-    if running.upstreams != new.upstreams {
+    if old.upstreams != sockets.upstreams {
         changed.push("upstream/mode");
     }
-    if running.listen != new.listen {
+    if old.listen != sockets.listen {
         changed.push("listen");
     }
-    if running.connections_max != new.connections_max {
+    if old.connections_max != sockets.connections_max {
         changed.push("connections-max");
     }
     if running.http != new.http {
@@ -80,9 +42,7 @@ pub fn needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
 /// `running` with every setting a reload may change taken from `new`.
 pub fn merge(running: &Config, new: Config) -> Config {
     Config {
-        upstreams: running.upstreams.clone(),
-        listen: running.listen.clone(),
-        connections_max: running.connections_max,
+        sockets: running.sockets.clone(),
         http: running.http.clone(),
         ..new
     }
@@ -93,7 +53,7 @@ pub async fn apply_reloads(
     mut reloads: mpsc::UnboundedReceiver<Config>,
     mut running: Config,
     backend: Backend,
-    live: watch::Sender<Live>,
+    live: watch::Sender<Timeouts>,
     notifier: Arc<Notifier>,
 ) {
     while let Some(new) = reloads.recv().await {
@@ -105,18 +65,19 @@ pub async fn apply_reloads(
             );
         }
         let merged = merge(&running, new);
-        let spec = backend_spec(&merged);
-        let backend_changed = spec != backend_spec(&running);
-        live.send_replace(Live::of(&merged));
+        let spec = merged.backend_spec();
+        let backend_changed = spec != running.backend_spec();
+        live.send_replace(merged.timeouts);
         backend.reconfigure(spec);
         let idle = merged
-            .idle_timeout
+            .timeouts
+            .idle
             .map(|t| humantime::format_duration(t).to_string())
             .unwrap_or_else(|| "never".into());
         tracing::info!(
             "configuration reloaded: idle timeout {idle}, start timeout {}, stop timeout {}{}",
-            humantime::format_duration(merged.start_timeout),
-            humantime::format_duration(merged.stop_timeout),
+            humantime::format_duration(merged.timeouts.start),
+            humantime::format_duration(merged.timeouts.stop),
             if backend_changed {
                 "; the backend's new settings apply at its next start"
             } else {
@@ -125,5 +86,48 @@ pub async fn apply_reloads(
         );
         notifier.status("configuration reloaded");
         running = merged;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn config(args: &[&str]) -> Config {
+        let cli = crate::cli::Cli::try_parse_from(
+            std::iter::once("idlegate").chain(args.iter().copied()),
+        )
+        .unwrap();
+        Config::from_cli(cli).unwrap()
+    }
+
+    #[test]
+    fn a_reload_swaps_the_live_groups_and_keeps_the_ones_a_restart_changes() {
+        let running = config(&[
+            "--upstream",
+            "127.0.0.1:1",
+            "--idle-timeout",
+            "1min",
+            "--",
+            "app",
+        ]);
+        let new = config(&[
+            "--upstream",
+            "127.0.0.1:2",
+            "--mode",
+            "http",
+            "--idle-timeout",
+            "5s",
+            "--unit",
+            "app.service",
+        ]);
+        assert_eq!(needing_restart(&running, &new), ["upstream/mode"]);
+        let merged = merge(&running, new.clone());
+        assert_eq!(merged.sockets, running.sockets);
+        assert_eq!(merged.http, running.http);
+        assert_eq!(merged.timeouts, new.timeouts);
+        assert_eq!(merged.backend, new.backend);
+        assert_ne!(merged.backend_spec(), running.backend_spec());
     }
 }

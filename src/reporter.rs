@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::activity::InFlight;
 use crate::backend::BackendState;
+use crate::config::Timeouts;
 use crate::notify::Notifier;
-use crate::reload;
 use crate::status::{self, IdleExit, Snapshot};
 
 /// How often, at most, the status line is refreshed for a change of the
@@ -38,7 +38,7 @@ pub async fn keep_current(
     notifier: Arc<Notifier>,
     backend: BackendView,
     in_flight: InFlight,
-    live: tokio::sync::watch::Receiver<reload::Live>,
+    live: tokio::sync::watch::Receiver<Timeouts>,
     state_file: Option<std::path::PathBuf>,
     activation: u64,
     snapshots: tokio::sync::watch::Sender<Option<Snapshot>>,
@@ -56,7 +56,7 @@ pub async fn keep_current(
         tokio::pin!(count_changed);
         count_changed.as_mut().enable();
         let busy = in_flight.count();
-        let idle_exit_in = match (busy, live.borrow().idle_timeout) {
+        let idle_exit_in = match (busy, live.borrow().idle) {
             (_, None) => IdleExit::Never,
             (0, Some(timeout)) => {
                 let since = *quiet_since.get_or_insert_with(tokio::time::Instant::now);
@@ -120,11 +120,12 @@ mod tests {
         let (state_tx, state) = tokio::sync::watch::channel(BackendState::Starting);
         let (_status_tx, backend_status) = tokio::sync::watch::channel(None);
         let in_flight = InFlight::new();
-        let (_live_tx, live) = tokio::sync::watch::channel(reload::Live {
-            idle_timeout: Some(Duration::from_secs(60)),
-            stop_timeout: Duration::from_secs(5),
-            connection_idle_timeout: None,
-            udp_flow_timeout: Duration::from_secs(30),
+        let (_live_tx, live) = tokio::sync::watch::channel(Timeouts {
+            idle: Some(Duration::from_secs(60)),
+            connection_idle: None,
+            udp_flow: Duration::from_secs(30),
+            start: Duration::from_secs(60),
+            stop: Duration::from_secs(5),
         });
         let (snapshots, latest) = tokio::sync::watch::channel(None);
         tokio::spawn(keep_current(

@@ -48,7 +48,7 @@ async fn idle_timer(shared: &ServeContext) {
     };
     let mut live = shared.live.clone();
     loop {
-        let timeout = live.borrow_and_update().idle_timeout;
+        let timeout = live.borrow_and_update().idle;
         tokio::select! {
             _ = idle(timeout) => return,
             changed = live.changed() => if changed.is_err() {
@@ -77,13 +77,13 @@ pub async fn serve_until_idle(
         };
         stop_accepting(accepting, loops).await;
         if !idle {
-            drain(shutdown, shared, shared.live().stop_timeout).await;
+            drain(shutdown, shared, shared.live().stop).await;
             return Exit::Stopped;
         }
         if shared.in_flight.count() == 0 {
             // Nothing in flight: what is open are idle HTTP connections. Close
             // them; a request that races in is still answered before they go.
-            drain(shutdown, shared, shared.live().stop_timeout).await;
+            drain(shutdown, shared, shared.live().stop).await;
             return Exit::Idle;
         }
         tracing::debug!(target: "idlegate", "work arrived as the idle timer fired; serving on");
@@ -121,7 +121,7 @@ pub async fn serve_and_stop_backend_when_idle(
         _ = shutdown.requested() => {}
     }
     stop_accepting(accepting, loops).await;
-    drain(shutdown, shared, shared.live().stop_timeout).await;
+    drain(shutdown, shared, shared.live().stop).await;
     Exit::Stopped
 }
 

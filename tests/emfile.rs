@@ -100,7 +100,7 @@ fn accept_survives_running_out_of_descriptors() {
     let config = Config::from_cli(cli).unwrap();
     let sockets = Sockets::Bound(vec![Route {
         listener: StdListener::Tcp(front),
-        upstream: config.upstreams[0].clone(),
+        upstream: config.sockets.upstreams[0].clone(),
         label: front_addr.to_string(),
     }]);
     let shutdown = Shutdown::new();

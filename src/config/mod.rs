@@ -6,15 +6,18 @@
 //! (`idle-timeout in demo.toml`) and the bad value, on one line.
 
 use std::ffi::OsString;
-use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+mod error;
 mod file;
 mod resolve;
 
+pub use error::{ConfigError, Origin};
+
 use crate::address::{Address, UpstreamSpec};
 use crate::backend::container::{Container, IdleAction};
+use crate::backend::{BackendKind, BackendSpec};
 use crate::cli::Cli;
 use crate::engine::Engine;
 
@@ -61,95 +64,161 @@ pub const STATE_FILE_NAME: &str = "idlegate.state";
 /// The cap on request header bytes in HTTP mode.
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
-/// The validated settings idlegate runs with.
+/// The validated settings idlegate runs with, in the groups a reload treats
+/// alike (see [`crate::reload`]): `sockets` and `http` only change when
+/// idlegate starts again, `timeouts` at once, `backend` at its next start.
 #[derive(Clone, Debug)]
 pub struct Config {
+    /// The sockets and where their traffic goes.
+    pub sockets: Sockets,
+    /// The timeouts.
+    pub timeouts: Timeouts,
+    /// How the backend is run and when it is ready.
+    pub backend: BackendConfig,
+    /// HTTP mode settings (used by upstreams in `http` mode).
+    pub http: HttpSettings,
+    /// What idlegate reports, and where.
+    pub observability: Observability,
+}
+
+/// The sockets: where traffic goes, what to bind when not activated, how
+/// many connections at once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sockets {
     /// Where traffic goes, in the order given.
     pub upstreams: Vec<UpstreamSpec>,
     /// Addresses to bind when not socket-activated.
     pub listen: Vec<Address>,
-    /// How long nothing may be in flight before idle exit; `None` = never.
-    pub idle_timeout: Option<Duration>,
-    /// TCP mode: a connection quiet both ways this long is closed; `None` = never.
-    pub connection_idle_timeout: Option<Duration>,
-    /// UDP: a client's flow is live while a datagram moved within this long.
-    pub udp_flow_timeout: Duration,
-    /// How long a client may wait for the backend to become ready.
-    pub start_timeout: Duration,
-    /// Grace for the backend after SIGTERM and for connections to drain.
-    pub stop_timeout: Duration,
     /// The most connections served at once.
     pub connections_max: usize,
-    /// What to probe for readiness, when not the first upstream.
-    pub ready: Option<Address>,
-    /// The backend program and its arguments, if idlegate starts it.
-    pub command: Option<Vec<String>>,
-    /// A systemd unit to start and stop as the backend (`--unit`).
-    pub unit: Option<String>,
-    /// A shell command that starts the backend (`--start-cmd`).
-    pub start_cmd: Option<String>,
-    /// A shell command that stops the backend (`--stop-cmd`).
-    pub stop_cmd: Option<String>,
-    /// A container to start and stop by name through the engine API (`--container`).
-    pub container: Option<String>,
-    /// The engine's API socket as given (`--engine-socket`); see
-    /// [`Config::find_engine_socket`] for the default.
-    pub engine_socket: Option<PathBuf>,
-    /// What the container gets when idle.
-    pub idle_action: IdleAction,
+}
+
+/// The timeouts; the serve loops read them live, so a reload applies them at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timeouts {
+    /// How long nothing may be in flight before idle exit; `None` = never.
+    pub idle: Option<Duration>,
+    /// TCP mode: a connection quiet both ways this long is closed; `None` = never.
+    pub connection_idle: Option<Duration>,
+    /// UDP: a client's flow is live while a datagram moved within this long.
+    pub udp_flow: Duration,
+    /// How long a client may wait for the backend to become ready.
+    pub start: Duration,
+    /// Grace for the backend after SIGTERM and for connections to drain.
+    pub stop: Duration,
+}
+
+/// How the backend is run: at most one way is given.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// Already running, or someone else's to run: only waited for.
+    External,
+    /// A program idlegate starts as its child (the trailing COMMAND).
+    Command(Vec<String>),
+    /// A container started and stopped through the engine API (`--container`).
+    Container {
+        /// Its name or id.
+        name: String,
+        /// The engine's API socket as given (`--engine-socket`); see
+        /// [`Config::find_engine_socket`] for the default.
+        engine_socket: Option<PathBuf>,
+        /// What the container gets when idle.
+        idle_action: IdleAction,
+    },
+    /// A systemd unit to start and stop (`--unit`).
+    Unit(String),
+    /// Shell commands that start and stop the backend (`--start-cmd`, `--stop-cmd`).
+    Hooks {
+        /// Run on demand.
+        start: Option<String>,
+        /// Run when idle or stopping.
+        stop: Option<String>,
+    },
+}
+
+/// When the backend counts as ready, beyond its ready addresses accepting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Readiness {
+    /// What to probe, when not every upstream (`--ready`).
+    pub address: Option<Address>,
     /// Readiness needs an HTTP answer (any status) to `GET` this path.
-    pub ready_http: Option<String>,
+    pub http: Option<String>,
     /// Readiness needs this shell command to exit 0 (`--ready-cmd`).
-    pub ready_cmd: Option<String>,
+    pub cmd: Option<String>,
     /// Readiness needs the backend's own `READY=1` (`--ready-notify`).
-    pub ready_notify: bool,
+    pub notify: bool,
     /// Where `--ready-notify` makes the backend's notify socket (see
     /// [`Config::find_notify_dir`]).
     pub notify_dir: PathBuf,
+}
+
+/// How the backend is run and when it is ready; a reload applies it at the
+/// backend's next start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BackendConfig {
+    /// How it is run.
+    pub run: Run,
+    /// When it is ready.
+    pub readiness: Readiness,
+}
+
+/// What idlegate reports, and where.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Observability {
     /// The log level asked for, if any.
     pub log_level: Option<String>,
     /// Where `idlegate status` finds this instance's state (see [`Config::find_state_file`]).
     pub state_file: Option<PathBuf>,
     /// Where to serve Prometheus metrics (`--metrics`).
     pub metrics: Option<std::net::SocketAddr>,
-    /// HTTP mode settings (used by upstreams in `http` mode).
-    pub http: HttpSettings,
+}
+
+impl Run {
+    /// Whether idlegate starts and stops the backend (rather than only waiting for it).
+    pub fn manages_backend(&self) -> bool {
+        *self != Run::External
+    }
+
+    /// How the supervisor runs it.
+    fn kind(&self) -> BackendKind {
+        let shell = |c: &String| vec!["/bin/sh".to_owned(), "-c".to_owned(), c.clone()];
+        match self {
+            Run::External => BackendKind::External,
+            Run::Command(argv) => BackendKind::Process(argv.clone()),
+            Run::Container {
+                name,
+                engine_socket,
+                idle_action,
+            } => BackendKind::Container(Container {
+                engine: Engine::new(engine_socket.clone().unwrap_or_default()),
+                name: name.clone(),
+                idle_action: *idle_action,
+            }),
+            Run::Unit(unit) => BackendKind::Hooks {
+                start: Some(vec!["systemctl".into(), "start".into(), unit.clone()]),
+                stop: Some(vec!["systemctl".into(), "stop".into(), unit.clone()]),
+            },
+            Run::Hooks { start, stop } => BackendKind::Hooks {
+                start: start.as_ref().map(shell),
+                stop: stop.as_ref().map(shell),
+            },
+        }
+    }
 }
 
 impl Config {
-    /// Whether idlegate starts and stops the backend (rather than only waiting for it).
-    pub fn manages_backend(&self) -> bool {
-        self.command.is_some()
-            || self.container.is_some()
-            || self.unit.is_some()
-            || self.start_cmd.is_some()
-            || self.stop_cmd.is_some()
-    }
-
-    /// How the backend is run, as the supervisor needs it.
-    pub fn backend_kind(&self) -> crate::backend::BackendKind {
-        use crate::backend::BackendKind;
-        let shell = |c: &String| vec!["/bin/sh".to_owned(), "-c".to_owned(), c.clone()];
-        if let Some(argv) = &self.command {
-            BackendKind::Process(argv.clone())
-        } else if let Some(name) = &self.container {
-            BackendKind::Container(Container {
-                engine: Engine::new(self.engine_socket.clone().unwrap_or_default()),
-                name: name.clone(),
-                idle_action: self.idle_action,
-            })
-        } else if let Some(unit) = &self.unit {
-            BackendKind::Hooks {
-                start: Some(vec!["systemctl".into(), "start".into(), unit.clone()]),
-                stop: Some(vec!["systemctl".into(), "stop".into(), unit.clone()]),
-            }
-        } else if self.start_cmd.is_some() || self.stop_cmd.is_some() {
-            BackendKind::Hooks {
-                start: self.start_cmd.as_ref().map(shell),
-                stop: self.stop_cmd.as_ref().map(shell),
-            }
-        } else {
-            BackendKind::External
+    /// How the supervisor runs the backend: the one place a [`BackendSpec`]
+    /// is made from the settings.
+    pub fn backend_spec(&self) -> BackendSpec {
+        let readiness = &self.backend.readiness;
+        BackendSpec {
+            kind: self.backend.run.kind(),
+            ready_http: readiness.http.clone(),
+            ready_cmd: readiness.cmd.clone(),
+            ready_notify: readiness.notify.then(|| readiness.notify_dir.clone()),
+            ready: self.ready_addresses(),
+            start_timeout: self.timeouts.start,
+            stop_timeout: self.timeouts.stop,
         }
     }
 
@@ -160,10 +229,15 @@ impl Config {
         env: impl Fn(&str) -> Option<OsString>,
         exists: impl Fn(&Path) -> bool,
     ) -> Result<Config, ConfigError> {
-        if let Some(name) = &self.container {
-            let socket = crate::engine::find_socket(self.engine_socket.as_deref(), env, exists)
+        if let Run::Container {
+            name,
+            engine_socket,
+            ..
+        } = &mut self.backend.run
+        {
+            let socket = crate::engine::find_socket(engine_socket.as_deref(), env, exists)
                 .map_err(|e| ConfigError::Usage(format!("--container {name}: {e}")))?;
-            self.engine_socket = Some(socket);
+            *engine_socket = Some(socket);
         }
         Ok(self)
     }
@@ -171,8 +245,8 @@ impl Config {
     /// The state file: the one given, else `$RUNTIME_DIRECTORY/idlegate.state`
     /// when systemd gives the service a runtime directory (`RuntimeDirectory=`).
     pub fn find_state_file(mut self, env: impl Fn(&str) -> Option<OsString>) -> Config {
-        if self.state_file.is_none() {
-            self.state_file = Config::default_state_file(env);
+        if self.observability.state_file.is_none() {
+            self.observability.state_file = Config::default_state_file(env);
         }
         self
     }
@@ -192,7 +266,7 @@ impl Config {
                 })
                 .filter(|d| d.starts_with('/'))
         };
-        self.notify_dir = first("RUNTIME_DIRECTORY")
+        self.backend.readiness.notify_dir = first("RUNTIME_DIRECTORY")
             .or_else(|| first("TMPDIR"))
             .map_or_else(|| PathBuf::from("/tmp"), PathBuf::from);
         self
@@ -209,95 +283,16 @@ impl Config {
     /// The addresses that must all accept before the backend counts as
     /// ready: `--ready`, or else every upstream (each address once, in order).
     pub fn ready_addresses(&self) -> Vec<Address> {
-        if let Some(ready) = &self.ready {
+        if let Some(ready) = &self.backend.readiness.address {
             return vec![ready.clone()];
         }
         let mut addresses: Vec<Address> = Vec::new();
-        for upstream in &self.upstreams {
+        for upstream in &self.sockets.upstreams {
             if !addresses.contains(&upstream.address) {
                 addresses.push(upstream.address.clone());
             }
         }
         addresses
-    }
-}
-
-/// Where a setting came from, for error messages.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Origin {
-    /// A command-line flag, e.g. `--idle-timeout`.
-    Flag(&'static str),
-    /// A key in the config file.
-    Key {
-        /// The key, e.g. `idle-timeout`.
-        key: &'static str,
-        /// The file it is in.
-        file: PathBuf,
-    },
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Flag(flag) => f.write_str(flag),
-            Origin::Key { key, file } => {
-                write!(f, "{key} in {}", one_line(&file.display().to_string()))
-            }
-        }
-    }
-}
-
-/// A setting that cannot be used; idlegate exits 2 with this as its one line.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A value was given but is not valid.
-    #[error("{origin}: invalid value '{}': {}", one_line(value), one_line(reason))]
-    Invalid {
-        /// Which flag or key.
-        origin: Origin,
-        /// The value as given.
-        value: String,
-        /// Why it is wrong.
-        reason: String,
-    },
-    /// A required setting is missing, or settings contradict each other.
-    #[error("{}", one_line(.0))]
-    Usage(String),
-    /// The config file could not be read.
-    #[error("--config: cannot read '{}': {source}", one_line(&path.display().to_string()))]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-    /// The config file is not valid TOML for idlegate.
-    #[error("{}:{line}: {}", one_line(&path.display().to_string()), one_line(message))]
-    Parse {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line of the error.
-        line: usize,
-        /// The parser's message, on one line.
-        message: String,
-    },
-}
-
-/// `text` with its control characters (a newline in a quoted TOML value)
-/// escaped, so an error stays on one line.
-fn one_line(text: &str) -> String {
-    if text.chars().any(char::is_control) {
-        text.chars()
-            .map(|c| {
-                if c.is_control() {
-                    c.escape_default().to_string()
-                } else {
-                    c.to_string()
-                }
-            })
-            .collect()
-    } else {
-        text.to_owned()
     }
 }
 
@@ -340,35 +335,12 @@ impl Config {
     fn merge(mut cli: Cli, mut file: file::FileConfig, path: &Path) -> Result<Config, ConfigError> {
         let (cli, file) = (&mut cli, &mut file);
         let sockets = resolve::sockets(cli, file, path)?;
-        let timeouts = resolve::timeouts(cli, file, path)?;
-        let backend = resolve::backend(cli, file, path, &sockets.upstreams)?;
-        let http = resolve::http(cli, file, path)?;
-        let observability = resolve::observability(cli, file, path)?;
         Ok(Config {
-            upstreams: sockets.upstreams,
-            listen: sockets.listen,
-            connections_max: sockets.connections_max,
-            idle_timeout: timeouts.idle,
-            connection_idle_timeout: timeouts.connection_idle,
-            udp_flow_timeout: timeouts.udp_flow,
-            start_timeout: timeouts.start,
-            stop_timeout: timeouts.stop,
-            ready: backend.ready,
-            command: backend.command,
-            unit: backend.unit,
-            start_cmd: backend.start_cmd,
-            stop_cmd: backend.stop_cmd,
-            container: backend.container,
-            engine_socket: backend.engine_socket,
-            idle_action: backend.idle_action,
-            ready_http: backend.ready_http,
-            ready_cmd: backend.ready_cmd,
-            ready_notify: backend.ready_notify,
-            notify_dir: PathBuf::from("/tmp"),
-            http,
-            log_level: observability.log_level,
-            state_file: observability.state_file,
-            metrics: observability.metrics,
+            timeouts: resolve::timeouts(cli, file, path)?,
+            backend: resolve::backend(cli, file, path, &sockets.upstreams)?,
+            http: resolve::http(cli, file, path)?,
+            observability: resolve::observability(cli, file, path)?,
+            sockets,
         })
     }
 }
@@ -402,6 +374,10 @@ mod tests {
                 assert!(!e.to_string().contains('\n'), "one line: {e}");
             }
         }
+    }
+
+    fn args(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
     }
 
     fn cli(args: &[&str]) -> Cli {
@@ -444,11 +420,11 @@ mod tests {
     #[test]
     fn defaults_and_flags() {
         let c = Config::from_cli(cli(&["--upstream", "127.0.0.1:1"])).unwrap();
-        assert_eq!(c.idle_timeout, Some(DEFAULT_IDLE_TIMEOUT));
-        assert_eq!(c.start_timeout, DEFAULT_START_TIMEOUT);
-        assert_eq!(c.stop_timeout, DEFAULT_STOP_TIMEOUT);
-        assert_eq!(c.connections_max, DEFAULT_CONNECTIONS_MAX);
-        assert!(c.command.is_none());
+        assert_eq!(c.timeouts.idle, Some(DEFAULT_IDLE_TIMEOUT));
+        assert_eq!(c.timeouts.start, DEFAULT_START_TIMEOUT);
+        assert_eq!(c.timeouts.stop, DEFAULT_STOP_TIMEOUT);
+        assert_eq!(c.sockets.connections_max, DEFAULT_CONNECTIONS_MAX);
+        assert_eq!(c.backend.run, Run::External);
 
         let c = Config::from_cli(cli(&[
             "--exit-idle-time=3s",
@@ -461,10 +437,10 @@ mod tests {
             "9",
         ]))
         .unwrap();
-        assert_eq!(c.idle_timeout, Some(Duration::from_secs(3)));
-        assert_eq!(c.connections_max, 7);
-        assert_eq!(c.upstreams[0].address.to_string(), "127.0.0.1:9");
-        assert_eq!(c.command.unwrap(), ["app", "--port", "9"]);
+        assert_eq!(c.timeouts.idle, Some(Duration::from_secs(3)));
+        assert_eq!(c.sockets.connections_max, 7);
+        assert_eq!(c.sockets.upstreams[0].address.to_string(), "127.0.0.1:9");
+        assert_eq!(c.backend.run, Run::Command(args(&["app", "--port", "9"])));
     }
 
     #[test]
@@ -480,8 +456,8 @@ mod tests {
             "2s",
         ]))
         .unwrap();
-        assert_eq!(c.idle_timeout, Some(Duration::from_secs(2)));
-        assert_eq!(c.upstreams.len(), 2);
+        assert_eq!(c.timeouts.idle, Some(Duration::from_secs(2)));
+        assert_eq!(c.sockets.upstreams.len(), 2);
     }
 
     #[test]
@@ -521,11 +497,11 @@ mod tests {
         .unwrap();
         let c = Config::merge(cli(&["--idle-timeout", "2s"]), file, path).unwrap();
         assert_eq!(
-            c.idle_timeout,
+            c.timeouts.idle,
             Some(Duration::from_secs(2)),
             "the flag wins over the file"
         );
-        assert_eq!(c.command.unwrap(), ["sleep", "9"]);
+        assert_eq!(c.backend.run, Run::Command(args(&["sleep", "9"])));
 
         let e = parse_file("upstream = \"127.0.0.1:5\"\n\nbogus = 1\n", path)
             .unwrap_err()

@@ -28,10 +28,10 @@ use tokio_util::sync::CancellationToken;
 use crate::address::Address;
 use crate::backend::Backend;
 use crate::backoff::Backoff;
+use crate::config::Timeouts;
 use crate::context::ServeContext;
 use crate::net;
 use crate::proxy::proxy_protocol;
-use crate::reload::Live;
 
 /// The most datagrams one flow queues while the backend is not taking them.
 pub const FLOW_QUEUE: usize = 1024;
@@ -71,7 +71,7 @@ struct FlowContext {
     header: Option<Vec<u8>>,
     backend: Backend,
     /// The live settings: the flow timeout, which a reload changes at once.
-    live: watch::Receiver<Live>,
+    live: watch::Receiver<Timeouts>,
     /// The forwarder: its upstream, its queued-bytes count, and the flows lock
     /// that orders a flow's end against new datagrams.
     forwarder: Arc<UdpForwarder>,
@@ -263,7 +263,7 @@ async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
     let mut reply = Vec::with_capacity(DATAGRAM_MAX);
     let mut framed = Vec::new();
     let mut last = Instant::now();
-    let mut timeout = c.live.borrow_and_update().udp_flow_timeout;
+    let mut timeout = c.live.borrow_and_update().udp_flow;
     let mut reloads = true;
     let expiry = tokio::time::sleep(timeout);
     tokio::pin!(expiry);
@@ -337,7 +337,7 @@ async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
             changed = c.live.changed(), if reloads => match changed {
                 Ok(()) => {
                     // A reload: the new flow timeout counts from the last datagram.
-                    timeout = c.live.borrow_and_update().udp_flow_timeout;
+                    timeout = c.live.borrow_and_update().udp_flow;
                     expiry.as_mut().reset(last + timeout);
                 }
                 Err(_) => reloads = false, // No more reloads: this timeout is final.

@@ -1,0 +1,157 @@
+//! How the backend is run (a COMMAND, `--container`, `--unit`, hooks) and
+//! when it is ready (`--ready`, `--ready-http`, `--ready-cmd`, `--ready-notify`).
+
+use std::path::{Path, PathBuf};
+
+use super::super::file::{FileConfig, OneOrMany};
+use super::*;
+use crate::address::UpstreamSpec;
+use crate::backend::container::IdleAction;
+use crate::cli::Cli;
+
+/// How the backend is run and when it is ready.
+pub(in crate::config) fn backend(
+    cli: &mut Cli,
+    file: &mut FileConfig,
+    path: &Path,
+    upstreams: &[UpstreamSpec],
+) -> Result<BackendConfig, ConfigError> {
+    let run = run(cli, file, path)?;
+    let readiness = readiness(cli, file, path, upstreams)?;
+    if readiness.notify && !matches!(run, Run::Command(_)) {
+        return Err(ConfigError::Usage(
+            "--ready-notify needs a backend COMMAND, which it gives NOTIFY_SOCKET (a --unit's own READY=1 is systemd's to wait for)".into(),
+        ));
+    }
+    Ok(BackendConfig { run, readiness })
+}
+
+/// The trailing COMMAND, else the file's `command`.
+fn command(
+    cli: &mut Cli,
+    file: &mut FileConfig,
+    path: &Path,
+) -> Result<Option<Vec<String>>, ConfigError> {
+    if !cli.command.is_empty() {
+        return Ok(Some(std::mem::take(&mut cli.command)));
+    }
+    match file.command.take().map(OneOrMany::into_vec) {
+        Some(v) if v.is_empty() || v[0].is_empty() => Err(ConfigError::Invalid {
+            origin: file_origin("command", path),
+            value: format!("{v:?}"),
+            reason: "the program name is empty".into(),
+        }),
+        other => Ok(other),
+    }
+}
+
+/// How the backend is run: at most one of a command, a container, a unit,
+/// start/stop commands.
+fn run(cli: &mut Cli, file: &mut FileConfig, path: &Path) -> Result<Run, ConfigError> {
+    let command = command(cli, file, path)?;
+    let unit = given!(cli, file, path, unit, "unit");
+    let start_cmd = given!(cli, file, path, start_cmd, "start-cmd");
+    let stop_cmd = given!(cli, file, path, stop_cmd, "stop-cmd");
+    let container = given!(cli, file, path, container, "container");
+    let container = text_setting(container, "a container name")?;
+    let unit = text_setting(unit, "a unit name")?;
+    let start_cmd = text_setting(start_cmd, "a command")?;
+    let stop_cmd = text_setting(stop_cmd, "a command")?;
+    let kinds = [
+        command.is_some().then_some("a backend COMMAND"),
+        container.as_ref().map(|_| "--container"),
+        unit.as_ref().map(|_| "--unit"),
+        (start_cmd.is_some() || stop_cmd.is_some()).then_some("--start-cmd/--stop-cmd"),
+    ];
+    let given: Vec<&str> = kinds.into_iter().flatten().collect();
+    if given.len() > 1 {
+        return Err(ConfigError::Usage(format!(
+            "{} and {} both say how to run the backend: give one",
+            given[0], given[1]
+        )));
+    }
+    let (engine_socket, idle_action) = container_options(cli, file, path)?;
+    if let Some(name) = container {
+        return Ok(Run::Container {
+            name,
+            engine_socket,
+            idle_action,
+        });
+    }
+    for (given, name) in [
+        (engine_socket.is_some(), "--engine-socket"),
+        (idle_action != IdleAction::default(), "--idle-action"),
+    ] {
+        if given {
+            return Err(ConfigError::Usage(format!("{name} needs --container NAME")));
+        }
+    }
+    Ok(match (command, unit) {
+        (Some(argv), _) => Run::Command(argv),
+        (None, Some(unit)) => Run::Unit(unit),
+        (None, None) if start_cmd.is_some() || stop_cmd.is_some() => Run::Hooks {
+            start: start_cmd,
+            stop: stop_cmd,
+        },
+        (None, None) => Run::External,
+    })
+}
+
+/// `--engine-socket` and `--idle-action`, which only a container takes.
+fn container_options(
+    cli: &mut Cli,
+    file: &mut FileConfig,
+    path: &Path,
+) -> Result<(Option<PathBuf>, IdleAction), ConfigError> {
+    let engine_socket = given!(cli, file, path, engine_socket, "engine-socket");
+    let idle_action = match given!(cli, file, path, idle_action, "idle-action") {
+        None => IdleAction::default(),
+        Some((text, origin)) => text.parse().map_err(|reason| ConfigError::Invalid {
+            origin,
+            value: text,
+            reason,
+        })?,
+    };
+    Ok((engine_socket.map(|(p, _)| p), idle_action))
+}
+
+/// When the backend counts as ready, beyond its ready addresses accepting.
+fn readiness(
+    cli: &mut Cli,
+    file: &mut FileConfig,
+    path: &Path,
+    upstreams: &[UpstreamSpec],
+) -> Result<Readiness, ConfigError> {
+    let address = given!(cli, file, path, ready, "ready")
+        .map(|(t, o)| address_setting(t, o))
+        .transpose()?;
+
+    let http = match given!(cli, file, path, ready_http, "ready-http") {
+        Some((p, origin)) if !p.starts_with('/') || p.contains(char::is_whitespace) => {
+            return Err(ConfigError::Invalid {
+                origin,
+                value: p,
+                reason: "expected a path such as /healthz".into(),
+            })
+        }
+        other => other.map(|(p, _)| p),
+    };
+    if http.is_some() {
+        let probed = address
+            .as_ref()
+            .or_else(|| upstreams.first().map(|u| &u.address));
+        if let Some(udp) = probed.filter(|a| a.is_udp()) {
+            return Err(ConfigError::Usage(format!(
+                "--ready-http probes the first ready address, and {udp} is UDP: give --ready HOST:PORT of a TCP port"
+            )));
+        }
+    }
+    let cmd = given!(cli, file, path, ready_cmd, "ready-cmd");
+    Ok(Readiness {
+        address,
+        http,
+        cmd: text_setting(cmd, "a command")?,
+        notify: cli.ready_notify || file.ready_notify.take().unwrap_or(false),
+        notify_dir: PathBuf::from("/tmp"),
+    })
+}

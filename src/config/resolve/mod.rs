@@ -1,0 +1,283 @@
+//! The resolution of flags over the file, one function per group of
+//! settings: the sockets and their upstreams, the timeouts, the backend, HTTP
+//! mode, and what idlegate reports. Each takes its values out of the flags and
+//! the file, checks them, and names the flag or key of a bad one: the
+//! sockets in `sockets.rs`, the backend in `backend.rs`, the rest here.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::file::{FileConfig, RawDuration};
+use super::*;
+use crate::address::Address;
+use crate::cli::Cli;
+
+/// The flag `--KEY` over the file's `KEY`, each taken out of its side
+/// (`field` names both), the file's value mapped by `map` if given; as
+/// [`pick`] returns it:
+/// `given!(cli, file, path, idle_timeout, "idle-timeout", RawDuration::text)`.
+macro_rules! given {
+    ($cli:ident, $file:ident, $path:ident, $field:ident, $key:literal) => {
+        pick(
+            $cli.$field.take(),
+            concat!("--", $key),
+            $file.$field.take(),
+            $key,
+            $path,
+        )
+    };
+    ($cli:ident, $file:ident, $path:ident, $field:ident, $key:literal, $map:expr) => {
+        pick(
+            $cli.$field.take(),
+            concat!("--", $key),
+            $file.$field.take().map($map),
+            $key,
+            $path,
+        )
+    };
+}
+
+mod backend;
+mod sockets;
+
+pub(super) use backend::backend;
+pub(super) use sockets::sockets;
+
+pub(super) fn file_origin(key: &'static str, file: &Path) -> Origin {
+    Origin::Key {
+        key,
+        file: file.to_owned(),
+    }
+}
+
+/// Chooses the flag's value over the file's, remembering where it came from.
+pub(super) fn pick<T>(
+    flag: Option<T>,
+    flag_name: &'static str,
+    file: Option<T>,
+    key: &'static str,
+    path: &Path,
+) -> Option<(T, Origin)> {
+    match (flag, file) {
+        (Some(v), _) => Some((v, Origin::Flag(flag_name))),
+        (None, Some(v)) => Some((v, file_origin(key, path))),
+        (None, None) => None,
+    }
+}
+
+/// A duration from `value`, where `0`, `infinity` and `never` mean "never"
+/// (`None`); `default` when none is given.
+fn optional_duration(
+    value: Option<(String, Origin)>,
+    default: Option<Duration>,
+) -> Result<Option<Duration>, ConfigError> {
+    let Some((text, origin)) = value else {
+        return Ok(default);
+    };
+    parse_duration(&text).map_err(|reason| ConfigError::Invalid {
+        origin,
+        value: text,
+        reason,
+    })
+}
+
+/// A finite duration greater than 0 from `value`, or `default`.
+fn finite_duration(
+    value: Option<(String, Origin)>,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    let given = value.clone();
+    match optional_duration(value, Some(default))? {
+        Some(d) => Ok(d),
+        None => {
+            let (text, origin) = given.expect("a default was given");
+            Err(ConfigError::Invalid {
+                origin,
+                value: text,
+                reason: "must be a finite duration greater than 0".into(),
+            })
+        }
+    }
+}
+
+/// A count of at least 1 (a semaphore's permits), or `default`.
+pub(super) fn count_setting(
+    value: Option<(String, Origin)>,
+    default: usize,
+) -> Result<usize, ConfigError> {
+    let Some((text, origin)) = value else {
+        return Ok(default);
+    };
+    match text.trim().parse::<usize>() {
+        Ok(n) if n > 0 && n <= tokio::sync::Semaphore::MAX_PERMITS => Ok(n),
+        _ => Err(ConfigError::Invalid {
+            origin,
+            value: text,
+            reason: "expected a whole number of at least 1".into(),
+        }),
+    }
+}
+
+pub(super) fn address_setting(text: String, origin: Origin) -> Result<Address, ConfigError> {
+    Address::parse(&text).map_err(|e| ConfigError::Invalid {
+        origin,
+        value: text,
+        reason: e.to_string(),
+    })
+}
+
+/// A non-empty text setting (`what` it should be, for the error).
+pub(super) fn text_setting(
+    value: Option<(String, Origin)>,
+    what: &str,
+) -> Result<Option<String>, ConfigError> {
+    match value {
+        Some((text, origin)) if text.trim().is_empty() => Err(ConfigError::Invalid {
+            origin,
+            value: text,
+            reason: format!("expected {what}"),
+        }),
+        other => Ok(other.map(|(text, _)| text)),
+    }
+}
+
+/// The timeouts.
+pub(super) fn timeouts(
+    cli: &mut Cli,
+    file: &mut FileConfig,
+    path: &Path,
+) -> Result<Timeouts, ConfigError> {
+    let idle = given!(
+        cli,
+        file,
+        path,
+        idle_timeout,
+        "idle-timeout",
+        RawDuration::text
+    );
+    let connection_idle = given!(
+        cli,
+        file,
+        path,
+        connection_idle_timeout,
+        "connection-idle-timeout",
+        RawDuration::text
+    );
+    let udp_flow = given!(
+        cli,
+        file,
+        path,
+        udp_flow_timeout,
+        "udp-flow-timeout",
+        RawDuration::text
+    );
+    let start = given!(
+        cli,
+        file,
+        path,
+        start_timeout,
+        "start-timeout",
+        RawDuration::text
+    );
+    let stop = given!(
+        cli,
+        file,
+        path,
+        stop_timeout,
+        "stop-timeout",
+        RawDuration::text
+    );
+    Ok(Timeouts {
+        idle: optional_duration(idle, Some(DEFAULT_IDLE_TIMEOUT))?,
+        connection_idle: optional_duration(connection_idle, None)?,
+        udp_flow: finite_duration(udp_flow, DEFAULT_UDP_FLOW_TIMEOUT)?,
+        start: finite_duration(start, DEFAULT_START_TIMEOUT)?,
+        // A stop timeout of 0 is valid: SIGKILL at once, no drain.
+        stop: optional_duration(stop, Some(DEFAULT_STOP_TIMEOUT))?.unwrap_or(Duration::ZERO),
+    })
+}
+
+/// HTTP mode's settings.
+pub(super) fn http(
+    cli: &mut Cli,
+    file: &mut FileConfig,
+    path: &Path,
+) -> Result<HttpSettings, ConfigError> {
+    let upstream_connections_max = count_setting(
+        given!(
+            cli,
+            file,
+            path,
+            upstream_connections_max,
+            "upstream-connections-max",
+            |n| n.to_string()
+        ),
+        DEFAULT_UPSTREAM_CONNECTIONS_MAX,
+    )?;
+
+    let header_read_timeout = finite_duration(
+        given!(
+            cli,
+            file,
+            path,
+            header_read_timeout,
+            "header-read-timeout",
+            RawDuration::text
+        ),
+        DEFAULT_HEADER_READ_TIMEOUT,
+    )?;
+    let waiting_page = cli.waiting_page || file.waiting_page.take().unwrap_or(false);
+    let forwarded_headers =
+        !cli.no_forwarded_headers && file.forwarded_headers.take().unwrap_or(true);
+    let http = HttpSettings {
+        waiting_page: waiting_page.then_some(WAITING_PAGE_AFTER),
+        forwarded_headers,
+        header_read_timeout,
+        max_header_bytes: MAX_HEADER_BYTES,
+        upstream_connections_max,
+    };
+
+    Ok(http)
+}
+
+/// What idlegate reports, and how: log level, state file, metrics.
+pub(super) fn observability(
+    cli: &mut Cli,
+    file: &mut FileConfig,
+    path: &Path,
+) -> Result<Observability, ConfigError> {
+    let log_level = match given!(cli, file, path, log_level, "log-level") {
+        None => None,
+        Some((level, origin)) => {
+            let lower = level.to_ascii_lowercase();
+            if !["error", "warn", "info", "debug", "trace", "off"].contains(&lower.as_str()) {
+                return Err(ConfigError::Invalid {
+                    origin,
+                    value: level,
+                    reason: "expected error, warn, info, debug, trace or off".into(),
+                });
+            }
+            Some(lower)
+        }
+    };
+
+    let state_file = given!(cli, file, path, state_file, "state-file").map(|(p, _)| p);
+    let metrics = match given!(cli, file, path, metrics, "metrics") {
+        None => None,
+        Some((text, origin)) => match address_setting(text.clone(), origin.clone())? {
+            Address::Tcp { addrs, .. } => addrs.first().copied(),
+            Address::Unix(_) | Address::Udp { .. } => {
+                return Err(ConfigError::Invalid {
+                    origin,
+                    value: text,
+                    reason: "expected HOST:PORT".into(),
+                })
+            }
+        },
+    };
+    Ok(Observability {
+        log_level,
+        state_file,
+        metrics,
+    })
+}
