@@ -19,10 +19,12 @@
 //! - [`listener`]: the accept loop; [`proxy`]: one connection, held then copied both ways
 //!   (or, for a UDP socket, its datagrams by client flow: [`proxy::udp`]; HTTP:
 //!   [`proxy::http`]).
-//! - [`backend`]: the backend's lifecycle (start, ready, stop), one supervisor task, one
-//!   file per kind (a process, `podman run`, a container through [`engine`], hooks), the
-//!   ready command and the backend's own notify socket; [`readiness`]: the probe;
-//!   [`backoff`]: the delays between retries.
+//! - [`backend`]: the backend's lifecycle (start, ready, stop): the handle, one
+//!   supervisor task, one file per kind (a process, `podman run`, a container
+//!   through [`backend::engine`], hooks) dispatched in `backend/kind.rs`, the
+//!   readiness probe of a start ([`backend::probe`]: the ready command, the
+//!   backend's own notify socket), typed failures ([`backend::Failure`]);
+//!   [`readiness`]: probing one address; [`backoff`]: the delays between retries.
 //! - [`activity`]: in-flight guards and the idle timer.
 //! - [`shutdown`], [`notify`]: stop requests in, sd_notify out; [`status`]: `STATUS=` and
 //!   the state file; [`metrics`]: the Prometheus endpoint.
@@ -42,7 +44,6 @@ pub mod backoff;
 pub mod cli;
 pub mod config;
 pub mod context;
-pub mod engine;
 #[cfg(test)]
 mod fuzz_support;
 pub mod limits;
@@ -70,10 +71,8 @@ use activity::InFlight;
 use backend::Backend;
 pub use config::Config;
 use context::ServeContext;
-use listener::{Endpoint, Forwarder, Route};
+use listener::{Endpoint, Forwarder};
 pub use notify::Notifier;
-use proxy::http::HttpProxy;
-use proxy::udp::UdpForwarder;
 pub use shutdown::Shutdown;
 
 /// How a run ended (each is exit status 0).
@@ -105,25 +104,19 @@ pub async fn run(
     let backend = Backend::spawn(config.backend_spec(), in_flight.clone());
     let notifier = Arc::new(notifier);
     let (live_tx, live) = tokio::sync::watch::channel(config.timeouts);
+    let shared = ServeContext {
+        backend: backend.clone(),
+        in_flight,
+        connections: InFlight::new(),
+        close: CancellationToken::new(),
+        slots: Arc::new(Semaphore::new(config.sockets.connections_max)),
+        live,
+    };
     let state_file = config.observability.state_file.clone();
     let activation = state_file
         .as_deref()
         .map_or(1, |path| status::previous_activation(path) + 1);
-    let (snapshots, latest) = tokio::sync::watch::channel(None);
-    if notifier.is_enabled() || state_file.is_some() || metrics.is_some() {
-        tokio::spawn(reporter::keep_current(
-            notifier.clone(),
-            reporter::BackendView {
-                state: backend.subscribe(),
-                status: backend.subscribe_status(),
-            },
-            in_flight.clone(),
-            live.clone(),
-            state_file.clone(),
-            activation,
-            snapshots,
-        ));
-    }
+    start_reporting(&shared, &notifier, state_file.clone(), activation, metrics);
     tokio::spawn(reload::apply_reloads(
         reloads,
         config.clone(),
@@ -131,87 +124,103 @@ pub async fn run(
         live_tx,
         notifier.clone(),
     ));
-    let connections = InFlight::new();
-    if let Some(listener) = metrics {
-        tokio::spawn(metrics::serve(listener, latest, connections.clone()));
-    }
-    let shared = ServeContext {
-        backend: backend.clone(),
-        in_flight: in_flight.clone(),
-        connections,
-        close: CancellationToken::new(),
-        slots: Arc::new(Semaphore::new(config.sockets.connections_max)),
-        live,
-    };
-    let forwarder = |upstream: &address::UpstreamSpec| match upstream.mode {
-        _ if upstream.address.is_udp() => Forwarder::Udp(Arc::new(UdpForwarder::new(
-            upstream.address.clone(),
-            upstream.proxy_protocol.is_some(),
-        ))),
-        config::Mode::Tcp => Forwarder::Tcp,
-        config::Mode::Http => Forwarder::Http(HttpProxy::new(
-            upstream.address.clone(),
-            backend.clone(),
-            in_flight.clone(),
-            config.http.clone(),
-        )),
-    };
-    let endpoints = |routes: Vec<Route>| -> Vec<Arc<Endpoint>> {
-        routes
-            .into_iter()
-            .map(|route| {
-                Arc::new(Endpoint {
-                    forwarder: forwarder(&route.upstream),
-                    route,
-                })
-            })
-            .collect()
-    };
 
     let exit = match sockets {
         activation::Sockets::Connection { stream, upstream } => {
-            notifier.ready("serving one connection");
-            tracing::info!(
-                "serving one passed connection (Accept=yes) to {upstream} ({})",
-                upstream.mode
-            );
-            let peer = stream.peer();
-            let connection = shared.connections.enter();
-            let served = listener::serve_client(
-                &forwarder(&upstream),
-                upstream.clone(),
-                stream,
-                peer,
-                &shared,
-            );
-            tokio::select! {
-                _ = served => {}
-                _ = async {
-                    shutdown.requested().await;
-                    shared.close.cancel();
-                    tokio::select! {
-                        _ = tokio::time::sleep(shared.live().stop) => {}
-                        _ = shutdown.hurried() => {}
-                    }
-                } => {}
-            }
-            drop(connection);
-            Exit::ConnectionDone
+            let forwarder = Forwarder::new(&upstream, &shared, &config.http);
+            serve_passed_connection(stream, upstream, forwarder, &shared, &shutdown, &notifier)
+                .await
         }
         activation::Sockets::Activated(routes) => {
             // A client is already waiting: start the backend while we accept.
             backend.start();
-            let endpoints = endpoints(routes);
+            let endpoints = Endpoint::all(routes, &shared, &config.http);
             announce(&notifier, &endpoints, "socket-activated", &config);
             serve::serve_until_idle(&endpoints, &shared, &shutdown).await
         }
         activation::Sockets::Bound(routes) => {
-            let endpoints = endpoints(routes);
+            let endpoints = Endpoint::all(routes, &shared, &config.http);
             announce(&notifier, &endpoints, "listening", &config);
             serve::serve_and_stop_backend_when_idle(&endpoints, &shared, &shutdown).await
         }
     };
+    say_goodbye(exit, &config, &notifier);
+    backend.shut_down().await;
+    // Requests still waiting for the backend have just been answered (HTTP
+    // 503, TCP close): give those answers a moment to reach their clients.
+    if shared.connections.count() > 0 {
+        let _ = tokio::time::timeout(FLUSH_GRACE, shared.connections.drained()).await;
+    }
+    if let Some(path) = &state_file {
+        write_last_state(path, &backend, activation);
+    }
+    tracing::info!("exiting");
+    exit
+}
 
+/// Keeps `STATUS=`, the state file and the metrics current, when any is wanted.
+fn start_reporting(
+    shared: &ServeContext,
+    notifier: &Arc<Notifier>,
+    state_file: Option<std::path::PathBuf>,
+    activation: u64,
+    metrics: Option<tokio::net::TcpListener>,
+) {
+    let (snapshots, latest) = tokio::sync::watch::channel(None);
+    if notifier.is_enabled() || state_file.is_some() || metrics.is_some() {
+        tokio::spawn(reporter::keep_current(
+            notifier.clone(),
+            reporter::BackendView {
+                state: shared.backend.subscribe(),
+                status: shared.backend.subscribe_status(),
+            },
+            shared.in_flight.clone(),
+            shared.live.clone(),
+            state_file,
+            activation,
+            snapshots,
+        ));
+    }
+    if let Some(listener) = metrics {
+        tokio::spawn(metrics::serve(listener, latest, shared.connections.clone()));
+    }
+}
+
+/// Serves the one connection systemd passed (`Accept=yes`) until it ends, or
+/// a stop request and the stop timeout.
+async fn serve_passed_connection(
+    stream: net::Stream,
+    upstream: address::UpstreamSpec,
+    forwarder: Forwarder,
+    shared: &ServeContext,
+    shutdown: &Shutdown,
+    notifier: &Notifier,
+) -> Exit {
+    notifier.ready("serving one connection");
+    tracing::info!(
+        "serving one passed connection (Accept=yes) to {upstream} ({})",
+        upstream.mode
+    );
+    let peer = stream.peer();
+    let connection = shared.connections.enter();
+    let served = listener::serve_client(&forwarder, upstream, stream, peer, shared);
+    tokio::select! {
+        _ = served => {}
+        _ = async {
+            shutdown.requested().await;
+            shared.close.cancel();
+            tokio::select! {
+                _ = tokio::time::sleep(shared.live().stop) => {}
+                _ = shutdown.hurried() => {}
+            }
+        } => {}
+    }
+    drop(connection);
+    Exit::ConnectionDone
+}
+
+/// The log line and `STOPPING=1` of the end of a run.
+fn say_goodbye(exit: Exit, config: &Config, notifier: &Notifier) {
     match exit {
         Exit::Idle => {
             let idle = config.timeouts.idle.map(humantime::format_duration);
@@ -225,27 +234,21 @@ pub async fn run(
             notifier.stopping("stopping the backend and exiting")
         }
     }
-    backend.shut_down().await;
-    // Requests still waiting for the backend have just been answered (HTTP
-    // 503, TCP close): give those answers a moment to reach their clients.
-    if shared.connections.count() > 0 {
-        let _ = tokio::time::timeout(FLUSH_GRACE, shared.connections.drained()).await;
+}
+
+/// The state file's last word: not running, the backend as it was left.
+fn write_last_state(path: &std::path::Path, backend: &Backend, activation: u64) {
+    let last = status::Snapshot {
+        pid: std::process::id(),
+        running: false,
+        backend: backend.state().describe().to_owned(),
+        in_flight: 0,
+        idle_exit_in: status::IdleExit::Never,
+        activation,
+    };
+    if let Err(e) = status::write(path, &last) {
+        tracing::debug!("state file {}: {e}", path.display());
     }
-    if let Some(path) = &state_file {
-        let last = status::Snapshot {
-            pid: std::process::id(),
-            running: false,
-            backend: backend.state().describe().to_owned(),
-            in_flight: 0,
-            idle_exit_in: status::IdleExit::Never,
-            activation,
-        };
-        if let Err(e) = status::write(path, &last) {
-            tracing::debug!("state file {}: {e}", path.display());
-        }
-    }
-    tracing::info!("exiting");
-    exit
 }
 
 fn announce(notifier: &Notifier, endpoints: &[Arc<Endpoint>], how: &str, config: &Config) {

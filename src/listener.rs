@@ -5,9 +5,11 @@
 use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
-use crate::address::UpstreamSpec;
+use crate::address::{Mode, UpstreamSpec};
 use crate::backoff::Backoff;
+use crate::config::HttpSettings;
 use crate::context::ServeContext;
 use crate::net::{Listener, Peer, Stream};
 use crate::proxy;
@@ -28,6 +30,25 @@ pub enum Forwarder {
     Udp(Arc<UdpForwarder>),
 }
 
+impl Forwarder {
+    /// How to forward to `upstream`: by its mode, UDP whatever the mode.
+    pub fn new(upstream: &UpstreamSpec, shared: &ServeContext, http: &HttpSettings) -> Forwarder {
+        match upstream.mode {
+            _ if upstream.address.is_udp() => Forwarder::Udp(Arc::new(UdpForwarder::new(
+                upstream.address.clone(),
+                upstream.proxy_protocol.is_some(),
+            ))),
+            Mode::Tcp => Forwarder::Tcp,
+            Mode::Http => Forwarder::Http(HttpProxy::new(
+                upstream.address.clone(),
+                shared.backend.clone(),
+                shared.in_flight.clone(),
+                http.clone(),
+            )),
+        }
+    }
+}
+
 /// A socket, its upstream, and how to forward.
 #[derive(Debug)]
 pub struct Endpoint {
@@ -35,6 +56,25 @@ pub struct Endpoint {
     pub route: Route,
     /// The forwarding mode, ready to use.
     pub forwarder: Forwarder,
+}
+
+impl Endpoint {
+    /// The endpoints of `routes`, each with its forwarder.
+    pub fn all(
+        routes: Vec<Route>,
+        shared: &ServeContext,
+        http: &HttpSettings,
+    ) -> Vec<Arc<Endpoint>> {
+        routes
+            .into_iter()
+            .map(|route| {
+                Arc::new(Endpoint {
+                    forwarder: Forwarder::new(&route.upstream, shared, http),
+                    route,
+                })
+            })
+            .collect()
+    }
 }
 
 /// Serves `endpoint` until `stop` is cancelled: accepts its clients, or for a
@@ -125,11 +165,11 @@ pub fn serve_client(
     let backend = shared.backend.clone();
     let quiet_limit = shared.live().connection_idle;
     let close = shared.close.clone();
-    async move {
+    let span = tracing::info_span!("client", %peer);
+    let served = async move {
         match forwarder {
             Forwarder::Tcp => {
                 let tcp = proxy::tcp::TcpClient {
-                    peer,
                     upstream: &upstream.as_ref().address,
                     backend: &backend,
                     quiet_limit,
@@ -141,5 +181,6 @@ pub fn serve_client(
             Forwarder::Http(http) => http.serve_connection(client, peer, close, work).await,
             Forwarder::Udp(_) => unreachable!("a UDP socket accepts no connections"),
         }
-    }
+    };
+    served.instrument(span)
 }

@@ -158,3 +158,149 @@ pub async fn drain(shutdown: &Shutdown, shared: &ServeContext, grace: Duration) 
         }
     }
 }
+
+/// The timer logic, in paused time: what a reload does to the idle timer,
+/// and how long the drain waits.
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activity::InFlight;
+    use crate::backend::hooks::Hooks;
+    use crate::backend::{Backend, BackendKind, BackendSpec};
+    use crate::config::Timeouts;
+    use tokio::sync::watch;
+    use tokio::time::Instant;
+
+    const STOP: Duration = Duration::from_secs(10);
+
+    fn timeouts(idle: Option<u64>) -> Timeouts {
+        Timeouts {
+            idle: idle.map(Duration::from_secs),
+            connection_idle: None,
+            udp_flow: Duration::from_secs(30),
+            start: Duration::from_secs(60),
+            stop: STOP,
+        }
+    }
+
+    /// A run's context around a backend with nothing to start or stop.
+    fn context(idle: Option<u64>) -> (ServeContext, watch::Sender<Timeouts>) {
+        let (live_tx, live) = watch::channel(timeouts(idle));
+        let in_flight = InFlight::new();
+        let spec = BackendSpec {
+            kind: BackendKind::Hooks(Hooks {
+                start: None,
+                stop: None,
+            }),
+            ready: vec![crate::address::Address::parse("127.0.0.1:1").unwrap()],
+            ready_http: None,
+            ready_cmd: None,
+            ready_notify: None,
+            start_timeout: Duration::from_secs(60),
+            stop_timeout: STOP,
+        };
+        let shared = ServeContext {
+            backend: Backend::spawn(spec, in_flight.clone()),
+            in_flight,
+            connections: InFlight::new(),
+            close: CancellationToken::new(),
+            slots: Arc::new(tokio::sync::Semaphore::new(8)),
+            live,
+        };
+        (shared, live_tx)
+    }
+
+    /// When the idle timer of `shared` fires, in seconds from now (`None`:
+    /// not within a day).
+    fn fires_after(shared: &ServeContext) -> tokio::task::JoinHandle<Option<u64>> {
+        let shared = shared.clone();
+        let start = Instant::now();
+        tokio::spawn(async move {
+            let day = Duration::from_secs(86_400);
+            tokio::time::timeout(day, idle_timer(&shared))
+                .await
+                .ok()
+                .map(|()| start.elapsed().as_secs())
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_idle_timer_fires_after_the_idle_timeout_with_nothing_in_flight() {
+        let (shared, _live) = context(Some(60));
+        assert_eq!(fires_after(&shared).await.unwrap(), Some(60));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_re_arms_the_idle_timer_with_the_new_timeout() {
+        let (shared, live) = context(Some(60));
+        let timer = fires_after(&shared);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        live.send_replace(timeouts(Some(5)));
+        assert_eq!(timer.await.unwrap(), Some(15));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_reload_to_never_disarms_the_idle_timer_and_a_later_one_arms_it() {
+        let (shared, live) = context(Some(60));
+        let timer = fires_after(&shared);
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        live.send_replace(timeouts(None));
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        assert!(!timer.is_finished());
+        live.send_replace(timeouts(Some(30)));
+        assert_eq!(timer.await.unwrap(), Some(3640));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn work_in_flight_holds_the_idle_timer_until_it_ends() {
+        let (shared, _live) = context(Some(60));
+        let work = shared.in_flight.enter();
+        let timer = fires_after(&shared);
+        tokio::time::sleep(Duration::from_secs(600)).await;
+        drop(work);
+        assert_eq!(timer.await.unwrap(), Some(660));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_waits_for_an_open_connection_up_to_the_stop_timeout() {
+        let (shared, _live) = context(Some(60));
+        let shutdown = Shutdown::new();
+        let _stuck = shared.connections.enter();
+        let start = Instant::now();
+        drain(&shutdown, &shared, STOP).await;
+        assert_eq!(start.elapsed(), STOP);
+        assert!(
+            shared.close.is_cancelled(),
+            "HTTP connections were asked to close"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_drain_ends_when_the_last_connection_does() {
+        let (shared, _live) = context(Some(60));
+        let connection = shared.connections.enter();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(connection);
+        });
+        let start = Instant::now();
+        drain(&Shutdown::new(), &shared, STOP).await;
+        assert_eq!(start.elapsed().as_secs(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_second_stop_request_ends_the_drain_at_once() {
+        let (shared, _live) = context(Some(60));
+        let shutdown = Shutdown::new();
+        let _stuck = shared.connections.enter();
+        shutdown.request();
+        let second = shutdown.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            second.request();
+        });
+        let start = Instant::now();
+        drain(&shutdown, &shared, STOP).await;
+        assert_eq!(start.elapsed().as_secs(), 2);
+    }
+}

@@ -2,11 +2,12 @@
 //! start or unpause it on demand, wait for its healthcheck, and stop or pause
 //! it when idle.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::engine::{ContainerState, Engine, EngineError};
+use super::failure::Failure;
+use super::progress::{waiting_for, Progress};
 use crate::backoff::Backoff;
-use crate::engine::{ContainerState, Engine};
 
 /// What happens to the container when idlegate stops the backend.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -41,24 +42,21 @@ pub struct Container {
     pub idle_action: IdleAction,
 }
 
-/// What a start in progress is waiting for, for the log when it times out.
-pub type Progress = Arc<Mutex<Option<String>>>;
-
 /// The longest pause between two looks at a starting container.
 const MAX_POLL: Duration = Duration::from_millis(250);
 
 impl Container {
     /// Starts (or unpauses) the container and returns once it runs and, if it
     /// has a healthcheck, is healthy.
-    pub async fn start(&self, progress: &Progress) -> Result<(), String> {
+    pub async fn start(&self, progress: &Progress) -> Result<(), Failure> {
         let name = &self.name;
         let state = self.inspect().await?;
         if state.paused {
             tracing::info!("unpausing container {name}");
-            self.engine.unpause(name).await.map_err(|e| e.to_string())?;
+            self.engine.unpause(name).await?;
         } else if !state.running {
             tracing::info!("starting container {name}");
-            self.engine.start(name).await.map_err(|e| e.to_string())?;
+            self.engine.start(name).await?;
         } else {
             tracing::info!("container {name} is already running");
         }
@@ -67,10 +65,11 @@ impl Container {
         loop {
             let state = self.inspect().await?;
             if !state.running {
-                return Err(format!(
-                    "container {name} stopped during start ({}, exit code {})",
-                    state.status, state.exit_code
-                ));
+                return Err(Failure::ContainerStopped {
+                    name: name.clone(),
+                    status: state.status,
+                    exit_code: state.exit_code,
+                });
             }
             match state.health_status() {
                 None | Some("healthy") => {
@@ -84,9 +83,8 @@ impl Container {
                         tracing::info!(
                             "waiting for container {name} to become healthy (now {health})"
                         );
-                        *progress.lock().expect("progress lock") = Some(format!(
-                            "container {name} is not healthy (health: {health})"
-                        ));
+                        let what = format!("container {name} is not healthy (health: {health})");
+                        waiting_for(progress, Some(what));
                         last_health = health.to_owned();
                     }
                 }
@@ -97,15 +95,12 @@ impl Container {
 
     /// Stops or pauses the container, as `idle_action` says; the engine gives
     /// it `grace` after the stop signal.
-    pub async fn stop(&self, grace: Duration) -> Result<(), String> {
+    pub async fn stop(&self, grace: Duration) -> Result<(), EngineError> {
         let name = &self.name;
         match self.idle_action {
             IdleAction::Stop => {
                 tracing::info!("stopping container {name}");
-                self.engine
-                    .stop(name, grace)
-                    .await
-                    .map_err(|e| e.to_string())
+                self.engine.stop(name, grace).await
             }
             IdleAction::Pause => {
                 let state = self.inspect().await?;
@@ -113,15 +108,12 @@ impl Container {
                     return Ok(());
                 }
                 tracing::info!("pausing container {name}");
-                self.engine.pause(name).await.map_err(|e| e.to_string())
+                self.engine.pause(name).await
             }
         }
     }
 
-    async fn inspect(&self) -> Result<ContainerState, String> {
-        self.engine
-            .inspect(&self.name)
-            .await
-            .map_err(|e| e.to_string())
+    async fn inspect(&self) -> Result<ContainerState, EngineError> {
+        self.engine.inspect(&self.name).await
     }
 }

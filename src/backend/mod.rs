@@ -9,8 +9,14 @@
 //! broken backend can neither crash-loop nor busy-loop idlegate.
 
 pub mod container;
+pub mod engine;
+pub mod failure;
+pub mod hooks;
+mod kind;
 pub mod notify_socket;
+pub mod probe;
 pub mod process;
+pub mod progress;
 pub mod ready_command;
 pub mod run_command;
 mod supervisor;
@@ -24,7 +30,8 @@ use tokio::time::Instant;
 
 use crate::activity::InFlight;
 use crate::address::Address;
-use container::Container;
+pub use failure::Failure;
+pub use kind::BackendKind;
 use run_command::RunCommand;
 use supervisor::Supervisor;
 
@@ -57,37 +64,8 @@ impl BackendSpec {
     }
 }
 
-/// How the backend is run.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum BackendKind {
-    /// Already running, or managed by someone else: only waited for.
-    External,
-    /// A long-running child process idlegate starts and stops.
-    Process(Vec<String>),
-    /// Commands that start and stop the backend and return (`--start-cmd`,
-    /// `--stop-cmd`, `--unit`); each runs to completion.
-    Hooks {
-        /// Run on demand before waiting for readiness.
-        start: Option<Vec<String>>,
-        /// Run when idle or stopping.
-        stop: Option<Vec<String>>,
-    },
-    /// A container driven by name through the engine API (`--container`).
-    Container(Container),
-}
-
-impl BackendKind {
-    /// The command, when it is `podman run` / `docker run` (see [`RunCommand`]).
-    fn run_command(&self) -> Option<RunCommand> {
-        match self {
-            BackendKind::Process(argv) => RunCommand::parse(argv),
-            _ => None,
-        }
-    }
-}
-
 /// Where the backend is in its lifecycle.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub enum BackendState {
     /// Not running; the next connection starts it.
     Stopped,
@@ -100,14 +78,32 @@ pub enum BackendState {
     /// The last start failed (or the backend died); a new start is allowed
     /// from `retry_at` on.
     Failed {
-        /// Why, as the log said it.
-        reason: Arc<str>,
+        /// Why.
+        reason: Arc<Failure>,
         /// When a new start may begin.
         retry_at: Instant,
     },
     /// idlegate is shutting down: the backend will not start again.
     ShutDown,
 }
+
+/// Two failures are the same when they are one failure (the same start).
+impl PartialEq for BackendState {
+    fn eq(&self, other: &BackendState) -> bool {
+        match (self, other) {
+            (
+                BackendState::Failed { reason, retry_at },
+                BackendState::Failed {
+                    reason: other_reason,
+                    retry_at: other_retry_at,
+                },
+            ) => Arc::ptr_eq(reason, other_reason) && retry_at == other_retry_at,
+            _ => std::mem::discriminant(self) == std::mem::discriminant(other),
+        }
+    }
+}
+
+impl Eq for BackendState {}
 
 impl BackendState {
     /// A few words for `systemctl status`.
@@ -128,7 +124,7 @@ impl BackendState {
 pub enum BackendError {
     /// The start failed, or the backend is in its retry backoff.
     #[error("backend failed: {0}")]
-    Failed(Arc<str>),
+    Failed(Arc<Failure>),
     /// The backend did not become ready within the client's start timeout.
     #[error("backend not ready within the start timeout ({0:?})")]
     StartTimeout(Duration),

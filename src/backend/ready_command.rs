@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use super::container::Progress;
 use super::process::PRIVATE_VARS;
+use super::progress::{waiting_for, Progress};
 use crate::backoff::Backoff;
 
 /// The first delay between runs of the command.
@@ -55,7 +55,7 @@ pub async fn wait_until_succeeds(command: &str, progress: &Progress) -> Result<(
         if matches!(output.status.code(), Some(126 | 127)) {
             return Err(report);
         }
-        *progress.lock().expect("progress lock") = Some(report);
+        waiting_for(progress, Some(report));
         tokio::time::sleep(backoff.next_delay()).await;
     }
 }

@@ -12,14 +12,15 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
-use super::container::Progress;
+use super::failure::Failure;
+use super::kind::Launched;
 use super::notify_socket::{BackendStatus, NotifySocket};
-use super::process::{self, Process};
-use super::ready_command;
+use super::probe::Probe;
+use super::process::Process;
+use super::progress::{waiting_for, Progress};
 use super::run_command::RunCommand;
-use super::{BackendKind, BackendSpec, BackendState, Request};
+use super::{BackendSpec, BackendState, Request};
 use crate::activity::{InFlight, InFlightGuard};
-use crate::readiness;
 
 /// The first delay before retrying a failed start.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -64,8 +65,8 @@ impl Supervisor {
 }
 
 /// The start in progress: start hook (if any), then readiness, under a deadline.
-type Probe =
-    Pin<Box<dyn Future<Output = Result<Result<(), String>, tokio::time::error::Elapsed>> + Send>>;
+type Starting =
+    Pin<Box<dyn Future<Output = Result<Result<(), Failure>, tokio::time::error::Elapsed>> + Send>>;
 
 /// The task that owns the backend process.
 pub(super) struct Supervisor {
@@ -77,7 +78,7 @@ pub(super) struct Supervisor {
     /// The running child, for a command backend.
     process: Option<Process>,
     /// The readiness probe of the start in progress, bounded by the start timeout.
-    probe: Option<Probe>,
+    probe: Option<Starting>,
     /// When the start in progress began.
     started_at: Instant,
     /// Since when the backend has been ready.
@@ -113,37 +114,12 @@ async fn wait_exit(process: &mut Option<Process>) -> std::io::Result<std::proces
 }
 
 async fn poll_probe(
-    probe: &mut Option<Probe>,
-) -> Result<Result<(), String>, tokio::time::error::Elapsed> {
+    probe: &mut Option<Starting>,
+) -> Result<Result<(), Failure>, tokio::time::error::Elapsed> {
     match probe {
         Some(p) => p.as_mut().await,
         None => std::future::pending().await,
     }
-}
-
-/// Runs a start or stop command to completion (its output logged); an error
-/// says what failed, with its exit status and last stderr lines. Dropping the
-/// future kills the command's process group.
-async fn run_hook(argv: &[String], what: &str) -> Result<(), String> {
-    let mut p = Process::spawn(argv, &format!("{what} command")).map_err(|e| {
-        format!(
-            "cannot run the {what} command `{}`: {e}",
-            process::describe(argv)
-        )
-    })?;
-    let status = p
-        .wait()
-        .await
-        .map_err(|e| format!("{what} command `{}`: {e}", p.command()))?;
-    if status.success() {
-        return Ok(());
-    }
-    let tail = p.stderr_tail().await;
-    let mut reason = format!("the {what} command `{}` failed: {status}", p.command());
-    if !tail.is_empty() {
-        reason.push_str(&format!("; last stderr: {tail}"));
-    }
-    Err(reason)
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -165,10 +141,7 @@ impl Supervisor {
                         if generation == self.generation.load(Ordering::Acquire)
                             && *self.state.borrow() == BackendState::Ready
                         {
-                            let reason = format!(
-                                "the backend stopped accepting connections on {upstream} (refused while ready)"
-                            );
-                            self.fail(reason).await;
+                            self.fail(Failure::StoppedAccepting { upstream }).await;
                         }
                     }
                     Some(Request::Stop { only_if_idle, done }) => {
@@ -254,109 +227,68 @@ impl Supervisor {
         self.started_at = Instant::now();
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.answered.store(false, Ordering::Relaxed);
-        let mut start_hook = None;
-        let mut container = None;
-        *self.progress.lock().expect("progress lock") = None;
+        waiting_for(&self.progress, None);
         if let Some(run) = self.run_command.clone() {
             run.remove_leftover_before_start().await;
         }
-        let notify = match self.notify_socket() {
-            Ok(notify) => notify,
-            Err(reason) => {
-                self.fail(reason).await;
-                return;
-            }
+        let launched = self.notify_socket().and_then(|notify| {
+            let launched = self.spec.kind.launch(notify.as_ref())?;
+            Ok((notify, launched))
+        });
+        let (notify, launched) = match launched {
+            Ok(launched) => launched,
+            Err(failure) => return self.fail(failure).await,
         };
-        match &self.spec.kind {
-            BackendKind::Process(argv) => match Process::spawn_with_env(
-                argv,
-                "backend",
-                &notify
-                    .iter()
-                    .map(|n| ("NOTIFY_SOCKET", n.env_value()))
-                    .collect::<Vec<_>>(),
-            ) {
-                Ok(p) => self.process = Some(p),
-                Err(e) => {
-                    let reason = format!("cannot start `{}`: {e}", process::describe(argv));
-                    self.fail(reason).await;
-                    return;
-                }
-            },
-            BackendKind::Hooks { start, .. } => {
-                self.stop_due = true;
-                start_hook = start.clone();
+        let step = match launched {
+            Launched::Process(p) => {
+                self.process = Some(p);
+                None
             }
-            BackendKind::Container(c) => {
+            Launched::Step(step) => {
                 self.stop_due = true;
-                container = Some(c.clone());
+                Some(step)
             }
-            BackendKind::External => {
+            Launched::Nothing => {
                 tracing::info!(target: "idlegate::backend",
                     "waiting for the external backend on {}",
                     self.spec.ready_list()
-                )
+                );
+                None
             }
-        }
+        };
         self.starting = Some(self.in_flight.enter());
         self.set(BackendState::Starting);
-        let ready = self.spec.ready.clone();
-        let ready_http = self.spec.ready_http.clone();
-        let ready_cmd = self.spec.ready_cmd.clone();
-        let status = self.status.clone();
+        let probe = Probe {
+            notify,
+            status: self.status.clone(),
+            ready: self.spec.ready.clone(),
+            ready_http: self.spec.ready_http.clone(),
+            ready_cmd: self.spec.ready_cmd.clone(),
+            progress: self.progress.clone(),
+        };
         let deadline = self.started_at + self.spec.start_timeout;
-        let progress = self.progress.clone();
         self.probe = Some(Box::pin(tokio::time::timeout_at(deadline, async move {
-            if let Some(argv) = start_hook {
-                run_hook(&argv, "start").await?;
+            if let Some(step) = step {
+                step.run(&probe.progress).await?;
             }
-            if let Some(container) = container {
-                container.start(&progress).await?;
-                *progress.lock().expect("progress lock") = None;
-            }
-            if let Some(notify) = notify {
-                *progress.lock().expect("progress lock") =
-                    Some("no READY=1 from the backend (--ready-notify)".into());
-                notify
-                    .wait_ready(&status)
-                    .await
-                    .map_err(|e| format!("the backend's notify socket failed: {e}"))?;
-            }
-            for (i, address) in ready.iter().enumerate() {
-                let http_path = if i == 0 { ready_http.as_deref() } else { None };
-                *progress.lock().expect("progress lock") = Some(match http_path {
-                    Some(path) => format!("no HTTP answer to GET {path} on {address}"),
-                    None => format!("nothing accepted connections on {address}"),
-                });
-                readiness::wait_until_ready(address, http_path)
-                    .await
-                    .map_err(|e| format!("probing {address} failed: {e}"))?;
-            }
-            if let Some(command) = ready_cmd {
-                *progress.lock().expect("progress lock") = Some(format!(
-                    "the ready command `{command}` has not succeeded yet"
-                ));
-                ready_command::wait_until_succeeds(&command, &progress).await?;
-            }
-            *progress.lock().expect("progress lock") = None;
-            Ok(())
+            probe.run().await
         })));
     }
 
     /// A notify socket for this start, with `--ready-notify`.
-    fn notify_socket(&self) -> Result<Option<NotifySocket>, String> {
+    fn notify_socket(&self) -> Result<Option<NotifySocket>, Failure> {
         let Some(dir) = &self.spec.ready_notify else {
             return Ok(None);
         };
-        NotifySocket::bind(dir).map(Some).map_err(|e| {
-            format!(
-                "cannot make the backend's notify socket in {}: {e}",
-                dir.display()
-            )
-        })
+        NotifySocket::bind(dir)
+            .map(Some)
+            .map_err(|error| Failure::NotifySocket {
+                dir: dir.clone(),
+                error,
+            })
     }
 
-    async fn on_probe(&mut self, result: Result<Result<(), String>, tokio::time::error::Elapsed>) {
+    async fn on_probe(&mut self, result: Result<Result<(), Failure>, tokio::time::error::Elapsed>) {
         self.probe = None;
         match result {
             Ok(Ok(())) => {
@@ -372,21 +304,18 @@ impl Supervisor {
             Ok(Err(reason)) => self.fail(reason).await,
             Err(_) => {
                 let waiting_for = self.progress.lock().expect("progress lock").take();
-                let mut reason = format!(
-                    "not ready within the start timeout ({}): {}",
-                    humantime::format_duration(self.spec.start_timeout),
-                    waiting_for.unwrap_or_else(|| format!(
-                        "nothing accepted connections on {}",
-                        self.spec.ready_list()
-                    ))
-                );
-                if let Some(p) = &mut self.process {
-                    let tail = p.stderr_tail().await;
-                    if !tail.is_empty() {
-                        reason.push_str(&format!("; last stderr: {tail}"));
-                    }
-                }
-                self.fail(reason).await;
+                let stderr = match &mut self.process {
+                    Some(p) => p.stderr_tail().await,
+                    None => String::new(),
+                };
+                let failure = Failure::StartTimeout {
+                    timeout: self.spec.start_timeout,
+                    waiting_for: waiting_for.unwrap_or_else(|| {
+                        format!("nothing accepted connections on {}", self.spec.ready_list())
+                    }),
+                    stderr,
+                };
+                self.fail(failure).await;
             }
         }
     }
@@ -399,30 +328,26 @@ impl Supervisor {
             Ok(s) => s.to_string(),
             Err(e) => format!("unknown status ({e})"),
         };
-        let tail = p.stderr_tail().await;
-        let command = p.command().to_owned();
-        let pid = p.pid();
+        let failure = Failure::Exited {
+            stderr: p.stderr_tail().await,
+            command: p.command().to_owned(),
+            pid: p.pid(),
+            status,
+            during_start: self.probe.take().is_some(),
+        };
         // The leader is gone; take the rest of its group with it.
         p.stop(Duration::ZERO).await;
         self.after_process_stop().await;
-        let mut reason = if self.probe.take().is_some() {
-            format!("`{command}` (pid {pid}) exited during start: {status}")
-        } else {
-            format!("`{command}` (pid {pid}) exited: {status}")
-        };
-        if !tail.is_empty() {
-            reason.push_str(&format!("; last stderr: {tail}"));
-        }
         if let Some(since) = self.ready_since.take() {
             if since.elapsed() >= HEALTHY_UPTIME {
                 self.failures = 0;
             }
         }
-        self.fail(reason).await;
+        self.fail(failure).await;
     }
 
     /// Records a failed start (or a death), stops what is left, and sets the backoff.
-    async fn fail(&mut self, reason: String) {
+    async fn fail(&mut self, reason: Failure) {
         self.probe = None;
         self.ready_since = None;
         if let Some(p) = self.process.take() {
@@ -439,7 +364,7 @@ impl Supervisor {
             delay.as_millis()
         );
         self.set(BackendState::Failed {
-            reason: reason.into(),
+            reason: Arc::new(reason),
             retry_at: Instant::now() + delay,
         });
     }
@@ -503,37 +428,74 @@ impl Supervisor {
         if !std::mem::take(&mut self.stop_due) {
             return;
         }
-        let grace = self.spec.stop_timeout;
-        if matches!(
-            self.spec.kind,
-            BackendKind::Hooks { stop: Some(_), .. } | BackendKind::Container(_)
-        ) {
+        if self.spec.kind.stop_takes_time() {
             self.set(BackendState::Stopping);
         }
-        match &self.spec.kind {
-            BackendKind::Hooks {
-                stop: Some(argv), ..
-            } => {
-                tracing::info!(target: "idlegate::backend", "stopping backend: {}", process::describe(argv));
-                match tokio::time::timeout(
-                    grace.max(Duration::from_secs(1)),
-                    run_hook(argv, "stop"),
-                )
-                .await
-                {
-                    Ok(Ok(())) => tracing::info!(target: "idlegate::backend", "backend stopped"),
-                    Ok(Err(e)) => tracing::warn!(target: "idlegate::backend", "{e}"),
-                    Err(_) => tracing::warn!(target: "idlegate::backend",
-                        "stop command `{}` still running after the stop timeout; killed",
-                        process::describe(argv)
-                    ),
-                }
-            }
-            BackendKind::Container(container) => match container.stop(grace).await {
-                Ok(()) => tracing::info!(target: "idlegate::backend", "backend stopped"),
-                Err(e) => tracing::error!(target: "idlegate::backend", "{e}"),
-            },
-            _ => {}
+        self.spec.kind.stop_started(self.spec.stop_timeout).await;
+    }
+}
+
+/// The retry backoff, in paused time.
+#[cfg(test)]
+mod tests {
+    use super::super::{Backend, BackendError, BackendKind, BackendSpec, BackendState};
+    use super::*;
+    use crate::address::Address;
+
+    fn spec(kind: BackendKind) -> BackendSpec {
+        BackendSpec {
+            kind,
+            ready: vec![Address::parse("127.0.0.1:1").unwrap()],
+            ready_http: None,
+            ready_cmd: None,
+            ready_notify: None,
+            start_timeout: Duration::from_secs(60),
+            stop_timeout: Duration::from_secs(1),
         }
+    }
+
+    /// Each client waits for the next start, which fails: the delays before
+    /// a retry double from 100 ms up to 10 s, and each failure names its cause.
+    #[tokio::test(start_paused = true)]
+    async fn failed_starts_are_retried_after_doubling_delays_up_to_ten_seconds() {
+        let missing = vec!["/nonexistent/idlegate-test-backend".to_owned()];
+        let backend = Backend::spawn(spec(BackendKind::Process(missing)), InFlight::new());
+        let mut delays = Vec::new();
+        for _ in 0..9 {
+            let deadline = Instant::now() + Duration::from_secs(3600);
+            let Err(BackendError::Failed(failure)) = backend.wait_ready(deadline).await else {
+                panic!("the start should fail");
+            };
+            assert!(matches!(*failure, Failure::Spawn { .. }), "{failure}");
+            let BackendState::Failed { retry_at, .. } = backend.state() else {
+                panic!("failed");
+            };
+            delays.push((retry_at - Instant::now()).as_millis());
+        }
+        assert_eq!(
+            delays,
+            [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]
+        );
+        backend.shut_down().await;
+    }
+
+    /// A client whose start timeout ends before the retry is due gets the
+    /// failure at once, without waiting.
+    #[tokio::test(start_paused = true)]
+    async fn a_client_that_cannot_outlast_the_backoff_gets_the_failure_at_once() {
+        let missing = vec!["/nonexistent/idlegate-test-backend".to_owned()];
+        let backend = Backend::spawn(spec(BackendKind::Process(missing)), InFlight::new());
+        let long = Instant::now() + Duration::from_secs(3600);
+        for _ in 0..4 {
+            let _ = backend.wait_ready(long).await;
+        }
+        // The retry is 1.6 s away now.
+        let start = Instant::now();
+        let short = start + Duration::from_millis(500);
+        assert!(matches!(
+            backend.wait_ready(short).await,
+            Err(BackendError::Failed(_))
+        ));
+        assert_eq!(start.elapsed(), Duration::ZERO);
     }
 }

@@ -17,9 +17,10 @@ pub use error::{ConfigError, Origin};
 
 use crate::address::{Address, UpstreamSpec};
 use crate::backend::container::{Container, IdleAction};
+use crate::backend::engine::Engine;
+use crate::backend::hooks::Hooks;
 use crate::backend::{BackendKind, BackendSpec};
 use crate::cli::Cli;
-use crate::engine::Engine;
 
 /// Default for `--idle-timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -181,7 +182,6 @@ impl Run {
 
     /// How the supervisor runs it.
     fn kind(&self) -> BackendKind {
-        let shell = |c: &String| vec!["/bin/sh".to_owned(), "-c".to_owned(), c.clone()];
         match self {
             Run::External => BackendKind::External,
             Run::Command(argv) => BackendKind::Process(argv.clone()),
@@ -194,14 +194,10 @@ impl Run {
                 name: name.clone(),
                 idle_action: *idle_action,
             }),
-            Run::Unit(unit) => BackendKind::Hooks {
-                start: Some(vec!["systemctl".into(), "start".into(), unit.clone()]),
-                stop: Some(vec!["systemctl".into(), "stop".into(), unit.clone()]),
-            },
-            Run::Hooks { start, stop } => BackendKind::Hooks {
-                start: start.as_ref().map(shell),
-                stop: stop.as_ref().map(shell),
-            },
+            Run::Unit(unit) => BackendKind::Hooks(Hooks::unit(unit)),
+            Run::Hooks { start, stop } => {
+                BackendKind::Hooks(Hooks::shell(start.as_deref(), stop.as_deref()))
+            }
         }
     }
 }
@@ -223,7 +219,7 @@ impl Config {
     }
 
     /// With `--container`, settles the engine socket: the one given, else the
-    /// first that exists of the usual places (see [`crate::engine::find_socket`]).
+    /// first that exists of the usual places (see [`crate::backend::engine::find_socket`]).
     pub fn find_engine_socket(
         mut self,
         env: impl Fn(&str) -> Option<OsString>,
@@ -235,7 +231,7 @@ impl Config {
             ..
         } = &mut self.backend.run
         {
-            let socket = crate::engine::find_socket(engine_socket.as_deref(), env, exists)
+            let socket = crate::backend::engine::find_socket(engine_socket.as_deref(), env, exists)
                 .map_err(|e| ConfigError::Usage(format!("--container {name}: {e}")))?;
             *engine_socket = Some(socket);
         }

@@ -25,7 +25,7 @@ use super::{close_politely, connect_upstream, ConnectError, DEATH_GRACE};
 use crate::address::Address;
 use crate::backend::Backend;
 use crate::backoff::Backoff;
-use crate::net::{Peer, Stream};
+use crate::net::Stream;
 
 /// The most client bytes kept for a replay; past it the connection is copied as is.
 pub const REPLAY_MAX: usize = 64 * 1024;
@@ -33,8 +33,6 @@ pub const REPLAY_MAX: usize = 64 * 1024;
 /// One TCP-mode client, with what serving it needs.
 #[derive(Debug)]
 pub struct TcpClient<'a> {
-    /// The client, for the log.
-    pub peer: Peer,
     /// Where it goes.
     pub upstream: &'a Address,
     /// The backend it waits for.
@@ -56,7 +54,6 @@ impl TcpClient<'_> {
 
 async fn serve(mut client: Stream, c: TcpClient<'_>) {
     let TcpClient {
-        peer,
         upstream,
         backend,
         quiet_limit,
@@ -72,7 +69,6 @@ async fn serve(mut client: Stream, c: TcpClient<'_>) {
                 deadline,
                 proxy_header,
                 quiet_limit,
-                peer,
             };
             first.wait(&mut client, up).await
         }
@@ -88,26 +84,26 @@ async fn serve(mut client: Stream, c: TcpClient<'_>) {
         }
         Ok((up, false)) => up,
         Err(ConnectError::Quiet(quiet)) => {
-            log_quiet(peer, quiet);
+            log_quiet(quiet);
             close_politely(client).await;
             return;
         }
         Err(e) => {
-            tracing::warn!("closing client {peer}: {e}");
+            tracing::warn!("closing the client: {e}");
             close_politely(client).await;
             return;
         }
     };
     match super::copy::bidirectional(&mut client, &mut up, quiet_limit).await {
         Ok((sent, received)) => {
-            tracing::debug!("client {peer} done: {sent} bytes to {upstream}, {received} back")
+            tracing::debug!("done: {sent} bytes to {upstream}, {received} back")
         }
         Err(e) => match e
             .get_ref()
             .and_then(|e| e.downcast_ref::<super::copy::Quiet>())
         {
-            Some(quiet) => log_quiet(peer, quiet.0),
-            None => tracing::debug!("client {peer} ended: {e}"),
+            Some(quiet) => log_quiet(quiet.0),
+            None => tracing::debug!("ended: {e}"),
         },
     }
 }
@@ -132,9 +128,9 @@ async fn connect(
     Ok(up)
 }
 
-fn log_quiet(peer: Peer, quiet: Duration) {
+fn log_quiet(quiet: Duration) {
     tracing::info!(
-        "closing the connection of client {peer}: no bytes either way for {} (--connection-idle-timeout)",
+        "closing the connection: no bytes either way for {} (--connection-idle-timeout)",
         humantime::format_duration(quiet)
     );
 }
@@ -148,8 +144,6 @@ struct FirstByte<'a> {
     /// `--connection-idle-timeout`: it applies here too, counted from the
     /// upstream connect and from each byte of the client's.
     quiet_limit: Option<Duration>,
-    /// The client, for the log.
-    peer: Peer,
 }
 
 impl FirstByte<'_> {
@@ -230,8 +224,7 @@ impl FirstByte<'_> {
                             }
                             replayed_after_death = true;
                             tracing::info!(
-                                "the backend died as client {} reached it; replaying its first {} bytes to the restarted backend",
-                                self.peer,
+                                "the backend died as the client reached it; replaying its first {} bytes to the restarted backend",
                                 kept.len()
                             );
                         }

@@ -24,6 +24,7 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::address::Address;
 use crate::backend::Backend;
@@ -180,8 +181,9 @@ impl UdpForwarder {
             // The flow is work in flight, and an open connection for the
             // drain, until it ends.
             let guards = (shared.in_flight.enter(), shared.connections.enter(), slot);
+            let span = tracing::info_span!("flow", %client);
             tokio::spawn(async move {
-                run_flow(context, rx).await;
+                run_flow(context, rx).instrument(span).await;
                 drop(guards);
             });
         }
@@ -235,30 +237,8 @@ impl UdpForwarder {
 /// datagram moved for the flow timeout (or idlegate closes). A datagram for a
 /// backend that is no longer ready starts it again first.
 async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
-    let deadline = Instant::now() + c.backend.start_timeout();
-    let ready = tokio::select! {
-        r = c.backend.wait_ready(deadline) => r,
-        _ = c.close.cancelled() => return,
-    };
-    if let Err(e) = ready {
-        let dropped = datagrams.len();
-        tracing::warn!("dropping {dropped} datagram(s) from {}: {e}", c.client);
-        datagrams.close();
-        while let Ok(d) = datagrams.try_recv() {
-            c.forwarder.queued.fetch_sub(d.len(), Ordering::Relaxed);
-        }
+    let Some(up) = open_flow(&c, &mut datagrams).await else {
         return;
-    }
-    let up = match upstream_socket(c.upstream).await {
-        Ok(up) => up,
-        Err(e) => {
-            tracing::warn!(
-                "client {}: cannot open a UDP socket to {}: {e}",
-                c.client,
-                c.forwarder.upstream
-            );
-            return;
-        }
     };
     let mut reply = Vec::with_capacity(DATAGRAM_MAX);
     let mut framed = Vec::new();
@@ -273,30 +253,8 @@ async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
                 let Some(d) = d else { break };
                 c.forwarder.queued.fetch_sub(d.len(), Ordering::Relaxed);
                 last = Instant::now();
-                if !c.backend.is_ready() {
-                    // The backend died or was failed since (a crash, a
-                    // refusal): start it again; what follows queues meanwhile.
-                    let deadline = Instant::now() + c.backend.start_timeout();
-                    let ready = tokio::select! {
-                        r = c.backend.wait_ready(deadline) => r,
-                        _ = c.close.cancelled() => break,
-                    };
-                    if let Err(e) = ready {
-                        tracing::warn!("dropping a datagram from {}: {e}", c.client);
-                        continue;
-                    }
-                }
-                let sent = match &c.header {
-                    Some(h) => {
-                        framed.clear();
-                        framed.extend_from_slice(h);
-                        framed.extend_from_slice(&d);
-                        up.send(&framed).await
-                    }
-                    None => up.send(&d).await,
-                };
-                if let Err(e) = sent {
-                    refused(&c, &e);
+                if !forward(&c, &up, &mut framed, &d).await {
+                    break;
                 }
             }
             r = up.recv_buf(&mut reply) => {
@@ -345,6 +303,64 @@ async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
             _ = c.close.cancelled() => break,
         }
     }
+}
+
+/// Waits for the backend and opens the flow's socket to the upstream; on a
+/// failure the queued datagrams are dropped (and the log says why).
+async fn open_flow(c: &FlowContext, datagrams: &mut mpsc::Receiver<Vec<u8>>) -> Option<UdpSocket> {
+    let deadline = Instant::now() + c.backend.start_timeout();
+    let ready = tokio::select! {
+        r = c.backend.wait_ready(deadline) => r,
+        _ = c.close.cancelled() => return None,
+    };
+    if let Err(e) = ready {
+        let dropped = datagrams.len();
+        tracing::warn!("dropping {dropped} datagram(s): {e}");
+        datagrams.close();
+        while let Ok(d) = datagrams.try_recv() {
+            c.forwarder.queued.fetch_sub(d.len(), Ordering::Relaxed);
+        }
+        return None;
+    }
+    match upstream_socket(c.upstream).await {
+        Ok(up) => Some(up),
+        Err(e) => {
+            tracing::warn!("cannot open a UDP socket to {}: {e}", c.forwarder.upstream);
+            None
+        }
+    }
+}
+
+/// Sends one client datagram upstream (behind its PROXY header, if any),
+/// first starting a backend that is no longer ready; `false` when idlegate
+/// closes meanwhile.
+async fn forward(c: &FlowContext, up: &UdpSocket, framed: &mut Vec<u8>, d: &[u8]) -> bool {
+    if !c.backend.is_ready() {
+        // The backend died or was failed since (a crash, a refusal): start
+        // it again; what follows queues meanwhile.
+        let deadline = Instant::now() + c.backend.start_timeout();
+        let ready = tokio::select! {
+            r = c.backend.wait_ready(deadline) => r,
+            _ = c.close.cancelled() => return false,
+        };
+        if let Err(e) = ready {
+            tracing::warn!("dropping a datagram: {e}");
+            return true;
+        }
+    }
+    let sent = match &c.header {
+        Some(h) => {
+            framed.clear();
+            framed.extend_from_slice(h);
+            framed.extend_from_slice(d);
+            up.send(framed).await
+        }
+        None => up.send(d).await,
+    };
+    if let Err(e) = sent {
+        refused(c, &e);
+    }
+    true
 }
 
 /// An error on the upstream socket: a refusal (ICMP port unreachable) while

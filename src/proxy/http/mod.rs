@@ -190,7 +190,7 @@ impl HttpProxy {
             }
             _ = requests.idle(header_wait) => {
                 tracing::debug!(
-                    "closing the connection of client {peer}: no request within {} (--header-read-timeout)",
+                    "closing the connection: no request within {} (--header-read-timeout)",
                     humantime::format_duration(header_wait)
                 );
                 // An idle HTTP/1 connection (or one still being sniffed)
@@ -205,7 +205,7 @@ impl HttpProxy {
             }
         };
         if let Err(e) = result {
-            tracing::debug!("http connection from {peer} ended: {e}");
+            tracing::debug!("http connection ended: {e}");
         }
     }
 

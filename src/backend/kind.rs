@@ -1,0 +1,116 @@
+//! How the backend is run, and what each kind does at a start and a stop:
+//! a child process ([`process`](super::process)), start and stop commands
+//! ([`hooks`](super::hooks)), a container through the engine API
+//! ([`container`](super::container)), or nothing (external).
+
+use std::time::Duration;
+
+use super::container::Container;
+use super::failure::Failure;
+use super::hooks::Hooks;
+use super::notify_socket::NotifySocket;
+use super::process::{self, Process};
+use super::progress::{waiting_for, Progress};
+use super::run_command::RunCommand;
+
+/// How the backend is run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Already running, or managed by someone else: only waited for.
+    External,
+    /// A long-running child process idlegate starts and stops.
+    Process(Vec<String>),
+    /// Commands that start and stop the backend and return (`--start-cmd`,
+    /// `--stop-cmd`, `--unit`).
+    Hooks(Hooks),
+    /// A container driven by name through the engine API (`--container`).
+    Container(Container),
+}
+
+/// What a start began: the child process, or the step the probe runs
+/// before waiting for readiness.
+pub(super) enum Launched {
+    /// The backend process, running.
+    Process(Process),
+    /// A start command or a container start, to run inside the start timeout.
+    Step(StartStep),
+    /// Nothing to start: the backend is someone else's.
+    Nothing,
+}
+
+/// A kind's start that takes time, run inside the start timeout.
+pub(super) enum StartStep {
+    /// Run the start command.
+    Hooks(Hooks),
+    /// Start or unpause the container and wait for its health.
+    Container(Container),
+}
+
+impl BackendKind {
+    /// The command, when it is `podman run` / `docker run` (see [`RunCommand`]).
+    pub(super) fn run_command(&self) -> Option<RunCommand> {
+        match self {
+            BackendKind::Process(argv) => RunCommand::parse(argv),
+            _ => None,
+        }
+    }
+
+    /// Begins a start: spawns the process (given `--ready-notify`'s socket),
+    /// or hands back the step to run.
+    pub(super) fn launch(&self, notify: Option<&NotifySocket>) -> Result<Launched, Failure> {
+        match self {
+            BackendKind::Process(argv) => {
+                let env: Vec<_> = notify
+                    .iter()
+                    .map(|n| ("NOTIFY_SOCKET", n.env_value()))
+                    .collect();
+                Process::spawn_with_env(argv, "backend", &env)
+                    .map(Launched::Process)
+                    .map_err(|error| Failure::Spawn {
+                        command: process::describe(argv),
+                        error,
+                    })
+            }
+            BackendKind::Hooks(hooks) => Ok(Launched::Step(StartStep::Hooks(hooks.clone()))),
+            BackendKind::Container(c) => Ok(Launched::Step(StartStep::Container(c.clone()))),
+            BackendKind::External => Ok(Launched::Nothing),
+        }
+    }
+
+    /// Whether stopping runs something of its own (a stop command, the
+    /// engine), so the state shows `Stopping` meanwhile.
+    pub(super) fn stop_takes_time(&self) -> bool {
+        match self {
+            BackendKind::Hooks(hooks) => hooks.stop.is_some(),
+            BackendKind::Container(_) => true,
+            BackendKind::Process(_) | BackendKind::External => false,
+        }
+    }
+
+    /// Stops what a start step began: runs the stop command, or stops (or
+    /// pauses) the container, with `grace`. A process is stopped by its owner.
+    pub(super) async fn stop_started(&self, grace: Duration) {
+        match self {
+            BackendKind::Hooks(hooks) => hooks.stop(grace).await,
+            BackendKind::Container(container) => match container.stop(grace).await {
+                Ok(()) => tracing::info!(target: "idlegate::backend", "backend stopped"),
+                Err(e) => tracing::error!(target: "idlegate::backend", "{e}"),
+            },
+            BackendKind::Process(_) | BackendKind::External => {}
+        }
+    }
+}
+
+impl StartStep {
+    /// Runs the step to its end.
+    pub(super) async fn run(self, progress: &Progress) -> Result<(), Failure> {
+        match self {
+            StartStep::Hooks(hooks) => hooks.start().await?,
+            StartStep::Container(container) => {
+                container.start(progress).await?;
+                waiting_for(progress, None);
+            }
+        }
+        Ok(())
+    }
+}
