@@ -4,73 +4,10 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::support::activator::{describe, spawn_with_fds};
 use crate::support::*;
-
-/// A backend the test runs itself (idlegate's external-backend case).
-struct External(Child);
-
-impl External {
-    fn start(listen: &str) -> External {
-        let child = Command::new(test_backend_bin())
-            .args(["--listen", listen])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn external backend");
-        External(child)
-    }
-}
-
-impl Drop for External {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A test backend that binds after `delay_ms` and writes its pid file, with
-/// idlegate in front (idle timeout `idle`, `extra` flags): the activator and
-/// the backend's pid file.
-fn delayed_backend(
-    delay_ms: &str,
-    idle: &str,
-    extra: &[&str],
-) -> (crate::support::activator::Activator, std::path::PathBuf) {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let pid_file = dir.path().join("backend.pid");
-    let mut a = idlegate_args(&backend, idle, Vec::new());
-    a.extend(args(extra));
-    a.extend(backend_command(
-        &backend,
-        &[
-            "--delay-ms",
-            delay_ms,
-            "--pid-file",
-            pid_file.to_str().unwrap(),
-        ],
-    ));
-    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
-    (act, pid_file)
-}
-
-fn idlegate_args(upstream: &str, idle: &str, backend: Vec<String>) -> Vec<String> {
-    let mut a = args(&[
-        "--upstream",
-        upstream,
-        "--idle-timeout",
-        idle,
-        "--stop-timeout",
-        "5s",
-    ]);
-    a.extend(backend);
-    a
-}
 
 #[test]
 fn cold_start_holds_the_first_client_until_a_late_backend_binds() {
@@ -734,23 +671,6 @@ fn accept_yes_connection_is_served_then_idlegate_exits() {
     let mut out = Vec::new();
     client.set_read_timeout(Some(PATIENCE)).unwrap();
     let _ = client.read_to_end(&mut out);
-}
-
-fn wait_child(child: &mut Child) -> std::process::ExitStatus {
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "idlegate did not exit: {:?}",
-                child.wait().map(|s| s.signal())
-            );
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
 }
 
 #[test]
