@@ -6,6 +6,7 @@ mod support;
 
 mod containers;
 mod core_tcp;
+mod forwarding;
 mod http;
 mod kinds;
 mod readiness;
