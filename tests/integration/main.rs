@@ -4,6 +4,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod activation;
 mod containers;
 mod core_tcp;
 mod forwarding;
