@@ -9,6 +9,7 @@ mod containers;
 mod core_tcp;
 mod forwarding;
 mod http;
+mod idle_exit;
 mod kinds;
 mod readiness;
 mod real_servers;
