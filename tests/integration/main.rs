@@ -14,6 +14,7 @@ mod kinds;
 mod readiness;
 mod real_servers;
 mod reload;
+mod shutdown;
 mod soak;
 mod status;
 mod udp;
