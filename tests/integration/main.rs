@@ -5,6 +5,7 @@
 mod support;
 
 mod activation;
+mod backend_lifecycle;
 mod containers;
 mod core_tcp;
 mod forwarding;
