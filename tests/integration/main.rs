@@ -12,6 +12,7 @@ mod forwarding;
 mod http;
 mod idle_exit;
 mod kinds;
+mod limits;
 mod readiness;
 mod real_servers;
 mod reload;
