@@ -1,5 +1,5 @@
-//! The core in TCP mode, end to end: activation, the backend on demand,
-//! readiness, forwarding, in-flight tracking and idle exit.
+//! What idlegate tells systemd: sd_notify messages, and log lines fit for
+//! journald.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
