@@ -11,14 +11,7 @@ use crate::support::*;
 
 #[test]
 fn cold_start_holds_the_first_client_until_a_late_backend_binds() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let a = idlegate_args(
-        &backend,
-        "60s",
-        backend_command(&backend, &["--delay-ms", "500"]),
-    );
-    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let act = Fixture::tcp().backend(&["--delay-ms", "500"]).start().act;
     let started = Instant::now();
     let answer = exchange_str(act.tcp_addrs[0], "hello\n").expect("the first client is served");
     assert_eq!(answer, "hello\n");
@@ -40,7 +33,11 @@ fn cold_start_holds_the_first_client_until_a_late_backend_binds() {
 /// leaves no backend behind.
 #[test]
 fn a_client_that_gives_up_during_a_cold_start_leaks_nothing() {
-    let (act, pid_file) = delayed_backend("500", "300ms", &[]);
+    let Gate { act, pid_file, .. } = Fixture::tcp()
+        .idle("300ms")
+        .backend(&["--delay-ms", "500"])
+        .pid_file()
+        .start();
     let mut client = TcpStream::connect(act.tcp_addrs[0]).unwrap();
     client.write_all(b"never mind\n").unwrap();
     let pid = read_pid(&pid_file);

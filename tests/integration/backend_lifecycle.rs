@@ -8,13 +8,11 @@ use crate::support::*;
 
 #[test]
 fn a_missing_backend_command_closes_clients_promptly_and_retries_later() {
-    let dir = tempdir();
-    let a = idlegate_args(
-        "127.0.0.1:9",
-        "60s",
-        args(&["--", "/nonexistent/legacy-app", "--port", "9"]),
-    );
-    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let act = Fixture::tcp()
+        .upstream("127.0.0.1:9")
+        .command(&["/nonexistent/legacy-app", "--port", "9"])
+        .start()
+        .act;
     let attempts = || {
         act.log()
             .lines()
@@ -53,15 +51,12 @@ fn a_missing_backend_command_closes_clients_promptly_and_retries_later() {
 
 #[test]
 fn a_backend_exiting_at_start_is_reported_and_a_later_start_succeeds() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let flag = dir.path().join("allowed");
-    let a = idlegate_args(
-        &backend,
-        "60s",
-        backend_command(&backend, &["--fail-unless-exists", flag.to_str().unwrap()]),
-    );
-    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    let fixture = Fixture::tcp();
+    let flag = fixture.file("allowed");
+    let act = fixture
+        .backend(&["--fail-unless-exists", flag.to_str().unwrap()])
+        .start()
+        .act;
     let started = Instant::now();
     let answer = exchange(act.tcp_addrs[0], b"hello\n").unwrap();
     assert!(answer.is_empty(), "closed without an answer");
@@ -84,10 +79,7 @@ fn a_backend_exiting_at_start_is_reported_and_a_later_start_succeeds() {
 
 #[test]
 fn a_backend_that_dies_later_is_restarted_by_the_next_client() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let a = idlegate_args(&backend, "60s", backend_command(&backend, &[]));
-    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let act = Fixture::tcp().start().act;
     let first = exchange_str(act.tcp_addrs[0], "PID\n").unwrap();
     let _ = exchange(act.tcp_addrs[0], b"CRASH\n");
     wait_until("the crash to be logged", PATIENCE, || {
@@ -104,10 +96,7 @@ fn a_backend_that_dies_later_is_restarted_by_the_next_client() {
 /// replayed once, not again and again.
 #[test]
 fn a_client_that_reaches_a_dying_backend_is_replayed_to_the_restarted_one() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let a = idlegate_args(&backend, "60s", backend_command(&backend, &[]));
-    let act = ActivatorBuilder::new(dir, &a).tcp("crash").start();
+    let act = Fixture::tcp().socket("crash").start().act;
     let addr = act.tcp_addrs[0];
     let first = exchange_str(addr, "PID\n").unwrap();
     assert_eq!(exchange_str(addr, "CRASH-NEXT\n").unwrap(), "armed\n");
@@ -146,10 +135,7 @@ fn a_client_that_reaches_a_dying_backend_is_replayed_to_the_restarted_one() {
 /// one instead of failing, and the log says why.
 #[test]
 fn a_backend_that_stops_accepting_is_replaced() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let a = idlegate_args(&backend, "60s", backend_command(&backend, &[]));
-    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let Gate { act, backend, .. } = Fixture::tcp().start();
     let addr = act.tcp_addrs[0];
     let first = exchange_str(addr, "PID\n").unwrap();
     assert_eq!(exchange_str(addr, "UNLISTEN\n").unwrap(), "unlistening\n");
@@ -191,7 +177,11 @@ fn external_backend_is_waited_for_and_left_running() {
 
 #[test]
 fn a_backend_never_ready_fails_at_the_start_timeout_and_is_killed() {
-    let (act, pid_file) = delayed_backend("600000", "60s", &["--start-timeout", "1s"]);
+    let Gate { act, pid_file, .. } = Fixture::tcp()
+        .extra(&["--start-timeout", "1s"])
+        .backend(&["--delay-ms", "600000"])
+        .pid_file()
+        .start();
     let started = Instant::now();
     let answer = exchange(act.tcp_addrs[0], b"hello\n").unwrap();
     assert!(answer.is_empty());
@@ -214,23 +204,12 @@ fn a_backend_never_ready_fails_at_the_start_timeout_and_is_killed() {
 
 #[test]
 fn a_backend_ignoring_sigterm_is_killed_after_the_stop_timeout() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let pid_file = dir.path().join("backend.pid");
-    let a = args(&[
-        "--upstream",
-        &backend,
-        "--idle-timeout",
-        "200ms",
-        "--stop-timeout",
-        "1s",
-    ]);
-    let mut a = a;
-    a.extend(backend_command(
-        &backend,
-        &["--ignore-sigterm", "--pid-file", pid_file.to_str().unwrap()],
-    ));
-    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    let Gate { act, pid_file, .. } = Fixture::tcp()
+        .idle("200ms")
+        .stop_timeout("1s")
+        .backend(&["--ignore-sigterm"])
+        .pid_file()
+        .start();
     assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
     let status = act.wait_exit(1, PATIENCE);
     assert_eq!(status.code(), Some(0), "{}", act.log());

@@ -10,10 +10,7 @@ use crate::support::*;
 
 #[test]
 fn half_close_reaches_the_backend_and_the_answer_still_comes_back() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let a = idlegate_args(&backend, "60s", backend_command(&backend, &[]));
-    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let act = Fixture::tcp().start().act;
     let mut payload = b"COUNT\n".to_vec();
     payload.extend(std::iter::repeat_n(b'x', 300_000));
     // The backend answers only after it saw our end-of-file.
@@ -36,8 +33,12 @@ fn bulk_bytes_pass_unchanged_both_ways() {
         format!("127.0.0.1:{}", free_port()),
         format!("unix:{}", back.display()),
     ] {
-        let a = idlegate_args(&upstream, "60s", backend_command(&upstream, &[]));
-        let act = ActivatorBuilder::new(dir.clone(), &a).tcp("bulk").start();
+        let act = Fixture::tcp()
+            .dir(&dir)
+            .upstream(&upstream)
+            .socket("bulk")
+            .start()
+            .act;
         let mut s = TcpStream::connect(act.tcp_addrs[0]).unwrap();
         s.set_read_timeout(Some(PATIENCE)).unwrap();
         let writer = {
@@ -115,12 +116,11 @@ fn every_upstream_must_accept_before_clients_are_forwarded() {
 #[test]
 fn the_proxy_protocol_header_carries_the_client_address() {
     for version in ["v1", "v2"] {
-        let dir = tempdir();
-        let backend = format!("127.0.0.1:{}", free_port());
-        let mut a = idlegate_args(&backend, "60s", Vec::new());
-        a.extend(args(&["--proxy-protocol", version]));
-        a.extend(backend_command(&backend, &[]));
-        let act = ActivatorBuilder::new(dir, &a).tcp("proxied").start();
+        let act = Fixture::tcp()
+            .extra(&["--proxy-protocol", version])
+            .socket("proxied")
+            .start()
+            .act;
         let mut c = TcpStream::connect(act.tcp_addrs[0]).unwrap();
         c.set_read_timeout(Some(PATIENCE)).unwrap();
         let (client, server) = (c.local_addr().unwrap(), act.tcp_addrs[0]);
@@ -223,18 +223,15 @@ fn positional_upstreams_follow_socket_order_and_counts_must_match() {
 
 #[test]
 fn unix_listener_and_unix_upstream() {
-    let dir = tempdir();
-    let front = dir.path().join("front.sock");
-    let back = dir.path().join("back.sock");
-    let back_addr = format!("unix:{}", back.display());
-    let a = idlegate_args(
-        &back_addr,
-        "300ms",
-        backend_command(&back_addr, &["--delay-ms", "200"]),
-    );
-    let act = ActivatorBuilder::new(dir.clone(), &a)
-        .unix(&front, "front")
-        .start();
+    let fixture = Fixture::tcp().idle("300ms").socket("front");
+    let front = fixture.file("front.sock");
+    let back = fixture.file("back.sock");
+    let act = fixture
+        .upstream(&format!("unix:{}", back.display()))
+        .backend(&["--delay-ms", "200"])
+        .unix_socket(&front)
+        .start()
+        .act;
     let mut s = std::os::unix::net::UnixStream::connect(&front).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     s.write_all(b"over unix\n").unwrap();

@@ -11,24 +11,11 @@ use crate::support::*;
 
 #[test]
 fn idle_exit_is_status_0_and_leaves_no_backend_process() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let pid_file = dir.path().join("backend.pid");
-    let grandchild_file = dir.path().join("grandchild.pid");
-    let a = idlegate_args(
-        &backend,
-        "300ms",
-        backend_command(
-            &backend,
-            &[
-                "--pid-file",
-                pid_file.to_str().unwrap(),
-                "--grandchild-pid-file",
-                grandchild_file.to_str().unwrap(),
-            ],
-        ),
-    );
-    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    let fixture = Fixture::tcp().idle("300ms").pid_file();
+    let grandchild_file = fixture.file("grandchild.pid");
+    let Gate { act, pid_file, .. } = fixture
+        .backend(&["--grandchild-pid-file", grandchild_file.to_str().unwrap()])
+        .start();
     assert_eq!(exchange_str(act.tcp_addrs[0], "ping\n").unwrap(), "ping\n");
     let backend_pid = read_pid(&pid_file);
     let grandchild_pid = read_pid(&grandchild_file);
@@ -70,10 +57,7 @@ fn many_clients_across_many_activations_lose_nothing() {
     const CLIENTS: usize = 4;
     const ROUNDS: usize = 11;
     const PER_ROUND: usize = 5;
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let a = idlegate_args(&backend, "300ms", backend_command(&backend, &[]));
-    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let act = Fixture::tcp().idle("300ms").start().act;
     let addr = act.tcp_addrs[0];
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
     let threads: Vec<_> = (0..CLIENTS)
@@ -129,12 +113,13 @@ fn many_clients_across_many_activations_lose_nothing() {
 /// trickles bytes more often than the limit is left alone.
 #[test]
 fn a_silent_connection_is_closed_after_the_connection_idle_timeout() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let _backend = External::start(&backend);
-    let mut a = idlegate_args(&backend, "300ms", Vec::new());
-    a.extend(args(&["--connection-idle-timeout", "1s"]));
-    let act = ActivatorBuilder::new(dir, &a).tcp("quiet").start();
+    let fixture = Fixture::tcp()
+        .idle("300ms")
+        .external()
+        .extra(&["--connection-idle-timeout", "1s"])
+        .socket("quiet");
+    let _backend = External::start(fixture.upstream_addr());
+    let act = fixture.start().act;
     let mut busy = TcpStream::connect(act.tcp_addrs[0]).unwrap();
     busy.set_read_timeout(Some(PATIENCE)).unwrap();
     busy.write_all(b"busy\n").unwrap();
@@ -184,7 +169,12 @@ fn a_silent_connection_is_closed_after_the_connection_idle_timeout() {
 /// (the replay path), is closed and lets idlegate exit.
 #[test]
 fn a_silent_client_on_a_cold_start_is_closed_after_the_connection_idle_timeout() {
-    let (act, pid_file) = delayed_backend("300", "300ms", &["--connection-idle-timeout", "1s"]);
+    let Gate { act, pid_file, .. } = Fixture::tcp()
+        .idle("300ms")
+        .extra(&["--connection-idle-timeout", "1s"])
+        .backend(&["--delay-ms", "300"])
+        .pid_file()
+        .start();
     let mut silent = TcpStream::connect(act.tcp_addrs[0]).unwrap();
     silent.set_read_timeout(Some(PATIENCE)).unwrap();
     let backend_pid = read_pid(&pid_file);
@@ -205,10 +195,7 @@ fn a_silent_client_on_a_cold_start_is_closed_after_the_connection_idle_timeout()
 
 #[test]
 fn a_slow_response_outlives_the_idle_timeout() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let a = idlegate_args(&backend, "1s", backend_command(&backend, &[]));
-    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let act = Fixture::tcp().idle("1s").start().act;
     let started = Instant::now();
     // 8 ticks, 500 ms apart: a 4 s response with gaps shorter than the idle
     // timeout but a whole far longer than it.
@@ -225,17 +212,12 @@ fn a_slow_response_outlives_the_idle_timeout() {
 
 #[test]
 fn listen_mode_stops_the_backend_when_idle_and_keeps_listening() {
-    let dir = tempdir();
+    let fixture = Fixture::tcp().idle("300ms").pid_file();
     let front = format!("127.0.0.1:{}", free_port());
-    let backend = format!("127.0.0.1:{}", free_port());
-    let pid_file = dir.path().join("backend.pid");
+    let pid_file = fixture.file("backend.pid");
     let mut a = args(&["--listen", &front]);
-    a.extend(idlegate_args(
-        &backend,
-        "300ms",
-        backend_command(&backend, &["--pid-file", pid_file.to_str().unwrap()]),
-    ));
-    let log = dir.path().join("listen.log");
+    a.extend(fixture.args());
+    let log = fixture.file("listen.log");
     let mut child = spawn_not_activated(&a, &log);
     let addr: std::net::SocketAddr = front.parse().unwrap();
     wait_until("idlegate to listen", PATIENCE, || {

@@ -9,12 +9,10 @@ use crate::support::*;
 
 #[test]
 fn connections_max_keeps_excess_clients_waiting_not_reset() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let mut a = idlegate_args(&backend, "60s", Vec::new());
-    a.extend(args(&["--connections-max", "2"]));
-    a.extend(backend_command(&backend, &[]));
-    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let act = Fixture::tcp()
+        .extra(&["--connections-max", "2"])
+        .start()
+        .act;
     let open = |msg: &[u8]| {
         let mut s = TcpStream::connect(act.tcp_addrs[0]).unwrap();
         s.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -53,14 +51,13 @@ fn connections_max_keeps_excess_clients_waiting_not_reset() {
 /// is served in the end, none meets EMFILE.
 #[test]
 fn a_low_descriptor_limit_holds_excess_clients_instead_of_failing_them() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let _backend = External::start(&backend);
-    let a = args(&["--upstream", &backend, "--idle-timeout", "60s"]);
-    let act = ActivatorBuilder::new(dir, &a)
-        .tcp("limited")
-        .env("IDLEGATE_TEST_NOFILE", "100")
-        .start();
+    let fixture = Fixture::tcp()
+        .default_stop_timeout()
+        .external()
+        .socket("limited")
+        .env("IDLEGATE_TEST_NOFILE", "100");
+    let _backend = External::start(fixture.upstream_addr());
+    let act = fixture.start().act;
     let mut clients: Vec<TcpStream> = (0..60)
         .map(|i| {
             let mut c = TcpStream::connect(act.tcp_addrs[0]).unwrap();
@@ -96,11 +93,12 @@ fn two_thousand_concurrent_connections_are_served() {
     const CLIENTS: usize = 2000;
     // This test holds the client ends; the backend it starts inherits the limit.
     raise_open_files_limit(3 * CLIENTS as u64 + 256);
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let _backend = External::start(&backend);
-    let a = args(&["--upstream", &backend, "--idle-timeout", "60s"]);
-    let act = ActivatorBuilder::new(dir, &a).tcp("many").start();
+    let fixture = Fixture::tcp()
+        .default_stop_timeout()
+        .external()
+        .socket("many");
+    let _backend = External::start(fixture.upstream_addr());
+    let act = fixture.start().act;
     let mut clients = Vec::with_capacity(CLIENTS);
     for i in 0..CLIENTS {
         let mut c = TcpStream::connect(act.tcp_addrs[0]).unwrap();

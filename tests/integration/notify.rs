@@ -8,16 +8,14 @@ use crate::support::*;
 
 #[test]
 fn sd_notify_reports_ready_status_and_stopping() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let socket_path = dir.path().join("notify.sock");
+    let fixture = Fixture::tcp().idle("300ms");
+    let socket_path = fixture.file("notify.sock");
     let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
     notify.set_read_timeout(Some(PATIENCE)).unwrap();
-    let a = idlegate_args(&backend, "300ms", backend_command(&backend, &[]));
-    let act = ActivatorBuilder::new(dir.clone(), &a)
-        .tcp("http")
+    let act = fixture
         .env("NOTIFY_SOCKET", socket_path.to_str().unwrap())
-        .start();
+        .start()
+        .act;
     // While a connection is open the state holds still, so the status
     // (sent at most 4 times a second, changes coalesced) must reach "ready".
     let mut client = TcpStream::connect(act.tcp_addrs[0]).unwrap();
@@ -56,19 +54,13 @@ fn sd_notify_reports_ready_status_and_stopping() {
 
 #[test]
 fn under_journald_log_lines_carry_no_timestamp() {
-    let dir = tempdir();
-    let port = free_port();
-    let _backend = External::start(&format!("127.0.0.1:{port}"));
-    let a = args(&[
-        "--upstream",
-        &format!("127.0.0.1:{port}"),
-        "--idle-timeout",
-        "200ms",
-    ]);
-    let act = ActivatorBuilder::new(dir, &a)
-        .tcp("http")
-        .env("JOURNAL_STREAM", "8:12345")
-        .start();
+    let fixture = Fixture::tcp()
+        .idle("200ms")
+        .default_stop_timeout()
+        .external()
+        .env("JOURNAL_STREAM", "8:12345");
+    let _backend = External::start(fixture.upstream_addr());
+    let act = fixture.start().act;
     assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
     assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
     let log = act.log();

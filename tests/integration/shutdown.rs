@@ -15,7 +15,10 @@ use crate::support::*;
 /// idlegate exits 0, leaving no backend.
 #[test]
 fn sigterm_during_a_cold_start_still_serves_the_held_client() {
-    let (act, pid_file) = delayed_backend("800", "60s", &[]);
+    let Gate { act, pid_file, .. } = Fixture::tcp()
+        .backend(&["--delay-ms", "800"])
+        .pid_file()
+        .start();
     let mut conn = TcpStream::connect(act.tcp_addrs[0]).unwrap();
     conn.set_read_timeout(Some(PATIENCE)).unwrap();
     conn.write_all(b"held\n").unwrap();
@@ -34,11 +37,12 @@ fn sigterm_during_a_cold_start_still_serves_the_held_client() {
 /// the clients held for it at once, not at the end of the stop timeout.
 #[test]
 fn sigterm_while_an_external_backend_is_down_closes_its_held_clients_at_once() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let mut a = idlegate_args(&backend, "60s", Vec::new());
-    a.extend(args(&["--stop-timeout", "60s"]));
-    let act = ActivatorBuilder::new(dir, &a).tcp("external").start();
+    let act = Fixture::tcp()
+        .stop_timeout("60s")
+        .external()
+        .socket("external")
+        .start()
+        .act;
     let mut conn = TcpStream::connect(act.tcp_addrs[0]).unwrap();
     conn.set_read_timeout(Some(PATIENCE)).unwrap();
     conn.write_all(b"held\n").unwrap();
@@ -62,12 +66,7 @@ fn sigterm_while_an_external_backend_is_down_closes_its_held_clients_at_once() {
 /// a connection that never ends, idlegate still exits 0 at once.
 #[test]
 fn a_second_sigterm_ends_the_drain_at_once() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let mut a = idlegate_args(&backend, "60s", Vec::new());
-    a.extend(args(&["--stop-timeout", "60s"]));
-    a.extend(backend_command(&backend, &[]));
-    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let act = Fixture::tcp().stop_timeout("60s").start().act;
     let mut conn = TcpStream::connect(act.tcp_addrs[0]).unwrap();
     conn.set_read_timeout(Some(PATIENCE)).unwrap();
     conn.write_all(b"SLOW 100000 100\n").unwrap();
@@ -84,15 +83,7 @@ fn a_second_sigterm_ends_the_drain_at_once() {
 
 #[test]
 fn sigterm_drains_a_live_connection_then_stops_the_backend() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let pid_file = dir.path().join("backend.pid");
-    let a = idlegate_args(
-        &backend,
-        "60s",
-        backend_command(&backend, &["--pid-file", pid_file.to_str().unwrap()]),
-    );
-    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    let Gate { act, pid_file, .. } = Fixture::tcp().pid_file().start();
     let mut conn = TcpStream::connect(act.tcp_addrs[0]).unwrap();
     conn.set_read_timeout(Some(PATIENCE)).unwrap();
     conn.write_all(b"first\n").unwrap();
@@ -133,15 +124,7 @@ fn sigterm_drains_a_live_connection_then_stops_the_backend() {
 
 #[test]
 fn the_backend_dies_with_a_killed_idlegate() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let pid_file = dir.path().join("backend.pid");
-    let a = idlegate_args(
-        &backend,
-        "60s",
-        backend_command(&backend, &["--pid-file", pid_file.to_str().unwrap()]),
-    );
-    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("http").start();
+    let Gate { act, pid_file, .. } = Fixture::tcp().pid_file().start();
     assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
     act.signal(libc::SIGKILL);
     assert_eq!(act.wait_exit(1, PATIENCE).signal(), Some(libc::SIGKILL));

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use activator::ActivatorBuilder;
-pub use fixture::{delayed_backend, idlegate_args, wait_child, External};
+pub use fixture::{wait_child, External, Fixture, Gate};
 
 /// A generous deadline for anything that should take well under a second.
 pub const PATIENCE: Duration = Duration::from_secs(30);
