@@ -94,24 +94,20 @@ fn soak(
     );
 }
 
-fn start(mode: &str, backend: &str, extra: &[&str]) -> Activator {
-    let mut a = args(&[
-        "--upstream",
-        backend,
-        "--mode",
-        mode,
-        "--idle-timeout",
-        IDLE,
-    ]);
-    a.extend(backend_command(backend, extra));
-    ActivatorBuilder::new(tempdir(), &a).tcp("soak").start()
+/// idlegate from `fixture` with the soak's idle timeout.
+fn start(fixture: Fixture) -> Activator {
+    fixture
+        .idle(IDLE)
+        .default_stop_timeout()
+        .socket("soak")
+        .start()
+        .act
 }
 
 #[test]
 #[ignore = "soak: run by .ci/run"]
 fn soak_tcp() {
-    let backend = format!("127.0.0.1:{}", free_port());
-    let act = start("tcp", &backend, &[]);
+    let act = start(Fixture::tcp());
     let addr: SocketAddr = act.tcp_addrs[0];
     soak("tcp", &act, move |client, n, _| {
         let msg = format!("client {client} request {n}\n");
@@ -125,8 +121,7 @@ fn soak_tcp() {
 #[test]
 #[ignore = "soak: run by .ci/run"]
 fn soak_http() {
-    let backend = format!("127.0.0.1:{}", free_port());
-    let act = start("http", &backend, &["--http"]);
+    let act = start(Fixture::http());
     let addr: SocketAddr = act.tcp_addrs[0];
     soak("http", &act, move |client, n, keep_alive| {
         // Odd clients keep their connection alive across activations, as
