@@ -18,19 +18,16 @@ fn in_front(
     extra: &[&str],
     backend: &[String],
 ) -> Activator {
-    let upstream = format!("127.0.0.1:{port}");
-    let mut a = args(&[
-        "--upstream",
-        &upstream,
-        "--idle-timeout",
-        "300ms",
-        "--stop-timeout",
-        "10s",
-    ]);
-    a.extend(args(extra));
-    a.push("--".into());
-    a.extend(backend.iter().cloned());
-    ActivatorBuilder::new(dir, &a).tcp("real").start()
+    Fixture::tcp()
+        .dir(&dir)
+        .upstream(&format!("127.0.0.1:{port}"))
+        .idle("300ms")
+        .stop_timeout("10s")
+        .extra(extra)
+        .command(backend)
+        .socket("real")
+        .start()
+        .act
 }
 
 /// Makes `COLD_STARTS` cold starts: each time the first client is the held
@@ -121,20 +118,16 @@ fn a_browser_staying_on_a_page_lets_http_mode_exit() {
     let dir = tempdir();
     let port = free_port();
     let conf = Nginx::config(dir.path(), port, 512);
-    let upstream = format!("127.0.0.1:{port}");
-    let mut a = args(&[
-        "--mode",
-        "http",
-        "--upstream",
-        &upstream,
-        "--idle-timeout",
-        "2s",
-        "--header-read-timeout",
-        "3s",
-        "--",
-    ]);
-    a.extend(Nginx::backend_argv(&conf));
-    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("web").start();
+    let act = Fixture::http()
+        .dir(&dir)
+        .upstream(&format!("127.0.0.1:{port}"))
+        .idle("2s")
+        .default_stop_timeout()
+        .extra(&["--header-read-timeout", "3s"])
+        .command(&Nginx::backend_argv(&conf))
+        .socket("web")
+        .start()
+        .act;
     let url = format!("http://{}/", act.tcp_addrs[0]);
     let browser = Browser::open(&url, dir.path());
     wait_until("the page served through idlegate", PATIENCE, || {
@@ -167,18 +160,15 @@ fn a_cold_start_herd_in_http_mode_never_floods_the_backend() {
     let dir = tempdir();
     let port = free_port();
     let conf = Nginx::config(dir.path(), port, 512);
-    let upstream = format!("127.0.0.1:{port}");
-    let mut a = args(&[
-        "--mode",
-        "http",
-        "--upstream",
-        &upstream,
-        "--idle-timeout",
-        "2s",
-        "--",
-    ]);
-    a.extend(Nginx::backend_argv(&conf));
-    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("herd").start();
+    let act = Fixture::http()
+        .dir(&dir)
+        .upstream(&format!("127.0.0.1:{port}"))
+        .idle("2s")
+        .default_stop_timeout()
+        .command(&Nginx::backend_argv(&conf))
+        .socket("herd")
+        .start()
+        .act;
     let url = format!("http://{}/", act.tcp_addrs[0]);
     // The most connections to nginx seen at once while the herd runs.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
