@@ -11,7 +11,7 @@ use crate::support::*;
 
 #[test]
 fn cold_start_holds_the_first_client_until_a_late_backend_binds() {
-    let act = Fixture::tcp().backend(&["--delay-ms", "500"]).start().act;
+    let act = Fixture::tcp().backend(&["--delay-ms", "500"]).start();
     let started = Instant::now();
     let answer = exchange_str(act.tcp_addrs[0], "hello\n").expect("the first client is served");
     assert_eq!(answer, "hello\n");

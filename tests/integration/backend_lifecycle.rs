@@ -11,8 +11,7 @@ fn a_missing_backend_command_closes_clients_promptly_and_retries_later() {
     let act = Fixture::tcp()
         .upstream("127.0.0.1:9")
         .command(&["/nonexistent/legacy-app", "--port", "9"])
-        .start()
-        .act;
+        .start();
     let attempts = || {
         act.log()
             .lines()
@@ -55,8 +54,7 @@ fn a_backend_exiting_at_start_is_reported_and_a_later_start_succeeds() {
     let flag = fixture.file("allowed");
     let act = fixture
         .backend(&["--fail-unless-exists", flag.to_str().unwrap()])
-        .start()
-        .act;
+        .start();
     let started = Instant::now();
     let answer = exchange(act.tcp_addrs[0], b"hello\n").unwrap();
     assert!(answer.is_empty(), "closed without an answer");
@@ -79,7 +77,7 @@ fn a_backend_exiting_at_start_is_reported_and_a_later_start_succeeds() {
 
 #[test]
 fn a_backend_that_dies_later_is_restarted_by_the_next_client() {
-    let act = Fixture::tcp().start().act;
+    let act = Fixture::tcp().start();
     let first = exchange_str(act.tcp_addrs[0], "PID\n").unwrap();
     let _ = exchange(act.tcp_addrs[0], b"CRASH\n");
     wait_until("the crash to be logged", PATIENCE, || {
@@ -96,7 +94,7 @@ fn a_backend_that_dies_later_is_restarted_by_the_next_client() {
 /// replayed once, not again and again.
 #[test]
 fn a_client_that_reaches_a_dying_backend_is_replayed_to_the_restarted_one() {
-    let act = Fixture::tcp().socket("crash").start().act;
+    let act = Fixture::tcp().socket("crash").start();
     let addr = act.tcp_addrs[0];
     let first = exchange_str(addr, "PID\n").unwrap();
     assert_eq!(exchange_str(addr, "CRASH-NEXT\n").unwrap(), "armed\n");

@@ -10,7 +10,7 @@ use crate::support::*;
 
 #[test]
 fn an_idle_keep_alive_connection_does_not_delay_idle_exit() {
-    let act = Fixture::http().idle("300ms").start().act;
+    let act = Fixture::http().idle("300ms").start();
     let mut conn = Conn::connect(act.tcp_addrs[0]).unwrap();
     let r = conn.request("GET", "/", &[], b"").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
@@ -38,7 +38,7 @@ fn an_idle_keep_alive_connection_does_not_delay_idle_exit() {
 /// the request (the soak test caught this once in 1400 requests).
 #[test]
 fn a_new_connection_waiting_for_its_first_request_is_not_cut_off() {
-    let act = Fixture::http().idle("300ms").start().act;
+    let act = Fixture::http().idle("300ms").start();
     let mut conn = Conn::connect(act.tcp_addrs[0]).unwrap();
     // Longer than the idle timeout, with the request not sent yet.
     std::thread::sleep(Duration::from_millis(900));
@@ -54,7 +54,7 @@ fn a_new_connection_waiting_for_its_first_request_is_not_cut_off() {
 
 #[test]
 fn a_streaming_response_keeps_idlegate_up() {
-    let act = Fixture::http().idle("500ms").start().act;
+    let act = Fixture::http().idle("500ms").start();
     let started = Instant::now();
     // 6 ticks 300 ms apart: 1.5 s of body, three times the idle timeout.
     let r = get(act.tcp_addrs[0], "/slow?n=6&ms=300", &[]).unwrap();
@@ -71,7 +71,7 @@ fn a_streaming_response_keeps_idlegate_up() {
 
 #[test]
 fn an_open_upgraded_connection_keeps_idlegate_up() {
-    let act = Fixture::http().idle("300ms").start().act;
+    let act = Fixture::http().idle("300ms").start();
     let mut conn = Conn::connect(act.tcp_addrs[0]).unwrap();
     let r = conn
         .request(
@@ -106,7 +106,7 @@ fn keep_alive_clients_across_many_activations_lose_nothing() {
     const CLIENTS: usize = 4;
     const ROUNDS: usize = 10;
     const PER_ROUND: usize = 6;
-    let act = Fixture::http().idle("300ms").start().act;
+    let act = Fixture::http().idle("300ms").start();
     let addr = act.tcp_addrs[0];
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
     let threads: Vec<_> = (0..CLIENTS)
@@ -153,8 +153,7 @@ fn a_missing_backend_is_a_prompt_502() {
         .upstream("127.0.0.1:9")
         .default_stop_timeout()
         .command(&["/nonexistent/app"])
-        .start()
-        .act;
+        .start();
     let started = Instant::now();
     let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
     assert_eq!(r.status, 502, "{r:?}");
@@ -176,8 +175,7 @@ fn a_backend_never_ready_is_a_504_after_the_start_timeout() {
     let act = Fixture::http()
         .extra(&["--start-timeout", "1s"])
         .backend(&["--delay-ms", "600000"])
-        .start()
-        .act;
+        .start();
     let started = Instant::now();
     let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
     assert_eq!(r.status, 504, "{r:?}");
@@ -190,7 +188,7 @@ fn a_backend_never_ready_is_a_504_after_the_start_timeout() {
 
 #[test]
 fn a_backend_dying_mid_response_truncates_it_and_the_next_request_restarts_it() {
-    let act = Fixture::http().start().act;
+    let act = Fixture::http().start();
     let first_pid = get(act.tcp_addrs[0], "/pid", &[]).unwrap().text();
     let started = Instant::now();
     let r = get(act.tcp_addrs[0], "/crash", &[]);
@@ -247,8 +245,7 @@ fn forwarded_headers_are_added_and_hop_by_hop_headers_removed() {
     let act = Fixture::http()
         .dir(&dir)
         .extra(&["--no-forwarded-headers"])
-        .start()
-        .act;
+        .start();
     let seen = get(act.tcp_addrs[0], "/headers", &[]).unwrap().text();
     assert!(!seen.contains("x-forwarded"), "{seen}");
 }
@@ -256,7 +253,7 @@ fn forwarded_headers_are_added_and_hop_by_hop_headers_removed() {
 #[test]
 fn large_bodies_pass_unchanged_both_ways() {
     const SIZE: usize = 100 * 1024 * 1024;
-    let act = Fixture::http().start().act;
+    let act = Fixture::http().start();
     let r = get(act.tcp_addrs[0], &format!("/bytes/{SIZE}"), &[]).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), SIZE);
@@ -287,8 +284,7 @@ fn the_waiting_page_is_for_html_clients_after_the_threshold_only() {
     let act = Fixture::http()
         .extra(&["--waiting-page"])
         .backend(&["--delay-ms", "3000"])
-        .start()
-        .act;
+        .start();
     let addr = act.tcp_addrs[0];
     let api = std::thread::spawn(move || {
         let started = Instant::now();
@@ -329,8 +325,7 @@ fn a_waiting_page_reload_reaches_the_content_with_a_short_idle_timeout() {
         .idle("1s")
         .extra(&["--waiting-page"])
         .backend(&["--delay-ms", "4000"])
-        .start()
-        .act;
+        .start();
     let addr = act.tcp_addrs[0];
     let mut pages = 0;
     loop {
@@ -363,7 +358,7 @@ fn a_waiting_page_reload_reaches_the_content_with_a_short_idle_timeout() {
 
 #[test]
 fn h2c_clients_are_served_too() {
-    let act = Fixture::http().start().act;
+    let act = Fixture::http().start();
     let addr = act.tcp_addrs[0];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -396,7 +391,7 @@ fn h2c_clients_are_served_too() {
 
 #[test]
 fn trailers_pass_through_to_clients_that_take_them() {
-    let act = Fixture::http().start().act;
+    let act = Fixture::http().start();
     let r = get(act.tcp_addrs[0], "/trailers", &[("TE", "trailers")]).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "body with trailers\n");
@@ -411,8 +406,7 @@ fn trailers_pass_through_to_clients_that_take_them() {
 fn slow_headers_and_huge_headers_are_cut_off() {
     let act = Fixture::http()
         .extra(&["--header-read-timeout", "1s"])
-        .start()
-        .act;
+        .start();
     // A client that never finishes its headers is closed after the timeout.
     let mut slow = Conn::connect(act.tcp_addrs[0]).unwrap();
     slow.stream()
@@ -441,7 +435,7 @@ fn unix_upstream_in_http_mode() {
     let fixture = Fixture::http().idle("300ms");
     let sock = fixture.file("backend.sock");
     let upstream = format!("unix:{}", sock.display());
-    let act = fixture.upstream(&upstream).start().act;
+    let act = fixture.upstream(&upstream).start();
     let r = get(act.tcp_addrs[0], "/headers", &[("Host", "site.test")]).unwrap();
     assert_eq!(r.status, 200);
     assert!(r.text().contains("host: site.test\n"), "{}", r.text());
@@ -453,8 +447,7 @@ fn a_request_still_waiting_at_shutdown_gets_a_503_with_connection_close() {
     let act = Fixture::http()
         .extra(&["--stop-timeout", "1s"])
         .backend(&["--delay-ms", "600000"])
-        .start()
-        .act;
+        .start();
     let addr = act.tcp_addrs[0];
     let client = std::thread::spawn(move || get(addr, "/", &[]));
     act.wait_running(1, PATIENCE);
@@ -490,8 +483,7 @@ fn a_connection_that_sends_no_request_is_closed_after_the_header_read_timeout() 
     let act = Fixture::http()
         .idle("1s")
         .extra(&["--header-read-timeout", "1s"])
-        .start()
-        .act;
+        .start();
     let addr = act.tcp_addrs[0];
 
     // Activated by a connection that never sends a byte.
@@ -543,8 +535,7 @@ fn a_connection_that_sends_no_request_is_closed_after_the_header_read_timeout() 
 fn requests_beyond_the_upstream_connections_wait_for_a_free_one() {
     let act = Fixture::http()
         .extra(&["--upstream-connections-max", "1", "--start-timeout", "2s"])
-        .start()
-        .act;
+        .start();
     let addr = act.tcp_addrs[0];
     // A request whose response is under way (its first tick read) holds the
     // one upstream connection for `ticks` × 200 ms.
@@ -595,7 +586,7 @@ fn requests_beyond_the_upstream_connections_wait_for_a_free_one() {
 /// idempotent method; one that kills every backend gets a 502 after that.
 #[test]
 fn a_request_that_reaches_a_dying_backend_is_sent_again_to_the_restarted_one() {
-    let act = Fixture::http().start().act;
+    let act = Fixture::http().start();
     let addr = act.tcp_addrs[0];
     let mut conn = KeepAlive::new(addr);
     let first = conn.get("/pid").unwrap().text();

@@ -57,7 +57,7 @@ fn many_clients_across_many_activations_lose_nothing() {
     const CLIENTS: usize = 4;
     const ROUNDS: usize = 11;
     const PER_ROUND: usize = 5;
-    let act = Fixture::tcp().idle("300ms").start().act;
+    let act = Fixture::tcp().idle("300ms").start();
     let addr = act.tcp_addrs[0];
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
     let threads: Vec<_> = (0..CLIENTS)
@@ -115,11 +115,11 @@ fn many_clients_across_many_activations_lose_nothing() {
 fn a_silent_connection_is_closed_after_the_connection_idle_timeout() {
     let fixture = Fixture::tcp()
         .idle("300ms")
-        .external()
         .extra(&["--connection-idle-timeout", "1s"])
+        .external()
         .socket("quiet");
     let _backend = External::start(fixture.upstream_addr());
-    let act = fixture.start().act;
+    let act = fixture.start();
     let mut busy = TcpStream::connect(act.tcp_addrs[0]).unwrap();
     busy.set_read_timeout(Some(PATIENCE)).unwrap();
     busy.write_all(b"busy\n").unwrap();
@@ -195,7 +195,7 @@ fn a_silent_client_on_a_cold_start_is_closed_after_the_connection_idle_timeout()
 
 #[test]
 fn a_slow_response_outlives_the_idle_timeout() {
-    let act = Fixture::tcp().idle("1s").start().act;
+    let act = Fixture::tcp().idle("1s").start();
     let started = Instant::now();
     // 8 ticks, 500 ms apart: a 4 s response with gaps shorter than the idle
     // timeout but a whole far longer than it.

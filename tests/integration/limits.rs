@@ -9,10 +9,7 @@ use crate::support::*;
 
 #[test]
 fn connections_max_keeps_excess_clients_waiting_not_reset() {
-    let act = Fixture::tcp()
-        .extra(&["--connections-max", "2"])
-        .start()
-        .act;
+    let act = Fixture::tcp().extra(&["--connections-max", "2"]).start();
     let open = |msg: &[u8]| {
         let mut s = TcpStream::connect(act.tcp_addrs[0]).unwrap();
         s.set_read_timeout(Some(PATIENCE)).unwrap();
@@ -57,7 +54,7 @@ fn a_low_descriptor_limit_holds_excess_clients_instead_of_failing_them() {
         .socket("limited")
         .env("IDLEGATE_TEST_NOFILE", "100");
     let _backend = External::start(fixture.upstream_addr());
-    let act = fixture.start().act;
+    let act = fixture.start();
     let mut clients: Vec<TcpStream> = (0..60)
         .map(|i| {
             let mut c = TcpStream::connect(act.tcp_addrs[0]).unwrap();
@@ -98,7 +95,7 @@ fn two_thousand_concurrent_connections_are_served() {
         .external()
         .socket("many");
     let _backend = External::start(fixture.upstream_addr());
-    let act = fixture.start().act;
+    let act = fixture.start();
     let mut clients = Vec::with_capacity(CLIENTS);
     for i in 0..CLIENTS {
         let mut c = TcpStream::connect(act.tcp_addrs[0]).unwrap();

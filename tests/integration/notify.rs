@@ -14,8 +14,7 @@ fn sd_notify_reports_ready_status_and_stopping() {
     notify.set_read_timeout(Some(PATIENCE)).unwrap();
     let act = fixture
         .env("NOTIFY_SOCKET", socket_path.to_str().unwrap())
-        .start()
-        .act;
+        .start();
     // While a connection is open the state holds still, so the status
     // (sent at most 4 times a second, changes coalesced) must reach "ready".
     let mut client = TcpStream::connect(act.tcp_addrs[0]).unwrap();
@@ -60,7 +59,7 @@ fn under_journald_log_lines_carry_no_timestamp() {
         .external()
         .env("JOURNAL_STREAM", "8:12345");
     let _backend = External::start(fixture.upstream_addr());
-    let act = fixture.start().act;
+    let act = fixture.start();
     assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
     assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
     let log = act.log();

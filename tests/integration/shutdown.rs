@@ -41,8 +41,7 @@ fn sigterm_while_an_external_backend_is_down_closes_its_held_clients_at_once() {
         .stop_timeout("60s")
         .external()
         .socket("external")
-        .start()
-        .act;
+        .start();
     let mut conn = TcpStream::connect(act.tcp_addrs[0]).unwrap();
     conn.set_read_timeout(Some(PATIENCE)).unwrap();
     conn.write_all(b"held\n").unwrap();
@@ -66,7 +65,7 @@ fn sigterm_while_an_external_backend_is_down_closes_its_held_clients_at_once() {
 /// a connection that never ends, idlegate still exits 0 at once.
 #[test]
 fn a_second_sigterm_ends_the_drain_at_once() {
-    let act = Fixture::tcp().stop_timeout("60s").start().act;
+    let act = Fixture::tcp().stop_timeout("60s").start();
     let mut conn = TcpStream::connect(act.tcp_addrs[0]).unwrap();
     conn.set_read_timeout(Some(PATIENCE)).unwrap();
     conn.write_all(b"SLOW 100000 100\n").unwrap();

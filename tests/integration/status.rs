@@ -26,8 +26,7 @@ fn status_reports_a_running_instance_and_counts_activations() {
     let state = fixture.file("idlegate.state");
     let act = fixture
         .extra(&["--state-file", state.to_str().unwrap()])
-        .start()
-        .act;
+        .start();
     assert_eq!(
         status(&state).0,
         Some(3),
@@ -73,8 +72,7 @@ fn metrics_are_served_and_scraping_does_not_keep_idlegate_up() {
         .default_stop_timeout()
         .extra(&["--metrics", &metrics.to_string()])
         .socket("metrics")
-        .start()
-        .act;
+        .start();
     assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
     let scrape = || crate::support::http::get(metrics, "/metrics", &[]).map(|r| r.text());
     wait_until("metrics with the backend ready", PATIENCE, || {

@@ -91,6 +91,15 @@ pub struct Gate {
     pub dir: Arc<tempfile::TempDir>,
 }
 
+/// A [`Gate`] is used as its activator.
+impl std::ops::Deref for Gate {
+    type Target = Activator;
+
+    fn deref(&self) -> &Activator {
+        &self.act
+    }
+}
+
 impl Fixture {
     /// TCP mode.
     pub fn tcp() -> Fixture {
@@ -128,21 +137,15 @@ impl Fixture {
         self
     }
 
-    /// The stop timeout (`--stop-timeout`).
-    pub fn stop_timeout(mut self, timeout: &str) -> Self {
-        self.stop_timeout = Some(timeout.into());
-        self
-    }
-
-    /// No `--stop-timeout`: idlegate's own default applies.
-    pub fn default_stop_timeout(mut self) -> Self {
-        self.stop_timeout = None;
-        self
-    }
-
     /// More idlegate flags, after the usual ones.
     pub fn extra(mut self, flags: &[&str]) -> Self {
         self.extra.extend(args(flags));
+        self
+    }
+
+    /// The stop timeout (`--stop-timeout`).
+    pub fn stop_timeout(mut self, timeout: &str) -> Self {
+        self.stop_timeout = Some(timeout.into());
         self
     }
 
@@ -155,23 +158,17 @@ impl Fixture {
         self
     }
 
+    /// No `--stop-timeout`: idlegate's own default applies.
+    pub fn default_stop_timeout(mut self) -> Self {
+        self.stop_timeout = None;
+        self
+    }
+
     /// The test backend writes its pid to [`Gate::pid_file`] (`backend.pid`
     /// in the directory).
     pub fn pid_file(self) -> Self {
         let pid_file = self.file("backend.pid");
         self.backend(&["--pid-file", pid_file.to_str().unwrap()])
-    }
-
-    /// Another backend command instead of the test backend.
-    pub fn command<S: AsRef<str>>(mut self, argv: &[S]) -> Self {
-        self.backend = Backend::Command(argv.iter().map(|s| s.as_ref().to_owned()).collect());
-        self
-    }
-
-    /// No backend command: idlegate waits for an external backend.
-    pub fn external(mut self) -> Self {
-        self.backend = Backend::External;
-        self
     }
 
     /// The upstream address instead of a free port of 127.0.0.1 (`unix:PATH`
@@ -181,21 +178,33 @@ impl Fixture {
         self
     }
 
+    /// Another backend command instead of the test backend.
+    pub fn command<S: AsRef<str>>(mut self, argv: &[S]) -> Self {
+        self.backend = Backend::Command(argv.iter().map(|s| s.as_ref().to_owned()).collect());
+        self
+    }
+
     /// The name of the activator's socket (`FileDescriptorName=`).
     pub fn socket(mut self, name: &str) -> Self {
         self.socket = name.into();
         self
     }
 
-    /// The activator holds a Unix socket at `path` instead of a TCP one.
-    pub fn unix_socket(mut self, path: &Path) -> Self {
-        self.unix_socket = Some(path.to_owned());
-        self
-    }
-
     /// An environment variable for idlegate.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// No backend command: idlegate waits for an external backend.
+    pub fn external(mut self) -> Self {
+        self.backend = Backend::External;
+        self
+    }
+
+    /// The activator holds a Unix socket at `path` instead of a TCP one.
+    pub fn unix_socket(mut self, path: &Path) -> Self {
+        self.unix_socket = Some(path.to_owned());
         self
     }
 
