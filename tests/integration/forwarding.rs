@@ -10,7 +10,7 @@ use crate::support::*;
 
 #[test]
 fn half_close_reaches_the_backend_and_the_answer_still_comes_back() {
-    let act = Fixture::tcp().start().act;
+    let act = Fixture::tcp().start();
     let mut payload = b"COUNT\n".to_vec();
     payload.extend(std::iter::repeat_n(b'x', 300_000));
     // The backend answers only after it saw our end-of-file.
@@ -37,8 +37,7 @@ fn bulk_bytes_pass_unchanged_both_ways() {
             .dir(&dir)
             .upstream(&upstream)
             .socket("bulk")
-            .start()
-            .act;
+            .start();
         let mut s = TcpStream::connect(act.tcp_addrs[0]).unwrap();
         s.set_read_timeout(Some(PATIENCE)).unwrap();
         let writer = {
@@ -119,8 +118,7 @@ fn the_proxy_protocol_header_carries_the_client_address() {
         let act = Fixture::tcp()
             .extra(&["--proxy-protocol", version])
             .socket("proxied")
-            .start()
-            .act;
+            .start();
         let mut c = TcpStream::connect(act.tcp_addrs[0]).unwrap();
         c.set_read_timeout(Some(PATIENCE)).unwrap();
         let (client, server) = (c.local_addr().unwrap(), act.tcp_addrs[0]);
@@ -151,12 +149,18 @@ fn the_proxy_protocol_header_carries_the_client_address() {
     }
 }
 
-#[test]
-fn named_sockets_route_to_their_own_upstreams() {
-    let dir = tempdir();
+/// Two external backends on free ports of 127.0.0.1: the ports, then the backends.
+fn two_backends() -> (u16, u16, External, External) {
     let (p1, p2) = (free_port(), free_port());
     let b1 = External::start(&format!("127.0.0.1:{p1}"));
     let b2 = External::start(&format!("127.0.0.1:{p2}"));
+    (p1, p2, b1, b2)
+}
+
+#[test]
+fn named_sockets_route_to_their_own_upstreams() {
+    let dir = tempdir();
+    let (p1, p2, b1, b2) = two_backends();
     // Given in the opposite order to the sockets: names, not positions, decide.
     let act = http_and_https(
         dir,
@@ -175,9 +179,7 @@ fn named_sockets_route_to_their_own_upstreams() {
 #[test]
 fn positional_upstreams_follow_socket_order_and_counts_must_match() {
     let dir = tempdir();
-    let (p1, p2) = (free_port(), free_port());
-    let b1 = External::start(&format!("127.0.0.1:{p1}"));
-    let b2 = External::start(&format!("127.0.0.1:{p2}"));
+    let (p1, p2, b1, b2) = two_backends();
     let a = args(&[
         "--upstream",
         &format!("127.0.0.1:{p1}"),
@@ -230,8 +232,7 @@ fn unix_listener_and_unix_upstream() {
         .upstream(&format!("unix:{}", back.display()))
         .backend(&["--delay-ms", "200"])
         .unix_socket(&front)
-        .start()
-        .act;
+        .start();
     let mut s = std::os::unix::net::UnixStream::connect(&front).unwrap();
     s.set_read_timeout(Some(PATIENCE)).unwrap();
     s.write_all(b"over unix\n").unwrap();

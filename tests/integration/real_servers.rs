@@ -109,27 +109,34 @@ fn redis_loading_a_dataset_answers_every_first_client() {
     );
 }
 
+/// idlegate in HTTP mode (idle timeout 2 s, `extra` flags, socket `socket`)
+/// in front of nginx with 512 worker connections on a free port: the gate
+/// and nginx's port.
+fn nginx_in_front(socket: &str, extra: &[&str]) -> (Gate, u16) {
+    let dir = tempdir();
+    let port = free_port();
+    let conf = Nginx::config(dir.path(), port, 512);
+    let gate = Fixture::http()
+        .dir(&dir)
+        .upstream(&format!("127.0.0.1:{port}"))
+        .idle("2s")
+        .default_stop_timeout()
+        .extra(extra)
+        .command(&Nginx::backend_argv(&conf))
+        .socket(socket)
+        .start();
+    (gate, port)
+}
+
 /// A headless Chromium loads a page through HTTP mode and stays on it,
 /// keeping its preconnected socket, which never sends a byte: idlegate must
 /// still exit within the idle timeout plus the header read timeout, with the
 /// backend (nginx) gone.
 #[test]
 fn a_browser_staying_on_a_page_lets_http_mode_exit() {
-    let dir = tempdir();
-    let port = free_port();
-    let conf = Nginx::config(dir.path(), port, 512);
-    let act = Fixture::http()
-        .dir(&dir)
-        .upstream(&format!("127.0.0.1:{port}"))
-        .idle("2s")
-        .default_stop_timeout()
-        .extra(&["--header-read-timeout", "3s"])
-        .command(&Nginx::backend_argv(&conf))
-        .socket("web")
-        .start()
-        .act;
+    let (act, port) = nginx_in_front("web", &["--header-read-timeout", "3s"]);
     let url = format!("http://{}/", act.tcp_addrs[0]);
-    let browser = Browser::open(&url, dir.path());
+    let browser = Browser::open(&url, act.dir.path());
     wait_until("the page served through idlegate", PATIENCE, || {
         act.log().contains("GET / 200")
     });
@@ -157,18 +164,7 @@ fn a_browser_staying_on_a_page_lets_http_mode_exit() {
 /// default) the requests beyond it queue, and none fails.
 #[test]
 fn a_cold_start_herd_in_http_mode_never_floods_the_backend() {
-    let dir = tempdir();
-    let port = free_port();
-    let conf = Nginx::config(dir.path(), port, 512);
-    let act = Fixture::http()
-        .dir(&dir)
-        .upstream(&format!("127.0.0.1:{port}"))
-        .idle("2s")
-        .default_stop_timeout()
-        .command(&Nginx::backend_argv(&conf))
-        .socket("herd")
-        .start()
-        .act;
+    let (act, port) = nginx_in_front("herd", &[]);
     let url = format!("http://{}/", act.tcp_addrs[0]);
     // The most connections to nginx seen at once while the herd runs.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
