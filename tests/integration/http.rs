@@ -4,7 +4,6 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::support::activator::describe;
 use crate::support::http::{get, Conn, KeepAlive};
 use crate::support::*;
 
@@ -15,14 +14,7 @@ fn an_idle_keep_alive_connection_does_not_delay_idle_exit() {
     let r = conn.request("GET", "/", &[], b"").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
     // The connection stays open and quiet: idlegate must still exit on time.
-    let status = act.wait_exit(1, PATIENCE);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}; log:\n{}",
-        describe(&status),
-        act.log()
-    );
+    act.wait_exit_0(1, PATIENCE);
     assert!(
         conn.closed_cleanly().expect("a clean close, not a reset"),
         "the idle connection is closed"
@@ -488,14 +480,7 @@ fn a_connection_that_sends_no_request_is_closed_after_the_header_read_timeout() 
 
     // Activated by a connection that never sends a byte.
     let mut silent = Conn::connect(addr).unwrap();
-    let status = act.wait_exit(1, PATIENCE);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}; log:\n{}",
-        describe(&status),
-        act.log()
-    );
+    act.wait_exit_0(1, PATIENCE);
     wait_closed(&mut silent, "the activating silent connection");
 
     // A request, then three connections that never complete one.
@@ -517,14 +502,7 @@ fn a_connection_that_sends_no_request_is_closed_after_the_header_read_timeout() 
     );
     wait_closed(&mut sniffing, "a connection stopped in the h2 preface");
     wait_closed(&mut partial, "a connection with unfinished headers");
-    let status = act.wait_exit(2, PATIENCE);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}; log:\n{}",
-        describe(&status),
-        act.log()
-    );
+    act.wait_exit_0(2, PATIENCE);
     assert_eq!(act.activations(), 2, "log:\n{}", act.log());
 }
 

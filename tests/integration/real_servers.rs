@@ -3,7 +3,7 @@
 //! a headless Chromium that leaves sockets open. `.ci/run` installs them
 //! all from Debian's packages; no test here is skipped.
 
-use crate::support::activator::{describe, Activator};
+use crate::support::activator::Activator;
 use crate::support::real::{self, Browser, Nginx, PgCluster, RedisData};
 use crate::support::*;
 
@@ -43,14 +43,7 @@ fn cold_starts(act: &Activator, mut ask: impl FnMut(u16) -> Result<String, Strin
             "cold start {n}: the held first client failed; log:\n{}",
             act.log()
         );
-        let status = act.wait_exit(n, PATIENCE);
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "{}; log:\n{}",
-            describe(&status),
-            act.log()
-        );
+        act.wait_exit_0(n, PATIENCE);
     }
     assert_eq!(act.activations(), COLD_STARTS);
 }
@@ -140,14 +133,7 @@ fn a_browser_staying_on_a_page_lets_http_mode_exit() {
     wait_until("the page served through idlegate", PATIENCE, || {
         act.log().contains("GET / 200")
     });
-    let status = act.wait_exit(1, PATIENCE);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}; log:\n{}",
-        describe(&status),
-        act.log()
-    );
+    act.wait_exit_0(1, PATIENCE);
     assert!(
         !process_gone(browser.pid()),
         "the browser is still on the page"
