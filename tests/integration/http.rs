@@ -437,8 +437,8 @@ fn unix_upstream_in_http_mode() {
 #[test]
 fn a_request_still_waiting_at_shutdown_gets_a_503_with_connection_close() {
     let act = Fixture::http()
-        .stop_timeout("1s")
         .backend(&["--delay-ms", "600000"])
+        .stop_timeout("1s")
         .start();
     let addr = act.tcp_addrs[0];
     let client = std::thread::spawn(move || get(addr, "/", &[]));
