@@ -64,8 +64,9 @@ enum Backend {
 /// and an activator holding one socket named `http` (UDP: `dns`).
 ///
 /// `Fixture::tcp().idle("300ms").backend(&["--delay-ms", "500"]).pid_file().start()`
-/// gives a [`Gate`]: the activator, the upstream address, the backend's pid file
-/// and the directory.
+/// gives a [`Gate`]: the activator (which the gate derefs to), the upstream
+/// address, the backend's pid file and the directory. [`Fixture::args`] gives
+/// idlegate's arguments to a test that runs idlegate itself.
 pub struct Fixture {
     kind: Kind,
     dir: Arc<tempfile::TempDir>,
@@ -116,6 +117,8 @@ impl Fixture {
         Fixture::new(Kind::Udp, &["--udp"], "dns")
     }
 
+    /// A fixture of `kind`, the test backend with `backend` flags first, the
+    /// socket named `socket`.
     fn new(kind: Kind, backend: &[&str], socket: &str) -> Fixture {
         Fixture {
             kind,
