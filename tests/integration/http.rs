@@ -4,51 +4,17 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::support::activator::describe;
 use crate::support::http::{get, Conn, KeepAlive};
 use crate::support::*;
 
-fn http_args(backend: &str, idle: &str, extra: &[&str], backend_extra: &[&str]) -> Vec<String> {
-    let mut a = args(&[
-        "--mode",
-        "http",
-        "--upstream",
-        backend,
-        "--idle-timeout",
-        idle,
-        "--stop-timeout",
-        "5s",
-    ]);
-    a.extend(extra.iter().map(|s| s.to_string()));
-    let mut b = vec!["--http"];
-    b.extend_from_slice(backend_extra);
-    a.extend(backend_command(backend, &b));
-    a
-}
-
-fn backend_addr() -> String {
-    format!("127.0.0.1:{}", free_port())
-}
-
 #[test]
 fn an_idle_keep_alive_connection_does_not_delay_idle_exit() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(dir, &http_args(&backend, "300ms", &[], &[]))
-        .tcp("http")
-        .start();
+    let act = Fixture::http().idle("300ms").start();
     let mut conn = Conn::connect(act.tcp_addrs[0]).unwrap();
     let r = conn.request("GET", "/", &[], b"").unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
     // The connection stays open and quiet: idlegate must still exit on time.
-    let status = act.wait_exit(1, PATIENCE);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}; log:\n{}",
-        describe(&status),
-        act.log()
-    );
+    act.wait_exit_0(1, PATIENCE);
     assert!(
         conn.closed_cleanly().expect("a clean close, not a reset"),
         "the idle connection is closed"
@@ -64,11 +30,7 @@ fn an_idle_keep_alive_connection_does_not_delay_idle_exit() {
 /// the request (the soak test caught this once in 1400 requests).
 #[test]
 fn a_new_connection_waiting_for_its_first_request_is_not_cut_off() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(dir, &http_args(&backend, "300ms", &[], &[]))
-        .tcp("http")
-        .start();
+    let act = Fixture::http().idle("300ms").start();
     let mut conn = Conn::connect(act.tcp_addrs[0]).unwrap();
     // Longer than the idle timeout, with the request not sent yet.
     std::thread::sleep(Duration::from_millis(900));
@@ -84,11 +46,7 @@ fn a_new_connection_waiting_for_its_first_request_is_not_cut_off() {
 
 #[test]
 fn a_streaming_response_keeps_idlegate_up() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(dir, &http_args(&backend, "500ms", &[], &[]))
-        .tcp("http")
-        .start();
+    let act = Fixture::http().idle("500ms").start();
     let started = Instant::now();
     // 6 ticks 300 ms apart: 1.5 s of body, three times the idle timeout.
     let r = get(act.tcp_addrs[0], "/slow?n=6&ms=300", &[]).unwrap();
@@ -105,11 +63,7 @@ fn a_streaming_response_keeps_idlegate_up() {
 
 #[test]
 fn an_open_upgraded_connection_keeps_idlegate_up() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(dir, &http_args(&backend, "300ms", &[], &[]))
-        .tcp("http")
-        .start();
+    let act = Fixture::http().idle("300ms").start();
     let mut conn = Conn::connect(act.tcp_addrs[0]).unwrap();
     let r = conn
         .request(
@@ -144,11 +98,7 @@ fn keep_alive_clients_across_many_activations_lose_nothing() {
     const CLIENTS: usize = 4;
     const ROUNDS: usize = 10;
     const PER_ROUND: usize = 6;
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(dir, &http_args(&backend, "300ms", &[], &[]))
-        .tcp("http")
-        .start();
+    let act = Fixture::http().idle("300ms").start();
     let addr = act.tcp_addrs[0];
     let barrier = std::sync::Arc::new(std::sync::Barrier::new(CLIENTS));
     let threads: Vec<_> = (0..CLIENTS)
@@ -191,18 +141,11 @@ fn keep_alive_clients_across_many_activations_lose_nothing() {
 
 #[test]
 fn a_missing_backend_is_a_prompt_502() {
-    let dir = tempdir();
-    let a = args(&[
-        "--mode",
-        "http",
-        "--upstream",
-        "127.0.0.1:9",
-        "--idle-timeout",
-        "60s",
-        "--",
-        "/nonexistent/app",
-    ]);
-    let act = ActivatorBuilder::new(dir, &a).tcp("http").start();
+    let act = Fixture::http()
+        .upstream("127.0.0.1:9")
+        .default_stop_timeout()
+        .command(&["/nonexistent/app"])
+        .start();
     let started = Instant::now();
     let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
     assert_eq!(r.status, 502, "{r:?}");
@@ -221,19 +164,10 @@ fn a_missing_backend_is_a_prompt_502() {
 
 #[test]
 fn a_backend_never_ready_is_a_504_after_the_start_timeout() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(
-        dir,
-        &http_args(
-            &backend,
-            "60s",
-            &["--start-timeout", "1s"],
-            &["--delay-ms", "600000"],
-        ),
-    )
-    .tcp("http")
-    .start();
+    let act = Fixture::http()
+        .extra(&["--start-timeout", "1s"])
+        .backend(&["--delay-ms", "600000"])
+        .start();
     let started = Instant::now();
     let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
     assert_eq!(r.status, 504, "{r:?}");
@@ -246,11 +180,7 @@ fn a_backend_never_ready_is_a_504_after_the_start_timeout() {
 
 #[test]
 fn a_backend_dying_mid_response_truncates_it_and_the_next_request_restarts_it() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(dir, &http_args(&backend, "60s", &[], &[]))
-        .tcp("http")
-        .start();
+    let act = Fixture::http().start();
     let first_pid = get(act.tcp_addrs[0], "/pid", &[]).unwrap().text();
     let started = Instant::now();
     let r = get(act.tcp_addrs[0], "/crash", &[]);
@@ -269,11 +199,7 @@ fn a_backend_dying_mid_response_truncates_it_and_the_next_request_restarts_it() 
 
 #[test]
 fn forwarded_headers_are_added_and_hop_by_hop_headers_removed() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(dir.clone(), &http_args(&backend, "60s", &[], &[]))
-        .tcp("http")
-        .start();
+    let Gate { act, dir, .. } = Fixture::http().start();
     let r = get(
         act.tcp_addrs[0],
         "/headers",
@@ -308,13 +234,10 @@ fn forwarded_headers_are_added_and_hop_by_hop_headers_removed() {
     }
     drop(act);
 
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(
-        dir,
-        &http_args(&backend, "60s", &["--no-forwarded-headers"], &[]),
-    )
-    .tcp("http")
-    .start();
+    let act = Fixture::http()
+        .dir(&dir)
+        .extra(&["--no-forwarded-headers"])
+        .start();
     let seen = get(act.tcp_addrs[0], "/headers", &[]).unwrap().text();
     assert!(!seen.contains("x-forwarded"), "{seen}");
 }
@@ -322,11 +245,7 @@ fn forwarded_headers_are_added_and_hop_by_hop_headers_removed() {
 #[test]
 fn large_bodies_pass_unchanged_both_ways() {
     const SIZE: usize = 100 * 1024 * 1024;
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(dir, &http_args(&backend, "60s", &[], &[]))
-        .tcp("http")
-        .start();
+    let act = Fixture::http().start();
     let r = get(act.tcp_addrs[0], &format!("/bytes/{SIZE}"), &[]).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.body.len(), SIZE);
@@ -354,19 +273,10 @@ fn large_bodies_pass_unchanged_both_ways() {
 
 #[test]
 fn the_waiting_page_is_for_html_clients_after_the_threshold_only() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(
-        dir,
-        &http_args(
-            &backend,
-            "60s",
-            &["--waiting-page"],
-            &["--delay-ms", "3000"],
-        ),
-    )
-    .tcp("http")
-    .start();
+    let act = Fixture::http()
+        .extra(&["--waiting-page"])
+        .backend(&["--delay-ms", "3000"])
+        .start();
     let addr = act.tcp_addrs[0];
     let api = std::thread::spawn(move || {
         let started = Instant::now();
@@ -403,14 +313,11 @@ fn the_waiting_page_is_for_html_clients_after_the_threshold_only() {
 /// start it asked for finishes before any idle exit.
 #[test]
 fn a_waiting_page_reload_reaches_the_content_with_a_short_idle_timeout() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(
-        dir,
-        &http_args(&backend, "1s", &["--waiting-page"], &["--delay-ms", "4000"]),
-    )
-    .tcp("http")
-    .start();
+    let act = Fixture::http()
+        .idle("1s")
+        .extra(&["--waiting-page"])
+        .backend(&["--delay-ms", "4000"])
+        .start();
     let addr = act.tcp_addrs[0];
     let mut pages = 0;
     loop {
@@ -443,11 +350,7 @@ fn a_waiting_page_reload_reaches_the_content_with_a_short_idle_timeout() {
 
 #[test]
 fn h2c_clients_are_served_too() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(dir, &http_args(&backend, "60s", &[], &[]))
-        .tcp("http")
-        .start();
+    let act = Fixture::http().start();
     let addr = act.tcp_addrs[0];
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -480,11 +383,7 @@ fn h2c_clients_are_served_too() {
 
 #[test]
 fn trailers_pass_through_to_clients_that_take_them() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(dir, &http_args(&backend, "60s", &[], &[]))
-        .tcp("http")
-        .start();
+    let act = Fixture::http().start();
     let r = get(act.tcp_addrs[0], "/trailers", &[("TE", "trailers")]).unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(r.text(), "body with trailers\n");
@@ -497,14 +396,9 @@ fn trailers_pass_through_to_clients_that_take_them() {
 
 #[test]
 fn slow_headers_and_huge_headers_are_cut_off() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(
-        dir,
-        &http_args(&backend, "60s", &["--header-read-timeout", "1s"], &[]),
-    )
-    .tcp("http")
-    .start();
+    let act = Fixture::http()
+        .extra(&["--header-read-timeout", "1s"])
+        .start();
     // A client that never finishes its headers is closed after the timeout.
     let mut slow = Conn::connect(act.tcp_addrs[0]).unwrap();
     slow.stream()
@@ -530,12 +424,10 @@ fn slow_headers_and_huge_headers_are_cut_off() {
 
 #[test]
 fn unix_upstream_in_http_mode() {
-    let dir = tempdir();
-    let sock = dir.path().join("backend.sock");
+    let fixture = Fixture::http().idle("300ms");
+    let sock = fixture.file("backend.sock");
     let upstream = format!("unix:{}", sock.display());
-    let act = ActivatorBuilder::new(dir.clone(), &http_args(&upstream, "300ms", &[], &[]))
-        .tcp("http")
-        .start();
+    let act = fixture.upstream(&upstream).start();
     let r = get(act.tcp_addrs[0], "/headers", &[("Host", "site.test")]).unwrap();
     assert_eq!(r.status, 200);
     assert!(r.text().contains("host: site.test\n"), "{}", r.text());
@@ -544,19 +436,10 @@ fn unix_upstream_in_http_mode() {
 
 #[test]
 fn a_request_still_waiting_at_shutdown_gets_a_503_with_connection_close() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(
-        dir,
-        &http_args(
-            &backend,
-            "60s",
-            &["--stop-timeout", "1s"],
-            &["--delay-ms", "600000"],
-        ),
-    )
-    .tcp("http")
-    .start();
+    let act = Fixture::http()
+        .backend(&["--delay-ms", "600000"])
+        .stop_timeout("1s")
+        .start();
     let addr = act.tcp_addrs[0];
     let client = std::thread::spawn(move || get(addr, "/", &[]));
     act.wait_running(1, PATIENCE);
@@ -589,26 +472,15 @@ fn wait_closed(conn: &mut Conn, what: &str) {
 /// request.
 #[test]
 fn a_connection_that_sends_no_request_is_closed_after_the_header_read_timeout() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(
-        dir,
-        &http_args(&backend, "1s", &["--header-read-timeout", "1s"], &[]),
-    )
-    .tcp("http")
-    .start();
+    let act = Fixture::http()
+        .idle("1s")
+        .extra(&["--header-read-timeout", "1s"])
+        .start();
     let addr = act.tcp_addrs[0];
 
     // Activated by a connection that never sends a byte.
     let mut silent = Conn::connect(addr).unwrap();
-    let status = act.wait_exit(1, PATIENCE);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}; log:\n{}",
-        describe(&status),
-        act.log()
-    );
+    act.wait_exit_0(1, PATIENCE);
     wait_closed(&mut silent, "the activating silent connection");
 
     // A request, then three connections that never complete one.
@@ -630,14 +502,7 @@ fn a_connection_that_sends_no_request_is_closed_after_the_header_read_timeout() 
     );
     wait_closed(&mut sniffing, "a connection stopped in the h2 preface");
     wait_closed(&mut partial, "a connection with unfinished headers");
-    let status = act.wait_exit(2, PATIENCE);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}; log:\n{}",
-        describe(&status),
-        act.log()
-    );
+    act.wait_exit_0(2, PATIENCE);
     assert_eq!(act.activations(), 2, "log:\n{}", act.log());
 }
 
@@ -646,19 +511,9 @@ fn a_connection_that_sends_no_request_is_closed_after_the_header_read_timeout() 
 /// it within its start timeout is a 504 saying why.
 #[test]
 fn requests_beyond_the_upstream_connections_wait_for_a_free_one() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(
-        dir,
-        &http_args(
-            &backend,
-            "60s",
-            &["--upstream-connections-max", "1", "--start-timeout", "2s"],
-            &[],
-        ),
-    )
-    .tcp("http")
-    .start();
+    let act = Fixture::http()
+        .extra(&["--upstream-connections-max", "1", "--start-timeout", "2s"])
+        .start();
     let addr = act.tcp_addrs[0];
     // A request whose response is under way (its first tick read) holds the
     // one upstream connection for `ticks` × 200 ms.
@@ -709,11 +564,7 @@ fn requests_beyond_the_upstream_connections_wait_for_a_free_one() {
 /// idempotent method; one that kills every backend gets a 502 after that.
 #[test]
 fn a_request_that_reaches_a_dying_backend_is_sent_again_to_the_restarted_one() {
-    let dir = tempdir();
-    let backend = backend_addr();
-    let act = ActivatorBuilder::new(dir, &http_args(&backend, "60s", &[], &[]))
-        .tcp("http")
-        .start();
+    let act = Fixture::http().start();
     let addr = act.tcp_addrs[0];
     let mut conn = KeepAlive::new(addr);
     let first = conn.get("/pid").unwrap().text();

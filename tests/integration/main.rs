@@ -4,13 +4,19 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod activation;
+mod backend_lifecycle;
 mod containers;
-mod core_tcp;
+mod forwarding;
 mod http;
+mod idle_exit;
 mod kinds;
+mod limits;
+mod notify;
 mod readiness;
 mod real_servers;
 mod reload;
+mod shutdown;
 mod soak;
 mod status;
 mod udp;

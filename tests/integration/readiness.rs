@@ -12,12 +12,15 @@ fn start(
     dir: std::sync::Arc<tempfile::TempDir>,
     extra: &[&str],
     backend_extra: &[&str],
-) -> (crate::support::activator::Activator, String) {
-    let backend = format!("127.0.0.1:{}", free_port());
-    let mut a = args(&["--upstream", &backend, "--idle-timeout", "60s"]);
-    a.extend(args(extra));
-    a.extend(backend_command(&backend, backend_extra));
-    (ActivatorBuilder::new(dir, &a).tcp("ready").start(), backend)
+) -> crate::support::activator::Activator {
+    Fixture::tcp()
+        .dir(&dir)
+        .default_stop_timeout()
+        .extra(extra)
+        .backend(backend_extra)
+        .socket("ready")
+        .start()
+        .act
 }
 
 /// Sends a line on a new connection from a thread; the thread returns the echo.
@@ -39,7 +42,7 @@ fn ready_cmd_holds_clients_until_it_succeeds() {
     let runs = dir.path().join("runs");
     let flag = dir.path().join("serving");
     let ready_cmd = format!("echo run >> {}; test -e {}", runs.display(), flag.display());
-    let (act, _) = start(dir.clone(), &["--ready-cmd", &ready_cmd], &[]);
+    let act = start(dir.clone(), &["--ready-cmd", &ready_cmd], &[]);
     let client = held_client(act.tcp_addrs[0]);
     // The backend listens, and the command has failed twice since: the client
     // must still be held.
@@ -64,7 +67,7 @@ fn ready_cmd_holds_clients_until_it_succeeds() {
 #[test]
 fn a_ready_cmd_that_never_succeeds_fails_the_start_with_its_output() {
     let dir = tempdir();
-    let (act, _) = start(
+    let act = start(
         dir,
         &[
             "--ready-cmd",
@@ -89,7 +92,7 @@ fn ready_notify_waits_for_ready_1_and_shows_the_backend_status() {
     let dir = tempdir();
     let flag = dir.path().join("loaded");
     let state = dir.path().join("idlegate.state");
-    let (act, _) = start(
+    let act = start(
         dir.clone(),
         &["--ready-notify", "--state-file", state.to_str().unwrap()],
         &["--notify-when-exists", flag.to_str().unwrap()],

@@ -3,7 +3,7 @@
 //! a headless Chromium that leaves sockets open. `.ci/run` installs them
 //! all from Debian's packages; no test here is skipped.
 
-use crate::support::activator::{describe, Activator};
+use crate::support::activator::Activator;
 use crate::support::real::{self, Browser, Nginx, PgCluster, RedisData};
 use crate::support::*;
 
@@ -18,19 +18,16 @@ fn in_front(
     extra: &[&str],
     backend: &[String],
 ) -> Activator {
-    let upstream = format!("127.0.0.1:{port}");
-    let mut a = args(&[
-        "--upstream",
-        &upstream,
-        "--idle-timeout",
-        "300ms",
-        "--stop-timeout",
-        "10s",
-    ]);
-    a.extend(args(extra));
-    a.push("--".into());
-    a.extend(backend.iter().cloned());
-    ActivatorBuilder::new(dir, &a).tcp("real").start()
+    Fixture::tcp()
+        .dir(&dir)
+        .upstream(&format!("127.0.0.1:{port}"))
+        .idle("300ms")
+        .stop_timeout("10s")
+        .extra(extra)
+        .command(backend)
+        .socket("real")
+        .start()
+        .act
 }
 
 /// Makes `COLD_STARTS` cold starts: each time the first client is the held
@@ -46,14 +43,7 @@ fn cold_starts(act: &Activator, mut ask: impl FnMut(u16) -> Result<String, Strin
             "cold start {n}: the held first client failed; log:\n{}",
             act.log()
         );
-        let status = act.wait_exit(n, PATIENCE);
-        assert_eq!(
-            status.code(),
-            Some(0),
-            "{}; log:\n{}",
-            describe(&status),
-            act.log()
-        );
+        act.wait_exit_0(n, PATIENCE);
     }
     assert_eq!(act.activations(), COLD_STARTS);
 }
@@ -112,42 +102,38 @@ fn redis_loading_a_dataset_answers_every_first_client() {
     );
 }
 
+/// idlegate in HTTP mode (idle timeout 2 s, `extra` flags, socket `socket`)
+/// in front of nginx with 512 worker connections on a free port: the gate
+/// and nginx's port.
+fn nginx_in_front(socket: &str, extra: &[&str]) -> (Gate, u16) {
+    let dir = tempdir();
+    let port = free_port();
+    let conf = Nginx::config(dir.path(), port, 512);
+    let gate = Fixture::http()
+        .dir(&dir)
+        .upstream(&format!("127.0.0.1:{port}"))
+        .idle("2s")
+        .default_stop_timeout()
+        .extra(extra)
+        .command(&Nginx::backend_argv(&conf))
+        .socket(socket)
+        .start();
+    (gate, port)
+}
+
 /// A headless Chromium loads a page through HTTP mode and stays on it,
 /// keeping its preconnected socket, which never sends a byte: idlegate must
 /// still exit within the idle timeout plus the header read timeout, with the
 /// backend (nginx) gone.
 #[test]
 fn a_browser_staying_on_a_page_lets_http_mode_exit() {
-    let dir = tempdir();
-    let port = free_port();
-    let conf = Nginx::config(dir.path(), port, 512);
-    let upstream = format!("127.0.0.1:{port}");
-    let mut a = args(&[
-        "--mode",
-        "http",
-        "--upstream",
-        &upstream,
-        "--idle-timeout",
-        "2s",
-        "--header-read-timeout",
-        "3s",
-        "--",
-    ]);
-    a.extend(Nginx::backend_argv(&conf));
-    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("web").start();
+    let (act, port) = nginx_in_front("web", &["--header-read-timeout", "3s"]);
     let url = format!("http://{}/", act.tcp_addrs[0]);
-    let browser = Browser::open(&url, dir.path());
+    let browser = Browser::open(&url, act.dir.path());
     wait_until("the page served through idlegate", PATIENCE, || {
         act.log().contains("GET / 200")
     });
-    let status = act.wait_exit(1, PATIENCE);
-    assert_eq!(
-        status.code(),
-        Some(0),
-        "{}; log:\n{}",
-        describe(&status),
-        act.log()
-    );
+    act.wait_exit_0(1, PATIENCE);
     assert!(
         !process_gone(browser.pid()),
         "the browser is still on the page"
@@ -164,21 +150,7 @@ fn a_browser_staying_on_a_page_lets_http_mode_exit() {
 /// default) the requests beyond it queue, and none fails.
 #[test]
 fn a_cold_start_herd_in_http_mode_never_floods_the_backend() {
-    let dir = tempdir();
-    let port = free_port();
-    let conf = Nginx::config(dir.path(), port, 512);
-    let upstream = format!("127.0.0.1:{port}");
-    let mut a = args(&[
-        "--mode",
-        "http",
-        "--upstream",
-        &upstream,
-        "--idle-timeout",
-        "2s",
-        "--",
-    ]);
-    a.extend(Nginx::backend_argv(&conf));
-    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("herd").start();
+    let (act, port) = nginx_in_front("herd", &[]);
     let url = format!("http://{}/", act.tcp_addrs[0]);
     // The most connections to nginx seen at once while the herd runs.
     let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::activator::{describe, Activator};
+use crate::support::activator::describe;
 use crate::support::http::KeepAlive;
 use crate::support::*;
 
@@ -31,13 +31,23 @@ fn cycles() -> usize {
         .unwrap_or(300)
 }
 
-/// Runs `CLIENTS` threads of `request` with random think times until the
-/// activator has seen `cycles()` activations; returns (requests, failures).
+/// Starts idlegate from `fixture` with the soak's idle timeout, and runs
+/// `CLIENTS` threads of `request` (on idlegate's address) with random think
+/// times until the activator has seen `cycles()` activations.
 fn soak(
     mode: &str,
-    act: &Activator,
-    request: impl Fn(u32, u64, &mut Option<KeepAlive>) -> Result<(), String> + Send + Sync + 'static,
+    fixture: Fixture,
+    request: impl Fn(SocketAddr, u32, u64, &mut Option<KeepAlive>) -> Result<(), String>
+        + Send
+        + Sync
+        + 'static,
 ) {
+    let act = fixture
+        .idle(IDLE)
+        .default_stop_timeout()
+        .socket("soak")
+        .start();
+    let addr = act.tcp_addrs[0];
     let want = cycles();
     let stop = Arc::new(AtomicBool::new(false));
     let request = Arc::new(request);
@@ -50,7 +60,7 @@ fn soak(
                 let (mut done, mut failures) = (0u64, Vec::new());
                 let mut keep_alive = None;
                 while !stop.load(Ordering::Relaxed) {
-                    if let Err(e) = request(client, done, &mut keep_alive) {
+                    if let Err(e) = request(addr, client, done, &mut keep_alive) {
                         failures.push(e);
                     }
                     done += 1;
@@ -94,26 +104,10 @@ fn soak(
     );
 }
 
-fn start(mode: &str, backend: &str, extra: &[&str]) -> Activator {
-    let mut a = args(&[
-        "--upstream",
-        backend,
-        "--mode",
-        mode,
-        "--idle-timeout",
-        IDLE,
-    ]);
-    a.extend(backend_command(backend, extra));
-    ActivatorBuilder::new(tempdir(), &a).tcp("soak").start()
-}
-
 #[test]
 #[ignore = "soak: run by .ci/run"]
 fn soak_tcp() {
-    let backend = format!("127.0.0.1:{}", free_port());
-    let act = start("tcp", &backend, &[]);
-    let addr: SocketAddr = act.tcp_addrs[0];
-    soak("tcp", &act, move |client, n, _| {
+    soak("tcp", Fixture::tcp(), |addr, client, n, _| {
         let msg = format!("client {client} request {n}\n");
         match exchange_str(addr, &msg) {
             Ok(answer) if answer == msg => Ok(()),
@@ -125,10 +119,7 @@ fn soak_tcp() {
 #[test]
 #[ignore = "soak: run by .ci/run"]
 fn soak_http() {
-    let backend = format!("127.0.0.1:{}", free_port());
-    let act = start("http", &backend, &["--http"]);
-    let addr: SocketAddr = act.tcp_addrs[0];
-    soak("http", &act, move |client, n, keep_alive| {
+    soak("http", Fixture::http(), |addr, client, n, keep_alive| {
         // Odd clients keep their connection alive across activations, as
         // browsers do; even ones open one per request.
         let answer = if client % 2 == 1 {

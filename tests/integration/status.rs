@@ -19,13 +19,14 @@ fn status(state: &std::path::Path) -> (Option<i32>, String) {
 
 #[test]
 fn status_reports_a_running_instance_and_counts_activations() {
-    let dir = tempdir();
-    let state = dir.path().join("idlegate.state");
-    let backend = format!("127.0.0.1:{}", free_port());
-    let mut a = args(&["--upstream", &backend, "--idle-timeout", "1s"]);
-    a.extend(args(&["--state-file", state.to_str().unwrap()]));
-    a.extend(backend_command(&backend, &[]));
-    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("status").start();
+    let fixture = Fixture::tcp()
+        .idle("1s")
+        .default_stop_timeout()
+        .socket("status");
+    let state = fixture.file("idlegate.state");
+    let act = fixture
+        .extra(&["--state-file", state.to_str().unwrap()])
+        .start();
     assert_eq!(
         status(&state).0,
         Some(3),
@@ -65,13 +66,13 @@ fn status_without_a_state_file_is_a_usage_error() {
 /// along does not keep idlegate up.
 #[test]
 fn metrics_are_served_and_scraping_does_not_keep_idlegate_up() {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
     let metrics: std::net::SocketAddr = ([127, 0, 0, 1], free_port()).into();
-    let mut a = args(&["--upstream", &backend, "--idle-timeout", "500ms"]);
-    a.extend(args(&["--metrics", &metrics.to_string()]));
-    a.extend(backend_command(&backend, &[]));
-    let act = ActivatorBuilder::new(dir, &a).tcp("metrics").start();
+    let act = Fixture::tcp()
+        .idle("500ms")
+        .default_stop_timeout()
+        .extra(&["--metrics", &metrics.to_string()])
+        .socket("metrics")
+        .start();
     assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
     let scrape = || crate::support::http::get(metrics, "/metrics", &[]).map(|r| r.text());
     wait_until("metrics with the backend ready", PATIENCE, || {

@@ -51,31 +51,13 @@ fn udp_gate(
     idle: &str,
     extra: &[&str],
 ) -> (Activator, std::path::PathBuf) {
-    let dir = tempdir();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let pid_file = dir.path().join("backend.pid");
-    let mut a = args(&[
-        "--upstream",
-        &format!("udp:{backend}"),
-        "--udp-flow-timeout",
-        flow,
-        "--idle-timeout",
-        idle,
-        "--stop-timeout",
-        "5s",
-    ]);
-    a.extend(args(extra));
-    a.extend(backend_command(
-        &backend,
-        &[
-            "--udp",
-            "--delay-ms",
-            delay_ms,
-            "--pid-file",
-            pid_file.to_str().unwrap(),
-        ],
-    ));
-    let act = ActivatorBuilder::new(dir, &a).udp("dns").start();
+    let Gate { act, pid_file, .. } = Fixture::udp()
+        .idle(idle)
+        .extra(&["--udp-flow-timeout", flow])
+        .extra(extra)
+        .backend(&["--delay-ms", delay_ms])
+        .pid_file()
+        .start();
     (act, pid_file)
 }
 
@@ -206,25 +188,16 @@ fn proxy_protocol_v2_prefixes_every_datagram() {
 
 #[test]
 fn listen_udp_binds_itself_and_stops_the_backend_when_idle() {
-    let dir = tempdir();
+    let fixture = Fixture::udp()
+        .idle("200ms")
+        .default_stop_timeout()
+        .extra(&["--udp-flow-timeout", "200ms"])
+        .pid_file();
     let front: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let backend = format!("127.0.0.1:{}", free_port());
-    let pid_file = dir.path().join("backend.pid");
-    let mut a = args(&[
-        "--listen",
-        &format!("udp:{front}"),
-        "--upstream",
-        &format!("udp:{backend}"),
-        "--udp-flow-timeout",
-        "200ms",
-        "--idle-timeout",
-        "200ms",
-    ]);
-    a.extend(backend_command(
-        &backend,
-        &["--udp", "--pid-file", pid_file.to_str().unwrap()],
-    ));
-    let log = dir.path().join("listen.log");
+    let pid_file = fixture.file("backend.pid");
+    let mut a = args(&["--listen", &format!("udp:{front}")]);
+    a.extend(fixture.args());
+    let log = fixture.file("listen.log");
     let mut child = spawn_not_activated(&a, &log);
     let c = client();
     // The socket is bound before idlegate logs that it listens.

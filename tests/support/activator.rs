@@ -316,6 +316,20 @@ impl Activator {
         r.exits[n - 1]
     }
 
+    /// Waits until `n` runs have exited, and asserts that the n-th exited 0
+    /// (else: how it ended, and idlegate's log).
+    #[track_caller]
+    pub fn wait_exit_0(&self, n: usize, timeout: Duration) {
+        let status = self.wait_exit(n, timeout);
+        assert_eq!(
+            status.code(),
+            Some(0),
+            "{}; log:\n{}",
+            describe(&status),
+            self.log()
+        );
+    }
+
     /// Waits until idlegate runs (activation `n` started); returns its pid.
     pub fn wait_running(&self, n: usize, timeout: Duration) -> u32 {
         let (m, c) = &*self.record;

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod activator;
+pub mod fixture;
 pub mod http;
 pub mod podman;
 pub mod real;
@@ -15,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub use activator::ActivatorBuilder;
+pub use fixture::{wait_child, External, Fixture, Gate};
 
 /// A generous deadline for anything that should take well under a second.
 pub const PATIENCE: Duration = Duration::from_secs(30);
