@@ -96,7 +96,9 @@ async fn serve(mut client: Stream, c: TcpClient<'_>) {
     };
     match super::copy::bidirectional(&mut client, &mut up, quiet_limit).await {
         Ok((sent, received)) => {
-            tracing::debug!("done: after the first answer, {sent} bytes to {upstream} and {received} back")
+            tracing::debug!(
+                "done: after the first answer, {sent} bytes to {upstream} and {received} back"
+            )
         }
         Err(e) => match e
             .get_ref()
