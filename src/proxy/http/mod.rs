@@ -23,6 +23,7 @@ use hyper_util::server::conn::auto;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{ConnectError, DEATH_GRACE};
 use crate::activity::{InFlight, InFlightGuard};
@@ -154,6 +155,7 @@ impl HttpProxy {
         peer: Peer,
         close: CancellationToken,
         first_request: InFlightGuard,
+        span: tracing::Span,
     ) {
         let this = self.clone();
         // This connection's own requests, from their headers to the end of
@@ -165,13 +167,16 @@ impl HttpProxy {
         let service = {
             let requests = requests.clone();
             let close = close.clone();
+            let span = span.clone();
             service_fn(move |req| {
                 let this = this.clone();
                 let first = first_request.lock().expect("first-request lock").take();
                 let on_connection = requests.enter();
                 let close = close.clone();
+                let handled = this.handle(req, peer, on_connection, close);
+                let handled = handled.instrument(span.clone());
                 async move {
-                    let response = this.handle(req, peer, on_connection, close).await;
+                    let response = handled.await;
                     drop(first);
                     Ok::<_, Infallible>(response)
                 }
@@ -189,10 +194,10 @@ impl HttpProxy {
                 conn.await
             }
             _ = requests.idle(header_wait) => {
-                tracing::debug!(
+                span.in_scope(|| tracing::debug!(
                     "closing the connection: no request within {} (--header-read-timeout)",
                     humantime::format_duration(header_wait)
-                );
+                ));
                 // An idle HTTP/1 connection (or one still being sniffed)
                 // closes at once; HTTP/2 says GOAWAY. A request racing in
                 // is still answered; a client that leaves the close
@@ -205,7 +210,7 @@ impl HttpProxy {
             }
         };
         if let Err(e) = result {
-            tracing::debug!("http connection ended: {e}");
+            span.in_scope(|| tracing::debug!("http connection ended: {e}"));
         }
     }
 
@@ -230,6 +235,7 @@ impl HttpProxy {
             // Until a response exists: the client went away first (nginx's 499).
             status: 499,
             started,
+            span: tracing::Span::current(),
         };
         if !self.backend.is_ready() {
             match self.wait_for_backend(&req, started).await {
@@ -285,11 +291,10 @@ impl HttpProxy {
                 match client_upgrade {
                     Some(client_upgrade) if switched => {
                         let upstream_upgrade = hyper::upgrade::on(&mut resp);
-                        tokio::spawn(tunnel(
-                            client_upgrade,
-                            upstream_upgrade,
-                            self.in_flight.enter(),
-                        ));
+                        tokio::spawn(
+                            tunnel(client_upgrade, upstream_upgrade, self.in_flight.enter())
+                                .in_current_span(),
+                        );
                         strip_hop_by_hop(resp.headers_mut(), !is_connect);
                     }
                     _ => strip_hop_by_hop(resp.headers_mut(), false),

@@ -24,18 +24,22 @@ pub struct RequestLog {
     pub(super) path: String,
     pub(super) status: u16,
     pub(super) started: Instant,
+    /// The client's span, for the access log line.
+    pub(super) span: tracing::Span,
 }
 
 impl Drop for RequestLog {
     fn drop(&mut self) {
-        tracing::info!(
-            target: "idlegate::access",
-            "{} {} {} {}ms",
-            self.method,
-            self.path,
-            self.status,
-            self.started.elapsed().as_millis()
-        );
+        self.span.in_scope(|| {
+            tracing::info!(
+                target: "idlegate::access",
+                "{} {} {} {}ms",
+                self.method,
+                self.path,
+                self.status,
+                self.started.elapsed().as_millis()
+            )
+        });
     }
 }
 
