@@ -46,9 +46,25 @@ pub enum AddressError {
     },
 }
 
+/// Whether parsing an address looks its host name up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Names {
+    /// Resolve it now (a start: host names are resolved once).
+    #[default]
+    Resolve,
+    /// Keep it unresolved, its socket addresses empty: for the unit
+    /// generator, which runs early at boot, before any name service.
+    Keep,
+}
+
 impl Address {
     /// Parses `text` and resolves its host name, if any.
     pub fn parse(text: &str) -> Result<Self, AddressError> {
+        Self::parse_with(text, Names::Resolve)
+    }
+
+    /// Parses `text`, resolving its host name only if `names` says so.
+    pub fn parse_with(text: &str, names: Names) -> Result<Self, AddressError> {
         let text = text.trim();
         if let Some(path) = text.strip_prefix("unix:") {
             if path.is_empty() {
@@ -60,13 +76,13 @@ impl Address {
             return Ok(Address::Unix(PathBuf::from(text)));
         }
         if let Some(rest) = text.strip_prefix("udp:") {
-            return match Self::parse_host_port(rest.trim_start()) {
+            return match Self::parse_host_port(rest.trim_start(), names) {
                 Ok((text, addrs)) => Ok(Address::Udp { text, addrs }),
                 Err(AddressError::Syntax(_)) => Err(AddressError::Syntax(text.to_owned())),
                 Err(e) => Err(e),
             };
         }
-        let (text, addrs) = Self::parse_host_port(text)?;
+        let (text, addrs) = Self::parse_host_port(text, names)?;
         Ok(Address::Tcp { text, addrs })
     }
 
@@ -76,7 +92,10 @@ impl Address {
     }
 
     /// `HOST:PORT`, resolved: the text as written and its socket addresses.
-    fn parse_host_port(text: &str) -> Result<(String, Vec<SocketAddr>), AddressError> {
+    fn parse_host_port(
+        text: &str,
+        names: Names,
+    ) -> Result<(String, Vec<SocketAddr>), AddressError> {
         let Some((host, port)) = text.rsplit_once(':') else {
             return Err(AddressError::Syntax(text.to_owned()));
         };
@@ -89,6 +108,9 @@ impl Address {
         if host.starts_with('[') || host.contains(':') {
             // A bracketed or bare IPv6 literal that did not parse above.
             return Err(AddressError::Syntax(text.to_owned()));
+        }
+        if names == Names::Keep {
+            return Ok((text.to_owned(), Vec::new()));
         }
         let addrs: Vec<SocketAddr> = text
             .to_socket_addrs()
@@ -175,6 +197,11 @@ impl UpstreamSpec {
     /// A name is what systemd allows in `FileDescriptorName=`: printable, no
     /// colon, no slash; so `unix:/run/a=b` stays a plain path.
     pub fn parse(text: &str) -> Result<Self, AddressError> {
+        Self::parse_with(text, Names::Resolve)
+    }
+
+    /// [`UpstreamSpec::parse`], resolving the host name only if `names` says so.
+    pub fn parse_with(text: &str, names: Names) -> Result<Self, AddressError> {
         if let Some((name, rest)) = text.split_once('=') {
             let is_name = !name.is_empty()
                 && name
@@ -183,7 +210,7 @@ impl UpstreamSpec {
             if is_name {
                 return Ok(UpstreamSpec {
                     socket_name: Some(name.to_owned()),
-                    address: Address::parse(rest)?,
+                    address: Address::parse_with(rest, names)?,
                     mode: Default::default(),
                     proxy_protocol: None,
                 });
@@ -191,7 +218,7 @@ impl UpstreamSpec {
         }
         Ok(UpstreamSpec {
             socket_name: None,
-            address: Address::parse(text)?,
+            address: Address::parse_with(text, names)?,
             mode: Default::default(),
             proxy_protocol: None,
         })

@@ -160,6 +160,10 @@ pub struct Cli {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
+    /// Print the manual page (man) or a shell's completions, and exit.
+    #[arg(long, value_name = "WHAT", value_enum)]
+    pub generate: Option<Generate>,
+
     /// error, warn, info, debug or trace (RUST_LOG filters take effect when this is not given).
     #[arg(long, value_name = "LEVEL")]
     pub log_level: Option<String>,
@@ -168,4 +172,17 @@ pub struct Cli {
     /// Without it the backend is external and idlegate only waits for it.
     #[arg(last = true, value_name = "COMMAND")]
     pub command: Vec<String>,
+}
+
+/// What `--generate` prints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Generate {
+    /// The manual page, idlegate(1), in roff.
+    Man,
+    /// Completions for bash.
+    CompleteBash,
+    /// Completions for zsh.
+    CompleteZsh,
+    /// Completions for fish.
+    CompleteFish,
 }

@@ -31,6 +31,10 @@
 //! - [`net`], [`address`], [`limits`], `sys`: sockets, addresses, descriptor limits; the
 //!   only `unsafe` code is in `sys`.
 //!
+//! - [`commands`]: the subcommands beside serving (`status`, `check`, `units`,
+//!   `generator`) and `--generate`; [`units`]: the systemd units of one config
+//!   file and the generator that writes them; [`manual`]: the manual page.
+//!
 //! The core, [`run`], takes sockets, a config and a [`Shutdown`]; it never binds,
 //! reads the environment or installs signal handlers (that is `main`'s job).
 #![deny(unsafe_code)]
@@ -42,12 +46,14 @@ pub mod address;
 pub mod backend;
 pub mod backoff;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod context;
 #[cfg(test)]
 mod fuzz_support;
 pub mod limits;
 pub mod listener;
+pub mod manual;
 pub mod metrics;
 pub mod net;
 pub mod notify;
@@ -59,6 +65,7 @@ pub mod serve;
 pub mod shutdown;
 pub mod status;
 mod sys;
+pub mod units;
 
 use std::sync::Arc;
 use std::time::Duration;

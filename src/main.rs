@@ -10,21 +10,29 @@ use std::time::Duration;
 use clap::Parser;
 use idlegate::activation::{self, ActivationEnv};
 use idlegate::cli::Cli;
+use idlegate::commands;
 use idlegate::{Config, Notifier, Shutdown};
 
 const USAGE: u8 = 2;
 const RUNTIME: u8 = 1;
 
+fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
+    ExitCode::from(commands::fail(code, error))
+}
+
 fn main() -> ExitCode {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == "status") {
-        return status_command(&args[2..]);
+    if let Some(status) = commands::subcommand(&args) {
+        return ExitCode::from(status);
     }
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => return clap_error(e),
+        Err(e) => return ExitCode::from(commands::clap_error(e)),
     };
-    let mut config = match resolve_config(cli) {
+    if let Some(what) = cli.generate {
+        return ExitCode::from(commands::generate(what));
+    }
+    let mut config = match commands::resolve_config(cli) {
         Ok(c) => c,
         Err(e) => return fail(USAGE, &e),
     };
@@ -107,82 +115,10 @@ fn main() -> ExitCode {
     }
 }
 
-/// `idlegate status [--state-file PATH]`: reads the state file a running
-/// idlegate keeps (never its socket) and prints what it is doing; exit 0 when
-/// it runs, 3 when it does not, 4 when the state file cannot be read.
-fn status_command(args: &[std::ffi::OsString]) -> ExitCode {
-    let mut path = None;
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let text = arg.to_string_lossy();
-        if text == "--state-file" {
-            path = rest.next().map(std::path::PathBuf::from);
-        } else if let Some(p) = text.strip_prefix("--state-file=") {
-            path = Some(p.into());
-        } else {
-            return fail(
-                USAGE,
-                &format!("status: unexpected argument '{text}' (usage: idlegate status [--state-file PATH])"),
-            );
-        }
-    }
-    let found = Config::default_state_file(|k| std::env::var_os(k));
-    let Some(path) = path.or(found) else {
-        return fail(
-            USAGE,
-            &"status: give --state-file PATH (the one idlegate runs with; default $RUNTIME_DIRECTORY/idlegate.state)",
-        );
-    };
-    let (text, code) = idlegate::status::report(&path);
-    if code == idlegate::status::UNKNOWN {
-        eprintln!("{text}");
-    } else {
-        println!("{text}");
-    }
-    ExitCode::from(code)
-}
-
-fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
-    eprintln!("idlegate: {error}");
-    ExitCode::from(code)
-}
-
-/// Help and version go to stdout with status 0; any other clap error becomes
-/// one line (clap's first) with status 2.
-fn clap_error(e: clap::Error) -> ExitCode {
-    use clap::error::ErrorKind;
-    match e.kind() {
-        ErrorKind::DisplayHelp
-        | ErrorKind::DisplayVersion
-        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = e.print();
-            ExitCode::SUCCESS
-        }
-        _ => {
-            let rendered = e.render().to_string();
-            let line = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let line = line.strip_prefix("error: ").unwrap_or(line);
-            fail(USAGE, &format!("{line} (see idlegate --help)"))
-        }
-    }
-}
-
-/// The flags and the config file, validated, with the defaults that depend
-/// on the environment filled in (engine socket, state file).
-fn resolve_config(cli: Cli) -> Result<Config, idlegate::config::ConfigError> {
-    Config::from_cli(cli)
-        .and_then(|c| c.find_engine_socket(|k| std::env::var_os(k), |p| p.exists()))
-        .map(|c| c.find_state_file(|k| std::env::var_os(k)))
-        .map(|c| c.find_notify_dir(|k| std::env::var_os(k)))
-}
-
 /// The flags and the config file read again, as at start (SIGHUP).
 fn reread_config() -> Result<Config, String> {
     let cli = Cli::try_parse().map_err(|e| e.to_string())?;
-    let mut config = resolve_config(cli).map_err(|e| e.to_string())?;
+    let mut config = commands::resolve_config(cli).map_err(|e| e.to_string())?;
     config.sockets.connections_max =
         idlegate::limits::fit_connections(config.sockets.connections_max);
     Ok(config)

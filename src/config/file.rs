@@ -100,6 +100,20 @@ pub(super) struct FileConfig {
     pub(super) log_level: Option<String>,
     pub(super) state_file: Option<PathBuf>,
     pub(super) metrics: Option<String>,
+    /// Only the unit generator reads it (see [`crate::units`]).
+    pub(super) systemd: Option<SystemdTable>,
+}
+
+/// `[systemd]`: what the unit generator needs beyond idlegate's own settings.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct SystemdTable {
+    pub(super) listen: Option<Vec<OneOrMany>>,
+    pub(super) backend_unit: Option<String>,
+    pub(super) user: Option<String>,
+    pub(super) enable: Option<bool>,
+    pub(super) service: Option<Vec<String>>,
+    pub(super) socket: Option<Vec<String>>,
 }
 
 pub(super) fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -12,10 +12,12 @@ use std::time::Duration;
 mod error;
 mod file;
 mod resolve;
+mod summary;
 
 pub use error::{ConfigError, Origin};
+pub use resolve::is_unit_name;
 
-use crate::address::{Address, UpstreamSpec};
+use crate::address::{Address, Names, UpstreamSpec};
 use crate::backend::container::{Container, IdleAction};
 use crate::backend::engine::Engine;
 use crate::backend::hooks::Hooks;
@@ -80,6 +82,30 @@ pub struct Config {
     pub http: HttpSettings,
     /// What idlegate reports, and where.
     pub observability: Observability,
+    /// `[systemd]`: what the unit generator needs; idlegate ignores it when it runs.
+    pub systemd: SystemdSettings,
+}
+
+/// The `[systemd]` table, which only the unit generator ([`crate::units`]) reads.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SystemdSettings {
+    /// Whether the file has a `[systemd]` table.
+    pub table: bool,
+    /// Where systemd listens: one list per upstream, in upstream order, of
+    /// `ListenStream=` (or, for a UDP upstream, `ListenDatagram=`) values.
+    /// Empty: the file's `listen` addresses are used.
+    pub listen: Vec<Vec<String>>,
+    /// The unit that is the backend (a Quadlet container's service, or any
+    /// unit): idlegate's service is bound to it, and it stops when unneeded.
+    pub backend_unit: Option<String>,
+    /// The user idlegate runs as; `None`: a dynamic user.
+    pub user: Option<String>,
+    /// Whether the sockets listen from boot on (a `sockets.target.wants` link).
+    pub enable: bool,
+    /// Extra `Key=value` lines for the service's `[Service]`.
+    pub service: Vec<String>,
+    /// Extra `Key=value` lines for each socket's `[Socket]`.
+    pub socket: Vec<String>,
 }
 
 /// The sockets: where traffic goes, what to bind when not activated, how
@@ -325,17 +351,35 @@ impl Config {
 
     /// Parses a config file on its own (flags empty), as `--config FILE` would.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        Self::merge(Cli::default(), file::read_file(path)?, path)
+        Self::from_file_with(path, Names::Resolve)
     }
 
-    fn merge(mut cli: Cli, mut file: file::FileConfig, path: &Path) -> Result<Config, ConfigError> {
+    /// [`Config::from_file`], with host names looked up or kept as `names` says
+    /// (the unit generator keeps them: it runs before any name service).
+    pub fn from_file_with(path: &Path, names: Names) -> Result<Config, ConfigError> {
+        Self::merge_with(Cli::default(), file::read_file(path)?, path, names)
+    }
+
+    fn merge(cli: Cli, file: file::FileConfig, path: &Path) -> Result<Config, ConfigError> {
+        Self::merge_with(cli, file, path, Names::Resolve)
+    }
+
+    fn merge_with(
+        mut cli: Cli,
+        mut file: file::FileConfig,
+        path: &Path,
+        names: Names,
+    ) -> Result<Config, ConfigError> {
         let (cli, file) = (&mut cli, &mut file);
-        let sockets = resolve::sockets(cli, file, path)?;
+        let sockets = resolve::sockets(cli, file, path, names)?;
+        let timeouts = resolve::timeouts(cli, file, path)?;
+        let backend = resolve::backend(cli, file, path, &sockets.upstreams, names)?;
         Ok(Config {
-            timeouts: resolve::timeouts(cli, file, path)?,
-            backend: resolve::backend(cli, file, path, &sockets.upstreams)?,
+            timeouts,
             http: resolve::http(cli, file, path)?,
-            observability: resolve::observability(cli, file, path)?,
+            observability: resolve::observability(cli, file, path, names)?,
+            systemd: resolve::systemd(file, path, &sockets.upstreams, &backend.run)?,
+            backend,
             sockets,
         })
     }

@@ -20,4 +20,5 @@ mod shutdown;
 mod soak;
 mod status;
 mod udp;
+mod units;
 mod usage;

@@ -155,6 +155,12 @@ pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool)
 /// Runs idlegate to completion with `args` and no sockets passed; returns
 /// (status code, stderr). For usage errors, which exit before serving.
 pub fn run_idlegate(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let (code, _, stderr) = run_idlegate_output(args, env);
+    (code, stderr)
+}
+
+/// [`run_idlegate`], with its stdout too: (status code, stdout, stderr).
+pub fn run_idlegate_output(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String, String) {
     let mut cmd = std::process::Command::new(idlegate_bin());
     cmd.args(args)
         .env_remove("LISTEN_FDS")
@@ -170,12 +176,20 @@ pub fn run_idlegate(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    // Read both pipes while it runs: a manual page is more than a pipe holds.
+    let mut stdout = child.stdout.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stdout.read_to_string(&mut text);
+        text
+    });
     let deadline = Instant::now() + PATIENCE;
     loop {
         if let Some(_status) = child.try_wait().unwrap() {
             let out = child.wait_with_output().unwrap();
             return (
                 out.status.code(),
+                reader.join().unwrap(),
                 String::from_utf8_lossy(&out.stderr).into_owned(),
             );
         }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::super::file::{FileConfig, OneOrMany};
 use super::*;
-use crate::address::UpstreamSpec;
+use crate::address::{Names, UpstreamSpec};
 use crate::backend::container::IdleAction;
 use crate::cli::Cli;
 
@@ -15,9 +15,10 @@ pub(in crate::config) fn backend(
     file: &mut FileConfig,
     path: &Path,
     upstreams: &[UpstreamSpec],
+    names: Names,
 ) -> Result<BackendConfig, ConfigError> {
     let run = run(cli, file, path)?;
-    let readiness = readiness(cli, file, path, upstreams)?;
+    let readiness = readiness(cli, file, path, upstreams, names)?;
     if readiness.notify && !matches!(run, Run::Command(_)) {
         return Err(ConfigError::Usage(
             "--ready-notify needs a backend COMMAND, which it gives NOTIFY_SOCKET (a --unit's own READY=1 is systemd's to wait for)".into(),
@@ -121,9 +122,10 @@ fn readiness(
     file: &mut FileConfig,
     path: &Path,
     upstreams: &[UpstreamSpec],
+    names: Names,
 ) -> Result<Readiness, ConfigError> {
     let address = given!(cli, file, path, ready, "ready")
-        .map(|(t, o)| address_setting(t, o))
+        .map(|(t, o)| address_setting(t, o, names))
         .transpose()?;
 
     let http = match given!(cli, file, path, ready_http, "ready-http") {

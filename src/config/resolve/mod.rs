@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use super::file::{FileConfig, RawDuration};
 use super::*;
-use crate::address::Address;
+use crate::address::{Address, Names};
 use crate::cli::Cli;
 
 /// The flag `--KEY` over the file's `KEY`, each taken out of its side
@@ -39,9 +39,12 @@ macro_rules! given {
 
 mod backend;
 mod sockets;
+mod systemd;
 
 pub(super) use backend::backend;
 pub(super) use sockets::sockets;
+pub use systemd::is_unit_name;
+pub(super) use systemd::systemd;
 
 pub(super) fn file_origin(key: &'static str, file: &Path) -> Origin {
     Origin::Key {
@@ -118,8 +121,12 @@ pub(super) fn count_setting(
     }
 }
 
-pub(super) fn address_setting(text: String, origin: Origin) -> Result<Address, ConfigError> {
-    Address::parse(&text).map_err(|e| ConfigError::Invalid {
+pub(super) fn address_setting(
+    text: String,
+    origin: Origin,
+    names: Names,
+) -> Result<Address, ConfigError> {
+    Address::parse_with(&text, names).map_err(|e| ConfigError::Invalid {
         origin,
         value: text,
         reason: e.to_string(),
@@ -245,6 +252,7 @@ pub(super) fn observability(
     cli: &mut Cli,
     file: &mut FileConfig,
     path: &Path,
+    names: Names,
 ) -> Result<Observability, ConfigError> {
     let log_level = match given!(cli, file, path, log_level, "log-level") {
         None => None,
@@ -264,7 +272,7 @@ pub(super) fn observability(
     let state_file = given!(cli, file, path, state_file, "state-file").map(|(p, _)| p);
     let metrics = match given!(cli, file, path, metrics, "metrics") {
         None => None,
-        Some((text, origin)) => match address_setting(text.clone(), origin.clone())? {
+        Some((text, origin)) => match address_setting(text.clone(), origin.clone(), names)? {
             Address::Tcp { addrs, .. } => addrs.first().copied(),
             Address::Unix(_) | Address::Udp { .. } => {
                 return Err(ConfigError::Invalid {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::super::file::{FileConfig, OneOrMany, RawUpstream, Upstreams};
 use super::*;
-use crate::address::{Address, UpstreamSpec};
+use crate::address::{Address, Names, UpstreamSpec};
 use crate::cli::Cli;
 
 /// The sockets: where traffic goes, what to bind when not activated, how
@@ -15,8 +15,9 @@ pub(in crate::config) fn sockets(
     cli: &mut Cli,
     file: &mut FileConfig,
     path: &Path,
+    names: Names,
 ) -> Result<Sockets, ConfigError> {
-    let upstreams = upstreams(cli, file, path)?;
+    let upstreams = upstreams(cli, file, path, names)?;
     let listen_texts: Vec<(String, Origin)> = if !cli.listen.is_empty() {
         std::mem::take(&mut cli.listen)
             .into_iter()
@@ -33,7 +34,7 @@ pub(in crate::config) fn sockets(
     };
     let listen = listen_texts
         .into_iter()
-        .map(|(t, o)| address_setting(t, o))
+        .map(|(t, o)| address_setting(t, o, names))
         .collect::<Result<Vec<_>, _>>()?;
 
     let connections_max = count_setting(
@@ -63,6 +64,7 @@ fn proxy_version(
 struct UpstreamDefaults {
     mode: Mode,
     proxy_protocol: Option<crate::proxy::proxy_protocol::Version>,
+    names: Names,
 }
 
 impl UpstreamDefaults {
@@ -84,11 +86,12 @@ fn upstream_table(
     path: &Path,
 ) -> Result<UpstreamSpec, ConfigError> {
     let origin = file_origin("upstream", path);
-    let address = Address::parse(&t.address).map_err(|e| ConfigError::Invalid {
-        origin: origin.clone(),
-        value: t.address.clone(),
-        reason: e.to_string(),
-    })?;
+    let address =
+        Address::parse_with(&t.address, defaults.names).map_err(|e| ConfigError::Invalid {
+            origin: origin.clone(),
+            value: t.address.clone(),
+            reason: e.to_string(),
+        })?;
     let mode = match t.mode {
         None => defaults.mode_for(&address),
         Some(m) => match m.parse() {
@@ -139,6 +142,7 @@ fn upstreams(
     cli: &mut Cli,
     file: &mut FileConfig,
     path: &Path,
+    names: Names,
 ) -> Result<Vec<UpstreamSpec>, ConfigError> {
     let default_mode = match given!(cli, file, path, mode, "mode") {
         None => Mode::Tcp,
@@ -160,9 +164,10 @@ fn upstreams(
     let defaults = UpstreamDefaults {
         mode: default_mode,
         proxy_protocol: default_proxy_protocol,
+        names,
     };
     let parse_text = |text: String, origin: Origin| {
-        UpstreamSpec::parse(&text)
+        UpstreamSpec::parse_with(&text, defaults.names)
             .map(|spec| UpstreamSpec {
                 mode: defaults.mode_for(&spec.address),
                 proxy_protocol: defaults.proxy_protocol,

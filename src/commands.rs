@@ -1,0 +1,285 @@
+//! The subcommands beside serving, each returning its exit status:
+//! `idlegate status`, `idlegate check`, `idlegate units FILE` and
+//! `idlegate generator` (what systemd runs as a generator), plus `--generate`
+//! for the manual and the shell completions. Errors are one line,
+//! `idlegate: …`, with status 2 for usage and configuration.
+
+use std::ffi::OsString;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use clap::{CommandFactory, Parser};
+
+use crate::cli::{Cli, Generate};
+use crate::config::{Config, ConfigError};
+use crate::units::{self, generator, Scope};
+
+/// Exit status of a usage or configuration error.
+pub const USAGE: u8 = 2;
+
+/// Runs the subcommand `args` names (`idlegate status|check|units|generator
+/// …`) and returns its exit status; `None` when `args` name none (serve).
+pub fn subcommand(args: &[OsString]) -> Option<u8> {
+    let run: fn(&[OsString]) -> u8 = match args.get(1).and_then(|a| a.to_str())? {
+        "status" => status,
+        "check" => check,
+        "units" => units,
+        "generator" => generator,
+        _ => return None,
+    };
+    Some(run(&args[2..]))
+}
+
+/// Prints `idlegate: ERROR` on stderr and returns `code`.
+pub fn fail(code: u8, error: &dyn std::fmt::Display) -> u8 {
+    eprintln!("idlegate: {error}");
+    code
+}
+
+/// Help and version go to stdout with status 0; any other clap error becomes
+/// one line (clap's first) with status 2.
+pub fn clap_error(e: clap::Error) -> u8 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            0
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let line = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let line = line.strip_prefix("error: ").unwrap_or(line);
+            fail(USAGE, &format!("{line} (see idlegate --help)"))
+        }
+    }
+}
+
+/// The flags and the config file, validated, with the defaults that depend
+/// on the environment filled in (engine socket, state file, notify directory).
+pub fn resolve_config(cli: Cli) -> Result<Config, ConfigError> {
+    Config::from_cli(cli)
+        .and_then(|c| c.find_engine_socket(|k| std::env::var_os(k), |p| p.exists()))
+        .map(|c| c.find_state_file(|k| std::env::var_os(k)))
+        .map(|c| c.find_notify_dir(|k| std::env::var_os(k)))
+}
+
+/// `idlegate status [--state-file PATH]`: reads the state file a running
+/// idlegate keeps (never its socket) and prints what it is doing; exit 0 when
+/// it runs, 3 when it does not, 4 when the state file cannot be read.
+pub fn status(args: &[OsString]) -> u8 {
+    let mut path = None;
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        let text = arg.to_string_lossy();
+        if text == "--state-file" {
+            path = rest.next().map(PathBuf::from);
+        } else if let Some(p) = text.strip_prefix("--state-file=") {
+            path = Some(p.into());
+        } else {
+            return fail(
+                USAGE,
+                &format!("status: unexpected argument '{text}' (usage: idlegate status [--state-file PATH])"),
+            );
+        }
+    }
+    let found = Config::default_state_file(|k| std::env::var_os(k));
+    let Some(path) = path.or(found) else {
+        return fail(
+            USAGE,
+            &"status: give --state-file PATH (the one idlegate runs with; default $RUNTIME_DIRECTORY/idlegate.state)",
+        );
+    };
+    let (text, code) = crate::status::report(&path);
+    if code == crate::status::UNKNOWN {
+        eprintln!("{text}");
+    } else {
+        println!("{text}");
+    }
+    code
+}
+
+/// `idlegate check [--config FILE] [FLAGS…] [-- COMMAND…]`: validates the
+/// settings as a start would (binding nothing, starting nothing, ignoring
+/// `LISTEN_FDS`) and prints them; a file with a `[systemd]` table is also
+/// checked as the generator would, and its units named.
+pub fn check(args: &[OsString]) -> u8 {
+    let cli = match Cli::try_parse_from(
+        std::iter::once(OsString::from("idlegate check")).chain(args.iter().cloned()),
+    ) {
+        Ok(cli) => cli,
+        Err(e) => return clap_error(e),
+    };
+    let file = cli.config.clone();
+    let config = match resolve_config(cli) {
+        Ok(config) => config,
+        Err(e) => return fail(USAGE, &e),
+    };
+    let mut out = config.summary();
+    if let Some(file) = file.filter(|_| config.systemd.table) {
+        match units::for_file(&file, scope_of(&file), Path::new("idlegate")) {
+            Ok(units) => {
+                let names: Vec<&str> = units.files.iter().map(|f| f.path.as_str()).collect();
+                out.push_str(&format!("\nsystemd units: {}", names.join(", ")));
+                if !units.wanted.is_empty() {
+                    out.push_str(" (sockets enabled)");
+                }
+            }
+            Err(e) => return fail(USAGE, &e),
+        }
+    }
+    println!("{out}");
+    0
+}
+
+/// The scope a config file is for: a user's when it lives under their home.
+fn scope_of(file: &Path) -> Scope {
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let absolute = std::path::absolute(file).unwrap_or_else(|_| file.to_owned());
+    match home {
+        Some(home) if home != Path::new("/") && absolute.starts_with(&home) => Scope::User,
+        _ => Scope::System,
+    }
+}
+
+/// Takes `--user`/`--system` out of `args`; the default is the environment's
+/// `SYSTEMD_SCOPE` (what systemd tells a generator), else the system.
+fn take_scope(args: &mut Vec<OsString>) -> Scope {
+    let mut scope = match std::env::var_os("SYSTEMD_SCOPE") {
+        Some(s) if s == "user" => Scope::User,
+        _ => Scope::System,
+    };
+    args.retain(|a| match a.to_str() {
+        Some("--user") => {
+            scope = Scope::User;
+            false
+        }
+        Some("--system") => {
+            scope = Scope::System;
+            false
+        }
+        _ => true,
+    });
+    scope
+}
+
+/// Takes `NAME VALUE` out of `args`: `Ok(None)` when absent.
+fn take_option(args: &mut Vec<OsString>, name: &str) -> Result<Option<OsString>, String> {
+    let Some(i) = args.iter().position(|a| a == name) else {
+        return Ok(None);
+    };
+    if i + 1 >= args.len() {
+        return Err(format!("{name} needs a value"));
+    }
+    let value = args.remove(i + 1);
+    args.remove(i);
+    Ok(Some(value))
+}
+
+/// The idlegate the units run: `--idlegate PATH`, else this very binary.
+fn unit_binary(args: &mut Vec<OsString>) -> Result<PathBuf, String> {
+    Ok(match take_option(args, "--idlegate")? {
+        Some(path) => PathBuf::from(path),
+        None => std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/idlegate")),
+    })
+}
+
+/// `idlegate units [--user] [--idlegate PATH] FILE`: prints the units the
+/// generator would write for FILE, each under a `# PATH` line.
+pub fn units(args: &[OsString]) -> u8 {
+    let mut args = args.to_vec();
+    let scope = take_scope(&mut args);
+    let bin = match unit_binary(&mut args) {
+        Ok(bin) => bin,
+        Err(e) => return fail(USAGE, &format!("units: {e}")),
+    };
+    let [file] = args.as_slice() else {
+        return fail(
+            USAGE,
+            &"units: usage: idlegate units [--user] [--idlegate PATH] FILE",
+        );
+    };
+    match units::for_file(Path::new(file), scope, &bin) {
+        Ok(units) => {
+            let mut out = String::new();
+            for f in &units.files {
+                out.push_str(&format!("# {}\n{}\n", f.path, f.text));
+            }
+            for socket in &units.wanted {
+                out.push_str(&format!("# sockets.target.wants/{socket} -> ../{socket}\n"));
+            }
+            print!("{out}");
+            0
+        }
+        Err(e) => fail(USAGE, &e),
+    }
+}
+
+/// `idlegate generator [--user|--system] [--config-dir DIR] [--idlegate PATH]
+/// NORMAL [EARLY LATE]`: systemd's generator protocol. Always exits 0 once it
+/// could start: a bad file is logged and skipped.
+pub fn generator(args: &[OsString]) -> u8 {
+    let mut args = args.to_vec();
+    let scope = take_scope(&mut args);
+    let options = take_option(&mut args, "--config-dir")
+        .and_then(|dir| Ok((dir.map(PathBuf::from), unit_binary(&mut args)?)));
+    let (dir, bin) = match options {
+        Ok(options) => options,
+        Err(e) => return fail(USAGE, &format!("generator: {e}")),
+    };
+    let Some(out) = args.first().map(PathBuf::from) else {
+        return fail(USAGE, &"generator: usage: idlegate generator [--user] [--config-dir DIR] [--idlegate PATH] NORMAL_DIR [EARLY_DIR LATE_DIR]");
+    };
+    let Some(dir) = dir.or_else(|| generator::config_dir(scope, |k| std::env::var_os(k))) else {
+        return 0;
+    };
+    let mut stderr = std::io::stderr();
+    generator::generate(&dir, &out, scope, &bin, &mut stderr);
+    let _ = stderr.flush();
+    0
+}
+
+/// `--generate man|complete-bash|complete-zsh|complete-fish`: prints the manual page or
+/// a shell's completions, made from the same definition as `--help`.
+pub fn generate(what: Generate) -> u8 {
+    let mut command = Cli::command();
+    let mut out = std::io::stdout();
+    let result = match what {
+        Generate::Man => crate::manual::render(command, &mut out),
+        Generate::CompleteBash => {
+            clap_complete::generate(
+                clap_complete::Shell::Bash,
+                &mut command,
+                "idlegate",
+                &mut out,
+            );
+            Ok(())
+        }
+        Generate::CompleteZsh => {
+            clap_complete::generate(
+                clap_complete::Shell::Zsh,
+                &mut command,
+                "idlegate",
+                &mut out,
+            );
+            Ok(())
+        }
+        Generate::CompleteFish => {
+            clap_complete::generate(
+                clap_complete::Shell::Fish,
+                &mut command,
+                "idlegate",
+                &mut out,
+            );
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => fail(1, &format!("--generate: {e}")),
+    }
+}

@@ -1,0 +1,93 @@
+//! The systemd generator (systemd.generator(7)): at boot and at every
+//! `daemon-reload`, each `NAME.toml` in the config directory becomes its
+//! units in the generator's output directory. A bad file is logged in one
+//! line and skipped; the others are generated, and the generator exits 0, as
+//! a generator must never break a boot.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use super::{for_file, Scope, Units};
+
+/// The directory a scope's files are read from: `/etc/idlegate`, or
+/// `$XDG_CONFIG_HOME/idlegate` (else `~/.config/idlegate`) for a user.
+pub fn config_dir(
+    scope: Scope,
+    env: impl Fn(&str) -> Option<std::ffi::OsString>,
+) -> Option<PathBuf> {
+    match scope {
+        Scope::System => Some(PathBuf::from("/etc/idlegate")),
+        Scope::User => env("XDG_CONFIG_HOME")
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+            .or_else(|| env("HOME").map(|h| PathBuf::from(h).join(".config")))
+            .map(|d| d.join("idlegate")),
+    }
+}
+
+/// What one run of the generator did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Generated {
+    /// The files whose units were written.
+    pub written: Vec<PathBuf>,
+    /// The files skipped, each with its one-line error.
+    pub skipped: Vec<(PathBuf, String)>,
+}
+
+/// Generates the units of every `*.toml` in `config_dir` into `out` (the
+/// generator's "normal" directory), for idlegate at `bin`; errors go to `log`.
+pub fn generate(
+    config_dir: &Path,
+    out: &Path,
+    scope: Scope,
+    bin: &Path,
+    log: &mut dyn Write,
+) -> Generated {
+    let mut generated = Generated::default();
+    let mut files: Vec<PathBuf> = match std::fs::read_dir(config_dir) {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect(),
+        // No directory, no services.
+        Err(_) => return generated,
+    };
+    files.sort();
+    for file in files {
+        let result = for_file(&file, scope, bin)
+            .map_err(|e| e.to_string())
+            .and_then(|units| {
+                write_units(&units, out)
+                    .map_err(|e| format!("cannot write its units in {}: {e}", out.display()))
+            });
+        match result {
+            Ok(()) => generated.written.push(file),
+            Err(error) => {
+                let _ = writeln!(log, "idlegate: {}: skipped: {error}", file.display());
+                generated.skipped.push((file, error));
+            }
+        }
+    }
+    generated
+}
+
+/// Writes `units` under `out`, with their `sockets.target.wants` links.
+fn write_units(units: &Units, out: &Path) -> std::io::Result<()> {
+    for file in &units.files {
+        let path = out.join(&file.path);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        std::fs::write(&path, &file.text)?;
+    }
+    if !units.wanted.is_empty() {
+        let wants = out.join("sockets.target.wants");
+        std::fs::create_dir_all(&wants)?;
+        for socket in &units.wanted {
+            let link = wants.join(socket);
+            let _ = std::fs::remove_file(&link);
+            std::os::unix::fs::symlink(Path::new("..").join(socket), &link)?;
+        }
+    }
+    Ok(())
+}

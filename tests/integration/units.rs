@@ -1,0 +1,415 @@
+//! One file puts a service behind idlegate: `idlegate check`, `idlegate
+//! units`, the generator, the `[systemd]` table at run time, the manual and
+//! the completions. (The generated units under a real systemd are checked by
+//! tests/e2e/verify-units.sh and nspawn-deploy.sh.)
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use crate::support::*;
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `check` validates as a start would, prints the settings, and starts,
+/// binds and takes nothing: not the backend, not the passed descriptors
+/// (LISTEN_FDS names fd 3 of this very process, which is not open).
+#[test]
+fn check_prints_the_settings_and_starts_nothing() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let pid_file = dir.path().join("backend.pid");
+    let mut argv = vec![
+        "check".to_owned(),
+        "--upstream".into(),
+        backend.clone(),
+        "--idle-timeout".into(),
+        "3s".into(),
+    ];
+    argv.extend(backend_command(
+        &backend,
+        &["--pid-file", pid_file.to_str().unwrap()],
+    ));
+    let script = "LISTEN_PID=$$ LISTEN_FDS=1 LISTEN_FDNAMES=http exec \"$0\" \"$@\"";
+    let out = std::process::Command::new("/bin/sh")
+        .arg("-c")
+        .arg(script)
+        .arg(idlegate_bin())
+        .args(&argv)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("socket 1 -> {backend} (tcp)")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("backend: the command `"), "{stdout}");
+    assert!(
+        stdout.contains("timeouts: idle 3s, start 1m, stop 10s"),
+        "{stdout}"
+    );
+    assert!(!pid_file.exists(), "check started the backend");
+    assert!(
+        std::net::TcpListener::bind(&backend).is_ok(),
+        "something listens on the backend's port"
+    );
+}
+
+/// A bad setting: `check` prints the very line a start prints, status 2.
+#[test]
+fn check_of_a_bad_setting_prints_the_line_a_start_prints_with_status_2() {
+    for bad in [
+        &["--upstream", "nowhere"][..],
+        &["--upstream", "127.0.0.1:1", "--idle-timeout", "soon"],
+        &[
+            "--upstream",
+            "127.0.0.1:1",
+            "--unit",
+            "a.service",
+            "--",
+            "app",
+        ],
+    ] {
+        let (start_code, start_err) = run_idlegate(bad, &[]);
+        let mut check = vec!["check"];
+        check.extend_from_slice(bad);
+        let (code, stdout, stderr) = run_idlegate_output(&check, &[]);
+        assert_eq!((start_code, code), (Some(2), Some(2)), "{bad:?}: {stderr}");
+        assert_eq!(stderr, start_err, "{bad:?}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stdout.is_empty(), "{stdout}");
+    }
+}
+
+/// Copies `recipe` (deploy/RECIPE/NAME.toml) into a fresh config directory.
+fn config_dir_with(files: &[(&str, &str)]) -> std::sync::Arc<tempfile::TempDir> {
+    let dir = tempdir();
+    std::fs::create_dir(dir.path().join("etc")).unwrap();
+    for (name, text) in files {
+        std::fs::write(dir.path().join("etc").join(name), text).unwrap();
+    }
+    dir
+}
+
+fn generate(dir: &Path) -> (Option<i32>, String, PathBuf) {
+    let out = dir.join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    let etc = dir.join("etc");
+    let (code, _, stderr) = run_idlegate_output(
+        &[
+            "generator",
+            "--config-dir",
+            etc.to_str().unwrap(),
+            "--idlegate",
+            "/usr/bin/idlegate",
+            out.to_str().unwrap(),
+            "/nonexistent/early",
+            "/nonexistent/late",
+        ],
+        &[],
+    );
+    (code, stderr, out)
+}
+
+/// Every file under `dir`, as relative path -> text (links as `-> target`).
+fn tree(dir: &Path) -> Vec<(String, String)> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let path = e.unwrap().path();
+            let rel = path.strip_prefix(dir).unwrap().display().to_string();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path);
+            } else if meta.file_type().is_symlink() {
+                files.push((
+                    rel,
+                    format!("-> {}", std::fs::read_link(&path).unwrap().display()),
+                ));
+            } else {
+                files.push((rel, std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+    files.sort();
+    files
+}
+
+/// The generator writes each good file's units and links, skips a bad file
+/// with one line naming it, and exits 0; `units FILE` prints the same units
+/// and `check --config FILE` the same error.
+#[test]
+fn the_generator_writes_good_files_skips_bad_ones_and_exits_0() {
+    let tidings = std::fs::read_to_string(repo().join("deploy/tidings/tidings.toml")).unwrap();
+    let dir = config_dir_with(&[
+        ("tidings.toml", &tidings),
+        (
+            "broken.toml",
+            "upstream = \"127.0.0.1:1\"\n[systemd]\nlisten = [\"80\", \"81\"]\n",
+        ),
+        (
+            "bad@name.toml",
+            "upstream = \"127.0.0.1:1\"\n[systemd]\nlisten = [\"82\"]\n",
+        ),
+        ("README", "not a config file"),
+    ]);
+    let (code, stderr, out) = generate(dir.path());
+    assert_eq!(code, Some(0), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    assert_eq!(lines.len(), 2, "{stderr}");
+    assert!(lines[0].contains("bad@name.toml: skipped:"), "{stderr}");
+    assert!(
+        lines[1].contains("broken.toml: skipped: systemd.listen in ")
+            && lines[1].contains("one entry per upstream"),
+        "{stderr}"
+    );
+    let files = tree(&out);
+    let names: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "sockets.target.wants/tidings-https.socket",
+            "sockets.target.wants/tidings.socket",
+            "tidings-backend.service.d/50-idlegate-tidings.conf",
+            "tidings-https.socket",
+            "tidings.service",
+            "tidings.socket",
+        ]
+    );
+
+    // `units` prints exactly what the generator wrote.
+    let tidings_file = dir.path().join("etc/tidings.toml");
+    let (code, printed, stderr) = run_idlegate_output(
+        &[
+            "units",
+            "--idlegate",
+            "/usr/bin/idlegate",
+            tidings_file.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(0), "{stderr}");
+    for (name, text) in files.iter().filter(|(_, t)| !t.starts_with("-> ")) {
+        assert!(
+            printed.contains(&format!("# {name}\n{text}")),
+            "{name} differs:\n{printed}"
+        );
+    }
+
+    // `check` reports the skipped file's error, with status 2.
+    let broken = dir.path().join("etc/broken.toml");
+    let (code, _, stderr) =
+        run_idlegate_output(&["check", "--config", broken.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2));
+    assert!(
+        lines[1].ends_with(stderr.trim().strip_prefix("idlegate: ").unwrap()),
+        "{stderr}"
+    );
+}
+
+/// A unit file's directives, by section, without comments, and without
+/// what differs by design between the two forms: the description and
+/// documentation, how the settings reach idlegate (ExecStart=,
+/// Environment=IDLEGATE_…), the runtime directory's name, and [Install]
+/// (the generator links instead). RestrictAddressFamilies= lines, which
+/// add up, are merged into one.
+fn directives(text: &str) -> BTreeSet<String> {
+    let mut section = String::new();
+    let mut set = BTreeSet::new();
+    let mut families = BTreeSet::new();
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with('[') {
+            section = line.to_owned();
+            continue;
+        }
+        let key = line.split('=').next().unwrap_or("");
+        let by_design = [
+            "Description",
+            "Documentation",
+            "SourcePath",
+            "ExecStart",
+            "RuntimeDirectory",
+            "WantedBy",
+        ];
+        if by_design.contains(&key) || line.starts_with("Environment=IDLEGATE_") {
+            continue;
+        }
+        if key == "RestrictAddressFamilies" {
+            // Lines of this list add up (systemd.exec(5)).
+            families.extend(
+                line["RestrictAddressFamilies=".len()..]
+                    .split_whitespace()
+                    .map(str::to_owned),
+            );
+            continue;
+        }
+        set.insert(format!("{section} {line}"));
+    }
+    if !families.is_empty() {
+        let families: Vec<String> = families.into_iter().collect();
+        set.insert(format!(
+            "[Service] RestrictAddressFamilies={}",
+            families.join(" ")
+        ));
+    }
+    set
+}
+
+/// The one-file form of each deploy/ recipe makes the units the recipe
+/// spells out by hand (directive for directive, but for what differs by
+/// design), and the tidings backend's drop-in gives the Quadlet container
+/// the [Unit] lines the hand-written form puts in its .container file.
+#[test]
+fn the_one_file_forms_match_the_hand_written_units() {
+    let deploy = repo().join("deploy");
+    // The one-file form, its name in /etc/idlegate, and (generated, hand-written) unit pairs.
+    type Recipe<'a> = (&'a str, &'a str, &'a [(&'a str, &'a str)]);
+    let recipes: [Recipe; 3] = [
+        (
+            "tidings/tidings.toml",
+            "tidings.toml",
+            &[
+                ("tidings.socket", "tidings/tidings.socket"),
+                ("tidings-https.socket", "tidings/tidings-https.socket"),
+                ("tidings.service", "tidings/tidings.service"),
+            ],
+        ),
+        (
+            "process/tidings.toml",
+            "tidings.toml",
+            &[
+                ("tidings.socket", "tidings/tidings.socket"),
+                ("tidings-https.socket", "tidings/tidings-https.socket"),
+                ("tidings.service", "process/tidings.service"),
+            ],
+        ),
+        (
+            "dns/dns-on-demand.toml",
+            "dns-on-demand.toml",
+            &[
+                ("dns-on-demand.socket", "dns/dns-on-demand.socket"),
+                ("dns-on-demand.service", "dns/dns-on-demand.service"),
+            ],
+        ),
+    ];
+    for (source, name, pairs) in recipes {
+        let text = std::fs::read_to_string(deploy.join(source)).unwrap();
+        let dir = config_dir_with(&[(name, &text)]);
+        let (code, stderr, out) = generate(dir.path());
+        assert_eq!((code, stderr.as_str()), (Some(0), ""), "{source}");
+        for (generated, hand) in pairs.iter() {
+            let generated_text = std::fs::read_to_string(out.join(generated)).unwrap();
+            let hand_text = std::fs::read_to_string(deploy.join(hand)).unwrap();
+            let (g, h) = (directives(&generated_text), directives(&hand_text));
+            let missing: Vec<_> = h.difference(&g).collect();
+            let extra: Vec<_> = g.difference(&h).collect();
+            assert!(
+                missing.is_empty() && extra.is_empty(),
+                "{source} -> {generated} against deploy/{hand}: missing {missing:?}, extra {extra:?}"
+            );
+        }
+    }
+    let text = std::fs::read_to_string(deploy.join("tidings/tidings.toml")).unwrap();
+    let dir = config_dir_with(&[("tidings.toml", &text)]);
+    let (_, _, out) = generate(dir.path());
+    let drop_in = directives(
+        &std::fs::read_to_string(out.join("tidings-backend.service.d/50-idlegate-tidings.conf"))
+            .unwrap(),
+    );
+    let container = directives(
+        &std::fs::read_to_string(deploy.join("tidings/tidings-backend.container")).unwrap(),
+    );
+    for line in &drop_in {
+        assert!(
+            container.contains(line),
+            "{line} is not in tidings-backend.container"
+        );
+    }
+}
+
+/// idlegate accepts the `[systemd]` table and ignores it when it runs.
+#[test]
+fn a_file_with_a_systemd_table_serves_as_usual() {
+    let dir = tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let config = dir.path().join("app.toml");
+    let command: Vec<String> = backend_command(&backend, &[]).split_off(1);
+    std::fs::write(
+        &config,
+        format!(
+            "upstream = \"{backend}\"\nidle-timeout = \"1s\"\ncommand = {command:?}\n\n[systemd]\nlisten = [\"80\"]\nuser = \"nobody\"\nenable = true\nservice = [\"StateDirectory=app\"]\n"
+        ),
+    )
+    .unwrap();
+    let act = ActivatorBuilder::new(dir, &args(&["--config", config.to_str().unwrap()]))
+        .tcp("http")
+        .start();
+    let answer = exchange_str(act.tcp_addrs[0], "hello").unwrap();
+    assert!(answer.contains("hello"), "{answer:?}\n{}", act.log());
+    act.wait_exit_0(1, PATIENCE);
+}
+
+/// The manual covers every flag `--help` lists, the exit statuses, the
+/// environment, the config keys and the `[systemd]` table.
+#[test]
+fn the_manual_names_every_flag_of_help() {
+    let (code, help, _) = run_idlegate_output(&["--help"], &[]);
+    assert_eq!(code, Some(0));
+    let (code, man, stderr) = run_idlegate_output(&["--generate", "man"], &[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let man = man.replace("\\-", "-");
+    let options = help
+        .lines()
+        .filter(|l| l.trim_start().starts_with('-'))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let mut flags: Vec<&str> = options
+        .split(|c: char| c.is_whitespace() || c == ',' || c == '[' || c == ']')
+        .filter(|w| w.starts_with("--") && w.len() > 2)
+        .map(|w| w.split(['=', '<']).next().unwrap())
+        .collect();
+    flags.sort();
+    flags.dedup();
+    assert!(flags.len() > 25, "{flags:?}");
+    for flag in flags {
+        assert!(man.contains(flag), "the manual lacks {flag}");
+    }
+    for section in [
+        ".SH \"EXIT STATUS\"",
+        ".SH ENVIRONMENT",
+        ".SH \"CONFIGURATION FILE\"",
+        ".SH \"THE [systemd] TABLE\"",
+        ".SH EXAMPLES",
+        "idle-timeout = ",
+        "backend-unit",
+    ] {
+        assert!(man.contains(section), "the manual lacks {section}");
+    }
+}
+
+#[test]
+fn completions_are_made_for_bash_zsh_and_fish() {
+    for (shell, marker) in [
+        ("complete-bash", "complete -F _idlegate"),
+        ("complete-zsh", "#compdef idlegate"),
+        ("complete-fish", "complete -c idlegate -l idle-timeout"),
+    ] {
+        let (code, out, stderr) = run_idlegate_output(&["--generate", shell], &[]);
+        assert_eq!(code, Some(0), "{shell}: {stderr}");
+        assert!(out.contains(marker), "{shell}: {out}");
+    }
+    let (code, err) = run_idlegate(&["--generate", "tcsh"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--generate"), "{err}");
+}
