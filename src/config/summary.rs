@@ -115,7 +115,8 @@ impl Config {
             .iter()
             .map(|a| a.to_string())
             .collect();
-        let mut line = format!("when {} accept connections", addresses.join(" and "));
+        let verb = if addresses.len() == 1 { "accepts" } else { "accept" };
+        let mut line = format!("when {} {verb} connections", addresses.join(" and "));
         if let Some(path) = &r.http {
             let _ = write!(line, ", then GET {path} is answered");
         }

@@ -76,6 +76,15 @@ idlegate_binary() {
   fi
   [ -x "$BIN" ] || fail "no idlegate binary at $BIN"
   info "$BIN: $("$BIN" --version)"
+  if [ -n "${IDLEGATE_DEB:-}" ]; then
+    DEB=$(readlink -f "$IDLEGATE_DEB")
+  else
+    info "deploy/package/build-deb.sh (needs cargo-deb: cargo install cargo-deb)"
+    (cd "$REPO" && deploy/package/build-deb.sh 2>&1 | tail -n 1)
+    DEB=$(ls "$REPO"/target/debian/idlegate_*.deb | tail -n 1)
+  fi
+  [ -f "$DEB" ] || fail "no Debian package at $DEB"
+  info "$DEB"
 }
 
 # The base rootfs is cached; it is rebuilt when the suite or the package list changes.
@@ -105,6 +114,8 @@ rootfs_run() {
   mkdir -p "$R/root/idlegate/target/release"
   cp -a "$REPO/deploy" "$R/root/idlegate/deploy"
   install -m 755 "$BIN" "$R/root/idlegate/target/release/idlegate"
+  mkdir -p "$R/root/idlegate/target/debian"
+  cp "$DEB" "$R/root/idlegate/target/debian/"
   # Nested in nspawn: no setrlimit beyond the current limits, no pids cgroup
   # limit, no session keyring.
   cat >"$R/etc/containers/containers.conf" <<'EOF'
@@ -272,7 +283,7 @@ exercise() {
       # idlegate status reads the state file in the unit's RuntimeDirectory=
       # (the services of tidings/ and process/; quadlet/ keeps it in the container).
       if [ "$variant" != quadlet ]; then
-        status=$(IN /usr/local/bin/idlegate status --state-file /run/tidings/idlegate.state) ||
+        status=$(IN "${STATUS_BIN:-/usr/local/bin/idlegate}" status --state-file "${STATE_FILE:-/run/tidings/idlegate.state}") ||
           fail "idlegate status: $status"
         case $status in "idlegate: running"*) ;; *) fail "idlegate status: $status" ;; esac
         ok "idlegate status: $(echo "$status" | head -n 1)"
@@ -387,9 +398,15 @@ faults() {
   step "deploy/$variant: SIGKILL under load"
   sigkill_under_load "$variant"
   step "deploy/$variant: a silent client on a cold start"
-  AS_ROOT "printf '[Service]\nEnvironment=IDLEGATE_CONNECTION_IDLE_TIMEOUT=5s\n' >/etc/systemd/system/tidings.service.d/silent.conf && systemctl daemon-reload"
-  silent_client "$variant"
-  AS_ROOT "rm /etc/systemd/system/tidings.service.d/silent.conf && systemctl daemon-reload"
+  if [ "$variant" = onefile ]; then
+    AS_ROOT "sed -i 's/^connection-idle-timeout = .*/connection-idle-timeout = \"5s\"/' /etc/idlegate/tidings.toml"
+    silent_client "$variant"
+    AS_ROOT "sed -i 's/^connection-idle-timeout = .*/connection-idle-timeout = \"2min\"/' /etc/idlegate/tidings.toml"
+  else
+    AS_ROOT "printf '[Service]\nEnvironment=IDLEGATE_CONNECTION_IDLE_TIMEOUT=5s\n' >/etc/systemd/system/tidings.service.d/silent.conf && systemctl daemon-reload"
+    silent_client "$variant"
+    AS_ROOT "rm /etc/systemd/system/tidings.service.d/silent.conf && systemctl daemon-reload"
+  fi
 }
 
 # E2E_LIB_ONLY=1: only define the functions (for poking at a guest by hand).
@@ -463,6 +480,91 @@ ok "podman run --rm -d -> port answers: $FLOOR_RUN ms"
 
 step "deploy/tidings: uninstall"
 run_readme tidings-uninstall
+
+# ---------------------------------------------------------------------------
+step "one file per service: the package, /etc/idlegate/tidings.toml"
+variant_begin
+run_readme onefile-install
+for f in /usr/bin/idlegate /usr/lib/systemd/system-generators/idlegate-generator /usr/lib/systemd/user-generators/idlegate-generator \
+  /usr/share/man/man1/idlegate.1.gz /usr/share/bash-completion/completions/idlegate /usr/share/zsh/vendor-completions/_idlegate \
+  /usr/share/fish/vendor_completions.d/idlegate.fish /usr/share/doc/idlegate/examples/deploy/tidings/tidings.toml; do
+  IN test -e "$f" || fail "the package has no $f"
+done
+IN test -d /etc/idlegate || fail "no /etc/idlegate"
+[ "$(IN dpkg -L idlegate | grep -c '/etc/systemd/\|\.wants/')" = 0 ] || fail "the package enables something"
+ok "installed: the binary, both generators, the manual, bash/zsh/fish completions, the examples, /etc/idlegate"
+for u in tidings.socket tidings-https.socket tidings.service; do
+  path=$(IN systemctl show -P FragmentPath "$u")
+  [ "$path" = "/run/systemd/generator/$u" ] || fail "$u comes from '$path', not the generator"
+done
+IN test -L /run/systemd/generator/sockets.target.wants/tidings.socket || fail "enable = true made no sockets.target.wants link"
+IN systemctl show -P DropInPaths tidings-backend.service | grep -q 50-idlegate-tidings.conf ||
+  fail "tidings-backend.service has no idlegate drop-in"
+ok "generated: tidings.socket, tidings-https.socket, tidings.service (+ sockets.target.wants), tidings-backend.service's drop-in"
+out=$(IN systemctl enable tidings.socket 2>&1) && info "systemctl enable tidings.socket: ok ($out)" ||
+  info "systemctl enable tidings.socket refused, as for any generated unit: $(echo "$out" | head -n 1)"
+run_readme onefile-short-idle
+verify_installed tidings.service tidings-backend.service
+
+step "one file per service: cold activation, idle exit, re-activation"
+STATE_FILE=/run/idlegate/tidings/idlegate.state STATUS_BIN=/usr/bin/idlegate exercise onefile tidings-backend.service
+faults onefile yes
+
+step "one file per service: a bad file beside it is skipped, with one line"
+AS_ROOT "printf 'upstream = \"nowhere\"\n' >/etc/idlegate/broken.toml && systemctl daemon-reload"
+line=$(IN journalctl --no-pager -o cat --after-cursor "$VARIANT_CURSOR" | grep 'broken.toml: skipped:' | tail -n 1)
+[ -n "$line" ] || fail "no journal line for the skipped /etc/idlegate/broken.toml"
+ok "journal: $line"
+check=$(IN /usr/bin/idlegate check --config /etc/idlegate/broken.toml 2>&1) && fail "idlegate check accepted the bad file"
+case $line in *"${check#idlegate: }"*) ok "idlegate check --config says the same: $check" ;; *) fail "idlegate check says '$check'" ;; esac
+IN systemctl show -P LoadState broken.service | grep -q not-found || fail "a unit was generated from the bad file"
+fetch http://localhost/ "Good tidings"
+ok "tidings still served (cold, $LAST_MS ms)"
+wait_inactive tidings.service tidings-backend.service
+AS_ROOT "rm /etc/idlegate/broken.toml"
+
+step "one file per service, for a user: ~/.config/idlegate, systemctl --user"
+AS_ROOT 'useradd -m tester && mkdir -p ~tester/.config/idlegate ~tester/www && printf "Good tidings (user)" >~tester/www/index.html
+printf "%s\n" "upstream = \"127.0.0.1:8095\"" "idle-timeout = \"3s\"" \
+  "command = [\"/usr/bin/caddy\", \"file-server\", \"--listen\", \"127.0.0.1:8095\", \"--root\", \"/home/tester/www\"]" \
+  "[systemd]" "listen = [\"127.0.0.1:8096\"]" >~tester/.config/idlegate/hello.toml
+chown -R tester: ~tester && loginctl enable-linger tester'
+uid=$(IN id -u tester)
+UIN() { IN runuser -u tester -- env XDG_RUNTIME_DIR=/run/user/$uid systemctl --user "$@"; }
+t=$(date +%s%N)
+until IN systemctl is-active --quiet "user@$uid.service"; do
+  [ "$(ms_since "$t")" -lt 20000 ] || break
+  sleep 0.2
+done
+if ! IN systemctl is-active --quiet "user@$uid.service"; then
+  info "the guest's user manager did not start (user@$uid.service: $(state "user@$uid.service")): user units not tested here"
+else
+  UIN daemon-reload
+  path=$(UIN show -P FragmentPath hello.service)
+  case $path in /run/user/$uid/systemd/generator/hello.service) ;; *) fail "hello.service comes from '$path'" ;; esac
+  UIN start hello.socket
+  fetch http://127.0.0.1:8096/ "Good tidings (user)"
+  ok "systemctl --user: hello.socket (generated from ~tester/.config/idlegate/hello.toml) -> cold 'Good tidings (user)' in $LAST_MS ms"
+  status=$(IN runuser -u tester -- /usr/bin/idlegate status --state-file "/run/user/$uid/idlegate/hello/idlegate.state") ||
+    fail "idlegate status (user): $status"
+  t=$(date +%s%N)
+  until [ "$(UIN show -P ActiveState hello.service)" = inactive ]; do
+    [ "$(ms_since "$t")" -lt 30000 ] || fail "hello.service (user) did not exit on idle"
+    sleep 0.2
+  done
+  IN pgrep -u tester -x caddy >/dev/null && fail "the user's caddy still runs after the idle exit"
+  ok "user: idle exit in $(ms_since "$t") ms from the last check, caddy gone; idlegate status: $(echo "$status" | head -n 1)"
+  UIN stop hello.socket
+fi
+AS_ROOT 'loginctl disable-linger tester; rm -rf ~tester/.config/idlegate'
+
+step "one file per service: dpkg -r, daemon-reload: the units are gone"
+run_readme onefile-uninstall
+for u in tidings.socket tidings-https.socket tidings.service; do
+  [ "$(IN systemctl show -P LoadState "$u")" = not-found ] || fail "$u still loaded after dpkg -r and daemon-reload"
+done
+IN test ! -e /run/systemd/generator/tidings.service || fail "the generated tidings.service is still there"
+ok "tidings.socket, tidings-https.socket, tidings.service: not-found"
 
 # ---------------------------------------------------------------------------
 step "deploy/process: install"
