@@ -5,12 +5,18 @@
 //! an early return. [`InFlight::idle`] is the idle timer: it arms when the
 //! last guard drops, disarms when a new one is taken, and re-checks the count
 //! when it fires — the same rule as systemd-socket-proxyd's.
+//!
+//! A guard that turns out not to be work ([`InFlightGuard::void`]: a
+//! connection whose request a rule answered, a client turned away by
+//! `--wake-from`) held the count up while it lived, but does not move the
+//! idle timer: the timer counts from the end of the last real work.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 /// The count of work in flight, shared by the accept loops and the idle timer.
 #[derive(Clone, Debug, Default)]
@@ -24,6 +30,14 @@ struct Shared {
     count: AtomicUsize,
     /// Woken whenever the count leaves or reaches zero.
     edge: Notify,
+    /// When the last real work ended (a guard not voided dropped).
+    last_end: Mutex<Option<Instant>>,
+}
+
+impl Shared {
+    fn last_end(&self) -> Option<Instant> {
+        *self.last_end.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 /// Proof that one unit of work is in flight; dropping it ends the work.
@@ -31,6 +45,16 @@ struct Shared {
 #[must_use = "the work counts as in flight only while the guard lives"]
 pub struct InFlightGuard {
     shared: Arc<Shared>,
+    /// Whether its end counts as the end of work (see [`InFlightGuard::void`]).
+    real: bool,
+}
+
+impl InFlightGuard {
+    /// Ends this guard as not having been work: the count goes down, but the
+    /// idle timer does not start over from now.
+    pub fn void(mut self) {
+        self.real = false;
+    }
 }
 
 impl InFlight {
@@ -46,6 +70,7 @@ impl InFlight {
         }
         InFlightGuard {
             shared: self.shared.clone(),
+            real: true,
         }
     }
 
@@ -61,8 +86,10 @@ impl InFlight {
         self.shared.edge.notified()
     }
 
-    /// Waits until the count has been zero for `timeout` without interruption.
+    /// Waits until the count is zero and no real work has ended for
+    /// `timeout` (counted from this call at the earliest).
     pub async fn idle(&self, timeout: Duration) {
+        let armed = Instant::now();
         loop {
             let edge = self.shared.edge.notified();
             tokio::pin!(edge);
@@ -73,8 +100,9 @@ impl InFlight {
                 edge.await;
                 continue;
             }
+            let since = self.shared.last_end().map_or(armed, |end| end.max(armed));
             tokio::select! {
-                _ = tokio::time::sleep(timeout) => {
+                _ = tokio::time::sleep_until(since + timeout) => {
                     if self.count() == 0 {
                         return;
                     }
@@ -100,6 +128,14 @@ impl InFlight {
 
 impl Drop for InFlightGuard {
     fn drop(&mut self) {
+        if self.real {
+            // Before the count goes down: a timer that sees zero sees this end.
+            *self
+                .shared
+                .last_end
+                .lock()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+        }
         if self.shared.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.shared.edge.notify_waiters();
         }
@@ -151,5 +187,27 @@ mod tests {
         drop(g);
         assert_eq!(task.await.unwrap(), Duration::from_secs(9));
         assert_eq!(in_flight.count(), 0);
+    }
+
+    /// A voided guard (a probe answered by a rule) holds the timer while it
+    /// lives but does not restart it: probes every 2 s under a 5 s timeout
+    /// do not keep it from firing.
+    #[tokio::test(start_paused = true)]
+    async fn voided_guards_do_not_restart_the_timer() {
+        let in_flight = InFlight::new();
+        drop(in_flight.enter());
+        let start = Instant::now();
+        let task = {
+            let in_flight = in_flight.clone();
+            tokio::spawn(async move { in_flight.idle(Duration::from_secs(5)).await })
+        };
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            let probe = in_flight.enter();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            probe.void();
+        }
+        task.await.unwrap();
+        assert_eq!(start.elapsed(), Duration::from_secs(5));
     }
 }

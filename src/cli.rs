@@ -88,6 +88,17 @@ pub struct Cli {
     #[arg(long)]
     pub no_forwarded_headers: bool,
 
+    /// HTTP mode: answer requests for PATH with STATUS without starting the
+    /// backend, while it is asleep (a monitor's health check); they never
+    /// count as work. Repeatable; the file's [[answer]] tables say more.
+    #[arg(long, value_name = "PATH=STATUS")]
+    pub answer: Vec<String>,
+
+    /// TCP mode: while the backend is not up, only clients from these
+    /// address ranges (CIDR) start it; others are closed at once. Repeatable.
+    #[arg(long, value_name = "CIDR")]
+    pub wake_from: Vec<String>,
+
     /// HTTP mode: how long a client may take to send a request's headers. [default: 30s]
     #[arg(long, value_name = "DURATION")]
     pub header_read_timeout: Option<String>,

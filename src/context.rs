@@ -26,6 +26,8 @@ pub struct ServeContext {
     pub slots: Arc<Semaphore>,
     /// The settings a reload may change while serving.
     pub live: watch::Receiver<Timeouts>,
+    /// Which clients may wake the backend, and what that did.
+    pub wake: Arc<crate::wake::WakeGate>,
 }
 
 impl ServeContext {

@@ -66,6 +66,7 @@ pub mod shutdown;
 pub mod status;
 mod sys;
 pub mod units;
+pub mod wake;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -118,6 +119,10 @@ pub async fn run(
         close: CancellationToken::new(),
         slots: Arc::new(Semaphore::new(config.sockets.connections_max)),
         live,
+        wake: Arc::new(wake::WakeGate::new(
+            config.wake.answers.clone(),
+            config.wake.wake_from.clone(),
+        )),
     };
     let state_file = config.observability.state_file.clone();
     let activation = state_file
@@ -139,8 +144,12 @@ pub async fn run(
                 .await
         }
         activation::Sockets::Activated(routes) => {
-            // A client is already waiting: start the backend while we accept.
-            backend.start();
+            // A client is already waiting: start the backend while we accept,
+            // unless some clients must not wake it (then the first that
+            // needs it starts it).
+            if !config.wake.lazy() {
+                backend.start();
+            }
             let endpoints = Endpoint::all(routes, &shared, &config.http);
             announce(&notifier, &endpoints, "socket-activated", &config);
             serve::serve_until_idle(&endpoints, &shared, &shutdown).await
@@ -151,6 +160,9 @@ pub async fn run(
             serve::serve_and_stop_backend_when_idle(&endpoints, &shared, &shutdown).await
         }
     };
+    if let Some(summary) = shared.wake.summary() {
+        tracing::info!("{summary}");
+    }
     say_goodbye(exit, &config, &notifier);
     backend.shut_down().await;
     // Requests still waiting for the backend have just been answered (HTTP

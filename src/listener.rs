@@ -44,6 +44,7 @@ impl Forwarder {
                 shared.backend.clone(),
                 shared.in_flight.clone(),
                 http.clone(),
+                shared.wake.clone(),
             )),
         }
     }
@@ -164,6 +165,7 @@ pub fn serve_client(
         .map(|v| proxy::proxy_protocol::header(v, client.tcp_addresses()));
     let backend = shared.backend.clone();
     let quiet_limit = shared.live().connection_idle;
+    let wake = (!shared.wake.may_wake(peer)).then(|| shared.wake.clone());
     let close = shared.close.clone();
     // Every line about this client carries it: `client{peer=…}:`.
     let span = tracing::info_span!("client", %peer);
@@ -175,9 +177,13 @@ pub fn serve_client(
                     backend: &backend,
                     quiet_limit,
                     proxy_header: proxy_header.as_deref(),
+                    turned_away: wake.as_deref(),
                 };
-                tcp.serve(client).instrument(span).await;
-                drop(work);
+                if tcp.serve(client).instrument(span).await {
+                    drop(work);
+                } else {
+                    work.void();
+                }
             }
             Forwarder::Http(http) => {
                 // Entered only where a line is logged, not at every poll

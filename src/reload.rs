@@ -36,6 +36,9 @@ pub fn needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
     if running.http != new.http {
         changed.push("the HTTP options");
     }
+    if running.wake != new.wake {
+        changed.push("answer/wake-from");
+    }
     changed
 }
 
@@ -44,6 +47,7 @@ pub fn merge(running: &Config, new: Config) -> Config {
     Config {
         sockets: running.sockets.clone(),
         http: running.http.clone(),
+        wake: running.wake.clone(),
         ..new
     }
 }

@@ -59,6 +59,25 @@ async fn idle_timer(shared: &ServeContext) {
     }
 }
 
+/// With wake control, how long an activation that never started the
+/// backend waits with nothing in flight before it exits.
+const UNWOKEN_GRACE: Duration = Duration::from_millis(500);
+
+/// With wake control, returns once an activation that never started the
+/// backend (it only answered rules, or closed clients outside
+/// `--wake-from`) has had nothing in flight for [`UNWOKEN_GRACE`]: a
+/// monitor costs one short run, not the idle timeout. Once the backend was
+/// started, the idle timeout applies.
+async fn unwoken(shared: &ServeContext) {
+    if shared.wake.lazy() {
+        shared.in_flight.idle(UNWOKEN_GRACE).await;
+        if shared.backend.generation() == 0 {
+            return;
+        }
+    }
+    std::future::pending().await
+}
+
 /// Activated: serve until idle or a stop request. At idle, accepting stops
 /// first; work that raced in before that is served and the idle timer starts
 /// over, so no accepted client is ever cut off by an idle exit. Idle HTTP
@@ -73,6 +92,7 @@ pub async fn serve_until_idle(
         let loops = spawn_accept_loops(endpoints, shared, &accepting);
         let idle = tokio::select! {
             _ = idle_timer(shared) => true,
+            _ = unwoken(shared) => true,
             _ = shutdown.requested() => false,
         };
         stop_accepting(accepting, loops).await;
@@ -206,6 +226,7 @@ mod tests {
             close: CancellationToken::new(),
             slots: Arc::new(tokio::sync::Semaphore::new(8)),
             live,
+            wake: Arc::default(),
         };
         (shared, live_tx)
     }

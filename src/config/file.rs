@@ -102,6 +102,24 @@ pub(super) struct FileConfig {
     pub(super) metrics: Option<String>,
     /// Only the unit generator reads it (see [`crate::units`]).
     pub(super) systemd: Option<SystemdTable>,
+    pub(super) answer: Option<Vec<AnswerTable>>,
+    pub(super) wake_from: Option<OneOrMany>,
+}
+
+/// `[[answer]]`: a request idlegate answers itself.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub(super) struct AnswerTable {
+    pub(super) path: Option<String>,
+    pub(super) path_prefix: Option<String>,
+    pub(super) method: Option<String>,
+    /// A list of substrings, or one regular expression.
+    pub(super) user_agent: Option<OneOrMany>,
+    pub(super) source: Option<OneOrMany>,
+    pub(super) status: Option<i64>,
+    pub(super) body: Option<String>,
+    pub(super) retry_after: Option<RawDuration>,
+    pub(super) when: Option<String>,
 }
 
 /// `[systemd]`: what the unit generator needs beyond idlegate's own settings.

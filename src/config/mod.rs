@@ -84,6 +84,25 @@ pub struct Config {
     pub observability: Observability,
     /// `[systemd]`: what the unit generator needs; idlegate ignores it when it runs.
     pub systemd: SystemdSettings,
+    /// Which clients may wake the backend.
+    pub wake: WakeSettings,
+}
+
+/// Wake control (see [`crate::wake`]); only a restart changes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WakeSettings {
+    /// HTTP mode: requests idlegate answers itself (`[[answer]]`, `--answer`).
+    pub answers: Vec<crate::wake::AnswerRule>,
+    /// TCP mode: while the backend is not up, only these clients start it (`--wake-from`).
+    pub wake_from: Vec<crate::wake::Cidr>,
+}
+
+impl WakeSettings {
+    /// Whether the backend starts only when a client needs it, rather than
+    /// at activation: when some clients must not wake it.
+    pub fn lazy(&self) -> bool {
+        !self.answers.is_empty() || !self.wake_from.is_empty()
+    }
 }
 
 /// The `[systemd]` table, which only the unit generator ([`crate::units`]) reads.
@@ -379,6 +398,7 @@ impl Config {
             http: resolve::http(cli, file, path)?,
             observability: resolve::observability(cli, file, path, names)?,
             systemd: resolve::systemd(file, path, &sockets.upstreams, &backend.run)?,
+            wake: resolve::wake(cli, file, path, &sockets.upstreams)?,
             backend,
             sockets,
         })

@@ -115,7 +115,11 @@ impl Config {
             .iter()
             .map(|a| a.to_string())
             .collect();
-        let verb = if addresses.len() == 1 { "accepts" } else { "accept" };
+        let verb = if addresses.len() == 1 {
+            "accepts"
+        } else {
+            "accept"
+        };
         let mut line = format!("when {} {verb} connections", addresses.join(" and "));
         if let Some(path) = &r.http {
             let _ = write!(line, ", then GET {path} is answered");

@@ -41,24 +41,49 @@ pub struct TcpClient<'a> {
     pub quiet_limit: Option<Duration>,
     /// The PROXY protocol header to send first, if any.
     pub proxy_header: Option<&'a [u8]>,
+    /// Set when this client may not start a backend that is not up
+    /// (`--wake-from`): the gate that counts it.
+    pub turned_away: Option<&'a crate::wake::WakeGate>,
 }
 
 impl TcpClient<'_> {
     /// Serves the client to the end: connect upstream (held until the
     /// backend is ready, within the start timeout), then copy both ways until
-    /// both directions reached end-of-file.
-    pub async fn serve(self, client: Stream) {
+    /// both directions reached end-of-file. Returns `false` for a client
+    /// turned away by `--wake-from` (it was not work).
+    pub async fn serve(self, client: Stream) -> bool {
         serve(client, self).await
     }
 }
 
-async fn serve(mut client: Stream, c: TcpClient<'_>) {
+async fn serve(client: Stream, c: TcpClient<'_>) -> bool {
     let TcpClient {
         upstream,
         backend,
         quiet_limit,
         proxy_header,
+        turned_away,
     } = c;
+    if let Some(gate) = turned_away.filter(|_| !backend.is_ready()) {
+        gate.count_turned_away();
+        tracing::debug!(
+            "closing the client: the backend is not up, and the client is outside --wake-from"
+        );
+        close_politely(client).await;
+        return false;
+    }
+    forward(client, upstream, backend, quiet_limit, proxy_header).await;
+    true
+}
+
+/// Connects upstream (held until the backend is ready), then copies both ways.
+async fn forward(
+    mut client: Stream,
+    upstream: &Address,
+    backend: &Backend,
+    quiet_limit: Option<Duration>,
+    proxy_header: Option<&[u8]>,
+) {
     let start_timeout = backend.start_timeout();
     let deadline = Instant::now() + start_timeout;
     let connected = match connect(backend, upstream, deadline, proxy_header).await {

@@ -285,7 +285,10 @@ mod tests {
         .unwrap();
         let service = text(&units, "nas.service");
         assert!(!service.contains("IPAddressDeny=any"), "{service}");
-        assert!(service.contains("nas.invalid:80 is a host name"), "{service}");
+        assert!(
+            service.contains("nas.invalid:80 is a host name"),
+            "{service}"
+        );
         assert!(
             service.contains("User=nas") && !service.contains("DynamicUser"),
             "{service}"

@@ -84,7 +84,6 @@ impl Plan<'_> {
         let what = fd_name.map(|n| format!(" ({n})")).unwrap_or_default();
         let _ = writeln!(out, "[Unit]");
         let _ = writeln!(out, "Description=idlegate {}: socket{what}", self.name);
-        let _ = writeln!(out, "Documentation=man:idlegate(1)");
         let _ = writeln!(out, "SourcePath={}", self.source.display());
         let _ = writeln!(out, "\n[Socket]");
         for (address, datagram) in listen {
@@ -109,7 +108,6 @@ impl Plan<'_> {
         self.header(&mut out);
         let _ = writeln!(out, "[Unit]");
         let _ = writeln!(out, "Description=idlegate {}", self.name);
-        let _ = writeln!(out, "Documentation=man:idlegate(1)");
         let _ = writeln!(out, "SourcePath={}", self.source.display());
         let _ = writeln!(out, "Requires={sockets}\nAfter={sockets}");
         if let Some(backend) = &systemd.backend_unit {

@@ -22,3 +22,4 @@ mod status;
 mod udp;
 mod units;
 mod usage;
+mod wake;

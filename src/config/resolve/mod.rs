@@ -40,11 +40,13 @@ macro_rules! given {
 mod backend;
 mod sockets;
 mod systemd;
+mod wake;
 
 pub(super) use backend::backend;
 pub(super) use sockets::sockets;
 pub use systemd::is_unit_name;
 pub(super) use systemd::systemd;
+pub(super) use wake::wake;
 
 pub(super) fn file_origin(key: &'static str, file: &Path) -> Origin {
     Origin::Key {

@@ -66,6 +66,17 @@ pub(super) fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
     resp
 }
 
+/// The answer of an `[[answer]]` rule.
+pub(super) fn rule_answer(rule: &crate::wake::AnswerRule) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(rule.status).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+    let mut resp = plain(status, rule.body.clone());
+    if let Some(seconds) = rule.retry_after {
+        resp.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+    }
+    resp
+}
+
 pub(super) fn waiting_page() -> Response<Full<Bytes>> {
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"{WAITING_PAGE_RETRY_SECS}\">\

@@ -31,13 +31,14 @@ use crate::address::Address;
 use crate::backend::Backend;
 use crate::config::HttpSettings;
 use crate::net::{Peer, Stream};
+use crate::wake::{self, WakeGate, When};
 
 mod answers;
 mod headers;
 mod tracked;
 mod upstream;
 
-use answers::{classify, plain, status_for, waiting_page};
+use answers::{classify, plain, rule_answer, status_for, waiting_page};
 use headers::{accepts_html, strip_hop_by_hop, wants_upgrade};
 pub use tracked::{RequestLog, Tracked};
 use upstream::{closed_before_answering, Resend};
@@ -76,6 +77,8 @@ pub struct HttpProxy {
     upstream_requests: Arc<Semaphore>,
     /// The upstream, for messages.
     upstream: Address,
+    /// The answer rules.
+    wake: Arc<WakeGate>,
 }
 
 impl std::fmt::Debug for HttpProxy {
@@ -101,6 +104,7 @@ impl HttpProxy {
         backend: Backend,
         in_flight: InFlight,
         settings: HttpSettings,
+        wake: Arc<WakeGate>,
     ) -> Arc<HttpProxy> {
         let authority = match &upstream {
             Address::Tcp { text, .. } if text.parse::<http::uri::Authority>().is_ok() => {
@@ -138,6 +142,7 @@ impl HttpProxy {
             upstream,
             settings,
             authority,
+            wake,
         })
     }
 
@@ -173,11 +178,16 @@ impl HttpProxy {
                 let first = first_request.lock().expect("first-request lock").take();
                 let on_connection = requests.enter();
                 let close = close.clone();
-                let handled = this.handle(req, peer, on_connection, close);
+                let rule = this.answer_rule(&req, peer);
+                let handled = this.handle(req, peer, on_connection, close, rule);
                 let handled = handled.instrument(span.clone());
                 async move {
                     let response = handled.await;
-                    drop(first);
+                    match first {
+                        // A probe's connection was not work after all.
+                        Some(first) if rule.is_some() => first.void(),
+                        first => drop(first),
+                    }
                     Ok::<_, Infallible>(response)
                 }
             })
@@ -214,16 +224,33 @@ impl HttpProxy {
         }
     }
 
+    /// The `[[answer]]` rule `req` from `peer` matches, by its index.
+    fn answer_rule(&self, req: &Request<Incoming>, peer: Peer) -> Option<usize> {
+        if self.wake.answers.is_empty() {
+            return None;
+        }
+        let agent = req
+            .headers()
+            .get(header::USER_AGENT)
+            .and_then(|v| v.to_str().ok());
+        let (method, path) = (req.method().as_str(), req.uri().path());
+        wake::first_match(&self.wake.answers, method, path, agent, peer)
+    }
+
     async fn handle(
         self: Arc<Self>,
         mut req: Request<Incoming>,
         peer: Peer,
         on_connection: InFlightGuard,
         close: CancellationToken,
+        rule: Option<usize>,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
+        let rule = rule.map(|i| &self.wake.answers[i]);
         let mut log = RequestLog {
-            _in_flight: self.in_flight.enter(),
+            // A request a rule matches is never work: a monitor's probe
+            // keeps no backend up.
+            _in_flight: rule.is_none().then(|| self.in_flight.enter()),
             _on_connection: on_connection,
             upstream_turn: None,
             method: req.method().clone(),
@@ -237,6 +264,18 @@ impl HttpProxy {
             started,
             span: tracing::Span::current(),
         };
+        if let Some(rule) = rule {
+            if rule.when == When::Always || !self.backend.is_ready() {
+                self.wake.count_answered();
+                tracing::debug!(
+                    "{} {}: answered by the rule {}",
+                    log.method,
+                    log.path,
+                    rule.describe()
+                );
+                return self.local(rule_answer(rule), log);
+            }
+        }
         if !self.backend.is_ready() {
             match self.wait_for_backend(&req, started).await {
                 Ok(()) => {}

@@ -15,7 +15,7 @@ use crate::activity::InFlightGuard;
 /// response is done (or abandoned).
 #[derive(Debug)]
 pub struct RequestLog {
-    pub(super) _in_flight: InFlightGuard,
+    pub(super) _in_flight: Option<InFlightGuard>,
     /// Keeps the connection's header read timeout from running meanwhile.
     pub(super) _on_connection: InFlightGuard,
     /// The request's turn upstream, until its response is done.
