@@ -99,6 +99,12 @@ pub struct Cli {
     #[arg(long, value_name = "CIDR")]
     pub wake_from: Vec<String>,
 
+    /// When the idle timer fires, ask this shell command first: exit 0 means
+    /// the backend is busy (a scan, a transcode) and the timer starts over;
+    /// a failure, or no answer within 10 s, means not busy.
+    #[arg(long, value_name = "CMD")]
+    pub busy_cmd: Option<String>,
+
     /// HTTP mode: how long a client may take to send a request's headers. [default: 30s]
     #[arg(long, value_name = "DURATION")]
     pub header_read_timeout: Option<String>,

@@ -45,6 +45,7 @@ pub mod activity;
 pub mod address;
 pub mod backend;
 pub mod backoff;
+pub mod busy;
 pub mod cli;
 pub mod commands;
 pub mod config;
@@ -119,10 +120,7 @@ pub async fn run(
         close: CancellationToken::new(),
         slots: Arc::new(Semaphore::new(config.sockets.connections_max)),
         live,
-        wake: Arc::new(wake::WakeGate::new(
-            config.wake.answers.clone(),
-            config.wake.wake_from.clone(),
-        )),
+        wake: Arc::new(wake::WakeGate::new(&config.wake)),
     };
     let state_file = config.observability.state_file.clone();
     let activation = state_file

@@ -37,7 +37,7 @@ pub fn needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("the HTTP options");
     }
     if running.wake != new.wake {
-        changed.push("answer/wake-from");
+        changed.push("answer/wake-from/busy-cmd");
     }
     changed
 }

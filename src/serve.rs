@@ -37,9 +37,26 @@ async fn stop_accepting(accepting: CancellationToken, loops: Vec<tokio::task::Jo
     }
 }
 
+/// Returns once nothing has been in flight for the idle timeout and
+/// `--busy-cmd`, if any, does not say busy (busy: the timer starts over).
+async fn idle_timer(shared: &ServeContext) {
+    loop {
+        quiet_for_the_idle_timeout(shared).await;
+        match &shared.wake.busy_cmd {
+            // Only a backend that was started can be busy.
+            Some(cmd) if shared.backend.generation() > 0 => {
+                if !crate::busy::is_busy(cmd, crate::busy::BUSY_CMD_TIMEOUT).await {
+                    return;
+                }
+            }
+            _ => return,
+        }
+    }
+}
+
 /// Returns once nothing has been in flight for the idle timeout, as a reload
 /// may have changed it meanwhile (a change re-arms the timer).
-async fn idle_timer(shared: &ServeContext) {
+async fn quiet_for_the_idle_timeout(shared: &ServeContext) {
     let idle = |timeout: Option<Duration>| async move {
         match timeout {
             Some(t) => shared.in_flight.idle(t).await,

@@ -291,16 +291,19 @@ pub struct WakeGate {
     pub answers: Vec<AnswerRule>,
     /// TCP mode: who may start the backend (empty: anyone).
     pub wake_from: Vec<Cidr>,
+    /// `--busy-cmd`, asked when the idle timer fires.
+    pub busy_cmd: Option<String>,
     answered: std::sync::atomic::AtomicU64,
     turned_away: std::sync::atomic::AtomicU64,
 }
 
 impl WakeGate {
     /// The gate of these settings.
-    pub fn new(answers: Vec<AnswerRule>, wake_from: Vec<Cidr>) -> WakeGate {
+    pub fn new(settings: &crate::config::WakeSettings) -> WakeGate {
         WakeGate {
-            answers,
-            wake_from,
+            answers: settings.answers.clone(),
+            wake_from: settings.wake_from.clone(),
+            busy_cmd: settings.busy_cmd.clone(),
             ..WakeGate::default()
         }
     }

@@ -39,6 +39,22 @@ pub struct Process {
     pumps: Vec<JoinHandle<()>>,
 }
 
+/// A child of idlegate's: `argv`, stdin closed, in its own process group,
+/// killed with the handle, without idlegate's own activation and notify
+/// variables, prepared by [`sys::prepare_child`].
+pub fn child_command(argv: &[&str]) -> Command {
+    let mut cmd = Command::new(argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true);
+    for var in PRIVATE_VARS {
+        cmd.env_remove(var);
+    }
+    sys::prepare_child(&mut cmd);
+    cmd
+}
+
 /// The command line as a person reads it.
 pub fn describe(argv: &[String]) -> String {
     argv.iter()
@@ -68,20 +84,12 @@ impl Process {
         env: &[(&str, String)],
     ) -> std::io::Result<Process> {
         let command = describe(argv);
-        let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0)
-            .kill_on_drop(true);
-        for var in PRIVATE_VARS {
-            cmd.env_remove(var);
-        }
+        let words: Vec<&str> = argv.iter().map(String::as_str).collect();
+        let mut cmd = child_command(&words);
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
         for (key, value) in env {
             cmd.env(key, value);
         }
-        sys::prepare_child(&mut cmd);
         let mut child = cmd.spawn()?;
         let pgid = child.id().expect("a just-spawned child has a pid");
         let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));

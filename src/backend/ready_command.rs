@@ -4,12 +4,9 @@
 //! ready addresses accept, and again with a backoff until it exits 0; the
 //! start timeout bounds the whole wait.
 
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::process::Command;
-
-use super::process::PRIVATE_VARS;
+use super::process::child_command;
 use super::progress::{waiting_for, Progress};
 use crate::backoff::Backoff;
 
@@ -26,16 +23,7 @@ const OUTPUT_LINES: usize = 3;
 pub async fn wait_until_succeeds(command: &str, progress: &Progress) -> Result<(), String> {
     let mut backoff = Backoff::new(FIRST_DELAY, MAX_DELAY);
     loop {
-        let mut cmd = Command::new("/bin/sh");
-        cmd.arg("-c")
-            .arg(command)
-            .stdin(Stdio::null())
-            .kill_on_drop(true);
-        for var in PRIVATE_VARS {
-            cmd.env_remove(var);
-        }
-        crate::sys::prepare_child(&mut cmd);
-        let output = cmd
+        let output = child_command(&["/bin/sh", "-c", command])
             .output()
             .await
             .map_err(|e| format!("cannot run the ready command `{command}`: {e}"))?;

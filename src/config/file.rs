@@ -104,6 +104,7 @@ pub(super) struct FileConfig {
     pub(super) systemd: Option<SystemdTable>,
     pub(super) answer: Option<Vec<AnswerTable>>,
     pub(super) wake_from: Option<OneOrMany>,
+    pub(super) busy_cmd: Option<String>,
 }
 
 /// `[[answer]]`: a request idlegate answers itself.

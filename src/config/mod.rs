@@ -95,6 +95,8 @@ pub struct WakeSettings {
     pub answers: Vec<crate::wake::AnswerRule>,
     /// TCP mode: while the backend is not up, only these clients start it (`--wake-from`).
     pub wake_from: Vec<crate::wake::Cidr>,
+    /// Asked when the idle timer fires: exit 0 = busy (`--busy-cmd`).
+    pub busy_cmd: Option<String>,
 }
 
 impl WakeSettings {

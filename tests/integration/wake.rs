@@ -265,3 +265,43 @@ fn wake_control_errors_name_the_flag_or_key() {
         assert!(err.contains(expected), "{text}: {err}");
     }
 }
+
+/// `--busy-cmd` says busy while a flag file exists: idlegate stays up past
+/// the idle timeout with nothing in flight, and exits once it says not busy.
+#[test]
+fn busy_cmd_postpones_the_idle_exit_until_it_says_not_busy() {
+    let fixture = Fixture::tcp().idle("1s");
+    let flag = fixture.file("scanning");
+    std::fs::write(&flag, "").unwrap();
+    let busy = format!("test -e {}", flag.display());
+    let gate = fixture.extra(&["--busy-cmd", &busy]).start();
+    assert_eq!(exchange_str(gate.tcp_addrs[0], "hello").unwrap(), "hello");
+    wait_until("the busy command to be asked twice", PATIENCE, || {
+        gate.log().matches("busy: `test -e").count() >= 2
+    });
+    assert!(
+        gate.exits().is_empty(),
+        "exited while busy:\n{}",
+        gate.log()
+    );
+    std::fs::remove_file(&flag).unwrap();
+    gate.wait_exit_0(1, PATIENCE);
+    assert!(gate.log().contains("not busy: `test -e"), "{}", gate.log());
+}
+
+/// A busy command that hangs is bounded (10 s) and counts as not busy.
+#[test]
+fn a_hanging_busy_cmd_is_bounded() {
+    let gate = Fixture::tcp()
+        .idle("1s")
+        .extra(&["--busy-cmd", "sleep 600"])
+        .start();
+    assert_eq!(exchange_str(gate.tcp_addrs[0], "hello").unwrap(), "hello");
+    gate.wait_exit_0(1, PATIENCE);
+    assert!(
+        gate.log()
+            .contains("--busy-cmd `sleep 600` did not finish within 10s: taken as not busy"),
+        "{}",
+        gate.log()
+    );
+}

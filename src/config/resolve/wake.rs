@@ -62,7 +62,12 @@ pub(in crate::config) fn wake(
             "--wake-from is for TCP mode; in HTTP mode, [[answer]] rules say which requests do not wake the backend".into(),
         ));
     }
-    Ok(WakeSettings { answers, wake_from })
+    let busy_cmd = text_setting(given!(cli, file, path, busy_cmd, "busy-cmd"), "a command")?;
+    Ok(WakeSettings {
+        answers,
+        wake_from,
+        busy_cmd,
+    })
 }
 
 fn cidr(text: String, origin: Origin) -> Result<Cidr, ConfigError> {
