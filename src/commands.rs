@@ -237,9 +237,13 @@ pub fn generator(args: &[OsString]) -> u8 {
     let Some(dir) = dir.or_else(|| generator::config_dir(scope, |k| std::env::var_os(k))) else {
         return 0;
     };
-    let mut stderr = std::io::stderr();
-    generator::generate(&dir, &out, scope, &bin, &mut stderr);
-    let _ = stderr.flush();
+    // Run by systemd (it sets SYSTEMD_SCOPE): lines to the journal.
+    let mut log: Box<dyn Write> = match std::env::var_os("SYSTEMD_SCOPE") {
+        Some(_) => Box::new(generator::JournalLog::new()),
+        None => Box::new(std::io::stderr()),
+    };
+    generator::generate(&dir, &out, scope, &bin, &mut log);
+    let _ = log.flush();
     0
 }
 

@@ -71,6 +71,62 @@ pub fn generate(
     generated
 }
 
+/// Where a generator's lines go when systemd runs it: the journal, by its
+/// native socket. (A generator's stderr goes to the kernel log, which a
+/// container's journal never reads.) A line the journal does not take goes
+/// to stderr.
+pub struct JournalLog {
+    socket: Option<std::os::unix::net::UnixDatagram>,
+    line: Vec<u8>,
+}
+
+/// The journal's native socket.
+const JOURNAL_SOCKET: &str = "/run/systemd/journal/socket";
+
+impl JournalLog {
+    /// A log to the journal, if its socket is there.
+    pub fn new() -> JournalLog {
+        JournalLog {
+            socket: std::os::unix::net::UnixDatagram::unbound().ok(),
+            line: Vec::new(),
+        }
+    }
+
+    fn send(&self, message: &[u8]) -> bool {
+        let Some(socket) = &self.socket else {
+            return false;
+        };
+        let mut entry = b"PRIORITY=3\nSYSLOG_IDENTIFIER=idlegate-generator\nMESSAGE=".to_vec();
+        entry.extend_from_slice(message);
+        entry.push(b'\n');
+        socket.send_to(&entry, JOURNAL_SOCKET).is_ok()
+    }
+}
+
+impl Default for JournalLog {
+    fn default() -> JournalLog {
+        JournalLog::new()
+    }
+}
+
+impl Write for JournalLog {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.line.extend_from_slice(buf);
+        while let Some(end) = self.line.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = self.line.drain(..=end).collect();
+            let message = &line[..line.len() - 1];
+            if !self.send(message) {
+                std::io::stderr().write_all(&line)?;
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Writes `units` under `out`, with their `sockets.target.wants` links.
 fn write_units(units: &Units, out: &Path) -> std::io::Result<()> {
     for file in &units.files {
