@@ -165,7 +165,7 @@ pub fn serve_client(
         .map(|v| proxy::proxy_protocol::header(v, client.tcp_addresses()));
     let backend = shared.backend.clone();
     let quiet_limit = shared.live().connection_idle;
-    let wake = (!shared.wake.may_wake(peer)).then(|| shared.wake.clone());
+    let wake = shared.wake.clone();
     let close = shared.close.clone();
     // Every line about this client carries it: `client{peer=…}:`.
     let span = tracing::info_span!("client", %peer);
@@ -177,7 +177,8 @@ pub fn serve_client(
                     backend: &backend,
                     quiet_limit,
                     proxy_header: proxy_header.as_deref(),
-                    turned_away: wake.as_deref(),
+                    wake: &wake,
+                    peer,
                 };
                 if tcp.serve(client).instrument(span).await {
                     drop(work);

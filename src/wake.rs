@@ -295,6 +295,8 @@ pub struct WakeGate {
     pub busy_cmd: Option<String>,
     answered: std::sync::atomic::AtomicU64,
     turned_away: std::sync::atomic::AtomicU64,
+    /// The client that woke the backend in this activation, once known.
+    woken_by: std::sync::OnceLock<String>,
 }
 
 impl WakeGate {
@@ -317,6 +319,27 @@ impl WakeGate {
     /// Whether `peer` may start a backend that is not up (TCP mode).
     pub fn may_wake(&self, peer: Peer) -> bool {
         self.wake_from.is_empty() || from_any(peer, &self.wake_from)
+    }
+
+    /// Notes that `who` (a client, and in HTTP mode its request line) needs
+    /// the backend while it is not up: the first of an activation is the one
+    /// that woke it, and is logged (`activated by 192.168.1.20: GET /photos`).
+    pub fn waking(&self, who: impl FnOnce() -> String) {
+        if self.woken_by.get().is_none() {
+            let mut first = false;
+            let by = self.woken_by.get_or_init(|| {
+                first = true;
+                who()
+            });
+            if first {
+                tracing::info!(target: "idlegate", "activated by {by}");
+            }
+        }
+    }
+
+    /// The client that woke the backend in this activation, if any did.
+    pub fn woken_by(&self) -> Option<&str> {
+        self.woken_by.get().map(String::as_str)
     }
 
     /// Counts a request answered by a rule.

@@ -41,9 +41,10 @@ pub struct TcpClient<'a> {
     pub quiet_limit: Option<Duration>,
     /// The PROXY protocol header to send first, if any.
     pub proxy_header: Option<&'a [u8]>,
-    /// Set when this client may not start a backend that is not up
-    /// (`--wake-from`): the gate that counts it.
-    pub turned_away: Option<&'a crate::wake::WakeGate>,
+    /// Who may wake the backend (`--wake-from`), and who woke it.
+    pub wake: &'a crate::wake::WakeGate,
+    /// The client.
+    pub peer: crate::net::Peer,
 }
 
 impl TcpClient<'_> {
@@ -62,15 +63,19 @@ async fn serve(client: Stream, c: TcpClient<'_>) -> bool {
         backend,
         quiet_limit,
         proxy_header,
-        turned_away,
+        wake,
+        peer,
     } = c;
-    if let Some(gate) = turned_away.filter(|_| !backend.is_ready()) {
-        gate.count_turned_away();
+    if !backend.is_ready() && !wake.may_wake(peer) {
+        wake.count_turned_away();
         tracing::debug!(
             "closing the client: the backend is not up, and the client is outside --wake-from"
         );
         close_politely(client).await;
         return false;
+    }
+    if !backend.is_ready() {
+        wake.waking(|| peer.to_string());
     }
     forward(client, upstream, backend, quiet_limit, proxy_header).await;
     true

@@ -47,6 +47,14 @@ fn a_probe_loop_is_answered_without_starting_the_backend() {
     let r = get(gate.tcp_addrs[0], "/", &[]).unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
     assert!(gate.pid_file.exists());
+    // The log says who woke it.
+    let log = gate.log();
+    let woke = log
+        .lines()
+        .filter(|l| l.contains("activated by 127.0.0.1:"))
+        .collect::<Vec<_>>();
+    assert_eq!(woke.len(), 1, "{log}");
+    assert!(woke[0].ends_with(": GET /"), "{log}");
 }
 
 /// A monitor that keeps probing a running service is forwarded to it (the
@@ -183,6 +191,11 @@ fn a_client_outside_wake_from_is_closed_and_starts_nothing() {
     assert_eq!(answer, "hello");
     assert!(gate.pid_file.exists());
     gate.wait_exit_0(1, PATIENCE);
+    assert!(
+        gate.log().contains("activated by 127.0.0.1:"),
+        "{}",
+        gate.log()
+    );
 }
 
 #[test]

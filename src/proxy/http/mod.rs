@@ -277,6 +277,8 @@ impl HttpProxy {
             }
         }
         if !self.backend.is_ready() {
+            self.wake
+                .waking(|| format!("{peer}: {} {}", log.method, log.path));
             match self.wait_for_backend(&req, started).await {
                 Ok(()) => {}
                 Err(NotReady::WaitingPage) => {
