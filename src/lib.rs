@@ -190,6 +190,7 @@ fn start_reporting(
             reporter::BackendView {
                 state: shared.backend.subscribe(),
                 status: shared.backend.subscribe_status(),
+                wake: shared.wake.clone(),
             },
             shared.in_flight.clone(),
             shared.live.clone(),
@@ -262,6 +263,7 @@ fn write_last_state(path: &std::path::Path, backend: &Backend, activation: u64) 
         in_flight: 0,
         idle_exit_in: status::IdleExit::Never,
         activation,
+        woken_by: None,
     };
     if let Err(e) = status::write(path, &last) {
         tracing::debug!("state file {}: {e}", path.display());

@@ -30,6 +30,8 @@ pub struct BackendView {
     pub state: tokio::sync::watch::Receiver<BackendState>,
     /// Its own status text while it starts.
     pub status: tokio::sync::watch::Receiver<Option<Arc<str>>>,
+    /// Who woke it.
+    pub wake: Arc<crate::wake::WakeGate>,
 }
 
 /// Keeps `STATUS=` and the state file current: backend state, work in
@@ -46,6 +48,7 @@ pub async fn keep_current(
     let BackendView {
         mut state,
         status: mut backend_status,
+        wake,
     } = backend;
     notifier.wait_ready().await;
     let mut last = String::new();
@@ -77,6 +80,7 @@ pub async fn keep_current(
             in_flight: busy,
             idle_exit_in,
             activation,
+            woken_by: wake.woken_by().map(str::to_owned),
         };
         let line = snapshot.status_line();
         snapshots.send_replace(Some(snapshot.clone()));
@@ -133,6 +137,7 @@ mod tests {
             BackendView {
                 state,
                 status: backend_status,
+                wake: Arc::default(),
             },
             in_flight.clone(),
             live,

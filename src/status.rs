@@ -25,6 +25,9 @@ pub struct Snapshot {
     /// Which activation of the socket this run is (1 for the first run that
     /// kept a state file here).
     pub activation: u64,
+    /// The client that woke the backend in this activation, if one did
+    /// (`192.168.1.20:51234: GET /photos`).
+    pub woken_by: Option<String>,
 }
 
 /// When idlegate will exit on idle.
@@ -57,8 +60,13 @@ impl Snapshot {
             IdleExit::Busy => "busy".into(),
             IdleExit::Never => "never".into(),
         };
+        let woken_by = self
+            .woken_by
+            .as_ref()
+            .map(|w| format!("woken_by={}\n", w.replace('\n', " ")))
+            .unwrap_or_default();
         format!(
-            "pid={}\nrunning={}\nbackend={}\nin_flight={}\nidle_exit_in_ms={idle}\nactivation={}\n",
+            "pid={}\nrunning={}\nbackend={}\nin_flight={}\nidle_exit_in_ms={idle}\nactivation={}\n{woken_by}",
             self.pid,
             if self.running { "yes" } else { "no" },
             self.backend.replace('\n', " "),
@@ -83,6 +91,7 @@ impl Snapshot {
                 ms => IdleExit::In(Duration::from_millis(ms.parse().ok()?)),
             },
             activation: get("activation")?.parse().ok()?,
+            woken_by: get("woken_by").map(str::to_owned),
         })
     }
 }
@@ -161,9 +170,13 @@ pub fn report(path: &Path) -> (String, u8) {
         IdleExit::Busy => "when the work in flight ends".into(),
         IdleExit::Never => "never (no idle timeout)".into(),
     };
+    let woken = s
+        .woken_by
+        .map(|w| format!("\nwoken by: {w}"))
+        .unwrap_or_default();
     (
         format!(
-            "idlegate: running (pid {}, activation {})\nbackend: {}\nin flight: {}\nidle exit: {idle}",
+            "idlegate: running (pid {}, activation {})\nbackend: {}\nin flight: {}\nidle exit: {idle}{woken}",
             s.pid, s.activation, s.backend, s.in_flight
         ),
         0,
@@ -192,6 +205,7 @@ mod tests {
             in_flight: 3,
             idle_exit_in: IdleExit::In(Duration::from_millis(2500)),
             activation: 7,
+            woken_by: Some("192.168.1.20:51234: GET /photos".into()),
         };
         assert_eq!(Snapshot::from_file_text(&s.to_file_text()), Some(s.clone()));
         assert_eq!(

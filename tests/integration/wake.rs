@@ -15,10 +15,11 @@ use crate::support::*;
 /// backend never starts.
 #[test]
 fn a_probe_loop_is_answered_without_starting_the_backend() {
-    let gate = Fixture::http()
-        .idle("60s")
-        .pid_file()
-        .extra(&["--answer", "/healthz=200"])
+    let fixture = Fixture::http().idle("60s").pid_file();
+    let state = fixture.file("idlegate.state");
+    let state = state.to_str().unwrap().to_owned();
+    let gate = fixture
+        .extra(&["--answer", "/healthz=200", "--state-file", &state])
         .start();
     for i in 1..=3 {
         let started = Instant::now();
@@ -55,6 +56,12 @@ fn a_probe_loop_is_answered_without_starting_the_backend() {
         .collect::<Vec<_>>();
     assert_eq!(woke.len(), 1, "{log}");
     assert!(woke[0].ends_with(": GET /"), "{log}");
+    // So does `idlegate status`.
+    wait_until("idlegate status to say who woke it", PATIENCE, || {
+        let (_, out, _) = run_idlegate_output(&["status", "--state-file", &state], &[]);
+        out.lines()
+            .any(|l| l.starts_with("woken by: 127.0.0.1:") && l.ends_with(": GET /"))
+    });
 }
 
 /// A monitor that keeps probing a running service is forwarded to it (the
