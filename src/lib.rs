@@ -200,7 +200,12 @@ fn start_reporting(
         ));
     }
     if let Some(listener) = metrics {
-        tokio::spawn(metrics::serve(listener, latest, shared.connections.clone()));
+        tokio::spawn(metrics::serve(
+            listener,
+            latest,
+            shared.connections.clone(),
+            shared.wake.clone(),
+        ));
     }
 }
 

@@ -17,14 +17,16 @@ use tokio::sync::watch;
 
 use crate::activity::InFlight;
 use crate::status::{IdleExit, Snapshot};
+use crate::wake::WakeGate;
 
 /// Serves the metrics until the task is dropped.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     snapshots: watch::Receiver<Option<Snapshot>>,
     connections: InFlight,
+    wake: Arc<WakeGate>,
 ) {
-    let shared = Arc::new((snapshots, connections));
+    let shared = Arc::new((snapshots, connections, wake));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -32,7 +34,7 @@ pub async fn serve(
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = service_fn(move |_: Request<Incoming>| {
-                let text = render(shared.0.borrow().as_ref(), shared.1.count());
+                let text = render(shared.0.borrow().as_ref(), shared.1.count(), &shared.2);
                 async move {
                     Ok::<_, Infallible>(
                         Response::builder()
@@ -50,8 +52,29 @@ pub async fn serve(
 }
 
 /// The exposition text for `snapshot` (the status reporter's latest).
-pub fn render(snapshot: Option<&Snapshot>, connections: usize) -> String {
+pub fn render(snapshot: Option<&Snapshot>, connections: usize, wake: &WakeGate) -> String {
     let mut out = String::new();
+    for (name, help, value) in [
+        (
+            "idlegate_wakes_total",
+            "Times a client woke the backend in this run (0 or 1).",
+            u64::from(wake.woken_by().is_some()),
+        ),
+        (
+            "idlegate_answered_total",
+            "Requests answered by the [[answer]] rules in this run, without waking the backend.",
+            wake.answered(),
+        ),
+        (
+            "idlegate_turned_away_total",
+            "Connections closed in this run because they came from outside --wake-from.",
+            wake.turned_away(),
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
+        ));
+    }
     let mut metric = |name: &str, help: &str, value: String| {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"

@@ -342,6 +342,16 @@ impl WakeGate {
         self.woken_by.get().map(String::as_str)
     }
 
+    /// Requests answered by a rule so far.
+    pub fn answered(&self) -> u64 {
+        self.answered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Connections turned away by `--wake-from` so far.
+    pub fn turned_away(&self) -> u64 {
+        self.turned_away.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Counts a request answered by a rule.
     pub fn count_answered(&self) {
         self.answered
@@ -356,8 +366,7 @@ impl WakeGate {
 
     /// The activation's summary line, if anything was answered or turned away.
     pub fn summary(&self) -> Option<String> {
-        let answered = self.answered.load(std::sync::atomic::Ordering::Relaxed);
-        let turned = self.turned_away.load(std::sync::atomic::Ordering::Relaxed);
+        let (answered, turned) = (self.answered(), self.turned_away());
         let mut parts = Vec::new();
         if answered > 0 {
             parts.push(format!(

@@ -29,7 +29,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
 W=${E2E_WORKDIR:-/var/tmp/idlegate-e2e}
 SUITE=trixie
-PKGS=systemd,systemd-sysv,dbus,iproute2,curl,procps,podman,crun,netavark,aardvark-dns,nftables,iptables,ca-certificates,caddy,dnsmasq-base
+PKGS=systemd,systemd-sysv,dbus,iproute2,curl,procps,podman,crun,netavark,aardvark-dns,nftables,iptables,ca-certificates,caddy,dnsmasq-base,libpam-systemd
 BASE=$W/rootfs.base
 RUN=$W/run
 R=$RUN/rootfs

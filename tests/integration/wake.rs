@@ -124,7 +124,10 @@ retry-after = "2min"
 "#,
     )
     .unwrap();
-    let gate = gate.extra(&["--config", config.to_str().unwrap()]).start();
+    let metrics = format!("127.0.0.1:{}", free_port());
+    let gate = gate
+        .extra(&["--config", config.to_str().unwrap(), "--metrics", &metrics])
+        .start();
     // Asleep: GET / is answered by the second rule, 503 and Retry-After.
     let r = get(gate.tcp_addrs[0], "/", &[]).unwrap();
     assert_eq!((r.status, r.header("retry-after")), (503, Some("120")));
@@ -160,6 +163,13 @@ retry-after = "2min"
     .unwrap();
     assert_eq!(r.status, 200);
     assert_eq!(gate.activations(), 1);
+    // The metrics count what the rules answered and the one wake.
+    let text = get(metrics.parse().unwrap(), "/metrics", &[])
+        .unwrap()
+        .text();
+    assert!(text.contains("\nidlegate_answered_total 3\n"), "{text}");
+    assert!(text.contains("\nidlegate_wakes_total 1\n"), "{text}");
+    assert!(text.contains("\nidlegate_turned_away_total 0\n"), "{text}");
 }
 
 /// TCP mode: a client from outside `--wake-from` gets a prompt close (a FIN)
