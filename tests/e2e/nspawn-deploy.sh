@@ -12,8 +12,10 @@
 # re-activation; idlegate's journal lines. Variants: deploy/tidings (backend =
 # Quadlet container), deploy/process (backend = a process idlegate starts),
 # deploy/quadlet (idlegate itself in a container), deploy/dns (UDP: dnsmasq
-# behind a ListenDatagram= socket), and the README's systemd-socket-activate
-# one-liners. It measures cold-start time against the
+# behind a ListenDatagram= socket), the one-file form (the Debian package
+# installed in the guest, /etc/idlegate/tidings.toml through the generator, a
+# bad file beside it, a user's unit with `systemctl --user`, `dpkg -r`), and
+# the README's systemd-socket-activate one-liners. It measures cold-start time against the
 # floor: `podman start` / `podman run` of the same backend container until its
 # port answers. Any failure exits non-zero; the guest is always powered off and
 # the host cgroups removed.
