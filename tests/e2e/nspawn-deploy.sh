@@ -653,7 +653,7 @@ for v in tidings process quadlet; do
   printf '    %-44s %8s   %s\n' "tidings.service Starting -> READY, $v" "$(median ${READY[$v]})" "${READY[$v]}"
 done
 step "faults (deploy-faults.sh)"
-for v in tidings process quadlet; do
+for v in tidings onefile process quadlet; do
   printf '    %-8s sweep: %s; podman kill -> served: %s ms; image missing -> failure in: %s ms; SIGKILL under load: %s; silent client -> stack stopped in: %s ms\n' \
     "$v" "${SWEEP[$v]:-}" "${KILLED[$v]:--}" "${MISSING[$v]:--}" "${SIGKILLED[$v]:-}" "${SILENT[$v]:-}"
 done
