@@ -90,7 +90,7 @@ pub struct Cli {
 
     /// HTTP mode: answer requests for PATH with STATUS without starting the
     /// backend, while it is asleep (a monitor's health check); they never
-    /// count as work. Repeatable; the file's [[answer]] tables say more.
+    /// count as work. Repeatable; the file's answer tables say more.
     #[arg(long, value_name = "PATH=STATUS")]
     pub answer: Vec<String>,
 

@@ -25,6 +25,7 @@ pub fn subcommand(args: &[OsString]) -> Option<u8> {
         "check" => check,
         "units" => units,
         "generator" => generator,
+        "inhibit" => inhibit,
         _ => return None,
     };
     Some(run(&args[2..]))
@@ -101,6 +102,61 @@ pub fn status(args: &[OsString]) -> u8 {
         println!("{text}");
     }
     code
+}
+
+/// `idlegate inhibit [--state-file F] [--control PATH] [--why TEXT] -- CMD…`:
+/// holds the service awake while CMD runs (see [`crate::control`]). The
+/// control socket is PATH, else `control` beside the state file (F, else
+/// `$RUNTIME_DIRECTORY/idlegate.state`). Connecting wakes a stopped idlegate;
+/// CMD runs once the backend is ready, and `inhibit` exits with its status.
+pub fn inhibit(args: &[OsString]) -> u8 {
+    let Some(split) = args.iter().position(|a| a == "--") else {
+        return fail(USAGE, &"inhibit: usage: idlegate inhibit [--state-file F] [--control PATH] [--why TEXT] -- CMD...");
+    };
+    let (mut options, command) = (args[..split].to_vec(), &args[split + 1..]);
+    let taken = (|| {
+        let state = take_option(&mut options, "--state-file")?;
+        let control = take_option(&mut options, "--control")?;
+        let why = take_option(&mut options, "--why")?;
+        Ok::<_, String>((state, control, why))
+    })();
+    let (state, control, why) = match taken {
+        Ok(t) => t,
+        Err(e) => return fail(USAGE, &format!("inhibit: {e}")),
+    };
+    if let Some(extra) = options.first() {
+        return fail(
+            USAGE,
+            &format!("inhibit: unexpected argument '{}'", extra.to_string_lossy()),
+        );
+    }
+    if command.is_empty() {
+        return fail(USAGE, &"inhibit: give the command to run after --");
+    }
+    let state = state
+        .map(PathBuf::from)
+        .or_else(|| Config::default_state_file(|k| std::env::var_os(k)));
+    let Some(socket) = control.map(PathBuf::from).or_else(|| {
+        state
+            .as_deref()
+            .and_then(Path::parent)
+            .map(|d| d.join("control"))
+    }) else {
+        return fail(
+            USAGE,
+            &"inhibit: give --control PATH or --state-file F (the control socket is beside it)",
+        );
+    };
+    let why = why
+        .map(|w| w.to_string_lossy().replace('\n', " "))
+        .unwrap_or_else(|| {
+            command
+                .iter()
+                .map(|a| a.to_string_lossy())
+                .collect::<Vec<_>>()
+                .join(" ")
+        });
+    crate::inhibit::run(&socket, &why, command)
 }
 
 /// `idlegate check [--config FILE] [FLAGS…] [-- COMMAND…]`: validates the

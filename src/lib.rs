@@ -25,7 +25,10 @@
 //!   readiness probe of a start ([`backend::probe`]: the ready command, the
 //!   backend's own notify socket), typed failures ([`backend::Failure`]);
 //!   [`readiness`]: probing one address; [`backoff`]: the delays between retries.
-//! - [`activity`]: in-flight guards and the idle timer.
+//! - [`activity`]: in-flight guards and the idle timer; [`wake`]: who may wake the
+//!   backend (`[[answer]]` rules, `--wake-from`) and who did; [`busy`]:
+//!   `--busy-cmd`; [`control`]: the control socket that holds it awake, and
+//!   [`inhibit`]: `idlegate inhibit`, its client.
 //! - [`shutdown`], [`notify`]: stop requests in, sd_notify out; [`status`]: `STATUS=` and
 //!   the state file; [`metrics`]: the Prometheus endpoint.
 //! - [`net`], [`address`], [`limits`], `sys`: sockets, addresses, descriptor limits; the
@@ -50,8 +53,10 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod context;
+pub mod control;
 #[cfg(test)]
 mod fuzz_support;
+pub mod inhibit;
 pub mod limits;
 pub mod listener;
 pub mod manual;
@@ -95,6 +100,15 @@ pub enum Exit {
     ConnectionDone,
 }
 
+/// The listeners of a run besides its sockets.
+#[derive(Debug, Default)]
+pub struct Listeners {
+    /// `--metrics`.
+    pub metrics: Option<tokio::net::TcpListener>,
+    /// The control socket (a passed socket named `control`, see [`control`]).
+    pub control: Option<tokio::net::UnixListener>,
+}
+
 /// After the backend stopped for good, how long clients still waiting for it
 /// are given to receive their refusal before the process exits.
 const FLUSH_GRACE: Duration = Duration::from_millis(500);
@@ -107,7 +121,7 @@ pub async fn run(
     notifier: Notifier,
     shutdown: Shutdown,
     reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
-    metrics: Option<tokio::net::TcpListener>,
+    listeners: Listeners,
 ) -> Exit {
     let in_flight = InFlight::new();
     let backend = Backend::spawn(config.backend_spec(), in_flight.clone());
@@ -126,7 +140,16 @@ pub async fn run(
     let activation = state_file
         .as_deref()
         .map_or(1, |path| status::previous_activation(path) + 1);
-    start_reporting(&shared, &notifier, state_file.clone(), activation, metrics);
+    start_reporting(
+        &shared,
+        &notifier,
+        state_file.clone(),
+        activation,
+        listeners.metrics,
+    );
+    if let Some(control) = listeners.control {
+        tokio::spawn(control::serve(control, shared.clone()));
+    }
     tokio::spawn(reload::apply_reloads(
         reloads,
         config.clone(),

@@ -40,7 +40,7 @@ fn main() -> ExitCode {
     config.sockets.connections_max =
         idlegate::limits::fit_connections(config.sockets.connections_max);
 
-    let sockets = match activation::take_sockets(
+    let (sockets, control) = match activation::take_sockets(
         &ActivationEnv::from_process(),
         std::process::id(),
         &config.sockets.upstreams,
@@ -87,14 +87,7 @@ fn main() -> ExitCode {
         let sockets = sockets
             .into_tokio()
             .map_err(|e| format!("cannot use the sockets: {e}"))?;
-        let metrics = match metrics {
-            Some(l) => {
-                l.set_nonblocking(true)
-                    .map_err(|e| format!("--metrics: {e}"))?;
-                Some(tokio::net::TcpListener::from_std(l).map_err(|e| format!("--metrics: {e}"))?)
-            }
-            None => None,
-        };
+        let listeners = own_listeners(metrics, control)?;
         let shutdown = Shutdown::new();
         let (reloads, reloaded) = tokio::sync::mpsc::unbounded_channel();
         idlegate::shutdown::forward_signals(shutdown.clone(), move || match reread_config() {
@@ -105,7 +98,9 @@ fn main() -> ExitCode {
             Err(e) => tracing::error!("reload: {e}; keeping the running configuration"),
         })
         .map_err(|e| format!("cannot handle signals: {e}"))?;
-        Ok::<_, String>(idlegate::run(sockets, config, notifier, shutdown, reloaded, metrics).await)
+        Ok::<_, String>(
+            idlegate::run(sockets, config, notifier, shutdown, reloaded, listeners).await,
+        )
     });
     // Connections still open after the drain are closed here, not waited for.
     runtime.shutdown_timeout(Duration::from_millis(100));
@@ -113,6 +108,33 @@ fn main() -> ExitCode {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(RUNTIME, &e),
     }
+}
+
+/// The metrics listener and the control socket, handed to the runtime.
+fn own_listeners(
+    metrics: Option<std::net::TcpListener>,
+    control: Option<std::os::unix::net::UnixListener>,
+) -> Result<idlegate::Listeners, String> {
+    let metrics = match metrics {
+        Some(l) => {
+            l.set_nonblocking(true)
+                .map_err(|e| format!("--metrics: {e}"))?;
+            Some(tokio::net::TcpListener::from_std(l).map_err(|e| format!("--metrics: {e}"))?)
+        }
+        None => None,
+    };
+    let control = match control {
+        Some(l) => {
+            l.set_nonblocking(true)
+                .map_err(|e| format!("the control socket: {e}"))?;
+            Some(
+                tokio::net::UnixListener::from_std(l)
+                    .map_err(|e| format!("the control socket: {e}"))?,
+            )
+        }
+        None => None,
+    };
+    Ok(idlegate::Listeners { metrics, control })
 }
 
 /// The flags and the config file read again, as at start (SIGHUP).

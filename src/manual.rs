@@ -53,6 +53,9 @@ Prints the units the generator writes for \fIFILE\fR, to read before trusting th
 \fBidlegate status\fR [\fB--state-file\fR \fIPATH\fR]
 Prints what a running idlegate is doing, from its state file (default \fB$RUNTIME_DIRECTORY/idlegate.state\fR). Exit 0 when it runs, 3 when it does not, 4 when the state file cannot be read.
 .TP
+\fBidlegate inhibit\fR [\fB--state-file\fR \fIF\fR] [\fB--control\fR \fIPATH\fR] [\fB--why\fR \fITEXT\fR] \fB--\fR \fICMD\fR...
+Holds the service awake while CMD runs: connects to idlegate's control socket (a passed Unix socket named control; without \fB--control\fR, "control" beside the state file), which wakes a stopped idlegate, waits until the backend is ready, runs CMD and exits with its status; the hold ends when CMD ends or inhibit dies. Exit 1 when the service cannot be reached or its backend fails.
+.TP
 \fBidlegate generator\fR [\fB--user\fR] \fINORMAL_DIR\fR [\fIEARLY_DIR\fR \fILATE_DIR\fR]
 What systemd runs as /usr/lib/systemd/system-generators/idlegate (and user-generators/idlegate): every \fINAME\fR.toml in /etc/idlegate (for a user, ~/.config/idlegate) becomes \fINAME\fR.socket and \fINAME\fR.service. A bad file is logged in one line and skipped; the generator always exits 0.
 .SH "EXIT STATUS"

@@ -120,7 +120,7 @@ fn accept_survives_running_out_of_descriptors() {
                     Notifier::disabled(),
                     shutdown,
                     reload_rx,
-                    None,
+                    idlegate::Listeners::default(),
                 )
                 .await
             })

@@ -41,7 +41,7 @@ pub struct Process {
 
 /// A child of idlegate's: `argv`, stdin closed, in its own process group,
 /// killed with the handle, without idlegate's own activation and notify
-/// variables, prepared by [`sys::prepare_child`].
+/// variables, prepared by `sys::prepare_child`.
 pub fn child_command(argv: &[&str]) -> Command {
     let mut cmd = Command::new(argv[0]);
     cmd.args(&argv[1..])

@@ -10,6 +10,7 @@ mod containers;
 mod forwarding;
 mod http;
 mod idle_exit;
+mod inhibit;
 mod kinds;
 mod limits;
 mod notify;

@@ -239,7 +239,7 @@ impl HttpProxy {
 
     async fn handle(
         self: Arc<Self>,
-        mut req: Request<Incoming>,
+        req: Request<Incoming>,
         peer: Peer,
         on_connection: InFlightGuard,
         close: CancellationToken,
@@ -301,6 +301,17 @@ impl HttpProxy {
                 return self.local(plain(StatusCode::GATEWAY_TIMEOUT, why.to_string()), log);
             }
         }
+        self.forward(req, peer, log).await
+    }
+
+    /// Sends `req` upstream (once more after a backend death, when it can
+    /// be) and hands its response back, an upgrade tunnelled.
+    async fn forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: Peer,
+        mut log: RequestLog,
+    ) -> Response<ProxyBody> {
         let upgrade = wants_upgrade(&req);
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let is_connect = req.method() == Method::CONNECT;

@@ -6,9 +6,12 @@
 //! Everything here runs before the runtime starts, and every error is a usage
 //! error (exit 2): a unit file and its socket do not match.
 
-use std::fmt;
 use std::os::fd::{OwnedFd, RawFd};
 use std::os::unix::fs::FileTypeExt;
+
+pub mod error;
+
+pub use error::{ActivationError, FdLabel};
 
 use crate::address::{Address, UpstreamSpec};
 use crate::net;
@@ -83,71 +86,6 @@ impl ActivationEnv {
                 .map(|(i, n)| (LISTEN_FDS_START + i as RawFd, n))
                 .collect(),
         ))
-    }
-}
-
-/// Why the sockets and the upstreams do not fit together.
-#[derive(Debug, thiserror::Error)]
-pub enum ActivationError {
-    /// An activation variable holds nonsense.
-    #[error("{var}: invalid value '{value}'")]
-    Env {
-        /// The variable.
-        var: &'static str,
-        /// Its value.
-        value: String,
-    },
-    /// `LISTEN_FDNAMES` does not name every descriptor.
-    #[error("LISTEN_FDNAMES has {names} names but LISTEN_FDS is {fds}")]
-    NamesCount {
-        /// How many names.
-        names: usize,
-        /// How many descriptors.
-        fds: usize,
-    },
-    /// A passed descriptor is unusable.
-    #[error("passed socket {name} {source}")]
-    Fd {
-        /// `fd N (name)`.
-        name: FdLabel,
-        /// What is wrong with it.
-        source: sys::FdError,
-    },
-    /// A passed descriptor is a socket of a kind idlegate does not serve.
-    #[error(
-        "passed socket {name}: {what} are not supported yet; pass stream sockets (ListenStream=) or UDP sockets (ListenDatagram=PORT)"
-    )]
-    Unsupported {
-        /// `fd N (name)`.
-        name: FdLabel,
-        /// What it is.
-        what: &'static str,
-    },
-    /// Upstreams and sockets do not pair up.
-    #[error("{0}")]
-    Mismatch(String),
-    /// A `--listen` address could not be bound.
-    #[error("--listen {address}: {source}")]
-    Bind {
-        /// The address.
-        address: Address,
-        /// What the OS said.
-        source: std::io::Error,
-    },
-}
-
-/// A passed descriptor as logs name it: `fd 3 (http)`.
-#[derive(Clone, Debug)]
-pub struct FdLabel {
-    /// The descriptor number.
-    pub fd: RawFd,
-    /// Its `LISTEN_FDNAMES` name.
-    pub name: String,
-}
-
-impl fmt::Display for FdLabel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "fd {} ({})", self.fd, self.name)
     }
 }
 
@@ -311,7 +249,9 @@ fn adopt(fd: RawFd, name: &str) -> Result<Passed, ActivationError> {
     })
 }
 
-/// Takes the passed sockets (or binds `listen`) and pairs each with its upstream.
+/// Takes the passed sockets (or binds `listen`) and pairs each with its
+/// upstream; a passed socket named `control` is the control socket
+/// ([`crate::control`]), returned apart.
 ///
 /// `has_command` is whether idlegate starts the backend itself: an `Accept=yes`
 /// connection cannot have one, as every connection would start its own.
@@ -321,10 +261,13 @@ pub fn take_sockets(
     upstreams: &[UpstreamSpec],
     listen: &[Address],
     has_command: bool,
-) -> Result<StdSockets, ActivationError> {
+) -> Result<(StdSockets, Option<std::os::unix::net::UnixListener>), ActivationError> {
     match env.passed(our_pid)? {
-        Some(passed) => take_passed(passed, upstreams, has_command),
-        None => bind_listen(upstreams, listen),
+        Some(mut passed) => {
+            let control = crate::control::split_off(&mut passed)?;
+            Ok((take_passed(passed, upstreams, has_command)?, control))
+        }
+        None => Ok((bind_listen(upstreams, listen)?, None)),
     }
 }
 

@@ -1,0 +1,131 @@
+//! The control socket: how the backend's side holds the service awake.
+//!
+//! A unit passes a Unix stream socket named `control`
+//! (`FileDescriptorName=control` on a socket unit of the service's), which
+//! systemd holds like the others: connecting to it starts a stopped
+//! idlegate. `idlegate inhibit` connects and sends one line, `inhibit WHY`;
+//! idlegate counts the connection as one unit of work, starts the backend,
+//! answers `ready` (or `failed: REASON`) once it is ready, and holds it
+//! until the connection closes: when the command `inhibit` ran ends, or when
+//! `inhibit` dies, even by SIGKILL (the kernel closes its socket).
+
+use std::os::fd::{OwnedFd, RawFd};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{UnixListener, UnixStream};
+
+use crate::activation::error::{ActivationError, FdLabel};
+use crate::context::ServeContext;
+use crate::sys::{self, SocketKind};
+
+/// The `LISTEN_FDNAMES` name of the control socket.
+pub const CONTROL_NAME: &str = "control";
+
+/// How long a client may take to send its request line.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest request line.
+const REQUEST_MAX: u64 = 1024;
+
+/// Takes the passed socket named `control` out of `passed`, if there is one.
+pub fn split_off(
+    passed: &mut Vec<(RawFd, String)>,
+) -> Result<Option<std::os::unix::net::UnixListener>, ActivationError> {
+    let Some(i) = passed.iter().position(|(_, name)| name == CONTROL_NAME) else {
+        return Ok(None);
+    };
+    let (fd, name) = passed.remove(i);
+    if passed.iter().any(|(_, n)| n == CONTROL_NAME) {
+        return Err(ActivationError::Mismatch(
+            "more than one passed socket is named control: give the control socket one ListenStream=".into(),
+        ));
+    }
+    let label = || FdLabel {
+        fd,
+        name: name.clone(),
+    };
+    match sys::classify(fd) {
+        Ok(SocketKind::UnixListener) => {}
+        Ok(_) => return Err(ActivationError::Unsupported {
+            name: label(),
+            what: "a control socket other than a listening Unix stream socket (ListenStream=/path)",
+        }),
+        Err(source) => {
+            return Err(ActivationError::Fd {
+                name: label(),
+                source,
+            })
+        }
+    }
+    let owned: OwnedFd = sys::adopt_passed_fd(fd).map_err(|source| ActivationError::Fd {
+        name: label(),
+        source,
+    })?;
+    Ok(Some(owned.into()))
+}
+
+/// Serves the control socket for as long as the run lasts.
+pub async fn serve(listener: UnixListener, shared: ServeContext) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                tokio::spawn(hold(stream, shared.clone()));
+            }
+            Err(e) => {
+                tracing::debug!(target: "idlegate", "control socket: accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// One `inhibit` client: work while its connection is open.
+async fn hold(stream: UnixStream, shared: ServeContext) {
+    let who = match stream.peer_cred() {
+        Ok(cred) => match cred.pid() {
+            Some(pid) => format!("pid {pid} (uid {})", cred.uid()),
+            None => format!("uid {}", cred.uid()),
+        },
+        Err(_) => "a client".to_owned(),
+    };
+    let (read, mut write) = stream.into_split();
+    let mut reader = BufReader::new(read.take(REQUEST_MAX));
+    let mut line = String::new();
+    let request = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_line(&mut line)).await;
+    let why = match (request, line.trim_end().strip_prefix("inhibit")) {
+        (Ok(Ok(n)), Some(rest)) if n > 0 && (rest.is_empty() || rest.starts_with(' ')) => {
+            rest.trim().to_owned()
+        }
+        _ => {
+            let _ = write
+                .write_all(b"error: expected the line: inhibit WHY\n")
+                .await;
+            return;
+        }
+    };
+    let why = if why.is_empty() {
+        "no reason given".to_owned()
+    } else {
+        why
+    };
+    let work = shared.in_flight.enter();
+    tracing::info!(target: "idlegate", "inhibited by {who}: {why}");
+    let deadline = tokio::time::Instant::now() + shared.backend.start_timeout();
+    let answer = match shared.backend.wait_ready(deadline).await {
+        Ok(()) => "ready\n".to_owned(),
+        Err(e) => format!("failed: {e}\n"),
+    };
+    if write.write_all(answer.as_bytes()).await.is_err() || answer != "ready\n" {
+        return;
+    }
+    // Held until the client closes (or dies), or idlegate stops.
+    let mut reader = reader.into_inner().into_inner();
+    let mut sink = [0u8; 64];
+    tokio::select! {
+        _ = async { while matches!(reader.read(&mut sink).await, Ok(n) if n > 0) {} } => {}
+        _ = shared.close.cancelled() => {}
+    }
+    drop(work);
+    tracing::info!(target: "idlegate", "inhibitor released: {who}: {why}");
+}

@@ -1,0 +1,144 @@
+//! `idlegate inhibit` and the control socket: the backend's side holding
+//! the service awake, through a socket the activator holds as systemd does
+//! (named `control`), so connecting wakes a stopped idlegate.
+
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::support::*;
+
+/// idlegate in front of the test backend (idle timeout 1 s, pid file),
+/// activated by its TCP socket or by its control socket at `control`.
+fn service(control: &Path) -> (crate::support::activator::Activator, std::path::PathBuf) {
+    let dir = tempdir();
+    let fixture = Fixture::tcp().dir(&dir).idle("1s").pid_file();
+    let pid_file = fixture.file("backend.pid");
+    let act = ActivatorBuilder::new(dir, &fixture.args())
+        .tcp("http")
+        .unix(control, "control")
+        .start();
+    (act, pid_file)
+}
+
+fn inhibit(control: &Path, command: &[&str]) -> Command {
+    let mut cmd = Command::new(idlegate_bin());
+    cmd.args([
+        "inhibit",
+        "--control",
+        control.to_str().unwrap(),
+        "--why",
+        "nightly backup",
+        "--",
+    ])
+    .args(command)
+    .stdin(Stdio::null())
+    .env_remove("LISTEN_FDS")
+    .env_remove("LISTEN_PID")
+    .env_remove("LISTEN_FDNAMES");
+    cmd
+}
+
+/// `inhibit` wakes the stopped service (idlegate and its backend), holds it
+/// past the idle timeout while its command runs, and the hold ends when
+/// `inhibit` is SIGKILLed: idlegate then exits on idle.
+#[test]
+fn inhibit_wakes_the_service_holds_it_and_a_sigkill_releases_it() {
+    let dir = tempdir();
+    let control = dir.path().join("control");
+    let (act, pid_file) = service(&control);
+    let mut held = inhibit(&control, &["sleep", "600"]);
+    held.process_group(0);
+    let mut held = held.spawn().unwrap();
+    wait_until("the backend to start for the inhibitor", PATIENCE, || {
+        pid_file.exists()
+    });
+    wait_until("idlegate to log the hold", PATIENCE, || {
+        act.log().contains("inhibited by pid ")
+    });
+    assert!(act.log().contains(": nightly backup"), "{}", act.log());
+    // Three times the idle timeout, nothing else in flight: still up.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        act.exits().is_empty(),
+        "idle exit under a hold:\n{}",
+        act.log()
+    );
+    assert!(act.running().is_some());
+    // SIGKILL to inhibit and its command: the kernel closes the connection.
+    kill_group(held.id());
+    let _ = held.wait();
+    act.wait_exit_0(1, PATIENCE);
+    assert!(act.log().contains("inhibitor released"), "{}", act.log());
+    let backend = read_pid(&pid_file);
+    assert!(
+        wait_gone(backend, PATIENCE),
+        "backend {backend} still running"
+    );
+}
+
+/// SIGKILL to the whole process group of `pid` (inhibit and its command).
+fn kill_group(pid: u32) {
+    let status = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pid}")])
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// `inhibit` returns its command's exit status, and runs it only once the
+/// backend is ready.
+#[test]
+fn inhibit_runs_its_command_once_ready_and_returns_its_status() {
+    let dir = tempdir();
+    let control = dir.path().join("control");
+    let (act, pid_file) = service(&control);
+    let check = format!("test -e {} && exit 7", pid_file.display());
+    let out = inhibit(&control, &["sh", "-c", &check]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(7),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    act.wait_exit_0(1, PATIENCE);
+}
+
+#[test]
+fn inhibit_errors() {
+    let (code, err) = run_idlegate(&["inhibit", "sleep", "1"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.starts_with("idlegate: inhibit: usage:"), "{err}");
+    let (code, err) = run_idlegate(&["inhibit", "--"], &[]);
+    assert_eq!(code, Some(2), "{err}");
+    let (code, err) = run_idlegate(&["inhibit", "--", "true"], &[("RUNTIME_DIRECTORY", "")]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--control PATH or --state-file"), "{err}");
+    let (code, err) = run_idlegate(
+        &["inhibit", "--control", "/nonexistent/control", "--", "true"],
+        &[],
+    );
+    assert_eq!(code, Some(1), "{err}");
+    assert!(
+        err.contains("cannot connect to the control socket /nonexistent/control"),
+        "{err}"
+    );
+}
+
+/// A passed socket named control that is not a listening Unix stream
+/// socket is a usage error naming it.
+#[test]
+fn a_control_socket_must_be_a_unix_stream_socket() {
+    let fixture = Fixture::tcp();
+    let dir = tempdir();
+    let act = ActivatorBuilder::new(dir, &fixture.args())
+        .tcp("http")
+        .tcp("control")
+        .start();
+    let _ = std::net::TcpStream::connect(act.tcp_addrs[0]);
+    let status = act.wait_exit(1, PATIENCE);
+    assert_eq!(status.code(), Some(2), "{}", act.log());
+    assert!(act.log().contains("(control)"), "{}", act.log());
+    assert!(act.log().contains("control socket"), "{}", act.log());
+}
