@@ -11,8 +11,8 @@
 //! `--wake-from`) held the count up while it lived, but does not move the
 //! idle timer: the timer counts from the end of the last real work.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Notify;
@@ -24,19 +24,42 @@ pub struct InFlight {
     shared: Arc<Shared>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Shared {
     /// Guards alive right now.
     count: AtomicUsize,
     /// Woken whenever the count leaves or reaches zero.
     edge: Notify,
-    /// When the last real work ended (a guard not voided dropped).
-    last_end: Mutex<Option<Instant>>,
+    /// When the count was made: what `last_end` counts from.
+    born: Instant,
+    /// When the last real work ended (a guard not voided dropped), in
+    /// nanoseconds after `born` plus one; 0 = never. An atomic, not a lock:
+    /// every connection and request stores it.
+    last_end: AtomicU64,
+}
+
+impl Default for Shared {
+    fn default() -> Shared {
+        Shared {
+            count: AtomicUsize::new(0),
+            edge: Notify::new(),
+            born: Instant::now(),
+            last_end: AtomicU64::new(0),
+        }
+    }
 }
 
 impl Shared {
     fn last_end(&self) -> Option<Instant> {
-        *self.last_end.lock().unwrap_or_else(|p| p.into_inner())
+        match self.last_end.load(Ordering::SeqCst) {
+            0 => None,
+            n => Some(self.born + Duration::from_nanos(n - 1)),
+        }
+    }
+
+    fn work_ended(&self) {
+        let nanos = u64::try_from(self.born.elapsed().as_nanos()).unwrap_or(u64::MAX - 1);
+        self.last_end.fetch_max(nanos + 1, Ordering::SeqCst);
     }
 }
 
@@ -130,11 +153,7 @@ impl Drop for InFlightGuard {
     fn drop(&mut self) {
         if self.real {
             // Before the count goes down: a timer that sees zero sees this end.
-            *self
-                .shared
-                .last_end
-                .lock()
-                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
+            self.shared.work_ended();
         }
         if self.shared.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.shared.edge.notify_waiters();
