@@ -9,61 +9,18 @@
 //! until the connection closes: when the command `inhibit` ran ends, or when
 //! `inhibit` dies, even by SIGKILL (the kernel closes its socket).
 
-use std::os::fd::{OwnedFd, RawFd};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::activation::error::{ActivationError, FdLabel};
 use crate::context::ServeContext;
-use crate::sys::{self, SocketKind};
-
-/// The `LISTEN_FDNAMES` name of the control socket.
-pub const CONTROL_NAME: &str = "control";
 
 /// How long a client may take to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest request line.
 const REQUEST_MAX: u64 = 1024;
-
-/// Takes the passed socket named `control` out of `passed`, if there is one.
-pub fn split_off(
-    passed: &mut Vec<(RawFd, String)>,
-) -> Result<Option<std::os::unix::net::UnixListener>, ActivationError> {
-    let Some(i) = passed.iter().position(|(_, name)| name == CONTROL_NAME) else {
-        return Ok(None);
-    };
-    let (fd, name) = passed.remove(i);
-    if passed.iter().any(|(_, n)| n == CONTROL_NAME) {
-        return Err(ActivationError::Mismatch(
-            "more than one passed socket is named control: give the control socket one ListenStream=".into(),
-        ));
-    }
-    let label = || FdLabel {
-        fd,
-        name: name.clone(),
-    };
-    match sys::classify(fd) {
-        Ok(SocketKind::UnixListener) => {}
-        Ok(_) => return Err(ActivationError::Unsupported {
-            name: label(),
-            what: "a control socket other than a listening Unix stream socket (ListenStream=/path)",
-        }),
-        Err(source) => {
-            return Err(ActivationError::Fd {
-                name: label(),
-                source,
-            })
-        }
-    }
-    let owned: OwnedFd = sys::adopt_passed_fd(fd).map_err(|source| ActivationError::Fd {
-        name: label(),
-        source,
-    })?;
-    Ok(Some(owned.into()))
-}
 
 /// Serves the control socket for as long as the run lasts.
 pub async fn serve(listener: UnixListener, shared: ServeContext) {

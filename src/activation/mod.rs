@@ -264,10 +264,35 @@ pub fn take_sockets(
 ) -> Result<(StdSockets, Option<std::os::unix::net::UnixListener>), ActivationError> {
     match env.passed(our_pid)? {
         Some(mut passed) => {
-            let control = crate::control::split_off(&mut passed)?;
+            let control = split_off_control(&mut passed)?;
             Ok((take_passed(passed, upstreams, has_command)?, control))
         }
         None => Ok((bind_listen(upstreams, listen)?, None)),
+    }
+}
+
+/// The `LISTEN_FDNAMES` name of the control socket ([`crate::control`]).
+pub const CONTROL_NAME: &str = "control";
+
+/// Takes the passed socket named `control` out of `passed`, if there is one.
+fn split_off_control(
+    passed: &mut Vec<(RawFd, String)>,
+) -> Result<Option<std::os::unix::net::UnixListener>, ActivationError> {
+    let Some(i) = passed.iter().position(|(_, name)| name == CONTROL_NAME) else {
+        return Ok(None);
+    };
+    let (fd, name) = passed.remove(i);
+    if passed.iter().any(|(_, n)| n == CONTROL_NAME) {
+        return Err(ActivationError::Mismatch(
+            "more than one passed socket is named control: give the control socket one ListenStream=".into(),
+        ));
+    }
+    match adopt(fd, &name)? {
+        Passed::Listener(StdListener::Unix(listener)) => Ok(Some(listener)),
+        _ => Err(ActivationError::Unsupported {
+            name: FdLabel { fd, name },
+            what: "a control socket other than a listening Unix stream socket (ListenStream=/path)",
+        }),
     }
 }
 
