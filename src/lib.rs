@@ -134,7 +134,7 @@ pub async fn run(
         close: CancellationToken::new(),
         slots: Arc::new(Semaphore::new(config.sockets.connections_max)),
         live,
-        wake: Arc::new(wake::WakeGate::new(&config.wake)),
+        wake: Arc::new(wake::WakeGate::new(config.wake.clone())),
     };
     let state_file = config.observability.state_file.clone();
     let activation = state_file

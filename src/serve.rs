@@ -42,7 +42,7 @@ async fn stop_accepting(accepting: CancellationToken, loops: Vec<tokio::task::Jo
 async fn idle_timer(shared: &ServeContext) {
     loop {
         quiet_for_the_idle_timeout(shared).await;
-        match &shared.wake.busy_cmd {
+        match &shared.wake.settings.busy_cmd {
             // Only a backend that was started can be busy.
             Some(cmd) if shared.backend.generation() > 0 => {
                 if !crate::busy::is_busy(cmd, crate::busy::BUSY_CMD_TIMEOUT).await {
@@ -86,7 +86,7 @@ const UNWOKEN_GRACE: Duration = Duration::from_millis(500);
 /// monitor costs one short run, not the idle timeout. Once the backend was
 /// started, the idle timeout applies.
 async fn unwoken(shared: &ServeContext) {
-    if shared.wake.lazy() {
+    if shared.wake.settings.lazy() {
         shared.in_flight.idle(UNWOKEN_GRACE).await;
         if shared.backend.generation() == 0 {
             return;

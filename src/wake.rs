@@ -287,12 +287,8 @@ mod tests {
 /// A run's wake settings and what they did, shared by its proxies.
 #[derive(Debug, Default)]
 pub struct WakeGate {
-    /// HTTP mode: the answer rules.
-    pub answers: Vec<AnswerRule>,
-    /// TCP mode: who may start the backend (empty: anyone).
-    pub wake_from: Vec<Cidr>,
-    /// `--busy-cmd`, asked when the idle timer fires.
-    pub busy_cmd: Option<String>,
+    /// The settings: answer rules, `--wake-from`, `--busy-cmd`.
+    pub settings: crate::config::WakeSettings,
     answered: std::sync::atomic::AtomicU64,
     turned_away: std::sync::atomic::AtomicU64,
     /// The client that woke the backend in this activation, once known.
@@ -301,24 +297,17 @@ pub struct WakeGate {
 
 impl WakeGate {
     /// The gate of these settings.
-    pub fn new(settings: &crate::config::WakeSettings) -> WakeGate {
+    pub fn new(settings: crate::config::WakeSettings) -> WakeGate {
         WakeGate {
-            answers: settings.answers.clone(),
-            wake_from: settings.wake_from.clone(),
-            busy_cmd: settings.busy_cmd.clone(),
+            settings,
             ..WakeGate::default()
         }
     }
 
-    /// Whether the backend starts only when a client needs it (not at
-    /// activation): when some clients must not wake it.
-    pub fn lazy(&self) -> bool {
-        !self.answers.is_empty() || !self.wake_from.is_empty()
-    }
-
     /// Whether `peer` may start a backend that is not up (TCP mode).
     pub fn may_wake(&self, peer: Peer) -> bool {
-        self.wake_from.is_empty() || from_any(peer, &self.wake_from)
+        let ranges = &self.settings.wake_from;
+        ranges.is_empty() || from_any(peer, ranges)
     }
 
     /// Notes that `who` (a client, and in HTTP mode its request line) needs

@@ -226,7 +226,7 @@ impl HttpProxy {
 
     /// The `[[answer]]` rule `req` from `peer` matches, by its index.
     fn answer_rule(&self, req: &Request<Incoming>, peer: Peer) -> Option<usize> {
-        if self.wake.answers.is_empty() {
+        if self.wake.settings.answers.is_empty() {
             return None;
         }
         let agent = req
@@ -234,7 +234,7 @@ impl HttpProxy {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok());
         let (method, path) = (req.method().as_str(), req.uri().path());
-        wake::first_match(&self.wake.answers, method, path, agent, peer)
+        wake::first_match(&self.wake.settings.answers, method, path, agent, peer)
     }
 
     async fn handle(
@@ -246,7 +246,7 @@ impl HttpProxy {
         rule: Option<usize>,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
-        let rule = rule.map(|i| &self.wake.answers[i]);
+        let rule = rule.map(|i| &self.wake.settings.answers[i]);
         let mut log = RequestLog {
             // A request a rule matches is never work: a monitor's probe
             // keeps no backend up.
