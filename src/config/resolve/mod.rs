@@ -105,6 +105,28 @@ fn finite_duration(
     }
 }
 
+/// A list given as a flag (repeatable) or as the file's key (one value or
+/// a list): the flags replace the file's list. Each value with its origin.
+pub(super) fn list_setting(
+    flags: Vec<String>,
+    flag_name: &'static str,
+    file: Option<super::file::OneOrMany>,
+    key: &'static str,
+    path: &Path,
+) -> Vec<(String, Origin)> {
+    if !flags.is_empty() {
+        return flags
+            .into_iter()
+            .map(|v| (v, Origin::Flag(flag_name)))
+            .collect();
+    }
+    file.map(super::file::OneOrMany::into_vec)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|v| (v, file_origin(key, path)))
+        .collect()
+}
+
 /// A count of at least 1 (a semaphore's permits), or `default`.
 pub(super) fn count_setting(
     value: Option<(String, Origin)>,

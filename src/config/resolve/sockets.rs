@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use super::super::file::{FileConfig, OneOrMany, RawUpstream, Upstreams};
+use super::super::file::{FileConfig, RawUpstream, Upstreams};
 use super::*;
 use crate::address::{Address, Names, UpstreamSpec};
 use crate::cli::Cli;
@@ -18,20 +18,13 @@ pub(in crate::config) fn sockets(
     names: Names,
 ) -> Result<Sockets, ConfigError> {
     let upstreams = upstreams(cli, file, path, names)?;
-    let listen_texts: Vec<(String, Origin)> = if !cli.listen.is_empty() {
-        std::mem::take(&mut cli.listen)
-            .into_iter()
-            .map(|l| (l, Origin::Flag("--listen")))
-            .collect()
-    } else {
-        file.listen
-            .take()
-            .map(OneOrMany::into_vec)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|l| (l, file_origin("listen", path)))
-            .collect()
-    };
+    let listen_texts = list_setting(
+        std::mem::take(&mut cli.listen),
+        "--listen",
+        file.listen.take(),
+        "listen",
+        path,
+    );
     let listen = listen_texts
         .into_iter()
         .map(|(t, o)| address_setting(t, o, names))

@@ -29,20 +29,13 @@ pub(in crate::config) fn wake(
             .map(|t| answer_table(t, path))
             .collect::<Result<Vec<_>, _>>()?
     };
-    let wake_from: Vec<(String, Origin)> = if !cli.wake_from.is_empty() {
-        std::mem::take(&mut cli.wake_from)
-            .into_iter()
-            .map(|c| (c, Origin::Flag("--wake-from")))
-            .collect()
-    } else {
-        file.wake_from
-            .take()
-            .map(OneOrMany::into_vec)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|c| (c, file_origin("wake-from", path)))
-            .collect()
-    };
+    let wake_from = list_setting(
+        std::mem::take(&mut cli.wake_from),
+        "--wake-from",
+        file.wake_from.take(),
+        "wake-from",
+        path,
+    );
     let wake_from = wake_from
         .into_iter()
         .map(|(text, origin)| cidr(text, origin))
