@@ -223,17 +223,23 @@ fn take_scope(args: &mut Vec<OsString>) -> Scope {
     scope
 }
 
-/// Takes `NAME VALUE` out of `args`: `Ok(None)` when absent.
+/// Takes `NAME VALUE` (or `NAME=VALUE`) out of `args`: `Ok(None)` when absent.
 fn take_option(args: &mut Vec<OsString>, name: &str) -> Result<Option<OsString>, String> {
-    let Some(i) = args.iter().position(|a| a == name) else {
+    let joined = format!("{name}=");
+    let Some(i) = args
+        .iter()
+        .position(|a| a == name || a.to_string_lossy().starts_with(&joined))
+    else {
         return Ok(None);
     };
-    if i + 1 >= args.len() {
+    let arg = args.remove(i);
+    if let Some(value) = arg.to_string_lossy().strip_prefix(&joined) {
+        return Ok(Some(value.into()));
+    }
+    if i >= args.len() {
         return Err(format!("{name} needs a value"));
     }
-    let value = args.remove(i + 1);
-    args.remove(i);
-    Ok(Some(value))
+    Ok(Some(args.remove(i)))
 }
 
 /// The idlegate the units run: `--idlegate PATH`, else this very binary.

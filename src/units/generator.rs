@@ -25,32 +25,16 @@ pub fn config_dir(
     }
 }
 
-/// What one run of the generator did.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct Generated {
-    /// The files whose units were written.
-    pub written: Vec<PathBuf>,
-    /// The files skipped, each with its one-line error.
-    pub skipped: Vec<(PathBuf, String)>,
-}
-
 /// Generates the units of every `*.toml` in `config_dir` into `out` (the
 /// generator's "normal" directory), for idlegate at `bin`; errors go to `log`.
-pub fn generate(
-    config_dir: &Path,
-    out: &Path,
-    scope: Scope,
-    bin: &Path,
-    log: &mut dyn Write,
-) -> Generated {
-    let mut generated = Generated::default();
+pub fn generate(config_dir: &Path, out: &Path, scope: Scope, bin: &Path, log: &mut dyn Write) {
     let mut files: Vec<PathBuf> = match std::fs::read_dir(config_dir) {
         Ok(entries) => entries
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.extension().is_some_and(|x| x == "toml"))
             .collect(),
         // No directory, no services.
-        Err(_) => return generated,
+        Err(_) => return,
     };
     files.sort();
     for file in files {
@@ -60,15 +44,10 @@ pub fn generate(
                 write_units(&units, out)
                     .map_err(|e| format!("cannot write its units in {}: {e}", out.display()))
             });
-        match result {
-            Ok(()) => generated.written.push(file),
-            Err(error) => {
-                let _ = writeln!(log, "idlegate: {}: skipped: {error}", file.display());
-                generated.skipped.push((file, error));
-            }
+        if let Err(error) = result {
+            let _ = writeln!(log, "idlegate: {}: skipped: {error}", file.display());
         }
     }
-    generated
 }
 
 /// Where a generator's lines go when systemd runs it: the journal, by its

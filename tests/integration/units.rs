@@ -236,7 +236,6 @@ fn directives(text: &str) -> BTreeSet<String> {
         let key = line.split('=').next().unwrap_or("");
         let by_design = [
             "Description",
-            "Documentation",
             "SourcePath",
             "ExecStart",
             "RuntimeDirectory",
