@@ -176,7 +176,7 @@ pub fn check(args: &[OsString]) -> u8 {
         Err(e) => return fail(USAGE, &e),
     };
     let mut out = config.summary();
-    if let Some(file) = file.filter(|_| config.systemd.table) {
+    if let Some(file) = file.filter(|_| config.systemd.is_some()) {
         match units::for_file(&file, scope_of(&file), Path::new("idlegate")) {
             Ok(units) => {
                 let names: Vec<&str> = units.files.iter().map(|f| f.path.as_str()).collect();

@@ -82,8 +82,9 @@ pub struct Config {
     pub http: HttpSettings,
     /// What idlegate reports, and where.
     pub observability: Observability,
-    /// `[systemd]`: what the unit generator needs; idlegate ignores it when it runs.
-    pub systemd: SystemdSettings,
+    /// `[systemd]`, when the file has it: what the unit generator needs;
+    /// idlegate ignores it when it runs.
+    pub systemd: Option<SystemdSettings>,
     /// Which clients may wake the backend.
     pub wake: WakeSettings,
 }
@@ -110,8 +111,6 @@ impl WakeSettings {
 /// The `[systemd]` table, which only the unit generator ([`crate::units`]) reads.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SystemdSettings {
-    /// Whether the file has a `[systemd]` table.
-    pub table: bool,
     /// Where systemd listens: one list per upstream, in upstream order, of
     /// `ListenStream=` (or, for a UDP upstream, `ListenDatagram=`) values.
     /// Empty: the file's `listen` addresses are used.

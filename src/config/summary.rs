@@ -77,7 +77,7 @@ impl Config {
 
     fn backend_line(&self) -> String {
         match &self.backend.run {
-            Run::External => match &self.systemd.backend_unit {
+            Run::External => match self.systemd.as_ref().and_then(|s| s.backend_unit.as_ref()) {
                 Some(unit) => format!("the unit {unit}, started by systemd; idlegate waits for it"),
                 None => "external: idlegate only waits for it".to_owned(),
             },

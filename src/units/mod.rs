@@ -100,13 +100,15 @@ pub fn for_file(path: &Path, scope: Scope, bin: &Path) -> Result<Units, UnitsErr
     let name = unit_name(path)?;
     let config = Config::from_file_with(path, Names::Keep)?;
     let path = std::path::absolute(path).unwrap_or_else(|_| path.to_owned());
-    let sockets = socket_units(&name, &path, &config)?;
+    let systemd = config.systemd.clone().unwrap_or_default();
+    let sockets = socket_units(&name, &path, &config, &systemd)?;
     let plan = render::Plan {
         name: &name,
         source: &path,
         bin,
         scope,
         config: &config,
+        systemd: &systemd,
     };
     let mut files: Vec<UnitFile> = sockets
         .iter()
@@ -120,13 +122,13 @@ pub fn for_file(path: &Path, scope: Scope, bin: &Path) -> Result<Units, UnitsErr
         path: format!("{name}.service"),
         text: plan.service(&socket_names),
     });
-    if let Some(backend) = &config.systemd.backend_unit {
+    if let Some(backend) = &systemd.backend_unit {
         files.push(UnitFile {
             path: format!("{backend}.d/50-idlegate-{name}.conf"),
             text: plan.backend_drop_in(),
         });
     }
-    let wanted = if config.systemd.enable {
+    let wanted = if systemd.enable {
         socket_names.iter().map(|s| s.to_string()).collect()
     } else {
         Vec::new()
@@ -136,10 +138,15 @@ pub fn for_file(path: &Path, scope: Scope, bin: &Path) -> Result<Units, UnitsErr
 
 /// The listen addresses of each upstream, from `[systemd] listen` or else
 /// the file's own `listen`, grouped into socket units.
-fn socket_units(name: &str, path: &Path, config: &Config) -> Result<Vec<SocketUnit>, UnitsError> {
+fn socket_units(
+    name: &str,
+    path: &Path,
+    config: &Config,
+    systemd: &crate::config::SystemdSettings,
+) -> Result<Vec<SocketUnit>, UnitsError> {
     let upstreams = &config.sockets.upstreams;
-    let listen: Vec<Vec<String>> = if !config.systemd.listen.is_empty() {
-        config.systemd.listen.clone()
+    let listen: Vec<Vec<String>> = if !systemd.listen.is_empty() {
+        systemd.listen.clone()
     } else if config.sockets.listen.len() == upstreams.len() {
         config
             .sockets

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::Scope;
 use crate::address::Address;
-use crate::config::{Config, Run};
+use crate::config::{Config, Run, SystemdSettings};
 
 /// The sandbox of a system service, as `deploy/` has it: idlegate needs only
 /// the passed sockets, its config file, and outgoing connections to its
@@ -64,6 +64,8 @@ pub(super) struct Plan<'a> {
     pub bin: &'a Path,
     pub scope: Scope,
     pub config: &'a Config,
+    /// The file's `[systemd]` table (the defaults without one).
+    pub systemd: &'a SystemdSettings,
 }
 
 impl Plan<'_> {
@@ -94,7 +96,7 @@ impl Plan<'_> {
             let _ = writeln!(out, "FileDescriptorName={name}");
         }
         let _ = writeln!(out, "Service={}.service", self.name);
-        for line in &self.config.systemd.socket {
+        for line in &self.systemd.socket {
             let _ = writeln!(out, "{line}");
         }
         out
@@ -102,7 +104,7 @@ impl Plan<'_> {
 
     /// The service that runs idlegate on `sockets`.
     pub fn service(&self, sockets: &[&str]) -> String {
-        let systemd = &self.config.systemd;
+        let systemd = self.systemd;
         let sockets = sockets.join(" ");
         let mut out = String::new();
         self.header(&mut out);

@@ -14,9 +14,9 @@ pub(in crate::config) fn systemd(
     path: &Path,
     upstreams: &[UpstreamSpec],
     run: &Run,
-) -> Result<SystemdSettings, ConfigError> {
+) -> Result<Option<SystemdSettings>, ConfigError> {
     let Some(table) = file.systemd.take() else {
-        return Ok(SystemdSettings::default());
+        return Ok(None);
     };
     let SystemdTable {
         listen,
@@ -63,15 +63,14 @@ pub(in crate::config) fn systemd(
             )?;
         }
     }
-    Ok(SystemdSettings {
-        table: true,
+    Ok(Some(SystemdSettings {
         listen,
         backend_unit,
         user,
         enable: enable.unwrap_or(false),
         service,
         socket,
-    })
+    }))
 }
 
 /// One list of addresses per upstream, each a `ListenStream=`/`ListenDatagram=` value.
