@@ -10,6 +10,10 @@
 //! connection whose request a rule answered, a client turned away by
 //! `--wake-from`) held the count up while it lived, but does not move the
 //! idle timer: the timer counts from the end of the last real work.
+//!
+//! The run's count of work is *listed* ([`InFlight::listed`]): each guard
+//! taken with [`InFlight::enter_as`] is an entry of a [`WorkList`] while it
+//! lives, which `idlegate status --connections` shows.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +21,8 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
+
+use crate::work::{Entry, Traffic, Unit, WorkList, WorkView};
 
 /// The count of work in flight, shared by the accept loops and the idle timer.
 #[derive(Clone, Debug, Default)]
@@ -36,20 +42,27 @@ struct Shared {
     /// nanoseconds after `born` plus one; 0 = never. An atomic, not a lock:
     /// every connection and request stores it.
     last_end: AtomicU64,
+    /// Each unit of work, when the count is listed.
+    list: Option<WorkList>,
 }
 
 impl Default for Shared {
     fn default() -> Shared {
+        Shared::new(None)
+    }
+}
+
+impl Shared {
+    fn new(list: Option<WorkList>) -> Shared {
         Shared {
             count: AtomicUsize::new(0),
             edge: Notify::new(),
             born: Instant::now(),
             last_end: AtomicU64::new(0),
+            list,
         }
     }
-}
 
-impl Shared {
     fn last_end(&self) -> Option<Instant> {
         match self.last_end.load(Ordering::SeqCst) {
             0 => None,
@@ -70,9 +83,22 @@ pub struct InFlightGuard {
     shared: Arc<Shared>,
     /// Whether its end counts as the end of work (see [`InFlightGuard::void`]).
     real: bool,
+    /// Its entry in the list, when the count is listed.
+    listed: Option<(u64, Arc<Entry>)>,
 }
 
 impl InFlightGuard {
+    /// Where the bytes this work moves are counted (`None` for a guard
+    /// that is not listed).
+    pub fn traffic(&self) -> Option<&Traffic> {
+        self.listed.as_ref().map(|(_, entry)| &entry.traffic)
+    }
+
+    /// Its entry, for a body that counts bytes after the guard moved on.
+    pub fn entry(&self) -> Option<Arc<Entry>> {
+        self.listed.as_ref().map(|(_, entry)| entry.clone())
+    }
+
     /// Ends this guard as not having been work: the count goes down, but the
     /// idle timer does not start over from now.
     pub fn void(mut self) {
@@ -86,15 +112,48 @@ impl InFlight {
         Self::default()
     }
 
+    /// A new, empty count that lists each unit of work taken with
+    /// [`InFlight::enter_as`]: the run's own.
+    pub fn listed() -> Self {
+        InFlight {
+            shared: Arc::new(Shared::new(Some(WorkList::default()))),
+        }
+    }
+
     /// Counts one more unit of work until the returned guard drops.
     pub fn enter(&self) -> InFlightGuard {
+        self.enter_listing(None)
+    }
+
+    /// Counts `unit` as work until the returned guard drops, and lists it
+    /// meanwhile if this count is listed.
+    pub fn enter_as(&self, unit: Unit) -> InFlightGuard {
+        self.enter_listing(Some(unit))
+    }
+
+    fn enter_listing(&self, unit: Option<Unit>) -> InFlightGuard {
+        // Listed before it is counted: whoever sees the count sees the entry.
+        let listed = match (&self.shared.list, unit) {
+            (Some(list), Some(unit)) => Some(list.add(unit)),
+            _ => None,
+        };
         if self.shared.count.fetch_add(1, Ordering::SeqCst) == 0 {
             self.shared.edge.notify_waiters();
         }
         InFlightGuard {
             shared: self.shared.clone(),
             real: true,
+            listed,
         }
+    }
+
+    /// Each unit of work in flight now (empty for a count that is not listed).
+    pub fn views(&self) -> Vec<WorkView> {
+        self.shared
+            .list
+            .as_ref()
+            .map(WorkList::views)
+            .unwrap_or_default()
     }
 
     /// How much work is in flight now.
@@ -154,6 +213,9 @@ impl Drop for InFlightGuard {
         if self.real {
             // Before the count goes down: a timer that sees zero sees this end.
             self.shared.work_ended();
+        }
+        if let (Some(list), Some((id, _))) = (&self.shared.list, &self.listed) {
+            list.remove(*id);
         }
         if self.shared.count.fetch_sub(1, Ordering::SeqCst) == 1 {
             self.shared.edge.notify_waiters();

@@ -69,11 +69,16 @@ pub fn resolve_config(cli: Cli) -> Result<Config, ConfigError> {
         .map(|c| c.find_notify_dir(|k| std::env::var_os(k)))
 }
 
-/// `idlegate status [--state-file PATH]`: reads the state file a running
-/// idlegate keeps (never its socket) and prints what it is doing; exit 0 when
-/// it runs, 3 when it does not, 4 when the state file cannot be read.
+/// `idlegate status [--state-file PATH] [--connections] [--json]`: reads
+/// the state file a running idlegate keeps (never its proxied socket) and
+/// prints what it is doing, with `--connections` each unit of work in flight
+/// (asked of the running idlegate on its connections socket, which a stopped
+/// one does not have), with `--json` as a JSON document; exit 0 when it
+/// runs, 3 when it does not, 4 when the state (or the list) cannot be read.
 pub fn status(args: &[OsString]) -> u8 {
+    const USAGE_LINE: &str = "idlegate status [--state-file PATH] [--connections] [--json]";
     let mut path = None;
+    let (mut connections, mut json) = (false, false);
     let mut rest = args.iter();
     while let Some(arg) = rest.next() {
         let text = arg.to_string_lossy();
@@ -81,10 +86,14 @@ pub fn status(args: &[OsString]) -> u8 {
             path = rest.next().map(PathBuf::from);
         } else if let Some(p) = text.strip_prefix("--state-file=") {
             path = Some(p.into());
+        } else if text == "--connections" {
+            connections = true;
+        } else if text == "--json" {
+            json = true;
         } else {
             return fail(
                 USAGE,
-                &format!("status: unexpected argument '{text}' (usage: idlegate status [--state-file PATH])"),
+                &format!("status: unexpected argument '{text}' (usage: {USAGE_LINE})"),
             );
         }
     }
@@ -95,11 +104,40 @@ pub fn status(args: &[OsString]) -> u8 {
             &"status: give --state-file PATH (the one idlegate runs with; default $RUNTIME_DIRECTORY/idlegate.state)",
         );
     };
-    let (text, code) = crate::status::report(&path);
+    let reading = crate::status::read(&path);
+    let mut code = reading.exit_status();
     if code == crate::status::UNKNOWN {
-        eprintln!("{text}");
+        eprintln!("{}", reading.text(&path));
+        return code;
+    }
+    let work = match (&reading, connections) {
+        (_, false) => None,
+        (crate::status::Reading::Running(s), true) => match crate::connections::fetch(&path) {
+            Ok(listing) if listing.pid == s.pid => Some(listing.work),
+            Ok(listing) => {
+                code = crate::status::UNKNOWN;
+                eprintln!(
+                    "idlegate: cannot list the work in flight: pid {} answered, the state file says {}",
+                    listing.pid, s.pid
+                );
+                None
+            }
+            Err(e) => {
+                code = crate::status::UNKNOWN;
+                eprintln!("idlegate: cannot list the work in flight: {e}");
+                None
+            }
+        },
+        // Not running: nothing is in flight.
+        (_, true) => Some(Vec::new()),
+    };
+    if json {
+        println!("{:#}", reading.json(work.as_deref()));
     } else {
-        println!("{text}");
+        println!("{}", reading.text(&path));
+        if let Some(work) = &work {
+            println!("{}", crate::status::work_text(work));
+        }
     }
     code
 }

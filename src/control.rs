@@ -15,6 +15,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
 use crate::context::ServeContext;
+use crate::work::Unit;
 
 /// How long a client may take to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
@@ -66,8 +67,11 @@ async fn hold(stream: UnixStream, shared: ServeContext) {
     } else {
         why
     };
-    let work = shared.in_flight.enter();
     tracing::info!(target: "idlegate", "inhibited by {who}: {why}");
+    let work = shared.in_flight.enter_as(Unit::Inhibitor {
+        who: who.clone(),
+        why: why.clone(),
+    });
     let deadline = tokio::time::Instant::now() + shared.backend.start_timeout();
     let answer = match shared.backend.wait_ready(deadline).await {
         Ok(()) => "ready\n".to_owned(),

@@ -25,7 +25,9 @@
 //!   readiness probe of a start ([`backend::probe`]: the ready command, the
 //!   backend's own notify socket), typed failures ([`backend::Failure`]);
 //!   [`readiness`]: probing one address; [`backoff`]: the delays between retries.
-//! - [`activity`]: in-flight guards and the idle timer; [`wake`]: who may wake the
+//! - [`activity`]: in-flight guards and the idle timer; [`work`]: the list of
+//!   work in flight, which [`connections`] serves to `idlegate status
+//!   --connections`; [`wake`]: who may wake the
 //!   backend (`[[answer]]` rules, `--wake-from`) and who did; [`busy`]:
 //!   `--busy-cmd`; [`control`]: the control socket that holds it awake, and
 //!   [`inhibit`]: `idlegate inhibit`, its client.
@@ -52,6 +54,7 @@ pub mod busy;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod connections;
 pub mod context;
 pub mod control;
 #[cfg(test)]
@@ -73,6 +76,7 @@ pub mod status;
 mod sys;
 pub mod units;
 pub mod wake;
+pub mod work;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -123,7 +127,7 @@ pub async fn run(
     reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
     listeners: Listeners,
 ) -> Exit {
-    let in_flight = InFlight::new();
+    let in_flight = InFlight::listed();
     let backend = Backend::spawn(config.backend_spec(), in_flight.clone());
     let notifier = Arc::new(notifier);
     let (live_tx, live) = tokio::sync::watch::channel(config.timeouts);
@@ -147,6 +151,9 @@ pub async fn run(
         activation,
         listeners.metrics,
     );
+    let listing = state_file
+        .as_deref()
+        .and_then(|path| serve_listing(path, &shared.in_flight));
     if let Some(control) = listeners.control {
         tokio::spawn(control::serve(control, shared.clone()));
     }
@@ -191,6 +198,9 @@ pub async fn run(
     if shared.connections.count() > 0 {
         let _ = tokio::time::timeout(FLUSH_GRACE, shared.connections.drained()).await;
     }
+    if let Some(listing) = listing {
+        listing.close();
+    }
     if let Some(path) = &state_file {
         write_last_state(path, &backend, activation);
     }
@@ -230,6 +240,19 @@ fn start_reporting(
             shared.wake.clone(),
         ));
     }
+}
+
+/// Serves the list of work beside the state file at `path`, for `idlegate
+/// status --connections` (a failure is logged: serving goes on without it).
+fn serve_listing(path: &std::path::Path, in_flight: &InFlight) -> Option<connections::Served> {
+    connections::Served::open(path, in_flight.clone())
+        .map_err(|e| {
+            tracing::warn!(
+                "no list of work for `idlegate status --connections`: {}: {e}",
+                connections::path_for(path).display()
+            )
+        })
+        .ok()
 }
 
 /// Serves the one connection systemd passed (`Accept=yes`) until it ends, or

@@ -15,6 +15,7 @@ use crate::net::{Listener, Peer, Stream};
 use crate::proxy;
 use crate::proxy::http::HttpProxy;
 use crate::proxy::udp::UdpForwarder;
+use crate::work::Unit;
 
 /// One socket and where its clients go.
 pub type Route = crate::activation::Route<Listener>;
@@ -157,7 +158,10 @@ pub fn serve_client(
     peer: Peer,
     shared: &ServeContext,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
-    let work = shared.in_flight.enter();
+    let work = shared.in_flight.enter_as(match forwarder {
+        Forwarder::Http(_) => Unit::HttpConnection { client: peer },
+        _ => Unit::Connection { client: peer },
+    });
     let forwarder = forwarder.clone();
     let proxy_header = upstream
         .as_ref()
@@ -179,6 +183,7 @@ pub fn serve_client(
                     proxy_header: proxy_header.as_deref(),
                     wake: &wake,
                     peer,
+                    traffic: work.traffic(),
                 };
                 if tcp.serve(client).instrument(span).await {
                     drop(work);

@@ -50,8 +50,8 @@ Resolves and validates the settings exactly as a start would, binding nothing, s
 \fBidlegate units\fR [\fB--user\fR] \fIFILE\fR
 Prints the units the generator writes for \fIFILE\fR, to read before trusting them.
 .TP
-\fBidlegate status\fR [\fB--state-file\fR \fIPATH\fR]
-Prints what a running idlegate is doing, from its state file (default \fB$RUNTIME_DIRECTORY/idlegate.state\fR). Exit 0 when it runs, 3 when it does not, 4 when the state file cannot be read.
+\fBidlegate status\fR [\fB--state-file\fR \fIPATH\fR] [\fB--connections\fR] [\fB--json\fR]
+Prints what a running idlegate is doing, from its state file (default \fB$RUNTIME_DIRECTORY/idlegate.state\fR). \fB--connections\fR adds every unit of work in flight (TCP connections, HTTP requests with method, Host and path, upgraded connections, UDP flows, inhibitors with their reason, a backend start), each with its client, age and bytes each way, asked of the running idlegate on the socket \fIPATH\fR.connections that it keeps beside the state file (mode 0600; a stopped idlegate has none, so asking never wakes it). \fB--json\fR prints the same as a JSON document. Exit 0 when it runs, 3 when it does not, 4 when the state file (or the list) cannot be read.
 .TP
 \fBidlegate inhibit\fR [\fB--state-file\fR \fIF\fR] [\fB--control\fR \fIPATH\fR] [\fB--why\fR \fITEXT\fR] \fB--\fR \fICMD\fR...
 Holds the service awake while CMD runs: connects to idlegate's control socket (a passed Unix socket named control; without \fB--control\fR, "control" beside the state file), which wakes a stopped idlegate, waits until the backend is ready, runs CMD and exits with its status; the hold ends when CMD ends or inhibit dies. Exit 1 when the service cannot be reached or its backend fails.

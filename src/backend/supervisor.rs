@@ -256,7 +256,7 @@ impl Supervisor {
                 None
             }
         };
-        self.starting = Some(self.in_flight.enter());
+        self.starting = Some(self.in_flight.enter_as(crate::work::Unit::BackendStart));
         self.set(BackendState::Starting);
         let probe = Probe {
             notify,

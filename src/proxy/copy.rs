@@ -17,6 +17,7 @@ use tokio::time::Instant;
 
 use crate::net::{ReadHalf, SocketRef, Stream, WriteHalf};
 use crate::sys;
+use crate::work::Traffic;
 
 /// The buffer of a direction in copy mode; a read that fills it means bulk.
 const BUFFER: usize = 16 * 1024;
@@ -69,20 +70,23 @@ impl Activity {
 
 /// Copies `a` to `b` and `b` to `a` until both directions reached
 /// end-of-file (each end-of-file is passed on as a write shutdown); returns
-/// the bytes moved each way. An error in either direction ends both, and so
+/// the bytes moved each way, and counts them into `traffic` as they move
+/// (`a` is the client). An error in either direction ends both, and so
 /// does `quiet_limit` without a byte either way (a [`Quiet`] error).
 pub async fn bidirectional(
     a: &mut Stream,
     b: &mut Stream,
     quiet_limit: Option<Duration>,
+    traffic: &Traffic,
 ) -> io::Result<(u64, u64)> {
     let (a_read, a_write) = a.split();
     let (b_read, b_write) = b.split();
     let activity = Activity::new(quiet_limit.is_some());
+    let (from_client, to_client) = (|n| traffic.from_client(n), |n| traffic.to_client(n));
     let copying = async {
         tokio::try_join!(
-            one_way(a_read, b_write, &activity),
-            one_way(b_read, a_write, &activity)
+            one_way(a_read, b_write, &activity, &from_client),
+            one_way(b_read, a_write, &activity, &to_client)
         )
     };
     match quiet_limit {
@@ -98,13 +102,14 @@ async fn one_way(
     mut from: ReadHalf<'_>,
     mut to: WriteHalf<'_>,
     activity: &Activity,
+    moved: &(dyn Fn(u64) + Sync),
 ) -> io::Result<u64> {
     let mut total = 0u64;
-    if copy(&mut from, &mut to, &mut total, true, activity).await? == Copied::All {
+    if copy(&mut from, &mut to, &mut total, true, activity, moved).await? == Copied::All {
         return Ok(total);
     }
     let Ok((pipe_out, pipe_in)) = sys::pipe(PIPE) else {
-        copy(&mut from, &mut to, &mut total, false, activity).await?;
+        copy(&mut from, &mut to, &mut total, false, activity, moved).await?;
         return Ok(total);
     };
     loop {
@@ -112,7 +117,7 @@ async fn one_way(
             Ok(n) => n,
             // The socket kind cannot splice: copy instead.
             Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
-                copy(&mut from, &mut to, &mut total, false, activity).await?;
+                copy(&mut from, &mut to, &mut total, false, activity, moved).await?;
                 return Ok(total);
             }
             Err(e) => return Err(e),
@@ -124,6 +129,7 @@ async fn one_way(
         activity.touch();
         drain(&pipe_out, to.socket(), n).await?;
         total += n as u64;
+        moved(n as u64);
     }
 }
 
@@ -146,6 +152,7 @@ async fn copy(
     total: &mut u64,
     until_bulk: bool,
     activity: &Activity,
+    moved: &(dyn Fn(u64) + Sync),
 ) -> io::Result<Copied> {
     loop {
         from.socket().ready(Interest::READABLE).await?;
@@ -162,6 +169,7 @@ async fn copy(
             to.write_all(&unsent).await?;
         }
         *total += n as u64;
+        moved(n as u64);
         if until_bulk && n == BUFFER {
             return Ok(Copied::UntilBulk);
         }
@@ -253,7 +261,9 @@ mod tests {
         );
         let copying = tokio::spawn(async move {
             let (mut a, mut b) = (Stream::Unix(client_side), Stream::Unix(upstream_side));
-            bidirectional(&mut a, &mut b, None).await
+            let traffic = Traffic::default();
+            let copied = bidirectional(&mut a, &mut b, None, &traffic).await;
+            (copied, traffic.totals())
         });
         client.write_all(b"hello").await.unwrap();
         // Only once the copy has read the message, so it meets the full
@@ -270,7 +280,8 @@ mod tests {
         assert_eq!(got.len(), expected.len(), "every byte arrived");
         assert!(got == expected, "the message came after the queued bytes");
         drop(upstream);
-        let (to_upstream, to_client) = copying.await.unwrap().unwrap();
-        assert_eq!((to_upstream, to_client), (5, 0));
+        let (copied, counted) = copying.await.unwrap();
+        assert_eq!(copied.unwrap(), (5, 0));
+        assert_eq!(counted, (5, 0), "counted as they moved");
     }
 }

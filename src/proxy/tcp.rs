@@ -26,6 +26,7 @@ use crate::address::Address;
 use crate::backend::Backend;
 use crate::backoff::Backoff;
 use crate::net::Stream;
+use crate::work::Traffic;
 
 /// The most client bytes kept for a replay; past it the connection is copied as is.
 pub const REPLAY_MAX: usize = 64 * 1024;
@@ -45,6 +46,8 @@ pub struct TcpClient<'a> {
     pub wake: &'a crate::wake::WakeGate,
     /// The client.
     pub peer: crate::net::Peer,
+    /// Where the bytes moved each way are counted, if anywhere.
+    pub traffic: Option<&'a Traffic>,
 }
 
 impl TcpClient<'_> {
@@ -65,6 +68,7 @@ async fn serve(client: Stream, c: TcpClient<'_>) -> bool {
         proxy_header,
         wake,
         peer,
+        traffic,
     } = c;
     if !backend.is_ready() && !wake.may_wake(peer) {
         wake.count_turned_away();
@@ -77,7 +81,17 @@ async fn serve(client: Stream, c: TcpClient<'_>) -> bool {
     if !backend.is_ready() {
         wake.waking(|| peer.to_string());
     }
-    forward(client, upstream, backend, quiet_limit, proxy_header).await;
+    let unlisted = Traffic::default();
+    let traffic = traffic.unwrap_or(&unlisted);
+    forward(
+        client,
+        upstream,
+        backend,
+        quiet_limit,
+        proxy_header,
+        traffic,
+    )
+    .await;
     true
 }
 
@@ -88,6 +102,7 @@ async fn forward(
     backend: &Backend,
     quiet_limit: Option<Duration>,
     proxy_header: Option<&[u8]>,
+    traffic: &Traffic,
 ) {
     let start_timeout = backend.start_timeout();
     let deadline = Instant::now() + start_timeout;
@@ -99,6 +114,7 @@ async fn forward(
                 deadline,
                 proxy_header,
                 quiet_limit,
+                traffic,
             };
             first.wait(&mut client, up).await
         }
@@ -108,7 +124,9 @@ async fn forward(
         Ok((mut up, true)) => {
             // The client already finished sending (and the upstream was told):
             // only the answer is left to copy.
-            let _ = tokio::io::copy(&mut up, &mut client).await;
+            if let Ok(n) = tokio::io::copy(&mut up, &mut client).await {
+                traffic.to_client(n);
+            }
             let _ = client.shutdown().await;
             return;
         }
@@ -124,7 +142,7 @@ async fn forward(
             return;
         }
     };
-    match super::copy::bidirectional(&mut client, &mut up, quiet_limit).await {
+    match super::copy::bidirectional(&mut client, &mut up, quiet_limit, traffic).await {
         Ok((sent, received)) => {
             tracing::debug!(
                 "done: after the first answer, {sent} bytes to {upstream} and {received} back"
@@ -176,6 +194,8 @@ struct FirstByte<'a> {
     /// `--connection-idle-timeout`: it applies here too, counted from the
     /// upstream connect and from each byte of the client's.
     quiet_limit: Option<Duration>,
+    /// Where the bytes moved are counted.
+    traffic: &'a Traffic,
 }
 
 impl FirstByte<'_> {
@@ -209,6 +229,7 @@ impl FirstByte<'_> {
                     }
                     Ok(n) => {
                         moved = Instant::now();
+                        self.traffic.from_client(n as u64);
                         if kept.len() + n > REPLAY_MAX {
                             // Too much to keep: no replay for this one, copy as is.
                             let _ = up.write_all(&buf[..n]).await;
@@ -221,6 +242,7 @@ impl FirstByte<'_> {
                 read = up.read(&mut first) => match read {
                     Ok(n) if n > 0 => {
                         self.backend.mark_answered();
+                        self.traffic.to_client(n as u64);
                         let _ = client.write_all(&first[..n]).await;
                         return Ok((up, client_done));
                     }

@@ -33,6 +33,7 @@ use crate::config::Timeouts;
 use crate::context::ServeContext;
 use crate::net;
 use crate::proxy::proxy_protocol;
+use crate::work::{Entry, Traffic, Unit};
 
 /// The most datagrams one flow queues while the backend is not taking them.
 pub const FLOW_QUEUE: usize = 1024;
@@ -77,6 +78,8 @@ struct FlowContext {
     /// that orders a flow's end against new datagrams.
     forwarder: Arc<UdpForwarder>,
     close: CancellationToken,
+    /// The flow's entry in the list of work: where its bytes are counted.
+    work: Option<Arc<Entry>>,
 }
 
 impl UdpForwarder {
@@ -168,7 +171,11 @@ impl UdpForwarder {
                 (true, Some(local)) => Some(proxy_protocol::datagram_header(client, local)),
                 _ => None,
             };
+            // The flow is work in flight, and an open connection for the
+            // drain, until it ends.
+            let work = shared.in_flight.enter_as(Unit::Flow { client });
             let context = FlowContext {
+                work: work.entry(),
                 client,
                 socket: socket.clone(),
                 upstream,
@@ -178,9 +185,7 @@ impl UdpForwarder {
                 forwarder: self.clone(),
                 close: shared.close.clone(),
             };
-            // The flow is work in flight, and an open connection for the
-            // drain, until it ends.
-            let guards = (shared.in_flight.enter(), shared.connections.enter(), slot);
+            let guards = (work, shared.connections.enter(), slot);
             let span = tracing::info_span!("flow", %client);
             tokio::spawn(async move {
                 run_flow(context, rx).instrument(span).await;
@@ -261,8 +266,9 @@ async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
                 match r {
                     Ok(_) => {
                         last = Instant::now();
-                        if let Err(e) = c.socket.send_to(&reply, c.client).await {
-                            tracing::debug!("reply to {}: {e}", c.client);
+                        match c.socket.send_to(&reply, c.client).await {
+                            Ok(n) => c.count(|t| t.to_client(n as u64)),
+                            Err(e) => tracing::debug!("reply to {}: {e}", c.client),
                         }
                     }
                     Err(e) => refused(&c, &e),
@@ -357,10 +363,20 @@ async fn forward(c: &FlowContext, up: &UdpSocket, framed: &mut Vec<u8>, d: &[u8]
         }
         None => up.send(d).await,
     };
-    if let Err(e) = sent {
-        refused(c, &e);
+    match sent {
+        Ok(_) => c.count(|t| t.from_client(d.len() as u64)),
+        Err(e) => refused(c, &e),
     }
     true
+}
+
+impl FlowContext {
+    /// Counts bytes into the flow's traffic, when it is listed.
+    fn count(&self, add: impl FnOnce(&Traffic)) {
+        if let Some(work) = &self.work {
+            add(&work.traffic);
+        }
+    }
 }
 
 /// An error on the upstream socket: a refusal (ICMP port unreachable) while

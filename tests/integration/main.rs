@@ -6,6 +6,7 @@ mod support;
 
 mod activation;
 mod backend_lifecycle;
+mod connections;
 mod containers;
 mod forwarding;
 mod http;

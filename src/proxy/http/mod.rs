@@ -32,6 +32,7 @@ use crate::backend::Backend;
 use crate::config::HttpSettings;
 use crate::net::{Peer, Stream};
 use crate::wake::{self, WakeGate, When};
+use crate::work::{RequestLine, Unit};
 
 mod answers;
 mod headers;
@@ -40,7 +41,8 @@ mod upstream;
 
 use answers::{classify, plain, rule_answer, status_for, waiting_page};
 use headers::{accepts_html, strip_hop_by_hop, wants_upgrade};
-pub use tracked::{RequestLog, Tracked};
+use tracked::CountedIo;
+pub use tracked::{Counted, RequestLog, Tracked};
 use upstream::{closed_before_answering, Resend};
 pub use upstream::{UpstreamConnection, UpstreamConnector};
 
@@ -59,7 +61,7 @@ pub type ProxyBody = Tracked<Either<Incoming, Full<Bytes>>>;
 
 /// The body of a request sent upstream: the client's, or none at all (a
 /// bodiless request, which can be sent again).
-pub type UpstreamBody = Either<Incoming, Empty<Bytes>>;
+pub type UpstreamBody = Either<Counted<Incoming>, Empty<Bytes>>;
 
 /// Forwards HTTP for one route: the server side for clients and a pooled
 /// client for the upstream.
@@ -250,7 +252,12 @@ impl HttpProxy {
         let mut log = RequestLog {
             // A request a rule matches is never work: a monitor's probe
             // keeps no backend up.
-            _in_flight: rule.is_none().then(|| self.in_flight.enter()),
+            _in_flight: rule.is_none().then(|| {
+                self.in_flight.enter_as(Unit::Request {
+                    client: peer,
+                    what: RequestLine::of(&req),
+                })
+            }),
             _on_connection: on_connection,
             upstream_turn: None,
             method: req.method().clone(),
@@ -282,7 +289,7 @@ impl HttpProxy {
             match self.wait_for_backend(&req, started).await {
                 Ok(()) => {}
                 Err(NotReady::WaitingPage) => {
-                    self.expect_reload(close);
+                    self.expect_reload(close, peer);
                     return self.local(waiting_page(), log);
                 }
                 Err(NotReady::Failed(resp)) => return self.local(resp, log),
@@ -313,13 +320,17 @@ impl HttpProxy {
         mut log: RequestLog,
     ) -> Response<ProxyBody> {
         let upgrade = wants_upgrade(&req);
-        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let client_upgrade = upgrade.then(|| (hyper::upgrade::on(&mut req), RequestLine::of(&req)));
         let is_connect = req.method() == Method::CONNECT;
         let req = self.upstream_request(req, peer, upgrade);
         let again = (!upgrade).then(|| Resend::of(&req)).flatten();
+        let counted = log.entry();
         let req = req.map(|body| match again {
             Some(_) => Either::Right(Empty::new()),
-            None => Either::Left(body),
+            None => Either::Left(Counted {
+                inner: body,
+                work: counted,
+            }),
         });
         let generation = self.backend.generation();
         let mut sent = self.client.request(req).await;
@@ -341,11 +352,13 @@ impl HttpProxy {
                 let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     || (is_connect && resp.status().is_success());
                 match client_upgrade {
-                    Some(client_upgrade) if switched => {
+                    Some((client_upgrade, what)) if switched => {
                         let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                        let work = self
+                            .in_flight
+                            .enter_as(Unit::Upgrade { client: peer, what });
                         tokio::spawn(
-                            tunnel(client_upgrade, upstream_upgrade, self.in_flight.enter())
-                                .in_current_span(),
+                            tunnel(client_upgrade, upstream_upgrade, work).in_current_span(),
                         );
                         strip_hop_by_hop(resp.headers_mut(), !is_connect);
                     }
@@ -393,8 +406,8 @@ impl HttpProxy {
 
     /// Counts a client that got the waiting page as work until its reload
     /// is due (a stop request ends that at once).
-    fn expect_reload(&self, close: CancellationToken) {
-        let expected = self.in_flight.enter();
+    fn expect_reload(&self, close: CancellationToken, client: Peer) {
+        let expected = self.in_flight.enter_as(Unit::WaitingPage { client });
         tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(WAITING_PAGE_HOLD) => {}
@@ -488,7 +501,11 @@ async fn tunnel(
             return;
         }
     };
-    let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+    let mut client = CountedIo {
+        io: TokioIo::new(client),
+        work: guard.entry(),
+    };
+    let mut upstream = TokioIo::new(upstream);
     if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
         tracing::debug!("upgraded connection ended: {e}");
     }
