@@ -57,7 +57,7 @@ Prints what a running idlegate is doing, from its state file (default \fB$RUNTIM
 Holds the service awake while CMD runs: connects to idlegate's control socket (a passed Unix socket named control; without \fB--control\fR, "control" beside the state file), which wakes a stopped idlegate, waits until the backend is ready, runs CMD and exits with its status; the hold ends when CMD ends or inhibit dies. Exit 1 when the service cannot be reached or its backend fails.
 .TP
 \fBidlegate generator\fR [\fB--user\fR] \fINORMAL_DIR\fR [\fIEARLY_DIR\fR \fILATE_DIR\fR]
-What systemd runs as /usr/lib/systemd/system-generators/idlegate (and user-generators/idlegate): every \fINAME\fR.toml in /etc/idlegate (for a user, ~/.config/idlegate) becomes \fINAME\fR.socket and \fINAME\fR.service. A bad file is logged in one line and skipped; the generator always exits 0.
+What systemd runs as /usr/lib/systemd/system-generators/idlegate (and user-generators/idlegate): every \fINAME\fR.toml in /etc/idlegate (for a user, ~/.config/idlegate) becomes \fINAME\fR.socket, \fINAME\fR-control.socket (the control socket, /run/idlegate/\fINAME\fR.control; for a user, %t/idlegate/\fINAME\fR.control) and \fINAME\fR.service. A bad file is logged in one line and skipped; the generator always exits 0.
 .SH "EXIT STATUS"
 .TP
 \fB0\fR
@@ -108,10 +108,10 @@ The unit that is the backend, e.g. a Quadlet container's app.service: idlegate's
 The user to run as (User=); default: a dynamic user (DynamicUser=yes).
 .TP
 \fBenable\fR
-true: the sockets listen from boot on (sockets.target.wants links, as Quadlet's [Install]). Default: false; start them with systemctl start \fINAME\fR.socket.
+true: the sockets listen from boot on (sockets.target.wants links, as Quadlet's [Install]). Default: false; start them with systemctl start \fINAME\fR.socket \fINAME\fR-control.socket.
 .TP
 \fBservice\fR, \fBsocket\fR
-Extra Key=value lines for [Service] (e.g. "StateDirectory=app", "MemoryDenyWriteExecute=no" for a JIT backend, "RestrictAddressFamilies=AF_NETLINK") and for each [Socket].
+Extra Key=value lines for [Service] (e.g. "StateDirectory=app", "MemoryDenyWriteExecute=no" for a JIT backend, "RestrictAddressFamilies=AF_NETLINK") and for each upstream's [Socket] (not the control socket's: change that with a drop-in, e.g. SocketGroup= and SocketMode=0660).
 .SH EXAMPLES
 A service behind idlegate, in one file, /etc/idlegate/tidings.toml:
 .PP

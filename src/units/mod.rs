@@ -1,7 +1,8 @@
 //! The systemd units for one config file, `/etc/idlegate/NAME.toml` (or
 //! `~/.config/idlegate/NAME.toml` for a user's manager): `NAME.socket` (one
-//! socket unit per named upstream), `NAME.service`, and a drop-in for the
-//! backend unit named in `[systemd]`. What [`generator`] writes at every
+//! socket unit per named upstream), `NAME-control.socket` (the control
+//! socket `idlegate inhibit` connects to), `NAME.service`, and a drop-in for
+//! the backend unit named in `[systemd]`. What [`generator`] writes at every
 //! `daemon-reload`, and what `idlegate units FILE` prints.
 //!
 //! The units are what `deploy/` teaches by hand: `Type=notify`,
@@ -62,6 +63,9 @@ pub enum UnitsError {
         /// The unit name it would make.
         unit: String,
     },
+    /// An upstream's socket has the control socket's name.
+    #[error("{}: an upstream's socket is named control, the name of the control socket (idlegate inhibit): name it otherwise", .0.display())]
+    ControlName(PathBuf),
     /// Nothing says where systemd listens.
     #[error("systemd.listen in {}: missing: say where systemd listens, one entry per upstream, e.g. [systemd] listen = [\"80\"]", .0.display())]
     NoListen(PathBuf),
@@ -117,7 +121,16 @@ pub fn for_file(path: &Path, scope: Scope, bin: &Path) -> Result<Units, UnitsErr
             text: plan.socket(s.fd_name.as_deref(), &s.listen),
         })
         .collect();
-    let socket_names: Vec<&str> = sockets.iter().map(|s| s.unit.as_str()).collect();
+    let control = format!("{name}-control.socket");
+    files.push(UnitFile {
+        path: control.clone(),
+        text: plan.control_socket(),
+    });
+    let socket_names: Vec<&str> = sockets
+        .iter()
+        .map(|s| s.unit.as_str())
+        .chain([control.as_str()])
+        .collect();
     files.push(UnitFile {
         path: format!("{name}.service"),
         text: plan.service(&socket_names),
@@ -164,6 +177,9 @@ fn socket_units(
         let listen = addresses.into_iter().map(|a| (a, datagram));
         if named {
             let fd_name = upstream.socket_name.clone();
+            if fd_name.as_deref() == Some(crate::activation::CONTROL_NAME) {
+                return Err(UnitsError::ControlName(path.to_owned()));
+            }
             let unit = if i == 0 {
                 format!("{name}.socket")
             } else {
@@ -233,7 +249,10 @@ mod tests {
         )
         .unwrap();
         let paths: Vec<&str> = units.files.iter().map(|f| f.path.as_str()).collect();
-        assert_eq!(paths, ["game.socket", "game.service"]);
+        assert_eq!(
+            paths,
+            ["game.socket", "game-control.socket", "game.service"]
+        );
         let socket = text(&units, "game.socket");
         let stream = socket.find("ListenStream=7000").unwrap();
         let datagram = socket.find("ListenDatagram=7001").unwrap();
@@ -325,6 +344,59 @@ mod tests {
             "{service}"
         );
         assert!(text(&units, "app.socket").contains("systemctl --user daemon-reload"));
-        assert_eq!(units.wanted, ["app.socket"]);
+        assert_eq!(units.wanted, ["app.socket", "app-control.socket"]);
+        // The user's runtime directory, beside the service's own in it.
+        let control = text(&units, "app-control.socket");
+        assert!(
+            control.contains("\nListenStream=%t/idlegate/app.control\n"),
+            "{control}"
+        );
+        assert!(control.contains("\nSocketMode=0600\n"), "{control}");
+    }
+
+    /// Every service gets a control socket, outside its runtime directory,
+    /// root's only, and its own: the upstreams' `[systemd] socket` lines are
+    /// not for it. (tests/integration/units.rs checks the units as a whole.)
+    #[test]
+    fn every_service_has_a_control_socket_of_its_own() {
+        let units = units_of(
+            "web.toml",
+            "[[upstream]]\nsocket = \"http\"\naddress = \"127.0.0.1:8080\"\n[[upstream]]\nsocket = \"https\"\naddress = \"127.0.0.1:8443\"\n[systemd]\nlisten = [\"80\", \"443\"]\nsocket = [\"Backlog=4096\"]\n",
+            Scope::System,
+        )
+        .unwrap();
+        let control = text(&units, "web-control.socket");
+        let socket_lines: Vec<&str> = control
+            .lines()
+            .skip_while(|l| *l != "[Socket]")
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+            .collect();
+        assert_eq!(
+            socket_lines,
+            [
+                "[Socket]",
+                "ListenStream=/run/idlegate/web.control",
+                "FileDescriptorName=control",
+                "Service=web.service",
+                "SocketMode=0600",
+            ]
+        );
+        assert!(text(&units, "web-https.socket").contains("\nBacklog=4096\n"));
+        assert!(text(&units, "web.service")
+            .contains("\nSockets=web.socket web-https.socket web-control.socket\n"));
+        assert!(units.wanted.is_empty(), "not enabled unless asked");
+    }
+
+    /// An upstream's socket named `control` would be taken for the control
+    /// socket (and its unit would be the control socket's).
+    #[test]
+    fn an_upstream_socket_may_not_be_named_control() {
+        let e = units_of(
+            "web.toml",
+            "[[upstream]]\nsocket = \"http\"\naddress = \"127.0.0.1:8080\"\n[[upstream]]\nsocket = \"control\"\naddress = \"127.0.0.1:8443\"\n[systemd]\nlisten = [\"80\", \"443\"]\n",
+            Scope::System,
+        )
+        .unwrap_err();
+        assert!(matches!(e, UnitsError::ControlName(_)), "{e}");
     }
 }

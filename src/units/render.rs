@@ -81,11 +81,55 @@ impl Plan<'_> {
 
     /// A socket unit with these addresses (`true`: a datagram socket).
     pub fn socket(&self, fd_name: Option<&str>, listen: &[(String, bool)]) -> String {
+        let what = fd_name.map(|n| format!(" ({n})")).unwrap_or_default();
+        let mut out = self.socket_unit(&format!("socket{what}"), fd_name, listen);
+        for line in &self.systemd.socket {
+            let _ = writeln!(out, "{line}");
+        }
+        out
+    }
+
+    /// The control socket unit (`idlegate inhibit`, [`crate::control`]):
+    /// root's only (a user's own, for a user's manager). It takes none of
+    /// `[systemd] socket`, whose lines are for the upstreams' sockets.
+    pub fn control_socket(&self) -> String {
+        let listen = [(self.control_path(), false)];
+        let mut out = self.socket_unit(
+            "control socket (idlegate inhibit)",
+            Some(crate::activation::CONTROL_NAME),
+            &listen,
+        );
+        let _ = match self.scope {
+            Scope::System => writeln!(
+                out,
+                "# Only root may connect, and so hold the service awake. To let a group in: `systemctl edit {}-control.socket`, [Socket] SocketGroup=GROUP and SocketMode=0660.",
+                self.name
+            ),
+            Scope::User => writeln!(
+                out,
+                "# Only this user may connect, and so hold the service awake."
+            ),
+        };
+        let _ = writeln!(out, "SocketMode=0600");
+        out
+    }
+
+    /// Where the control socket listens: beside the service's
+    /// `RuntimeDirectory=idlegate/NAME`, not in it, so that systemd's
+    /// chown and removal of that directory never touch it.
+    fn control_path(&self) -> String {
+        match self.scope {
+            Scope::System => format!("/run/idlegate/{}.control", self.name),
+            Scope::User => format!("%t/idlegate/{}.control", self.name),
+        }
+    }
+
+    /// A socket unit's `[Unit]` and `[Socket]` lines, up to `Service=`.
+    fn socket_unit(&self, what: &str, fd_name: Option<&str>, listen: &[(String, bool)]) -> String {
         let mut out = String::new();
         self.header(&mut out);
-        let what = fd_name.map(|n| format!(" ({n})")).unwrap_or_default();
         let _ = writeln!(out, "[Unit]");
-        let _ = writeln!(out, "Description=idlegate {}: socket{what}", self.name);
+        let _ = writeln!(out, "Description=idlegate {}: {what}", self.name);
         let _ = writeln!(out, "SourcePath={}", self.source.display());
         let _ = writeln!(out, "\n[Socket]");
         for (address, datagram) in listen {
@@ -96,9 +140,6 @@ impl Plan<'_> {
             let _ = writeln!(out, "FileDescriptorName={name}");
         }
         let _ = writeln!(out, "Service={}.service", self.name);
-        for line in &self.systemd.socket {
-            let _ = writeln!(out, "{line}");
-        }
         out
     }
 

@@ -306,7 +306,7 @@ exercise() {
   IN journalctl --no-pager -o cat -u tidings.service --after-cursor "$VARIANT_CURSOR" |
     grep -v -e '^$' | tee "$RUN/journal-$variant.txt" | sed 's/^/      | /' | tail -n 40
   local line
-  for line in 'socket-activated: fd [34] (http) -> 127.0.0.1:8080 (tcp)' 'socket-activated: fd [34] (https) -> 127.0.0.1:8443 (tcp)' \
+  for line in 'socket-activated: fd [345] (http) -> 127.0.0.1:8080 (tcp)' 'socket-activated: fd [345] (https) -> 127.0.0.1:8443 (tcp)' \
     'backend ready on 127.0.0.1:8080, 127.0.0.1:8443 after [0-9]*ms' "idle for $IDLE: stopping the backend and exiting" \
     'tidings.service: Deactivated successfully'; do
     [ "$(grep -c "$line" "$RUN/journal-$variant.txt")" -ge $((COLD_RUNS + 1)) ] ||
@@ -377,6 +377,76 @@ dns_query() {
     timeout 20 dd bs=512 count=1 status=none <&3 | od -An -tu1 | tr -s " \n" " " |
       awk "{ print \$(NF-3) \".\" \$(NF-2) \".\" \$(NF-1) \".\" \$NF }"' _ "$1") || fail "DNS query for $1 failed"
   LAST_MS=$(ms_since "$t")
+}
+
+# `idlegate inhibit` through tidings-control.socket ($1 = the idlegate binary,
+# $2.. = backend units): while the stack is stopped, it wakes idlegate, runs
+# its command once the backend answers, and holds the stack up past the idle
+# timeout while the command runs; the stack idles out once it ends. A second
+# inhibit, killed with SIGKILL, releases its hold with it.
+inhibit_holds() {
+  local bin=$1 control=/run/idlegate/tidings.control t pid rc main journal line
+  shift
+  local units=(tidings.service "$@") u hold=$((${IDLE%s} * 2 + 1))
+  wait_down "${units[@]}"
+  IN test -S "$control" || fail "no control socket at $control"
+  IN rm -f /run/e2e-backup.ran /run/e2e-backup.done /run/e2e-killed.ran
+  local cursor
+  cursor=$(IN journalctl -n 1 --show-cursor --no-pager -o cat | sed -n 's/^-- cursor: //p')
+  # The command proves the backend was ready before it ran (it asks Caddy
+  # directly), then runs until the test says so.
+  IN systemd-run --quiet --wait --collect --unit=e2e-backup "$bin" inhibit --control "$control" --why "e2e backup" -- \
+    sh -c 'curl -sf -o /dev/null http://127.0.0.1:8080/ && touch /run/e2e-backup.ran && until test -e /run/e2e-backup.done; do sleep 0.05; done' &
+  pid=$!
+  t=$(date +%s%N)
+  until IN test -e /run/e2e-backup.ran; do
+    kill -0 "$pid" 2>/dev/null || { wait "$pid" && rc=0 || rc=$?; fail "inhibit ended (status $rc) before its command ran"; }
+    [ "$(ms_since "$t")" -lt 30000 ] || fail "inhibit's command did not run within 30 s"
+    sleep 0.05
+  done
+  for u in "${units[@]}"; do is_active "$u" || fail "$u not active while inhibit's command runs"; done
+  ok "idlegate inhibit --control $control woke ${units[*]}; its command ran after the backend answered, $(ms_since "$t") ms after inhibit started"
+  t=$(date +%s%N)
+  while [ "$(ms_since "$t")" -lt $((hold * 1000)) ]; do
+    for u in "${units[@]}"; do is_active "$u" || fail "$u $(state "$u") $(ms_since "$t") ms into the hold (idle timeout $IDLE)"; done
+    sleep 0.2
+  done
+  ok "held: ${units[*]} active for ${hold} s while the command ran (idle timeout $IDLE)"
+  IN touch /run/e2e-backup.done
+  wait "$pid" && rc=0 || rc=$?
+  [ "$rc" = 0 ] || fail "idlegate inhibit exited with status $rc"
+  ok "the command ended; idlegate inhibit exited 0"
+  wait_inactive "${units[@]}"
+
+  # The second one dies by SIGKILL while its command runs: the kernel closes
+  # its socket, which releases the hold.
+  IN systemd-run --quiet --collect --unit=e2e-killed "$bin" inhibit --control "$control" --why "e2e killed" -- \
+    sh -c 'touch /run/e2e-killed.ran && exec sleep 600'
+  t=$(date +%s%N)
+  until IN test -e /run/e2e-killed.ran; do
+    [ "$(ms_since "$t")" -lt 30000 ] || fail "the second inhibit's command did not run within 30 s"
+    sleep 0.05
+  done
+  for u in "${units[@]}"; do is_active "$u" || fail "$u not active under the second inhibit"; done
+  main=$(IN systemctl show -P MainPID e2e-killed.service)
+  [ -n "$main" ] && [ "$main" != 0 ] || fail "no main pid for e2e-killed.service"
+  IN kill -KILL "$main"
+  t=$(date +%s%N)
+  until IN journalctl --no-pager -o cat -u tidings.service --after-cursor "$cursor" | grep -q 'inhibitor released: .*: e2e killed'; do
+    [ "$(ms_since "$t")" -lt 10000 ] || fail "no 'inhibitor released' in the journal 10 s after the SIGKILL"
+    sleep 0.05
+  done
+  ok "SIGKILL to idlegate inhibit (pid $main): idlegate released the hold $(ms_since "$t") ms later"
+  wait_inactive "${units[@]}"
+  IN systemctl stop e2e-killed.service 2>/dev/null || true
+
+  journal=$(IN journalctl --no-pager -o cat -u tidings.service --after-cursor "$cursor")
+  for line in 'inhibited by pid [0-9]* (uid [0-9]*): e2e backup' 'inhibitor released: pid [0-9]* (uid [0-9]*): e2e backup' \
+    'inhibited by pid [0-9]* (uid [0-9]*): e2e killed' 'inhibitor released: pid [0-9]* (uid [0-9]*): e2e killed'; do
+    printf '%s\n' "$journal" | grep -q "$line" || fail "journal: no '$line'"
+  done
+  printf '%s\n' "$journal" | grep -e 'inhibit' | sed 's/^/      | /'
+  ok "journal: inhibited by / inhibitor released for both"
 }
 
 variant_begin() { VARIANT_CURSOR=$(IN journalctl -n 1 --show-cursor --no-pager -o cat | sed -n 's/^-- cursor: //p'); [ -n "$VARIANT_CURSOR" ] || fail 'no journal cursor'; }
@@ -452,11 +522,13 @@ variant_begin
 run_readme tidings-install
 run_readme short-idle
 readme_block short-idle | grep "IDLEGATE_IDLE_TIMEOUT=$IDLE" >/dev/null || fail "the README's short-idle drop-in does not set $IDLE"
-verify_installed tidings.service tidings-backend.service
+verify_installed tidings-control.socket tidings.service tidings-backend.service
 
 step "deploy/tidings: cold activation, idle exit, re-activation"
 exercise tidings tidings-backend.service
 faults tidings yes
+step "deploy/tidings: idlegate inhibit through tidings-control.socket"
+inhibit_holds /usr/local/bin/idlegate tidings-backend.service
 
 step "floor: podman start of the same backend container until its port answers"
 # The container tidings-backend.container describes, by hand (tidings is idle now).
@@ -495,22 +567,28 @@ done
 IN test -d /etc/idlegate || fail "no /etc/idlegate"
 [ "$(IN dpkg -L idlegate | grep -c '/etc/systemd/\|\.wants/')" = 0 ] || fail "the package enables something"
 ok "installed: the binary, both generators, the manual, bash/zsh/fish completions, the examples, /etc/idlegate"
-for u in tidings.socket tidings-https.socket tidings.service; do
+for u in tidings.socket tidings-https.socket tidings-control.socket tidings.service; do
   path=$(IN systemctl show -P FragmentPath "$u")
   [ "$path" = "/run/systemd/generator/$u" ] || fail "$u comes from '$path', not the generator"
 done
-IN test -L /run/systemd/generator/sockets.target.wants/tidings.socket || fail "enable = true made no sockets.target.wants link"
+for u in tidings.socket tidings-control.socket; do
+  IN test -L "/run/systemd/generator/sockets.target.wants/$u" || fail "enable = true made no sockets.target.wants link for $u"
+done
+[ "$(IN systemctl show -P Listen tidings-control.socket)" = "/run/idlegate/tidings.control (Stream)" ] ||
+  fail "tidings-control.socket listens on '$(IN systemctl show -P Listen tidings-control.socket)'"
 IN systemctl show -P DropInPaths tidings-backend.service | grep -q 50-idlegate-tidings.conf ||
   fail "tidings-backend.service has no idlegate drop-in"
-ok "generated: tidings.socket, tidings-https.socket, tidings.service (+ sockets.target.wants), tidings-backend.service's drop-in"
+ok "generated: tidings.socket, tidings-https.socket, tidings-control.socket (/run/idlegate/tidings.control), tidings.service (+ sockets.target.wants), tidings-backend.service's drop-in"
 out=$(IN systemctl enable tidings.socket 2>&1) && info "systemctl enable tidings.socket: ok ($out)" ||
   info "systemctl enable tidings.socket refused, as for any generated unit: $(echo "$out" | head -n 1)"
 run_readme onefile-short-idle
-verify_installed tidings.service tidings-backend.service
+verify_installed tidings-control.socket tidings.service tidings-backend.service
 
 step "one file per service: cold activation, idle exit, re-activation"
 STATE_FILE=/run/idlegate/tidings/idlegate.state STATUS_BIN=/usr/bin/idlegate exercise onefile tidings-backend.service
 faults onefile yes
+step "one file per service: idlegate inhibit through the generated tidings-control.socket"
+inhibit_holds /usr/bin/idlegate tidings-backend.service
 
 step "one file per service: a bad file beside it is skipped, with one line"
 AS_ROOT "printf 'upstream = \"nowhere\"\n' >/etc/idlegate/broken.toml && systemctl daemon-reload"
@@ -547,6 +625,10 @@ else
   UIN start hello.socket
   fetch http://127.0.0.1:8096/ "Good tidings (user)"
   ok "systemctl --user: hello.socket (generated from ~tester/.config/idlegate/hello.toml) -> cold 'Good tidings (user)' in $LAST_MS ms"
+  IN test -S "/run/user/$uid/idlegate/hello.control" || fail "no user control socket at /run/user/$uid/idlegate/hello.control (%t/idlegate/hello.control)"
+  [ "$(IN stat -c '%U %a' "/run/user/$uid/idlegate/hello.control")" = "tester 600" ] ||
+    fail "the user control socket is $(IN stat -c '%U %a' "/run/user/$uid/idlegate/hello.control"), not tester's with mode 600"
+  ok "user: hello-control.socket listens on /run/user/$uid/idlegate/hello.control (tester's, mode 600)"
   status=$(IN runuser -u tester -- /usr/bin/idlegate status --state-file "/run/user/$uid/idlegate/hello/idlegate.state") ||
     fail "idlegate status (user): $status"
   t=$(date +%s%N)
@@ -556,24 +638,24 @@ else
   done
   IN pgrep -u tester -x caddy >/dev/null && fail "the user's caddy still runs after the idle exit"
   ok "user: idle exit in $(ms_since "$t") ms from the last check, caddy gone; idlegate status: $(echo "$status" | head -n 1)"
-  UIN stop hello.socket
+  UIN stop hello.socket hello-control.socket
 fi
 AS_ROOT 'loginctl disable-linger tester; rm -rf ~tester/.config/idlegate'
 
 step "one file per service: dpkg -r, daemon-reload: the units are gone"
 run_readme onefile-uninstall
-for u in tidings.socket tidings-https.socket tidings.service; do
+for u in tidings.socket tidings-https.socket tidings-control.socket tidings.service; do
   [ "$(IN systemctl show -P LoadState "$u")" = not-found ] || fail "$u still loaded after dpkg -r and daemon-reload"
 done
 IN test ! -e /run/systemd/generator/tidings.service || fail "the generated tidings.service is still there"
-ok "tidings.socket, tidings-https.socket, tidings.service: not-found"
+ok "tidings.socket, tidings-https.socket, tidings-control.socket, tidings.service: not-found"
 
 # ---------------------------------------------------------------------------
 step "deploy/process: install"
 variant_begin
 run_readme process-install
 run_readme short-idle
-verify_installed tidings.service
+verify_installed tidings-control.socket tidings.service
 
 step "deploy/process: cold activation, idle exit, re-activation"
 exercise process
@@ -590,9 +672,9 @@ step "deploy/dns: install (UDP: dnsmasq behind a ListenDatagram= socket)"
 variant_begin
 run_readme dns-install
 AS_ROOT "mkdir -p /etc/systemd/system/dns-on-demand.service.d && printf '[Service]\nEnvironment=IDLEGATE_IDLE_TIMEOUT=$IDLE\n' >/etc/systemd/system/dns-on-demand.service.d/idle.conf && systemctl daemon-reload"
-out=$(IN systemd-analyze verify /etc/systemd/system/dns-on-demand.socket /etc/systemd/system/dns-on-demand.service 2>&1) || { echo "$out" >&2; fail "systemd-analyze verify failed"; }
+out=$(IN systemd-analyze verify /etc/systemd/system/dns-on-demand.socket /etc/systemd/system/dns-on-demand-control.socket /etc/systemd/system/dns-on-demand.service 2>&1) || { echo "$out" >&2; fail "systemd-analyze verify failed"; }
 [ -z "$out" ] || { echo "$out" >&2; fail "systemd-analyze verify complained"; }
-ok "systemd-analyze verify (systemd 257, in the guest): dns-on-demand.socket dns-on-demand.service"
+ok "systemd-analyze verify (systemd 257, in the guest): dns-on-demand.socket dns-on-demand-control.socket dns-on-demand.service"
 
 step "deploy/dns: cold query, flow expiry and idle exit, re-activation"
 is_active dns-on-demand.service && fail "dns-on-demand.service active before the first query"
@@ -610,7 +692,7 @@ for i in 1 2; do
 done
 IN journalctl --no-pager -o cat -u dns-on-demand.service --after-cursor "$VARIANT_CURSOR" |
   grep -v -e '^$' | tee "$RUN/journal-dns.txt" | sed 's/^/      | /' | tail -n 30
-for line in 'socket-activated: fd 3 (dns) -> udp:127.0.0.1:5353 (udp)' 'backend ready on udp:127.0.0.1:5353 after [0-9]*ms' \
+for line in 'socket-activated: fd [34] (dns) -> udp:127.0.0.1:5353 (udp)' 'backend ready on udp:127.0.0.1:5353 after [0-9]*ms' \
   'dnsmasq\[[0-9]*\]: query\[A\] tidings.test from 127.0.0.1' "idle for $IDLE: stopping the backend and exiting"; do
   [ "$(grep -c "$line" "$RUN/journal-dns.txt")" -ge 2 ] || fail "journal: '$line' not seen in both activations"
 done

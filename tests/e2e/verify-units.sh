@@ -48,9 +48,9 @@ declare -A ONE_FILE=(
 # tidings-backend.container; here a stub stands in for it so the dependency
 # resolves.
 declare -A RECIPE=(
-  [tidings]="tidings/tidings.socket tidings/tidings-https.socket tidings/tidings.service stub:tidings-backend.service"
-  [process]="tidings/tidings.socket tidings/tidings-https.socket process/tidings.service"
-  [dns]="dns/dns-on-demand.socket dns/dns-on-demand.service"
+  [tidings]="tidings/tidings.socket tidings/tidings-https.socket tidings/tidings-control.socket tidings/tidings.service stub:tidings-backend.service"
+  [process]="tidings/tidings.socket tidings/tidings-https.socket tidings/tidings-control.socket process/tidings.service"
+  [dns]="dns/dns-on-demand.socket dns/dns-on-demand-control.socket dns/dns-on-demand.service"
 )
 
 failures=0

@@ -176,9 +176,11 @@ fn the_generator_writes_good_files_skips_bad_ones_and_exits_0() {
     assert_eq!(
         names,
         [
+            "sockets.target.wants/tidings-control.socket",
             "sockets.target.wants/tidings-https.socket",
             "sockets.target.wants/tidings.socket",
             "tidings-backend.service.d/50-idlegate-tidings.conf",
+            "tidings-control.socket",
             "tidings-https.socket",
             "tidings.service",
             "tidings.socket",
@@ -281,6 +283,7 @@ fn the_one_file_forms_match_the_hand_written_units() {
             &[
                 ("tidings.socket", "tidings/tidings.socket"),
                 ("tidings-https.socket", "tidings/tidings-https.socket"),
+                ("tidings-control.socket", "tidings/tidings-control.socket"),
                 ("tidings.service", "tidings/tidings.service"),
             ],
         ),
@@ -290,6 +293,7 @@ fn the_one_file_forms_match_the_hand_written_units() {
             &[
                 ("tidings.socket", "tidings/tidings.socket"),
                 ("tidings-https.socket", "tidings/tidings-https.socket"),
+                ("tidings-control.socket", "tidings/tidings-control.socket"),
                 ("tidings.service", "process/tidings.service"),
             ],
         ),
@@ -298,6 +302,10 @@ fn the_one_file_forms_match_the_hand_written_units() {
             "dns-on-demand.toml",
             &[
                 ("dns-on-demand.socket", "dns/dns-on-demand.socket"),
+                (
+                    "dns-on-demand-control.socket",
+                    "dns/dns-on-demand-control.socket",
+                ),
                 ("dns-on-demand.service", "dns/dns-on-demand.service"),
             ],
         ),
@@ -333,6 +341,58 @@ fn the_one_file_forms_match_the_hand_written_units() {
         assert!(
             container.contains(line),
             "{line} is not in tidings-backend.container"
+        );
+    }
+}
+
+/// Every generated service has a control socket (`idlegate inhibit`):
+/// `NAME-control.socket`, a Unix socket named `control` beside the runtime
+/// directory (in the user's `%t` for a user's manager), root's or the
+/// user's only, among the service's sockets, and linked with `enable`.
+#[test]
+fn the_generated_units_have_a_control_socket() {
+    let tidings = std::fs::read_to_string(repo().join("deploy/tidings/tidings.toml")).unwrap();
+    let dir = config_dir_with(&[("tidings.toml", &tidings)]);
+    let file = dir.path().join("etc/tidings.toml");
+    for (scope, path) in [
+        ("--system", "/run/idlegate/tidings.control"),
+        ("--user", "%t/idlegate/tidings.control"),
+    ] {
+        let (code, printed, stderr) =
+            run_idlegate_output(&["units", scope, file.to_str().unwrap()], &[]);
+        assert_eq!(code, Some(0), "{scope}: {stderr}");
+        let unit = |name: &str| -> BTreeSet<String> {
+            let start = printed
+                .find(&format!("# {name}\n"))
+                .unwrap_or_else(|| panic!("{scope}: no {name}:\n{printed}"));
+            let text = &printed[start..];
+            // Each file is printed as "# NAME\nTEXT\n", TEXT ending in a newline.
+            let end = text.find("\n\n# ").map_or(text.len(), |e| e + 1);
+            directives(&text[..end])
+        };
+        let control = unit("tidings-control.socket");
+        let want: BTreeSet<String> = [
+            format!("[Socket] ListenStream={path}"),
+            "[Socket] FileDescriptorName=control".to_owned(),
+            "[Socket] Service=tidings.service".to_owned(),
+            "[Socket] SocketMode=0600".to_owned(),
+        ]
+        .into();
+        assert_eq!(control, want, "{scope}");
+        let service = unit("tidings.service");
+        let sockets = "tidings.socket tidings-https.socket tidings-control.socket";
+        for line in [
+            format!("[Unit] Requires={sockets}"),
+            format!("[Unit] After={sockets}"),
+            format!("[Service] Sockets={sockets}"),
+        ] {
+            assert!(service.contains(&line), "{scope}: {line} in {service:?}");
+        }
+        assert!(
+            printed.contains(
+                "# sockets.target.wants/tidings-control.socket -> ../tidings-control.socket\n"
+            ),
+            "{scope}: enable = true links the control socket too"
         );
     }
 }
