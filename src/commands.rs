@@ -145,7 +145,8 @@ pub fn status(args: &[OsString]) -> u8 {
 /// `idlegate inhibit [--state-file F] [--control PATH] [--why TEXT] -- CMD…`:
 /// holds the service awake while CMD runs (see [`crate::control`]). The
 /// control socket is PATH, else `control` beside the state file (F, else
-/// `$RUNTIME_DIRECTORY/idlegate.state`). Connecting wakes a stopped idlegate;
+/// `$RUNTIME_DIRECTORY/idlegate.state`), else `DIR.control` beside the state
+/// file's directory DIR, where the generated units put it. Connecting wakes a stopped idlegate;
 /// CMD runs once the backend is ready, and `inhibit` exits with its status.
 pub fn inhibit(args: &[OsString]) -> u8 {
     let Some(split) = args.iter().position(|a| a == "--") else {
@@ -174,12 +175,10 @@ pub fn inhibit(args: &[OsString]) -> u8 {
     let state = state
         .map(PathBuf::from)
         .or_else(|| Config::default_state_file(|k| std::env::var_os(k)));
-    let Some(socket) = control.map(PathBuf::from).or_else(|| {
-        state
-            .as_deref()
-            .and_then(Path::parent)
-            .map(|d| d.join("control"))
-    }) else {
+    let Some(socket) = control
+        .map(PathBuf::from)
+        .or_else(|| state.as_deref().and_then(control_beside))
+    else {
         return fail(
             USAGE,
             &"inhibit: give --control PATH or --state-file F (the control socket is beside it)",
@@ -195,6 +194,22 @@ pub fn inhibit(args: &[OsString]) -> u8 {
                 .join(" ")
         });
     crate::inhibit::run(&socket, &why, command)
+}
+
+/// The control socket of the state file `state`: `control` beside it, or
+/// else, as the generated units have it, `DIR.control` beside its directory
+/// (`/run/idlegate/NAME.control` for `/run/idlegate/NAME/idlegate.state`).
+fn control_beside(state: &Path) -> Option<PathBuf> {
+    let dir = state.parent().filter(|d| !d.as_os_str().is_empty())?;
+    let beside = dir.join("control");
+    let mut generated = dir.as_os_str().to_owned();
+    generated.push(".control");
+    let generated = PathBuf::from(generated);
+    Some(if !beside.exists() && generated.exists() {
+        generated
+    } else {
+        beside
+    })
 }
 
 /// `idlegate check [--config FILE] [FLAGS…] [-- COMMAND…]`: validates the

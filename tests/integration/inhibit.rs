@@ -103,6 +103,32 @@ fn inhibit_runs_its_command_once_ready_and_returns_its_status() {
     act.wait_exit_0(1, PATIENCE);
 }
 
+/// Without `--control`, the state file finds the control socket where the
+/// generated units put it: `/run/idlegate/NAME.control` beside the
+/// directory `/run/idlegate/NAME` of the state file.
+#[test]
+fn inhibit_finds_the_generated_units_control_socket_from_the_state_file() {
+    let dir = tempdir();
+    let control = dir.path().join("tidings.control");
+    std::fs::create_dir(dir.path().join("tidings")).unwrap();
+    let state = dir.path().join("tidings/idlegate.state");
+    let (act, pid_file) = service(&control);
+    let check = format!("test -e {} && exit 5", pid_file.display());
+    let out = Command::new(idlegate_bin())
+        .args(["inhibit", "--state-file", state.to_str().unwrap()])
+        .args(["--", "sh", "-c", &check])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    act.wait_exit_0(1, PATIENCE);
+}
+
 #[test]
 fn inhibit_errors() {
     let (code, err) = run_idlegate(&["inhibit", "sleep", "1"], &[]);
