@@ -80,9 +80,12 @@ pub struct Cli {
     pub proxy_protocol: Option<String>,
 
     /// HTTP mode: answer a browser that waited over a second for a cold
-    /// backend with a 503 "starting" page that refreshes itself.
-    #[arg(long)]
-    pub waiting_page: bool,
+    /// backend with a 503 "starting" page that shows the start's progress
+    /// and lands on the content once it is up; =FILE: your own page, a
+    /// template with {{service}}, {{waited}}, {{progress}}, {{retry_after}},
+    /// {{events}} and {{script}}.
+    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true)]
+    pub waiting_page: Option<Option<std::path::PathBuf>>,
 
     /// HTTP mode: do not add X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host.
     #[arg(long)]

@@ -166,6 +166,8 @@ pub struct Backend {
     status: watch::Receiver<Option<Arc<str>>>,
     /// Whether the backend is external (idlegate only waits for it).
     external: Arc<AtomicBool>,
+    /// What the start in progress waits for (a container's health, the probe's step).
+    progress: progress::Progress,
 }
 
 impl std::fmt::Debug for Request {
@@ -211,6 +213,7 @@ impl Backend {
             in_flight,
             status_tx,
         );
+        let progress = supervisor.progress();
         tokio::spawn(supervisor.run());
         Backend {
             answered,
@@ -220,6 +223,7 @@ impl Backend {
             generation,
             status,
             external,
+            progress,
         }
     }
 
@@ -295,6 +299,12 @@ impl Backend {
     /// (`STATUS=` sent to `--ready-notify`'s socket), `None` otherwise.
     pub fn subscribe_status(&self) -> watch::Receiver<Option<Arc<str>>> {
         self.status.clone()
+    }
+
+    /// What the start in progress waits for beyond a plain connection, when
+    /// idlegate knows (`container web is not healthy (health: starting)`).
+    pub fn waiting_for(&self) -> Option<String> {
+        self.progress.lock().expect("progress lock").clone()
     }
 
     /// Waits until the backend is ready, starting it if needed, until `deadline`.

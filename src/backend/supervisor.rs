@@ -62,6 +62,11 @@ impl Supervisor {
             status,
         }
     }
+
+    /// What the start in progress waits for, shared with the handles.
+    pub(super) fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
 }
 
 /// The start in progress: start hook (if any), then readiness, under a deadline.

@@ -75,7 +75,7 @@ pub(super) struct FileConfig {
     pub(super) upstream: Option<Upstreams>,
     pub(super) mode: Option<String>,
     pub(super) proxy_protocol: Option<String>,
-    pub(super) waiting_page: Option<bool>,
+    pub(super) waiting_page: Option<WaitingPageKey>,
     pub(super) forwarded_headers: Option<bool>,
     pub(super) header_read_timeout: Option<RawDuration>,
     pub(super) listen: Option<OneOrMany>,
@@ -162,4 +162,14 @@ pub(super) fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigEr
             message,
         }
     })
+}
+
+/// `waiting-page`: `true` for the built-in page, or the path of a template.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum WaitingPageKey {
+    /// On (the built-in page) or off.
+    Switch(bool),
+    /// The user's page.
+    Template(std::path::PathBuf),
 }

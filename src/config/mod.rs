@@ -44,6 +44,9 @@ pub use crate::address::Mode;
 pub struct HttpSettings {
     /// Answer HTML clients that waited this long with a "starting" page; `None` = never.
     pub waiting_page: Option<Duration>,
+    /// The user's waiting page (`--waiting-page FILE`), read at start; the
+    /// built-in page when `None`.
+    pub waiting_page_template: Option<std::sync::Arc<str>>,
     /// Add `X-Forwarded-For`, `-Proto` and `-Host`.
     pub forwarded_headers: bool,
     /// How long a client may take to send a request's headers.
@@ -502,6 +505,60 @@ mod tests {
         assert_eq!(c.sockets.connections_max, 7);
         assert_eq!(c.sockets.upstreams[0].address.to_string(), "127.0.0.1:9");
         assert_eq!(c.backend.run, Run::Command(args(&["app", "--port", "9"])));
+    }
+
+    #[test]
+    fn waiting_page_bare_or_with_a_template() {
+        for words in [
+            &["--waiting-page", "127.0.0.1:9", "--", "app"][..],
+            &["--waiting-page", "--upstream", "127.0.0.1:9"],
+            &["--upstream", "127.0.0.1:9", "--waiting-page", "--", "app"],
+        ] {
+            let c = Config::from_cli(cli(words)).unwrap();
+            assert!(c.http.waiting_page.is_some(), "{words:?}");
+            assert_eq!(c.http.waiting_page_template, None, "{words:?}");
+            assert_eq!(c.sockets.upstreams[0].address.to_string(), "127.0.0.1:9");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let page = dir.path().join("page.html");
+        std::fs::write(&page, "<p>{{progress}}</p>").unwrap();
+        let flag = format!("--waiting-page={}", page.display());
+        let c = Config::from_cli(cli(&[&flag, "127.0.0.1:9"])).unwrap();
+        assert!(c.http.waiting_page.is_some());
+        assert_eq!(
+            c.http.waiting_page_template.as_deref(),
+            Some("<p>{{progress}}</p>")
+        );
+
+        let missing = dir.path().join("missing.html");
+        let flag = format!("--waiting-page={}", missing.display());
+        let e = Config::from_cli(cli(&[&flag, "127.0.0.1:9"]))
+            .unwrap_err()
+            .to_string();
+        assert!(e.starts_with("--waiting-page: invalid value"), "{e}");
+        assert!(e.contains("missing.html") && !e.contains('\n'), "{e}");
+
+        let conf = dir.path().join("c.toml");
+        let key = format!(
+            "upstream = \"127.0.0.1:9\"\nwaiting-page = {:?}\n",
+            page.display().to_string()
+        );
+        std::fs::write(&conf, key).unwrap();
+        let c = Config::from_file(&conf).unwrap();
+        assert_eq!(
+            c.http.waiting_page_template.as_deref(),
+            Some("<p>{{progress}}</p>")
+        );
+        std::fs::write(
+            &conf,
+            "upstream = \"127.0.0.1:9\"\nwaiting-page = \"/nope/x.html\"\n",
+        )
+        .unwrap();
+        let e = Config::from_file(&conf).unwrap_err().to_string();
+        assert!(e.starts_with("waiting-page in "), "{e}");
+        std::fs::write(&conf, "upstream = \"127.0.0.1:9\"\nwaiting-page = true\n").unwrap();
+        let c = Config::from_file(&conf).unwrap();
+        assert!(c.http.waiting_page.is_some() && c.http.waiting_page_template.is_none());
     }
 
     #[test]

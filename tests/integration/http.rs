@@ -308,6 +308,118 @@ fn the_waiting_page_is_for_html_clients_after_the_threshold_only() {
     assert_eq!(page.status, 200);
 }
 
+/// The waiting page says when to come back (`Retry-After`, a refresh for
+/// browsers without scripts), and its event stream, answered by idlegate
+/// itself, tells the progress every second and then `ready`: the content
+/// is there.
+#[test]
+fn the_waiting_page_event_stream_tells_progress_then_ready() {
+    let act = Fixture::http()
+        .extra(&["--waiting-page"])
+        .backend(&["--delay-ms", "4000"])
+        .start();
+    let addr = act.tcp_addrs[0];
+    let page = get(
+        addr,
+        "/",
+        &[("Accept", "text/html"), ("Host", "photos.lan")],
+    )
+    .unwrap();
+    assert_eq!(page.status, 503, "{page:?}");
+    assert_eq!(page.header("retry-after"), Some("2"));
+    assert_eq!(page.header("cache-control"), Some("no-store"));
+    let html = page.text();
+    assert!(
+        html.contains(r#"<noscript><meta http-equiv="refresh" content="2"></noscript>"#),
+        "{html}"
+    );
+    assert!(html.contains("Starting photos.lan"), "{html}");
+    assert!(html.contains("/.idlegate/events"), "{html}");
+    // The stream ends when the backend is ready.
+    let events = get(
+        addr,
+        "/.idlegate/events",
+        &[("Accept", "text/event-stream")],
+    )
+    .unwrap();
+    assert_eq!(events.status, 200, "{events:?}");
+    assert_eq!(events.header("content-type"), Some("text/event-stream"));
+    let text = events.text();
+    assert!(
+        text.contains("event: progress\ndata: {\"progress\":\"starting"),
+        "{text}"
+    );
+    assert!(text.matches("event: progress").count() >= 2, "{text}");
+    assert!(
+        text.trim_end().ends_with("}") && text.contains("event: ready"),
+        "{text}"
+    );
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: ready"), "{text}");
+    let content = get(addr, "/", &[("Accept", "text/html")]).unwrap();
+    assert_eq!((content.status, content.text().as_str()), (200, "hello\n"));
+    // Once ready, the path is the backend's.
+    let passed = get(addr, "/.idlegate/events", &[]).unwrap();
+    assert_eq!(passed.status, 404, "{passed:?}");
+}
+
+/// A start that fails ends the event stream with `failed` and the reason.
+#[test]
+fn the_waiting_page_event_stream_tells_a_failed_start_and_why() {
+    let act = Fixture::http()
+        .extra(&["--waiting-page", "--start-timeout", "3s"])
+        .backend(&["--delay-ms", "60000"])
+        .start();
+    let addr = act.tcp_addrs[0];
+    let page = get(addr, "/", &[("Accept", "text/html")]).unwrap();
+    assert_eq!(page.status, 503, "{page:?}");
+    let events = get(
+        addr,
+        "/.idlegate/events",
+        &[("Accept", "text/event-stream")],
+    )
+    .unwrap();
+    let text = events.text();
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    assert!(last.starts_with("event: failed"), "{text}");
+    assert!(
+        last.contains("failed: not ready within the start timeout (3s)"),
+        "{text}"
+    );
+}
+
+/// `--waiting-page=FILE`: the user's page, its placeholders filled, every
+/// value HTML-escaped.
+#[test]
+fn a_waiting_page_template_is_filled_and_escaped() {
+    let fixture = Fixture::http().backend(&["--delay-ms", "3000"]);
+    let template = fixture.file("page.html");
+    std::fs::write(
+        &template,
+        "<h1>{{service}}</h1><p>{{progress}}</p><i>{{retry_after}} {{events}} {{nope}}</i>{{script}}",
+    )
+    .unwrap();
+    let flag = format!("--waiting-page={}", template.display());
+    let act = fixture.extra(&[&flag]).start();
+    let page = get(
+        act.tcp_addrs[0],
+        "/",
+        &[("Accept", "text/html"), ("Host", "a<b>\"c")],
+    )
+    .unwrap();
+    assert_eq!(page.status, 503, "{page:?}");
+    let html = page.text();
+    assert!(
+        html.starts_with("<h1>a&lt;b&gt;&quot;c</h1><p>starting"),
+        "{html}"
+    );
+    assert!(
+        html.contains("</p><i>2 /.idlegate/events {{nope}}</i><script>"),
+        "{html}"
+    );
+    assert!(html.contains("new EventSource"), "{html}");
+}
+
 /// With an idle timeout shorter than the backend's start, a browser that got
 /// the waiting page and reloads it as the page says reaches the content: the
 /// start it asked for finishes before any idle exit.

@@ -71,6 +71,11 @@ fn check_of_a_bad_setting_prints_the_line_a_start_prints_with_status_2() {
         &[
             "--upstream",
             "127.0.0.1:1",
+            "--waiting-page=/nonexistent/page.html",
+        ],
+        &[
+            "--upstream",
+            "127.0.0.1:1",
             "--unit",
             "a.service",
             "--",

@@ -7,7 +7,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use super::file::{FileConfig, RawDuration};
+use super::file::{FileConfig, RawDuration, WaitingPageKey};
 use super::*;
 use crate::address::{Address, Names};
 use crate::cli::Cli;
@@ -257,11 +257,33 @@ pub(super) fn http(
         ),
         DEFAULT_HEADER_READ_TIMEOUT,
     )?;
-    let waiting_page = cli.waiting_page || file.waiting_page.take().unwrap_or(false);
+    let waiting_page = pick(
+        cli.waiting_page.take().map(|file| match file {
+            Some(template) => WaitingPageKey::Template(template),
+            None => WaitingPageKey::Switch(true),
+        }),
+        "--waiting-page",
+        file.waiting_page.take(),
+        "waiting-page",
+        path,
+    );
+    let (waiting_page, waiting_page_template) = match waiting_page {
+        None | Some((WaitingPageKey::Switch(false), _)) => (false, None),
+        Some((WaitingPageKey::Switch(true), _)) => (true, None),
+        Some((WaitingPageKey::Template(template), origin)) => {
+            let text = std::fs::read_to_string(&template).map_err(|e| ConfigError::Invalid {
+                origin,
+                value: template.display().to_string(),
+                reason: format!("cannot read the page template: {e}"),
+            })?;
+            (true, Some(text.into()))
+        }
+    };
     let forwarded_headers =
         !cli.no_forwarded_headers && file.forwarded_headers.take().unwrap_or(true);
     let http = HttpSettings {
         waiting_page: waiting_page.then_some(WAITING_PAGE_AFTER),
+        waiting_page_template,
         forwarded_headers,
         header_read_timeout,
         max_header_bytes: MAX_HEADER_BYTES,

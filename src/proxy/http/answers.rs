@@ -1,5 +1,5 @@
-//! The answers idlegate gives itself: a failure's status and text, the
-//! waiting page.
+//! The answers idlegate gives itself: a failure's status and text, an
+//! `[[answer]]` rule's.
 
 use std::error::Error as _;
 
@@ -8,7 +8,6 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-use super::WAITING_PAGE_RETRY_SECS;
 use crate::backend::BackendError;
 use crate::proxy::ConnectError;
 
@@ -74,26 +73,5 @@ pub(super) fn rule_answer(rule: &crate::wake::AnswerRule) -> Response<Full<Bytes
         resp.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     }
-    resp
-}
-
-pub(super) fn waiting_page() -> Response<Full<Bytes>> {
-    let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><meta http-equiv=\"refresh\" content=\"{WAITING_PAGE_RETRY_SECS}\">\
-         <title>Starting…</title></head><body style=\"font-family:sans-serif;text-align:center;margin-top:20vh\">\
-         <h1>Starting…</h1><p>The service is waking up. This page reloads by itself.</p></body></html>\n"
-    );
-    let mut resp = Response::new(Full::new(Bytes::from(html)));
-    *resp.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
-    let h = resp.headers_mut();
-    h.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/html; charset=utf-8"),
-    );
-    h.insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(WAITING_PAGE_RETRY_SECS),
-    );
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
 }

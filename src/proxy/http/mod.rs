@@ -38,26 +38,26 @@ mod answers;
 mod headers;
 mod tracked;
 mod upstream;
+mod waiting;
 
-use answers::{classify, plain, rule_answer, status_for, waiting_page};
+use answers::{classify, plain, rule_answer, status_for};
 use headers::{accepts_html, strip_hop_by_hop, wants_upgrade};
 use tracked::CountedIo;
 pub use tracked::{Counted, RequestLog, Tracked};
 use upstream::{closed_before_answering, Resend};
 pub use upstream::{UpstreamConnection, UpstreamConnector};
+pub use waiting::EventStream;
 
 /// How long an idle pooled connection to the upstream is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// `Retry-After` of the waiting page, in seconds: the page reloads itself
-/// after this long.
-pub(super) const WAITING_PAGE_RETRY_SECS: u64 = 2;
 /// How long a client that got the waiting page counts as work: it is
-/// expected back with its reload, and must not find idlegate gone (and the
-/// backend it woke stopped) when it comes.
-const WAITING_PAGE_HOLD: Duration = Duration::from_secs(WAITING_PAGE_RETRY_SECS + 2);
+/// expected back with its event stream or its reload, and must not find
+/// idlegate gone (and the backend it woke stopped) when it comes.
+const WAITING_PAGE_HOLD: Duration = Duration::from_secs(waiting::RELOAD_SECS + 2);
 
-/// The body of every response idlegate sends: the upstream's, or its own.
-pub type ProxyBody = Tracked<Either<Incoming, Full<Bytes>>>;
+/// The body of every response idlegate sends: the upstream's, or its own
+/// (an answer, or the waiting page's event stream).
+pub type ProxyBody = Tracked<Either<Incoming, Either<Full<Bytes>, EventStream>>>;
 
 /// The body of a request sent upstream: the client's, or none at all (a
 /// bodiless request, which can be sent again).
@@ -81,6 +81,8 @@ pub struct HttpProxy {
     upstream: Address,
     /// The answer rules.
     wake: Arc<WakeGate>,
+    /// Since when clients wait for the current start, for the waiting page.
+    waiting_since: waiting::WaitClock,
 }
 
 impl std::fmt::Debug for HttpProxy {
@@ -145,6 +147,7 @@ impl HttpProxy {
             settings,
             authority,
             wake,
+            waiting_since: waiting::WaitClock::default(),
         })
     }
 
@@ -284,13 +287,16 @@ impl HttpProxy {
             }
         }
         if !self.backend.is_ready() {
+            if self.settings.waiting_page.is_some() && req.uri().path() == waiting::EVENTS_PATH {
+                return self.waiting_events(started, close, log);
+            }
             self.wake
                 .waking(|| format!("{peer}: {} {}", log.method, log.path));
             match self.wait_for_backend(&req, started).await {
                 Ok(()) => {}
                 Err(NotReady::WaitingPage) => {
                     self.expect_reload(close, peer);
-                    return self.local(waiting_page(), log);
+                    return self.local(self.waiting_page(&req, started), log);
                 }
                 Err(NotReady::Failed(resp)) => return self.local(resp, log),
             }
@@ -417,10 +423,44 @@ impl HttpProxy {
         });
     }
 
+    /// The waiting page for `req`, which arrived at `arrived`.
+    fn waiting_page(&self, req: &Request<Incoming>, arrived: Instant) -> Response<Full<Bytes>> {
+        let since = self.waiting_since.since(self.backend.generation(), arrived);
+        let service = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri().host())
+            .unwrap_or("the service");
+        waiting::page(
+            self.settings.waiting_page_template.as_deref(),
+            service,
+            since.elapsed(),
+            &waiting::progress(&self.backend),
+        )
+    }
+
+    /// The waiting page's event stream, answered here while the backend is
+    /// not ready; the request is work until the stream ends.
+    fn waiting_events(
+        &self,
+        arrived: Instant,
+        close: CancellationToken,
+        mut log: RequestLog,
+    ) -> Response<ProxyBody> {
+        let since = self.waiting_since.since(self.backend.generation(), arrived);
+        let resp = waiting::events(self.backend.clone(), since, close);
+        log.status = resp.status().as_u16();
+        resp.map(|body| Tracked {
+            inner: Either::Right(Either::Right(body)),
+            log: Some(log),
+        })
+    }
+
     fn local(&self, resp: Response<Full<Bytes>>, mut log: RequestLog) -> Response<ProxyBody> {
         log.status = resp.status().as_u16();
         resp.map(|body| Tracked {
-            inner: Either::Right(body),
+            inner: Either::Right(Either::Left(body)),
             log: Some(log),
         })
     }
