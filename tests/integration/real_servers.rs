@@ -144,6 +144,55 @@ fn a_browser_staying_on_a_page_lets_http_mode_exit() {
     );
 }
 
+/// A headless Chromium asks a cold backend for a page with
+/// `--waiting-page`: it gets the waiting page, whose event stream puts the
+/// start's progress and the time waited in its title, then lands on the
+/// content by itself, with no 503 left.
+#[test]
+fn a_browser_on_the_waiting_page_sees_progress_then_lands_on_the_content() {
+    let act = Fixture::http()
+        .extra(&["--waiting-page"])
+        .backend(&["--delay-ms", "4000"])
+        .start();
+    let url = format!("http://{}/", act.tcp_addrs[0]);
+    let browser = Browser::open(&url, act.dir.path());
+    let mut titles: Vec<String> = Vec::new();
+    let note = |titles: &mut Vec<String>| match browser.title() {
+        Some(t) if titles.last() != Some(&t) => titles.push(t),
+        _ => {}
+    };
+    // The event stream's progress reached the page (its script sets the title).
+    wait_until("the progress in the page's title", PATIENCE * 2, || {
+        note(&mut titles);
+        titles
+            .iter()
+            .any(|t| t.starts_with("starting") && t.ends_with(" s)"))
+    });
+    // Then the page reloads onto the content by itself.
+    wait_until("the browser on the content", PATIENCE * 2, || {
+        note(&mut titles);
+        act.log().contains("GET / 200")
+            && titles
+                .last()
+                .is_some_and(|t| !t.contains("tarting") && !t.is_empty())
+    });
+    let log = act.log();
+    assert!(
+        log.contains("GET / 503"),
+        "the waiting page was served: {log}"
+    );
+    assert!(
+        log.contains("GET /.idlegate/events 200"),
+        "the event stream was served and ended: {log}"
+    );
+    let last_page = log
+        .lines()
+        .rfind(|l| l.contains("GET / "))
+        .unwrap_or_default();
+    assert!(last_page.contains("GET / 200"), "{last_page}\n{log}");
+    eprintln!("titles seen: {titles:?}");
+}
+
 /// 100 h2c clients with 10 streams each arrive at a cold nginx with 512
 /// worker connections: without a bound that is 1000 HTTP/1.1 connections at
 /// once and hundreds of 502s; with `--upstream-connections-max` (the

@@ -644,6 +644,24 @@ impl Browser {
         browser
     }
 
+    /// The title of the browser's page now, asked of its DevTools endpoint
+    /// (`/json/list`); `None` while it cannot tell.
+    pub fn title(&self) -> Option<String> {
+        let log = self.log();
+        let (_, after) = log.split_once("DevTools listening on ws://")?;
+        let authority = after.split('/').next()?;
+        let addr: std::net::SocketAddr = authority.parse().ok()?;
+        // DevTools answers only a Host that is an address or localhost.
+        let list = super::http::get(addr, "/json/list", &[("Host", authority)]).ok()?;
+        let targets: serde_json::Value = serde_json::from_slice(&list.body).ok()?;
+        targets
+            .as_array()?
+            .iter()
+            .find(|t| t["type"] == "page")
+            .and_then(|t| t["title"].as_str())
+            .map(str::to_owned)
+    }
+
     /// The browser process's pid (also its process group).
     pub fn pid(&self) -> u32 {
         self.child.id()
