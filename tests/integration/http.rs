@@ -388,6 +388,44 @@ fn the_waiting_page_event_stream_tells_a_failed_start_and_why() {
     );
 }
 
+/// An open event stream is work, but never holds idlegate past a stop: it
+/// ends at once, and idlegate exits 0.
+#[test]
+fn a_stop_ends_the_waiting_page_event_stream() {
+    let act = Fixture::http()
+        .extra(&["--waiting-page"])
+        .backend(&["--delay-ms", "60000"])
+        .start();
+    let addr = act.tcp_addrs[0];
+    let page = get(addr, "/", &[("Accept", "text/html")]).unwrap();
+    assert_eq!(page.status, 503, "{page:?}");
+    let mut conn = Conn::connect(addr).unwrap();
+    conn.send(
+        "GET",
+        "/.idlegate/events",
+        &[("Accept", "text/event-stream")],
+        b"",
+    )
+    .unwrap();
+    // The stream is under way once its first bytes arrive.
+    conn.stream().peek(&mut [0u8; 1]).unwrap();
+    let stopped = Instant::now();
+    act.signal(libc::SIGTERM);
+    let events = conn.read_response(false).unwrap();
+    let took = stopped.elapsed();
+    assert_eq!(events.status, 200, "{events:?}");
+    assert!(
+        events.text().contains("event: progress"),
+        "{}",
+        events.text()
+    );
+    assert!(
+        took < Duration::from_secs(5),
+        "the stream ended {took:?} after the stop"
+    );
+    act.wait_exit_0(1, PATIENCE);
+}
+
 /// `--waiting-page=FILE`: the user's page, its placeholders filled, every
 /// value HTML-escaped.
 #[test]

@@ -205,23 +205,36 @@ async fn follow(
     if tx.send(Bytes::from(retry)).await.is_err() {
         return;
     }
+    // A start seen under way, or begun, while this stream ran: its failure
+    // is final, where an earlier one, whose retry comes in time, is not.
+    let first_start = backend.generation();
+    let mut started = false;
     loop {
         let now = state.borrow_and_update().clone();
         own_status.borrow_and_update();
-        let name = match now {
-            BackendState::Ready => "ready",
-            BackendState::Failed { .. } => "failed",
-            BackendState::ShutDown => return,
-            BackendState::Stopped => {
-                // The browser still waits: the start it asked for is due.
-                backend.start();
-                "progress"
+        let (name, text) = match now {
+            BackendState::Ready => ("ready", progress(&backend)),
+            BackendState::Failed { retry_at, .. }
+                if started || backend.generation() != first_start || retry_at > give_up =>
+            {
+                ("failed", progress(&backend))
             }
-            BackendState::Starting | BackendState::Stopping => "progress",
+            BackendState::ShutDown => return,
+            BackendState::Stopped | BackendState::Failed { .. } => {
+                // The browser still waits: the start it asked for is due
+                // (after an earlier failure's backoff).
+                backend.start();
+                ("progress", "starting".to_owned())
+            }
+            BackendState::Starting => {
+                started = true;
+                ("progress", progress(&backend))
+            }
+            BackendState::Stopping => ("progress", progress(&backend)),
         };
         let data = serde_json::json!({
             "waited": since.elapsed().as_secs(),
-            "progress": progress(&backend),
+            "progress": text,
         });
         let event = format!("event: {name}\ndata: {data}\n\n");
         if tx.send(Bytes::from(event)).await.is_err() || name != "progress" {
