@@ -225,6 +225,9 @@ fn main() {
         }
     }
     std::thread::sleep(o.delay);
+    if let Some(flag) = o.notify_when_exists.clone() {
+        std::thread::spawn(move || notify_when_exists(&flag));
+    }
     if o.http {
         http::serve(&o.listen);
         return;
@@ -249,9 +252,6 @@ fn main() {
                 Err(e) => eprintln!("test backend: udp receive: {e}"),
             }
         }
-    }
-    if let Some(flag) = o.notify_when_exists.clone() {
-        std::thread::spawn(move || notify_when_exists(&flag));
     }
     if let Some(path) = o.listen.strip_prefix("unix:") {
         let _ = std::fs::remove_file(path);

@@ -388,6 +388,45 @@ fn the_waiting_page_event_stream_tells_a_failed_start_and_why() {
     );
 }
 
+/// With `--ready-notify`, the backend's own `STATUS=` is the progress the
+/// event stream tells, until its `READY=1`.
+#[test]
+fn the_waiting_page_event_stream_tells_the_backends_own_status() {
+    let fixture = Fixture::http();
+    let flag = fixture.file("loaded");
+    let act = fixture
+        .extra(&["--waiting-page", "--ready-notify"])
+        .backend(&["--notify-when-exists", flag.to_str().unwrap()])
+        .start();
+    let addr = act.tcp_addrs[0];
+    let page = get(addr, "/", &[("Accept", "text/html")]).unwrap();
+    assert_eq!(page.status, 503, "{page:?}");
+    let mut conn = Conn::connect(addr).unwrap();
+    conn.send(
+        "GET",
+        "/.idlegate/events",
+        &[("Accept", "text/event-stream")],
+        b"",
+    )
+    .unwrap();
+    // Raw bytes: each event is one chunk, whole.
+    let mut seen = String::new();
+    let mut read_until = |want: &str, seen: &mut String| {
+        let mut buf = [0u8; 4096];
+        while !seen.contains(want) {
+            let n = conn.stream().read(&mut buf).unwrap();
+            assert!(n > 0, "the stream ended before {want:?}: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    };
+    let status = format!("\"progress\":\"starting: waiting for {}\"", flag.display());
+    read_until(&status, &mut seen);
+    std::fs::write(&flag, "").unwrap();
+    read_until("event: ready", &mut seen);
+    let content = get(addr, "/", &[("Accept", "text/html")]).unwrap();
+    assert_eq!(content.status, 200, "{content:?}");
+}
+
 /// An open event stream is work, but never holds idlegate past a stop: it
 /// ends at once, and idlegate exits 0.
 #[test]
