@@ -388,6 +388,22 @@ fn the_waiting_page_event_stream_tells_a_failed_start_and_why() {
     );
 }
 
+/// Gets the waiting page as a browser does, then asks for its event stream,
+/// on a connection left for the caller to read.
+fn waiting_page_events(addr: std::net::SocketAddr) -> Conn {
+    let page = get(addr, "/", &[("Accept", "text/html")]).unwrap();
+    assert_eq!(page.status, 503, "{page:?}");
+    let mut conn = Conn::connect(addr).unwrap();
+    conn.send(
+        "GET",
+        "/.idlegate/events",
+        &[("Accept", "text/event-stream")],
+        b"",
+    )
+    .unwrap();
+    conn
+}
+
 /// With `--ready-notify`, the backend's own `STATUS=` is the progress the
 /// event stream tells, until its `READY=1`.
 #[test]
@@ -399,16 +415,7 @@ fn the_waiting_page_event_stream_tells_the_backends_own_status() {
         .backend(&["--notify-when-exists", flag.to_str().unwrap()])
         .start();
     let addr = act.tcp_addrs[0];
-    let page = get(addr, "/", &[("Accept", "text/html")]).unwrap();
-    assert_eq!(page.status, 503, "{page:?}");
-    let mut conn = Conn::connect(addr).unwrap();
-    conn.send(
-        "GET",
-        "/.idlegate/events",
-        &[("Accept", "text/event-stream")],
-        b"",
-    )
-    .unwrap();
+    let mut conn = waiting_page_events(addr);
     // Raw bytes: each event is one chunk, whole.
     let mut seen = String::new();
     let mut read_until = |want: &str, seen: &mut String| {
@@ -436,16 +443,7 @@ fn a_stop_ends_the_waiting_page_event_stream() {
         .backend(&["--delay-ms", "60000"])
         .start();
     let addr = act.tcp_addrs[0];
-    let page = get(addr, "/", &[("Accept", "text/html")]).unwrap();
-    assert_eq!(page.status, 503, "{page:?}");
-    let mut conn = Conn::connect(addr).unwrap();
-    conn.send(
-        "GET",
-        "/.idlegate/events",
-        &[("Accept", "text/event-stream")],
-        b"",
-    )
-    .unwrap();
+    let mut conn = waiting_page_events(addr);
     // The stream is under way once its first bytes arrive.
     conn.stream().peek(&mut [0u8; 1]).unwrap();
     let stopped = Instant::now();
