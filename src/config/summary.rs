@@ -69,7 +69,11 @@ impl Config {
                 duration(Some(h.header_read_timeout), ""),
                 h.upstream_connections_max,
                 if h.forwarded_headers { "on" } else { "off" },
-                if h.waiting_page.is_some() { "on" } else { "off" },
+                match (h.waiting_page, &h.waiting_page_template) {
+                    (None, _) => "off",
+                    (Some(_), None) => "on",
+                    (Some(_), Some(_)) => "on (own template)",
+                },
             );
         }
         out
