@@ -287,11 +287,11 @@ impl HttpProxy {
             }
         }
         if !self.backend.is_ready() {
+            self.wake
+                .waking(|| format!("{peer}: {} {}", log.method, log.path));
             if self.settings.waiting_page.is_some() && req.uri().path() == waiting::EVENTS_PATH {
                 return self.waiting_events(started, close, log);
             }
-            self.wake
-                .waking(|| format!("{peer}: {} {}", log.method, log.path));
             match self.wait_for_backend(&req, started).await {
                 Ok(()) => {}
                 Err(NotReady::WaitingPage) => {
