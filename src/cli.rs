@@ -79,6 +79,12 @@ pub struct Cli {
     #[arg(long, value_name = "VERSION")]
     pub proxy_protocol: Option<String>,
 
+    /// HTTP mode: speak http1 (HTTP/1.1, pooled keep-alive connections) or
+    /// h2c (HTTP/2 over cleartext with prior knowledge, for gRPC and other
+    /// HTTP/2-only backends) to the upstreams. [default: http1]
+    #[arg(long, value_name = "PROTOCOL")]
+    pub upstream_protocol: Option<String>,
+
     /// HTTP mode: answer a browser that waited over a second for a cold
     /// backend with a 503 "starting" page that refreshes itself.
     #[arg(long)]

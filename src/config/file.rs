@@ -58,6 +58,8 @@ pub(super) struct UpstreamTable {
     pub(super) mode: Option<String>,
     #[serde(rename = "proxy-protocol")]
     pub(super) proxy_protocol: Option<String>,
+    /// HTTP mode: `http1` or `h2c` to this upstream.
+    pub(super) protocol: Option<String>,
 }
 
 /// One upstream entry or a list of them.
@@ -75,6 +77,7 @@ pub(super) struct FileConfig {
     pub(super) upstream: Option<Upstreams>,
     pub(super) mode: Option<String>,
     pub(super) proxy_protocol: Option<String>,
+    pub(super) upstream_protocol: Option<String>,
     pub(super) waiting_page: Option<bool>,
     pub(super) forwarded_headers: Option<bool>,
     pub(super) header_read_timeout: Option<RawDuration>,

@@ -33,7 +33,12 @@ impl Config {
                 .proxy_protocol
                 .map(|v| format!(", PROXY protocol {}", format!("{v:?}").to_lowercase()))
                 .unwrap_or_default();
-            let _ = writeln!(out, "{socket} -> {} ({mode}{proxy})", u.address);
+            let h2c = if u.protocol == crate::address::UpstreamProtocol::H2c {
+                ", h2c upstream"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "{socket} -> {} ({mode}{proxy}{h2c})", u.address);
         }
         if !self.sockets.listen.is_empty() {
             let listen: Vec<String> = self.sockets.listen.iter().map(|a| a.to_string()).collect();

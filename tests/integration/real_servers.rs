@@ -4,6 +4,7 @@
 //! all from Debian's packages; no test here is skipped.
 
 use crate::support::activator::Activator;
+use crate::support::http;
 use crate::support::real::{self, Browser, Nginx, PgCluster, RedisData};
 use crate::support::*;
 
@@ -180,4 +181,58 @@ fn a_cold_start_herd_in_http_mode_never_floods_the_backend() {
     );
     assert_eq!(act.activations(), 1, "one cold start");
     assert!(act.log().contains("backend ready"), "{}", act.log());
+}
+
+/// `--upstream-protocol h2c` in front of nginx listening with HTTP/2 only
+/// (cleartext, prior knowledge): requests reach it as HTTP/2, an HTTP/1.1
+/// client and an h2c client alike; an upgrade is refused with 501 (it has
+/// no h2c form here); the idle exit stops nginx as usual.
+#[test]
+fn h2c_upstream_speaks_http2_to_an_http2_only_nginx() {
+    let dir = tempdir();
+    let port = free_port();
+    let conf = Nginx::h2c_config(dir.path(), port);
+    let act = Fixture::http()
+        .dir(&dir)
+        .upstream(&format!("127.0.0.1:{port}"))
+        .idle("2s")
+        .default_stop_timeout()
+        .extra(&["--upstream-protocol", "h2c"])
+        .command(&Nginx::backend_argv(&conf))
+        .socket("grpc")
+        .start();
+    let addr = act.tcp_addrs[0];
+    let asked = http::get(addr, "/protocol", &[]).unwrap();
+    assert_eq!(asked.status, 200, "{}", act.log());
+    assert_eq!(asked.text(), "HTTP/2.0\n");
+    assert_eq!(http::get(addr, "/", &[]).unwrap().text(), real::NGINX_PAGE);
+    let host = http::get(addr, "/host", &[("Host", "photos.lan")]).unwrap();
+    assert_eq!(
+        host.text(),
+        "photos.lan\n",
+        "the client's Host is the :authority"
+    );
+    let h2 = real::h2load(&[
+        "-n",
+        "200",
+        "-c",
+        "4",
+        "-m",
+        "10",
+        &format!("http://{addr}/"),
+    ])
+    .unwrap();
+    assert_eq!(h2.succeeded, 200, "{h2:?}");
+    let upgrade = http::get(
+        addr,
+        "/",
+        &[("Connection", "upgrade"), ("Upgrade", "websocket")],
+    )
+    .unwrap();
+    assert_eq!(upgrade.status, 501);
+    act.wait_exit_0(1, PATIENCE);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nginx is stopped"
+    );
 }

@@ -59,6 +59,23 @@ fn bad_flags_exit_2_naming_the_flag() {
         &[
             "--upstream",
             "127.0.0.1:1",
+            "--mode",
+            "http",
+            "--upstream-protocol",
+            "h3",
+        ],
+        &[],
+        &["--upstream-protocol", "h3"],
+    );
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1", "--upstream-protocol", "h2c"],
+        &[],
+        &["--upstream-protocol", "h2c is for HTTP mode"],
+    );
+    assert_usage_error(
+        &[
+            "--upstream",
+            "127.0.0.1:1",
             "--proxy-protocol",
             "v1",
             "--mode",
