@@ -28,6 +28,9 @@ pub fn is_not_ready_yet(e: &io::Error) -> bool {
             | io::ErrorKind::TimedOut
             | io::ErrorKind::AddrNotAvailable
             | io::ErrorKind::WouldBlock
+            // A host that sleeps (Wake-on-LAN) or reboots answers no ARP.
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
     ) || e.raw_os_error() == Some(libc::EAGAIN)
         || e.raw_os_error() == Some(libc::ECONNREFUSED)
 }
@@ -41,6 +44,11 @@ pub const UDP_SETTLE_LOOPBACK: Duration = Duration::from_millis(5);
 
 /// How long one HTTP readiness probe may take to get its answer.
 const HTTP_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long one probe connection may take to be accepted: a host waking from
+/// sleep drops the first SYNs, and the kernel's own retries would wait
+/// longer and longer (up to about two minutes) before the next.
+const CONNECT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Probes `address` until it accepts a connection. Never returns an error for
 /// "not yet"; the caller bounds the wait with its own deadline.
@@ -65,7 +73,11 @@ pub async fn wait_until_ready(address: &Address, http_path: Option<&str>) -> io:
         }
     }
     loop {
-        match Stream::connect(address).await {
+        let connect = tokio::time::timeout(CONNECT_PROBE_TIMEOUT, Stream::connect(address));
+        let Ok(connected) = connect.await else {
+            continue;
+        };
+        match connected {
             Ok(probe) => match http_path {
                 None => return Ok(()),
                 Some(path) => {
