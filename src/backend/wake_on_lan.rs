@@ -176,6 +176,39 @@ mod tests {
         }
     }
 
+    /// A broadcast needs `SO_BROADCAST`, without which the kernel refuses
+    /// the send (EACCES); loopback's own broadcast address shows it without
+    /// sending anything onto a network.
+    #[tokio::test]
+    async fn the_packet_may_be_broadcast() {
+        let listener = tokio::net::UdpSocket::bind("0.0.0.0:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let wake = WakeOnLan {
+            mac: MacAddress(MAC),
+            address: SocketAddr::from(([127, 255, 255, 255], port)),
+        };
+        wake.send().await.expect("a broadcast is allowed");
+        let mut buf = [0u8; 200];
+        let n = listener.recv(&mut buf).await.unwrap();
+        assert_eq!(buf[..n], MacAddress(MAC).magic_packet());
+    }
+
+    /// A packet that cannot be sent (port 0 is refused) fails nothing:
+    /// the start's own result comes back.
+    #[tokio::test(start_paused = true)]
+    async fn a_failed_send_does_not_fail_the_start() {
+        let wake = WakeOnLan {
+            mac: MacAddress(MAC),
+            address: "127.0.0.1:0".parse().unwrap(),
+        };
+        assert!(wake.send().await.is_err());
+        let start = async {
+            tokio::time::sleep(REPEAT * 3).await;
+            "ready"
+        };
+        assert_eq!(wake.during(start).await, "ready");
+    }
+
     /// The packet goes out at once and every [`REPEAT`] while the start
     /// waits, and stops with it.
     #[tokio::test(start_paused = true)]

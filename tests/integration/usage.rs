@@ -243,6 +243,16 @@ fn wake_on_lan_mistakes_exit_2_naming_the_flag_or_key() {
         &["--wake-on-lan-address", "'nas.lan'"],
     );
     assert_usage_error(
+        &with(&[
+            "--wake-on-lan",
+            "aa:bb:cc:dd:ee:ff",
+            "--wake-on-lan-address",
+            "192.168.1.255:0",
+        ]),
+        &[],
+        &["--wake-on-lan-address", "'192.168.1.255:0'", "port"],
+    );
+    assert_usage_error(
         &with(&["--wake-on-lan-address", "192.168.1.255:9"]),
         &[],
         &["--wake-on-lan-address", "--wake-on-lan MAC"],

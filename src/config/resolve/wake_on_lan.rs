@@ -19,11 +19,17 @@ pub(super) fn wake_on_lan(
     let address = given!(cli, file, path, wake_on_lan_address, "wake-on-lan-address");
     let address = match address {
         None => None,
-        Some((text, origin)) => Some(text.trim().parse().map_err(|_| ConfigError::Invalid {
-            origin,
-            value: text,
-            reason: "expected IP:PORT, such as 192.168.1.255:9".into(),
-        })?),
+        Some((text, origin)) => match text.trim().parse::<std::net::SocketAddr>() {
+            Ok(a) if a.port() != 0 => Some(a),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    origin,
+                    value: text,
+                    reason: "expected IP:PORT with a port other than 0, such as 192.168.1.255:9"
+                        .into(),
+                })
+            }
+        },
     };
     let Some((text, origin)) = mac else {
         if address.is_some() {
