@@ -124,3 +124,22 @@ fn a_udp_client_is_held_while_the_host_wakes() {
     assert_eq!(&buf[..len], b"query");
     eprintln!("answered {:?} after the backend was started", up.elapsed());
 }
+
+/// With `--stop-cmd` the host is put back to sleep when idle (here the
+/// command only leaves a mark), and idlegate exits 0.
+#[test]
+fn the_stop_command_puts_the_host_back_to_sleep_when_idle() {
+    let dir = tempdir();
+    let mark = dir.path().join("suspended");
+    let stop = format!("echo suspended > {}", mark.display());
+    let fixture = Fixture::tcp().dir(&dir).idle("300ms");
+    let (listener, Gate { act, backend, .. }) =
+        sleeping_host(fixture.extra(&["--stop-cmd", &stop]));
+    let addr = act.tcp_addrs[0];
+    let client = std::thread::spawn(move || exchange_str(addr, "woken\n"));
+    magic_packets(&listener, 1);
+    let _backend = External::start(&backend);
+    assert_eq!(client.join().unwrap().unwrap(), "woken\n");
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    assert_eq!(std::fs::read_to_string(&mark).unwrap(), "suspended\n");
+}
