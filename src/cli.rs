@@ -129,6 +129,17 @@ pub struct Cli {
     #[arg(long, value_name = "SHELL-COMMAND")]
     pub stop_cmd: Option<String>,
 
+    /// The backend's host sleeps: send it a Wake-on-LAN magic packet for
+    /// this MAC (aa:bb:cc:dd:ee:ff) at each start, and every 3 s while the
+    /// start waits for the upstream.
+    #[arg(long, value_name = "MAC")]
+    pub wake_on_lan: Option<String>,
+
+    /// Where --wake-on-lan's packet goes (a broadcast address of the host's
+    /// network, or the host itself). [default: 255.255.255.255:9]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub wake_on_lan_address: Option<String>,
+
     /// The backend is this container, started (or unpaused) by name through
     /// the engine API on demand and stopped (or paused) when idle.
     #[arg(long, value_name = "NAME")]

@@ -93,6 +93,8 @@ pub(super) struct FileConfig {
     pub(super) unit: Option<String>,
     pub(super) start_cmd: Option<String>,
     pub(super) stop_cmd: Option<String>,
+    pub(super) wake_on_lan: Option<String>,
+    pub(super) wake_on_lan_address: Option<String>,
     pub(super) ready_http: Option<String>,
     pub(super) ready_cmd: Option<String>,
     pub(super) ready_notify: Option<bool>,

@@ -49,6 +49,15 @@ impl Config {
             );
         }
         let _ = writeln!(out, "backend: {}", self.backend_line());
+        if let Some(wake) = &self.backend.wake_on_lan {
+            let _ = writeln!(
+                out,
+                "wake-on-lan: {} through {}, at each start and every {} until ready",
+                wake.mac,
+                wake.address,
+                duration(Some(crate::backend::wake_on_lan::REPEAT), ""),
+            );
+        }
         let _ = writeln!(out, "ready: {}", self.ready_line());
         let t = &self.timeouts;
         let _ = writeln!(
