@@ -1,5 +1,7 @@
-//! idlegate side by side with systemd-socket-proxyd and a direct connection,
-//! in one run, in turns (A B C D A B C D …), reported as medians and ratios.
+//! idlegate side by side with systemd-socket-proxyd, the HTTP reverse
+//! proxies users already run (nginx `proxy_pass` with upstream keep-alive,
+//! Caddy `reverse_proxy`) and a direct connection, in one run, in turns
+//! (A B C D A B C D …), reported as medians and ratios.
 //!
 //! `cargo bench` runs it; `IDLEGATE_BENCH_QUICK=1` shortens every phase. A
 //! contender or tool that is not installed is named as skipped, with the
@@ -22,6 +24,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::reverse_proxies::{self, ReverseProxy};
 use common::*;
 
 const PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
@@ -32,6 +35,52 @@ enum Contender {
     Proxyd,
     IdlegateTcp,
     IdlegateHttp,
+    Nginx,
+    Caddy,
+}
+
+/// A contender running: nothing (direct), a proxy activated as systemd
+/// does, or a reverse proxy on a port of its own.
+enum Running {
+    Direct,
+    Activated(Activated),
+    Proxy(ReverseProxy),
+}
+
+impl Running {
+    fn start(contender: Contender, backend: SocketAddr) -> Running {
+        match contender {
+            Contender::Direct => Running::Direct,
+            Contender::Nginx => {
+                Running::Proxy(ReverseProxy::start(reverse_proxies::Kind::Nginx, backend))
+            }
+            Contender::Caddy => {
+                Running::Proxy(ReverseProxy::start(reverse_proxies::Kind::Caddy, backend))
+            }
+            _ => Running::Activated(activate(contender, backend, fresh_listener())),
+        }
+    }
+
+    fn addr(&self, backend: SocketAddr) -> SocketAddr {
+        match self {
+            Running::Direct => backend,
+            Running::Activated(a) => a.addr(),
+            Running::Proxy(p) => p.addr(),
+        }
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Running::Direct => None,
+            Running::Activated(a) => Some(a.child.id()),
+            Running::Proxy(p) => Some(p.pid()),
+        }
+    }
+
+    /// Resident memory, a reverse proxy's workers included.
+    fn rss_kib(&self) -> Option<u64> {
+        reverse_proxies::rss_tree_kib(self.pid()?)
+    }
 }
 
 impl Contender {
@@ -41,6 +90,8 @@ impl Contender {
             Contender::Proxyd => "systemd-socket-proxyd",
             Contender::IdlegateTcp => "idlegate tcp",
             Contender::IdlegateHttp => "idlegate http",
+            Contender::Nginx => "nginx proxy_pass",
+            Contender::Caddy => "caddy reverse_proxy",
         }
     }
 }
@@ -69,7 +120,7 @@ fn activate(contender: Contender, backend: SocketAddr, listener: TcpListener) ->
                 "warn".into(),
             ]
         }
-        Contender::Direct => unreachable!("direct has no proxy"),
+        _ => unreachable!("{contender:?} is not activated"),
     };
     Activated::spawn(&argv, listener, &[])
 }
@@ -161,6 +212,19 @@ fn main() {
             "skipped: systemd-socket-proxyd ({PROXYD} missing; apt-get install systemd)"
         ));
     }
+    for (contender, path, package) in [
+        (Contender::Nginx, reverse_proxies::NGINX, "nginx"),
+        (Contender::Caddy, reverse_proxies::CADDY, "caddy"),
+    ] {
+        if installed(path) {
+            proxies.push(contender);
+        } else {
+            say(format!(
+                "skipped: {} ({path} missing; apt-get install {package})",
+                contender.name()
+            ));
+        }
+    }
     let has_wrk = installed("wrk");
     if !has_wrk {
         say("skipped: the wrk phases (wrk missing; apt-get install wrk)".into());
@@ -177,23 +241,17 @@ fn main() {
     // 1-3. Warm: each proxy activated once, then every contender in turns.
     let mut all = vec![Contender::Direct];
     all.extend(proxies.iter().copied());
-    let running: Vec<(Contender, Option<Activated>)> = all
+    let running: Vec<(Contender, Running)> = all
         .iter()
-        .map(|c| match c {
-            Contender::Direct => (*c, None),
-            _ => {
-                let p = activate(*c, backend, fresh_listener());
-                request_first_byte(p.addr());
-                (*c, Some(p))
-            }
+        .map(|c| {
+            let running = Running::start(*c, backend);
+            request_first_byte(running.addr(backend));
+            (*c, running)
         })
         .collect();
-    let addr_of =
-        |c: &(Contender, Option<Activated>)| c.1.as_ref().map(|p| p.addr()).unwrap_or(backend);
-    let idlegate_rss_idle: Vec<(Contender, Option<u64>)> = running
-        .iter()
-        .map(|(c, p)| (*c, p.as_ref().and_then(|p| p.rss_kib())))
-        .collect();
+    let addr_of = |c: &(Contender, Running)| c.1.addr(backend);
+    let idlegate_rss_idle: Vec<(Contender, Option<u64>)> =
+        running.iter().map(|(c, p)| (*c, p.rss_kib())).collect();
 
     // Peak RSS by contender and number of wrk connections.
     let mut peak_rss: Vec<(Contender, usize, u64)> = Vec::new();
@@ -211,25 +269,15 @@ fn main() {
                 all.iter().map(|c| (*c, vec![], vec![], vec![])).collect();
             for _ in 0..rounds {
                 for (i, entry) in running.iter().enumerate() {
-                    let sampler = entry.1.as_ref().map(|p| p.child.id());
+                    let sampler = entry.1.pid();
                     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
                     let peak = {
                         let stop = stop.clone();
                         std::thread::spawn(move || {
                             let mut peak = 0u64;
                             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                                if let Some(pid) = sampler {
-                                    if let Ok(s) =
-                                        std::fs::read_to_string(format!("/proc/{pid}/status"))
-                                    {
-                                        if let Some(v) = s
-                                            .lines()
-                                            .find_map(|l| l.strip_prefix("VmRSS:"))
-                                            .and_then(|v| v.split_whitespace().next()?.parse().ok())
-                                        {
-                                            peak = peak.max(v);
-                                        }
-                                    }
+                                if let Some(v) = sampler.and_then(reverse_proxies::rss_tree_kib) {
+                                    peak = peak.max(v);
                                 }
                                 std::thread::sleep(Duration::from_millis(100));
                             }
@@ -258,8 +306,8 @@ fn main() {
             say(format!(
                 "## Warm: {title} (wrk -t1 -c{connections}; medians of {rounds} runs)\n"
             ));
-            say("| contender | req/s | p50 ms | p99 ms | req/s vs systemd-socket-proxyd | req/s vs direct |".into());
-            say("|---|---|---|---|---|---|".into());
+            say("| contender | req/s | p50 ms | p99 ms | req/s vs systemd-socket-proxyd | vs nginx proxy_pass | vs caddy reverse_proxy | vs direct |".into());
+            say("|---|---|---|---|---|---|---|---|".into());
             let mut medians: Vec<(Contender, f64, f64, f64)> = results
                 .iter_mut()
                 .map(|(c, r, a, b)| (*c, median(r), median(a), median(b)))
@@ -267,8 +315,10 @@ fn main() {
             let base = |who: Contender, m: &[(Contender, f64, f64, f64)]| {
                 m.iter().find(|x| x.0 == who).map(|x| x.1)
             };
-            let (proxyd, direct) = (
+            let (proxyd, nginx, caddy, direct) = (
                 base(Contender::Proxyd, &medians),
+                base(Contender::Nginx, &medians),
+                base(Contender::Caddy, &medians),
                 base(Contender::Direct, &medians),
             );
             for (c, rps, p50, p99) in medians.iter_mut() {
@@ -277,12 +327,14 @@ fn main() {
                         .unwrap_or_else(|| "n/a".into())
                 };
                 say(format!(
-                    "| {} | {:.0} | {:.3} | {:.3} | {} | {} |",
+                    "| {} | {:.0} | {:.3} | {:.3} | {} | {} | {} | {} |",
                     c.name(),
                     rps,
                     p50,
                     p99,
                     vs(proxyd),
+                    vs(nginx),
+                    vs(caddy),
                     vs(direct)
                 ));
             }
@@ -290,10 +342,17 @@ fn main() {
         }
     }
 
-    let mut bulk_results: Vec<(Contender, Vec<f64>)> = all.iter().map(|c| (*c, vec![])).collect();
+    // Bulk compares the byte movers (the HTTP reverse proxies buffer a
+    // response their own way, which is not what this phase measures).
+    let movers: Vec<&(Contender, Running)> = running
+        .iter()
+        .filter(|(c, _)| !matches!(c, Contender::Nginx | Contender::Caddy))
+        .collect();
+    let mut bulk_results: Vec<(Contender, Vec<f64>)> =
+        movers.iter().map(|(c, _)| (*c, vec![])).collect();
     // Bulk swings more than the rest: a few more rounds, still cheap.
     for _ in 0..rounds + 2 {
-        for (i, entry) in running.iter().enumerate() {
+        for (i, entry) in movers.iter().enumerate() {
             bulk_results[i].1.push(bulk(addr_of(entry)));
         }
     }
@@ -327,7 +386,9 @@ fn main() {
     say("| contender | just activated (after one request) | peak, 16 connections | peak so far, 64 | peak so far, 256 | after |".into());
     say("|---|---|---|---|---|---|".into());
     for (c, p) in &running {
-        let Some(p) = p else { continue };
+        if matches!(p, Running::Direct) {
+            continue;
+        }
         let idle = idlegate_rss_idle
             .iter()
             .find(|x| x.0 == *c)

@@ -171,6 +171,37 @@ impl std::fmt::Display for Mode {
     }
 }
 
+/// What HTTP mode speaks to an upstream.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1, pooled keep-alive connections.
+    #[default]
+    Http1,
+    /// HTTP/2 over cleartext with prior knowledge (h2c): gRPC and other
+    /// HTTP/2-only backends; requests share one connection.
+    H2c,
+}
+
+impl std::str::FromStr for UpstreamProtocol {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "http1" | "http/1.1" => Ok(UpstreamProtocol::Http1),
+            "h2c" => Ok(UpstreamProtocol::H2c),
+            _ => Err("expected http1 or h2c".into()),
+        }
+    }
+}
+
+impl std::fmt::Display for UpstreamProtocol {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            UpstreamProtocol::Http1 => "http1",
+            UpstreamProtocol::H2c => "h2c",
+        })
+    }
+}
+
 /// An `--upstream` value: an address, optionally bound to a socket name, and
 /// how to speak to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -183,6 +214,8 @@ pub struct UpstreamSpec {
     pub mode: Mode,
     /// TCP mode: send this PROXY protocol header first on each upstream connection.
     pub proxy_protocol: Option<crate::proxy::proxy_protocol::Version>,
+    /// HTTP mode: HTTP/1.1 or h2c to the upstream.
+    pub protocol: UpstreamProtocol,
 }
 
 impl AsRef<UpstreamSpec> for UpstreamSpec {
@@ -213,6 +246,7 @@ impl UpstreamSpec {
                     address: Address::parse_with(rest, names)?,
                     mode: Default::default(),
                     proxy_protocol: None,
+                    protocol: Default::default(),
                 });
             }
         }
@@ -221,6 +255,7 @@ impl UpstreamSpec {
             address: Address::parse_with(text, names)?,
             mode: Default::default(),
             proxy_protocol: None,
+            protocol: Default::default(),
         })
     }
 }

@@ -79,6 +79,12 @@ pub struct Cli {
     #[arg(long, value_name = "VERSION")]
     pub proxy_protocol: Option<String>,
 
+    /// HTTP mode: speak http1 (HTTP/1.1, pooled keep-alive connections) or
+    /// h2c (HTTP/2 over cleartext with prior knowledge, for gRPC and other
+    /// HTTP/2-only backends) to the upstreams. [default: http1]
+    #[arg(long, value_name = "PROTOCOL")]
+    pub upstream_protocol: Option<String>,
+
     /// HTTP mode: answer a browser that waited over a second for a cold
     /// backend with a 503 "starting" page that shows the start's progress
     /// and lands on the content once it is up; =FILE: your own page, a
@@ -125,6 +131,17 @@ pub struct Cli {
     /// The backend is stopped by this shell command, when idle or stopping.
     #[arg(long, value_name = "SHELL-COMMAND")]
     pub stop_cmd: Option<String>,
+
+    /// The backend's host sleeps: send it a Wake-on-LAN magic packet for
+    /// this MAC (aa:bb:cc:dd:ee:ff) at each start, and every 3 s while the
+    /// start waits for the upstream.
+    #[arg(long, value_name = "MAC")]
+    pub wake_on_lan: Option<String>,
+
+    /// Where --wake-on-lan's packet goes (a broadcast address of the host's
+    /// network, or the host itself). [default: 255.255.255.255:9]
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub wake_on_lan_address: Option<String>,
 
     /// The backend is this container, started (or unpaused) by name through
     /// the engine API on demand and stopped (or paused) when idle.

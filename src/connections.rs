@@ -9,7 +9,7 @@
 //! sends is read. The socket is mode 0600: the service's user and root.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -47,16 +47,27 @@ pub fn path_for(state_file: &Path) -> PathBuf {
 #[derive(Debug)]
 pub struct Served {
     path: PathBuf,
+    /// The socket file's device and inode: what is removed is ours.
+    identity: (u64, u64),
     task: JoinHandle<()>,
 }
 
 impl Served {
     /// Binds the socket beside `state_file` (replacing a socket a killed
-    /// run left there) and answers with `in_flight`'s list until closed.
+    /// run left there, which nobody answers on) and answers with
+    /// `in_flight`'s list until closed.
     pub fn open(state_file: &Path, in_flight: InFlight) -> io::Result<Served> {
         let path = path_for(state_file);
         match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(&path)?,
+            Ok(meta) if meta.file_type().is_socket() => {
+                if std::os::unix::net::UnixStream::connect(&path).is_ok() {
+                    return Err(io::Error::new(
+                        io::ErrorKind::AddrInUse,
+                        "another idlegate with this state file answers there",
+                    ));
+                }
+                std::fs::remove_file(&path)?
+            }
             Ok(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::AlreadyExists,
@@ -67,14 +78,23 @@ impl Served {
         }
         let listener = UnixListener::bind(&path)?;
         std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
+        let meta = std::fs::symlink_metadata(&path)?;
         let task = tokio::spawn(answer(listener, in_flight));
-        Ok(Served { path, task })
+        Ok(Served {
+            path,
+            identity: (meta.dev(), meta.ino()),
+            task,
+        })
     }
 
-    /// Stops answering and removes the socket.
+    /// Stops answering and removes the socket (if it is still ours).
     pub fn close(self) {
         self.task.abort();
-        let _ = std::fs::remove_file(&self.path);
+        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
+            if (meta.dev(), meta.ino()) == self.identity {
+                let _ = std::fs::remove_file(&self.path);
+            }
+        }
     }
 }
 
@@ -151,6 +171,10 @@ mod tests {
         assert_eq!(listing.pid, std::process::id());
         assert_eq!(listing.work.len(), 1);
         assert_eq!(listing.work[0].client.as_deref(), Some("127.0.0.1:4000"));
+        // A second instance with the same state file leaves it alone.
+        let second = runtime.block_on(async { Served::open(&state, InFlight::listed()) });
+        assert_eq!(second.unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(fetch(&state).unwrap().work.len(), 1);
         runtime.block_on(async { served.close() });
         assert!(!path_for(&state).exists());
         assert!(fetch(&state).is_err());

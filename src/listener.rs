@@ -42,6 +42,7 @@ impl Forwarder {
             Mode::Tcp => Forwarder::Tcp,
             Mode::Http => Forwarder::Http(HttpProxy::new(
                 upstream.address.clone(),
+                upstream.protocol,
                 shared.backend.clone(),
                 shared.in_flight.clone(),
                 http.clone(),

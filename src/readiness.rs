@@ -28,6 +28,9 @@ pub fn is_not_ready_yet(e: &io::Error) -> bool {
             | io::ErrorKind::TimedOut
             | io::ErrorKind::AddrNotAvailable
             | io::ErrorKind::WouldBlock
+            // A host that sleeps (Wake-on-LAN) or reboots answers no ARP.
+            | io::ErrorKind::HostUnreachable
+            | io::ErrorKind::NetworkUnreachable
     ) || e.raw_os_error() == Some(libc::EAGAIN)
         || e.raw_os_error() == Some(libc::ECONNREFUSED)
 }
@@ -41,6 +44,23 @@ pub const UDP_SETTLE_LOOPBACK: Duration = Duration::from_millis(5);
 
 /// How long one HTTP readiness probe may take to get its answer.
 const HTTP_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How long one probe connection may take to be accepted: a host waking from
+/// sleep drops the first SYNs, and the kernel's own retries would wait
+/// longer and longer (up to about two minutes) before the next.
+const CONNECT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The pause after "no route to host": the kernel may give that answer at
+/// once for a while, and probing a sleeping host every millisecond is waste.
+const UNREACHABLE_RETRY: Duration = Duration::from_millis(200);
+
+/// Whether `e` says the host (not the port) cannot be reached.
+fn is_unreachable(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable
+    )
+}
 
 /// Probes `address` until it accepts a connection. Never returns an error for
 /// "not yet"; the caller bounds the wait with its own deadline.
@@ -59,13 +79,18 @@ pub async fn wait_until_ready(address: &Address, http_path: Option<&str>) -> io:
             match udp_port_open(target).await {
                 Ok(true) => return Ok(()),
                 Ok(false) => tokio::time::sleep(backoff.next_delay()).await,
+                Err(e) if is_unreachable(&e) => tokio::time::sleep(UNREACHABLE_RETRY).await,
                 Err(e) if is_not_ready_yet(&e) => tokio::time::sleep(backoff.next_delay()).await,
                 Err(e) => return Err(e),
             }
         }
     }
     loop {
-        match Stream::connect(address).await {
+        let connect = tokio::time::timeout(CONNECT_PROBE_TIMEOUT, Stream::connect(address));
+        let Ok(connected) = connect.await else {
+            continue;
+        };
+        match connected {
             Ok(probe) => match http_path {
                 None => return Ok(()),
                 Some(path) => {
@@ -79,6 +104,7 @@ pub async fn wait_until_ready(address: &Address, http_path: Option<&str>) -> io:
                     tokio::time::sleep(backoff.next_delay()).await
                 }
             },
+            Err(e) if is_unreachable(&e) => tokio::time::sleep(UNREACHABLE_RETRY).await,
             Err(e) if is_not_ready_yet(&e) => tokio::time::sleep(backoff.next_delay()).await,
             Err(e) => return Err(e),
         }
@@ -144,6 +170,21 @@ async fn http_answers(mut probe: Stream, address: &Address, path: &str) -> io::R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A sleeping host (no ARP answer, no route) is "not yet", with a
+    /// pause of its own; a bad address is not.
+    #[test]
+    fn an_unreachable_host_is_not_ready_yet() {
+        for errno in [libc::EHOSTUNREACH, libc::ENETUNREACH] {
+            let e = io::Error::from_raw_os_error(errno);
+            assert!(is_not_ready_yet(&e) && is_unreachable(&e), "{e}");
+        }
+        let refused = io::Error::from_raw_os_error(libc::ECONNREFUSED);
+        assert!(is_not_ready_yet(&refused) && !is_unreachable(&refused));
+        assert!(!is_not_ready_yet(&io::Error::from_raw_os_error(
+            libc::EAFNOSUPPORT
+        )));
+    }
 
     #[tokio::test]
     async fn an_http_probe_needs_a_status_line() {

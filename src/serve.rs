@@ -235,6 +235,7 @@ mod tests {
             ready_notify: None,
             start_timeout: Duration::from_secs(60),
             stop_timeout: STOP,
+            wake_on_lan: None,
         };
         let shared = ServeContext {
             backend: Backend::spawn(spec, in_flight.clone()),

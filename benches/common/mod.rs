@@ -2,6 +2,8 @@
 //! first response byte, percentiles, and tool lookup.
 #![allow(dead_code)]
 
+pub mod reverse_proxies;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;

@@ -20,6 +20,7 @@ pub mod progress;
 pub mod ready_command;
 pub mod run_command;
 mod supervisor;
+pub mod wake_on_lan;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct BackendSpec {
     pub start_timeout: Duration,
     /// Grace after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
+    /// Wake the backend's host at each start (`--wake-on-lan`).
+    pub wake_on_lan: Option<wake_on_lan::WakeOnLan>,
 }
 
 impl BackendSpec {

@@ -272,11 +272,18 @@ impl Supervisor {
             progress: self.progress.clone(),
         };
         let deadline = self.started_at + self.spec.start_timeout;
+        let wake_on_lan = self.spec.wake_on_lan.clone();
         self.probe = Some(Box::pin(tokio::time::timeout_at(deadline, async move {
-            if let Some(step) = step {
-                step.run(&probe.progress).await?;
+            let start = async {
+                if let Some(step) = step {
+                    step.run(&probe.progress).await?;
+                }
+                probe.run().await
+            };
+            match wake_on_lan {
+                Some(wake) => wake.during(start).await,
+                None => start.await,
             }
-            probe.run().await
         })));
     }
 
@@ -456,6 +463,7 @@ mod tests {
             ready_notify: None,
             start_timeout: Duration::from_secs(60),
             stop_timeout: Duration::from_secs(1),
+            wake_on_lan: None,
         }
     }
 

@@ -58,6 +58,8 @@ pub(super) struct UpstreamTable {
     pub(super) mode: Option<String>,
     #[serde(rename = "proxy-protocol")]
     pub(super) proxy_protocol: Option<String>,
+    /// HTTP mode: `http1` or `h2c` to this upstream.
+    pub(super) protocol: Option<String>,
 }
 
 /// One upstream entry or a list of them.
@@ -75,6 +77,7 @@ pub(super) struct FileConfig {
     pub(super) upstream: Option<Upstreams>,
     pub(super) mode: Option<String>,
     pub(super) proxy_protocol: Option<String>,
+    pub(super) upstream_protocol: Option<String>,
     pub(super) waiting_page: Option<WaitingPageKey>,
     pub(super) forwarded_headers: Option<bool>,
     pub(super) header_read_timeout: Option<RawDuration>,
@@ -90,6 +93,8 @@ pub(super) struct FileConfig {
     pub(super) unit: Option<String>,
     pub(super) start_cmd: Option<String>,
     pub(super) stop_cmd: Option<String>,
+    pub(super) wake_on_lan: Option<String>,
+    pub(super) wake_on_lan_address: Option<String>,
     pub(super) ready_http: Option<String>,
     pub(super) ready_cmd: Option<String>,
     pub(super) ready_notify: Option<bool>,

@@ -210,6 +210,8 @@ pub struct BackendConfig {
     pub run: Run,
     /// When it is ready.
     pub readiness: Readiness,
+    /// Wake its host at each start (`--wake-on-lan`).
+    pub wake_on_lan: Option<crate::backend::wake_on_lan::WakeOnLan>,
 }
 
 /// What idlegate reports, and where.
@@ -264,6 +266,7 @@ impl Config {
             ready: self.ready_addresses(),
             start_timeout: self.timeouts.start,
             stop_timeout: self.timeouts.stop,
+            wake_on_lan: self.backend.wake_on_lan.clone(),
         }
     }
 

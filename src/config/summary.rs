@@ -33,7 +33,12 @@ impl Config {
                 .proxy_protocol
                 .map(|v| format!(", PROXY protocol {}", format!("{v:?}").to_lowercase()))
                 .unwrap_or_default();
-            let _ = writeln!(out, "{socket} -> {} ({mode}{proxy})", u.address);
+            let h2c = if u.protocol == crate::address::UpstreamProtocol::H2c {
+                ", h2c upstream"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "{socket} -> {} ({mode}{proxy}{h2c})", u.address);
         }
         if !self.sockets.listen.is_empty() {
             let listen: Vec<String> = self.sockets.listen.iter().map(|a| a.to_string()).collect();
@@ -44,6 +49,15 @@ impl Config {
             );
         }
         let _ = writeln!(out, "backend: {}", self.backend_line());
+        if let Some(wake) = &self.backend.wake_on_lan {
+            let _ = writeln!(
+                out,
+                "wake-on-lan: {} through {}, at each start and every {} until ready",
+                wake.mac,
+                wake.address,
+                duration(Some(crate::backend::wake_on_lan::REPEAT), ""),
+            );
+        }
         let _ = writeln!(out, "ready: {}", self.ready_line());
         let t = &self.timeouts;
         let _ = writeln!(

@@ -25,3 +25,4 @@ mod udp;
 mod units;
 mod usage;
 mod wake;
+mod wake_on_lan;

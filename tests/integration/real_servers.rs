@@ -1,9 +1,14 @@
 //! idlegate in front of real software nobody here wrote, as users put it:
 //! PostgreSQL and Redis that accept before they serve, nginx under a herd,
-//! a headless Chromium that leaves sockets open. `.ci/run` installs them
-//! all from Debian's packages; no test here is skipped.
+//! a headless Chromium that leaves sockets open, a gRPC server behind h2c.
+//! `.ci/run` installs them all from Debian's packages; no test here is
+//! skipped.
+
+use std::path::Path;
+use std::process::Command;
 
 use crate::support::activator::Activator;
+use crate::support::http;
 use crate::support::real::{self, Browser, Nginx, PgCluster, RedisData};
 use crate::support::*;
 
@@ -229,4 +234,101 @@ fn a_cold_start_herd_in_http_mode_never_floods_the_backend() {
     );
     assert_eq!(act.activations(), 1, "one cold start");
     assert!(act.log().contains("backend ready"), "{}", act.log());
+}
+
+/// `--upstream-protocol h2c` in front of nginx listening with HTTP/2 only
+/// (cleartext, prior knowledge): requests reach it as HTTP/2, an HTTP/1.1
+/// client and an h2c client alike; an upgrade is refused with 501 (it has
+/// no h2c form here); the idle exit stops nginx as usual.
+#[test]
+fn h2c_upstream_speaks_http2_to_an_http2_only_nginx() {
+    let dir = tempdir();
+    let port = free_port();
+    let conf = Nginx::h2c_config(dir.path(), port);
+    let act = Fixture::http()
+        .dir(&dir)
+        .upstream(&format!("127.0.0.1:{port}"))
+        .idle("2s")
+        .default_stop_timeout()
+        .extra(&["--upstream-protocol", "h2c"])
+        .command(&Nginx::backend_argv(&conf))
+        .socket("grpc")
+        .start();
+    let addr = act.tcp_addrs[0];
+    let asked = http::get(addr, "/protocol", &[]).unwrap();
+    assert_eq!(asked.status, 200, "{}", act.log());
+    assert_eq!(asked.text(), "HTTP/2.0\n");
+    assert_eq!(http::get(addr, "/", &[]).unwrap().text(), real::NGINX_PAGE);
+    let host = http::get(addr, "/host", &[("Host", "photos.lan")]).unwrap();
+    assert_eq!(
+        host.text(),
+        "photos.lan\n",
+        "the client's Host is the :authority"
+    );
+    let h2 = real::h2load(&[
+        "-n",
+        "200",
+        "-c",
+        "4",
+        "-m",
+        "10",
+        &format!("http://{addr}/"),
+    ])
+    .unwrap();
+    assert_eq!(h2.succeeded, 200, "{h2:?}");
+    let upgrade = http::get(
+        addr,
+        "/",
+        &[("Connection", "upgrade"), ("Upgrade", "websocket")],
+    )
+    .unwrap();
+    assert_eq!(upgrade.status, 501);
+    act.wait_exit_0(1, PATIENCE);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "nginx is stopped"
+    );
+}
+
+/// A real gRPC server (Debian's python3-grpcio) behind `--upstream-protocol
+/// h2c`, woken by a real gRPC client: a unary call, a server stream, and a
+/// failure whose status travels in the trailers all arrive as the server
+/// sent them; then the idle exit stops the server.
+#[test]
+fn a_grpc_server_is_served_through_h2c() {
+    let dir = tempdir();
+    let port = free_port();
+    let grpc = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/support/grpc");
+    let server = grpc.join("echo_server.py");
+    let act = Fixture::http()
+        .dir(&dir)
+        .upstream(&format!("127.0.0.1:{port}"))
+        .idle("2s")
+        .default_stop_timeout()
+        .extra(&["--upstream-protocol", "h2c"])
+        .command(&[
+            "/usr/bin/python3",
+            server.to_str().unwrap(),
+            &port.to_string(),
+        ])
+        .socket("grpc")
+        .start();
+    let out = real::run_with_timeout(
+        Command::new("/usr/bin/python3")
+            .arg(grpc.join("echo_client.py"))
+            .arg(act.tcp_addrs[0].to_string()),
+        PATIENCE,
+    )
+    .unwrap_or_else(|e| panic!("{e}\n{}", act.log()));
+    assert_eq!(
+        out,
+        "say: hello\ncount: 0 1 2\nfail: NOT_FOUND nothing here\n",
+        "{}",
+        act.log()
+    );
+    act.wait_exit_0(1, PATIENCE);
+    assert!(
+        std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the gRPC server is stopped"
+    );
 }

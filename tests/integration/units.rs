@@ -63,6 +63,34 @@ fn check_prints_the_settings_and_starts_nothing() {
 }
 
 /// A bad setting: `check` prints the very line a start prints, status 2.
+/// `protocol` in an `[[upstream]]` table of the file is that upstream's;
+/// the top-level `upstream-protocol` the others'.
+#[test]
+fn check_shows_each_upstreams_protocol() {
+    let dir = tempdir();
+    let file = dir.path().join("grpc.toml");
+    std::fs::write(
+        &file,
+        r#"mode = "http"
+[[upstream]]
+socket = "grpc"
+address = "127.0.0.1:50051"
+protocol = "h2c"
+[[upstream]]
+socket = "web"
+address = "127.0.0.1:8080"
+"#,
+    )
+    .unwrap();
+    let (code, out, err) = run_idlegate_output(&["check", "--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("socket grpc -> 127.0.0.1:50051 (http, h2c upstream)"),
+        "{out}"
+    );
+    assert!(out.contains("socket web -> 127.0.0.1:8080 (http)"), "{out}");
+}
+
 #[test]
 fn check_of_a_bad_setting_prints_the_line_a_start_prints_with_status_2() {
     for bad in [

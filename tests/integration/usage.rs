@@ -59,6 +59,23 @@ fn bad_flags_exit_2_naming_the_flag() {
         &[
             "--upstream",
             "127.0.0.1:1",
+            "--mode",
+            "http",
+            "--upstream-protocol",
+            "h3",
+        ],
+        &[],
+        &["--upstream-protocol", "h3"],
+    );
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1", "--upstream-protocol", "h2c"],
+        &[],
+        &["--upstream-protocol", "h2c is for HTTP mode"],
+    );
+    assert_usage_error(
+        &[
+            "--upstream",
+            "127.0.0.1:1",
             "--proxy-protocol",
             "v1",
             "--mode",
@@ -219,4 +236,54 @@ fn help_and_version_exit_0() {
     assert_eq!(code, Some(0));
     let (code, _) = run_idlegate(&["--version"], &[]);
     assert_eq!(code, Some(0));
+}
+
+/// `--wake-on-lan` takes a MAC address and `--wake-on-lan-address` an
+/// IP:PORT; the address alone wakes nobody.
+#[test]
+fn wake_on_lan_mistakes_exit_2_naming_the_flag_or_key() {
+    let up = ["--upstream", "127.0.0.1:1"];
+    let with = |more: &[&'static str]| [&up[..], more].concat();
+    assert_usage_error(
+        &with(&["--wake-on-lan", "aa:bb:cc"]),
+        &[],
+        &["--wake-on-lan", "'aa:bb:cc'", "MAC"],
+    );
+    assert_usage_error(
+        &with(&[
+            "--wake-on-lan",
+            "aa:bb:cc:dd:ee:ff",
+            "--wake-on-lan-address",
+            "nas.lan",
+        ]),
+        &[],
+        &["--wake-on-lan-address", "'nas.lan'"],
+    );
+    assert_usage_error(
+        &with(&[
+            "--wake-on-lan",
+            "aa:bb:cc:dd:ee:ff",
+            "--wake-on-lan-address",
+            "192.168.1.255:0",
+        ]),
+        &[],
+        &["--wake-on-lan-address", "'192.168.1.255:0'", "port"],
+    );
+    assert_usage_error(
+        &with(&["--wake-on-lan-address", "192.168.1.255:9"]),
+        &[],
+        &["--wake-on-lan-address", "--wake-on-lan MAC"],
+    );
+    let dir = tempdir();
+    let file = dir.path().join("nas.toml");
+    std::fs::write(
+        &file,
+        "upstream = \"127.0.0.1:1\"\nwake-on-lan = \"aa-bb-cc-dd-ee\"\n",
+    )
+    .unwrap();
+    assert_usage_error(
+        &["--config", file.to_str().unwrap()],
+        &[],
+        &["wake-on-lan in", "nas.toml", "'aa-bb-cc-dd-ee'"],
+    );
 }

@@ -464,6 +464,17 @@ impl Nginx {
     /// [`NGINX_PAGE`] at `/`; pid, logs and temp files inside `dir`, no access
     /// log. Returns the config's path.
     pub fn config(dir: &Path, port: u16, worker_connections: u32) -> PathBuf {
+        Nginx::write_config(dir, port, worker_connections, "")
+    }
+
+    /// [`Nginx::config`] with HTTP/2 only on the listener (cleartext, prior
+    /// knowledge: h2c). Both answer `/protocol` with the protocol they were
+    /// asked in (`HTTP/2.0`) and `/host` with the host asked for.
+    pub fn h2c_config(dir: &Path, port: u16) -> PathBuf {
+        Nginx::write_config(dir, port, 512, " http2")
+    }
+
+    fn write_config(dir: &Path, port: u16, worker_connections: u32, listen: &str) -> PathBuf {
         let www = dir.join("www");
         let tmp = dir.join("nginx-tmp");
         std::fs::create_dir_all(&www).unwrap();
@@ -489,9 +500,11 @@ http {{
     scgi_temp_path "{t}/scgi";
     default_type text/plain;
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port}{listen};
         root "{www}";
         location / {{ }}
+        location = /protocol {{ return 200 "$server_protocol\n"; }}
+        location = /host {{ return 200 "$host\n"; }}
     }}
 }}
 "#,

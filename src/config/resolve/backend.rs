@@ -24,7 +24,12 @@ pub(in crate::config) fn backend(
             "--ready-notify needs a backend COMMAND, which it gives NOTIFY_SOCKET (a --unit's own READY=1 is systemd's to wait for)".into(),
         ));
     }
-    Ok(BackendConfig { run, readiness })
+    let wake_on_lan = super::wake_on_lan::wake_on_lan(cli, file, path)?;
+    Ok(BackendConfig {
+        run,
+        readiness,
+        wake_on_lan,
+    })
 }
 
 /// The trailing COMMAND, else the file's `command`.

@@ -41,6 +41,7 @@ mod backend;
 mod sockets;
 mod systemd;
 mod wake;
+mod wake_on_lan;
 
 pub(super) use backend::backend;
 pub(super) use sockets::sockets;

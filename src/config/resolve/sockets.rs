@@ -6,7 +6,7 @@ use std::path::Path;
 
 use super::super::file::{FileConfig, RawUpstream, Upstreams};
 use super::*;
-use crate::address::{Address, Names, UpstreamSpec};
+use crate::address::{Address, Names, UpstreamProtocol, UpstreamSpec};
 use crate::cli::Cli;
 
 /// The sockets: where traffic goes, what to bind when not activated, how
@@ -57,7 +57,16 @@ fn proxy_version(
 struct UpstreamDefaults {
     mode: Mode,
     proxy_protocol: Option<crate::proxy::proxy_protocol::Version>,
+    protocol: UpstreamProtocol,
     names: Names,
+}
+
+fn upstream_protocol(text: String, origin: Origin) -> Result<UpstreamProtocol, ConfigError> {
+    text.parse().map_err(|reason| ConfigError::Invalid {
+        origin,
+        value: text,
+        reason,
+    })
 }
 
 impl UpstreamDefaults {
@@ -121,11 +130,16 @@ fn upstream_table(
             file_origin("upstream.proxy-protocol", path),
         )?),
     };
+    let protocol = match t.protocol {
+        None => defaults.protocol,
+        Some(p) => upstream_protocol(p, file_origin("upstream.protocol", path))?,
+    };
     Ok(UpstreamSpec {
         socket_name: t.socket,
         address,
         mode,
         proxy_protocol,
+        protocol,
     })
 }
 
@@ -148,6 +162,10 @@ fn upstreams(
     let default_proxy_protocol = given!(cli, file, path, proxy_protocol, "proxy-protocol")
         .map(|(text, origin)| proxy_version(text, origin))
         .transpose()?;
+    let default_protocol = given!(cli, file, path, upstream_protocol, "upstream-protocol")
+        .map(|(text, origin)| upstream_protocol(text, origin))
+        .transpose()?
+        .unwrap_or_default();
     // Upstreams: --upstream flags, else systemd-socket-proxyd's positional, else the file.
     if cli.positional_upstream.is_some() && !cli.upstream.is_empty() {
         return Err(ConfigError::Usage(
@@ -157,6 +175,7 @@ fn upstreams(
     let defaults = UpstreamDefaults {
         mode: default_mode,
         proxy_protocol: default_proxy_protocol,
+        protocol: default_protocol,
         names,
     };
     let parse_text = |text: String, origin: Origin| {
@@ -164,6 +183,7 @@ fn upstreams(
             .map(|spec| UpstreamSpec {
                 mode: defaults.mode_for(&spec.address),
                 proxy_protocol: defaults.proxy_protocol,
+                protocol: defaults.protocol,
                 ..spec
             })
             .map_err(|e| ConfigError::Invalid {
@@ -213,6 +233,16 @@ fn check_upstreams(upstreams: &[UpstreamSpec]) -> Result<(), ConfigError> {
         return Err(ConfigError::Usage(format!(
             "--proxy-protocol/proxy-protocol v1 has no UDP form; the UDP upstream {} needs v2",
             u.address
+        )));
+    }
+    if let Some(u) = upstreams
+        .iter()
+        .find(|u| u.protocol == UpstreamProtocol::H2c && u.mode != Mode::Http)
+    {
+        return Err(ConfigError::Usage(format!(
+            "--upstream-protocol/upstream-protocol h2c is for HTTP mode (--mode http); the upstream {} is forwarded as {}",
+            u.address,
+            if u.address.is_udp() { "UDP datagrams" } else { "a TCP byte stream" }
         )));
     }
     if upstreams.is_empty() {

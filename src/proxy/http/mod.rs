@@ -27,7 +27,7 @@ use tracing::Instrument;
 
 use super::{ConnectError, DEATH_GRACE};
 use crate::activity::{InFlight, InFlightGuard};
-use crate::address::Address;
+use crate::address::{Address, UpstreamProtocol};
 use crate::backend::Backend;
 use crate::config::HttpSettings;
 use crate::net::{Peer, Stream};
@@ -79,6 +79,8 @@ pub struct HttpProxy {
     upstream_requests: Arc<Semaphore>,
     /// The upstream, for messages.
     upstream: Address,
+    /// HTTP/1.1 or h2c to it.
+    protocol: UpstreamProtocol,
     /// The answer rules.
     wake: Arc<WakeGate>,
     /// Since when clients wait for the current start, for the waiting page.
@@ -105,6 +107,7 @@ impl HttpProxy {
     /// Builds the proxy for one route.
     pub fn new(
         upstream: Address,
+        protocol: UpstreamProtocol,
         backend: Backend,
         in_flight: InFlight,
         settings: HttpSettings,
@@ -126,6 +129,8 @@ impl HttpProxy {
             .pool_idle_timeout(POOL_IDLE_TIMEOUT)
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
+            // h2c: prior knowledge, every request a stream of one connection.
+            .http2_only(protocol == UpstreamProtocol::H2c)
             .build(connector);
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
@@ -144,6 +149,7 @@ impl HttpProxy {
             in_flight,
             upstream_requests: Arc::new(Semaphore::new(settings.upstream_connections_max)),
             upstream,
+            protocol,
             settings,
             authority,
             wake,
@@ -326,6 +332,11 @@ impl HttpProxy {
         mut log: RequestLog,
     ) -> Response<ProxyBody> {
         let upgrade = wants_upgrade(&req);
+        if upgrade && self.protocol == UpstreamProtocol::H2c {
+            let why = "an upgrade (WebSocket, CONNECT) cannot be forwarded to an h2c upstream";
+            tracing::warn!("{} {}: {why}", log.method, log.path);
+            return self.local(plain(StatusCode::NOT_IMPLEMENTED, why.into()), log);
+        }
         let client_upgrade = upgrade.then(|| (hyper::upgrade::on(&mut req), RequestLine::of(&req)));
         let is_connect = req.method() == Method::CONNECT;
         let req = self.upstream_request(req, peer, upgrade);
@@ -479,13 +490,23 @@ impl HttpProxy {
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
         });
+        // HTTP/2 has no Host header: the client's Host is the :authority
+        // (a Host beside it is a duplicate to nginx, a 400).
+        let h2c = self.protocol == UpstreamProtocol::H2c;
+        let authority = host
+            .as_ref()
+            .filter(|_| h2c)
+            .and_then(|h| h.to_str().ok())
+            .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+            .unwrap_or(&self.authority)
+            .to_owned();
         if req.method() != Method::CONNECT {
             let path = req
                 .uri()
                 .path_and_query()
                 .map(|p| p.as_str())
                 .unwrap_or("/");
-            if let Ok(uri) = format!("http://{}{}", self.authority, path).parse() {
+            if let Ok(uri) = format!("http://{authority}{path}").parse() {
                 *req.uri_mut() = uri;
             }
         }
@@ -505,8 +526,14 @@ impl HttpProxy {
         if trailers {
             headers.insert(header::TE, HeaderValue::from_static("trailers"));
         }
-        if let Some(host) = &host {
-            headers.insert(header::HOST, host.clone());
+        match &host {
+            _ if h2c => {
+                headers.remove(header::HOST);
+            }
+            Some(host) => {
+                headers.insert(header::HOST, host.clone());
+            }
+            None => {}
         }
         if self.settings.forwarded_headers {
             if let Peer::Tcp(addr) = peer {
