@@ -87,10 +87,10 @@ pub struct Cli {
 
     /// HTTP mode: answer a browser that waited over a second for a cold
     /// backend with a 503 "starting" page that shows the start's progress
-    /// and lands on the content once it is up; =FILE: your own page, a
+    /// and lands on the content once it is up; with FILE: your own page, a
     /// template with {{service}}, {{waited}}, {{progress}}, {{retry_after}},
     /// {{events}} and {{script}}.
-    #[arg(long, value_name = "FILE", num_args = 0..=1, require_equals = true)]
+    #[arg(long, value_name = "FILE", num_args = 0..=1)]
     pub waiting_page: Option<Option<std::path::PathBuf>>,
 
     /// HTTP mode: do not add X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host.

@@ -397,6 +397,7 @@ impl Config {
         names: Names,
     ) -> Result<Config, ConfigError> {
         let (cli, file) = (&mut cli, &mut file);
+        resolve::untangle_waiting_page(cli);
         let sockets = resolve::sockets(cli, file, path, names)?;
         let timeouts = resolve::timeouts(cli, file, path)?;
         let backend = resolve::backend(cli, file, path, &sockets.upstreams, names)?;
@@ -516,6 +517,7 @@ mod tests {
             &["--waiting-page", "127.0.0.1:9", "--", "app"][..],
             &["--waiting-page", "--upstream", "127.0.0.1:9"],
             &["--upstream", "127.0.0.1:9", "--waiting-page", "--", "app"],
+            &["127.0.0.1:9", "--waiting-page", "--", "app"],
         ] {
             let c = Config::from_cli(cli(words)).unwrap();
             assert!(c.http.waiting_page.is_some(), "{words:?}");
@@ -526,12 +528,24 @@ mod tests {
         let page = dir.path().join("page.html");
         std::fs::write(&page, "<p>{{progress}}</p>").unwrap();
         let flag = format!("--waiting-page={}", page.display());
-        let c = Config::from_cli(cli(&[&flag, "127.0.0.1:9"])).unwrap();
-        assert!(c.http.waiting_page.is_some());
-        assert_eq!(
-            c.http.waiting_page_template.as_deref(),
-            Some("<p>{{progress}}</p>")
-        );
+        for words in [
+            &[&flag, "127.0.0.1:9"][..],
+            &["--waiting-page", page.to_str().unwrap(), "127.0.0.1:9"],
+            &[
+                "--upstream",
+                "127.0.0.1:9",
+                "--waiting-page",
+                page.to_str().unwrap(),
+            ],
+        ] {
+            let c = Config::from_cli(cli(words)).unwrap();
+            assert!(c.http.waiting_page.is_some(), "{words:?}");
+            assert_eq!(
+                c.http.waiting_page_template.as_deref(),
+                Some("<p>{{progress}}</p>"),
+                "{words:?}"
+            );
+        }
 
         let missing = dir.path().join("missing.html");
         let flag = format!("--waiting-page={}", missing.display());

@@ -230,6 +230,27 @@ pub(super) fn timeouts(
 }
 
 /// HTTP mode's settings.
+/// `--waiting-page WORD` takes WORD as its template file, but before the
+/// template existed a bare `--waiting-page` could stand before the positional
+/// UPSTREAM (`--waiting-page 127.0.0.1:9 -- app`): a WORD that is no file, is
+/// an address, and leaves no positional UPSTREAM is that UPSTREAM.
+pub(super) fn untangle_waiting_page(cli: &mut Cli) {
+    let Some(Some(word)) = &cli.waiting_page else {
+        return;
+    };
+    let Some(text) = word.to_str() else {
+        return;
+    };
+    if cli.positional_upstream.is_none()
+        && cli.upstream.is_empty()
+        && !word.exists()
+        && crate::address::UpstreamSpec::parse_with(text, Names::Keep).is_ok()
+    {
+        cli.positional_upstream = Some(text.to_owned());
+        cli.waiting_page = Some(None);
+    }
+}
+
 pub(super) fn http(
     cli: &mut Cli,
     file: &mut FileConfig,
