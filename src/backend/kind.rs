@@ -55,16 +55,22 @@ impl BackendKind {
         }
     }
 
-    /// Begins a start: spawns the process (given `--ready-notify`'s socket),
-    /// or hands back the step to run.
-    pub(super) fn launch(&self, notify: Option<&NotifySocket>) -> Result<Launched, Failure> {
+    /// Begins a start: spawns the process (given `--ready-notify`'s socket;
+    /// a `podman run` tells its image pull as `progress`), or hands back the
+    /// step to run.
+    pub(super) fn launch(
+        &self,
+        notify: Option<&NotifySocket>,
+        progress: &Progress,
+    ) -> Result<Launched, Failure> {
         match self {
             BackendKind::Process(argv) => {
                 let env: Vec<_> = notify
                     .iter()
                     .map(|n| ("NOTIFY_SOCKET", n.env_value()))
                     .collect();
-                Process::spawn_with_env(argv, "backend", &env)
+                let pulls = RunCommand::parse(argv).map(|_| progress.clone());
+                Process::spawn_watched(argv, "backend", &env, pulls)
                     .map(Launched::Process)
                     .map_err(|error| Failure::Spawn {
                         command: process::describe(argv),

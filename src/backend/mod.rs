@@ -17,6 +17,7 @@ pub mod notify_socket;
 pub mod probe;
 pub mod process;
 pub mod progress;
+pub mod pull;
 pub mod ready_command;
 pub mod run_command;
 mod supervisor;

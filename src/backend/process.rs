@@ -11,6 +11,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
+use super::progress::{waiting_for, Progress};
+use super::pull::PullWatch;
 use crate::sys;
 
 /// How many of the backend's last stderr lines a failure report quotes.
@@ -83,6 +85,17 @@ impl Process {
         role: &str,
         env: &[(&str, String)],
     ) -> std::io::Result<Process> {
+        Self::spawn_watched(argv, role, env, None)
+    }
+
+    /// [`Process::spawn_with_env`], its output also told as the start's
+    /// `progress` where it is about an image pull (see [`super::pull`]).
+    pub fn spawn_watched(
+        argv: &[String],
+        role: &str,
+        env: &[(&str, String)],
+        progress: Option<Progress>,
+    ) -> std::io::Result<Process> {
         let command = describe(argv);
         let words: Vec<&str> = argv.iter().map(String::as_str).collect();
         let mut cmd = child_command(&words);
@@ -95,15 +108,22 @@ impl Process {
         let stderr_tail = Arc::new(Mutex::new(VecDeque::with_capacity(STDERR_TAIL_LINES)));
         let mut pumps = Vec::with_capacity(2);
         if let Some(out) = child.stdout.take() {
-            pumps.push(tokio::spawn(pump(out, pgid, "stdout", None)));
+            let output = Output {
+                pid: pgid,
+                name: "stdout",
+                tail: None,
+                progress: progress.clone(),
+            };
+            pumps.push(tokio::spawn(pump(out, output)));
         }
         if let Some(err) = child.stderr.take() {
-            pumps.push(tokio::spawn(pump(
-                err,
-                pgid,
-                "stderr",
-                Some(stderr_tail.clone()),
-            )));
+            let output = Output {
+                pid: pgid,
+                name: "stderr",
+                tail: Some(stderr_tail.clone()),
+                progress,
+            };
+            pumps.push(tokio::spawn(pump(err, output)));
         }
         tracing::info!(pid = pgid, "{role} started: {command}");
         Ok(Process {
@@ -205,13 +225,25 @@ impl Drop for Process {
 ///
 /// Reads until the pipe closes whatever the bytes are (never leaving the
 /// backend blocked on a full pipe); lines that are not UTF-8 are shown lossily.
-async fn pump(
-    stream: impl AsyncRead + Unpin,
+/// Where one of the backend's output streams goes besides the log.
+struct Output {
     pid: u32,
     name: &'static str,
+    /// The last lines kept, for stderr.
     tail: Option<Arc<Mutex<VecDeque<String>>>>,
-) {
+    /// The start's progress, told the image pulls seen.
+    progress: Option<Progress>,
+}
+
+async fn pump(stream: impl AsyncRead + Unpin, output: Output) {
     const MAX_LINE: usize = 4096;
+    let Output {
+        pid,
+        name,
+        tail,
+        progress,
+    } = output;
+    let mut pulls = PullWatch::default();
     let mut reader = BufReader::new(stream);
     let mut buf = Vec::with_capacity(256);
     loop {
@@ -225,6 +257,12 @@ async fn pump(
                     line.pop();
                 }
                 tracing::info!(target: "idlegate::backend::output", pid, stream = name, "{line}");
+                if let Some(progress) = &progress {
+                    if let Some(what) = pulls.progress(&line) {
+                        tracing::info!(target: "idlegate::backend", pid, "{what}");
+                        waiting_for(progress, Some(what));
+                    }
+                }
                 if let Some(tail) = &tail {
                     let mut tail = tail.lock().expect("tail lock");
                     if tail.len() == STDERR_TAIL_LINES {

@@ -237,7 +237,7 @@ impl Supervisor {
             run.remove_leftover_before_start().await;
         }
         let launched = self.notify_socket().and_then(|notify| {
-            let launched = self.spec.kind.launch(notify.as_ref())?;
+            let launched = self.spec.kind.launch(notify.as_ref(), &self.progress)?;
             Ok((notify, launched))
         });
         let (notify, launched) = match launched {

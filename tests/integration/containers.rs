@@ -286,6 +286,59 @@ fn podman_run_command_starts_and_removes_its_container() {
     );
 }
 
+/// A `podman run` whose image must be pulled first (here from an archive,
+/// which podman copies in at every run: no registry is reachable) tells the
+/// pull as the start's progress, in the log and to the waiting page, then
+/// serves.
+#[test]
+fn a_podman_run_that_pulls_its_image_tells_the_pull() {
+    let Some(podman) = podman() else { return };
+    let dir = tempdir();
+    let archive = dir.path().join("image.tar");
+    podman.ok(&["save", "-o", archive.to_str().unwrap(), IMAGE]);
+    let c = ContainerName::new(podman, "pull");
+    let port = free_port();
+    let publish = format!("127.0.0.1:{port}:8080");
+    let image = format!("docker-archive:{}", archive.display());
+    let a = args(&[
+        "--upstream",
+        &format!("127.0.0.1:{port}"),
+        "--mode",
+        "http",
+        "--idle-timeout",
+        "1s",
+        "--stop-timeout",
+        "20s",
+        "--",
+        "podman",
+        "run",
+        "--rm",
+        "--init",
+        "--name",
+        &c.name,
+        "-p",
+        &publish,
+        &image,
+    ]);
+    let act = activate(podman, &dir, &a);
+    let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
+    assert_eq!(
+        (r.status, r.text()),
+        (200, PAGE.to_owned()),
+        "{}",
+        act.log()
+    );
+    let log = act.log();
+    let pulling = log
+        .find("idlegate::backend: pulling the image of the container")
+        .unwrap_or_else(|| panic!("no pull told: {log}"));
+    let pulled = log
+        .find("idlegate::backend: the image of the container is pulled; starting the container")
+        .unwrap_or_else(|| panic!("no end of the pull told: {log}"));
+    assert!(pulling < pulled, "{log}");
+    act.wait_exit_0(1, PATIENCE);
+}
+
 /// Without `--init`, busybox httpd as PID 1 ignores the SIGTERM `podman run`
 /// forwards; idlegate kills the client after the stop timeout, finds the
 /// container still running, says so, and removes it. A container left by an
