@@ -229,16 +229,12 @@ fn engine_errors_name_the_container_and_the_socket() {
     });
 }
 
-/// `podman run` as the backend command, with `--init` so SIGTERM stops the app.
-#[test]
-fn podman_run_command_starts_and_removes_its_container() {
-    let Some(podman) = podman() else { return };
-    let dir = tempdir();
-    let c = ContainerName::new(podman, "run");
-    let port = free_port();
+/// idlegate's flags for `podman run --rm --init --name NAME` of `image`
+/// publishing `port` on 127.0.0.1, in HTTP mode, idle timeout 1 s.
+fn podman_run_args(name: &str, port: u16, image: &str) -> Vec<String> {
     let upstream = format!("127.0.0.1:{port}");
     let publish = format!("127.0.0.1:{port}:8080");
-    let a = args(&[
+    args(&[
         "--upstream",
         &upstream,
         "--mode",
@@ -253,11 +249,20 @@ fn podman_run_command_starts_and_removes_its_container() {
         "--rm",
         "--init",
         "--name",
-        &c.name,
+        name,
         "-p",
         &publish,
-        IMAGE,
-    ]);
+        image,
+    ])
+}
+
+/// `podman run` as the backend command, with `--init` so SIGTERM stops the app.
+#[test]
+fn podman_run_command_starts_and_removes_its_container() {
+    let Some(podman) = podman() else { return };
+    let dir = tempdir();
+    let c = ContainerName::new(podman, "run");
+    let a = podman_run_args(&c.name, free_port(), IMAGE);
     let act = activate(podman, &dir, &a);
     for round in 1..=2 {
         let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
@@ -297,29 +302,8 @@ fn a_podman_run_that_pulls_its_image_tells_the_pull() {
     let archive = dir.path().join("image.tar");
     podman.ok(&["save", "-o", archive.to_str().unwrap(), IMAGE]);
     let c = ContainerName::new(podman, "pull");
-    let port = free_port();
-    let publish = format!("127.0.0.1:{port}:8080");
     let image = format!("docker-archive:{}", archive.display());
-    let a = args(&[
-        "--upstream",
-        &format!("127.0.0.1:{port}"),
-        "--mode",
-        "http",
-        "--idle-timeout",
-        "1s",
-        "--stop-timeout",
-        "20s",
-        "--",
-        "podman",
-        "run",
-        "--rm",
-        "--init",
-        "--name",
-        &c.name,
-        "-p",
-        &publish,
-        &image,
-    ]);
+    let a = podman_run_args(&c.name, free_port(), &image);
     let act = activate(podman, &dir, &a);
     let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
     assert_eq!(
