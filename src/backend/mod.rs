@@ -11,6 +11,7 @@
 pub mod container;
 pub mod engine;
 pub mod failure;
+pub mod group;
 pub mod hooks;
 mod kind;
 pub mod notify_socket;
