@@ -14,6 +14,7 @@ pub mod failure;
 pub mod group;
 pub mod hooks;
 mod kind;
+pub mod lease;
 pub mod notify_socket;
 pub mod probe;
 pub mod process;

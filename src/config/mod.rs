@@ -22,6 +22,7 @@ use crate::backend::container::{Container, IdleAction};
 use crate::backend::engine::Engine;
 use crate::backend::group::{Group, Member};
 use crate::backend::hooks::Hooks;
+use crate::backend::lease::Leases;
 use crate::backend::{BackendKind, BackendSpec};
 use crate::cli::Cli;
 
@@ -173,6 +174,9 @@ pub enum Run {
         engine_socket: Option<PathBuf>,
         /// What each container gets when idle.
         idle_action: IdleAction,
+        /// Where the instances sharing a container count who uses it (see
+        /// [`crate::backend::lease`]); set by [`Config::find_engine_socket`].
+        lease_dir: Option<PathBuf>,
     },
     /// Systemd units started in order and stopped in reverse order
     /// (`--unit`, repeatable; at least one).
@@ -238,6 +242,7 @@ impl Run {
                 names,
                 engine_socket,
                 idle_action,
+                lease_dir,
             } => BackendKind::Group(Group {
                 members: names
                     .iter()
@@ -246,6 +251,7 @@ impl Run {
                             engine: Engine::new(engine_socket.clone().unwrap_or_default()),
                             name: name.clone(),
                             idle_action: *idle_action,
+                            leases: lease_dir.clone().map(|dir| Leases { dir }),
                         })
                     })
                     .collect(),
@@ -277,7 +283,10 @@ impl Config {
     }
 
     /// With `--container`, settles the engine socket: the one given, else the
-    /// first that exists of the usual places (see [`crate::backend::engine::find_socket`]).
+    /// first that exists of the usual places (see [`crate::backend::engine::find_socket`]);
+    /// and the lease directory: `$XDG_RUNTIME_DIR/idlegate-leases`, else
+    /// `/run/idlegate-leases` (outside any service's own `RuntimeDirectory=`,
+    /// which systemd may remove while another instance still holds a lease).
     pub fn find_engine_socket(
         mut self,
         env: impl Fn(&str) -> Option<OsString>,
@@ -286,9 +295,15 @@ impl Config {
         if let Run::Container {
             names,
             engine_socket,
+            lease_dir,
             ..
         } = &mut self.backend.run
         {
+            let runtime = env("XDG_RUNTIME_DIR").filter(|d| Path::new(d).is_absolute());
+            *lease_dir = Some(runtime.map_or_else(
+                || PathBuf::from("/run/idlegate-leases"),
+                |d| Path::new(&d).join("idlegate-leases"),
+            ));
             let socket = crate::backend::engine::find_socket(engine_socket.as_deref(), env, exists)
                 .map_err(|e| {
                     ConfigError::Usage(format!("--container {}: {e}", names.join(", ")))
@@ -609,6 +624,7 @@ mod tests {
             names: args(names),
             engine_socket: None,
             idle_action: IdleAction::Stop,
+            lease_dir: None,
         };
         assert_eq!(
             run("container = \"web\"\n", &[]).unwrap(),

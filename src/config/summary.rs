@@ -86,6 +86,7 @@ impl Config {
                 names,
                 engine_socket,
                 idle_action,
+                ..
             } => {
                 let action = match idle_action {
                     crate::backend::container::IdleAction::Stop => "stopped",

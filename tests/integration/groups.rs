@@ -203,3 +203,72 @@ fn a_group_whose_second_container_fails_stops_the_first_and_names_the_failed_one
         );
     }
 }
+
+/// Two idlegates in front of one database: the first to idle out leaves it
+/// running for the other, whose lease is live; a lease left by a process
+/// that is gone does not count; the last one stops it.
+#[test]
+fn a_container_shared_by_two_idlegates_is_stopped_by_the_last_one_only() {
+    let Some(podman) = podman() else { return };
+    let dir = tempdir();
+    let engine = EngineService::start(podman, dir.path());
+    let db = ContainerName::new(podman, "shared");
+    let port = free_port();
+    create(podman, &db.name, port, &[], &[]);
+    let leases = dir.path().join("runtime");
+    let stale = leases.join(format!("idlegate-leases/{}", db.name));
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("4194305"), "1").unwrap();
+    let start = |idle: &str| {
+        let a = group_args(
+            &[&db.name],
+            &engine,
+            port,
+            &["--idle-timeout", idle, "--stop-timeout", "1s"],
+        );
+        let act = ActivatorBuilder::new(tempdir(), &a)
+            .tcp("web")
+            .env("XDG_RUNTIME_DIR", leases.to_str().unwrap())
+            .start();
+        let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
+        assert_eq!(
+            (r.status, r.text()),
+            (200, PAGE.to_owned()),
+            "{}",
+            act.log()
+        );
+        act
+    };
+    let long = start("600s");
+    let holder = long.running().unwrap();
+    let short = start("1s");
+    short.wait_exit_0(1, PATIENCE);
+    assert!(
+        short.log().contains(&format!(
+            "container {} is still used by another idlegate (pid {holder}): left running",
+            db.name
+        )),
+        "{}",
+        short.log()
+    );
+    assert_eq!(status(podman, &db.name).as_deref(), Some("running"));
+    assert!(
+        !stale.join("4194305").exists(),
+        "the stale lease is removed"
+    );
+
+    long.signal(libc::SIGTERM);
+    long.wait_exit_0(1, PATIENCE);
+    assert!(
+        long.log()
+            .contains(&format!("stopping container {}", db.name)),
+        "{}",
+        long.log()
+    );
+    assert_eq!(status(podman, &db.name).as_deref(), Some("exited"));
+    assert_eq!(
+        std::fs::read_dir(&stale).unwrap().count(),
+        0,
+        "no lease is left"
+    );
+}

@@ -81,6 +81,7 @@ fn run(cli: &mut Cli, file: &mut FileConfig, path: &Path) -> Result<Run, ConfigE
             names: containers,
             engine_socket,
             idle_action,
+            lease_dir: None,
         });
     }
     for (given, name) in [
