@@ -73,3 +73,55 @@ one_heavy_at_a_time() {
   ok "A's next client: 'model a' in $LAST_MS ms, A started again and B stopped"
   IN systemctl stop llm-a-proxy.socket llm-b-proxy.socket llm-a-proxy.service llm-b-proxy.service llm-a.service llm-b.service
 }
+
+# --unit grp-db.service --unit grp-bad.service, whose start fails: the client
+# gets the clean failure (502), the journal names the failed unit, and the
+# database is stopped again.
+unit_group_failure() {
+  group_unit grp-bad 8242 "bad" "" "ExecStartPre=/usr/bin/false"
+  group_proxy grpf 8240 --unit grp-db.service --unit grp-bad.service --upstream 127.0.0.1:8242 --mode http --idle-timeout 60s
+  IN systemctl daemon-reload
+  local cursor code line t
+  cursor=$(IN journalctl -n 1 --show-cursor --no-pager -o cat | sed -n 's/^-- cursor: //p')
+  IN systemctl start grpf.socket
+  code=$(NET curl -s -o /dev/null -w '%{http_code}' -m 30 http://127.0.0.1:8240/) || true
+  [ "$code" = 502 ] || fail "the client got '$code', not 502"
+  line=$(IN journalctl --no-pager -o cat -u grpf.service --after-cursor "$cursor" | grep 'backend failed: ' | head -n 1)
+  case $line in *grp-bad.service*) ;; *) fail "the failure does not name grp-bad.service: '$line'" ;; esac
+  t=$(date +%s%N)
+  until [ "$(state grp-db.service)" = inactive ]; do
+    [ "$(ms_since "$t")" -lt 20000 ] || fail "grp-db.service is still $(state grp-db.service) after the failed start"
+    sleep 0.2
+  done
+  ok "grp-bad.service failed: the client got 502, grp-db.service stopped again; journal: $line"
+  IN systemctl stop grpf.socket grpf.service
+}
+
+# One database unit behind two apps, through systemd's own count: db with
+# StopWhenUnneeded=yes, each app Requires= and After= it, idlegate names only
+# the app. The first app's idle exit leaves the database up; the last stops it.
+shared_unit() {
+  group_unit shdb 8251 "db" "StopWhenUnneeded=yes"
+  group_unit shapp1 8252 "app1" "Requires=shdb.service
+After=shdb.service"
+  group_unit shapp2 8253 "app2" "Requires=shdb.service
+After=shdb.service"
+  group_proxy sh1 8250 --unit shapp1.service --upstream 127.0.0.1:8252 --idle-timeout 3s
+  group_proxy sh2 8260 --unit shapp2.service --upstream 127.0.0.1:8253 --idle-timeout 60s
+  IN systemctl daemon-reload
+  IN systemctl start sh1.socket sh2.socket
+  fetch http://127.0.0.1:8250/ "app1"
+  fetch http://127.0.0.1:8260/ "app2"
+  wait_inactive sh1.service shapp1.service
+  [ "$(state shdb.service)" = active ] || fail "shdb.service is $(state shdb.service) while shapp2.service needs it"
+  ok "the first app idled out; shdb.service is still active for the second"
+  IN systemctl stop sh2.service
+  local t
+  t=$(date +%s%N)
+  until [ "$(state shdb.service)" = inactive ]; do
+    [ "$(ms_since "$t")" -lt 20000 ] || fail "shdb.service is still $(state shdb.service) with no app left"
+    sleep 0.2
+  done
+  ok "the second app stopped; StopWhenUnneeded= stopped shdb.service $(ms_since "$t") ms later"
+  IN systemctl stop sh1.socket sh2.socket
+}

@@ -729,6 +729,10 @@ ok "nothing left: no volume, no image, no config"
 # ---------------------------------------------------------------------------
 step "groups: --unit grp-db.service --unit grp-app.service, started in order, stopped in reverse"
 unit_group
+step "groups: a unit of the group fails to start"
+unit_group_failure
+step "groups: one database unit behind two apps (StopWhenUnneeded=)"
+shared_unit
 step "groups: one heavy backend at a time, Conflicts= between the units (llama-swap's case)"
 one_heavy_at_a_time
 
