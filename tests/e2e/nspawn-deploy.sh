@@ -16,7 +16,8 @@
 # installed in the guest, /etc/idlegate/tidings.toml through the generator, a
 # bad file beside it, a user's unit with `systemctl --user`, `dpkg -r`), and
 # the README's systemd-socket-activate one-liners, and unit groups (an ordered
-# --unit group; two backends with Conflicts=). It measures cold-start time against the
+# --unit group, one that fails, a StopWhenUnneeded= database behind two apps,
+# two backends with Conflicts=). It measures cold-start time against the
 # floor: `podman start` / `podman run` of the same backend container until its
 # port answers. Any failure exits non-zero; the guest is always powered off and
 # the host cgroups removed.
