@@ -120,8 +120,10 @@ pub struct Cli {
 
     /// The backend is this systemd unit: `systemctl start` it on demand and
     /// `systemctl stop` it when idle (a quadlet .container generates such a unit).
+    /// Repeat for a group: started in order, each active before the next,
+    /// stopped in reverse order.
     #[arg(long, value_name = "NAME.service")]
-    pub unit: Option<String>,
+    pub unit: Vec<String>,
 
     /// The backend is started by this shell command (it should return once
     /// the backend is launched, e.g. `podman start web`).
@@ -144,9 +146,11 @@ pub struct Cli {
     pub wake_on_lan_address: Option<String>,
 
     /// The backend is this container, started (or unpaused) by name through
-    /// the engine API on demand and stopped (or paused) when idle.
+    /// the engine API on demand and stopped (or paused) when idle. Repeat for
+    /// a group (a database, then its app): started in order, each healthy (or
+    /// running, without a healthcheck) before the next, stopped in reverse order.
     #[arg(long, value_name = "NAME")]
-    pub container: Option<String>,
+    pub container: Vec<String>,
 
     /// The container engine's API socket (podman or docker). [default: the
     /// first that exists of $CONTAINER_HOST, $DOCKER_HOST (unix://),

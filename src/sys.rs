@@ -337,3 +337,18 @@ fn restore_open_files_limit() -> io::Result<()> {
     }
     Ok(())
 }
+
+/// Takes an exclusive `flock(2)` on an open file without waiting: `false`
+/// when another open file holds it. Closing the file releases it, so a
+/// killed holder never leaves it taken.
+pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
+    // SAFETY: flock takes an integer descriptor, kept open by the borrow, and flags.
+    if unsafe { libc::flock(fd.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let e = io::Error::last_os_error();
+    match e.raw_os_error() {
+        Some(libc::EWOULDBLOCK) | Some(libc::EINTR) => Ok(false),
+        _ => Err(e),
+    }
+}

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::engine::{ContainerState, Engine, EngineError};
 use super::failure::Failure;
+use super::lease::Leases;
 use super::progress::{waiting_for, Progress};
 use crate::backoff::Backoff;
 
@@ -40,6 +41,9 @@ pub struct Container {
     pub name: String,
     /// Stop or pause when idle.
     pub idle_action: IdleAction,
+    /// Where the instances sharing it count who uses it: it is stopped (or
+    /// paused) only when no other live instance holds a lease.
+    pub leases: Option<Leases>,
 }
 
 /// The longest pause between two looks at a starting container.
@@ -50,6 +54,7 @@ impl Container {
     /// has a healthcheck, is healthy.
     pub async fn start(&self, progress: &Progress) -> Result<(), Failure> {
         let name = &self.name;
+        self.take_lease().await;
         let state = self.inspect().await?;
         if state.paused {
             tracing::info!("unpausing container {name}");
@@ -95,8 +100,32 @@ impl Container {
 
     /// Stops or pauses the container, as `idle_action` says; the engine gives
     /// it `grace` after the stop signal.
+    /// Another live instance's lease leaves it as it is.
     pub async fn stop(&self, grace: Duration) -> Result<(), EngineError> {
         let name = &self.name;
+        // Held until the stop is done, so no instance starts it meanwhile.
+        let mut _locked = None;
+        if let Some(leases) = &self.leases {
+            let released = match leases.lock(name).await {
+                Ok(locked) => locked.release().map(|holders| (locked, holders)),
+                Err(e) => Err(e),
+            };
+            match released {
+                Ok((_, holders)) if !holders.is_empty() => {
+                    let pids: Vec<String> = holders.iter().map(u32::to_string).collect();
+                    tracing::info!(
+                        "container {name} is still used by another idlegate (pid {}): left running",
+                        pids.join(", ")
+                    );
+                    return Ok(());
+                }
+                Ok((locked, _)) => _locked = Some(locked),
+                Err(e) => tracing::warn!(
+                    "container {name}: cannot read its leases in {}: {e}; stopping it anyway",
+                    leases.dir.display()
+                ),
+            }
+        }
         match self.idle_action {
             IdleAction::Stop => {
                 tracing::info!("stopping container {name}");
@@ -110,6 +139,25 @@ impl Container {
                 tracing::info!("pausing container {name}");
                 self.engine.pause(name).await
             }
+        }
+    }
+
+    /// Leaves this instance's lease, so that another instance sharing the
+    /// container does not stop it under us; without one, it still starts.
+    async fn take_lease(&self) {
+        let Some(leases) = &self.leases else {
+            return;
+        };
+        let name = &self.name;
+        let taken = match leases.lock(name).await {
+            Ok(locked) => locked.take(),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = taken {
+            tracing::warn!(
+                "container {name}: cannot take a lease in {}: {e}; another idlegate sharing it may stop it",
+                leases.dir.display()
+            );
         }
     }
 

@@ -1,16 +1,16 @@
 //! How the backend is run, and what each kind does at a start and a stop:
 //! a child process ([`process`](super::process)), start and stop commands
-//! ([`hooks`](super::hooks)), a container through the engine API
-//! ([`container`](super::container)), or nothing (external).
+//! ([`hooks`](super::hooks)), an ordered group of containers or units
+//! ([`group`](super::group)), or nothing (external).
 
 use std::time::Duration;
 
-use super::container::Container;
 use super::failure::Failure;
+use super::group::Group;
 use super::hooks::Hooks;
 use super::notify_socket::NotifySocket;
 use super::process::{self, Process};
-use super::progress::{waiting_for, Progress};
+use super::progress::Progress;
 use super::run_command::RunCommand;
 
 /// How the backend is run.
@@ -21,14 +21,17 @@ pub enum BackendKind {
     /// A long-running child process idlegate starts and stops.
     Process(Vec<String>),
     /// Commands that start and stop the backend and return (`--start-cmd`,
-    /// `--stop-cmd`, `--unit`).
+    /// `--stop-cmd`).
     Hooks(Hooks),
-    /// A container driven by name through the engine API (`--container`).
-    Container(Container),
+    /// Containers through the engine API (`--container`) or systemd units
+    /// (`--unit`), started in order and stopped in reverse order.
+    Group(Group),
 }
 
 /// What a start began: the child process, or the step the probe runs
 /// before waiting for readiness.
+// Made once per start and unpacked at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Launched {
     /// The backend process, running.
     Process(Process),
@@ -42,8 +45,8 @@ pub(super) enum Launched {
 pub(super) enum StartStep {
     /// Run the start command.
     Hooks(Hooks),
-    /// Start or unpause the container and wait for its health.
-    Container(Container),
+    /// Start (or unpause) each member in order, each ready before the next.
+    Group(Group),
 }
 
 impl BackendKind {
@@ -78,7 +81,7 @@ impl BackendKind {
                     })
             }
             BackendKind::Hooks(hooks) => Ok(Launched::Step(StartStep::Hooks(hooks.clone()))),
-            BackendKind::Container(c) => Ok(Launched::Step(StartStep::Container(c.clone()))),
+            BackendKind::Group(g) => Ok(Launched::Step(StartStep::Group(g.clone()))),
             BackendKind::External => Ok(Launched::Nothing),
         }
     }
@@ -88,20 +91,21 @@ impl BackendKind {
     pub(super) fn stop_takes_time(&self) -> bool {
         match self {
             BackendKind::Hooks(hooks) => hooks.stop.is_some(),
-            BackendKind::Container(_) => true,
+            BackendKind::Group(_) => true,
             BackendKind::Process(_) | BackendKind::External => false,
         }
     }
 
     /// Stops what a start step began: runs the stop command, or stops (or
-    /// pauses) the container, with `grace`. A process is stopped by its owner.
+    /// pauses) the group in reverse order, with `grace`. A process is
+    /// stopped by its owner.
     pub(super) async fn stop_started(&self, grace: Duration) {
         match self {
             BackendKind::Hooks(hooks) => hooks.stop(grace).await,
-            BackendKind::Container(container) => match container.stop(grace).await {
-                Ok(()) => tracing::info!(target: "idlegate::backend", "backend stopped"),
-                Err(e) => tracing::error!(target: "idlegate::backend", "{e}"),
-            },
+            BackendKind::Group(group) => {
+                group.stop(grace).await;
+                tracing::info!(target: "idlegate::backend", "backend stopped");
+            }
             BackendKind::Process(_) | BackendKind::External => {}
         }
     }
@@ -112,10 +116,7 @@ impl StartStep {
     pub(super) async fn run(self, progress: &Progress) -> Result<(), Failure> {
         match self {
             StartStep::Hooks(hooks) => hooks.start().await?,
-            StartStep::Container(container) => {
-                container.start(progress).await?;
-                waiting_for(progress, None);
-            }
+            StartStep::Group(group) => group.start(progress).await?,
         }
         Ok(())
     }

@@ -11,8 +11,10 @@
 pub mod container;
 pub mod engine;
 pub mod failure;
+pub mod group;
 pub mod hooks;
 mod kind;
+pub mod lease;
 pub mod notify_socket;
 pub mod probe;
 pub mod process;

@@ -20,7 +20,9 @@ pub use resolve::is_unit_name;
 use crate::address::{Address, Names, UpstreamSpec};
 use crate::backend::container::{Container, IdleAction};
 use crate::backend::engine::Engine;
+use crate::backend::group::{Group, Member};
 use crate::backend::hooks::Hooks;
+use crate::backend::lease::Leases;
 use crate::backend::{BackendKind, BackendSpec};
 use crate::cli::Cli;
 
@@ -165,18 +167,23 @@ pub enum Run {
     External,
     /// A program idlegate starts as its child (the trailing COMMAND).
     Command(Vec<String>),
-    /// A container started and stopped through the engine API (`--container`).
+    /// Containers started in order and stopped in reverse order through the
+    /// engine API (`--container`, repeatable).
     Container {
-        /// Its name or id.
-        name: String,
+        /// Their names or ids, in start order (at least one).
+        names: Vec<String>,
         /// The engine's API socket as given (`--engine-socket`); see
         /// [`Config::find_engine_socket`] for the default.
         engine_socket: Option<PathBuf>,
-        /// What the container gets when idle.
+        /// What each container gets when idle.
         idle_action: IdleAction,
+        /// Where the instances sharing a container count who uses it (see
+        /// [`crate::backend::lease`]); set by [`Config::find_engine_socket`].
+        lease_dir: Option<PathBuf>,
     },
-    /// A systemd unit to start and stop (`--unit`).
-    Unit(String),
+    /// Systemd units started in order and stopped in reverse order
+    /// (`--unit`, repeatable; at least one).
+    Unit(Vec<String>),
     /// Shell commands that start and stop the backend (`--start-cmd`, `--stop-cmd`).
     Hooks {
         /// Run on demand.
@@ -237,15 +244,26 @@ impl Run {
             Run::External => BackendKind::External,
             Run::Command(argv) => BackendKind::Process(argv.clone()),
             Run::Container {
-                name,
+                names,
                 engine_socket,
                 idle_action,
-            } => BackendKind::Container(Container {
-                engine: Engine::new(engine_socket.clone().unwrap_or_default()),
-                name: name.clone(),
-                idle_action: *idle_action,
+                lease_dir,
+            } => BackendKind::Group(Group {
+                members: names
+                    .iter()
+                    .map(|name| {
+                        Member::Container(Container {
+                            engine: Engine::new(engine_socket.clone().unwrap_or_default()),
+                            name: name.clone(),
+                            idle_action: *idle_action,
+                            leases: lease_dir.clone().map(|dir| Leases { dir }),
+                        })
+                    })
+                    .collect(),
             }),
-            Run::Unit(unit) => BackendKind::Hooks(Hooks::unit(unit)),
+            Run::Unit(units) => BackendKind::Group(Group {
+                members: units.iter().map(|u| Member::Unit(Hooks::unit(u))).collect(),
+            }),
             Run::Hooks { start, stop } => {
                 BackendKind::Hooks(Hooks::shell(start.as_deref(), stop.as_deref()))
             }
@@ -271,20 +289,31 @@ impl Config {
     }
 
     /// With `--container`, settles the engine socket: the one given, else the
-    /// first that exists of the usual places (see [`crate::backend::engine::find_socket`]).
+    /// first that exists of the usual places (see [`crate::backend::engine::find_socket`]);
+    /// and the lease directory: `$XDG_RUNTIME_DIR/idlegate-leases`, else
+    /// `/run/idlegate-leases` (outside any service's own `RuntimeDirectory=`,
+    /// which systemd may remove while another instance still holds a lease).
     pub fn find_engine_socket(
         mut self,
         env: impl Fn(&str) -> Option<OsString>,
         exists: impl Fn(&Path) -> bool,
     ) -> Result<Config, ConfigError> {
         if let Run::Container {
-            name,
+            names,
             engine_socket,
+            lease_dir,
             ..
         } = &mut self.backend.run
         {
+            let runtime = env("XDG_RUNTIME_DIR").filter(|d| Path::new(d).is_absolute());
+            *lease_dir = Some(runtime.map_or_else(
+                || PathBuf::from("/run/idlegate-leases"),
+                |d| Path::new(&d).join("idlegate-leases"),
+            ));
             let socket = crate::backend::engine::find_socket(engine_socket.as_deref(), env, exists)
-                .map_err(|e| ConfigError::Usage(format!("--container {name}: {e}")))?;
+                .map_err(|e| {
+                    ConfigError::Usage(format!("--container {}: {e}", names.join(", ")))
+                })?;
             *engine_socket = Some(socket);
         }
         Ok(self)
@@ -656,5 +685,53 @@ mod tests {
             e.starts_with("stop-timeout in x.toml: invalid value 'fast'"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn containers_and_units_are_groups_in_the_order_given() {
+        let path = Path::new("x.toml");
+        let run = |text: &str, flags: &[&str]| {
+            let file = parse_file(&format!("upstream = \"127.0.0.1:5\"\n{text}"), path).unwrap();
+            Config::merge(cli(flags), file, path).map(|c| c.backend.run)
+        };
+        let containers = |names: &[&str]| Run::Container {
+            names: args(names),
+            engine_socket: None,
+            idle_action: IdleAction::Stop,
+            lease_dir: None,
+        };
+        assert_eq!(
+            run("container = \"web\"\n", &[]).unwrap(),
+            containers(&["web"])
+        );
+        assert_eq!(
+            run("container = [\"db\", \"app\"]\n", &[]).unwrap(),
+            containers(&["db", "app"])
+        );
+        assert_eq!(
+            run(
+                "container = \"x\"\n",
+                &["--container", "db", "--container", "app"]
+            )
+            .unwrap(),
+            containers(&["db", "app"]),
+            "the flags replace the file's list"
+        );
+        assert_eq!(
+            run("unit = [\"a.service\", \"b.service\"]\n", &[]).unwrap(),
+            Run::Unit(args(&["a.service", "b.service"]))
+        );
+        assert_eq!(
+            run("", &["--unit", "a.service"]).unwrap(),
+            Run::Unit(args(&["a.service"]))
+        );
+        let e = run("", &["--container", "db", "--container", "db"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("given twice"), "{e}");
+        let e = run("", &["--container", "db", "--unit", "a.service"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("--container and --unit"), "{e}");
     }
 }

@@ -101,9 +101,10 @@ impl Config {
             },
             Run::Command(argv) => format!("the command `{}`", describe(argv)),
             Run::Container {
-                name,
+                names,
                 engine_socket,
                 idle_action,
+                ..
             } => {
                 let action = match idle_action {
                     crate::backend::container::IdleAction::Stop => "stopped",
@@ -113,9 +114,17 @@ impl Config {
                     .as_ref()
                     .map(|p| format!(" through {}", p.display()))
                     .unwrap_or_default();
-                format!("the container {name}{socket}, {action} when idle")
+                format!(
+                    "{} {}{socket}, {action} when idle",
+                    plural(names, "the container", "the containers"),
+                    in_order(names)
+                )
             }
-            Run::Unit(unit) => format!("the unit {unit}, through systemctl start/stop"),
+            Run::Unit(units) => format!(
+                "{} {}, through systemctl start/stop",
+                plural(units, "the unit", "the units"),
+                in_order(units)
+            ),
             Run::Hooks { start, stop } => {
                 let said = |c: &Option<String>| {
                     c.as_ref()
@@ -150,4 +159,18 @@ impl Config {
         }
         line
     }
+}
+
+/// `one` for a single item, else `many`.
+fn plural<'a>(items: &[String], one: &'a str, many: &'a str) -> &'a str {
+    if items.len() == 1 {
+        one
+    } else {
+        many
+    }
+}
+
+/// `a`, or `a then b then c` (started in that order).
+fn in_order(items: &[String]) -> String {
+    items.join(" then ")
 }

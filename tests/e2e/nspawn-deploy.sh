@@ -15,7 +15,9 @@
 # behind a ListenDatagram= socket), the one-file form (the Debian package
 # installed in the guest, /etc/idlegate/tidings.toml through the generator, a
 # bad file beside it, a user's unit with `systemctl --user`, `dpkg -r`), and
-# the README's systemd-socket-activate one-liners. It measures cold-start time against the
+# the README's systemd-socket-activate one-liners, and unit groups (an ordered
+# --unit group, one that fails, a StopWhenUnneeded= database behind two apps,
+# two backends with Conflicts=). It measures cold-start time against the
 # floor: `podman start` / `podman run` of the same backend container until its
 # port answers. Any failure exits non-zero; the guest is always powered off and
 # the host cgroups removed.
@@ -455,6 +457,8 @@ variant_begin() { VARIANT_CURSOR=$(IN journalctl -n 1 --show-cursor --no-pager -
 
 # shellcheck source=tests/e2e/deploy-faults.sh
 . "$REPO/tests/e2e/deploy-faults.sh"
+# shellcheck source=tests/e2e/deploy-groups.sh
+. "$REPO/tests/e2e/deploy-groups.sh"
 
 # The faults every variant goes through (deploy-faults.sh); $1 = variant, and
 # whether its backend is a container of its own (killed, image removed).
@@ -722,6 +726,16 @@ run_readme quadlet-uninstall
 AS_ROOT '! podman volume exists tidings-caddy-data && ! podman image exists localhost/idlegate:latest && [ ! -e /etc/tidings ] && [ ! -e /etc/containers/systemd/tidings.container ]' ||
   fail "the quadlet uninstall left something behind"
 ok "nothing left: no volume, no image, no config"
+
+# ---------------------------------------------------------------------------
+step "groups: --unit grp-db.service --unit grp-app.service, started in order, stopped in reverse"
+unit_group
+step "groups: a unit of the group fails to start"
+unit_group_failure
+step "groups: one database unit behind two apps (StopWhenUnneeded=)"
+shared_unit
+step "groups: one heavy backend at a time, Conflicts= between the units (llama-swap's case)"
+one_heavy_at_a_time
 
 # ---------------------------------------------------------------------------
 step "cold start vs the floor (ms; median of the runs)"

@@ -10,7 +10,11 @@ use crate::support::podman::{podman, ContainerName, EngineService, Podman, IMAGE
 use crate::support::*;
 use std::io::{Read, Write};
 
-fn activate(podman: &Podman, dir: &std::sync::Arc<tempfile::TempDir>, a: &[String]) -> Activator {
+pub(crate) fn activate(
+    podman: &Podman,
+    dir: &std::sync::Arc<tempfile::TempDir>,
+    a: &[String],
+) -> Activator {
     ActivatorBuilder::new(dir.clone(), a)
         .tcp("web")
         .env("CONTAINERS_CONF", podman.conf().to_str().unwrap())
@@ -18,7 +22,7 @@ fn activate(podman: &Podman, dir: &std::sync::Arc<tempfile::TempDir>, a: &[Strin
 }
 
 /// `running`, `paused`, `exited`, … or `None` when there is no such container.
-fn status(podman: &Podman, name: &str) -> Option<String> {
+pub(crate) fn status(podman: &Podman, name: &str) -> Option<String> {
     podman.inspect(name, "{{.State.Status}}")
 }
 
@@ -40,7 +44,7 @@ fn engine_args(name: &str, engine: &EngineService, port: u16, extra: &[&str]) ->
 }
 
 /// `podman create` with the test image, publishing `port` on 127.0.0.1.
-fn create(podman: &Podman, name: &str, port: u16, extra: &[&str], command: &[&str]) {
+pub(crate) fn create(podman: &Podman, name: &str, port: u16, extra: &[&str], command: &[&str]) {
     let publish = format!("127.0.0.1:{port}:8080");
     let mut a = vec!["create", "--name", name, "-p", &publish];
     a.extend_from_slice(extra);

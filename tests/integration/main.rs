@@ -9,6 +9,7 @@ mod backend_lifecycle;
 mod connections;
 mod containers;
 mod forwarding;
+mod groups;
 mod http;
 mod idle_exit;
 mod inhibit;

@@ -8,6 +8,7 @@ use super::*;
 use crate::address::{Names, UpstreamSpec};
 use crate::backend::container::IdleAction;
 use crate::cli::Cli;
+use std::mem::take;
 
 /// How the backend is run and when it is ready.
 pub(in crate::config) fn backend(
@@ -55,18 +56,21 @@ fn command(
 /// start/stop commands.
 fn run(cli: &mut Cli, file: &mut FileConfig, path: &Path) -> Result<Run, ConfigError> {
     let command = command(cli, file, path)?;
-    let unit = given!(cli, file, path, unit, "unit");
+    let units = group_names(take(&mut cli.unit), file.unit.take(), "unit", path)?;
     let start_cmd = given!(cli, file, path, start_cmd, "start-cmd");
     let stop_cmd = given!(cli, file, path, stop_cmd, "stop-cmd");
-    let container = given!(cli, file, path, container, "container");
-    let container = text_setting(container, "a container name")?;
-    let unit = text_setting(unit, "a unit name")?;
+    let containers = group_names(
+        take(&mut cli.container),
+        file.container.take(),
+        "container",
+        path,
+    )?;
     let start_cmd = text_setting(start_cmd, "a command")?;
     let stop_cmd = text_setting(stop_cmd, "a command")?;
     let kinds = [
         command.is_some().then_some("a backend COMMAND"),
-        container.as_ref().map(|_| "--container"),
-        unit.as_ref().map(|_| "--unit"),
+        (!containers.is_empty()).then_some("--container"),
+        (!units.is_empty()).then_some("--unit"),
         (start_cmd.is_some() || stop_cmd.is_some()).then_some("--start-cmd/--stop-cmd"),
     ];
     let given: Vec<&str> = kinds.into_iter().flatten().collect();
@@ -77,11 +81,12 @@ fn run(cli: &mut Cli, file: &mut FileConfig, path: &Path) -> Result<Run, ConfigE
         )));
     }
     let (engine_socket, idle_action) = container_options(cli, file, path)?;
-    if let Some(name) = container {
+    if !containers.is_empty() {
         return Ok(Run::Container {
-            name,
+            names: containers,
             engine_socket,
             idle_action,
+            lease_dir: None,
         });
     }
     for (given, name) in [
@@ -92,15 +97,48 @@ fn run(cli: &mut Cli, file: &mut FileConfig, path: &Path) -> Result<Run, ConfigE
             return Err(ConfigError::Usage(format!("{name} needs --container NAME")));
         }
     }
-    Ok(match (command, unit) {
-        (Some(argv), _) => Run::Command(argv),
-        (None, Some(unit)) => Run::Unit(unit),
-        (None, None) if start_cmd.is_some() || stop_cmd.is_some() => Run::Hooks {
+    Ok(match command {
+        Some(argv) => Run::Command(argv),
+        None if !units.is_empty() => Run::Unit(units),
+        None if start_cmd.is_some() || stop_cmd.is_some() => Run::Hooks {
             start: start_cmd,
             stop: stop_cmd,
         },
-        (None, None) => Run::External,
+        None => Run::External,
     })
+}
+
+/// The names of a group (`--container`, `--unit`: the flags, else the
+/// file's `key`): none empty, none twice.
+fn group_names(
+    flags: Vec<String>,
+    file: Option<OneOrMany>,
+    key: &'static str,
+    path: &Path,
+) -> Result<Vec<String>, ConfigError> {
+    let flag = if key == "unit" {
+        "--unit"
+    } else {
+        "--container"
+    };
+    let values = list_setting(flags, flag, file, key, path);
+    let mut names: Vec<String> = Vec::with_capacity(values.len());
+    for (text, origin) in values {
+        let reason = if text.trim().is_empty() {
+            format!("expected a {key} name")
+        } else if names.contains(&text) {
+            "given twice: each member of a group is started once".into()
+        } else {
+            names.push(text);
+            continue;
+        };
+        return Err(ConfigError::Invalid {
+            origin,
+            value: text,
+            reason,
+        });
+    }
+    Ok(names)
 }
 
 /// `--engine-socket` and `--idle-action`, which only a container takes.

@@ -1,0 +1,274 @@
+//! Groups of container backends with real podman (`--container db
+//! --container app`): started in order, each ready before the next, stopped
+//! in reverse order; a failed member stops the ones started before it.
+//! Skipped without podman unless `IDLEGATE_REQUIRE_PODMAN=1`.
+
+use std::sync::mpsc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::containers::{activate, create, status};
+use crate::support::http::get;
+use crate::support::podman::{podman, ContainerName, EngineService, Podman, IMAGE, PAGE};
+use crate::support::*;
+
+/// A container field that is a time, in nanoseconds since the epoch.
+fn nanos(podman: &Podman, name: &str, field: &str) -> i128 {
+    let text = podman
+        .inspect(name, &format!("{{{{.State.{field}.UnixNano}}}}"))
+        .unwrap_or_else(|| panic!("no container {name}"));
+    text.trim().parse().unwrap()
+}
+
+fn now_nanos() -> i128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as i128
+}
+
+/// idlegate's flags for the group `names` through `engine`, in HTTP mode,
+/// in front of `port`, with `extra` flags.
+fn group_args(names: &[&str], engine: &EngineService, port: u16, extra: &[&str]) -> Vec<String> {
+    let mut a = Vec::new();
+    for name in names {
+        a.extend(args(&["--container", name]));
+    }
+    a.extend(args(&[
+        "--engine-socket",
+        engine.socket.to_str().unwrap(),
+        "--upstream",
+        &format!("127.0.0.1:{port}"),
+        "--mode",
+        "http",
+    ]));
+    a.extend(args(extra));
+    a
+}
+
+#[test]
+fn a_group_starts_each_container_once_the_one_before_is_healthy_and_stops_in_reverse() {
+    let Some(podman) = podman() else { return };
+    let dir = tempdir();
+    let engine = EngineService::start(podman, dir.path());
+    let db = ContainerName::new(podman, "db");
+    let app = ContainerName::new(podman, "app");
+    // The database is healthy once /tmp/ok exists; the test runs the check
+    // (nothing runs it on a schedule here).
+    podman.ok(&[
+        "create",
+        "--name",
+        &db.name,
+        "--health-cmd",
+        r#"["/bin/busybox", "test", "-e", "/tmp/ok"]"#,
+        "--health-interval",
+        "1h",
+        IMAGE,
+    ]);
+    let port = free_port();
+    create(podman, &app.name, port, &[], &[]);
+    let a = group_args(
+        &[&db.name, &app.name],
+        &engine,
+        port,
+        &[
+            "--idle-timeout",
+            "1s",
+            "--stop-timeout",
+            "1s",
+            "--start-timeout",
+            "120s",
+        ],
+    );
+    let act = activate(podman, &dir, &a);
+    let (tx, rx) = mpsc::channel();
+    let addr = act.tcp_addrs[0];
+    let client = std::thread::spawn(move || {
+        let _ = tx.send(get(addr, "/", &[]).map(|r| (r.status, r.text())));
+    });
+    wait_until(
+        "idlegate to wait for the database's health",
+        PATIENCE,
+        || {
+            act.log().contains(&format!(
+                "waiting for container {} to become healthy",
+                db.name
+            ))
+        },
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(status(podman, &db.name).as_deref(), Some("running"));
+    assert_eq!(
+        status(podman, &app.name).as_deref(),
+        Some("created"),
+        "the app waits for its database to be healthy: {}",
+        act.log()
+    );
+    assert!(rx.try_recv().is_err(), "the client is held");
+    podman.ok(&["exec", &db.name, "/bin/busybox", "touch", "/tmp/ok"]);
+    let before_healthy = now_nanos();
+    podman.ok(&["healthcheck", "run", &db.name]);
+    let answer = rx
+        .recv_timeout(PATIENCE)
+        .expect("the client is answered once the group is up");
+    client.join().unwrap();
+    assert_eq!(answer.unwrap(), (200, PAGE.to_owned()), "{}", act.log());
+    let app_started = nanos(podman, &app.name, "StartedAt");
+    assert!(
+        nanos(podman, &db.name, "StartedAt") < before_healthy && before_healthy < app_started,
+        "the app started after its database became healthy"
+    );
+    eprintln!(
+        "app started {}ms after the database's healthcheck began to pass",
+        (app_started - before_healthy) / 1_000_000
+    );
+
+    act.wait_exit_0(1, PATIENCE);
+    assert_eq!(status(podman, &app.name).as_deref(), Some("exited"));
+    assert_eq!(status(podman, &db.name).as_deref(), Some("exited"));
+    let log = act.log();
+    let stopping = |name: &str| {
+        log.find(&format!("stopping container {name}"))
+            .unwrap_or_else(|| panic!("{name} was not stopped: {log}"))
+    };
+    assert!(
+        stopping(&app.name) < stopping(&db.name),
+        "reverse order: {log}"
+    );
+    assert!(
+        nanos(podman, &app.name, "FinishedAt") <= nanos(podman, &db.name, "FinishedAt"),
+        "the app stopped before its database"
+    );
+}
+
+#[test]
+fn a_group_whose_second_container_fails_stops_the_first_and_names_the_failed_one() {
+    let Some(podman) = podman() else { return };
+    let dir = tempdir();
+    let engine = EngineService::start(podman, dir.path());
+    let db = ContainerName::new(podman, "db");
+    let app = ContainerName::new(podman, "app");
+    podman.ok(&["create", "--name", &db.name, IMAGE]);
+    let port = free_port();
+    // The app exits during its start, before its healthcheck ever passes
+    // (one that exits at once without a healthcheck may pass for running
+    // for a moment, and then fails its probe instead).
+    create(
+        podman,
+        &app.name,
+        port,
+        &[
+            "--health-cmd",
+            r#"["/bin/busybox", "test", "-e", "/tmp/never"]"#,
+            "--health-interval",
+            "1h",
+        ],
+        &["/bin/busybox", "sh", "-c", "sleep 0.5; exit 3"],
+    );
+    let missing = ContainerName::new(podman, "missing");
+    for (second, says) in [
+        (
+            &app.name,
+            format!(
+                "container {} stopped during start (exited, exit code 3)",
+                app.name
+            ),
+        ),
+        (
+            &missing.name,
+            format!("container {}: no such container", missing.name),
+        ),
+    ] {
+        let a = group_args(
+            &[&db.name, second],
+            &engine,
+            port,
+            &["--idle-timeout", "60s", "--stop-timeout", "1s"],
+        );
+        let act = activate(podman, &dir, &a);
+        let r =
+            get(act.tcp_addrs[0], "/", &[]).unwrap_or_else(|e| panic!("{e}; log:\n{}", act.log()));
+        assert_eq!(r.status, 502, "{}", act.log());
+        assert!(r.text().contains(&says), "{}", r.text());
+        wait_until("the failure in the log", PATIENCE, || {
+            act.log().contains(&format!("backend failed: {says}"))
+        });
+        wait_until("the database to be stopped again", PATIENCE, || {
+            status(podman, &db.name).as_deref() == Some("exited")
+        });
+        assert!(
+            act.log()
+                .contains(&format!("stopping container {}", db.name)),
+            "{}",
+            act.log()
+        );
+    }
+}
+
+/// Two idlegates in front of one database: the first to idle out leaves it
+/// running for the other, whose lease is live; a lease left by a process
+/// that is gone does not count; the last one stops it.
+#[test]
+fn a_container_shared_by_two_idlegates_is_stopped_by_the_last_one_only() {
+    let Some(podman) = podman() else { return };
+    let dir = tempdir();
+    let engine = EngineService::start(podman, dir.path());
+    let db = ContainerName::new(podman, "shared");
+    let port = free_port();
+    create(podman, &db.name, port, &[], &[]);
+    let leases = dir.path().join("runtime");
+    let stale = leases.join(format!("idlegate-leases/{}", db.name));
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("4194305"), "1").unwrap();
+    let start = |idle: &str| {
+        let a = group_args(
+            &[&db.name],
+            &engine,
+            port,
+            &["--idle-timeout", idle, "--stop-timeout", "1s"],
+        );
+        let act = ActivatorBuilder::new(tempdir(), &a)
+            .tcp("web")
+            .env("XDG_RUNTIME_DIR", leases.to_str().unwrap())
+            .start();
+        let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
+        assert_eq!(
+            (r.status, r.text()),
+            (200, PAGE.to_owned()),
+            "{}",
+            act.log()
+        );
+        act
+    };
+    let long = start("600s");
+    let holder = long.running().unwrap();
+    let short = start("1s");
+    short.wait_exit_0(1, PATIENCE);
+    assert!(
+        short.log().contains(&format!(
+            "container {} is still used by another idlegate (pid {holder}): left running",
+            db.name
+        )),
+        "{}",
+        short.log()
+    );
+    assert_eq!(status(podman, &db.name).as_deref(), Some("running"));
+    assert!(
+        !stale.join("4194305").exists(),
+        "the stale lease is removed"
+    );
+
+    long.signal(libc::SIGTERM);
+    long.wait_exit_0(1, PATIENCE);
+    assert!(
+        long.log()
+            .contains(&format!("stopping container {}", db.name)),
+        "{}",
+        long.log()
+    );
+    assert_eq!(status(podman, &db.name).as_deref(), Some("exited"));
+    assert_eq!(
+        std::fs::read_dir(&stale).unwrap().count(),
+        0,
+        "no lease is left"
+    );
+}
