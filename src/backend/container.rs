@@ -161,6 +161,20 @@ impl Container {
         }
     }
 
+    /// Whether the container runs now; `Err` names it, stopped (with its
+    /// status and exit code) or not to be found.
+    pub async fn check_running(&self) -> Result<(), Failure> {
+        let state = self.inspect().await?;
+        if state.running {
+            return Ok(());
+        }
+        Err(Failure::ContainerStopped {
+            name: self.name.clone(),
+            status: state.status,
+            exit_code: state.exit_code,
+        })
+    }
+
     async fn inspect(&self) -> Result<ContainerState, EngineError> {
         self.engine.inspect(&self.name).await
     }

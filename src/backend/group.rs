@@ -13,6 +13,10 @@ use super::failure::Failure;
 use super::hooks::Hooks;
 use super::progress::{waiting_for, Progress};
 
+/// How often a started group's containers are looked at while the
+/// readiness probe runs.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
+
 /// One backend of a group.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Member {
@@ -43,6 +47,33 @@ impl Group {
             waiting_for(progress, None);
         }
         Ok(())
+    }
+
+    /// Resolves when a container of the group is found stopped (polled every
+    /// 250 ms), with the failure that names it; never without containers.
+    /// Raced against the readiness probe after the start, so that a member
+    /// without a healthcheck that ran for a moment and exited fails the
+    /// start at once, by name, instead of at the start timeout.
+    pub async fn first_stopped(&self) -> Failure {
+        let containers: Vec<&Container> = self
+            .members
+            .iter()
+            .filter_map(|m| match m {
+                Member::Container(c) => Some(c),
+                Member::Unit(_) => None,
+            })
+            .collect();
+        if containers.is_empty() {
+            return std::future::pending().await;
+        }
+        loop {
+            for container in &containers {
+                if let Err(failure) = container.check_running().await {
+                    return failure;
+                }
+            }
+            tokio::time::sleep(WATCH_INTERVAL).await;
+        }
     }
 
     /// Stops (or pauses) each member, the last started first, each with `grace`.

@@ -112,6 +112,15 @@ impl BackendKind {
 }
 
 impl StartStep {
+    /// The group to watch while the readiness probe runs, if the step
+    /// starts one (see [`Group::first_stopped`]).
+    pub(super) fn watched(&self) -> Option<Group> {
+        match self {
+            StartStep::Group(group) => Some(group.clone()),
+            StartStep::Hooks(_) => None,
+        }
+    }
+
     /// Runs the step to its end.
     pub(super) async fn run(self, progress: &Progress) -> Result<(), Failure> {
         match self {

@@ -13,7 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::failure::Failure;
-use super::kind::Launched;
+use super::kind::{Launched, StartStep};
 use super::notify_socket::{BackendStatus, NotifySocket};
 use super::probe::Probe;
 use super::process::Process;
@@ -273,12 +273,19 @@ impl Supervisor {
         };
         let deadline = self.started_at + self.spec.start_timeout;
         let wake_on_lan = self.spec.wake_on_lan.clone();
+        let watched = step.as_ref().and_then(StartStep::watched);
         self.probe = Some(Box::pin(tokio::time::timeout_at(deadline, async move {
             let start = async {
                 if let Some(step) = step {
                     step.run(&probe.progress).await?;
                 }
-                probe.run().await
+                match watched {
+                    Some(group) => tokio::select! {
+                        ready = probe.run() => ready,
+                        stopped = group.first_stopped() => Err(stopped),
+                    },
+                    None => probe.run().await,
+                }
             };
             match wake_on_lan {
                 Some(wake) => wake.during(start).await,

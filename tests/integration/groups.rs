@@ -149,9 +149,7 @@ fn a_group_whose_second_container_fails_stops_the_first_and_names_the_failed_one
     let app = ContainerName::new(podman, "app");
     podman.ok(&["create", "--name", &db.name, IMAGE]);
     let port = free_port();
-    // The app exits during its start, before its healthcheck ever passes
-    // (one that exits at once without a healthcheck may pass for running
-    // for a moment, and then fails its probe instead).
+    // The app exits during its start, before its healthcheck ever passes.
     create(
         podman,
         &app.name,
@@ -164,6 +162,16 @@ fn a_group_whose_second_container_fails_stops_the_first_and_names_the_failed_one
         ],
         &["/bin/busybox", "sh", "-c", "sleep 0.5; exit 3"],
     );
+    // Without a healthcheck it runs for a moment, which is ready for a
+    // member; its exit is seen while the port is probed, and named.
+    let bare = ContainerName::new(podman, "bare");
+    create(
+        podman,
+        &bare.name,
+        port,
+        &[],
+        &["/bin/busybox", "sh", "-c", "sleep 0.5; exit 3"],
+    );
     let missing = ContainerName::new(podman, "missing");
     for (second, says) in [
         (
@@ -172,6 +180,11 @@ fn a_group_whose_second_container_fails_stops_the_first_and_names_the_failed_one
                 "container {} stopped during start (exited, exit code 3)",
                 app.name
             ),
+        ),
+        (
+            &bare.name,
+            // podman says exited or stopped, by how soon it is asked.
+            format!("container {} stopped during start (", bare.name),
         ),
         (
             &missing.name,
