@@ -28,7 +28,12 @@ pub(crate) fn status(podman: &Podman, name: &str) -> Option<String> {
 
 /// idlegate's flags for container `name` through `engine`, in HTTP mode,
 /// in front of its published `port`, with `extra` flags.
-fn engine_args(name: &str, engine: &EngineService, port: u16, extra: &[&str]) -> Vec<String> {
+pub(crate) fn engine_args(
+    name: &str,
+    engine: &EngineService,
+    port: u16,
+    extra: &[&str],
+) -> Vec<String> {
     let mut a = args(&[
         "--container",
         name,

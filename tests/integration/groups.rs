@@ -6,7 +6,7 @@
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::containers::{activate, create, status};
+use crate::containers::{activate, create, engine_args, status};
 use crate::support::http::get;
 use crate::support::podman::{podman, ContainerName, EngineService, Podman, IMAGE, PAGE};
 use crate::support::*;
@@ -29,19 +29,11 @@ fn now_nanos() -> i128 {
 /// idlegate's flags for the group `names` through `engine`, in HTTP mode,
 /// in front of `port`, with `extra` flags.
 fn group_args(names: &[&str], engine: &EngineService, port: u16, extra: &[&str]) -> Vec<String> {
-    let mut a = Vec::new();
-    for name in names {
+    let mut a = engine_args(names[0], engine, port, extra);
+    // Repeated, the flag keeps the order given.
+    for name in &names[1..] {
         a.extend(args(&["--container", name]));
     }
-    a.extend(args(&[
-        "--engine-socket",
-        engine.socket.to_str().unwrap(),
-        "--upstream",
-        &format!("127.0.0.1:{port}"),
-        "--mode",
-        "http",
-    ]));
-    a.extend(args(extra));
     a
 }
 
