@@ -11,14 +11,16 @@
 //! 1. warm keep-alive small responses (wrk, at 16, 64 and 256 connections);
 //! 2. warm, a new connection per request (wrk, `Connection: close`);
 //! 3. bulk: one 1 GiB response;
-//! 4. footprint: idlegate's RSS activated, under load, after; binary size.
+//! 4. footprint: idlegate's RSS activated, under load, after; binary size;
+//! 5. idle keep-alive connections: each proxy's RSS before and with 1000
+//!    idle keep-alive clients open (200 quick), per connection (issue 19).
 //!
 //! The backend is the bench's own: a minimal HTTP/1.1 server on a thread of
 //! its own, faster than either proxy, answering `hello, world` or 1 GiB.
 
 mod common;
 
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::Command;
@@ -28,6 +30,15 @@ use common::reverse_proxies::{self, ReverseProxy};
 use common::*;
 
 const PROXYD: &str = "/lib/systemd/systemd-socket-proxyd";
+/// systemd-socket-proxyd's `--connections-max`: idlegate's default, as its
+/// own (256) would cap the idle-connections phase.
+const PROXYD_CONNECTIONS_MAX: &str = "--connections-max=4096";
+/// Idle keep-alive client connections held open at once (quick: fewer).
+const IDLE_CONNECTIONS: usize = 1000;
+const IDLE_CONNECTIONS_QUICK: usize = 200;
+/// Descriptors the hungriest contender holds per forwarded connection:
+/// systemd-socket-proxyd's client, upstream and two splice pipes.
+const DESCRIPTORS_PER_CONNECTION: u64 = 6;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Contender {
@@ -101,7 +112,7 @@ fn activate(contender: Contender, backend: SocketAddr, listener: TcpListener) ->
     let idlegate = env!("CARGO_BIN_EXE_idlegate");
     let upstream = backend.to_string();
     let argv: Vec<String> = match contender {
-        Contender::Proxyd => vec![PROXYD.into(), upstream],
+        Contender::Proxyd => vec![PROXYD.into(), PROXYD_CONNECTIONS_MAX.into(), upstream],
         Contender::IdlegateTcp | Contender::IdlegateHttp => {
             let mode = if contender == Contender::IdlegateHttp {
                 "http"
@@ -190,12 +201,173 @@ fn bulk(addr: SocketAddr) -> f64 {
     total as f64 / started.elapsed().as_secs_f64() / (1024.0 * 1024.0)
 }
 
+/// Raises the soft open-files limit to the hard one, for the bench and the
+/// contenders it starts (they inherit it); returns the soft limit in force.
+#[allow(clippy::unnecessary_cast)] // rlim_t is not u64 everywhere
+fn raise_open_files_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the struct we own.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } < 0 {
+        return 0;
+    }
+    let raised = libc::rlimit {
+        rlim_cur: limit.rlim_max,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: setrlimit reads the struct we own.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        limit.rlim_cur = limit.rlim_max;
+    }
+    limit.rlim_cur as u64
+}
+
+/// The value of `name` (lowercase) in a lowercased response head.
+fn header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+/// Reads one `200` response off `s`: the head, then `Content-Length` bytes
+/// of body, or a chunked body up to its last chunk.
+fn read_response(s: &mut TcpStream) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(512);
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = find(&buf, b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
+            if !head.starts_with("http/1.1 200") {
+                let status = head.lines().next().unwrap_or_default().to_string();
+                return Err(io::Error::new(io::ErrorKind::InvalidData, status));
+            }
+            let body = &buf[end + 4..];
+            let complete = match header(&head, "content-length") {
+                Some(len) => len.parse().is_ok_and(|len: usize| body.len() >= len),
+                None => body.ends_with(b"0\r\n\r\n"),
+            };
+            if complete {
+                return Ok(());
+            }
+        }
+        match s.read(&mut chunk)? {
+            0 => return Err(io::ErrorKind::UnexpectedEof.into()),
+            n => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// How long a contender may take to answer one idle-phase request.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A keep-alive connection to `addr` that has had one `GET /` answered.
+fn keep_alive_exchange(addr: SocketAddr) -> io::Result<TcpStream> {
+    let mut s = TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(ANSWER_TIMEOUT))?;
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")?;
+    match read_response(&mut s) {
+        // A read timeout is EAGAIN on Linux: say what it means.
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no answer within {ANSWER_TIMEOUT:?}"),
+            ))
+        }
+        r => r.map(|()| s),
+    }
+}
+
+/// Whether the peer has left `s` open: nothing to read, no end of stream.
+fn still_open(s: &TcpStream) -> bool {
+    let mut b = [0u8; 1];
+    let open = s.set_nonblocking(true).is_ok()
+        && matches!(s.peek(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock);
+    let _ = s.set_nonblocking(false);
+    open
+}
+
+/// A contender's resident memory around idle keep-alive connections, KiB.
+struct IdleMemory {
+    /// Started, one request answered, no client connected.
+    before: u64,
+    /// With every connection answered once and left open.
+    with_idle: u64,
+    /// How many connections the proxy still held open after the reading.
+    open: usize,
+}
+
+/// Starts `contender` afresh in front of `backend`, opens `n` keep-alive
+/// connections one after another (so an HTTP proxy reuses one upstream
+/// connection), each answered once and kept, and reads the RSS around them.
+fn idle_memory(contender: Contender, backend: SocketAddr, n: usize) -> Result<IdleMemory, String> {
+    let running = Running::start(contender, backend);
+    let addr = running.addr(backend);
+    request_first_byte(addr);
+    let rss = || running.rss_kib().ok_or("no RSS (the proxy exited?)");
+    let before = rss()?;
+    let mut clients = Vec::with_capacity(n);
+    for i in 0..n {
+        let s = keep_alive_exchange(addr).map_err(|e| format!("connection {}: {e}", i + 1))?;
+        clients.push(s);
+    }
+    let with_idle = rss()?;
+    let open = clients.iter().filter(|s| still_open(s)).count();
+    Ok(IdleMemory {
+        before,
+        with_idle,
+        open,
+    })
+}
+
+/// The idle keep-alive connections section of the report, a line at a time.
+fn idle_memory_report(proxies: &[Contender], backend: SocketAddr, n: usize) -> Vec<String> {
+    let mut lines = vec![
+        format!("## Idle keep-alive connections (RSS, KiB; {n} clients, one `GET /` answered on each, all left open)\n"),
+        "| contender | before | with the idle clients | still open | KiB per idle connection |".into(),
+        "|---|---|---|---|---|".into(),
+    ];
+    for c in proxies {
+        lines.push(match idle_memory(*c, backend, n) {
+            Ok(m) => format!(
+                "| {} | {} | {} | {} | {:.1} |",
+                c.name(),
+                m.before,
+                m.with_idle,
+                m.open,
+                (m.with_idle as f64 - m.before as f64) / n as f64
+            ),
+            Err(e) => format!("| {} | failed: {e} | | | |", c.name()),
+        });
+    }
+    lines.push(String::new());
+    lines.push(
+        "Resident memory of the proxy (nginx's workers included); kernel socket buffers are \
+         not in it. Issue 19 asks idlegate for at most 16 KiB per idle connection."
+            .into(),
+    );
+    lines
+}
+
 fn main() {
     if std::env::args().any(|a| a == "--list") {
         return; // `cargo bench -- --list` and test discovery: nothing to list.
     }
     let quick = std::env::var_os("IDLEGATE_BENCH_QUICK").is_some();
     let (rounds, seconds) = if quick { (2, 2) } else { (3, 5) };
+    let idle_clients = if quick {
+        IDLE_CONNECTIONS_QUICK
+    } else {
+        IDLE_CONNECTIONS
+    };
+    // Before any contender starts: they inherit the limit.
+    let open_files = raise_open_files_limit();
     let mut report = String::new();
     let mut say = |line: String| {
         println!("{line}");
@@ -224,6 +396,13 @@ fn main() {
                 contender.name()
             ));
         }
+    }
+    let needed = DESCRIPTORS_PER_CONNECTION * idle_clients as u64 + 64;
+    if open_files < needed {
+        say(format!(
+            "note: the open-files limit is {open_files}, the idle-connections phase may need \
+             {needed}; raise it (ulimit -n {needed}) if a contender fails there"
+        ));
     }
     let has_wrk = installed("wrk");
     if !has_wrk {
@@ -420,6 +599,12 @@ fn main() {
         size / 1024
     ));
     drop(running);
+    say(String::new());
+
+    // 5. Idle keep-alive connections, each proxy started afresh and alone.
+    for line in idle_memory_report(&proxies, backend, idle_clients) {
+        say(line);
+    }
 
     let out = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")
