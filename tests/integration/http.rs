@@ -767,7 +767,7 @@ fn a_request_that_reaches_a_dying_backend_is_sent_again_to_the_restarted_one() {
     assert_eq!(poison.status, 502, "{poison:?}");
     assert_eq!(
         act.log()
-            .matches("sending it again to the restarted backend")
+            .matches("sent it again to the restarted backend")
             .count(),
         2,
         "once per request; log:\n{}",
@@ -777,6 +777,6 @@ fn a_request_that_reaches_a_dying_backend_is_sent_again_to_the_restarted_one() {
     let mut c = Conn::connect(addr).unwrap();
     let r = c.request("POST", "/crash-now", &[], b"payload").unwrap();
     assert_eq!(r.status, 502);
-    assert_eq!(act.log().matches("sending it again").count(), 2);
+    assert_eq!(act.log().matches("sent it again").count(), 2);
     assert_eq!(get(addr, "/", &[]).unwrap().status, 200);
 }

@@ -1,13 +1,12 @@
 //! The answers idlegate gives itself: a failure's status and text, an
 //! `[[answer]]` rule's.
 
-use std::error::Error as _;
-
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
+use super::upstream::UpstreamError;
 use crate::backend::BackendError;
 use crate::proxy::ConnectError;
 
@@ -20,11 +19,10 @@ pub(super) fn status_for(e: &BackendError) -> StatusCode {
     }
 }
 
-/// Finds why a client request failed: a connect error of ours, or the upstream's.
-pub(super) fn classify(e: &hyper_util::client::legacy::Error) -> (StatusCode, String) {
-    let mut source = e.source();
-    while let Some(s) = source {
-        if let Some(connect) = s.downcast_ref::<ConnectError>() {
+/// What an upstream failure means to the client, and why it failed.
+pub(super) fn classify(e: &UpstreamError) -> (StatusCode, String) {
+    match e.connect_error() {
+        Some(connect) => {
             let status = match connect {
                 ConnectError::Backend(b) => status_for(b),
                 ConnectError::Timeout { .. }
@@ -32,21 +30,10 @@ pub(super) fn classify(e: &hyper_util::client::legacy::Error) -> (StatusCode, St
                 | ConnectError::NoFreeConnection { .. } => StatusCode::GATEWAY_TIMEOUT,
                 ConnectError::Upstream { .. } => StatusCode::BAD_GATEWAY,
             };
-            return (status, connect.to_string());
+            (status, connect.to_string())
         }
-        source = s.source();
+        None => (StatusCode::BAD_GATEWAY, e.to_string()),
     }
-    let mut why = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        why.push_str(": ");
-        why.push_str(&s.to_string());
-        source = s.source();
-    }
-    (
-        StatusCode::BAD_GATEWAY,
-        format!("upstream request failed: {why}"),
-    )
 }
 
 pub(super) fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {

@@ -1,5 +1,6 @@
-//! HTTP mode: idlegate speaks HTTP/1.1 and h2c to clients and HTTP/1.1 to the
-//! upstream (pooled), so it can tell an idle keep-alive connection from work.
+//! HTTP mode: idlegate speaks HTTP/1.1 and h2c to clients and HTTP/1.1 (its
+//! own pool) or h2c to the upstream, so it can tell an idle keep-alive
+//! connection from work.
 //!
 //! A request is in flight from its arrival until its response body is fully
 //! sent: the guard lives in the response body. An upgraded connection
@@ -36,19 +37,22 @@ use crate::work::{RequestLine, Unit};
 
 mod answers;
 mod headers;
+mod pool;
 mod tracked;
 mod upstream;
 mod waiting;
 
 use answers::{classify, plain, rule_answer, status_for};
 use headers::{accepts_html, strip_hop_by_hop, wants_upgrade};
+use pool::UpstreamPool;
+pub use pool::{Lease, UpstreamResponse};
 use tracked::CountedIo;
 pub use tracked::{Counted, RequestLog, Tracked};
-use upstream::{closed_before_answering, Resend};
+use upstream::{Resend, UpstreamError};
 pub use upstream::{UpstreamConnection, UpstreamConnector};
 pub use waiting::EventStream;
 
-/// How long an idle pooled connection to the upstream is kept.
+/// How long an idle pooled h2c connection to the upstream is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client that got the waiting page counts as work: it is
 /// expected back with its event stream or its reload, and must not find
@@ -57,16 +61,26 @@ const WAITING_PAGE_HOLD: Duration = Duration::from_secs(waiting::RELOAD_SECS + 2
 
 /// The body of every response idlegate sends: the upstream's, or its own
 /// (an answer, or the waiting page's event stream).
-pub type ProxyBody = Tracked<Either<Incoming, Either<Full<Bytes>, EventStream>>>;
+pub type ProxyBody = Tracked<Either<UpstreamResponse, Either<Full<Bytes>, EventStream>>>;
 
 /// The body of a request sent upstream: the client's, or none at all (a
 /// bodiless request, which can be sent again).
 pub type UpstreamBody = Either<Counted<Incoming>, Empty<Bytes>>;
 
-/// Forwards HTTP for one route: the server side for clients and a pooled
-/// client for the upstream.
+/// How requests reach the upstream.
+enum Route {
+    /// HTTP/1.1 on idlegate's own pool, each connection driven by the
+    /// client task whose request uses it.
+    Http1(Arc<UpstreamPool>),
+    /// h2c through hyper-util's pooled client (a connection's streams are
+    /// many clients' requests at once: it drives itself).
+    H2c(Box<Client<UpstreamConnector, UpstreamBody>>),
+}
+
+/// Forwards HTTP for one route: the server side for clients and a pool of
+/// connections to the upstream.
 pub struct HttpProxy {
-    client: Client<UpstreamConnector, UpstreamBody>,
+    route: Route,
     server: auto::Builder<TokioExecutor>,
     backend: Backend,
     in_flight: InFlight,
@@ -124,14 +138,19 @@ impl HttpProxy {
             upstream: upstream.clone(),
             slots: Arc::new(Semaphore::new(settings.upstream_connections_max)),
         };
-        let client = Client::builder(TokioExecutor::new())
-            .set_host(false)
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            // h2c: prior knowledge, every request a stream of one connection.
-            .http2_only(protocol == UpstreamProtocol::H2c)
-            .build(connector);
+        let route = match protocol {
+            UpstreamProtocol::Http1 => Route::Http1(UpstreamPool::new(connector)),
+            // Prior knowledge, every request a stream of one connection.
+            UpstreamProtocol::H2c => Route::H2c(Box::new(
+                Client::builder(TokioExecutor::new())
+                    .set_host(false)
+                    .pool_idle_timeout(POOL_IDLE_TIMEOUT)
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .http2_only(true)
+                    .build(connector),
+            )),
+        };
         let mut server = auto::Builder::new(TokioExecutor::new());
         server
             .http1()
@@ -143,7 +162,7 @@ impl HttpProxy {
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
         Arc::new(HttpProxy {
-            client,
+            route,
             server,
             backend,
             in_flight,
@@ -349,33 +368,48 @@ impl HttpProxy {
                 work: counted,
             }),
         });
+        let deadline = log.started + self.backend.start_timeout();
         let generation = self.backend.generation();
-        let mut sent = self.client.request(req).await;
-        if let (Err(e), Some(again)) = (&sent, again) {
-            // A request that reached a dying backend is sent again, once, to
-            // the restarted one, as TCP mode replays a client's first bytes.
-            if closed_before_answering(e) && self.backend.left_ready(generation, DEATH_GRACE).await
+        let mut sent = self.send(req, false, deadline).await;
+        if let (Err(e), Some(again)) = (&sent, &again) {
+            // A request whose connection closed without an answer is sent
+            // again, once, on a new connection: at once when the connection
+            // was kept alive (its close may have raced the request), or when
+            // the backend died within the grace (to the restarted one, as TCP
+            // mode replays a client's first bytes).
+            if e.closed_before_answering()
+                && (e.reused() || self.backend.left_ready(generation, DEATH_GRACE).await)
             {
-                tracing::info!(
-                    "{} {}: the backend died as the request reached it; sending it again to the restarted backend",
-                    log.method,
-                    log.path
-                );
-                sent = self.client.request(again.request()).await;
+                sent = self.send(again.request(), true, deadline).await;
+                if self.backend.generation() != generation {
+                    tracing::info!(
+                        "{} {}: the backend died as the request reached it; sent it again to the restarted backend",
+                        log.method,
+                        log.path
+                    );
+                } else {
+                    tracing::debug!(
+                        "{} {}: the upstream closed the connection as the request reached it; sent it again on a new connection",
+                        log.method,
+                        log.path
+                    );
+                }
             }
         }
         match sent {
-            Ok(mut resp) => {
+            Ok((mut resp, lease)) => {
                 let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     || (is_connect && resp.status().is_success());
+                let mut lease = lease;
                 match client_upgrade {
                     Some((client_upgrade, what)) if switched => {
                         let upstream_upgrade = hyper::upgrade::on(&mut resp);
                         let work = self
                             .in_flight
                             .enter_as(Unit::Upgrade { client: peer, what });
+                        let conn = lease.take().map(|(lease, _)| lease);
                         tokio::spawn(
-                            tunnel(client_upgrade, upstream_upgrade, work).in_current_span(),
+                            tunnel(client_upgrade, upstream_upgrade, conn, work).in_current_span(),
                         );
                         strip_hop_by_hop(resp.headers_mut(), !is_connect);
                     }
@@ -383,7 +417,10 @@ impl HttpProxy {
                 }
                 log.status = resp.status().as_u16();
                 resp.map(|body| Tracked {
-                    inner: Either::Left(body),
+                    inner: Either::Left(match lease {
+                        Some((lease, pool)) => UpstreamResponse::pooled(body, lease, pool),
+                        None => UpstreamResponse::driven(body),
+                    }),
                     log: Some(log),
                 })
             }
@@ -392,6 +429,26 @@ impl HttpProxy {
                 tracing::warn!("{} {}: {why}", log.method, log.path);
                 self.local(plain(status, why), log)
             }
+        }
+    }
+
+    /// Sends `req` upstream (on a new connection if `fresh`), with the
+    /// connection that carries its response, if idlegate drives it.
+    async fn send(
+        &self,
+        req: Request<UpstreamBody>,
+        fresh: bool,
+        deadline: Instant,
+    ) -> Result<(Response<Incoming>, Option<(Lease, Arc<UpstreamPool>)>), UpstreamError> {
+        match &self.route {
+            Route::Http1(pool) => {
+                let (resp, lease) = pool.request(req, fresh, deadline).await?;
+                Ok((resp, Some((lease, pool.clone()))))
+            }
+            Route::H2c(client) => match client.request(req).await {
+                Ok(resp) => Ok((resp, None)),
+                Err(e) => Err(UpstreamError::Pooled(e)),
+            },
         }
     }
 
@@ -493,20 +550,35 @@ impl HttpProxy {
         // HTTP/2 has no Host header: the client's Host is the :authority
         // (a Host beside it is a duplicate to nginx, a 400).
         let h2c = self.protocol == UpstreamProtocol::H2c;
-        let authority = host
-            .as_ref()
-            .filter(|_| h2c)
-            .and_then(|h| h.to_str().ok())
-            .filter(|h| h.parse::<http::uri::Authority>().is_ok())
-            .unwrap_or(&self.authority)
-            .to_owned();
-        if req.method() != Method::CONNECT {
+        if req.method() == Method::CONNECT {
+            // The authority form, as it came.
+        } else if h2c {
+            // The absolute form hyper-util's client wants, whose authority
+            // becomes the `:authority`.
+            let authority = host
+                .as_ref()
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+                .unwrap_or(&self.authority);
             let path = req
                 .uri()
                 .path_and_query()
                 .map(|p| p.as_str())
                 .unwrap_or("/");
             if let Ok(uri) = format!("http://{authority}{path}").parse() {
+                *req.uri_mut() = uri;
+            }
+        } else if req.uri().authority().is_some() {
+            // The origin form on an HTTP/1.1 connection (an HTTP/2 client's
+            // request, or an absolute-form one, says its authority in Host).
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(
+                req.uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            );
+            if let Ok(uri) = http::Uri::from_parts(parts) {
                 *req.uri_mut() = uri;
             }
         }
@@ -559,8 +631,14 @@ impl HttpProxy {
 async fn tunnel(
     client: hyper::upgrade::OnUpgrade,
     upstream: hyper::upgrade::OnUpgrade,
+    conn: Option<Lease>,
     guard: InFlightGuard,
 ) {
+    // idlegate's own connection hands its socket over when it is driven
+    // past the response's head.
+    if let Some(conn) = conn {
+        conn.finish().await;
+    }
     let (client, upstream) = match tokio::try_join!(client, upstream) {
         Ok(both) => both,
         Err(e) => {

@@ -1,6 +1,6 @@
-//! The upstream side: the pooled client's connector (held until the backend
-//! is ready, bounded by `--upstream-connections-max`), and sending a request
-//! again when the backend died under it.
+//! The upstream side: the connector (held until the backend is ready,
+//! bounded by `--upstream-connections-max`), what can go wrong upstream, and
+//! sending a request again when its connection closed under it.
 
 use std::error::Error as _;
 use std::pin::Pin;
@@ -48,22 +48,104 @@ impl tower_service::Service<Uri> for UpstreamConnector {
         let this = self.clone();
         Box::pin(async move {
             let deadline = Instant::now() + this.backend.start_timeout();
-            let slot = this.slots.clone().acquire_owned();
-            let slot = match tokio::time::timeout_at(deadline, slot).await {
-                Ok(Ok(slot)) => slot,
-                _ => {
-                    return Err(ConnectError::NoFreeConnection {
-                        upstream: this.upstream.clone(),
-                    })
-                }
-            };
-            let stream = connect_upstream(&this.backend, &this.upstream, deadline).await?;
-            Ok(TokioIo::new(UpstreamConnection {
-                stream,
-                _slot: slot,
-            }))
+            this.connect(deadline).await.map(TokioIo::new)
         })
     }
+}
+
+impl UpstreamConnector {
+    /// A new connection to the upstream, once the backend is ready and a
+    /// slot is free, by `deadline`.
+    pub(super) async fn connect(
+        &self,
+        deadline: Instant,
+    ) -> Result<UpstreamConnection, ConnectError> {
+        let slot = self.slots.clone().acquire_owned();
+        let slot = match tokio::time::timeout_at(deadline, slot).await {
+            Ok(Ok(slot)) => slot,
+            _ => {
+                return Err(ConnectError::NoFreeConnection {
+                    upstream: self.upstream.clone(),
+                })
+            }
+        };
+        let stream = connect_upstream(&self.backend, &self.upstream, deadline).await?;
+        Ok(UpstreamConnection {
+            stream,
+            _slot: slot,
+        })
+    }
+}
+
+/// Why a request got no response from the upstream.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum UpstreamError {
+    /// No connection to it.
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    /// Sent on idlegate's own connection, the request failed.
+    #[error("upstream request failed: {}", chain(error))]
+    Request {
+        /// What hyper said.
+        error: hyper::Error,
+        /// Whether the connection had served a request before.
+        reused: bool,
+    },
+    /// Sent through hyper-util's client (h2c), the request failed.
+    #[error("upstream request failed: {}", chain(.0))]
+    Pooled(hyper_util::client::legacy::Error),
+}
+
+impl UpstreamError {
+    /// The connect error of ours inside, if that is what it is.
+    pub(super) fn connect_error(&self) -> Option<&ConnectError> {
+        match self {
+            UpstreamError::Connect(e) => Some(e),
+            UpstreamError::Request { .. } => None,
+            UpstreamError::Pooled(e) => {
+                let mut source = e.source();
+                while let Some(s) = source {
+                    if let Some(connect) = s.downcast_ref::<ConnectError>() {
+                        return Some(connect);
+                    }
+                    source = s.source();
+                }
+                None
+            }
+        }
+    }
+
+    /// Whether the request's connection closed or was reset before the
+    /// response came (not a connect error of ours).
+    pub(super) fn closed_before_answering(&self) -> bool {
+        match self {
+            UpstreamError::Connect(_) => false,
+            UpstreamError::Request { error, .. } => closed_before_answering(error),
+            UpstreamError::Pooled(e) => {
+                self.connect_error().is_none() && e.source().is_some_and(closed_before_answering)
+            }
+        }
+    }
+}
+
+impl UpstreamError {
+    /// Whether the request went on a kept-alive connection, which the
+    /// upstream may have closed as the request arrived.
+    pub(super) fn reused(&self) -> bool {
+        matches!(self, UpstreamError::Request { reused: true, .. })
+    }
+}
+
+/// An error and its sources, one after the other.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut why = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        why.push_str(": ");
+        why.push_str(&s.to_string());
+        source = s.source();
+    }
+    why
 }
 
 /// A connection to the upstream, holding its slot until it closes.
@@ -120,7 +202,8 @@ impl hyper_util::client::legacy::connect::Connection for UpstreamConnection {
 }
 
 /// A copy of a bodiless request with an idempotent method (RFC 9110
-/// §9.2.2), to send it again if the backend died under it.
+/// §9.2.2), to send it again if its connection closed under it.
+#[derive(Clone, Debug)]
 pub(super) struct Resend {
     method: Method,
     uri: Uri,
@@ -147,25 +230,22 @@ impl Resend {
     }
 
     /// The request again.
-    pub(super) fn request(self) -> Request<UpstreamBody> {
+    pub(super) fn request(&self) -> Request<UpstreamBody> {
         let mut req = Request::new(Either::Right(Empty::new()));
-        *req.method_mut() = self.method;
-        *req.uri_mut() = self.uri;
-        *req.headers_mut() = self.headers;
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = self.uri.clone();
+        *req.headers_mut() = self.headers.clone();
         req
     }
 }
 
-/// Whether an upstream request failed because its connection closed or was
-/// reset before the response came (not a connect error of ours).
-pub(super) fn closed_before_answering(e: &hyper_util::client::legacy::Error) -> bool {
-    let mut source = e.source();
+/// Whether a request failed because its connection closed or was reset
+/// before the response came: `e` or one of its sources says so.
+pub(super) fn closed_before_answering(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut source = Some(e);
     while let Some(s) = source {
-        if s.downcast_ref::<ConnectError>().is_some() {
-            return false;
-        }
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
-            if h.is_incomplete_message() {
+            if h.is_incomplete_message() || h.is_canceled() {
                 return true;
             }
         }
