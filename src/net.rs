@@ -100,6 +100,14 @@ impl Stream {
         }
     }
 
+    /// Waits until the stream has something to read (or its end).
+    pub async fn readable(&self) -> io::Result<()> {
+        match self {
+            Stream::Tcp(s) => s.readable().await,
+            Stream::Unix(s) => s.readable().await,
+        }
+    }
+
     /// Splits the stream into a reading and a writing half that can be used at once.
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         match self {

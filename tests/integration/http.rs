@@ -4,7 +4,7 @@
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use crate::support::http::{get, Conn, KeepAlive};
+use crate::support::http::{get, Conn, KeepAlive, Response};
 use crate::support::*;
 
 #[test]
@@ -65,6 +65,21 @@ fn a_streaming_response_keeps_idlegate_up() {
 fn an_open_upgraded_connection_keeps_idlegate_up() {
     let act = Fixture::http().idle("300ms").start();
     let mut conn = Conn::connect(act.tcp_addrs[0]).unwrap();
+    let r = upgrade_to_echo(&mut conn);
+    assert_eq!(r.header("upgrade"), Some("echo"));
+    // Quiet for three idle timeouts: an upgraded connection is in flight all along.
+    std::thread::sleep(Duration::from_millis(900));
+    assert!(
+        act.exits().is_empty(),
+        "exited with an open upgraded connection; log:\n{}",
+        act.log()
+    );
+    echo_and_close(&mut conn, b"ping over the upgrade");
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
+}
+
+/// Asks the test backend to upgrade `conn` to its echo protocol.
+fn upgrade_to_echo(conn: &mut Conn) -> Response {
     let r = conn
         .request(
             "GET",
@@ -74,23 +89,60 @@ fn an_open_upgraded_connection_keeps_idlegate_up() {
         )
         .unwrap();
     assert_eq!(r.status, 101, "{r:?}");
-    assert_eq!(r.header("upgrade"), Some("echo"));
-    // Quiet for three idle timeouts: an upgraded connection is in flight all along.
-    std::thread::sleep(Duration::from_millis(900));
-    assert!(
-        act.exits().is_empty(),
-        "exited with an open upgraded connection; log:\n{}",
-        act.log()
-    );
+    r
+}
+
+/// Sends `message` over an upgraded echo connection, reads it back, and
+/// ends the connection.
+fn echo_and_close(conn: &mut Conn, message: &[u8]) {
     let s = conn.stream();
-    s.write_all(b"ping over the upgrade").unwrap();
-    let mut buf = [0u8; 21];
+    s.write_all(message).unwrap();
+    let mut buf = vec![0u8; message.len()];
     s.read_exact(&mut buf).unwrap();
-    assert_eq!(&buf, b"ping over the upgrade");
+    assert_eq!(buf, message);
     s.shutdown(std::net::Shutdown::Write).unwrap();
     let mut rest = Vec::new();
     let _ = s.read_to_end(&mut rest);
-    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0));
+}
+
+/// A keep-alive connection quiet for a while is parked (idlegate lets
+/// hyper's buffers go and keeps the socket) and taken up again by what the
+/// client sends next: a request, a request that arrives in pieces with
+/// pauses between them, a request with a body, and an upgrade.
+#[test]
+fn a_quiet_keep_alive_connection_serves_what_comes_next() {
+    let act = Fixture::http().start();
+    let quiet = || std::thread::sleep(Duration::from_millis(300));
+    let mut conn = Conn::connect(act.tcp_addrs[0]).unwrap();
+    let pid = conn.request("GET", "/pid", &[], b"").unwrap();
+    assert_eq!(pid.status, 200, "{pid:?}");
+    quiet();
+    let again = conn.request("GET", "/pid", &[], b"").unwrap();
+    assert_eq!(
+        again.text(),
+        pid.text(),
+        "the same backend, on the same connection"
+    );
+    quiet();
+    for piece in [
+        &b"GET / HT"[..],
+        b"TP/1.1\r\nHost: pieces",
+        b".local\r\n",
+        b"\r\n",
+    ] {
+        conn.stream().write_all(piece).unwrap();
+        quiet();
+    }
+    let pieces = conn.read_response(false).unwrap();
+    assert_eq!((pieces.status, pieces.text().as_str()), (200, "hello\n"));
+    quiet();
+    let echoed = conn
+        .request("POST", "/echo", &[], b"a body after a pause")
+        .unwrap();
+    assert_eq!(echoed.text(), "a body after a pause");
+    quiet();
+    upgrade_to_echo(&mut conn);
+    echo_and_close(&mut conn, b"ping after parking");
 }
 
 #[test]

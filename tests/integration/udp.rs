@@ -419,9 +419,10 @@ fn ipv6_clients_and_upstreams_work_too() {
 
 #[test]
 fn datagrams_that_meet_their_flow_expiring_are_not_lost() {
-    // Gaps around a 20 ms flow timeout: many datagrams arrive as their flow
+    // Gaps around a 50 ms flow timeout: many datagrams arrive as their flow
     // ends, and either reach it in time or start a new one. (A reply later
-    // than the timeout would be lost too: 20 ms leaves room for a loaded machine.)
-    let (act, _) = udp_gate("0", "20ms", "1h", &[]);
-    echo_one_by_one(act.udp_addrs[0], 300, 0xF10E, 17_000, 6_000);
+    // than the timeout would be lost too: 20 ms was not always enough on a
+    // machine loaded by benchmarks; 50 ms is.)
+    let (act, _) = udp_gate("0", "50ms", "1h", &[]);
+    echo_one_by_one(act.udp_addrs[0], 200, 0xF10E, 42_000, 16_000);
 }

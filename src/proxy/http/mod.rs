@@ -17,10 +17,10 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Empty, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use std::future::Future;
+use std::pin::Pin;
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -31,23 +31,27 @@ use crate::activity::{InFlight, InFlightGuard};
 use crate::address::{Address, UpstreamProtocol};
 use crate::backend::Backend;
 use crate::config::HttpSettings;
-use crate::net::{Peer, Stream};
+use crate::net::Peer;
 use crate::wake::{self, WakeGate, When};
 use crate::work::{RequestLine, Unit};
 
 mod answers;
+mod connection;
 mod headers;
 mod pool;
 mod tracked;
+mod tunnel;
 mod upstream;
 mod waiting;
 
 use answers::{classify, plain, rule_answer, status_for};
+use connection::ClientConnection;
+pub use connection::Prefixed;
 use headers::{accepts_html, strip_hop_by_hop, wants_upgrade};
 use pool::UpstreamPool;
 pub use pool::{Lease, UpstreamResponse};
-use tracked::CountedIo;
 pub use tracked::{Counted, RequestLog, Tracked};
+use tunnel::{tunnel, ClientSide};
 use upstream::{Resend, UpstreamError};
 pub use upstream::{UpstreamConnection, UpstreamConnector};
 pub use waiting::EventStream;
@@ -62,6 +66,10 @@ const WAITING_PAGE_HOLD: Duration = Duration::from_secs(waiting::RELOAD_SECS + 2
 /// The body of every response idlegate sends: the upstream's, or its own
 /// (an answer, or the waiting page's event stream).
 pub type ProxyBody = Tracked<Either<UpstreamResponse, Either<Full<Bytes>, EventStream>>>;
+
+/// A request being answered (boxed: hyper takes an HTTP/1 connection back
+/// from a service whose futures can move).
+type Answering = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
 /// The body of a request sent upstream: the client's, or none at all (a
 /// bodiless request, which can be sent again).
@@ -81,7 +89,9 @@ enum Route {
 /// connections to the upstream.
 pub struct HttpProxy {
     route: Route,
-    server: auto::Builder<TokioExecutor>,
+    /// The server side for HTTP/1 clients and for HTTP/2 ones.
+    http1: hyper::server::conn::http1::Builder,
+    http2: hyper::server::conn::http2::Builder<TokioExecutor>,
     backend: Backend,
     in_flight: InFlight,
     settings: HttpSettings,
@@ -151,19 +161,19 @@ impl HttpProxy {
                     .build(connector),
             )),
         };
-        let mut server = auto::Builder::new(TokioExecutor::new());
-        server
-            .http1()
+        let mut http1 = hyper::server::conn::http1::Builder::new();
+        http1
             .timer(TokioTimer::new())
             .header_read_timeout(settings.header_read_timeout)
             .max_buf_size(settings.max_header_bytes.max(8192));
-        server
-            .http2()
+        let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        http2
             .timer(TokioTimer::new())
             .max_header_list_size(u32::try_from(settings.max_header_bytes).unwrap_or(u32::MAX));
         Arc::new(HttpProxy {
             route,
-            server,
+            http1,
+            http2,
             backend,
             in_flight,
             upstream_requests: Arc::new(Semaphore::new(settings.upstream_connections_max)),
@@ -174,84 +184,6 @@ impl HttpProxy {
             wake,
             waiting_since: waiting::WaitClock::default(),
         })
-    }
-
-    /// Serves one client connection until it ends, or until `close` asks it
-    /// to finish gracefully.
-    ///
-    /// A connection with no request in progress is closed once the header
-    /// read timeout passes without a request's headers: from accept (so a
-    /// browser's preconnected socket that never sends a byte, or a client
-    /// stuck before the HTTP/1-or-h2 sniffing ends, is not held open as work)
-    /// and from the end of each response.
-    pub async fn serve_connection(
-        self: Arc<Self>,
-        stream: Stream,
-        peer: Peer,
-        close: CancellationToken,
-        first_request: InFlightGuard,
-        span: tracing::Span,
-    ) {
-        let this = self.clone();
-        // This connection's own requests, from their headers to the end of
-        // their responses: what the header read timeout waits for.
-        let requests = InFlight::new();
-        // Counts the connection as work until its first request has been
-        // answered (the request's own guard takes over from there).
-        let first_request = Arc::new(std::sync::Mutex::new(Some(first_request)));
-        let service = {
-            let requests = requests.clone();
-            let close = close.clone();
-            let span = span.clone();
-            service_fn(move |req| {
-                let this = this.clone();
-                let first = first_request.lock().expect("first-request lock").take();
-                let on_connection = requests.enter();
-                let close = close.clone();
-                let rule = this.answer_rule(&req, peer);
-                let handled = this.handle(req, peer, on_connection, close, rule);
-                let handled = handled.instrument(span.clone());
-                async move {
-                    let response = handled.await;
-                    match first {
-                        // A probe's connection was not work after all.
-                        Some(first) if rule.is_some() => first.void(),
-                        first => drop(first),
-                    }
-                    Ok::<_, Infallible>(response)
-                }
-            })
-        };
-        let conn = self
-            .server
-            .serve_connection_with_upgrades(TokioIo::new(stream), service);
-        tokio::pin!(conn);
-        let header_wait = self.settings.header_read_timeout;
-        let result = tokio::select! {
-            result = conn.as_mut() => result,
-            _ = close.cancelled() => {
-                conn.as_mut().graceful_shutdown();
-                conn.await
-            }
-            _ = requests.idle(header_wait) => {
-                span.in_scope(|| tracing::debug!(
-                    "closing the connection: no request within {} (--header-read-timeout)",
-                    humantime::format_duration(header_wait)
-                ));
-                // An idle HTTP/1 connection (or one still being sniffed)
-                // closes at once; HTTP/2 says GOAWAY. A request racing in
-                // is still answered; a client that leaves the close
-                // unanswered is dropped.
-                conn.as_mut().graceful_shutdown();
-                tokio::select! {
-                    result = conn.as_mut() => result,
-                    _ = requests.idle(header_wait) => return,
-                }
-            }
-        };
-        if let Err(e) = result {
-            span.in_scope(|| tracing::debug!("http connection ended: {e}"));
-        }
     }
 
     /// The `[[answer]]` rule `req` from `peer` matches, by its index.
@@ -274,6 +206,7 @@ impl HttpProxy {
         on_connection: InFlightGuard,
         close: CancellationToken,
         rule: Option<usize>,
+        client: Arc<ClientConnection>,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let rule = rule.map(|i| &self.wake.settings.answers[i]);
@@ -339,7 +272,7 @@ impl HttpProxy {
                 return self.local(plain(StatusCode::GATEWAY_TIMEOUT, why.to_string()), log);
             }
         }
-        self.forward(req, peer, log).await
+        self.forward(req, peer, log, &client).await
     }
 
     /// Sends `req` upstream (once more after a backend death, when it can
@@ -349,6 +282,7 @@ impl HttpProxy {
         mut req: Request<Incoming>,
         peer: Peer,
         mut log: RequestLog,
+        client: &ClientConnection,
     ) -> Response<ProxyBody> {
         let upgrade = wants_upgrade(&req);
         if upgrade && self.protocol == UpstreamProtocol::H2c {
@@ -408,8 +342,12 @@ impl HttpProxy {
                             .in_flight
                             .enter_as(Unit::Upgrade { client: peer, what });
                         let conn = lease.take().map(|(lease, _)| lease);
+                        let client_side = match client.expect_upgrade() {
+                            Some(socket) => ClientSide::Socket(socket),
+                            None => ClientSide::Upgrade(client_upgrade),
+                        };
                         tokio::spawn(
-                            tunnel(client_upgrade, upstream_upgrade, conn, work).in_current_span(),
+                            tunnel(client_side, upstream_upgrade, conn, work).in_current_span(),
                         );
                         strip_hop_by_hop(resp.headers_mut(), !is_connect);
                     }
@@ -625,34 +563,4 @@ impl HttpProxy {
         }
         req
     }
-}
-
-/// Copies an upgraded connection both ways; it is in flight until it ends.
-async fn tunnel(
-    client: hyper::upgrade::OnUpgrade,
-    upstream: hyper::upgrade::OnUpgrade,
-    conn: Option<Lease>,
-    guard: InFlightGuard,
-) {
-    // idlegate's own connection hands its socket over when it is driven
-    // past the response's head.
-    if let Some(conn) = conn {
-        conn.finish().await;
-    }
-    let (client, upstream) = match tokio::try_join!(client, upstream) {
-        Ok(both) => both,
-        Err(e) => {
-            tracing::debug!("upgrade failed: {e}");
-            return;
-        }
-    };
-    let mut client = CountedIo {
-        io: TokioIo::new(client),
-        work: guard.entry(),
-    };
-    let mut upstream = TokioIo::new(upstream);
-    if let Err(e) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
-        tracing::debug!("upgraded connection ended: {e}");
-    }
-    drop(guard);
 }
