@@ -186,7 +186,9 @@ pub fn serve_client(
                     peer,
                     traffic: work.traffic(),
                 };
-                if tcp.serve(client).instrument(span).await {
+                // Boxed: its copy buffers would size every connection's
+                // task, HTTP mode's too.
+                if Box::pin(tcp.serve(client).instrument(span)).await {
                     drop(work);
                 } else {
                     work.void();

@@ -265,9 +265,10 @@ impl HttpProxy {
         let service = self.service(peer, &close, &requests, &client, &span);
         let io = Prefixed::new(first, stream);
         match protocol {
+            // Boxed: an HTTP/2 connection's state is large, and would be in
+            // every connection's task otherwise.
             Protocol::Http2 => {
-                self.serve_http2(io, service, &requests, &close, &span)
-                    .await
+                Box::pin(self.serve_http2(io, service, &requests, &close, &span)).await
             }
             Protocol::Http1 => {
                 self.serve_http1(io, service, &requests, &close, &span, &client)

@@ -250,7 +250,9 @@ impl HttpProxy {
             if self.settings.waiting_page.is_some() && req.uri().path() == waiting::EVENTS_PATH {
                 return self.waiting_events(started, close, log);
             }
-            match self.wait_for_backend(&req, started).await {
+            // Boxed, as the other paths taken rarely: what a request's
+            // future holds while it waits upstream stays small.
+            match Box::pin(self.wait_for_backend(&req, started)).await {
                 Ok(()) => {}
                 Err(NotReady::WaitingPage) => {
                     self.expect_reload(close, peer);
@@ -312,9 +314,9 @@ impl HttpProxy {
             // the backend died within the grace (to the restarted one, as TCP
             // mode replays a client's first bytes).
             if e.closed_before_answering()
-                && (e.reused() || self.backend.left_ready(generation, DEATH_GRACE).await)
+                && (e.reused() || Box::pin(self.backend.left_ready(generation, DEATH_GRACE)).await)
             {
-                sent = self.send(again.request(), true, deadline).await;
+                sent = Box::pin(self.send(again.request(), true, deadline)).await;
                 if self.backend.generation() != generation {
                     tracing::info!(
                         "{} {}: the backend died as the request reached it; sent it again to the restarted backend",

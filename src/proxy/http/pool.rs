@@ -176,7 +176,8 @@ impl UpstreamPool {
     ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
         let mut lease = match self.take(fresh).await {
             Some(lease) => lease,
-            None => self.connect(deadline).await?,
+            // Boxed: connecting is rarer than reusing, and large.
+            None => Box::pin(self.connect(deadline)).await?,
         };
         let req = match lease.send(req).await {
             Ok(resp) => return Ok((resp, lease)),
@@ -191,7 +192,7 @@ impl UpstreamPool {
             },
         };
         tracing::debug!("a pooled upstream connection ended before it took the request; sending it on a new one");
-        let mut lease = self.connect(deadline).await?;
+        let mut lease = Box::pin(self.connect(deadline)).await?;
         match lease.send(req).await {
             Ok(resp) => Ok((resp, lease)),
             Err(e) => Err(UpstreamError::Request {
