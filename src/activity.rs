@@ -161,6 +161,14 @@ impl InFlight {
         self.shared.count.load(Ordering::SeqCst)
     }
 
+    /// Since when nothing has been in flight (the end of the last real
+    /// work, or the count's making); `None` while something is. Read
+    /// without waiting, for a caller that looks now and then rather than
+    /// being woken at every change.
+    pub fn quiet_since(&self) -> Option<Instant> {
+        (self.count() == 0).then(|| self.shared.last_end().unwrap_or(self.shared.born))
+    }
+
     /// Resolves when the count next leaves or reaches zero: what a status
     /// reporter waits on. Pin it and call `enable` before reading the count,
     /// so a change between the read and the wait is not missed.
@@ -290,5 +298,30 @@ mod tests {
         }
         task.await.unwrap();
         assert_eq!(start.elapsed(), Duration::from_secs(5));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn quiet_since_is_the_end_of_the_last_real_work() {
+        let in_flight = InFlight::new();
+        let born = Instant::now();
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        assert_eq!(
+            in_flight.quiet_since(),
+            Some(born),
+            "never busy: since its making"
+        );
+        let guard = in_flight.enter();
+        assert_eq!(in_flight.quiet_since(), None);
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        drop(guard);
+        let ended = Instant::now();
+        let probe = in_flight.enter();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        probe.void();
+        assert_eq!(
+            in_flight.quiet_since(),
+            Some(ended),
+            "a voided guard's end is not work's end"
+        );
     }
 }

@@ -35,6 +35,10 @@ use crate::net::{Peer, Stream};
 /// hands before it is parked.
 pub(super) const PARK_AFTER: Duration = Duration::from_millis(10);
 
+/// How often a connection with a request in flight is looked at again for
+/// quiet: it parks between [`PARK_AFTER`] and this much later than that.
+const BUSY_RECHECK: Duration = Duration::from_millis(100);
+
 /// What an HTTP/2 client sends first.
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
@@ -120,9 +124,27 @@ impl Prefixed {
         self
     }
 
-    /// Waits until the client sends something (or closes).
-    pub(super) async fn readable(&self) -> io::Result<()> {
-        self.stream.readable().await
+    /// Waits, parked, until the client sends something (true), or closes,
+    /// or `close` asks, or `deadline` (the header read timeout `wait` after
+    /// the last request) passes (false).
+    pub(super) async fn parked_until(
+        &self,
+        deadline: Instant,
+        close: &CancellationToken,
+        wait: Duration,
+        span: &tracing::Span,
+    ) -> bool {
+        tokio::select! {
+            readable = self.stream.readable() => readable.is_ok(),
+            _ = close.cancelled() => false,
+            _ = tokio::time::sleep_until(deadline) => {
+                span.in_scope(|| tracing::debug!(
+                    "closing the connection: no request within {} (--header-read-timeout)",
+                    humantime::format_duration(wait)
+                ));
+                false
+            }
+        }
     }
 }
 
@@ -391,19 +413,38 @@ impl HttpProxy {
                     .serve_connection(TokioIo::new(io), service.clone()),
             );
             let mut finish = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx));
-            let parking = tokio::select! {
-                result = &mut finish => result.map(|()| false),
-                _ = close.cancelled() => {
-                    drop(finish);
-                    Pin::new(&mut *conn).graceful_shutdown();
-                    std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await.map(|()| false)
-                }
-                _ = requests.idle(park_after) => {
-                    drop(finish);
-                    // Closes an idle connection at once (keeping the
-                    // socket); a request racing in is answered first.
-                    Pin::new(&mut *conn).graceful_shutdown();
-                    std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await.map(|()| true)
+            // Whether the connection went quiet is looked at now and then,
+            // not at each request's start and end (which would wake this
+            // task twice per request).
+            let check = tokio::time::sleep(park_after);
+            tokio::pin!(check);
+            let parking = loop {
+                tokio::select! {
+                    result = &mut finish => break result.map(|()| false),
+                    _ = close.cancelled() => {
+                        drop(finish);
+                        Pin::new(&mut *conn).graceful_shutdown();
+                        break std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await.map(|()| false);
+                    }
+                    _ = check.as_mut() => {
+                        let now = Instant::now();
+                        match requests.quiet_since() {
+                            Some(since) if since + park_after <= now => {}
+                            Some(since) => {
+                                check.as_mut().reset(since + park_after);
+                                continue;
+                            }
+                            None => {
+                                check.as_mut().reset(now + BUSY_RECHECK);
+                                continue;
+                            }
+                        }
+                        drop(finish);
+                        // Closes an idle connection at once (keeping the
+                        // socket); a request racing in is answered first.
+                        Pin::new(&mut *conn).graceful_shutdown();
+                        break std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await.map(|()| true);
+                    }
                 }
             };
             let parking = match parking {
@@ -431,18 +472,7 @@ impl HttpProxy {
             // Part of a request may be in already: a new hyper connection
             // goes on reading it once more comes.
             let deadline = idle_since + header_wait;
-            let timed_out = tokio::select! {
-                readable = io.readable() => readable.is_err(),
-                _ = close.cancelled() => true,
-                _ = tokio::time::sleep_until(deadline) => {
-                    span.in_scope(|| tracing::debug!(
-                        "closing the connection: no request within {} (--header-read-timeout)",
-                        humantime::format_duration(header_wait)
-                    ));
-                    true
-                }
-            };
-            if timed_out {
+            if !io.parked_until(deadline, close, header_wait, span).await {
                 let _ = io.shutdown().await;
                 return;
             }
