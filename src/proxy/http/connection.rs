@@ -27,6 +27,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::headers::detached;
 use super::{Answering, HttpProxy, ProxyBody};
 use crate::activity::{InFlight, InFlightGuard};
 use crate::net::{Peer, Stream};
@@ -319,6 +320,7 @@ impl HttpProxy {
         let client = client.clone();
         let span = span.clone();
         service_fn(move |req| {
+            let req = detached(req);
             let this = this.clone();
             let first = client.begin();
             let on_connection = requests.enter();
