@@ -82,15 +82,20 @@ pub(super) async fn first_bytes(
     let protocol = tokio::select! {
         protocol = read => protocol?,
         _ = tokio::time::sleep(wait) => {
-            tracing::debug!(
-                "closing the connection: no request within {} (--header-read-timeout)",
-                humantime::format_duration(wait)
-            );
+            no_request_within(wait);
             return None;
         }
         _ = close.cancelled() => return None,
     };
     Some((protocol, first.freeze()))
+}
+
+/// Logs why a connection closes: no request came within `wait`.
+fn no_request_within(wait: Duration) {
+    tracing::debug!(
+        "closing the connection: no request within {} (--header-read-timeout)",
+        humantime::format_duration(wait)
+    );
 }
 
 /// A client's stream with bytes already read from it in front.
@@ -139,10 +144,7 @@ impl Prefixed {
             readable = self.stream.readable() => readable.is_ok(),
             _ = close.cancelled() => false,
             _ = tokio::time::sleep_until(deadline) => {
-                span.in_scope(|| tracing::debug!(
-                    "closing the connection: no request within {} (--header-read-timeout)",
-                    humantime::format_duration(wait)
-                ));
+                span.in_scope(|| no_request_within(wait));
                 false
             }
         }
@@ -370,10 +372,7 @@ impl HttpProxy {
                 conn.await
             }
             _ = requests.idle(header_wait) => {
-                span.in_scope(|| tracing::debug!(
-                    "closing the connection: no request within {} (--header-read-timeout)",
-                    humantime::format_duration(header_wait)
-                ));
+                span.in_scope(|| no_request_within(header_wait));
                 // GOAWAY: a request racing in is still answered; a client
                 // that leaves the close unanswered is dropped.
                 conn.as_mut().graceful_shutdown();

@@ -333,10 +333,9 @@ impl HttpProxy {
             }
         }
         match sent {
-            Ok((mut resp, lease)) => {
+            Ok((mut resp, mut lease)) => {
                 let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     || (is_connect && resp.status().is_success());
-                let mut lease = lease;
                 match client_upgrade {
                     Some((client_upgrade, what)) if switched => {
                         let upstream_upgrade = hyper::upgrade::on(&mut resp);

@@ -126,9 +126,7 @@ impl UpstreamError {
             }
         }
     }
-}
 
-impl UpstreamError {
     /// Whether the request went on a kept-alive connection, which the
     /// upstream may have closed as the request arrived.
     pub(super) fn reused(&self) -> bool {
