@@ -272,7 +272,7 @@ async fn serve_passed_connection(
     );
     let peer = stream.peer();
     let connection = shared.connections.enter();
-    let served = listener::serve_client(&forwarder, upstream, stream, peer, shared);
+    let served = listener::serve_client(&forwarder, upstream, stream, peer, shared, ());
     tokio::select! {
         _ = served => {}
         _ = async {

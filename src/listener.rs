@@ -107,17 +107,16 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: Ca
                 backoff = Backoff::resources();
                 let connection = shared.connections.enter();
                 tracing::debug!("client {peer} on {}", route.label);
-                let served = serve_client(
+                // The future is spawned as it is (awaited in a task's
+                // async block, it would be there twice: task size).
+                tokio::spawn(serve_client(
                     &endpoint.forwarder,
                     RouteUpstream(endpoint.clone()),
                     client,
                     peer,
                     &shared,
-                );
-                tokio::spawn(async move {
-                    served.await;
-                    drop((connection, slot));
-                });
+                    (connection, slot),
+                ));
             }
             Err(e) if crate::net::is_resource_exhaustion(&e) => {
                 let delay = backoff.next_delay();
@@ -151,13 +150,15 @@ impl AsRef<UpstreamSpec> for RouteUpstream {
 /// awaits. The connection counts as work from this call on (taken before any
 /// await, so an idle exit that looks right after the accept sees it): in TCP
 /// mode for its whole life, in HTTP mode until its first request is answered
-/// (then each request counts for itself).
+/// (then each request counts for itself). `held` is dropped once the
+/// client is served.
 pub fn serve_client(
     forwarder: &Forwarder,
     upstream: impl AsRef<UpstreamSpec> + Send + 'static,
     client: Stream,
     peer: Peer,
     shared: &ServeContext,
+    held: impl Send + 'static,
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let work = shared.in_flight.enter_as(match forwarder {
         Forwarder::Http(_) => Unit::HttpConnection { client: peer },
@@ -175,6 +176,7 @@ pub fn serve_client(
     // Every line about this client carries it: `client{peer=…}:`.
     let span = tracing::info_span!("client", %peer);
     let served = async move {
+        let _held = held;
         match forwarder {
             Forwarder::Tcp => {
                 let tcp = proxy::tcp::TcpClient {
