@@ -24,6 +24,7 @@ mod soak;
 mod status;
 mod udp;
 mod units;
+mod upstream_http1;
 mod usage;
 mod wake;
 mod wake_on_lan;

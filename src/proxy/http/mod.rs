@@ -38,11 +38,13 @@ use crate::work::{RequestLine, Unit};
 mod answers;
 mod connection;
 mod headers;
+mod http1_conn;
 mod pool;
 mod tracked;
 mod tunnel;
 mod upstream;
 mod waiting;
+mod wire;
 
 use answers::{classify, plain, rule_answer, status_for};
 use connection::ClientConnection;
@@ -51,7 +53,7 @@ use headers::{accepts_html, strip_hop_by_hop, wants_upgrade};
 use pool::UpstreamPool;
 pub use pool::{Lease, UpstreamResponse};
 pub use tracked::{Counted, RequestLog, Tracked};
-use tunnel::{tunnel, ClientSide};
+use tunnel::{tunnel, ClientSide, UpstreamSide};
 use upstream::{Resend, UpstreamError};
 pub use upstream::{UpstreamConnection, UpstreamConnector};
 pub use waiting::EventStream;
@@ -333,33 +335,30 @@ impl HttpProxy {
             }
         }
         match sent {
-            Ok((mut resp, mut lease)) => {
+            Ok(mut resp) => {
                 let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     || (is_connect && resp.status().is_success());
                 match client_upgrade {
                     Some((client_upgrade, what)) if switched => {
-                        let upstream_upgrade = hyper::upgrade::on(&mut resp);
+                        let upstream_side = match resp.body_mut().upgraded() {
+                            Some(upgraded) => UpstreamSide::Own(upgraded),
+                            None => UpstreamSide::Upgrade(hyper::upgrade::on(&mut resp)),
+                        };
                         let work = self
                             .in_flight
                             .enter_as(Unit::Upgrade { client: peer, what });
-                        let conn = lease.take().map(|(lease, _)| lease);
                         let client_side = match client.expect_upgrade() {
                             Some(socket) => ClientSide::Socket(socket),
                             None => ClientSide::Upgrade(client_upgrade),
                         };
-                        tokio::spawn(
-                            tunnel(client_side, upstream_upgrade, conn, work).in_current_span(),
-                        );
+                        tokio::spawn(tunnel(client_side, upstream_side, work).in_current_span());
                         strip_hop_by_hop(resp.headers_mut(), !is_connect);
                     }
                     _ => strip_hop_by_hop(resp.headers_mut(), false),
                 }
                 log.status = resp.status().as_u16();
                 resp.map(|body| Tracked {
-                    inner: Either::Left(match lease {
-                        Some((lease, pool)) => UpstreamResponse::pooled(body, lease, pool),
-                        None => UpstreamResponse::driven(body),
-                    }),
+                    inner: Either::Left(body),
                     log: Some(log),
                 })
             }
@@ -371,21 +370,17 @@ impl HttpProxy {
         }
     }
 
-    /// Sends `req` upstream (on a new connection if `fresh`), with the
-    /// connection that carries its response, if idlegate drives it.
+    /// Sends `req` upstream (on a new connection if `fresh`).
     async fn send(
         &self,
         req: Request<UpstreamBody>,
         fresh: bool,
         deadline: Instant,
-    ) -> Result<(Response<Incoming>, Option<(Lease, Arc<UpstreamPool>)>), UpstreamError> {
+    ) -> Result<Response<UpstreamResponse>, UpstreamError> {
         match &self.route {
-            Route::Http1(pool) => {
-                let (resp, lease) = pool.request(req, fresh, deadline).await?;
-                Ok((resp, Some((lease, pool.clone()))))
-            }
+            Route::Http1(pool) => pool.request(req, fresh, deadline).await,
             Route::H2c(client) => match client.request(req).await {
-                Ok(resp) => Ok((resp, None)),
+                Ok(resp) => Ok(resp.map(UpstreamResponse::driven)),
                 Err(e) => Err(UpstreamError::Pooled(e)),
             },
         }

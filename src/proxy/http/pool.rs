@@ -5,46 +5,39 @@
 //! the client connection's task to that task and back, which is where HTTP
 //! mode's latency went (a p99 of 4 ms at 16 connections). Here the client
 //! connection's task drives the upstream connection itself while one of its
-//! requests uses it: the request is sent and its response read in the
-//! service future, then in the response body. A finished connection goes
-//! back to the pool undriven (an idle HTTP/1 connection has nothing to do);
-//! whoever takes it next polls it once first, which finds one the upstream
-//! closed meanwhile. A request the connection ended without taking is sent
-//! on a new one; one it took and closed without an answer is the caller's
-//! to send again (the upstream's keep-alive timeout racing the request, or
-//! the backend dying).
+//! requests uses it (see `http1_conn`): the request is sent and its
+//! response's head read in the service future, its body in the response
+//! body. A connection whose response ended goes back to the pool; whoever
+//! takes it next looks at it once first, which finds one the upstream closed
+//! meanwhile. A request nothing of which reached the upstream is sent on a
+//! new connection; one the connection took and closed without an answer is
+//! the caller's to send again (the upstream's keep-alive timeout racing the
+//! request, or the backend dying).
 
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
-use hyper::client::conn::http1;
-use hyper_util::rt::TokioIo;
 use tokio::time::Instant;
 
+use super::http1_conn::{BodyState, Http1Connection, Outbound, SendError, Upgraded};
 use super::upstream::{UpstreamConnector, UpstreamError};
+use super::wire::{self, ResponseHead};
 use super::UpstreamBody;
-use crate::proxy::ConnectError;
 
 /// How long an idle pooled connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
-/// How long a connection whose response ended may take to be ready for the
-/// next request before it is closed instead of pooled.
-const SETTLE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// A connection's own future: reads and writes for the requests sent on it.
-type Driver = Pin<Box<dyn Future<Output = hyper::Result<()>> + Send>>;
 
 /// The HTTP/1.1 connections to one upstream that no request uses.
 pub struct UpstreamPool {
     connector: UpstreamConnector,
-    builder: http1::Builder,
     /// The idle connections, the most recently used at the back.
     idle: Mutex<VecDeque<Idle>>,
 }
@@ -64,141 +57,79 @@ struct Idle {
 
 /// One upstream connection, used by one request at a time and driven by
 /// whoever holds it.
+#[derive(Debug)]
 pub struct Lease {
-    sender: http1::SendRequest<UpstreamBody>,
-    /// `None` once the connection ended (closed, failed or upgraded).
-    conn: Option<Driver>,
+    /// Boxed: a lease moves from the pool to a request's future and back.
+    conn: Box<Http1Connection>,
+    /// Where it goes back when its response has ended.
+    pool: Arc<UpstreamPool>,
     /// The backend's run the connection was made to.
     generation: u64,
     /// Whether it served a request before this one.
     reused: bool,
 }
 
-impl std::fmt::Debug for Lease {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Lease")
-            .field("open", &self.conn.is_some())
-            .field("reused", &self.reused)
-            .finish_non_exhaustive()
-    }
-}
-
 impl Lease {
-    /// Lets the connection read and write what it can.
-    fn drive(&mut self, cx: &mut Context<'_>) {
-        if let Some(conn) = &mut self.conn {
-            if let Poll::Ready(result) = conn.as_mut().poll(cx) {
-                if let Err(e) = result {
-                    tracing::debug!("upstream connection ended: {e}");
-                }
-                self.conn = None;
-            }
+    /// Back to the pool, if the connection takes another request.
+    fn release(mut self) {
+        if self.conn.reusable() {
+            self.conn.rest();
+            self.pool.clone().keep(self);
         }
-    }
-
-    /// Whether the connection takes a request now (after one look at it).
-    fn usable(&mut self, cx: &mut Context<'_>) -> bool {
-        self.drive(cx);
-        self.conn.is_some() && self.sender.is_ready()
-    }
-
-    /// Sends `req`, driving the connection until the response's head is in.
-    async fn send(
-        &mut self,
-        req: Request<UpstreamBody>,
-    ) -> Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<UpstreamBody>>> {
-        let sent = self.sender.try_send_request(req);
-        tokio::pin!(sent);
-        poll_fn(|cx| {
-            if let Poll::Ready(result) = sent.as_mut().poll(cx) {
-                return Poll::Ready(result);
-            }
-            self.drive(cx);
-            if self.conn.is_none() {
-                // The connection ended: the request has its answer (an error).
-                return sent.as_mut().poll(cx);
-            }
-            Poll::Pending
-        })
-        .await
-    }
-
-    /// Drives the connection until it ends: an upgraded one hands its
-    /// socket to the upgrade when it does.
-    pub(super) async fn finish(mut self) {
-        poll_fn(|cx| {
-            self.drive(cx);
-            match self.conn {
-                Some(_) => Poll::Pending,
-                None => Poll::Ready(()),
-            }
-        })
-        .await
-    }
-
-    /// Drives the connection until it takes a new request; false if it
-    /// ended instead.
-    async fn settle(&mut self) -> bool {
-        poll_fn(|cx| {
-            self.drive(cx);
-            if self.conn.is_none() {
-                return Poll::Ready(false);
-            }
-            match self.sender.poll_ready(cx) {
-                Poll::Ready(ready) => Poll::Ready(ready.is_ok()),
-                Poll::Pending => Poll::Pending,
-            }
-        })
-        .await
     }
 }
 
 impl UpstreamPool {
     /// An empty pool connecting through `connector`.
     pub(super) fn new(connector: UpstreamConnector) -> Arc<UpstreamPool> {
-        let mut builder = http1::Builder::new();
-        builder.allow_obsolete_multiline_headers_in_responses(true);
         Arc::new(UpstreamPool {
             connector,
-            builder,
             idle: Mutex::new(VecDeque::new()),
         })
     }
 
     /// Sends `req` on a pooled connection, or on a new one (made by
     /// `deadline`) when none is idle or `fresh` asks for one; once more on a
-    /// new one when the connection ended before it took the request.
+    /// new one when nothing of it reached a pooled connection.
     pub(super) async fn request(
         self: &Arc<Self>,
         req: Request<UpstreamBody>,
         fresh: bool,
         deadline: Instant,
-    ) -> Result<(Response<Incoming>, Lease), UpstreamError> {
+    ) -> Result<Response<UpstreamResponse>, UpstreamError> {
+        let (head, outgoing) = wire::request_head(&req);
+        let method = req.method().clone();
+        let out = Outbound {
+            head,
+            outgoing,
+            body: req.into_body(),
+            method,
+        };
         let mut lease = match self.take(fresh).await {
             Some(lease) => lease,
             // Boxed: connecting is rarer than reusing, and large.
             None => Box::pin(self.connect(deadline)).await?,
         };
-        let req = match lease.send(req).await {
-            Ok(resp) => return Ok((resp, lease)),
-            Err(mut e) => match e.take_message() {
-                Some(req) => req,
-                None => {
-                    return Err(UpstreamError::Request {
-                        error: e.into_error(),
-                        reused: lease.reused,
-                    })
-                }
-            },
+        let out = match lease.conn.send(out).await {
+            Ok(head) => return Ok(UpstreamResponse::of(head, lease)),
+            Err(SendError::Unsent(out, _)) if lease.reused => out,
+            Err(SendError::Unsent(_, error) | SendError::Failed(error)) => {
+                return Err(UpstreamError::Request {
+                    error,
+                    reused: lease.reused,
+                })
+            }
         };
         tracing::debug!("a pooled upstream connection ended before it took the request; sending it on a new one");
         let mut lease = Box::pin(self.connect(deadline)).await?;
-        match lease.send(req).await {
-            Ok(resp) => Ok((resp, lease)),
-            Err(e) => Err(UpstreamError::Request {
-                error: e.into_error(),
-                reused: false,
-            }),
+        match lease.conn.send(out).await {
+            Ok(head) => Ok(UpstreamResponse::of(head, lease)),
+            Err(SendError::Unsent(_, error) | SendError::Failed(error)) => {
+                Err(UpstreamError::Request {
+                    error,
+                    reused: false,
+                })
+            }
         }
     }
 
@@ -213,7 +144,7 @@ impl UpstreamPool {
             while let Some(Idle { mut lease, since }) = idle.pop_back() {
                 if lease.generation == generation
                     && since.elapsed() < IDLE_TIMEOUT
-                    && lease.usable(cx)
+                    && lease.conn.poll_idle(cx)
                 {
                     lease.reused = true;
                     return Poll::Ready(Some(lease));
@@ -225,43 +156,15 @@ impl UpstreamPool {
     }
 
     /// A new connection, made by `deadline`.
-    async fn connect(&self, deadline: Instant) -> Result<Lease, UpstreamError> {
+    async fn connect(self: &Arc<Self>, deadline: Instant) -> Result<Lease, UpstreamError> {
         let generation = self.connector.backend.generation();
         let io = self.connector.connect(deadline).await?;
-        let (sender, conn) = self
-            .builder
-            .handshake(TokioIo::new(io))
-            .await
-            .map_err(|e| {
-                UpstreamError::Connect(ConnectError::Upstream {
-                    upstream: self.connector.upstream.clone(),
-                    source: std::io::Error::other(e),
-                })
-            })?;
         Ok(Lease {
-            sender,
-            conn: Some(Box::pin(conn.with_upgrades())),
+            conn: Box::new(Http1Connection::new(io)),
+            pool: self.clone(),
             generation,
             reused: false,
         })
-    }
-
-    /// Takes back a connection whose response ended: pooled if it takes
-    /// another request (now, or once it has read the response's end).
-    fn put(self: &Arc<Self>, mut lease: Lease) {
-        if lease.conn.is_none() || lease.sender.is_closed() {
-            return;
-        }
-        if lease.sender.is_ready() {
-            self.keep(lease);
-            return;
-        }
-        let pool = self.clone();
-        tokio::spawn(async move {
-            if let Ok(true) = tokio::time::timeout(SETTLE_TIMEOUT, lease.settle()).await {
-                pool.keep(lease);
-            }
-        });
     }
 
     fn keep(&self, lease: Lease) {
@@ -280,79 +183,116 @@ impl UpstreamPool {
     }
 }
 
-/// An upstream response's body: drives its pooled connection while it is
-/// read and gives the connection back to the pool at its end.
-pub struct UpstreamResponse {
-    body: Incoming,
-    lease: Option<(Lease, Arc<UpstreamPool>)>,
+/// An upstream response's body: read from a pooled connection, which goes
+/// back to the pool at its end, or from an h2c stream.
+pub struct UpstreamResponse(Source);
+
+enum Source {
+    /// From idlegate's own HTTP/1.1 connection.
+    Pooled {
+        /// How far it has been read.
+        state: BodyState,
+        /// The connection, until the body's end.
+        lease: Option<Lease>,
+    },
+    /// From a connection someone else drives (hyper-util's client).
+    Driven(Incoming),
 }
 
 impl std::fmt::Debug for UpstreamResponse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("UpstreamResponse")
-            .field("body", &self.body)
-            .finish_non_exhaustive()
+        match &self.0 {
+            Source::Pooled { state, .. } => f.debug_struct("Pooled").field("state", state).finish(),
+            Source::Driven(body) => f.debug_tuple("Driven").field(body).finish(),
+        }
     }
 }
 
 impl UpstreamResponse {
-    /// A body read from a pooled connection, which goes back at its end.
-    pub(super) fn pooled(body: Incoming, lease: Lease, pool: Arc<UpstreamPool>) -> Self {
-        UpstreamResponse {
-            body,
-            lease: Some((lease, pool)),
-        }
+    /// The response `head` says, its body read from `lease`'s connection
+    /// (which goes back to the pool at once when there is none).
+    fn of(head: ResponseHead, lease: Lease) -> Response<UpstreamResponse> {
+        let state = BodyState::of(head.framing);
+        let lease = match state {
+            BodyState::Done => {
+                lease.release();
+                None
+            }
+            _ => Some(lease),
+        };
+        head.response
+            .map(|()| UpstreamResponse(Source::Pooled { state, lease }))
     }
 
     /// A body whose connection someone else drives (hyper-util's client).
-    pub(super) fn driven(body: Incoming) -> Self {
-        UpstreamResponse { body, lease: None }
+    pub(super) fn driven(body: Incoming) -> UpstreamResponse {
+        UpstreamResponse(Source::Driven(body))
+    }
+
+    /// The upstream's side of an upgrade the response agreed to.
+    pub(super) fn upgraded(&mut self) -> Option<Upgraded> {
+        match &mut self.0 {
+            Source::Pooled {
+                state: BodyState::Switched,
+                lease,
+            } => lease.take().map(|lease| (*lease.conn).upgraded()),
+            _ => None,
+        }
     }
 }
 
 impl Body for UpstreamResponse {
-    type Data = bytes::Bytes;
-    type Error = hyper::Error;
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<bytes::Bytes>, hyper::Error>>> {
-        let this = self.get_mut();
-        if let Some((lease, _)) = &mut this.lease {
-            lease.drive(cx);
-        }
-        let polled = Pin::new(&mut this.body).poll_frame(cx);
-        match &polled {
-            Poll::Ready(None) => {
-                if let Some((lease, pool)) = this.lease.take() {
-                    pool.put(lease);
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match &mut self.get_mut().0 {
+            Source::Pooled { state, lease } => {
+                let Some(held) = lease else {
+                    return Poll::Ready(None);
+                };
+                let polled = held.conn.poll_body(state, cx);
+                match &polled {
+                    Poll::Ready(Some(Err(_))) => *lease = None,
+                    Poll::Ready(_) if matches!(state, BodyState::Done) => {
+                        if let Some(lease) = lease.take() {
+                            lease.release();
+                        }
+                    }
+                    _ => {}
                 }
+                polled.map(|p| p.map(|r| r.map_err(Into::into)))
             }
-            Poll::Ready(Some(Err(_))) => this.lease = None,
-            _ => {}
+            Source::Driven(body) => Pin::new(body)
+                .poll_frame(cx)
+                .map(|p| p.map(|r| r.map_err(Into::into))),
         }
-        polled
     }
 
     fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
+        match &self.0 {
+            Source::Pooled { state, lease } => {
+                lease.is_none() || matches!(state, BodyState::Done | BodyState::Switched)
+            }
+            Source::Driven(body) => body.is_end_stream(),
+        }
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for UpstreamResponse {
-    fn drop(&mut self) {
-        // hyper does not poll a body that says it has ended (no body, or all
-        // of it read): its connection is done with the response all the same.
-        // One dropped before its end cannot be reused.
-        if let Some((lease, pool)) = self.lease.take() {
-            if self.body.is_end_stream() {
-                pool.put(lease);
-            }
+        match &self.0 {
+            Source::Pooled {
+                state: BodyState::Length(n),
+                ..
+            } => SizeHint::with_exact(*n),
+            Source::Pooled {
+                state: BodyState::Done | BodyState::Switched,
+                ..
+            } => SizeHint::with_exact(0),
+            Source::Pooled { .. } => SizeHint::default(),
+            Source::Driven(body) => body.size_hint(),
         }
     }
 }

@@ -1,10 +1,11 @@
-//! An upgraded connection (WebSocket, CONNECT): both sides handed over by
-//! hyper, then copied both ways while it counts as work.
+//! An upgraded connection (WebSocket, CONNECT): both sides handed over (the
+//! client's by hyper, the upstream's by idlegate's own connection), then copied
+//! both ways while it counts as work.
 
 use hyper_util::rt::TokioIo;
 
 use super::connection::Prefixed;
-use super::pool::Lease;
+use super::http1_conn::Upgraded;
 use super::tracked::CountedIo;
 use crate::activity::InFlightGuard;
 
@@ -16,25 +17,30 @@ pub(super) enum ClientSide {
     Upgrade(hyper::upgrade::OnUpgrade),
 }
 
+/// The upstream's side of an upgraded connection.
+pub(super) enum UpstreamSide {
+    /// idlegate's own HTTP/1.1 connection, handed over past the `101`.
+    Own(Upgraded),
+    /// One hyper upgrades (not expected: h2c upstreams take no upgrades).
+    Upgrade(hyper::upgrade::OnUpgrade),
+}
+
 /// Copies an upgraded connection both ways; it is in flight until it ends.
-pub(super) async fn tunnel(
-    client: ClientSide,
-    upstream: hyper::upgrade::OnUpgrade,
-    conn: Option<Lease>,
-    guard: InFlightGuard,
-) {
-    // idlegate's own upstream connection hands its socket over when it is
-    // driven past the response's head.
-    if let Some(conn) = conn {
-        conn.finish().await;
+pub(super) async fn tunnel(client: ClientSide, upstream: UpstreamSide, guard: InFlightGuard) {
+    match upstream {
+        UpstreamSide::Own(upgraded) => to_client(client, upgraded.io, guard).await,
+        UpstreamSide::Upgrade(upgrade) => match upgrade.await {
+            Ok(upgraded) => to_client(client, TokioIo::new(upgraded), guard).await,
+            Err(e) => tracing::debug!("upgrade failed upstream: {e}"),
+        },
     }
-    let upstream = match upstream.await {
-        Ok(upstream) => TokioIo::new(upstream),
-        Err(e) => {
-            tracing::debug!("upgrade failed upstream: {e}");
-            return;
-        }
-    };
+}
+
+/// Waits for the client's side, then copies both ways.
+async fn to_client<U>(client: ClientSide, upstream: U, guard: InFlightGuard)
+where
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     match client {
         ClientSide::Socket(socket) => match socket.await {
             Ok(socket) => copy_tunnel(socket, upstream, guard).await,
@@ -49,12 +55,10 @@ pub(super) async fn tunnel(
 
 /// Copies both ways between the two sides of a tunnel until it ends,
 /// counting the client's bytes.
-async fn copy_tunnel<C>(
-    client: C,
-    mut upstream: TokioIo<hyper::upgrade::Upgraded>,
-    guard: InFlightGuard,
-) where
+async fn copy_tunnel<C, U>(client: C, mut upstream: U, guard: InFlightGuard)
+where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    U: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let mut client = CountedIo {
         io: client,

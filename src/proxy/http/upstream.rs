@@ -16,6 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
+use super::wire::WireError;
 use super::UpstreamBody;
 use crate::address::Address;
 use crate::backend::Backend;
@@ -86,8 +87,8 @@ pub(super) enum UpstreamError {
     /// Sent on idlegate's own connection, the request failed.
     #[error("upstream request failed: {}", chain(error))]
     Request {
-        /// What hyper said.
-        error: hyper::Error,
+        /// What went wrong.
+        error: WireError,
         /// Whether the connection had served a request before.
         reused: bool,
     },
@@ -120,7 +121,7 @@ impl UpstreamError {
     pub(super) fn closed_before_answering(&self) -> bool {
         match self {
             UpstreamError::Connect(_) => false,
-            UpstreamError::Request { error, .. } => closed_before_answering(error),
+            UpstreamError::Request { error, .. } => error.closed_before_answering(),
             UpstreamError::Pooled(e) => {
                 self.connect_error().is_none() && e.source().is_some_and(closed_before_answering)
             }
@@ -151,6 +152,13 @@ fn chain(e: &dyn std::error::Error) -> String {
 pub struct UpstreamConnection {
     stream: Stream,
     _slot: OwnedSemaphorePermit,
+}
+
+impl UpstreamConnection {
+    /// The socket and the slot it holds.
+    pub(super) fn into_parts(self) -> (Stream, OwnedSemaphorePermit) {
+        (self.stream, self._slot)
+    }
 }
 
 impl tokio::io::AsyncRead for UpstreamConnection {
