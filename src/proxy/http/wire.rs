@@ -715,4 +715,35 @@ mod tests {
         buf[0] = b'1';
         assert!(decoder.decode(&mut buf).is_err());
     }
+
+    #[test]
+    fn hostile_bytes_from_the_upstream_never_panic() {
+        let mut noise = crate::fuzz_support::Noise::new(0x11E1);
+        let seeds = [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;a=b\r\nhello\r\n0\r\nx: 1\r\n\r\n",
+            "HTTP/1.0 101 Switching\r\nX: a\r\n  b\r\nContent-Length: 3, 3\r\n\r\nabc",
+        ];
+        for round in 0..20_000 {
+            let mut bytes = seeds[round % seeds.len()].as_bytes().to_vec();
+            for _ in 0..=noise.below(4) {
+                let at = noise.below(bytes.len() + 1);
+                match noise.below(3) {
+                    0 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    1 => bytes.insert(at, noise.below(256) as u8),
+                    _ => bytes.insert(at, b"\r\n:; 0f"[noise.below(7)]),
+                }
+            }
+            for method in [Method::GET, Method::HEAD, Method::CONNECT] {
+                if let Ok(Parsed::Final(_, len)) = parse_response(&bytes, &method) {
+                    let mut rest = BytesMut::from(&bytes[len..]);
+                    let mut decoder = ChunkedDecoder::default();
+                    while let Ok(Decoded::Data(_) | Decoded::Trailers(_)) =
+                        decoder.decode(&mut rest)
+                    {}
+                }
+            }
+        }
+    }
 }
