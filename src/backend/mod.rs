@@ -354,6 +354,9 @@ impl Backend {
     /// upstream closed without a word tells a dying backend from a backend
     /// that meant it.
     pub async fn left_ready(&self, generation: u64, grace: Duration) -> bool {
+        if self.generation() != generation {
+            return true;
+        }
         let mut state = self.state.clone();
         let left = |s: &BackendState| *s != BackendState::Ready;
         let check = async {

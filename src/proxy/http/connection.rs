@@ -327,17 +327,14 @@ impl HttpProxy {
             let first = client.begin();
             let on_connection = requests.enter();
             let rule = this.answer_rule(&req, peer);
-            let handled = this.handle(
-                req,
-                peer,
-                on_connection,
-                close.clone(),
-                rule,
-                client.clone(),
-            );
-            let handled = handled.instrument(span.clone());
+            let (close, client, span) = (close.clone(), client.clone(), span.clone());
+            // The request's future is made inside the boxed one: made
+            // outside and awaited there, it would be in it twice.
             let answered: Answering = Box::pin(async move {
-                let response = handled.await;
+                let response = this
+                    .handle(req, peer, on_connection, close, rule, client)
+                    .instrument(span)
+                    .await;
                 match first {
                     // A probe's connection was not work after all.
                     Some(first) if rule.is_some() => first.void(),

@@ -309,30 +309,8 @@ impl HttpProxy {
         let deadline = log.started + self.backend.start_timeout();
         let generation = self.backend.generation();
         let mut sent = self.send(req, false, deadline).await;
-        if let (Err(e), Some(again)) = (&sent, &again) {
-            // A request whose connection closed without an answer is sent
-            // again, once, on a new connection: at once when the connection
-            // was kept alive (its close may have raced the request), or when
-            // the backend died within the grace (to the restarted one, as TCP
-            // mode replays a client's first bytes).
-            if e.closed_before_answering()
-                && (e.reused() || Box::pin(self.backend.left_ready(generation, DEATH_GRACE)).await)
-            {
-                sent = Box::pin(self.send(again.request(), true, deadline)).await;
-                if self.backend.generation() != generation {
-                    tracing::info!(
-                        "{} {}: the backend died as the request reached it; sent it again to the restarted backend",
-                        log.method,
-                        log.path
-                    );
-                } else {
-                    tracing::debug!(
-                        "{} {}: the upstream closed the connection as the request reached it; sent it again on a new connection",
-                        log.method,
-                        log.path
-                    );
-                }
-            }
+        if let (Err(_), Some(again)) = (&sent, &again) {
+            sent = Box::pin(self.send_again(sent, again, generation, deadline, &log)).await;
         }
         match sent {
             Ok(mut resp) => {
@@ -368,6 +346,53 @@ impl HttpProxy {
                 self.local(plain(status, why), log)
             }
         }
+    }
+
+    /// Sends a bodiless idempotent request again on a new connection when
+    /// its connection closed without an answer: at once when the connection
+    /// was kept alive (its close may have raced the request), and, once, to
+    /// the restarted backend when the backend died within the grace (as TCP
+    /// mode replays a client's first bytes). A request sent again at once
+    /// before the backend's death was found out may meet the dying backend:
+    /// the restarted one still gets it.
+    async fn send_again(
+        &self,
+        mut sent: Result<Response<UpstreamResponse>, UpstreamError>,
+        again: &Resend,
+        generation: u64,
+        deadline: Instant,
+        log: &RequestLog,
+    ) -> Result<Response<UpstreamResponse>, UpstreamError> {
+        let (mut after_close, mut to_restarted, mut resent) = (true, true, false);
+        while let Err(e) = &sent {
+            if !e.closed_before_answering() {
+                break;
+            }
+            if e.reused() && after_close {
+                after_close = false;
+                to_restarted = self.backend.generation() == generation;
+            } else if to_restarted && self.backend.left_ready(generation, DEATH_GRACE).await {
+                to_restarted = false;
+            } else {
+                break;
+            }
+            resent = true;
+            sent = self.send(again.request(), true, deadline).await;
+        }
+        match (resent, self.backend.generation() != generation) {
+            (false, _) => {}
+            (true, true) => tracing::info!(
+                "{} {}: the backend died as the request reached it; sent it again to the restarted backend",
+                log.method,
+                log.path
+            ),
+            (true, false) => tracing::debug!(
+                "{} {}: the upstream closed the connection as the request reached it; sent it again on a new connection",
+                log.method,
+                log.path
+            ),
+        }
+        sent
     }
 
     /// Sends `req` upstream (on a new connection if `fresh`).

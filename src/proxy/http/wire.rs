@@ -38,7 +38,7 @@ pub(super) enum WireError {
     #[error("the upstream's response head is larger than {MAX_HEAD} bytes")]
     HeadTooLarge,
     /// Reading or writing the connection failed.
-    #[error("upstream connection: {0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
     /// The client's request body failed (the client went away).
     #[error("request body: {0}")]
