@@ -92,6 +92,7 @@ use context::ServeContext;
 use listener::{Endpoint, Forwarder};
 pub use notify::Notifier;
 pub use shutdown::Shutdown;
+pub use sys::one_malloc_heap;
 
 /// How a run ended (each is exit status 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,6 +21,7 @@ fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
 }
 
 fn main() -> ExitCode {
+    idlegate::one_malloc_heap();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
     if let Some(status) = commands::subcommand(&args) {
         return ExitCode::from(status);

@@ -352,3 +352,22 @@ pub fn try_lock_exclusive(fd: BorrowedFd<'_>) -> io::Result<bool> {
         _ => Err(e),
     }
 }
+
+/// Keeps glibc's allocator to one heap (arena) for the whole process, unless
+/// `MALLOC_ARENA_MAX` in the environment says how many: with one heap per
+/// runtime thread, the memory freed in one stays there for that thread, and
+/// HTTP mode held 5-8 KiB more per active connection at 256 (34-37 KiB
+/// against 29), for no measurable speed on 2 cores (requests get their
+/// small allocations from glibc's per-thread cache, not the heap). To be
+/// called before the runtime's threads start.
+pub fn one_malloc_heap() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    #[cfg(target_env = "gnu")]
+    // SAFETY: mallopt takes two integers and changes only the allocator's
+    // settings, which glibc guards itself; a failure leaves them as they were.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
