@@ -93,6 +93,12 @@ Where \fB--container\fR finds the engine's API socket when \fB--engine-socket\fR
 .TP
 \fBSYSTEMD_SCOPE\fR
 For \fBidlegate generator\fR: \fBuser\fR makes user units.
+.TP
+\fBMALLOC_ARENA_MAX\fR
+How many heaps glibc's allocator may keep; without it idlegate keeps one (less memory per connection; on many cores under heavy load, set it to the number of cores).
+.TP
+\fBTOKIO_WORKER_THREADS\fR
+How many threads serve connections; default: one per core.
 "#;
 
 const SYSTEMD: &str = r#".SH "THE [systemd] TABLE"

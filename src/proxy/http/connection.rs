@@ -9,6 +9,7 @@
 //! client sends again; a new hyper connection then takes it over.
 
 use std::convert::Infallible;
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -202,6 +203,33 @@ impl AsyncWrite for Prefixed {
     }
 }
 
+pin_project_lite::pin_project! {
+    /// A request being answered; its connection's first-request guard ends
+    /// with the answer.
+    struct Answered<F> {
+        #[pin]
+        handled: F,
+        first: Option<InFlightGuard>,
+        // A request an `[[answer]]` rule answered: its connection was not
+        // work after all.
+        probe: bool,
+    }
+}
+
+impl<F: Future<Output = Response<ProxyBody>>> Future for Answered<F> {
+    type Output = Result<Response<ProxyBody>, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let response = std::task::ready!(this.handled.poll(cx));
+        match this.first.take() {
+            Some(first) if *this.probe => first.void(),
+            first => drop(first),
+        }
+        Poll::Ready(Ok(response))
+    }
+}
+
 /// What a client connection shares with its requests.
 #[derive(Debug)]
 pub struct ClientConnection {
@@ -327,20 +355,21 @@ impl HttpProxy {
             let first = client.begin();
             let on_connection = requests.enter();
             let rule = this.answer_rule(&req, peer);
-            let (close, client, span) = (close.clone(), client.clone(), span.clone());
-            // The request's future is made inside the boxed one: made
-            // outside and awaited there, it would be in it twice.
-            let answered: Answering = Box::pin(async move {
-                let response = this
-                    .handle(req, peer, on_connection, close, rule, client)
-                    .instrument(span)
-                    .await;
-                match first {
-                    // A probe's connection was not work after all.
-                    Some(first) if rule.is_some() => first.void(),
-                    first => drop(first),
-                }
-                Ok::<_, Infallible>(response)
+            let handled = this
+                .handle(
+                    req,
+                    peer,
+                    on_connection,
+                    close.clone(),
+                    rule,
+                    client.clone(),
+                )
+                .instrument(span.clone());
+            // Not awaited in an async block: it would be in the box twice.
+            let answered: Answering = Box::pin(Answered {
+                handled,
+                first,
+                probe: rule.is_some(),
             });
             answered
         })

@@ -23,6 +23,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::either::Either as OneOf;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -127,6 +128,16 @@ enum NotReady {
     WaitingPage,
     /// The start failed or timed out: this answer says so.
     Failed(Response<Full<Bytes>>),
+}
+
+/// What the answer to a forwarded request needs besides the response.
+struct Answer<'a> {
+    /// The client's side of an upgrade it asked for, and its request line.
+    client_upgrade: Option<(hyper::upgrade::OnUpgrade, RequestLine)>,
+    /// Whether it was a `CONNECT` (a `2xx` agrees to the tunnel).
+    is_connect: bool,
+    peer: Peer,
+    client: &'a ClientConnection,
 }
 
 impl HttpProxy {
@@ -280,19 +291,22 @@ impl HttpProxy {
     }
 
     /// Sends `req` upstream (once more after a backend death, when it can
-    /// be) and hands its response back, an upgrade tunnelled.
-    async fn forward(
-        &self,
+    /// be) and hands its response back, an upgrade tunnelled. (Not an
+    /// `async fn`: the request, its record and its client would be kept in
+    /// its future twice, as its arguments and as its locals.)
+    fn forward<'a>(
+        &'a self,
         mut req: Request<Incoming>,
         peer: Peer,
-        mut log: RequestLog,
-        client: &ClientConnection,
-    ) -> Response<ProxyBody> {
+        log: RequestLog,
+        client: &'a ClientConnection,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
         let upgrade = wants_upgrade(&req);
         if upgrade && self.protocol == UpstreamProtocol::H2c {
             let why = "an upgrade (WebSocket, CONNECT) cannot be forwarded to an h2c upstream";
             tracing::warn!("{} {}: {why}", log.method, log.path);
-            return self.local(plain(StatusCode::NOT_IMPLEMENTED, why.into()), log);
+            let answer = self.local(plain(StatusCode::NOT_IMPLEMENTED, why.into()), log);
+            return OneOf::Left(std::future::ready(answer));
         }
         let client_upgrade = upgrade.then(|| (hyper::upgrade::on(&mut req), RequestLine::of(&req)));
         let is_connect = req.method() == Method::CONNECT;
@@ -308,10 +322,35 @@ impl HttpProxy {
         });
         let deadline = log.started + self.backend.start_timeout();
         let generation = self.backend.generation();
-        let mut sent = self.send(req, false, deadline).await;
-        if let (Err(_), Some(again)) = (&sent, &again) {
-            sent = Box::pin(self.send_again(sent, again, generation, deadline, &log)).await;
-        }
+        OneOf::Right(async move {
+            let mut sent = self.send(req, false, deadline).await;
+            if let (Err(_), Some(again)) = (&sent, &again) {
+                sent = Box::pin(self.send_again(sent, again, generation, deadline, &log)).await;
+            }
+            let answer = Answer {
+                client_upgrade,
+                is_connect,
+                peer,
+                client,
+            };
+            self.answer(sent, answer, log)
+        })
+    }
+
+    /// The client's response to what the upstream said (or why it said
+    /// nothing), an agreed upgrade's tunnel started.
+    fn answer(
+        &self,
+        sent: Result<Response<UpstreamResponse>, UpstreamError>,
+        answer: Answer<'_>,
+        mut log: RequestLog,
+    ) -> Response<ProxyBody> {
+        let Answer {
+            client_upgrade,
+            is_connect,
+            peer,
+            client,
+        } = answer;
         match sent {
             Ok(mut resp) => {
                 let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
@@ -395,19 +434,26 @@ impl HttpProxy {
         sent
     }
 
-    /// Sends `req` upstream (on a new connection if `fresh`).
-    async fn send(
+    /// Sends `req` upstream (on a new connection if `fresh`)
+    /// (Not an `async fn`: the request would be kept in its future beside
+    /// the route's own, which takes it over.)
+    fn send(
         &self,
         req: Request<UpstreamBody>,
         fresh: bool,
         deadline: Instant,
-    ) -> Result<Response<UpstreamResponse>, UpstreamError> {
+    ) -> impl Future<Output = Result<Response<UpstreamResponse>, UpstreamError>> + Send + '_ {
         match &self.route {
-            Route::Http1(pool) => pool.request(req, fresh, deadline).await,
-            Route::H2c(client) => match client.request(req).await {
-                Ok(resp) => Ok(resp.map(UpstreamResponse::driven)),
-                Err(e) => Err(UpstreamError::Pooled(e)),
-            },
+            Route::Http1(pool) => OneOf::Left(pool.request(req, fresh, deadline)),
+            Route::H2c(client) => {
+                let sent = client.request(req);
+                OneOf::Right(async move {
+                    match sent.await {
+                        Ok(resp) => Ok(resp.map(UpstreamResponse::driven)),
+                        Err(e) => Err(UpstreamError::Pooled(e)),
+                    }
+                })
+            }
         }
     }
 

@@ -15,7 +15,7 @@
 //! request, or the backend dying).
 
 use std::collections::VecDeque;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -91,12 +91,14 @@ impl UpstreamPool {
     /// Sends `req` on a pooled connection, or on a new one (made by
     /// `deadline`) when none is idle or `fresh` asks for one; once more on a
     /// new one when nothing of it reached a pooled connection.
-    pub(super) async fn request(
+    /// (Not an `async fn`: the request would be kept in its future beside
+    /// what it becomes.)
+    pub(super) fn request(
         self: &Arc<Self>,
         req: Request<UpstreamBody>,
         fresh: bool,
         deadline: Instant,
-    ) -> Result<Response<UpstreamResponse>, UpstreamError> {
+    ) -> impl Future<Output = Result<Response<UpstreamResponse>, UpstreamError>> + Send + '_ {
         let (head, outgoing) = wire::request_head(&req);
         let method = req.method().clone();
         let out = Outbound {
@@ -105,6 +107,16 @@ impl UpstreamPool {
             body: req.into_body(),
             method,
         };
+        self.send(out, fresh, deadline)
+    }
+
+    /// Sends `out`, as [`UpstreamPool::request`] says.
+    async fn send(
+        self: &Arc<Self>,
+        out: Outbound,
+        fresh: bool,
+        deadline: Instant,
+    ) -> Result<Response<UpstreamResponse>, UpstreamError> {
         let mut lease = match self.take(fresh).await {
             Some(lease) => lease,
             // Boxed: connecting is rarer than reusing, and large.
