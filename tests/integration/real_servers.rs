@@ -1,6 +1,7 @@
 //! idlegate in front of real software nobody here wrote, as users put it:
 //! PostgreSQL and Redis that accept before they serve, nginx under a herd,
-//! a headless Chromium that leaves sockets open, a gRPC server behind h2c.
+//! a headless Chromium that leaves sockets open, a gRPC server behind h2c,
+//! Python's `http.server` answering in HTTP/1.0.
 //! `.ci/run` installs them all from Debian's packages; no test here is
 //! skipped.
 
@@ -331,4 +332,50 @@ fn a_grpc_server_is_served_through_h2c() {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
         "the gRPC server is stopped"
     );
+}
+
+/// Python's `http.server` (the README's demo backend) answers in HTTP/1.0,
+/// its 404 with `Connection: close`: a client gets idlegate's own HTTP/1.1
+/// status line and keeps its kept-alive connection from answer to answer.
+#[test]
+fn pythons_http_server_in_http_mode_keeps_the_clients_connection() {
+    use std::io::{Read, Write};
+    let fixture = Fixture::http();
+    let port = fixture
+        .upstream_addr()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .to_owned();
+    let root = fixture.file("site");
+    std::fs::create_dir(&root).unwrap();
+    std::fs::write(root.join("index.html"), "hello from python\n").unwrap();
+    let root = root.display().to_string();
+    let act = fixture
+        .command(&[
+            "/usr/bin/python3",
+            "-m",
+            "http.server",
+            &port,
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+            &root,
+        ])
+        .start();
+    let mut conn = http::Conn::connect(act.tcp_addrs[0]).unwrap();
+    for (path, status) in [("/index.html", 200), ("/missing", 404), ("/", 200)] {
+        let r = conn
+            .request("GET", path, &[], b"")
+            .unwrap_or_else(|e| panic!("{path}: {e}; log:\n{}", act.log()));
+        assert_eq!(r.status, status, "{path}: {r:?}");
+    }
+    let mut raw = std::net::TcpStream::connect(act.tcp_addrs[0]).unwrap();
+    raw.set_read_timeout(Some(PATIENCE)).unwrap();
+    raw.write_all(b"GET /index.html HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut answer = String::new();
+    raw.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    assert!(answer.ends_with("\r\n\r\nhello from python\n"), "{answer}");
 }
