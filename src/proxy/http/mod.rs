@@ -54,7 +54,7 @@ use headers::{accepts_html, strip_hop_by_hop, wants_upgrade};
 use pool::UpstreamPool;
 pub use pool::{Lease, UpstreamResponse};
 pub use tracked::{Counted, RequestLog, Tracked};
-use tunnel::{tunnel, ClientSide, UpstreamSide};
+use tunnel::{tunnel, ClientSide};
 use upstream::{Resend, UpstreamError};
 pub use upstream::{UpstreamConnection, UpstreamConnector};
 pub use waiting::EventStream;
@@ -357,18 +357,23 @@ impl HttpProxy {
                     || (is_connect && resp.status().is_success());
                 match client_upgrade {
                     Some((client_upgrade, what)) if switched => {
-                        let upstream_side = match resp.body_mut().upgraded() {
-                            Some(upgraded) => UpstreamSide::Own(upgraded),
-                            None => UpstreamSide::Upgrade(hyper::upgrade::on(&mut resp)),
-                        };
-                        let work = self
-                            .in_flight
-                            .enter_as(Unit::Upgrade { client: peer, what });
-                        let client_side = match client.expect_upgrade() {
-                            Some(socket) => ClientSide::Socket(socket),
-                            None => ClientSide::Upgrade(client_upgrade),
-                        };
-                        tokio::spawn(tunnel(client_side, upstream_side, work).in_current_span());
+                        // Only an HTTP/1.1 upstream takes upgrades, and its
+                        // agreeing answer always hands the connection over.
+                        match resp.body_mut().upgraded() {
+                            Some(upstream) => {
+                                let work = self
+                                    .in_flight
+                                    .enter_as(Unit::Upgrade { client: peer, what });
+                                let client_side = match client.expect_upgrade() {
+                                    Some(socket) => ClientSide::Socket(socket),
+                                    None => ClientSide::Upgrade(client_upgrade),
+                                };
+                                tokio::spawn(tunnel(client_side, upstream, work).in_current_span());
+                            }
+                            None => tracing::debug!(
+                                "upgrade failed upstream: no connection to hand over"
+                            ),
+                        }
                         strip_hop_by_hop(resp.headers_mut(), !is_connect);
                     }
                     _ => strip_hop_by_hop(resp.headers_mut(), false),

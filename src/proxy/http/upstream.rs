@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 
-use super::wire::WireError;
+use super::wire::{cut_off, WireError};
 use super::UpstreamBody;
 use crate::address::Address;
 use crate::backend::Backend;
@@ -256,13 +256,7 @@ pub(super) fn closed_before_answering(e: &(dyn std::error::Error + 'static)) -> 
             }
         }
         if let Some(io) = s.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            );
+            return cut_off(io);
         }
         source = s.source();
     }

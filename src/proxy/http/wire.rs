@@ -54,16 +54,21 @@ impl WireError {
     pub(super) fn closed_before_answering(&self) -> bool {
         match self {
             WireError::ClosedBeforeAnswering => true,
-            WireError::Io(e) => matches!(
-                e.kind(),
-                std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::BrokenPipe
-                    | std::io::ErrorKind::UnexpectedEof
-            ),
+            WireError::Io(e) => cut_off(e),
             _ => false,
         }
     }
+}
+
+/// Whether `e` says the peer closed or reset the connection.
+pub(super) fn cut_off(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof
+    )
 }
 
 /// How a request's body goes on the wire.
@@ -86,9 +91,9 @@ pub(super) fn request_head<B: Body>(req: &Request<B>) -> (Bytes, Outgoing) {
     let outgoing = if body.is_end_stream() && stated.map_or(true, |n| n == 0) {
         Outgoing::Empty
     } else {
-        match (body.size_hint().exact(), stated) {
-            (Some(n), _) => Outgoing::Length(n),
-            (None, _) => Outgoing::Chunked,
+        match body.size_hint().exact() {
+            Some(n) => Outgoing::Length(n),
+            None => Outgoing::Chunked,
         }
     };
     let keep_length = matches!((outgoing, stated), (Outgoing::Length(n), Some(s)) if n == s)
@@ -101,15 +106,11 @@ pub(super) fn request_head<B: Body>(req: &Request<B>) -> (Bytes, Outgoing) {
     let mut head = Vec::with_capacity(64 + size);
     // The URI as hyper's client writes it: origin, authority or `*` form.
     let _ = write!(head, "{} {} HTTP/1.1\r\n", req.method(), req.uri());
-    for (name, value) in req.headers() {
-        if name == header::CONTENT_LENGTH && !keep_length {
-            continue;
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
-        head.extend_from_slice(b": ");
-        head.extend_from_slice(value.as_bytes());
-        head.extend_from_slice(b"\r\n");
-    }
+    let fields = req.headers().iter();
+    put_fields(
+        &mut head,
+        fields.filter(|(name, _)| keep_length || *name != header::CONTENT_LENGTH),
+    );
     match outgoing {
         Outgoing::Length(n) if !keep_length => {
             let _ = write!(head, "content-length: {n}\r\n");
@@ -136,14 +137,22 @@ pub(super) fn last_chunk(trailers: Option<&HeaderMap>) -> Bytes {
         return Bytes::from_static(b"0\r\n\r\n");
     };
     let mut end = b"0\r\n".to_vec();
-    for (name, value) in trailers {
-        end.extend_from_slice(name.as_str().as_bytes());
-        end.extend_from_slice(b": ");
-        end.extend_from_slice(value.as_bytes());
-        end.extend_from_slice(b"\r\n");
-    }
+    put_fields(&mut end, trailers.iter());
     end.extend_from_slice(b"\r\n");
     Bytes::from(end)
+}
+
+/// Writes header fields as HTTP/1.1 lines.
+fn put_fields<'h>(
+    out: &mut Vec<u8>,
+    fields: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
+) {
+    for (name, value) in fields {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
 }
 
 /// How a response's body is delimited (RFC 9112 §6.3).
