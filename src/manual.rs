@@ -118,6 +118,10 @@ true: the sockets listen from boot on (sockets.target.wants links, as Quadlet's 
 .TP
 \fBservice\fR, \fBsocket\fR
 Extra Key=value lines for [Service] (e.g. "StateDirectory=app", "MemoryDenyWriteExecute=no" for a JIT backend, "RestrictAddressFamilies=AF_NETLINK") and for each upstream's [Socket] (not the control socket's: change that with a drop-in, e.g. SocketGroup= and SocketMode=0660).
+.PP
+A backend \fBcommand\fR of the system's manager runs as idlegate's user, inside its sandbox, with a home and a state directory kept between activations: StateDirectory=idlegate/\fINAME\fR and HOME=/var/lib/idlegate/\fINAME\fR. A StateDirectory= line in \fBservice\fR becomes the home instead; an Environment= line that sets HOME is left as it is.
+.PP
+Removing the Debian package stops every unit the generator made (the system's, and those of running user managers) and reloads systemd.
 .SH EXAMPLES
 A service behind idlegate, in one file, /etc/idlegate/tidings.toml:
 .PP

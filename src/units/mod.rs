@@ -387,6 +387,56 @@ mod tests {
         assert!(units.wanted.is_empty(), "not enabled unless asked");
     }
 
+    /// A backend COMMAND of the system's manager runs as a dynamic user (or
+    /// behind `ProtectHome=`): it gets a home and a state directory, unless
+    /// the file's `[systemd] service` lines give their own. A container
+    /// backend, or a user's manager (which has a home), gets none.
+    #[test]
+    fn a_command_backend_gets_a_home_and_a_state_directory() {
+        let service = |text: &str, scope: Scope| {
+            let units = units_of("hello.toml", text, scope).unwrap();
+            let service = units.files.iter().find(|f| f.path == "hello.service");
+            service.unwrap().text.clone()
+        };
+        let command = "upstream = \"127.0.0.1:8081\"\ncommand = [\"/usr/bin/caddy\", \"file-server\"]\n[systemd]\nlisten = [\"127.0.0.1:8080\"]\n";
+        let home = |s: &str| {
+            s.lines()
+                .filter(|l| l.starts_with("StateDirectory=") || l.starts_with("Environment="))
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            home(&service(command, Scope::System)),
+            [
+                "StateDirectory=idlegate/hello",
+                "Environment=HOME=%S/idlegate/hello"
+            ]
+        );
+        // The file's own state directory is the home.
+        let own = format!("{command}service = [\"StateDirectory=hello-data:alias\"]\n");
+        assert_eq!(
+            home(&service(&own, Scope::System)),
+            [
+                "Environment=HOME=%S/hello-data",
+                "StateDirectory=hello-data:alias"
+            ]
+        );
+        // Its own HOME and state directory: nothing added.
+        let both = format!(
+            "{command}service = [\"StateDirectory=app\", \"Environment=XDG_DATA_HOME=/x HOME=%S/app\"]\n"
+        );
+        assert_eq!(
+            home(&service(&both, Scope::System)),
+            [
+                "StateDirectory=app",
+                "Environment=XDG_DATA_HOME=/x HOME=%S/app"
+            ]
+        );
+        assert!(home(&service(command, Scope::User)).is_empty());
+        let external = "upstream = \"127.0.0.1:8081\"\n[systemd]\nlisten = [\"8080\"]\n";
+        assert!(home(&service(external, Scope::System)).is_empty());
+    }
+
     /// An upstream's socket named `control` would be taken for the control
     /// socket (and its unit would be the control socket's).
     #[test]

@@ -181,6 +181,9 @@ impl Plan<'_> {
         }
         let _ = writeln!(out, "RuntimeDirectory=idlegate/{}", self.name);
         let _ = writeln!(out, "RuntimeDirectoryPreserve=yes");
+        if self.scope == Scope::System && matches!(self.config.backend.run, Run::Command(_)) {
+            self.command_home(&mut out);
+        }
         match self.scope {
             Scope::System => {
                 match &systemd.user {
@@ -216,6 +219,47 @@ impl Plan<'_> {
             let _ = writeln!(out, "{line}");
         }
         out
+    }
+
+    /// A home and a place to write for a backend COMMAND of the system's
+    /// manager: a dynamic user has no home, and `ProtectHome=`
+    /// hides a static user's, so programs that keep data under `$HOME` or
+    /// the XDG directories (Caddy, most language runtimes) would fail on
+    /// their first request. `StateDirectory=idlegate/NAME` (kept between
+    /// activations) and `HOME` in it, unless the `[systemd] service` lines
+    /// give a state directory of their own (then `HOME` is the first one)
+    /// or set `HOME` themselves.
+    fn command_home(&self, out: &mut String) {
+        let own_state = self
+            .systemd
+            .service
+            .iter()
+            .filter_map(|line| line.trim().strip_prefix("StateDirectory="))
+            .find_map(|dirs| dirs.split_whitespace().next())
+            .map(|dir| dir.split(':').next().unwrap_or(dir).to_owned());
+        let own_home = self.systemd.service.iter().any(|line| {
+            line.trim()
+                .strip_prefix("Environment=")
+                .is_some_and(|vars| {
+                    vars.split_whitespace()
+                        .any(|var| var.trim_matches('"').starts_with("HOME="))
+                })
+        });
+        let state = match own_state {
+            Some(dir) => dir,
+            None => {
+                let dir = format!("idlegate/{}", self.name);
+                let _ = writeln!(
+                    out,
+                    "# The backend's home and state, kept between activations: /var/lib/{dir}."
+                );
+                let _ = writeln!(out, "StateDirectory={dir}");
+                dir
+            }
+        };
+        if !own_home {
+            let _ = writeln!(out, "Environment=HOME=%S/{state}");
+        }
     }
 
     /// A drop-in for the backend unit: ordered after idlegate, stopped when

@@ -646,13 +646,37 @@ else
 fi
 AS_ROOT 'loginctl disable-linger tester; rm -rf ~tester/.config/idlegate'
 
-step "one file per service: dpkg -r, daemon-reload: the units are gone"
+step "one file per service: a process backend (Caddy file-server) as the dynamic user, with a home"
+run_readme onefile-hello
+[ "$(IN systemctl show -P FragmentPath hello.service)" = /run/systemd/generator/hello.service ] ||
+  fail "hello.service is not the generator's"
+IN test -L /run/systemd/generator/sockets.target.wants/hello.socket || fail "enable = true made no link for hello.socket"
+fetch http://127.0.0.1:8080/ "Hello from a one-file service"
+ok "cold: curl http://127.0.0.1:8080/ -> 'Hello from a one-file service' in $LAST_MS ms"
+for i in 1 2 3; do fetch http://127.0.0.1:8080/ "Hello from a one-file service"; done
+ok "three more requests answered (a dynamic user's Caddy with HOME=/var/lib/idlegate/hello)"
+pid=$(IN pgrep -f 'caddy file-server --listen 127.0.0.1:8081' | head -n 1) || fail "no caddy file-server process"
+home=$(IN cat "/proc/$pid/environ" | tr '\0' '\n' | sed -n 's/^HOME=//p')
+[ "$home" = /var/lib/idlegate/hello ] || fail "the backend's HOME is '$home', not /var/lib/idlegate/hello"
+IN test -d /var/lib/private/idlegate/hello || fail "no state directory /var/lib/private/idlegate/hello"
+ok "the backend runs with HOME=$home (StateDirectory=idlegate/hello), owner $(IN stat -c %U /proc/$pid)"
+
+step "one file per service: dpkg -r while units run, nothing stopped by hand: the package stops and unloads them"
+fetch http://127.0.0.1:8080/ "Hello from a one-file service"
+is_active hello.service || fail "hello.service not running before dpkg -r"
+is_active tidings.socket || fail "tidings.socket not listening before dpkg -r"
 run_readme onefile-uninstall
-for u in tidings.socket tidings-https.socket tidings-control.socket tidings.service; do
-  [ "$(IN systemctl show -P LoadState "$u")" = not-found ] || fail "$u still loaded after dpkg -r and daemon-reload"
+for u in hello.socket hello-control.socket hello.service tidings.socket tidings-https.socket tidings-control.socket tidings.service; do
+  [ "$(IN systemctl show -P LoadState "$u")" = not-found ] || fail "$u still loaded after dpkg -r"
+  [ "$(IN systemctl show -P ActiveState "$u")" = inactive ] || fail "$u is $(IN systemctl show -P ActiveState "$u") after dpkg -r"
 done
+IN systemctl list-units --all --no-legend 'hello*' 'tidings*' | grep -v 'tidings-backend' | grep . &&
+  fail "units still listed after dpkg -r"
 IN test ! -e /run/systemd/generator/tidings.service || fail "the generated tidings.service is still there"
-ok "tidings.socket, tidings-https.socket, tidings-control.socket, tidings.service: not-found"
+IN pgrep -f 'caddy file-server' >/dev/null && fail "the hello backend still runs after dpkg -r"
+NET curl -sS -m 5 http://127.0.0.1:8080/ >/dev/null 2>&1 && fail "something still listens on 127.0.0.1:8080 after dpkg -r"
+NET curl -sS -m 5 http://127.0.0.1:80/ >/dev/null 2>&1 && fail "something still listens on port 80 after dpkg -r"
+ok "hello.*, tidings.*: not-found and inactive, none listed; its Caddy gone; nothing listens on 8080 or 80"
 
 # ---------------------------------------------------------------------------
 step "deploy/process: install"
