@@ -659,7 +659,7 @@ pid=$(IN pgrep -f 'caddy file-server --listen 127.0.0.1:8081' | head -n 1) || fa
 home=$(IN cat "/proc/$pid/environ" | tr '\0' '\n' | sed -n 's/^HOME=//p')
 [ "$home" = /var/lib/idlegate/hello ] || fail "the backend's HOME is '$home', not /var/lib/idlegate/hello"
 IN test -d /var/lib/private/idlegate/hello || fail "no state directory /var/lib/private/idlegate/hello"
-ok "the backend runs with HOME=$home (StateDirectory=idlegate/hello), owner $(IN stat -c %U /proc/$pid)"
+ok "the backend runs with HOME=$home (StateDirectory=idlegate/hello), uid $(IN stat -c %u /proc/$pid), a dynamic user"
 
 step "one file per service: dpkg -r while units run, nothing stopped by hand: the package stops and unloads them"
 fetch http://127.0.0.1:8080/ "Hello from a one-file service"
