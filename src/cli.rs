@@ -154,7 +154,8 @@ pub struct Cli {
 
     /// The container engine's API socket (podman or docker). [default: the
     /// first that exists of $CONTAINER_HOST, $DOCKER_HOST (unix://),
-    /// $XDG_RUNTIME_DIR/podman/podman.sock, /run/podman/podman.sock, /var/run/docker.sock]
+    /// $XDG_RUNTIME_DIR/podman/podman.sock, $XDG_RUNTIME_DIR/docker.sock,
+    /// /run/podman/podman.sock, /var/run/docker.sock]
     #[arg(long, value_name = "PATH")]
     pub engine_socket: Option<PathBuf>,
 
