@@ -160,7 +160,8 @@ pub struct Cli {
     pub engine_socket: Option<PathBuf>,
 
     /// With --container: `stop` the container when idle, or `pause` it (frozen
-    /// in memory, wakes in milliseconds). [default: stop]
+    /// in memory, wakes in milliseconds); a stop of idlegate (SIGTERM) stops
+    /// it either way, a paused one too. [default: stop]
     #[arg(long, value_name = "ACTION")]
     pub idle_action: Option<String>,
 
