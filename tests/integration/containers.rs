@@ -24,6 +24,7 @@ on_each_engine!(
     the_engine_socket_is_found_through_docker_host,
     an_engine_with_docker_29s_floor_is_spoken_to_at_its_newest_version,
     an_engine_that_stops_is_named_and_idlegate_still_exits,
+    http_mode_holds_requests_until_a_late_app_listens_behind_the_port_forwarder,
 );
 
 pub(crate) fn activate(
@@ -474,6 +475,48 @@ fn an_engine_that_stops_is_named_and_idlegate_still_exits(engine: Engine) {
         Some("running"),
         "nothing stopped it"
     );
+}
+
+/// Docker publishes a port through docker-proxy, which accepts at once and
+/// resets until the app inside listens. In HTTP mode without
+/// `--ready-http`, an app that listens 1.5 s after its container starts
+/// still answers every cold start's first request: it is held and sent
+/// again, as TCP mode replays.
+fn http_mode_holds_requests_until_a_late_app_listens_behind_the_port_forwarder(engine: Engine) {
+    let dir = tempdir();
+    let api = engine.api(dir.path());
+    let c = Name::new(engine, "late-http");
+    let port = free_port();
+    let script = "/bin/busybox sleep 1.5; exec /bin/busybox httpd -f -p 8080 -h /www";
+    create(engine, &c.name, port, &[], &["/bin/sh", "-c", script]);
+    let a = args(&[
+        "--container",
+        &c.name,
+        "--engine-socket",
+        api.socket.to_str().unwrap(),
+        "--upstream",
+        &format!("127.0.0.1:{port}"),
+        "--mode",
+        "http",
+        "--idle-timeout",
+        "1s",
+        "--stop-timeout",
+        "1s",
+        "--start-timeout",
+        "60s",
+    ]);
+    let act = activate(engine, &dir, &a);
+    for round in 1..=3 {
+        let r = get(act.tcp_addrs[0], "/", &[("Connection", "close")]).unwrap();
+        assert_eq!(
+            (r.status, r.text()),
+            (200, PAGE.to_owned()),
+            "cold start {round}: {}",
+            act.log()
+        );
+        act.wait_exit_0(round, PATIENCE);
+        assert_eq!(status(engine, &c.name).as_deref(), Some("exited"));
+    }
 }
 
 /// idlegate's flags for `podman run --rm --init --name NAME` of `image`
