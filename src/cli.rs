@@ -154,12 +154,14 @@ pub struct Cli {
 
     /// The container engine's API socket (podman or docker). [default: the
     /// first that exists of $CONTAINER_HOST, $DOCKER_HOST (unix://),
-    /// $XDG_RUNTIME_DIR/podman/podman.sock, /run/podman/podman.sock, /var/run/docker.sock]
+    /// $XDG_RUNTIME_DIR/podman/podman.sock, $XDG_RUNTIME_DIR/docker.sock,
+    /// /run/podman/podman.sock, /var/run/docker.sock]
     #[arg(long, value_name = "PATH")]
     pub engine_socket: Option<PathBuf>,
 
     /// With --container: `stop` the container when idle, or `pause` it (frozen
-    /// in memory, wakes in milliseconds). [default: stop]
+    /// in memory, wakes in milliseconds); a stop of idlegate (SIGTERM) stops
+    /// it either way, a paused one too. [default: stop]
     #[arg(long, value_name = "ACTION")]
     pub idle_action: Option<String>,
 

@@ -193,7 +193,11 @@ pub async fn run(
         tracing::info!("{summary}");
     }
     say_goodbye(exit, &config, &notifier);
-    backend.shut_down().await;
+    let cause = match exit {
+        Exit::Stopped => backend::ShutDownCause::StopRequested,
+        Exit::Idle | Exit::ConnectionDone => backend::ShutDownCause::Idle,
+    };
+    backend.shut_down(cause).await;
     // Requests still waiting for the backend have just been answered (HTTP
     // 503, TCP close): give those answers a moment to reach their clients.
     if shared.connections.count() > 0 {

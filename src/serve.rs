@@ -175,7 +175,10 @@ pub async fn drain(shutdown: &Shutdown, shared: &ServeContext, grace: Duration) 
         tracing::info!(target: "idlegate",
             "stopping while the external backend is not ready: closing the clients held for it"
         );
-        shared.backend.shut_down().await;
+        shared
+            .backend
+            .shut_down(crate::backend::ShutDownCause::StopRequested)
+            .await;
     }
     let (open, busy) = (shared.connections.count(), shared.in_flight.count());
     if open == 0 && busy == 0 {

@@ -98,10 +98,11 @@ impl Container {
         }
     }
 
-    /// Stops or pauses the container, as `idle_action` says; the engine gives
-    /// it `grace` after the stop signal.
+    /// Stops or pauses the container, as `idle_action` says (`for_good`:
+    /// stops it whatever it says, a paused one too); the engine gives it
+    /// `grace` after the stop signal.
     /// Another live instance's lease leaves it as it is.
-    pub async fn stop(&self, grace: Duration) -> Result<(), EngineError> {
+    pub async fn stop(&self, grace: Duration, for_good: bool) -> Result<(), EngineError> {
         let name = &self.name;
         // Held until the stop is done, so no instance starts it meanwhile.
         let mut _locked = None;
@@ -127,6 +128,21 @@ impl Container {
             }
         }
         match self.idle_action {
+            IdleAction::Pause if for_good => {
+                let state = self.inspect().await?;
+                if !state.running {
+                    return Ok(());
+                }
+                if state.paused {
+                    // Thawed first, so that its app gets the stop signal and
+                    // ends as it would when running.
+                    tracing::info!("stopping the paused container {name}");
+                    self.engine.unpause(name).await?;
+                } else {
+                    tracing::info!("stopping container {name}");
+                }
+                self.engine.stop(name, grace).await
+            }
             IdleAction::Stop => {
                 tracing::info!("stopping container {name}");
                 self.engine.stop(name, grace).await
@@ -140,6 +156,11 @@ impl Container {
                 self.engine.pause(name).await
             }
         }
+    }
+
+    /// Whether the idle action leaves it paused rather than stopped.
+    pub fn pauses(&self) -> bool {
+        self.idle_action == IdleAction::Pause
     }
 
     /// Leaves this instance's lease, so that another instance sharing the

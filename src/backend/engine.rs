@@ -3,9 +3,14 @@
 //!
 //! Only what idlegate needs: inspect a container, start, stop, pause and
 //! unpause it. Every error names the socket and the container.
+//!
+//! The API version is negotiated once per run (the first request asks the
+//! unversioned `GET /version`): engines refuse clients outside their range,
+//! Docker 29 every version below 1.44, Docker 20.10 every one above 1.41.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -14,14 +19,17 @@ use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
-/// The API version asked for: old enough for podman 4 and docker 20.
-const API_PREFIX: &str = "/v1.41";
+/// The API versions idlegate speaks. 1.24 (Docker 1.12) is the first with a
+/// container's `State.Health`; the endpoints used (inspect, start, stop with
+/// `t`, pause, unpause) are unchanged up to 1.52 (Docker 29), the newest known.
+pub const API_VERSIONS: (ApiVersion, ApiVersion) = (ApiVersion(1, 24), ApiVersion(1, 52));
 /// How long a request may take beyond the time it asks the engine to wait.
 const REQUEST_SLACK: Duration = Duration::from_secs(30);
 
 /// Where the engine's socket is looked for when `--engine-socket` is not given,
 /// after `$CONTAINER_HOST` and `$DOCKER_HOST` (when they are `unix://` URLs):
-/// `$XDG_RUNTIME_DIR/podman/podman.sock`, then these.
+/// `$XDG_RUNTIME_DIR/podman/podman.sock` and `$XDG_RUNTIME_DIR/docker.sock`
+/// (rootless podman and Docker), then these.
 pub const SYSTEM_SOCKETS: [&str; 2] = ["/run/podman/podman.sock", "/var/run/docker.sock"];
 
 /// Why an engine request failed.
@@ -58,6 +66,34 @@ pub enum EngineError {
         socket: PathBuf,
         /// The container's name or id.
         container: String,
+    },
+    /// No API version is known to both the engine and idlegate.
+    #[error(
+        "container engine at {socket} speaks API {} to {}; idlegate speaks {} to {}",
+        engine.0, engine.1, API_VERSIONS.0, API_VERSIONS.1
+    )]
+    Version {
+        /// The socket path.
+        socket: PathBuf,
+        /// The engine's range, lowest and highest.
+        engine: (ApiVersion, ApiVersion),
+    },
+    /// The engine refused the negotiated API version after all (its
+    /// `/version` did not tell the truth).
+    #[error(
+        "container {container}: the engine at {socket} refuses API {version}: {message}; \
+         idlegate speaks {} to {}",
+        API_VERSIONS.0, API_VERSIONS.1
+    )]
+    VersionRefused {
+        /// The socket path.
+        socket: PathBuf,
+        /// The container's name or id.
+        container: String,
+        /// The version asked for.
+        version: ApiVersion,
+        /// The engine's message (`client version 1.41 is too old. …`).
+        message: String,
     },
     /// The engine refused the request.
     #[error("container {container}: {action} failed: {status} {message} (engine socket {socket})")]
@@ -127,11 +163,60 @@ struct ErrorBody {
     message: String,
 }
 
-/// A client for one engine socket.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// An engine API version, `major.minor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiVersion(pub u32, pub u32);
+
+impl std::fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+impl std::str::FromStr for ApiVersion {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let (major, minor) = text.trim().split_once('.').ok_or(())?;
+        Ok(ApiVersion(
+            major.parse().map_err(|_| ())?,
+            minor.parse().map_err(|_| ())?,
+        ))
+    }
+}
+
+/// The unversioned `GET /version`'s fields idlegate reads.
+#[derive(Deserialize)]
+struct VersionAnswer {
+    #[serde(rename = "ApiVersion", default)]
+    api_version: String,
+    #[serde(rename = "MinAPIVersion", default)]
+    min_api_version: String,
+}
+
+/// The version to speak to an engine whose range is `engine` (lowest,
+/// highest): the highest both know, or `None` when the ranges do not meet.
+pub fn choose_version(engine: (ApiVersion, ApiVersion)) -> Option<ApiVersion> {
+    let (ours_min, ours_max) = API_VERSIONS;
+    let chosen = engine.1.min(ours_max);
+    (chosen >= ours_min && chosen >= engine.0).then_some(chosen)
+}
+
+/// A client for one engine socket; clones share the negotiated version.
+#[derive(Clone, Debug)]
 pub struct Engine {
     socket: PathBuf,
+    /// The API version, asked of the engine at the first request.
+    version: Arc<tokio::sync::OnceCell<ApiVersion>>,
 }
+
+impl PartialEq for Engine {
+    fn eq(&self, other: &Engine) -> bool {
+        self.socket == other.socket
+    }
+}
+
+impl Eq for Engine {}
 
 /// Picks the engine socket: `explicit` if given, else the first of
 /// `$CONTAINER_HOST` / `$DOCKER_HOST` (`unix://` only),
@@ -154,6 +239,7 @@ pub fn find_socket(
     }
     if let Some(dir) = env("XDG_RUNTIME_DIR") {
         candidates.push(Path::new(&dir).join("podman/podman.sock"));
+        candidates.push(Path::new(&dir).join("docker.sock"));
     }
     candidates.extend(SYSTEM_SOCKETS.iter().map(PathBuf::from));
     if let Some(found) = candidates.iter().find(|p| exists(p)) {
@@ -168,7 +254,50 @@ pub fn find_socket(
 impl Engine {
     /// A client for the engine listening on `socket`.
     pub fn new(socket: PathBuf) -> Engine {
-        Engine { socket }
+        Engine {
+            socket,
+            version: Arc::default(),
+        }
+    }
+
+    /// The API version to speak: asked of the engine once, then kept.
+    async fn version(&self, container: &str) -> Result<ApiVersion, EngineError> {
+        let version = self
+            .version
+            .get_or_try_init(|| async {
+                let (status, body) = self
+                    .exchange(Method::GET, "/version".into(), Duration::ZERO, container)
+                    .await?;
+                let unreadable = |why: String| EngineError::Protocol {
+                    socket: self.socket.clone(),
+                    reason: format!("container {container}: unreadable /version answer: {why}"),
+                };
+                if !status.is_success() {
+                    return Err(unreadable(format!(
+                        "{status} {}",
+                        String::from_utf8_lossy(&body).trim()
+                    )));
+                }
+                let answer: VersionAnswer =
+                    serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string()))?;
+                let max: ApiVersion = answer
+                    .api_version
+                    .parse()
+                    .map_err(|()| unreadable(format!("ApiVersion {:?}", answer.api_version)))?;
+                // Engines older than API 1.25 do not say their minimum.
+                let min = answer.min_api_version.parse().unwrap_or(max);
+                let chosen = choose_version((min, max)).ok_or_else(|| EngineError::Version {
+                    socket: self.socket.clone(),
+                    engine: (min, max),
+                })?;
+                tracing::debug!(
+                    "container engine at {} speaks API {min} to {max}: using {chosen}",
+                    self.socket.display()
+                );
+                Ok(chosen)
+            })
+            .await?;
+        Ok(*version)
     }
 
     /// The container's state.
@@ -241,24 +370,50 @@ impl Engine {
                 container: container.to_owned(),
             });
         }
-        let message = serde_json::from_slice::<ErrorBody>(body)
-            .map(|b| b.message)
-            .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_owned());
         Err(EngineError::Refused {
             socket: self.socket.clone(),
             container: container.to_owned(),
             action,
             status,
-            message,
+            message: error_message(body),
         })
     }
 
-    /// One request on a fresh connection; `takes` is how long the engine may
-    /// legitimately take (a stop's grace), on top of [`REQUEST_SLACK`].
+    /// One request at the negotiated API version; an engine that refuses the
+    /// version after all gets an error that says so.
     async fn call(
         &self,
         method: Method,
         path: &str,
+        takes: Duration,
+        container: &str,
+    ) -> Result<(StatusCode, Bytes), EngineError> {
+        let version = self.version(container).await?;
+        let (status, body) = self
+            .exchange(method, format!("/v{version}{path}"), takes, container)
+            .await?;
+        if status == StatusCode::BAD_REQUEST {
+            let message = error_message(&body);
+            if message.starts_with("client version")
+                && (message.contains("too old") || message.contains("too new"))
+            {
+                return Err(EngineError::VersionRefused {
+                    socket: self.socket.clone(),
+                    container: container.to_owned(),
+                    version,
+                    message,
+                });
+            }
+        }
+        Ok((status, body))
+    }
+
+    /// One request on a fresh connection; `takes` is how long the engine may
+    /// legitimately take (a stop's grace), on top of [`REQUEST_SLACK`].
+    async fn exchange(
+        &self,
+        method: Method,
+        uri: String,
         takes: Duration,
         container: &str,
     ) -> Result<(StatusCode, Bytes), EngineError> {
@@ -281,7 +436,7 @@ impl Engine {
             tokio::spawn(connection);
             let request = Request::builder()
                 .method(method)
-                .uri(format!("{API_PREFIX}{path}"))
+                .uri(uri)
                 .header(http::header::HOST, "localhost")
                 .body(Empty::<Bytes>::new())
                 .expect("a valid request");
@@ -306,6 +461,13 @@ impl Engine {
             }),
         }
     }
+}
+
+/// The engine's message in an error answer: its JSON `message`, else the text.
+fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_owned())
 }
 
 /// Percent-encodes a container name for a URL path (names are usually safe already).
@@ -353,6 +515,11 @@ mod tests {
         );
         let only = |want: &'static str| move |p: &Path| p == Path::new(want);
         assert_eq!(
+            find_socket(None, env(&vars), only("/run/user/1000/docker.sock")).unwrap(),
+            PathBuf::from("/run/user/1000/docker.sock"),
+            "rootless Docker"
+        );
+        assert_eq!(
             find_socket(None, env(&vars), only("/run/user/1000/podman/podman.sock")).unwrap(),
             PathBuf::from("/run/user/1000/podman/podman.sock")
         );
@@ -366,7 +533,7 @@ mod tests {
         assert_eq!(
             err,
             "no container engine socket found (tried /ch.sock, /run/user/1000/podman/podman.sock, \
-             /run/podman/podman.sock, /var/run/docker.sock); give --engine-socket PATH"
+             /run/user/1000/docker.sock, /run/podman/podman.sock, /var/run/docker.sock); give --engine-socket PATH"
         );
     }
 
@@ -397,6 +564,38 @@ mod tests {
             "container web: cannot reach the engine socket /run/podman/podman.sock: \
              Permission denied (os error 13)"
         );
+    }
+
+    #[test]
+    fn the_highest_version_both_know_is_chosen() {
+        let v = |text: &str| text.parse::<ApiVersion>().unwrap();
+        let choose = |min: &str, max: &str| choose_version((v(min), v(max)));
+        // Docker 20.10, podman 4 and 5 (their compatible API), Docker 29.
+        assert_eq!(choose("1.12", "1.41"), Some(v("1.41")));
+        assert_eq!(choose("1.24", "1.41"), Some(v("1.41")));
+        assert_eq!(choose("1.44", "1.52"), Some(v("1.52")));
+        // A newer engine than idlegate knows: idlegate's newest.
+        assert_eq!(choose("1.44", "1.60"), Some(API_VERSIONS.1));
+        // 1.9 is below 1.24, not above it.
+        assert_eq!(choose("1.9", "1.23"), None);
+        assert_eq!(choose("1.55", "1.60"), None);
+        let e = EngineError::Version {
+            socket: "/run/docker.sock".into(),
+            engine: (v("1.55"), v("1.60")),
+        };
+        assert_eq!(
+            e.to_string(),
+            "container engine at /run/docker.sock speaks API 1.55 to 1.60; idlegate speaks 1.24 to 1.52"
+        );
+        assert_eq!(
+            EngineError::Version {
+                socket: "/s".into(),
+                engine: (v("1.12"), v("1.23")),
+            }
+            .to_string(),
+            "container engine at /s speaks API 1.12 to 1.23; idlegate speaks 1.24 to 1.52"
+        );
+        assert!("1".parse::<ApiVersion>().is_err());
     }
 
     #[test]

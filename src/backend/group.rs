@@ -76,15 +76,30 @@ impl Group {
         }
     }
 
-    /// Stops (or pauses) each member, the last started first, each with `grace`.
-    pub async fn stop(&self, grace: Duration) {
+    /// Stops (or pauses) each member, the last started first, each with
+    /// `grace`; `for_good` stops containers that pause when idle.
+    pub async fn stop(&self, grace: Duration, for_good: bool) {
         for member in self.members.iter().rev() {
             match member {
-                Member::Container(container) => match container.stop(grace).await {
+                Member::Container(container) => match container.stop(grace, for_good).await {
                     Ok(()) => {}
                     Err(e) => tracing::error!(target: "idlegate::backend", "{e}"),
                 },
                 Member::Unit(hooks) => hooks.stop(grace).await,
+            }
+        }
+    }
+
+    /// Stops the members paused when idle (by this run or an earlier one),
+    /// the last first; the others, not started by this run, are left alone.
+    pub async fn stop_paused(&self, grace: Duration) {
+        for member in self.members.iter().rev() {
+            if let Member::Container(container) = member {
+                if container.pauses() {
+                    if let Err(e) = container.stop(grace, true).await {
+                        tracing::error!(target: "idlegate::backend", "{e}");
+                    }
+                }
             }
         }
     }

@@ -96,17 +96,25 @@ impl BackendKind {
         }
     }
 
-    /// Stops what a start step began: runs the stop command, or stops (or
-    /// pauses) the group in reverse order, with `grace`. A process is
-    /// stopped by its owner.
-    pub(super) async fn stop_started(&self, grace: Duration) {
+    /// Stops what a start step began: runs the stop command, or stops (or,
+    /// unless `for_good`, pauses) the group in reverse order, with `grace`.
+    /// A process is stopped by its owner.
+    pub(super) async fn stop_started(&self, grace: Duration, for_good: bool) {
         match self {
             BackendKind::Hooks(hooks) => hooks.stop(grace).await,
             BackendKind::Group(group) => {
-                group.stop(grace).await;
+                group.stop(grace, for_good).await;
                 tracing::info!(target: "idlegate::backend", "backend stopped");
             }
             BackendKind::Process(_) | BackendKind::External => {}
+        }
+    }
+
+    /// On a stop for good with nothing started by this run: stops the
+    /// containers an idle pause left paused (see [`Group::stop_paused`]).
+    pub(super) async fn stop_paused(&self, grace: Duration) {
+        if let BackendKind::Group(group) = self {
+            group.stop_paused(grace).await;
         }
     }
 }

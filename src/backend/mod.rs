@@ -151,8 +151,21 @@ enum Request {
         done: oneshot::Sender<bool>,
     },
     ShutDown {
+        why: ShutDownCause,
         done: oneshot::Sender<()>,
     },
+}
+
+/// Why idlegate shuts the backend down for good, which decides what becomes
+/// of a container paused when idle (`--idle-action pause`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ShutDownCause {
+    /// The idle exit (or the end of an `Accept=yes` connection): a
+    /// container is paused, as when idle, so the next start is quick.
+    Idle,
+    /// A stop of the service (SIGTERM, SIGINT): containers are stopped, a
+    /// paused one too, as `--idle-action stop` would.
+    StopRequested,
 }
 
 /// A handle on the backend; clone it freely.
@@ -398,10 +411,10 @@ impl Backend {
         wait.await.unwrap_or(false)
     }
 
-    /// Stops the backend for good: idlegate is exiting.
-    pub async fn shut_down(&self) {
+    /// Stops the backend for good: idlegate is exiting, for the reason `why`.
+    pub async fn shut_down(&self, why: ShutDownCause) {
         let (done, wait) = oneshot::channel();
-        if self.requests.send(Request::ShutDown { done }).is_ok() {
+        if self.requests.send(Request::ShutDown { why, done }).is_ok() {
             let _ = wait.await;
         }
     }

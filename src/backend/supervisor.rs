@@ -19,7 +19,7 @@ use super::probe::Probe;
 use super::process::Process;
 use super::progress::{waiting_for, Progress};
 use super::run_command::RunCommand;
-use super::{BackendSpec, BackendState, Request};
+use super::{BackendSpec, BackendState, Request, ShutDownCause};
 use crate::activity::{InFlight, InFlightGuard};
 
 /// The first delay before retrying a failed start.
@@ -150,17 +150,17 @@ impl Supervisor {
                         }
                     }
                     Some(Request::Stop { only_if_idle, done }) => {
-                        let stopped = self.stop(only_if_idle.as_ref()).await;
+                        let stopped = self.stop(only_if_idle.as_ref(), false).await;
                         let _ = done.send(stopped);
                     }
-                    Some(Request::ShutDown { done }) => {
-                        self.stop(None).await;
+                    Some(Request::ShutDown { why, done }) => {
+                        self.stop(None, why == ShutDownCause::StopRequested).await;
                         self.set(BackendState::ShutDown);
                         let _ = done.send(());
                         break;
                     }
                     None => {
-                        self.stop(None).await;
+                        self.stop(None, false).await;
                         break;
                     }
                 },
@@ -180,7 +180,7 @@ impl Supervisor {
                 Request::Stop { done, .. } => {
                     let _ = done.send(true);
                 }
-                Request::ShutDown { done } => {
+                Request::ShutDown { done, .. } => {
                     let _ = done.send(());
                 }
             }
@@ -373,7 +373,7 @@ impl Supervisor {
             p.stop(self.spec.stop_timeout).await;
             self.after_process_stop().await;
         }
-        self.run_stop_hook().await;
+        self.run_stop_hook(false).await;
         self.failures = self.failures.saturating_add(1);
         let delay = FIRST_RETRY_DELAY
             .saturating_mul(1u32 << (self.failures - 1).min(16))
@@ -388,7 +388,10 @@ impl Supervisor {
         });
     }
 
-    async fn stop(&mut self, only_if_idle: Option<&InFlight>) -> bool {
+    /// Stops the backend (`only_if_idle`: unless work is in flight);
+    /// `for_good` (a stop of the service) stops a container that pauses when
+    /// idle, a paused one too, instead of pausing it.
+    async fn stop(&mut self, only_if_idle: Option<&InFlight>, for_good: bool) -> bool {
         let previous = self.state.borrow().clone();
         if let Some(in_flight) = only_if_idle {
             if matches!(
@@ -429,7 +432,7 @@ impl Supervisor {
             }
             self.after_process_stop().await;
         }
-        self.run_stop_hook().await;
+        self.run_stop_hook(for_good).await;
         self.set(BackendState::Stopped);
         true
     }
@@ -442,22 +445,31 @@ impl Supervisor {
     }
 
     /// Runs the stop hook or stops the container, if a start made it due;
-    /// a hook is bounded by the stop timeout.
-    async fn run_stop_hook(&mut self) {
+    /// a hook is bounded by the stop timeout. `for_good` stops a container
+    /// that pauses when idle, and one an idle pause left paused.
+    async fn run_stop_hook(&mut self, for_good: bool) {
         if !std::mem::take(&mut self.stop_due) {
+            if for_good {
+                self.spec.kind.stop_paused(self.spec.stop_timeout).await;
+            }
             return;
         }
         if self.spec.kind.stop_takes_time() {
             self.set(BackendState::Stopping);
         }
-        self.spec.kind.stop_started(self.spec.stop_timeout).await;
+        self.spec
+            .kind
+            .stop_started(self.spec.stop_timeout, for_good)
+            .await;
     }
 }
 
 /// The retry backoff, in paused time.
 #[cfg(test)]
 mod tests {
-    use super::super::{Backend, BackendError, BackendKind, BackendSpec, BackendState};
+    use super::super::{
+        Backend, BackendError, BackendKind, BackendSpec, BackendState, ShutDownCause,
+    };
     use super::*;
     use crate::address::Address;
 
@@ -496,7 +508,7 @@ mod tests {
             delays,
             [100, 200, 400, 800, 1600, 3200, 6400, 10_000, 10_000]
         );
-        backend.shut_down().await;
+        backend.shut_down(ShutDownCause::StopRequested).await;
     }
 
     /// A client whose start timeout ends before the retry is due gets the

@@ -248,19 +248,23 @@ impl Run {
                 engine_socket,
                 idle_action,
                 lease_dir,
-            } => BackendKind::Group(Group {
-                members: names
-                    .iter()
-                    .map(|name| {
-                        Member::Container(Container {
-                            engine: Engine::new(engine_socket.clone().unwrap_or_default()),
-                            name: name.clone(),
-                            idle_action: *idle_action,
-                            leases: lease_dir.clone().map(|dir| Leases { dir }),
+            } => {
+                // One client for all members: the API version is asked once.
+                let engine = Engine::new(engine_socket.clone().unwrap_or_default());
+                BackendKind::Group(Group {
+                    members: names
+                        .iter()
+                        .map(|name| {
+                            Member::Container(Container {
+                                engine: engine.clone(),
+                                name: name.clone(),
+                                idle_action: *idle_action,
+                                leases: lease_dir.clone().map(|dir| Leases { dir }),
+                            })
                         })
-                    })
-                    .collect(),
-            }),
+                        .collect(),
+                })
+            }
             Run::Unit(units) => BackendKind::Group(Group {
                 members: units.iter().map(|u| Member::Unit(Hooks::unit(u))).collect(),
             }),

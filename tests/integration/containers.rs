@@ -1,87 +1,162 @@
-//! Container backends with real podman: by name through the engine API, and
-//! as a `podman run` command. Skipped without podman unless
-//! `IDLEGATE_REQUIRE_PODMAN=1` (CI sets it).
+//! Container backends with real engines: by name through the engine API,
+//! against podman and the test run's private dockerd alike
+//! ([`on_each_engine!`]), and as a `podman run` command. Skipped without
+//! the engine unless `IDLEGATE_REQUIRE_PODMAN=1` / `IDLEGATE_REQUIRE_DOCKER=1`
+//! (CI sets both).
 
 use std::sync::mpsc;
 
+use crate::on_each_engine;
 use crate::support::activator::Activator;
+use crate::support::engine::{Api, Engine, Name, VersionProxy, TOO_OLD};
 use crate::support::http::get;
-use crate::support::podman::{podman, ContainerName, EngineService, Podman, IMAGE, PAGE};
+use crate::support::podman::{podman, ContainerName, IMAGE, PAGE};
 use crate::support::*;
 use std::io::{Read, Write};
+use std::path::Path;
+
+on_each_engine!(
+    engine_api_starts_the_container_and_stops_it_when_idle,
+    engine_api_waits_for_the_healthcheck,
+    idle_action_pause_freezes_and_thaws_the_container,
+    a_stop_of_the_service_stops_a_paused_container,
+    engine_errors_name_the_container_and_the_socket,
+    the_engine_socket_is_found_through_docker_host,
+    an_engine_with_docker_29s_floor_is_spoken_to_at_its_newest_version,
+    an_engine_that_stops_is_named_and_idlegate_still_exits,
+    http_mode_holds_requests_until_a_late_app_listens_behind_the_port_forwarder,
+);
 
 pub(crate) fn activate(
-    podman: &Podman,
+    engine: Engine,
     dir: &std::sync::Arc<tempfile::TempDir>,
     a: &[String],
 ) -> Activator {
-    ActivatorBuilder::new(dir.clone(), a)
-        .tcp("web")
-        .env("CONTAINERS_CONF", podman.conf().to_str().unwrap())
-        .start()
+    let mut builder = ActivatorBuilder::new(dir.clone(), a).tcp("web");
+    for (key, value) in engine.env() {
+        builder = builder.env(key, &value);
+    }
+    builder.start()
 }
 
 /// `running`, `paused`, `exited`, … or `None` when there is no such container.
-pub(crate) fn status(podman: &Podman, name: &str) -> Option<String> {
-    podman.inspect(name, "{{.State.Status}}")
+pub(crate) fn status(engine: Engine, name: &str) -> Option<String> {
+    engine.status(name)
 }
 
-/// idlegate's flags for container `name` through `engine`, in HTTP mode,
-/// in front of its published `port`, with `extra` flags.
-pub(crate) fn engine_args(
-    name: &str,
-    engine: &EngineService,
-    port: u16,
-    extra: &[&str],
-) -> Vec<String> {
+/// idlegate's flags for container `name` through the engine API on
+/// `socket`, in HTTP mode, in front of its published `port`, with `extra`
+/// flags. Ready once the app answers (`--ready-http`): Docker's
+/// docker-proxy accepts on the port before the app inside listens (HTTP
+/// mode without it has a test of its own).
+pub(crate) fn engine_args(name: &str, socket: &Path, port: u16, extra: &[&str]) -> Vec<String> {
     let mut a = args(&[
         "--container",
         name,
         "--engine-socket",
-        engine.socket.to_str().unwrap(),
+        socket.to_str().unwrap(),
         "--upstream",
         &format!("127.0.0.1:{port}"),
         "--mode",
         "http",
+        "--ready-http",
+        "/",
     ]);
     a.extend(args(extra));
     a
 }
 
-/// `podman create` with the test image, publishing `port` on 127.0.0.1.
-pub(crate) fn create(podman: &Podman, name: &str, port: u16, extra: &[&str], command: &[&str]) {
+/// `create` with the test image, publishing `port` on 127.0.0.1.
+pub(crate) fn create(engine: Engine, name: &str, port: u16, extra: &[&str], command: &[&str]) {
     let publish = format!("127.0.0.1:{port}:8080");
     let mut a = vec!["create", "--name", name, "-p", &publish];
     a.extend_from_slice(extra);
     a.push(IMAGE);
     a.extend_from_slice(command);
-    podman.ok(&a);
+    engine.ok(&a);
 }
 
-#[test]
-fn engine_api_starts_the_container_and_stops_it_when_idle() {
-    let Some(podman) = podman() else { return };
+/// `GET /` through `act` answers the test image's page.
+pub(crate) fn gets_the_page(act: &Activator) {
+    let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
+    assert_eq!(
+        (r.status, r.text()),
+        (200, PAGE.to_owned()),
+        "{}",
+        act.log()
+    );
+}
+
+/// What a scenario starts from: its directory, the engine API, and a
+/// container of the test image that publishes a free port.
+pub(crate) struct Created {
+    /// The test's directory.
+    pub dir: std::sync::Arc<tempfile::TempDir>,
+    /// The engine API.
+    pub api: Api,
+    /// The container's name (created).
+    pub c: Name,
+    /// Its published port.
+    pub port: u16,
+}
+
+/// [`Created`] for `engine`, the container named after `what`.
+pub(crate) fn created(engine: Engine, what: &str) -> Created {
     let dir = tempdir();
-    let engine = EngineService::start(podman, dir.path());
-    let c = ContainerName::new(podman, "api");
+    let api = engine.api(dir.path());
+    let c = Name::new(engine, what);
     let port = free_port();
-    create(podman, &c.name, port, &[], &[]);
+    create(engine, &c.name, port, &[], &[]);
+    Created { dir, api, c, port }
+}
+
+/// idlegate with `--container NAME` through `socket` in front of nothing:
+/// the client is closed, not answered, and the log says `want`.
+fn the_client_is_closed_and_the_log_says(
+    dir: std::sync::Arc<tempfile::TempDir>,
+    socket: &Path,
+    container: &str,
+    env: &[(&'static str, String)],
+    want: &str,
+) {
+    let a = args(&[
+        "--container",
+        container,
+        "--engine-socket",
+        socket.to_str().unwrap(),
+        "--upstream",
+        "127.0.0.1:9",
+        "--idle-timeout",
+        "60s",
+    ]);
+    let mut builder = ActivatorBuilder::new(dir, &a).tcp("web");
+    for (key, value) in env {
+        builder = builder.env(key, value);
+    }
+    let act = builder.start();
+    let answer = exchange(act.tcp_addrs[0], b"hello\n").unwrap();
+    assert!(answer.is_empty(), "the client is closed, not answered");
+    wait_until(&format!("{want:?} in the log"), PATIENCE, || {
+        act.log().contains(want)
+    });
+}
+
+/// Two cold starts through the engine API on `socket`, each ended by the
+/// idle exit, which stops the container.
+fn two_cold_starts(engine: Engine, socket: &Path, c: &Name) -> Activator {
+    let dir = tempdir();
+    let port = free_port();
+    create(engine, &c.name, port, &[], &[]);
     let a = engine_args(
         &c.name,
-        &engine,
+        socket,
         port,
         &["--idle-timeout", "1s", "--stop-timeout", "1s"],
     );
-    let act = activate(podman, &dir, &a);
+    let act = activate(engine, &dir, &a);
     for round in 1..=2 {
-        let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
-        assert_eq!(
-            (r.status, r.text()),
-            (200, PAGE.to_owned()),
-            "{}",
-            act.log()
-        );
-        assert_eq!(status(podman, &c.name).as_deref(), Some("running"));
+        gets_the_page(&act);
+        assert_eq!(status(engine, &c.name).as_deref(), Some("running"));
         assert_eq!(
             act.wait_exit(round, PATIENCE).code(),
             Some(0),
@@ -89,7 +164,7 @@ fn engine_api_starts_the_container_and_stops_it_when_idle() {
             act.log()
         );
         assert_eq!(
-            status(podman, &c.name).as_deref(),
+            status(engine, &c.name).as_deref(),
             Some("exited"),
             "idle exit stopped the container"
         );
@@ -105,36 +180,89 @@ fn engine_api_starts_the_container_and_stops_it_when_idle() {
         log.contains(&format!("stopping container {}", c.name)),
         "{log}"
     );
+    act
 }
 
-#[test]
-fn engine_api_waits_for_the_healthcheck() {
-    let Some(podman) = podman() else { return };
+fn engine_api_starts_the_container_and_stops_it_when_idle(engine: Engine) {
     let dir = tempdir();
-    let engine = EngineService::start(podman, dir.path());
-    let c = ContainerName::new(podman, "health");
-    let port = free_port();
-    // Healthy once /tmp/ok exists. Nothing runs the check on a schedule here
-    // (no systemd timers on the test machine): the test runs it.
-    create(
-        podman,
-        &c.name,
-        port,
-        &[
-            "--health-cmd",
-            r#"["/bin/busybox", "test", "-e", "/tmp/ok"]"#,
-            "--health-interval",
-            "1h",
-        ],
-        &[],
+    let api = engine.api(dir.path());
+    let c = Name::new(engine, "api");
+    two_cold_starts(engine, &api.socket, &c);
+}
+
+/// Docker 29 refuses every client below API 1.44 (here a proxy in front of
+/// the real engine plays it): idlegate asks `/version` and speaks 1.52.
+fn an_engine_with_docker_29s_floor_is_spoken_to_at_its_newest_version(engine: Engine) {
+    let dir = tempdir();
+    let api = engine.api(dir.path());
+    let proxy = VersionProxy::start(
+        dir.path().join("docker29.sock"),
+        ((1, 44), (1, 52)),
+        api.socket.clone(),
+        "1.41",
     );
+    let c = Name::new(engine, "floor");
+    let act = two_cold_starts(engine, &proxy.socket, &c);
+    let seen = proxy.seen();
+    assert_eq!(
+        seen.iter()
+            .filter(|l| l.starts_with("GET /version "))
+            .count(),
+        2,
+        "the version is asked once per run (here two runs): {seen:?}"
+    );
+    assert!(
+        seen.iter()
+            .filter(|l| !l.starts_with("GET /version "))
+            .all(|l| l.contains(" /v1.52/")),
+        "{seen:?}; {}",
+        act.log()
+    );
+}
+
+/// An engine whose API range idlegate does not know at all gets one line
+/// that names both ranges (no real engine behind it is needed).
+#[test]
+fn an_engine_outside_idlegates_api_range_is_named_with_both_ranges() {
+    let dir = tempdir();
+    let nothing = dir.path().join("nothing.sock");
+    let proxy = VersionProxy::start(
+        dir.path().join("future.sock"),
+        ((1, 55), (1, 60)),
+        nothing.clone(),
+        "1.60",
+    );
+    let want = format!(
+        "container engine at {} speaks API 1.55 to 1.60; idlegate speaks 1.24 to 1.52",
+        proxy.socket.display()
+    );
+    the_client_is_closed_and_the_log_says(dir.clone(), &proxy.socket, "web", &[], &want);
+    // An engine whose /version claims what it refuses: its own "too old"
+    // answer is told as a version refusal.
+    let (claims, accepts) = (((1, 24), (1, 41)), ((1, 44), (1, 52)));
+    let liar_socket = dir.path().join("liar.sock");
+    let liar = VersionProxy::claiming(liar_socket, claims, accepts, nothing, "1.52");
+    let want = format!(
+        "container web: the engine at {} refuses API 1.41: {TOO_OLD}; idlegate speaks 1.24 to 1.52",
+        liar.socket.display()
+    );
+    the_client_is_closed_and_the_log_says(tempdir(), &liar.socket, "web", &[], &want);
+}
+
+fn engine_api_waits_for_the_healthcheck(engine: Engine) {
+    let dir = tempdir();
+    let api = engine.api(dir.path());
+    let c = Name::new(engine, "health");
+    let port = free_port();
+    // Healthy once /tmp/ok exists.
+    create(engine, &c.name, port, &engine.health_flags(), &[]);
     let a = engine_args(
         &c.name,
-        &engine,
+        &api.socket,
         port,
         &["--idle-timeout", "60s", "--start-timeout", "120s"],
     );
-    let act = activate(podman, &dir, &a);
+    let act = activate(engine, &dir, &a);
     let (tx, rx) = mpsc::channel();
     let addr = act.tcp_addrs[0];
     let client = std::thread::spawn(move || {
@@ -153,8 +281,8 @@ fn engine_api_waits_for_the_healthcheck() {
         "the client waited for health: {}",
         act.log()
     );
-    podman.ok(&["exec", &c.name, "/bin/busybox", "touch", "/tmp/ok"]);
-    podman.ok(&["healthcheck", "run", &c.name]);
+    engine.ok(&["exec", &c.name, "/bin/busybox", "touch", "/tmp/ok"]);
+    engine.run_healthcheck(&c.name);
     let status = rx
         .recv_timeout(PATIENCE)
         .expect("the client is answered once healthy");
@@ -168,21 +296,15 @@ fn engine_api_waits_for_the_healthcheck() {
     );
 }
 
-#[test]
-fn idle_action_pause_freezes_and_thaws_the_container() {
-    let Some(podman) = podman() else { return };
-    let dir = tempdir();
-    let engine = EngineService::start(podman, dir.path());
-    let c = ContainerName::new(podman, "pause");
-    let port = free_port();
-    create(podman, &c.name, port, &[], &[]);
+fn idle_action_pause_freezes_and_thaws_the_container(engine: Engine) {
+    let Created { dir, api, c, port } = created(engine, "pause");
     let a = engine_args(
         &c.name,
-        &engine,
+        &api.socket,
         port,
         &["--idle-action", "pause", "--idle-timeout", "1s"],
     );
-    let act = activate(podman, &dir, &a);
+    let act = activate(engine, &dir, &a);
     for round in 1..=2 {
         let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
         assert_eq!(
@@ -198,7 +320,7 @@ fn idle_action_pause_freezes_and_thaws_the_container() {
             act.log()
         );
         assert_eq!(
-            status(podman, &c.name).as_deref(),
+            status(engine, &c.name).as_deref(),
             Some("paused"),
             "idle exit paused the container"
         );
@@ -211,31 +333,190 @@ fn idle_action_pause_freezes_and_thaws_the_container() {
     );
 }
 
-#[test]
-fn engine_errors_name_the_container_and_the_socket() {
-    let Some(podman) = podman() else { return };
+/// With `--idle-action pause`, a stop of the service (SIGTERM) stops the
+/// container as `--idle-action stop` would: while it runs, and while an
+/// idle pause left it paused (`--listen`: idlegate outlives the pause).
+fn a_stop_of_the_service_stops_a_paused_container(engine: Engine) {
+    let Created { dir, api, c, port } = created(engine, "stop-paused");
+    let flags = ["--idle-action", "pause", "--stop-timeout", "2s"];
+    // Running, socket-activated.
+    let mut extra = flags.to_vec();
+    extra.extend(["--idle-timeout", "600s"]);
+    let a = engine_args(&c.name, &api.socket, port, &extra);
+    let act = activate(engine, &dir, &a);
+    let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
+    assert_eq!(r.status, 200, "{}", act.log());
+    act.signal(libc::SIGTERM);
+    act.wait_exit_0(1, PATIENCE);
+    assert_eq!(
+        status(engine, &c.name).as_deref(),
+        Some("exited"),
+        "a stop while running: {}",
+        act.log()
+    );
+    // Paused by the idle timeout, idlegate still listening.
+    let front = format!("127.0.0.1:{}", free_port());
+    let mut extra = flags.to_vec();
+    extra.extend(["--idle-timeout", "1s", "--listen", &front]);
+    let a = engine_args(&c.name, &api.socket, port, &extra);
+    let log = dir.path().join("listen.log");
+    let mut command = std::process::Command::new(idlegate_bin());
+    command
+        .args(&a)
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .stderr(std::fs::File::create(&log).unwrap());
+    for (key, value) in engine.env() {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().unwrap();
+    let addr: std::net::SocketAddr = front.parse().unwrap();
+    let read_log = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("idlegate to listen", PATIENCE, || {
+        std::net::TcpStream::connect(addr).is_ok()
+    });
+    let r = get(addr, "/", &[]).unwrap();
+    assert_eq!(r.status, 200, "{}", read_log());
+    wait_until("the idle pause", PATIENCE, || {
+        read_log().contains("idle: backend stopped; still listening")
+    });
+    assert_eq!(status(engine, &c.name).as_deref(), Some("paused"));
+    // SAFETY: signalling our own child.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
+    }
+    assert_eq!(wait_child(&mut child).code(), Some(0), "{}", read_log());
+    assert_eq!(
+        status(engine, &c.name).as_deref(),
+        Some("exited"),
+        "a stop while paused: {}",
+        read_log()
+    );
+    assert!(
+        read_log().contains(&format!("stopping the paused container {}", c.name)),
+        "{}",
+        read_log()
+    );
+}
+
+fn engine_errors_name_the_container_and_the_socket(engine: Engine) {
     let dir = tempdir();
-    let engine = EngineService::start(podman, dir.path());
-    let socket = engine.socket.display().to_string();
+    let api = engine.api(dir.path());
+    let want = format!(
+        "container idlegate-test-no-such-container: no such container (engine socket {})",
+        api.socket.display()
+    );
+    let name = "idlegate-test-no-such-container";
+    the_client_is_closed_and_the_log_says(dir, &api.socket, name, &engine.env(), &want);
+}
+
+/// Without `--engine-socket`, `$DOCKER_HOST` (a `unix://` URL) names it.
+fn the_engine_socket_is_found_through_docker_host(engine: Engine) {
+    let Created { dir, api, c, port } = created(engine, "docker-host");
     let a = args(&[
         "--container",
-        "idlegate-test-no-such-container",
-        "--engine-socket",
-        &socket,
+        &c.name,
         "--upstream",
-        "127.0.0.1:9",
+        &format!("127.0.0.1:{port}"),
+        "--mode",
+        "http",
+        "--ready-http",
+        "/",
         "--idle-timeout",
+        "1s",
+        "--stop-timeout",
+        "1s",
+    ]);
+    let host = format!("unix://{}", api.socket.display());
+    let mut builder = ActivatorBuilder::new(dir.clone(), &a)
+        .tcp("web")
+        .env("DOCKER_HOST", &host)
+        .env("CONTAINER_HOST", "")
+        .env("XDG_RUNTIME_DIR", dir.path().to_str().unwrap());
+    for (key, value) in engine.env() {
+        builder = builder.env(key, &value);
+    }
+    let act = builder.start();
+    gets_the_page(&act);
+    act.wait_exit_0(1, PATIENCE);
+    assert_eq!(status(engine, &c.name).as_deref(), Some("exited"));
+}
+
+/// The engine goes away while its container runs (here the socket idlegate
+/// was given stops answering): the idle stop's failure names the socket,
+/// and idlegate still exits 0.
+fn an_engine_that_stops_is_named_and_idlegate_still_exits(engine: Engine) {
+    let Created { dir, api, c, port } = created(engine, "gone");
+    let mut proxy = VersionProxy::start(
+        dir.path().join("engine.sock"),
+        ((1, 24), (1, 41)),
+        api.socket.clone(),
+        "1.41",
+    );
+    let a = engine_args(
+        &c.name,
+        &proxy.socket,
+        port,
+        &["--idle-timeout", "2s", "--stop-timeout", "1s"],
+    );
+    let act = activate(engine, &dir, &a);
+    let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
+    assert_eq!(r.status, 200, "{}", act.log());
+    proxy.stop();
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    let want = format!(
+        "container {}: cannot reach the engine socket {}",
+        c.name,
+        proxy.socket.display()
+    );
+    assert!(act.log().contains(&want), "{}", act.log());
+    assert_eq!(
+        status(engine, &c.name).as_deref(),
+        Some("running"),
+        "nothing stopped it"
+    );
+}
+
+/// Docker publishes a port through docker-proxy, which accepts at once and
+/// resets until the app inside listens. In HTTP mode without
+/// `--ready-http`, an app that listens 1.5 s after its container starts
+/// still answers every cold start's first request: it is held and sent
+/// again, as TCP mode replays.
+fn http_mode_holds_requests_until_a_late_app_listens_behind_the_port_forwarder(engine: Engine) {
+    let dir = tempdir();
+    let api = engine.api(dir.path());
+    let c = Name::new(engine, "late-http");
+    let port = free_port();
+    let script = "/bin/busybox sleep 1.5; exec /bin/busybox httpd -f -p 8080 -h /www";
+    create(engine, &c.name, port, &[], &["/bin/sh", "-c", script]);
+    let a = args(&[
+        "--container",
+        &c.name,
+        "--engine-socket",
+        api.socket.to_str().unwrap(),
+        "--upstream",
+        &format!("127.0.0.1:{port}"),
+        "--mode",
+        "http",
+        "--idle-timeout",
+        "1s",
+        "--stop-timeout",
+        "1s",
+        "--start-timeout",
         "60s",
     ]);
-    let act = activate(podman, &dir, &a);
-    let answer = exchange(act.tcp_addrs[0], b"hello\n").unwrap();
-    assert!(answer.is_empty(), "the client is closed, not answered");
-    let want = format!(
-        "container idlegate-test-no-such-container: no such container (engine socket {socket})"
-    );
-    wait_until("the engine error in the log", PATIENCE, || {
-        act.log().contains(&want)
-    });
+    let act = activate(engine, &dir, &a);
+    for round in 1..=3 {
+        let r = get(act.tcp_addrs[0], "/", &[("Connection", "close")]).unwrap();
+        assert_eq!(
+            (r.status, r.text()),
+            (200, PAGE.to_owned()),
+            "cold start {round}: {}",
+            act.log()
+        );
+        act.wait_exit_0(round, PATIENCE);
+        assert_eq!(status(engine, &c.name).as_deref(), Some("exited"));
+    }
 }
 
 /// idlegate's flags for `podman run --rm --init --name NAME` of `image`
@@ -272,7 +553,7 @@ fn podman_run_command_starts_and_removes_its_container() {
     let dir = tempdir();
     let c = ContainerName::new(podman, "run");
     let a = podman_run_args(&c.name, free_port(), IMAGE);
-    let act = activate(podman, &dir, &a);
+    let act = activate(Engine::Podman(podman), &dir, &a);
     for round in 1..=2 {
         let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
         assert_eq!(
@@ -313,7 +594,7 @@ fn a_podman_run_that_pulls_its_image_tells_the_pull() {
     let c = ContainerName::new(podman, "pull");
     let image = format!("docker-archive:{}", archive.display());
     let a = podman_run_args(&c.name, free_port(), &image);
-    let act = activate(podman, &dir, &a);
+    let act = activate(Engine::Podman(podman), &dir, &a);
     let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
     assert_eq!(
         (r.status, r.text()),
@@ -374,7 +655,7 @@ fn a_container_left_by_a_killed_podman_run_is_named_and_removed() {
         &publish,
         IMAGE,
     ]);
-    let act = activate(podman, &dir, &a);
+    let act = activate(Engine::Podman(podman), &dir, &a);
     let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
     assert_eq!(
         (r.status, r.text()),
@@ -434,7 +715,7 @@ fn an_app_that_binds_late_behind_a_forwarder_is_waited_for() {
             "--", "podman", "run", "--rm", "--init", "--name", &c.name, "-p", &publish, IMAGE,
             "/bin/sh", "-c", script,
         ]));
-        let act = activate(podman, &dir, &a);
+        let act = activate(Engine::Podman(podman), &dir, &a);
         let r = get(act.tcp_addrs[0], "/", &[("Connection", "close")]).unwrap();
         assert_eq!(
             (r.status, r.text()),
@@ -453,29 +734,14 @@ fn an_app_that_binds_late_behind_a_forwarder_is_waited_for() {
 
 #[test]
 fn a_missing_engine_socket_fails_the_client_cleanly() {
-    // Needs no podman: the socket is not there.
+    // Needs no engine: the socket is not there.
     let dir = tempdir();
     let socket = dir.path().join("no-engine.sock");
-    let socket = socket.display().to_string();
-    let a = args(&[
-        "--container",
-        "web",
-        "--engine-socket",
-        &socket,
-        "--upstream",
-        "127.0.0.1:9",
-        "--idle-timeout",
-        "60s",
-    ]);
-    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("web").start();
-    let answer = exchange(act.tcp_addrs[0], b"hello\n").unwrap();
-    assert!(answer.is_empty(), "the client is closed, not answered");
     let want = format!(
-        "container web: cannot reach the engine socket {socket}: No such file or directory"
+        "container web: cannot reach the engine socket {}: No such file or directory",
+        socket.display()
     );
-    wait_until("the engine error in the log", PATIENCE, || {
-        act.log().contains(&want)
-    });
+    the_client_is_closed_and_the_log_says(dir, &socket, "web", &[], &want);
 }
 
 /// `--ready-notify` with `podman run --sdnotify=container`: conmon passes the
@@ -517,7 +783,7 @@ fn ready_notify_through_podman_run_sdnotify_container() {
         "--notify-when-exists",
         "/tmp/serving",
     ]));
-    let act = activate(podman, &dir, &a);
+    let act = activate(Engine::Podman(podman), &dir, &a);
     let addr = act.tcp_addrs[0];
     let client = std::thread::spawn(move || {
         let mut s = std::net::TcpStream::connect(addr).unwrap();

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod activator;
+pub mod docker;
+pub mod engine;
 pub mod fixture;
 pub mod http;
 pub mod podman;

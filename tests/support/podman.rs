@@ -84,24 +84,12 @@ impl Podman {
 
     /// Runs podman to completion within [`PATIENCE`].
     pub fn run(&self, args: &[&str]) -> Output {
-        let child = self
-            .command(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("run podman");
-        wait_output(child, &format!("podman {args:?}"))
+        run_to_end(self.command(args), &format!("podman {args:?}"))
     }
 
     /// Runs podman and panics with its stderr unless it succeeds; returns stdout.
     pub fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "podman {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        stdout_if_ok(self.run(args), &format!("podman {args:?}"))
     }
 
     /// A `{{…}}` field of `podman container inspect`, or `None` if there is no such container.
@@ -120,86 +108,104 @@ impl Podman {
         BUILT.get_or_init(|| {
             let dir =
                 std::env::temp_dir().join(format!("idlegate-backend-image-{}", std::process::id()));
-            let root = dir.join("rootfs");
-            for sub in ["bin", "tmp"] {
-                std::fs::create_dir_all(root.join(sub)).unwrap();
-            }
-            std::fs::copy(test_backend, root.join("test_backend")).unwrap();
-            let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-                .into_iter()
-                .find(|p| Path::new(p).exists())
-                .expect("busybox is missing (apt-get install busybox-static)");
-            std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-            let ldd = Command::new("ldd").arg(test_backend).output().unwrap();
-            for lib in String::from_utf8_lossy(&ldd.stdout)
-                .split_whitespace()
-                .filter(|w| w.starts_with('/'))
-            {
-                let lib = Path::new(lib);
-                let target = root.join(lib.strip_prefix("/").unwrap());
-                std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-                std::fs::copy(lib, target).unwrap();
-            }
-            self.import(
-                &root,
-                &dir.join("rootfs.tar"),
-                "/test_backend",
-                BACKEND_IMAGE,
-            );
+            let tar = backend_rootfs(test_backend, &dir);
+            self.import(&tar, "/test_backend", BACKEND_IMAGE);
             let _ = std::fs::remove_dir_all(&dir);
         });
         BACKEND_IMAGE
     }
 
-    /// `podman import`s the tree at `root` (through the tarball `tar`) as
-    /// `image`, whose command is `cmd` (a JSON array's inside, or one path).
-    fn import(&self, root: &Path, tar: &Path, cmd: &str, image: &str) {
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(root)
-            .arg("-cf")
-            .arg(tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(status.success(), "tar of {}", root.display());
-        let cmd = if cmd.starts_with('"') {
-            cmd.to_owned()
-        } else {
-            format!("\"{cmd}\"")
-        };
+    /// `podman import`s the tarball `tar` as `image`, whose command is `cmd`
+    /// (see [`image_cmd`]).
+    fn import(&self, tar: &Path, cmd: &str, image: &str) {
         self.ok(&[
             "import",
             "--quiet",
             "--change",
-            &format!("CMD [{cmd}]"),
+            &image_cmd(cmd),
             tar.to_str().unwrap(),
             image,
         ]);
     }
 
     fn build_image(&self, dir: &Path) {
-        let busybox = ["/bin/busybox", "/usr/bin/busybox"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .expect("busybox is missing (apt-get install busybox-static)");
-        let root = dir.join("rootfs");
-        std::fs::create_dir_all(root.join("bin")).unwrap();
-        std::fs::create_dir_all(root.join("www")).unwrap();
-        std::fs::create_dir_all(root.join("tmp")).unwrap();
-        std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
-        std::fs::write(root.join("www/index.html"), PAGE).unwrap();
-        std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
-        let tar = dir.join("rootfs.tar");
-        self.import(
-            &root,
-            &tar,
-            r#""/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www""#,
-            IMAGE,
-        );
-        let _ = std::fs::remove_dir_all(&root);
+        let tar = busybox_rootfs(dir);
+        self.import(&tar, BUSYBOX_CMD, IMAGE);
         let _ = std::fs::remove_file(&tar);
     }
+}
+
+/// The command of [`IMAGE`]: busybox httpd serving [`PAGE`] on port 8080.
+pub const BUSYBOX_CMD: &str = r#""/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www""#;
+
+/// The `--change` of an import that sets the image's command to `cmd` (a
+/// JSON array's inside, or one path).
+pub fn image_cmd(cmd: &str) -> String {
+    if cmd.starts_with('"') {
+        format!("CMD [{cmd}]")
+    } else {
+        format!("CMD [\"{cmd}\"]")
+    }
+}
+
+/// The host's static busybox.
+fn busybox() -> &'static str {
+    ["/bin/busybox", "/usr/bin/busybox"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .expect("busybox is missing (apt-get install busybox-static)")
+}
+
+/// The tarball of [`IMAGE`]'s tree, made in `dir`: busybox at /bin/busybox
+/// (and /bin/sh), [`PAGE`] at /www/index.html.
+pub fn busybox_rootfs(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for sub in ["bin", "www", "tmp"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::copy(busybox(), root.join("bin/busybox")).unwrap();
+    std::fs::write(root.join("www/index.html"), PAGE).unwrap();
+    std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+    let tar = tar(&root, &dir.join("rootfs.tar"));
+    let _ = std::fs::remove_dir_all(&root);
+    tar
+}
+
+/// The tarball of [`BACKEND_IMAGE`]'s tree, made in `dir`: the dynamically
+/// linked `test_backend` with the libraries `ldd` names, at their host
+/// paths, and busybox.
+pub fn backend_rootfs(test_backend: &Path, dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    for sub in ["bin", "tmp"] {
+        std::fs::create_dir_all(root.join(sub)).unwrap();
+    }
+    std::fs::copy(test_backend, root.join("test_backend")).unwrap();
+    std::fs::copy(busybox(), root.join("bin/busybox")).unwrap();
+    let ldd = Command::new("ldd").arg(test_backend).output().unwrap();
+    for lib in String::from_utf8_lossy(&ldd.stdout)
+        .split_whitespace()
+        .filter(|w| w.starts_with('/'))
+    {
+        let lib = Path::new(lib);
+        let target = root.join(lib.strip_prefix("/").unwrap());
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(lib, target).unwrap();
+    }
+    tar(&root, &dir.join("rootfs.tar"))
+}
+
+/// `tar`s the tree at `root` into `tar`.
+fn tar(root: &Path, tar: &Path) -> PathBuf {
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .arg("-cf")
+        .arg(tar)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(status.success(), "tar of {}", root.display());
+    tar.to_owned()
 }
 
 /// A container name unique to this test run.
@@ -273,20 +279,25 @@ impl EngineService {
     }
 
     fn pings(&self) -> bool {
-        use std::io::{Read, Write};
-        let Ok(mut s) = std::os::unix::net::UnixStream::connect(&self.socket) else {
-            return false;
-        };
-        let _ = s.set_read_timeout(Some(PATIENCE));
-        if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
-            .is_err()
-        {
-            return false;
-        }
-        let mut answer = String::new();
-        let _ = s.read_to_string(&mut answer);
-        answer.starts_with("HTTP/1.") && answer.contains(" 200 ")
+        pings(&self.socket)
     }
+}
+
+/// Whether the engine API on `socket` answers `GET /_ping` with 200.
+pub fn pings(socket: &Path) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(PATIENCE));
+    if s.write_all(b"GET /_ping HTTP/1.0\r\nHost: d\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    answer.starts_with("HTTP/1.") && answer.contains(" 200 ")
 }
 
 impl Drop for EngineService {
@@ -296,7 +307,28 @@ impl Drop for EngineService {
     }
 }
 
-fn wait_output(mut child: Child, what: &str) -> Output {
+/// Runs `cmd` to completion (see [`wait_output`]), its output captured.
+pub fn run_to_end(mut cmd: Command, what: &str) -> Output {
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{what}: {e}"));
+    wait_output(child, what)
+}
+
+/// `out`'s stdout; panics with its stderr unless it succeeded.
+pub fn stdout_if_ok(out: Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Waits for `child`'s output, killing it after a deadline.
+pub fn wait_output(mut child: Child, what: &str) -> Output {
     let deadline = Instant::now() + PATIENCE * 4;
     loop {
         if child.try_wait().unwrap().is_some() {
