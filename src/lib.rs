@@ -85,7 +85,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use activation::RuntimeSockets;
-use activity::InFlight;
+use activity::{Countdown, InFlight};
 use backend::Backend;
 pub use config::Config;
 use context::ServeContext;
@@ -132,6 +132,13 @@ pub async fn run(
     let backend = Backend::spawn(config.backend_spec(), in_flight.clone());
     let notifier = Arc::new(notifier);
     let (live_tx, live) = tokio::sync::watch::channel(config.timeouts);
+    // Until the idle timer runs and tells: an activated run has a client
+    // waiting, a bound one no backend yet, an `Accept=yes` one no timer.
+    let (countdown, at_idle) = match &sockets {
+        activation::Sockets::Activated(_) => (Countdown::Busy, status::AtIdle::Exit),
+        activation::Sockets::Bound(_) => (Countdown::NothingToStop, status::AtIdle::StopBackend),
+        activation::Sockets::Connection { .. } => (Countdown::Never, status::AtIdle::Exit),
+    };
     let shared = ServeContext {
         backend: backend.clone(),
         in_flight,
@@ -140,6 +147,7 @@ pub async fn run(
         slots: Arc::new(Semaphore::new(config.sockets.connections_max)),
         live,
         wake: Arc::new(wake::WakeGate::new(config.wake.clone())),
+        countdown: Arc::new(tokio::sync::watch::channel(countdown).0),
     };
     let state_file = config.observability.state_file.clone();
     let activation = state_file
@@ -148,6 +156,7 @@ pub async fn run(
     start_reporting(
         &shared,
         &notifier,
+        at_idle,
         state_file.clone(),
         activation,
         listeners.metrics,
@@ -192,7 +201,7 @@ pub async fn run(
     if let Some(summary) = shared.wake.summary() {
         tracing::info!("{summary}");
     }
-    say_goodbye(exit, &config, &notifier);
+    say_goodbye(exit, shared.live().idle, &notifier);
     backend.shut_down().await;
     // Requests still waiting for the backend have just been answered (HTTP
     // 503, TCP close): give those answers a moment to reach their clients.
@@ -213,6 +222,7 @@ pub async fn run(
 fn start_reporting(
     shared: &ServeContext,
     notifier: &Arc<Notifier>,
+    at_idle: status::AtIdle,
     state_file: Option<std::path::PathBuf>,
     activation: u64,
     metrics: Option<tokio::net::TcpListener>,
@@ -227,7 +237,10 @@ fn start_reporting(
                 wake: shared.wake.clone(),
             },
             shared.in_flight.clone(),
-            shared.live.clone(),
+            reporter::IdleView {
+                countdown: shared.countdown.subscribe(),
+                at_idle,
+            },
             state_file,
             activation,
             snapshots,
@@ -290,10 +303,11 @@ async fn serve_passed_connection(
 }
 
 /// The log line and `STOPPING=1` of the end of a run.
-fn say_goodbye(exit: Exit, config: &Config, notifier: &Notifier) {
+/// `idle` is the idle timeout in force (a reload may have changed it).
+fn say_goodbye(exit: Exit, idle: Option<Duration>, notifier: &Notifier) {
     match exit {
         Exit::Idle => {
-            let idle = config.timeouts.idle.map(humantime::format_duration);
+            let idle = idle.map(humantime::format_duration);
             tracing::info!(
                 "idle for {}: stopping the backend and exiting",
                 idle.map(|d| d.to_string()).unwrap_or_default()
@@ -313,7 +327,8 @@ fn write_last_state(path: &std::path::Path, backend: &Backend, activation: u64) 
         running: false,
         backend: backend.state().describe().to_owned(),
         in_flight: 0,
-        idle_exit_in: status::IdleExit::Never,
+        at_idle: status::AtIdle::Exit,
+        idle_in: status::IdleIn::Never,
         activation,
         woken_by: None,
     };
