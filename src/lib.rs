@@ -33,6 +33,7 @@
 //!   [`inhibit`]: `idlegate inhibit`, its client.
 //! - [`shutdown`], [`notify`]: stop requests in, sd_notify out; [`status`]: `STATUS=` and
 //!   the state file; [`metrics`]: the Prometheus endpoint.
+//! - [`own_socket`]: the Unix sockets idlegate binds beside its state file.
 //! - [`net`], [`address`], [`limits`], `sys`: sockets, addresses, descriptor limits; the
 //!   only `unsafe` code is in `sys`.
 //!
@@ -66,6 +67,7 @@ pub mod manual;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod own_socket;
 pub mod proxy;
 pub mod readiness;
 pub mod reload;

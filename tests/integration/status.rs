@@ -207,15 +207,8 @@ fn the_status_counts_down_the_real_timer_while_a_monitor_probes() {
 fn with_listen_the_status_says_the_backend_will_be_stopped() {
     let fixture = Fixture::tcp().idle("2s").pid_file();
     let state = fixture.file("idlegate.state");
-    let front = format!("127.0.0.1:{}", free_port());
-    let mut a = args(&["--listen", &front, "--state-file", state.to_str().unwrap()]);
-    a.extend(fixture.args());
-    let log = fixture.file("listen.log");
-    let mut child = spawn_not_activated(&a, &log);
-    let addr: std::net::SocketAddr = front.parse().unwrap();
-    wait_until("idlegate to listen", PATIENCE, || {
-        std::net::TcpStream::connect(addr).is_ok()
-    });
+    let mut idlegate = fixture.spawn_listening(&["--state-file", state.to_str().unwrap()]);
+    let addr = idlegate.addr;
     let nothing = "backend stop: none (the backend is not running; the next client starts it)";
     wait_until("the status before the first client", PATIENCE, || {
         status(&state).1.contains(nothing)
@@ -240,9 +233,5 @@ fn with_listen_the_status_says_the_backend_will_be_stopped() {
         status(&state).1.contains(nothing)
     });
     assert_eq!(status_json(&state)["idle_in_ms"], "nothing-to-stop");
-    // SAFETY: signalling our own child.
-    unsafe {
-        libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
-    }
-    assert_eq!(wait_child(&mut child).code(), Some(0));
+    assert_eq!(idlegate.stop().code(), Some(0), "{}", idlegate.log());
 }
