@@ -235,3 +235,45 @@ fn with_listen_the_status_says_the_backend_will_be_stopped() {
     assert_eq!(status_json(&state)["idle_in_ms"], "nothing-to-stop");
     assert_eq!(idlegate.stop().code(), Some(0), "{}", idlegate.log());
 }
+
+/// `--busy-cmd` saying busy starts the idle timer over, and the status
+/// shows it: the countdown runs down, then starts again from the timeout
+/// while idlegate stays up (a clock of the status's own ran down to 0 and
+/// stayed there).
+#[test]
+fn the_status_shows_the_timer_a_busy_cmd_starts_over() {
+    let fixture = Fixture::tcp().idle("2s");
+    let state = fixture.file("idlegate.state");
+    let flag = fixture.file("scanning");
+    std::fs::write(&flag, "").unwrap();
+    let busy = format!("test -e {}", flag.display());
+    let gate = fixture
+        .extra(&["--busy-cmd", &busy, "--state-file", state.to_str().unwrap()])
+        .start();
+    assert_eq!(exchange_str(gate.tcp_addrs[0], "x\n").unwrap(), "x\n");
+    let mut readings = Vec::new();
+    let mut restarts = 0;
+    let deadline = Instant::now() + PATIENCE;
+    while restarts < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no restart seen: {readings:?}\n{}",
+            gate.log()
+        );
+        if let Some(ms) = status_json(&state)["idle_in_ms"].as_u64() {
+            assert!(ms <= 2000, "{ms}");
+            // Down below half the timeout, then back above it: started over.
+            if readings
+                .last()
+                .is_some_and(|&last| last < 1000 && ms > 1000)
+            {
+                restarts += 1;
+            }
+            readings.push(ms);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gate.exits().is_empty(), "exited while busy: {}", gate.log());
+    std::fs::remove_file(&flag).unwrap();
+    gate.wait_exit_0(1, PATIENCE);
+}
