@@ -203,7 +203,7 @@ pub async fn run(
     if let Some(summary) = shared.wake.summary() {
         tracing::info!("{summary}");
     }
-    say_goodbye(exit, shared.live().idle, &notifier);
+    say_goodbye(exit, serve::activated_idle_timeout(&shared), &notifier);
     backend.shut_down().await;
     // Requests still waiting for the backend have just been answered (HTTP
     // 503, TCP close): give those answers a moment to reach their clients.
@@ -305,7 +305,8 @@ async fn serve_passed_connection(
 }
 
 /// The log line and `STOPPING=1` of the end of a run.
-/// `idle` is the idle timeout in force (a reload may have changed it).
+/// `idle` is the idle timeout in force (a reload may have changed it, and
+/// an activation that never woke the backend has a short one).
 fn say_goodbye(exit: Exit, idle: Option<Duration>, notifier: &Notifier) {
     match exit {
         Exit::Idle => {

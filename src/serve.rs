@@ -89,6 +89,15 @@ async fn quiet_for_the_idle_timeout(shared: &ServeContext, unwoken: bool) {
     }
 }
 
+/// The idle timeout an activated run's timer waits now: the live one, or
+/// [`UNWOKEN_GRACE`] for an activation that has not started the backend.
+pub fn activated_idle_timeout(shared: &ServeContext) -> Option<Duration> {
+    unwoken_grace(
+        shared.live().idle,
+        shared.wake.settings.lazy() && shared.backend.generation() == 0,
+    )
+}
+
 /// With wake control, how long an activation that never started the
 /// backend waits with nothing in flight before it exits.
 const UNWOKEN_GRACE: Duration = Duration::from_millis(500);

@@ -42,6 +42,13 @@ fn a_probe_loop_is_answered_without_starting_the_backend() {
         3,
         "{log}"
     );
+    // The exit's line says the short wait that applied, not the timeout.
+    assert_eq!(
+        log.matches("idle for 500ms: stopping the backend and exiting")
+            .count(),
+        3,
+        "{log}"
+    );
     // A request the rules do not match wakes the backend as usual.
     let r = get(gate.tcp_addrs[0], "/", &[]).unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
