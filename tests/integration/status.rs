@@ -169,14 +169,14 @@ fn the_status_counts_down_the_real_timer_while_a_monitor_probes() {
     }
     let exited = Instant::now();
     let forwarded = monitor.stop();
-    assert!(forwarded >= 5, "only {forwarded} probe(s) were forwarded");
+    assert!(forwarded >= 3, "only {forwarded} probe(s) were forwarded");
     assert_eq!(
         gate.wait_exit(1, PATIENCE).code(),
         Some(0),
         "{}",
         gate.log()
     );
-    assert!(readings.len() >= 5, "{readings:?}");
+    assert!(readings.len() >= 3, "{readings:?}");
     for pair in readings.windows(2) {
         assert!(
             pair[1].1 <= pair[0].1 + 100,
@@ -189,11 +189,12 @@ fn the_status_counts_down_the_real_timer_while_a_monitor_probes() {
         last_ms + 1500 < first_ms,
         "the countdown did not go down: {readings:?}"
     );
-    // The exit came when the first reading said, give or take the polling
-    // and a loaded machine.
+    // The exit came when the first reading said (not before: a reading is
+    // taken after it was asked), give or take the polling, the backend's
+    // stop and a loaded machine.
     let said = first_at + Duration::from_millis(first_ms);
     assert!(
-        exited + Duration::from_millis(300) >= said && exited <= said + Duration::from_secs(3),
+        exited + Duration::from_millis(300) >= said && exited <= said + Duration::from_secs(5),
         "said {:?} after the first call, exited after {:?}: {readings:?}",
         Duration::from_millis(first_ms),
         exited - first_at
@@ -205,7 +206,7 @@ fn the_status_counts_down_the_real_timer_while_a_monitor_probes() {
 /// `idle_exit_in_ms` is `never`, and `at_idle`, `idle_in_ms` tell the stop).
 #[test]
 fn with_listen_the_status_says_the_backend_will_be_stopped() {
-    let fixture = Fixture::tcp().idle("2s").pid_file();
+    let fixture = Fixture::tcp().idle("4s").pid_file();
     let state = fixture.file("idlegate.state");
     let mut idlegate = fixture.spawn_listening(&["--state-file", state.to_str().unwrap()]);
     let addr = idlegate.addr;
@@ -225,7 +226,7 @@ fn with_listen_the_status_says_the_backend_will_be_stopped() {
     assert_eq!(doc["at_idle"], "stop-backend", "{doc}");
     assert_eq!(doc["idle_exit_in_ms"], "never", "{doc}");
     assert!(
-        doc["idle_in_ms"].as_u64().is_some_and(|ms| ms <= 2000),
+        doc["idle_in_ms"].as_u64().is_some_and(|ms| ms <= 4000),
         "{doc}"
     );
     assert!(wait_gone(pid, PATIENCE), "idle stops the backend");
