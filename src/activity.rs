@@ -76,6 +76,24 @@ impl Shared {
     }
 }
 
+/// Where the idle timer stands: what the serve loop's timer tells, and
+/// `idlegate status`, `STATUS=` and the metrics show, so they keep no clock
+/// of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Countdown {
+    /// Fires at this instant if nothing arrives.
+    At(Instant),
+    /// Work is in flight: the timer starts when it ends.
+    Busy,
+    /// The timer fired and `--busy-cmd` is asked whether to start it over.
+    Asking,
+    /// No idle timeout.
+    Never,
+    /// Not armed: there is no backend to stop (`--listen`, the backend
+    /// stopped; the next client starts it).
+    NothingToStop,
+}
+
 /// Proof that one unit of work is in flight; dropping it ends the work.
 #[derive(Debug)]
 #[must_use = "the work counts as in flight only while the guard lives"]
@@ -179,6 +197,18 @@ impl InFlight {
     /// Waits until the count is zero and no real work has ended for
     /// `timeout` (counted from this call at the earliest).
     pub async fn idle(&self, timeout: Duration) {
+        self.idle_telling(|| Some(timeout), |_| {}).await
+    }
+
+    /// [`InFlight::idle`] for a timeout that may change with what the work
+    /// did (`timeout` is asked again at every edge of the count; `None`:
+    /// none, wait for the next edge), telling `tell` where the timer stands
+    /// whenever that changes: the one clock `idlegate status` shows.
+    pub async fn idle_telling(
+        &self,
+        mut timeout: impl FnMut() -> Option<Duration>,
+        mut tell: impl FnMut(Countdown),
+    ) {
         let armed = Instant::now();
         loop {
             let edge = self.shared.edge.notified();
@@ -187,10 +217,17 @@ impl InFlight {
             // the wait is not missed.
             edge.as_mut().enable();
             if self.count() != 0 {
+                tell(Countdown::Busy);
                 edge.await;
                 continue;
             }
+            let Some(timeout) = timeout() else {
+                tell(Countdown::Never);
+                edge.await;
+                continue;
+            };
             let since = self.shared.last_end().map_or(armed, |end| end.max(armed));
+            tell(Countdown::At(since + timeout));
             tokio::select! {
                 _ = tokio::time::sleep_until(since + timeout) => {
                     if self.count() == 0 {

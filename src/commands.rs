@@ -144,10 +144,10 @@ pub fn status(args: &[OsString]) -> u8 {
 
 /// `idlegate inhibit [--state-file F] [--control PATH] [--why TEXT] -- CMD…`:
 /// holds the service awake while CMD runs (see [`crate::control`]). The
-/// control socket is PATH, else `control` beside the state file (F, else
-/// `$RUNTIME_DIRECTORY/idlegate.state`), else `DIR.control` beside the state
-/// file's directory DIR, where the generated units put it. Connecting wakes a stopped idlegate;
-/// CMD runs once the backend is ready, and `inhibit` exits with its status.
+/// control socket is PATH, else the one of the state file (F, else
+/// `$RUNTIME_DIRECTORY/idlegate.state`, see [`control_of`]). Connecting wakes a stopped idlegate;
+/// CMD runs once the backend is ready, and `inhibit` exits with its status
+/// ([`crate::inhibit::NOT_RUNNING`] when nothing holds the socket).
 pub fn inhibit(args: &[OsString]) -> u8 {
     let Some(split) = args.iter().position(|a| a == "--") else {
         return fail(USAGE, &"inhibit: usage: idlegate inhibit [--state-file F] [--control PATH] [--why TEXT] -- CMD...");
@@ -177,7 +177,7 @@ pub fn inhibit(args: &[OsString]) -> u8 {
         .or_else(|| Config::default_state_file(|k| std::env::var_os(k)));
     let Some(socket) = control
         .map(PathBuf::from)
-        .or_else(|| state.as_deref().and_then(control_beside))
+        .or_else(|| state.as_deref().map(control_of))
     else {
         return fail(
             USAGE,
@@ -196,20 +196,26 @@ pub fn inhibit(args: &[OsString]) -> u8 {
     crate::inhibit::run(&socket, &why, command)
 }
 
-/// The control socket of the state file `state`: `control` beside it, or
-/// else, as the generated units have it, `DIR.control` beside its directory
-/// (`/run/idlegate/NAME.control` for `/run/idlegate/NAME/idlegate.state`).
-fn control_beside(state: &Path) -> Option<PathBuf> {
-    let dir = state.parent().filter(|d| !d.as_os_str().is_empty())?;
-    let beside = dir.join("control");
-    let mut generated = dir.as_os_str().to_owned();
-    generated.push(".control");
-    let generated = PathBuf::from(generated);
-    Some(if !beside.exists() && generated.exists() {
-        generated
-    } else {
-        beside
-    })
+/// The control socket of the state file `state`, the first that exists
+/// of: `control` beside it (a socket systemd holds), `DIR.control` beside
+/// its directory DIR, as the generated units have it
+/// (`/run/idlegate/NAME.control` for `/run/idlegate/NAME/idlegate.state`),
+/// and `STATE.control`, the one idlegate binds itself while it runs when
+/// none is passed ([`crate::control::own_path`]); none: that last one.
+fn control_of(state: &Path) -> PathBuf {
+    let own = crate::control::own_path(state);
+    let held = state
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .into_iter()
+        .flat_map(|dir| {
+            let mut generated = dir.as_os_str().to_owned();
+            generated.push(".control");
+            [dir.join("control"), PathBuf::from(generated)]
+        });
+    held.chain([own.clone()])
+        .find(|path| path.exists())
+        .unwrap_or(own)
 }
 
 /// `idlegate check [--config FILE] [FLAGS…] [-- COMMAND…]`: validates the

@@ -9,7 +9,6 @@
 //! sends is read. The socket is mode 0600: the service's user and root.
 
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 
 use crate::activity::InFlight;
+use crate::own_socket::{self, OwnSocket};
 use crate::work::WorkView;
 
 /// How long `status` waits for the answer.
@@ -38,17 +38,14 @@ pub struct Listing {
 
 /// The connections socket of the state file at `state_file`.
 pub fn path_for(state_file: &Path) -> PathBuf {
-    let mut path = state_file.as_os_str().to_owned();
-    path.push(".connections");
-    PathBuf::from(path)
+    own_socket::beside(state_file, ".connections")
 }
 
 /// The socket while it is served; [`Served::close`] removes it.
 #[derive(Debug)]
 pub struct Served {
-    path: PathBuf,
-    /// The socket file's device and inode: what is removed is ours.
-    identity: (u64, u64),
+    /// Removed when dropped.
+    socket: OwnSocket,
     task: JoinHandle<()>,
 }
 
@@ -57,44 +54,17 @@ impl Served {
     /// run left there, which nobody answers on) and answers with
     /// `in_flight`'s list until closed.
     pub fn open(state_file: &Path, in_flight: InFlight) -> io::Result<Served> {
-        let path = path_for(state_file);
-        match std::fs::symlink_metadata(&path) {
-            Ok(meta) if meta.file_type().is_socket() => {
-                if std::os::unix::net::UnixStream::connect(&path).is_ok() {
-                    return Err(io::Error::new(
-                        io::ErrorKind::AddrInUse,
-                        "another idlegate with this state file answers there",
-                    ));
-                }
-                std::fs::remove_file(&path)?
-            }
-            Ok(_) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::AlreadyExists,
-                    "a file that is not a socket is in the way",
-                ))
-            }
-            Err(_) => {}
-        }
-        let listener = UnixListener::bind(&path)?;
-        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))?;
-        let meta = std::fs::symlink_metadata(&path)?;
+        let (socket, listener) = OwnSocket::bind(&path_for(state_file))?;
+        listener.set_nonblocking(true)?;
+        let listener = UnixListener::from_std(listener)?;
         let task = tokio::spawn(answer(listener, in_flight));
-        Ok(Served {
-            path,
-            identity: (meta.dev(), meta.ino()),
-            task,
-        })
+        Ok(Served { socket, task })
     }
 
     /// Stops answering and removes the socket (if it is still ours).
     pub fn close(self) {
         self.task.abort();
-        if let Ok(meta) = std::fs::symlink_metadata(&self.path) {
-            if (meta.dev(), meta.ino()) == self.identity {
-                let _ = std::fs::remove_file(&self.path);
-            }
-        }
+        drop(self.socket);
     }
 }
 
@@ -162,6 +132,7 @@ mod tests {
         let served = runtime
             .block_on(async { Served::open(&state, in_flight.clone()) })
             .unwrap();
+        use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(path_for(&state))
             .unwrap()
             .permissions()

@@ -28,6 +28,9 @@ pub struct ServeContext {
     pub live: watch::Receiver<Timeouts>,
     /// Which clients may wake the backend, and what that did.
     pub wake: Arc<crate::wake::WakeGate>,
+    /// Where the idle timer stands, as the timer itself tells it: what the
+    /// status shows.
+    pub countdown: Arc<watch::Sender<crate::activity::Countdown>>,
 }
 
 impl ServeContext {

@@ -8,7 +8,13 @@
 //! answers `ready` (or `failed: REASON`) once it is ready, and holds it
 //! until the connection closes: when the command `inhibit` ran ends, or when
 //! `inhibit` dies, even by SIGKILL (the kernel closes its socket).
+//!
+//! Without one passed (`--listen`, or a unit with no control socket), an
+//! idlegate with a state file binds its own beside it ([`own_path`], see
+//! [`crate::own_socket`]) while it runs, so `inhibit` reaches it; when it
+//! does not run, nothing answers there, and `inhibit` says so.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -16,6 +22,12 @@ use tokio::net::{UnixListener, UnixStream};
 
 use crate::context::ServeContext;
 use crate::work::Unit;
+
+/// The control socket an idlegate with the state file `state_file` binds
+/// itself when none is passed: `STATE_FILE.control`.
+pub fn own_path(state_file: &Path) -> PathBuf {
+    crate::own_socket::beside(state_file, ".control")
+}
 
 /// How long a client may take to send its request line.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);

@@ -9,15 +9,27 @@ use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Duration;
 
+/// `inhibit`'s exit status when idlegate is not running and nothing holds
+/// its control socket (as sysexits' `EX_UNAVAILABLE`).
+pub const NOT_RUNNING: u8 = 69;
+
 /// How long `inhibit` waits for idlegate to say the backend is ready.
 const READY_WAIT: Duration = Duration::from_secs(15 * 60);
 
 /// Holds the service behind `socket` awake while `command` runs; returns
-/// the command's exit status (128 + N for a signal), or 1 when the service
-/// cannot be reached or its backend fails.
+/// the command's exit status (128 + N for a signal), [`NOT_RUNNING`] when
+/// nothing holds the socket, or 1 when the service cannot be reached
+/// otherwise or its backend fails.
 pub fn run(socket: &Path, why: &str, command: &[OsString]) -> u8 {
     let mut stream = match UnixStream::connect(socket) {
         Ok(s) => s,
+        Err(e) if nothing_holds(socket, &e) => {
+            eprintln!(
+                "idlegate: inhibit: idlegate is not running: nothing holds its control socket {} ({e})",
+                socket.display()
+            );
+            return NOT_RUNNING;
+        }
         Err(e) => {
             eprintln!(
                 "idlegate: inhibit: cannot connect to the control socket {}: {e}",
@@ -49,6 +61,26 @@ pub fn run(socket: &Path, why: &str, command: &[OsString]) -> u8 {
             return 1;
         }
     }
+    hold_while(stream, command)
+}
+
+/// Whether connecting to `socket` failed with `error` because nothing
+/// holds it: refused (a socket file nobody answers on: a killed idlegate's),
+/// or no socket file in a directory that exists (a wrong directory is a
+/// wrong path, not a stopped idlegate).
+fn nothing_holds(socket: &Path, error: &std::io::Error) -> bool {
+    match error.kind() {
+        std::io::ErrorKind::ConnectionRefused => true,
+        std::io::ErrorKind::NotFound => match socket.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir.is_dir(),
+            _ => true,
+        },
+        _ => false,
+    }
+}
+
+/// Runs `command` while `stream` holds the service; its exit status.
+fn hold_while(stream: UnixStream, command: &[OsString]) -> u8 {
     // The hold lasts as long as `stream`: until the command ends, or this
     // process dies (the kernel closes the socket).
     let status = std::process::Command::new(&command[0])

@@ -33,6 +33,7 @@
 //!   [`inhibit`]: `idlegate inhibit`, its client.
 //! - [`shutdown`], [`notify`]: stop requests in, sd_notify out; [`status`]: `STATUS=` and
 //!   the state file; [`metrics`]: the Prometheus endpoint.
+//! - [`own_socket`]: the Unix sockets idlegate binds beside its state file.
 //! - [`net`], [`address`], [`limits`], `sys`: sockets, addresses, descriptor limits; the
 //!   only `unsafe` code is in `sys`.
 //!
@@ -66,6 +67,7 @@ pub mod manual;
 pub mod metrics;
 pub mod net;
 pub mod notify;
+pub mod own_socket;
 pub mod proxy;
 pub mod readiness;
 pub mod reload;
@@ -85,7 +87,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use activation::RuntimeSockets;
-use activity::InFlight;
+use activity::{Countdown, InFlight};
 use backend::Backend;
 pub use config::Config;
 use context::ServeContext;
@@ -132,6 +134,13 @@ pub async fn run(
     let backend = Backend::spawn(config.backend_spec(), in_flight.clone());
     let notifier = Arc::new(notifier);
     let (live_tx, live) = tokio::sync::watch::channel(config.timeouts);
+    // Until the idle timer runs and tells: an activated run has a client
+    // waiting, a bound one no backend yet, an `Accept=yes` one no timer.
+    let (countdown, at_idle) = match &sockets {
+        activation::Sockets::Activated(_) => (Countdown::Busy, status::AtIdle::Exit),
+        activation::Sockets::Bound(_) => (Countdown::NothingToStop, status::AtIdle::StopBackend),
+        activation::Sockets::Connection { .. } => (Countdown::Never, status::AtIdle::Exit),
+    };
     let shared = ServeContext {
         backend: backend.clone(),
         in_flight,
@@ -140,6 +149,7 @@ pub async fn run(
         slots: Arc::new(Semaphore::new(config.sockets.connections_max)),
         live,
         wake: Arc::new(wake::WakeGate::new(config.wake.clone())),
+        countdown: Arc::new(tokio::sync::watch::channel(countdown).0),
     };
     let state_file = config.observability.state_file.clone();
     let activation = state_file
@@ -148,6 +158,7 @@ pub async fn run(
     start_reporting(
         &shared,
         &notifier,
+        at_idle,
         state_file.clone(),
         activation,
         listeners.metrics,
@@ -192,7 +203,7 @@ pub async fn run(
     if let Some(summary) = shared.wake.summary() {
         tracing::info!("{summary}");
     }
-    say_goodbye(exit, &config, &notifier);
+    say_goodbye(exit, serve::activated_idle_timeout(&shared), &notifier);
     let cause = match exit {
         Exit::Stopped => backend::ShutDownCause::StopRequested,
         Exit::Idle | Exit::ConnectionDone => backend::ShutDownCause::Idle,
@@ -217,6 +228,7 @@ pub async fn run(
 fn start_reporting(
     shared: &ServeContext,
     notifier: &Arc<Notifier>,
+    at_idle: status::AtIdle,
     state_file: Option<std::path::PathBuf>,
     activation: u64,
     metrics: Option<tokio::net::TcpListener>,
@@ -231,7 +243,10 @@ fn start_reporting(
                 wake: shared.wake.clone(),
             },
             shared.in_flight.clone(),
-            shared.live.clone(),
+            reporter::IdleView {
+                countdown: shared.countdown.subscribe(),
+                at_idle,
+            },
             state_file,
             activation,
             snapshots,
@@ -294,10 +309,12 @@ async fn serve_passed_connection(
 }
 
 /// The log line and `STOPPING=1` of the end of a run.
-fn say_goodbye(exit: Exit, config: &Config, notifier: &Notifier) {
+/// `idle` is the idle timeout in force (a reload may have changed it, and
+/// an activation that never woke the backend has a short one).
+fn say_goodbye(exit: Exit, idle: Option<Duration>, notifier: &Notifier) {
     match exit {
         Exit::Idle => {
-            let idle = config.timeouts.idle.map(humantime::format_duration);
+            let idle = idle.map(humantime::format_duration);
             tracing::info!(
                 "idle for {}: stopping the backend and exiting",
                 idle.map(|d| d.to_string()).unwrap_or_default()
@@ -317,7 +334,8 @@ fn write_last_state(path: &std::path::Path, backend: &Backend, activation: u64) 
         running: false,
         backend: backend.state().describe().to_owned(),
         in_flight: 0,
-        idle_exit_in: status::IdleExit::Never,
+        at_idle: status::AtIdle::Exit,
+        idle_in: status::IdleIn::Never,
         activation,
         woken_by: None,
     };

@@ -11,6 +11,7 @@ use clap::Parser;
 use idlegate::activation::{self, ActivationEnv};
 use idlegate::cli::Cli;
 use idlegate::commands;
+use idlegate::own_socket::OwnSocket;
 use idlegate::{Config, Notifier, Shutdown};
 
 const USAGE: u8 = 2;
@@ -41,7 +42,7 @@ fn main() -> ExitCode {
     config.sockets.connections_max =
         idlegate::limits::fit_connections(config.sockets.connections_max);
 
-    let (sockets, control) = match activation::take_sockets(
+    let (sockets, mut control) = match activation::take_sockets(
         &ActivationEnv::from_process(),
         std::process::id(),
         &config.sockets.upstreams,
@@ -50,6 +51,15 @@ fn main() -> ExitCode {
     ) {
         Ok(s) => s,
         Err(e) => return fail(USAGE, &e),
+    };
+    let own_control = match (&control, &config.observability.state_file, &sockets) {
+        (None, Some(state), activation::Sockets::Activated(_) | activation::Sockets::Bound(_)) => {
+            bind_own_control(state).map(|(own, listener)| {
+                control = Some(listener);
+                own
+            })
+        }
+        _ => None,
     };
     let metrics = match config
         .observability
@@ -105,9 +115,33 @@ fn main() -> ExitCode {
     });
     // Connections still open after the drain are closed here, not waited for.
     runtime.shutdown_timeout(Duration::from_millis(100));
+    // idlegate's own control socket goes now.
+    drop(own_control);
     match result {
         Ok(_) => ExitCode::SUCCESS,
         Err(e) => fail(RUNTIME, &e),
+    }
+}
+
+/// With a state file and no control socket passed, idlegate's own beside the
+/// state file, so `idlegate inhibit --state-file` reaches it (a failure is
+/// logged: serving goes on without it).
+fn bind_own_control(
+    state: &std::path::Path,
+) -> Option<(OwnSocket, std::os::unix::net::UnixListener)> {
+    let path = idlegate::control::own_path(state);
+    match OwnSocket::bind(&path) {
+        Ok(bound) => {
+            tracing::debug!("control socket for `idlegate inhibit`: {}", path.display());
+            Some(bound)
+        }
+        Err(e) => {
+            tracing::warn!(
+                "no control socket for `idlegate inhibit`: {}: {e}",
+                path.display()
+            );
+            None
+        }
     }
 }
 

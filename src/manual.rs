@@ -51,10 +51,10 @@ Resolves and validates the settings exactly as a start would, binding nothing, s
 Prints the units the generator writes for \fIFILE\fR, to read before trusting them.
 .TP
 \fBidlegate status\fR [\fB--state-file\fR \fIPATH\fR] [\fB--connections\fR] [\fB--json\fR]
-Prints what a running idlegate is doing, from its state file (default \fB$RUNTIME_DIRECTORY/idlegate.state\fR). \fB--connections\fR adds every unit of work in flight (TCP connections, HTTP requests with method, Host and path, upgraded connections, UDP flows, inhibitors with their reason, a backend start), each with its client, age and bytes each way, asked of the running idlegate on the socket \fIPATH\fR.connections that it keeps beside the state file (mode 0600; a stopped idlegate has none, so asking never wakes it). \fB--json\fR prints the same as a JSON document. Exit 0 when it runs, 3 when it does not, 4 when the state file (or the list) cannot be read.
+Prints what a running idlegate is doing, from its state file (default \fB$RUNTIME_DIRECTORY/idlegate.state\fR), with the idle timer's own countdown to the idle exit (with \fB--listen\fR: to the backend's stop; idlegate keeps listening). \fB--connections\fR adds every unit of work in flight (TCP connections, HTTP requests with method, Host and path, upgraded connections, UDP flows, inhibitors with their reason, a backend start), each with its client, age and bytes each way, asked of the running idlegate on the socket \fIPATH\fR.connections that it keeps beside the state file (mode 0600; a stopped idlegate has none, so asking never wakes it). \fB--json\fR prints the same as a JSON document. Exit 0 when it runs, 3 when it does not, 4 when the state file (or the list) cannot be read.
 .TP
 \fBidlegate inhibit\fR [\fB--state-file\fR \fIF\fR] [\fB--control\fR \fIPATH\fR] [\fB--why\fR \fITEXT\fR] \fB--\fR \fICMD\fR...
-Holds the service awake while CMD runs: connects to idlegate's control socket (a passed Unix socket named control; without \fB--control\fR, "control" beside the state file, else \fIDIR\fR.control beside its directory \fIDIR\fR, as the generated units have it), which wakes a stopped idlegate, waits until the backend is ready, runs CMD and exits with its status; the hold ends when CMD ends or inhibit dies. Exit 1 when the service cannot be reached or its backend fails.
+Holds the service awake while CMD runs: connects to idlegate's control socket (a passed Unix socket named control; without \fB--control\fR, "control" beside the state file, else \fIDIR\fR.control beside its directory \fIDIR\fR, as the generated units have it, else \fIF\fR.control, which an idlegate with the state file \fIF\fR and no control socket passed binds itself while it runs, mode 0600), which wakes a stopped idlegate, waits until the backend is ready, runs CMD and exits with its status; the hold ends when CMD ends or inhibit dies. Exit 69 when idlegate is not running and nothing holds the socket; 1 when the service cannot be reached otherwise or its backend fails.
 .TP
 \fBidlegate generator\fR [\fB--user\fR] \fINORMAL_DIR\fR [\fIEARLY_DIR\fR \fILATE_DIR\fR]
 What systemd runs as /usr/lib/systemd/system-generators/idlegate (and user-generators/idlegate): every \fINAME\fR.toml in /etc/idlegate (for a user, ~/.config/idlegate) becomes \fINAME\fR.socket, \fINAME\fR-control.socket (the control socket, /run/idlegate/\fINAME\fR.control; for a user, %t/idlegate/\fINAME\fR.control) and \fINAME\fR.service. A bad file is logged in one line and skipped; the generator always exits 0.
@@ -71,6 +71,9 @@ A usage or configuration error, before anything is served: one line on stderr na
 .TP
 \fB3\fR, \fB4\fR
 \fBidlegate status\fR: not running; unknown (the state file cannot be read).
+.TP
+\fB69\fR
+\fBidlegate inhibit\fR: idlegate is not running and nothing holds its control socket (otherwise inhibit exits with CMD's status).
 .SH ENVIRONMENT
 .TP
 \fBLISTEN_FDS\fR, \fBLISTEN_PID\fR, \fBLISTEN_FDNAMES\fR

@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
 use crate::activity::InFlight;
-use crate::status::{IdleExit, Snapshot};
+use crate::status::{AtIdle, IdleIn, Snapshot};
 use crate::wake::WakeGate;
 
 /// Serves the metrics until the task is dropped.
@@ -101,12 +101,18 @@ pub fn render(snapshot: Option<&Snapshot>, connections: usize, wake: &WakeGate) 
             "Which activation of the socket this run is.",
             s.activation.to_string(),
         );
-        if let IdleExit::In(d) = s.idle_exit_in {
-            metric(
-                "idlegate_idle_exit_seconds",
-                "Seconds until idle exit if nothing arrives.",
-                format!("{:.1}", d.as_secs_f64()),
-            );
+        if let IdleIn::In(d) = s.idle_in {
+            let (name, help) = match s.at_idle {
+                AtIdle::Exit => (
+                    "idlegate_idle_exit_seconds",
+                    "Seconds until idle exit if nothing arrives.",
+                ),
+                AtIdle::StopBackend => (
+                    "idlegate_backend_stop_seconds",
+                    "Seconds until the idle backend is stopped if nothing arrives (idlegate keeps listening).",
+                ),
+            };
+            metric(name, help, format!("{:.1}", d.as_secs_f64()));
         }
     }
     out

@@ -5,11 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::activity::InFlight;
+use crate::activity::{Countdown, InFlight};
 use crate::backend::BackendState;
-use crate::config::Timeouts;
 use crate::notify::Notifier;
-use crate::status::{self, IdleExit, Snapshot};
+use crate::status::{self, AtIdle, IdleIn, Snapshot};
 
 /// How often, at most, the status line is refreshed for a change of the
 /// in-flight count alone (a change of the backend's state is told at once).
@@ -34,13 +33,22 @@ pub struct BackendView {
     pub wake: Arc<crate::wake::WakeGate>,
 }
 
+/// What the status reporter shows of the idle timer: the timer's own
+/// countdown, never a clock of its own.
+pub struct IdleView {
+    /// Where the serve loop's idle timer stands.
+    pub countdown: tokio::sync::watch::Receiver<Countdown>,
+    /// What happens when it fires.
+    pub at_idle: AtIdle,
+}
+
 /// Keeps `STATUS=` and the state file current: backend state, work in
 /// flight, time to idle exit, activation number.
 pub async fn keep_current(
     notifier: Arc<Notifier>,
     backend: BackendView,
     in_flight: InFlight,
-    live: tokio::sync::watch::Receiver<Timeouts>,
+    idle: IdleView,
     state_file: Option<std::path::PathBuf>,
     activation: u64,
     snapshots: tokio::sync::watch::Sender<Option<Snapshot>>,
@@ -50,26 +58,20 @@ pub async fn keep_current(
         status: mut backend_status,
         wake,
     } = backend;
+    let IdleView {
+        mut countdown,
+        at_idle,
+    } = idle;
     notifier.wait_ready().await;
     let mut last = String::new();
+    let mut last_countdown = None;
     let mut sent_at = tokio::time::Instant::now();
-    let mut quiet_since: Option<tokio::time::Instant> = None;
     loop {
         let count_changed = in_flight.changed();
         tokio::pin!(count_changed);
         count_changed.as_mut().enable();
         let busy = in_flight.count();
-        let idle_exit_in = match (busy, live.borrow().idle) {
-            (_, None) => IdleExit::Never,
-            (0, Some(timeout)) => {
-                let since = *quiet_since.get_or_insert_with(tokio::time::Instant::now);
-                IdleExit::In(timeout.saturating_sub(since.elapsed()))
-            }
-            _ => {
-                quiet_since = None;
-                IdleExit::Busy
-            }
-        };
+        let timer = *countdown.borrow_and_update();
         let snapshot = Snapshot {
             pid: std::process::id(),
             running: true,
@@ -78,15 +80,21 @@ pub async fn keep_current(
                 backend_status.borrow_and_update().as_deref(),
             ),
             in_flight: busy,
-            idle_exit_in,
+            at_idle,
+            idle_in: IdleIn::at(timer, tokio::time::Instant::now()),
             activation,
             woken_by: wake.woken_by().map(str::to_owned),
         };
         let line = snapshot.status_line();
         snapshots.send_replace(Some(snapshot.clone()));
-        if line != last {
+        // The state file says when the timer fires, so it is written when
+        // that moves even if the line, in whole seconds, does not.
+        if line != last || last_countdown != Some(timer) {
             sent_at = tokio::time::Instant::now();
-            notifier.status(&line);
+            if line != last {
+                notifier.status(&line);
+            }
+            last_countdown = Some(timer);
             if let Some(path) = &state_file {
                 if let Err(e) = status::write(path, &snapshot) {
                     tracing::debug!(target: "idlegate", "state file {}: {e}", path.display());
@@ -95,12 +103,19 @@ pub async fn keep_current(
             last = line;
         }
         // A change of the backend's state is told at once; changes of the
-        // count, which may come with every request, at most every
-        // STATUS_INTERVAL (the last one always told).
+        // count and of the timer, which may come with every request, at
+        // most every STATUS_INTERVAL (the last one always told).
         tokio::select! {
             changed = state.changed() => if changed.is_err() { return },
             changed = backend_status.changed() => if changed.is_err() { return },
-            _ = count_changed => {
+            _ = async {
+                tokio::select! {
+                    _ = count_changed => {}
+                    changed = countdown.changed() => if changed.is_err() {
+                        std::future::pending::<()>().await
+                    },
+                }
+            } => {
                 tokio::select! {
                     changed = state.changed() => if changed.is_err() { return },
                     _ = tokio::time::sleep_until(sent_at + STATUS_INTERVAL) => {}
@@ -124,13 +139,7 @@ mod tests {
         let (state_tx, state) = tokio::sync::watch::channel(BackendState::Starting);
         let (_status_tx, backend_status) = tokio::sync::watch::channel(None);
         let in_flight = InFlight::new();
-        let (_live_tx, live) = tokio::sync::watch::channel(Timeouts {
-            idle: Some(Duration::from_secs(60)),
-            connection_idle: None,
-            udp_flow: Duration::from_secs(30),
-            start: Duration::from_secs(60),
-            stop: Duration::from_secs(5),
-        });
+        let (_countdown_tx, countdown) = tokio::sync::watch::channel(Countdown::Busy);
         let (snapshots, latest) = tokio::sync::watch::channel(None);
         tokio::spawn(keep_current(
             notifier,
@@ -140,7 +149,10 @@ mod tests {
                 wake: Arc::default(),
             },
             in_flight.clone(),
-            live,
+            IdleView {
+                countdown,
+                at_idle: AtIdle::Exit,
+            },
             None,
             1,
             snapshots,

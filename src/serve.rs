@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::Countdown;
 use crate::backend::BackendState;
 use crate::context::ServeContext;
 use crate::listener::{self, Endpoint};
@@ -39,12 +40,16 @@ async fn stop_accepting(accepting: CancellationToken, loops: Vec<tokio::task::Jo
 
 /// Returns once nothing has been in flight for the idle timeout and
 /// `--busy-cmd`, if any, does not say busy (busy: the timer starts over).
-async fn idle_timer(shared: &ServeContext) {
+/// With `unwoken`, an activation that has not started the backend returns
+/// after [`UNWOKEN_GRACE`] instead (see [`unwoken_grace`]). Where the timer
+/// stands is told in `shared.countdown` all along.
+async fn idle_timer(shared: &ServeContext, unwoken: bool) {
     loop {
-        quiet_for_the_idle_timeout(shared).await;
+        quiet_for_the_idle_timeout(shared, unwoken).await;
         match &shared.wake.settings.busy_cmd {
             // Only a backend that was started can be busy.
             Some(cmd) if shared.backend.generation() > 0 => {
+                shared.countdown.send_replace(Countdown::Asking);
                 if !crate::busy::is_busy(cmd, crate::busy::BUSY_CMD_TIMEOUT).await {
                     return;
                 }
@@ -56,12 +61,20 @@ async fn idle_timer(shared: &ServeContext) {
 
 /// Returns once nothing has been in flight for the idle timeout, as a reload
 /// may have changed it meanwhile (a change re-arms the timer).
-async fn quiet_for_the_idle_timeout(shared: &ServeContext) {
+async fn quiet_for_the_idle_timeout(shared: &ServeContext, unwoken: bool) {
     let idle = |timeout: Option<Duration>| async move {
-        match timeout {
-            Some(t) => shared.in_flight.idle(t).await,
-            None => std::future::pending().await,
-        }
+        let unwoken = || unwoken && shared.backend.generation() == 0;
+        shared
+            .in_flight
+            .idle_telling(
+                || unwoken_grace(timeout, unwoken()),
+                |countdown| {
+                    shared
+                        .countdown
+                        .send_if_modified(|now| std::mem::replace(now, countdown) != countdown);
+                },
+            )
+            .await
     };
     let mut live = shared.live.clone();
     loop {
@@ -76,23 +89,30 @@ async fn quiet_for_the_idle_timeout(shared: &ServeContext) {
     }
 }
 
+/// The idle timeout an activated run's timer waits now: the live one, or
+/// [`UNWOKEN_GRACE`] for an activation that has not started the backend.
+pub fn activated_idle_timeout(shared: &ServeContext) -> Option<Duration> {
+    unwoken_grace(
+        shared.live().idle,
+        shared.wake.settings.lazy() && shared.backend.generation() == 0,
+    )
+}
+
 /// With wake control, how long an activation that never started the
 /// backend waits with nothing in flight before it exits.
 const UNWOKEN_GRACE: Duration = Duration::from_millis(500);
 
-/// With wake control, returns once an activation that never started the
-/// backend (it only answered rules, or closed clients outside
-/// `--wake-from`) has had nothing in flight for [`UNWOKEN_GRACE`]: a
-/// monitor costs one short run, not the idle timeout. Once the backend was
-/// started, the idle timeout applies.
-async fn unwoken(shared: &ServeContext) {
-    if shared.wake.settings.lazy() {
-        shared.in_flight.idle(UNWOKEN_GRACE).await;
-        if shared.backend.generation() == 0 {
-            return;
-        }
+/// The idle timeout that applies: with wake control, an activation that
+/// never started the backend (it only answered rules, or closed clients
+/// outside `--wake-from`) exits after [`UNWOKEN_GRACE`] with nothing in
+/// flight: a monitor costs one short run, not the idle timeout. Once the
+/// backend was started, the idle timeout applies.
+fn unwoken_grace(timeout: Option<Duration>, unwoken: bool) -> Option<Duration> {
+    match (unwoken, timeout) {
+        (true, Some(t)) => Some(t.min(UNWOKEN_GRACE)),
+        (true, None) => Some(UNWOKEN_GRACE),
+        (false, t) => t,
     }
-    std::future::pending().await
 }
 
 /// Activated: serve until idle or a stop request. At idle, accepting stops
@@ -108,8 +128,7 @@ pub async fn serve_until_idle(
         let accepting = CancellationToken::new();
         let loops = spawn_accept_loops(endpoints, shared, &accepting);
         let idle = tokio::select! {
-            _ = idle_timer(shared) => true,
-            _ = unwoken(shared) => true,
+            _ = idle_timer(shared, shared.wake.settings.lazy()) => true,
             _ = shutdown.requested() => false,
         };
         stop_accepting(accepting, loops).await;
@@ -140,6 +159,12 @@ pub async fn serve_and_stop_backend_when_idle(
     let idle_stops = async {
         loop {
             // Arm the idle timer only while there is a backend to stop.
+            if !matches!(
+                *state.borrow(),
+                BackendState::Starting | BackendState::Ready
+            ) {
+                shared.countdown.send_replace(Countdown::NothingToStop);
+            }
             if state
                 .wait_for(|s| matches!(s, BackendState::Starting | BackendState::Ready))
                 .await
@@ -147,7 +172,7 @@ pub async fn serve_and_stop_backend_when_idle(
             {
                 return;
             }
-            idle_timer(shared).await;
+            idle_timer(shared, false).await;
             if shared.backend.stop_if_idle(&shared.in_flight).await {
                 tracing::info!(target: "idlegate", "idle: backend stopped; still listening");
             }
@@ -248,6 +273,7 @@ mod tests {
             slots: Arc::new(tokio::sync::Semaphore::new(8)),
             live,
             wake: Arc::default(),
+            countdown: Arc::new(watch::channel(Countdown::Busy).0),
         };
         (shared, live_tx)
     }
@@ -259,7 +285,7 @@ mod tests {
         let start = Instant::now();
         tokio::spawn(async move {
             let day = Duration::from_secs(86_400);
-            tokio::time::timeout(day, idle_timer(&shared))
+            tokio::time::timeout(day, idle_timer(&shared, false))
                 .await
                 .ok()
                 .map(|()| start.elapsed().as_secs())
@@ -291,6 +317,39 @@ mod tests {
         assert!(!timer.is_finished());
         live.send_replace(timeouts(Some(30)));
         assert_eq!(timer.await.unwrap(), Some(3640));
+    }
+
+    /// What the timer tells is when it fires: a voided guard (a probe)
+    /// leaves the deadline where it was, a reload moves it, work makes it busy.
+    #[tokio::test(start_paused = true)]
+    async fn the_countdown_is_the_timers_own_deadline() {
+        let (shared, live) = context(Some(60));
+        let start = Instant::now();
+        let timer = fires_after(&shared);
+        let told = || *shared.countdown.borrow();
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        assert_eq!(told(), Countdown::At(start + Duration::from_secs(60)));
+        let probe = shared.in_flight.enter();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(told(), Countdown::Busy);
+        probe.void();
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            told(),
+            Countdown::At(start + Duration::from_secs(60)),
+            "a probe does not move the deadline"
+        );
+        live.send_replace(timeouts(Some(5)));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(told(), Countdown::At(start + Duration::from_secs(17)));
+        drop(shared.in_flight.enter());
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert_eq!(
+            told(),
+            Countdown::At(start + Duration::from_secs(18)),
+            "real work moves it"
+        );
+        assert_eq!(timer.await.unwrap(), Some(18));
     }
 
     #[tokio::test(start_paused = true)]

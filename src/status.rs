@@ -22,8 +22,10 @@ pub struct Snapshot {
     pub backend: String,
     /// Work in flight.
     pub in_flight: usize,
-    /// Time left until idle exit, when nothing is in flight and a timeout is set.
-    pub idle_exit_in: IdleExit,
+    /// What idlegate does at idle.
+    pub at_idle: AtIdle,
+    /// Time left until it does, as the idle timer says.
+    pub idle_in: IdleIn,
     /// Which activation of the socket this run is (1 for the first run that
     /// kept a state file here).
     pub activation: u64,
@@ -32,23 +34,109 @@ pub struct Snapshot {
     pub woken_by: Option<String>,
 }
 
-/// When idlegate will exit on idle.
+/// What idlegate does once idle.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum IdleExit {
+pub enum AtIdle {
+    /// Stops the backend and exits (activated by systemd).
+    Exit,
+    /// Stops the backend and keeps listening (`--listen`: it bound its
+    /// sockets itself).
+    StopBackend,
+}
+
+impl AtIdle {
+    /// Its name in the state file and the JSON report.
+    fn key(self) -> &'static str {
+        match self {
+            AtIdle::Exit => "exit",
+            AtIdle::StopBackend => "stop-backend",
+        }
+    }
+
+    /// Its name in the report for people and `STATUS=`.
+    fn words(self) -> &'static str {
+        match self {
+            AtIdle::Exit => "idle exit",
+            AtIdle::StopBackend => "backend stop",
+        }
+    }
+}
+
+/// When idlegate next acts on idle ([`AtIdle`]): the idle timer's own
+/// countdown ([`crate::activity::Countdown`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum IdleIn {
     /// After this long, if nothing arrives.
     In(Duration),
     /// Work is in flight: the timer starts when it ends.
     Busy,
+    /// The timer fired and `--busy-cmd` is being asked.
+    Asking,
     /// No idle timeout.
     Never,
+    /// There is no backend to stop (`--listen`, the backend stopped).
+    NothingToStop,
+}
+
+impl IdleIn {
+    /// The countdown of `countdown` at `now`.
+    pub fn at(countdown: crate::activity::Countdown, now: tokio::time::Instant) -> IdleIn {
+        use crate::activity::Countdown;
+        match countdown {
+            Countdown::At(deadline) => IdleIn::In(deadline.saturating_duration_since(now)),
+            Countdown::Busy => IdleIn::Busy,
+            Countdown::Asking => IdleIn::Asking,
+            Countdown::Never => IdleIn::Never,
+            Countdown::NothingToStop => IdleIn::NothingToStop,
+        }
+    }
+
+    /// Its value in the state file: milliseconds, or a word.
+    fn word(self) -> String {
+        match self {
+            IdleIn::In(d) => d.as_millis().to_string(),
+            IdleIn::Busy => "busy".into(),
+            IdleIn::Asking => "asking-busy-cmd".into(),
+            IdleIn::Never => "never".into(),
+            IdleIn::NothingToStop => "nothing-to-stop".into(),
+        }
+    }
+
+    /// Its value in the JSON report: milliseconds as a number, or a word.
+    fn value(self) -> serde_json::Value {
+        match self {
+            IdleIn::In(d) => serde_json::json!(u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+            other => other.word().into(),
+        }
+    }
+
+    fn parse(text: &str) -> Option<IdleIn> {
+        Some(match text {
+            "busy" => IdleIn::Busy,
+            "asking-busy-cmd" => IdleIn::Asking,
+            "never" => IdleIn::Never,
+            "nothing-to-stop" => IdleIn::NothingToStop,
+            ms => IdleIn::In(Duration::from_millis(ms.parse().ok()?)),
+        })
+    }
 }
 
 impl Snapshot {
+    /// The time to idle exit, as `idle_exit_in_ms` has always said it: with
+    /// `--listen` idlegate never exits on idle.
+    fn idle_exit_in(&self) -> IdleIn {
+        match self.at_idle {
+            AtIdle::Exit => self.idle_in,
+            AtIdle::StopBackend => IdleIn::Never,
+        }
+    }
+
     /// The `STATUS=` line.
     pub fn status_line(&self) -> String {
-        let idle = match self.idle_exit_in {
-            IdleExit::In(d) => format!("; idle exit in {}", whole_seconds(d)),
-            IdleExit::Busy | IdleExit::Never => String::new(),
+        let idle = match self.idle_in {
+            IdleIn::In(d) => format!("; {} in {}", self.at_idle.words(), whole_seconds(d)),
+            IdleIn::Asking => format!("; {} unless --busy-cmd says busy", self.at_idle.words()),
+            IdleIn::Busy | IdleIn::Never | IdleIn::NothingToStop => String::new(),
         };
         format!(
             "{}; {} in flight{idle}; activation {}",
@@ -56,19 +144,22 @@ impl Snapshot {
         )
     }
 
-    fn to_file_text(&self) -> String {
-        let idle = match self.idle_exit_in {
-            IdleExit::In(d) => d.as_millis().to_string(),
-            IdleExit::Busy => "busy".into(),
-            IdleExit::Never => "never".into(),
-        };
+    /// The state file's text, written at `now` (milliseconds since the
+    /// epoch): a reader counts the time to idle down from then.
+    fn to_file_text(&self, now: u128) -> String {
+        let idle = format!(
+            "{}\nat_idle={}\nidle_in_ms={}",
+            self.idle_exit_in().word(),
+            self.at_idle.key(),
+            self.idle_in.word()
+        );
         let woken_by = self
             .woken_by
             .as_ref()
             .map(|w| format!("woken_by={}\n", w.replace('\n', " ")))
             .unwrap_or_default();
         format!(
-            "pid={}\nrunning={}\nbackend={}\nin_flight={}\nidle_exit_in_ms={idle}\nactivation={}\n{woken_by}",
+            "pid={}\nrunning={}\nbackend={}\nin_flight={}\nidle_exit_in_ms={idle}\nactivation={}\nwritten_at_ms={now}\n{woken_by}",
             self.pid,
             if self.running { "yes" } else { "no" },
             self.backend.replace('\n', " "),
@@ -77,25 +168,43 @@ impl Snapshot {
         )
     }
 
-    fn from_file_text(text: &str) -> Option<Snapshot> {
+    /// The snapshot in a state file's text, its countdown counted down to
+    /// `now` (milliseconds since the epoch) from when it was written.
+    fn from_file_text(text: &str, now: u128) -> Option<Snapshot> {
         let get = |key: &str| {
             text.lines()
                 .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
         };
+        let written: Option<u128> = get("written_at_ms").and_then(|t| t.parse().ok());
+        let since_written = written.map_or(Duration::ZERO, |w| {
+            Duration::from_millis(u64::try_from(now.saturating_sub(w)).unwrap_or(u64::MAX))
+        });
         Some(Snapshot {
             pid: get("pid")?.parse().ok()?,
             running: get("running")? == "yes",
             backend: get("backend")?.to_owned(),
             in_flight: get("in_flight")?.parse().ok()?,
-            idle_exit_in: match get("idle_exit_in_ms")? {
-                "busy" => IdleExit::Busy,
-                "never" => IdleExit::Never,
-                ms => IdleExit::In(Duration::from_millis(ms.parse().ok()?)),
+            // A file of an idlegate before `at_idle` had only
+            // `idle_exit_in_ms`.
+            at_idle: match get("at_idle") {
+                Some("stop-backend") => AtIdle::StopBackend,
+                _ => AtIdle::Exit,
+            },
+            idle_in: match IdleIn::parse(get("idle_in_ms").or_else(|| get("idle_exit_in_ms"))?)? {
+                IdleIn::In(d) => IdleIn::In(d.saturating_sub(since_written)),
+                other => other,
             },
             activation: get("activation")?.parse().ok()?,
             woken_by: get("woken_by").map(str::to_owned),
         })
     }
+}
+
+/// Milliseconds since the epoch now.
+fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
 }
 
 fn whole_seconds(d: Duration) -> String {
@@ -106,7 +215,7 @@ fn whole_seconds(d: Duration) -> String {
 pub fn write(path: &Path, snapshot: &Snapshot) -> io::Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
-    std::fs::write(&tmp, snapshot.to_file_text())?;
+    std::fs::write(&tmp, snapshot.to_file_text(unix_ms()))?;
     std::fs::rename(&tmp, path)
 }
 
@@ -114,7 +223,7 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> io::Result<()> {
 pub fn previous_activation(path: &Path) -> u64 {
     std::fs::read_to_string(path)
         .ok()
-        .and_then(|t| Snapshot::from_file_text(&t))
+        .and_then(|t| Snapshot::from_file_text(&t, unix_ms()))
         .map_or(0, |s| s.activation)
 }
 
@@ -152,7 +261,7 @@ pub fn read(path: &Path) -> Reading {
             ))
         }
     };
-    let Some(s) = Snapshot::from_file_text(&text) else {
+    let Some(s) = Snapshot::from_file_text(&text, unix_ms()) else {
         return Reading::Unknown(format!("{} is not an idlegate state file", path.display()));
     };
     if s.running && Path::new(&format!("/proc/{}", s.pid)).exists() {
@@ -194,10 +303,18 @@ impl Reading {
             Reading::Unknown(why) => return format!("idlegate: unknown: {why}"),
             Reading::Running(s) => s,
         };
-        let idle = match s.idle_exit_in {
-            IdleExit::In(d) => format!("in {} if nothing arrives", whole_seconds(d)),
-            IdleExit::Busy => "when the work in flight ends".into(),
-            IdleExit::Never => "never (no idle timeout)".into(),
+        let listening = match s.at_idle {
+            AtIdle::Exit => "",
+            AtIdle::StopBackend => " (idlegate keeps listening)",
+        };
+        let idle = match s.idle_in {
+            IdleIn::In(d) => format!("in {} if nothing arrives{listening}", whole_seconds(d)),
+            IdleIn::Busy => "when the work in flight ends".into(),
+            IdleIn::Asking => "now, unless --busy-cmd says busy (asking it)".into(),
+            IdleIn::Never => "never (no idle timeout)".into(),
+            IdleIn::NothingToStop => {
+                "none (the backend is not running; the next client starts it)".into()
+            }
         };
         let woken = s
             .woken_by
@@ -205,8 +322,12 @@ impl Reading {
             .map(|w| format!("\nwoken by: {w}"))
             .unwrap_or_default();
         format!(
-            "idlegate: running (pid {}, activation {})\nbackend: {}\nin flight: {}\nidle exit: {idle}{woken}",
-            s.pid, s.activation, s.backend, s.in_flight
+            "idlegate: running (pid {}, activation {})\nbackend: {}\nin flight: {}\n{}: {idle}{woken}",
+            s.pid,
+            s.activation,
+            s.backend,
+            s.in_flight,
+            s.at_idle.words()
         )
     }
 
@@ -225,11 +346,9 @@ impl Reading {
                 "activation": s.activation,
                 "backend": s.backend,
                 "in_flight": s.in_flight,
-                "idle_exit_in_ms": match s.idle_exit_in {
-                    IdleExit::In(d) => serde_json::json!(d.as_millis() as u64),
-                    IdleExit::Busy => serde_json::json!("busy"),
-                    IdleExit::Never => serde_json::json!("never"),
-                },
+                "idle_exit_in_ms": s.idle_exit_in().value(),
+                "at_idle": s.at_idle.key(),
+                "idle_in_ms": s.idle_in.value(),
                 "woken_by": s.woken_by,
             }),
         };
@@ -326,11 +445,18 @@ mod tests {
             running: true,
             backend: "backend ready".into(),
             in_flight: 3,
-            idle_exit_in: IdleExit::In(Duration::from_millis(2500)),
+            at_idle: AtIdle::Exit,
+            idle_in: IdleIn::In(Duration::from_millis(2500)),
             activation: 7,
             woken_by: Some("192.168.1.20:51234: GET /photos".into()),
         };
-        assert_eq!(Snapshot::from_file_text(&s.to_file_text()), Some(s.clone()));
+        let text = s.to_file_text(1_000_000);
+        assert_eq!(Snapshot::from_file_text(&text, 1_000_000), Some(s.clone()));
+        // Read 2 s after it was written, the countdown says 2 s less.
+        assert_eq!(
+            Snapshot::from_file_text(&text, 1_002_000).map(|s| s.idle_in),
+            Some(IdleIn::In(Duration::from_millis(500)))
+        );
         assert_eq!(
             s.status_line(),
             "backend ready; 3 in flight; idle exit in 2s; activation 7"

@@ -2,6 +2,7 @@
 //! the service awake, through a socket the activator holds as systemd does
 //! (named `control`), so connecting wakes a stopped idlegate.
 
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -148,6 +149,21 @@ fn inhibit_errors() {
         err.contains("cannot connect to the control socket /nonexistent/control"),
         "{err}"
     );
+    // In a directory that exists, nothing there: not running.
+    let dir = tempdir();
+    let control = dir.path().join("control");
+    let (code, err) = run_idlegate(
+        &[
+            "inhibit",
+            "--control",
+            control.to_str().unwrap(),
+            "--",
+            "true",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(69), "{err}");
+    assert!(err.contains("idlegate is not running"), "{err}");
 }
 
 /// A passed socket named control that is not a listening Unix stream
@@ -165,4 +181,68 @@ fn a_control_socket_must_be_a_unix_stream_socket() {
     assert_eq!(status.code(), Some(2), "{}", act.log());
     assert!(act.log().contains("(control)"), "{}", act.log());
     assert!(act.log().contains("control socket"), "{}", act.log());
+}
+
+/// Without systemd (`--listen`, a state file, no control socket passed)
+/// idlegate binds its own control socket beside the state file (0600),
+/// replacing a stale one a killed run left, and removes it at exit:
+/// `inhibit --state-file` reaches it and holds the backend past the idle
+/// timeout; with idlegate not running, `inhibit` says so with its own exit
+/// status (69), whether the socket is stale or gone.
+#[test]
+fn without_systemd_inhibit_reaches_idlegates_own_control_socket() {
+    let fixture = Fixture::tcp().idle("1s").pid_file();
+    let state = fixture.file("idlegate.state");
+    let own = fixture.file("idlegate.state.control");
+    let pid_file = fixture.file("backend.pid");
+    let inhibit = |script: &str| {
+        let (code, _, err) = run_idlegate_output(
+            &[
+                "inhibit",
+                "--state-file",
+                state.to_str().unwrap(),
+                "--",
+                "sh",
+                "-c",
+                script,
+            ],
+            &[("RUNTIME_DIRECTORY", "")],
+        );
+        (code, err)
+    };
+    // What a killed idlegate leaves: a socket file nobody answers on.
+    drop(std::os::unix::net::UnixListener::bind(&own).unwrap());
+    let (code, err) = inhibit("exit 0");
+    assert_eq!(code, Some(69), "{err}");
+    assert!(
+        err.starts_with(
+            "idlegate: inhibit: idlegate is not running: nothing holds its control socket"
+        ) && err.contains("idlegate.state.control"),
+        "{err}"
+    );
+
+    let mut idlegate = fixture.spawn_listening(&["--state-file", state.to_str().unwrap()]);
+    let mode = std::fs::metadata(&own).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    // The command runs once the backend is ready, and the hold keeps it up
+    // for 2.5 times the idle timeout.
+    let script = format!(
+        "test -e {pid} || exit 1; sleep 2.5; kill -0 $(cat {pid}) && exit 6",
+        pid = pid_file.display()
+    );
+    let (code, err) = inhibit(&script);
+    assert_eq!(code, Some(6), "{err}\n{}", idlegate.log());
+    assert!(
+        idlegate.log().contains("inhibited by pid "),
+        "{}",
+        idlegate.log()
+    );
+    // Released, the backend is stopped on idle; idlegate keeps listening.
+    let backend = read_pid(&pid_file);
+    assert!(wait_gone(backend, PATIENCE), "{}", idlegate.log());
+    let stopped = idlegate.stop();
+    assert_eq!(stopped.code(), Some(0), "{}", idlegate.log());
+    assert!(!own.exists(), "the own control socket is removed at exit");
+    let (code, err) = inhibit("exit 0");
+    assert_eq!(code, Some(69), "{err}");
 }

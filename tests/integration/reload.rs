@@ -157,3 +157,40 @@ fn a_new_ready_cmd_applies_at_the_next_start() {
     assert_eq!(exchange_str(act.tcp_addrs[0], "y\n").unwrap(), "y\n");
     assert!(probed.exists(), "the next start ran the ready command");
 }
+
+/// A reload that changes the idle timeout changes the timer the status
+/// shows and the exit's log line (which said the startup timeout).
+#[test]
+fn a_reloaded_idle_timeout_is_the_status_countdown_and_the_exit_line() {
+    let dir = tempdir();
+    let config = dir.path().join("idlegate.toml");
+    let state = dir.path().join("idlegate.state");
+    let backend = format!("127.0.0.1:{}", free_port());
+    let pid_file = dir.path().join("backend.pid");
+    let lines = |idle: &str| {
+        format!(
+            "idle-timeout = \"{idle}\"\nstate-file = \"{}\"",
+            state.display()
+        )
+    };
+    write_config(&config, &backend, &pid_file, &lines("1h"));
+    let a = args(&["--config", config.to_str().unwrap()]);
+    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("reload").start();
+    assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
+    let idle_in = || status_json(&state)["idle_in_ms"].as_u64();
+    wait_until("the status of the hour-long timer", PATIENCE, || {
+        idle_in().is_some_and(|ms| ms > 3_500_000)
+    });
+    write_config(&config, &backend, &pid_file, &lines("3s"));
+    reload_and_wait_for(&act, "configuration reloaded: idle timeout 3s");
+    wait_until("the status of the reloaded timer", PATIENCE, || {
+        idle_in().is_some_and(|ms| ms <= 3000)
+    });
+    act.wait_exit_0(1, PATIENCE);
+    let log = act.log();
+    assert!(
+        log.contains("idle for 3s: stopping the backend and exiting"),
+        "{log}"
+    );
+    assert!(!log.contains("idle for 1h"), "{log}");
+}

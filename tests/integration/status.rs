@@ -2,7 +2,9 @@
 //! socket) and `STATUS=` carries the same facts.
 
 use std::process::Command;
+use std::time::{Duration, Instant};
 
+use crate::support::http::{get, Monitor};
 use crate::support::*;
 
 fn status(state: &std::path::Path) -> (Option<i32>, String) {
@@ -130,4 +132,149 @@ fn an_unreadable_state_file_is_unknown_not_stopped() {
     assert!(text.contains("not an idlegate state file"), "{text}");
     // In the right directory, before the first activation: not running.
     assert_eq!(status(&dir.path().join("idlegate.state")).0, Some(3));
+}
+
+/// A monitor probing a running service (forwarded while it is up, but not
+/// work) does not move the idle timer, and the status shows that timer:
+/// its countdown goes down from call to call, and the backend stops when it
+/// said (before, the status kept a clock of its own that every probe
+/// restarted: `idle exit: in 3s` at every call).
+#[test]
+fn the_status_counts_down_the_real_timer_while_a_monitor_probes() {
+    let fixture = Fixture::http().idle("4s");
+    let state = fixture.file("idlegate.state");
+    let gate = fixture
+        .extra(&[
+            "--answer",
+            "/status/204=503",
+            "--state-file",
+            state.to_str().unwrap(),
+        ])
+        .start();
+    assert_eq!(get(gate.tcp_addrs[0], "/", &[]).unwrap().status, 200);
+    let monitor = Monitor::start(gate.tcp_addrs[0], Duration::from_millis(150));
+    // (when asked, milliseconds left) while it runs.
+    let mut readings: Vec<(Instant, u64)> = Vec::new();
+    let deadline = Instant::now() + PATIENCE;
+    while gate.exits().is_empty() {
+        assert!(Instant::now() < deadline, "no idle exit: {}", gate.log());
+        let asked = Instant::now();
+        let doc = status_json(&state);
+        if let Some(ms) = doc["idle_in_ms"].as_u64() {
+            assert_eq!(doc["idle_exit_in_ms"].as_u64(), Some(ms), "{doc}");
+            assert_eq!(doc["at_idle"], "exit", "{doc}");
+            readings.push((asked, ms));
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let exited = Instant::now();
+    let forwarded = monitor.stop();
+    assert!(forwarded >= 3, "only {forwarded} probe(s) were forwarded");
+    assert_eq!(
+        gate.wait_exit(1, PATIENCE).code(),
+        Some(0),
+        "{}",
+        gate.log()
+    );
+    assert!(readings.len() >= 3, "{readings:?}");
+    for pair in readings.windows(2) {
+        assert!(
+            pair[1].1 <= pair[0].1 + 100,
+            "the countdown went up between calls: {readings:?}"
+        );
+    }
+    let (first_at, first_ms) = readings[0];
+    let (_, last_ms) = *readings.last().unwrap();
+    assert!(
+        last_ms + 1500 < first_ms,
+        "the countdown did not go down: {readings:?}"
+    );
+    // The exit came when the first reading said (not before: a reading is
+    // taken after it was asked), give or take the polling, the backend's
+    // stop and a loaded machine.
+    let said = first_at + Duration::from_millis(first_ms);
+    assert!(
+        exited + Duration::from_millis(300) >= said && exited <= said + Duration::from_secs(5),
+        "said {:?} after the first call, exited after {:?}: {readings:?}",
+        Duration::from_millis(first_ms),
+        exited - first_at
+    );
+}
+
+/// With `--listen` idlegate does not exit on idle, it stops the backend and
+/// keeps listening: the status says so in words and in JSON (where
+/// `idle_exit_in_ms` is `never`, and `at_idle`, `idle_in_ms` tell the stop).
+#[test]
+fn with_listen_the_status_says_the_backend_will_be_stopped() {
+    let fixture = Fixture::tcp().idle("4s").pid_file();
+    let state = fixture.file("idlegate.state");
+    let mut idlegate = fixture.spawn_listening(&["--state-file", state.to_str().unwrap()]);
+    let addr = idlegate.addr;
+    let nothing = "backend stop: none (the backend is not running; the next client starts it)";
+    wait_until("the status before the first client", PATIENCE, || {
+        status(&state).1.contains(nothing)
+    });
+    assert_eq!(exchange_str(addr, "one\n").unwrap(), "one\n");
+    let pid = read_pid(&fixture.file("backend.pid"));
+    wait_until("the status of the backend up", PATIENCE, || {
+        let (_, text) = status(&state);
+        text.contains("backend stop: in ") && text.contains("(idlegate keeps listening)")
+    });
+    let (_, text) = status(&state);
+    assert!(!text.contains("idle exit"), "{text}");
+    let doc = status_json(&state);
+    assert_eq!(doc["at_idle"], "stop-backend", "{doc}");
+    assert_eq!(doc["idle_exit_in_ms"], "never", "{doc}");
+    assert!(
+        doc["idle_in_ms"].as_u64().is_some_and(|ms| ms <= 4000),
+        "{doc}"
+    );
+    assert!(wait_gone(pid, PATIENCE), "idle stops the backend");
+    wait_until("the status after the idle stop", PATIENCE, || {
+        status(&state).1.contains(nothing)
+    });
+    assert_eq!(status_json(&state)["idle_in_ms"], "nothing-to-stop");
+    assert_eq!(idlegate.stop().code(), Some(0), "{}", idlegate.log());
+}
+
+/// `--busy-cmd` saying busy starts the idle timer over, and the status
+/// shows it: the countdown runs down, then starts again from the timeout
+/// while idlegate stays up (a clock of the status's own ran down to 0 and
+/// stayed there).
+#[test]
+fn the_status_shows_the_timer_a_busy_cmd_starts_over() {
+    let fixture = Fixture::tcp().idle("2s");
+    let state = fixture.file("idlegate.state");
+    let flag = fixture.file("scanning");
+    std::fs::write(&flag, "").unwrap();
+    let busy = format!("test -e {}", flag.display());
+    let gate = fixture
+        .extra(&["--busy-cmd", &busy, "--state-file", state.to_str().unwrap()])
+        .start();
+    assert_eq!(exchange_str(gate.tcp_addrs[0], "x\n").unwrap(), "x\n");
+    let mut readings = Vec::new();
+    let mut restarts = 0;
+    let deadline = Instant::now() + PATIENCE;
+    while restarts < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "no restart seen: {readings:?}\n{}",
+            gate.log()
+        );
+        if let Some(ms) = status_json(&state)["idle_in_ms"].as_u64() {
+            assert!(ms <= 2000, "{ms}");
+            // Down below half the timeout, then back above it: started over.
+            if readings
+                .last()
+                .is_some_and(|&last| last < 1000 && ms > 1000)
+            {
+                restarts += 1;
+            }
+            readings.push(ms);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(gate.exits().is_empty(), "exited while busy: {}", gate.log());
+    std::fs::remove_file(&flag).unwrap();
+    gate.wait_exit_0(1, PATIENCE);
 }

@@ -3,11 +3,9 @@
 //! run of an activation that never started the backend.
 
 use std::io::Read;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::support::http::get;
+use crate::support::http::{get, Monitor};
 use crate::support::*;
 
 /// A monitor's probe loop: each probe activates idlegate, is answered by the
@@ -44,6 +42,13 @@ fn a_probe_loop_is_answered_without_starting_the_backend() {
         3,
         "{log}"
     );
+    // The exit's line says the short wait that applied, not the timeout.
+    assert_eq!(
+        log.matches("idle for 500ms: stopping the backend and exiting")
+            .count(),
+        3,
+        "{log}"
+    );
     // A request the rules do not match wakes the backend as usual.
     let r = get(gate.tcp_addrs[0], "/", &[]).unwrap();
     assert_eq!((r.status, r.text().as_str()), (200, "hello\n"));
@@ -74,26 +79,10 @@ fn a_monitor_probing_a_running_service_does_not_keep_it_up() {
         .start();
     let r = get(gate.tcp_addrs[0], "/", &[]).unwrap();
     assert_eq!(r.status, 200);
-    let addr = gate.tcp_addrs[0];
-    let stop = Arc::new(AtomicBool::new(false));
-    let monitor = {
-        let stop = stop.clone();
-        std::thread::spawn(move || {
-            let mut forwarded = 0;
-            while !stop.load(Ordering::Relaxed) {
-                if let Ok(r) = get(addr, "/status/204", &[]) {
-                    // 204: the backend answered; 503: the rule, once it sleeps.
-                    forwarded += usize::from(r.status == 204);
-                }
-                std::thread::sleep(Duration::from_millis(200));
-            }
-            forwarded
-        })
-    };
+    let monitor = Monitor::start(gate.tcp_addrs[0], Duration::from_millis(200));
     // Without the rule the probes, 200 ms apart, would keep it up forever.
     gate.wait_exit_0(1, PATIENCE);
-    stop.store(true, Ordering::Relaxed);
-    let forwarded = monitor.join().unwrap();
+    let forwarded = monitor.stop();
     assert!(
         forwarded >= 3,
         "only {forwarded} probe(s) reached the running backend"

@@ -299,3 +299,58 @@ pub fn wait_child(child: &mut Child) -> std::process::ExitStatus {
         std::thread::sleep(Duration::from_millis(10));
     }
 }
+
+/// An idlegate the test spawned with `--listen` (not socket-activated: it
+/// binds its socket itself and stops the backend at idle), killed if still
+/// running when dropped.
+pub struct Listening {
+    /// idlegate.
+    pub child: Child,
+    /// The address it listens on.
+    pub addr: std::net::SocketAddr,
+    /// Its stderr.
+    pub log: PathBuf,
+}
+
+impl Fixture {
+    /// Spawns idlegate with `--listen` on a free port, `extra` flags and the
+    /// fixture's, and waits until it listens.
+    pub fn spawn_listening(&self, extra: &[&str]) -> Listening {
+        let front = format!("127.0.0.1:{}", free_port());
+        let mut a = args(&["--listen", &front]);
+        a.extend(args(extra));
+        a.extend(self.args());
+        let log = self.file("listen.log");
+        let child = super::spawn_not_activated(&a, &log);
+        let addr: std::net::SocketAddr = front.parse().unwrap();
+        super::wait_until("idlegate to listen", PATIENCE, || {
+            std::net::TcpStream::connect(addr).is_ok()
+        });
+        Listening { child, addr, log }
+    }
+}
+
+impl Listening {
+    /// Its log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Stops it with SIGTERM and waits for its exit status.
+    pub fn stop(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) to our own child, which has not been reaped.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        wait_child(&mut self.child)
+    }
+}
+
+impl Drop for Listening {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -253,3 +253,36 @@ impl KeepAlive {
         }
     }
 }
+
+/// A monitor probing `GET /status/204` (the test backend answers 204) on
+/// its own thread, as an uptime checker does, until stopped.
+pub struct Monitor {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<usize>,
+}
+
+impl Monitor {
+    /// Probes `addr` every `every`.
+    pub fn start(addr: SocketAddr, every: std::time::Duration) -> Monitor {
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut forwarded = 0;
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(r) = get(addr, "/status/204", &[]) {
+                    // 204: the backend answered; anything else: a rule.
+                    forwarded += usize::from(r.status == 204);
+                }
+                std::thread::sleep(every);
+            }
+            forwarded
+        });
+        Monitor { stop, thread }
+    }
+
+    /// Stops probing; returns how many probes reached the backend.
+    pub fn stop(self) -> usize {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}

@@ -204,6 +204,15 @@ pub fn run_idlegate_output(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>,
     }
 }
 
+/// `idlegate status --json`'s document for the state file `state`.
+pub fn status_json(state: &Path) -> serde_json::Value {
+    let (_, out, err) = run_idlegate_output(
+        &["status", "--json", "--state-file", state.to_str().unwrap()],
+        &[],
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out:?} {err}"))
+}
+
 /// A small deterministic random source (xorshift32), so think times vary
 /// between clients yet every run of a test is the same.
 pub struct Xorshift(u32);
