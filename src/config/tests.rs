@@ -227,7 +227,7 @@ fn file_keys_and_unknown_keys() {
     let e = parse_file("upstream = \"127.0.0.1:5\"\n\nbogus = 1\n", path)
         .unwrap_err()
         .to_string();
-    assert!(e.starts_with("x.toml:3: unknown field `bogus`"), "{e}");
+    assert!(e.starts_with("x.toml:3:1: unknown field `bogus`"), "{e}");
     assert!(!e.contains('\n'));
 
     let file = parse_file(

@@ -287,3 +287,81 @@ fn wake_on_lan_mistakes_exit_2_naming_the_flag_or_key() {
         &["wake-on-lan in", "nas.toml", "'aa-bb-cc-dd-ee'"],
     );
 }
+
+fn config_error(text: &str, must_contain: &[&str]) {
+    let dir = tempdir();
+    let file = dir.path().join("f.toml");
+    std::fs::write(&file, text).unwrap();
+    assert_usage_error(
+        &["check", "--config", file.to_str().unwrap()],
+        &[],
+        must_contain,
+    );
+}
+
+/// Type errors say what the key takes and what was found, at the file's
+/// line and column; a bad duration names its line without parser jargon.
+#[test]
+fn config_type_errors_say_what_the_key_takes() {
+    config_error(
+        "upstream = \"127.0.0.1:1\"\nconnections-max = \"many\"\n",
+        &[
+            "f.toml:2:19: connections-max: expected a whole number",
+            "found a string",
+        ],
+    );
+    config_error(
+        "upstream = \"127.0.0.1:1\"\ncommand = 5\n",
+        &["f.toml:2:11: command: expected a string or a list of strings, found an integer"],
+    );
+    config_error(
+        "upstream = \"127.0.0.1:1\"\nidle-timeout = true\n",
+        &[
+            "idle-timeout: expected a duration such as \"5min\"",
+            "found a boolean",
+        ],
+    );
+    config_error(
+        "upstream = \"127.0.0.1:1\"\n[systemd]\nlisten = \"80\"\n",
+        &["f.toml:3:10: listen: expected a list", "found a string"],
+    );
+    let dir = tempdir();
+    let file = dir.path().join("f.toml");
+    std::fs::write(
+        &file,
+        "upstream = \"127.0.0.1:1\"\n\nidle-timeout = \"whenever\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = run_idlegate(&["check", "--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("idle-timeout in "), "{stderr}");
+    assert!(
+        stderr.contains("f.toml:3: invalid value 'whenever'"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("expected a duration such as 5min"),
+        "{stderr}"
+    );
+    for jargon in ["expected number at", "i64", "sequence", "untagged"] {
+        assert!(!stderr.contains(jargon), "{stderr}");
+    }
+}
+
+/// A misspelt key gets a "did you mean"; a top-level key written below a
+/// table gets TOML's scoping explained.
+#[test]
+fn config_key_mistakes_are_explained() {
+    config_error(
+        "upstream = \"127.0.0.1:1\"\nidle-timeot = \"5s\"\n",
+        &["f.toml:2:1: unknown field `idle-timeot`: did you mean `idle-timeout`?"],
+    );
+    config_error(
+        "upstream = \"127.0.0.1:1\"\nmode = \"http\"\n[[answer]]\npath = \"/health\"\nstatus = 200\nidle-timeout = \"5s\"\n",
+        &[
+            "f.toml:6:1: unknown field `idle-timeout` in [[answer]]",
+            "TOML puts every key after a `[[answer]]` header into that table",
+            "top-level keys such as `idle-timeout` go above the first table",
+        ],
+    );
+}

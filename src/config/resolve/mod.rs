@@ -53,6 +53,7 @@ pub(super) fn file_origin(key: &'static str, file: &Path) -> Origin {
     Origin::Key {
         key,
         file: file.to_owned(),
+        line: None,
     }
 }
 
