@@ -434,6 +434,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let (cli, file) = (&mut cli, &mut file);
         resolve::untangle_waiting_page(cli);
+        resolve::stray_duration(cli)?;
         let sockets = resolve::sockets(cli, file, path, names)?;
         let timeouts = resolve::timeouts(cli, file, path)?;
         let backend = resolve::backend(cli, file, path, &sockets.upstreams, names)?;

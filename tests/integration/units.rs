@@ -495,11 +495,26 @@ fn completions_are_made_for_bash_zsh_and_fish() {
     for (shell, marker) in [
         ("complete-bash", "complete -F _idlegate"),
         ("complete-zsh", "#compdef idlegate"),
-        ("complete-fish", "complete -c idlegate -l idle-timeout"),
+        (
+            "complete-fish",
+            "complete -c idlegate -n \"__fish_idlegate_needs_command\" -l idle-timeout",
+        ),
     ] {
         let (code, out, stderr) = run_idlegate_output(&["--generate", shell], &[]);
         assert_eq!(code, Some(0), "{shell}: {stderr}");
         assert!(out.contains(marker), "{shell}: {out}");
+    }
+    // The subcommands are completed too, with their own flags.
+    let (_, bash, _) = run_idlegate_output(&["--generate", "complete-bash"], &[]);
+    for word in [
+        "check",
+        "units",
+        "status",
+        "inhibit",
+        "generator",
+        "--state-file",
+    ] {
+        assert!(bash.contains(word), "complete-bash lacks {word}");
     }
     let (code, err) = run_idlegate(&["--generate", "tcsh"], &[]);
     assert_eq!(code, Some(2), "{err}");

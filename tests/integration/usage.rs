@@ -288,6 +288,79 @@ fn wake_on_lan_mistakes_exit_2_naming_the_flag_or_key() {
     );
 }
 
+/// A space inside a duration (`--idle-timeout 5 min`): the shell splits it,
+/// and the unit is said to be the stray word it is, not an address.
+#[test]
+fn a_duration_split_by_a_space_is_explained() {
+    let said = "a duration takes no space: --idle-timeout 5min";
+    assert_usage_error(
+        &["--idle-timeout", "5", "min"],
+        &[],
+        &["`min` was read as the upstream address", said],
+    );
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1", "--idle-timeout", "5", "min"],
+        &[],
+        &["`min` was read as the upstream address", said],
+    );
+    assert_usage_error(
+        &[
+            "check",
+            "--idle-timeout",
+            "1h",
+            "30min",
+            "--upstream",
+            "127.0.0.1:1",
+        ],
+        &[],
+        &["`30min`", "--idle-timeout 1h30min"],
+    );
+    // The positional UPSTREAM already given: clap finds `s` unexpected.
+    assert_usage_error(
+        &["127.0.0.1:1", "--start-timeout", "5", "s", "--", "true"],
+        &[],
+        &["`s`", "a duration takes no space: --start-timeout 5s"],
+    );
+}
+
+/// The subcommands are clap's: `help`, `help NAME`, `NAME --help`, and
+/// `--help` lists them; a positional UPSTREAM and `-- COMMAND` still serve.
+#[test]
+fn help_lists_and_explains_the_subcommands() {
+    for args in [&["--help"][..], &["help"]] {
+        let (code, out, err) = run_idlegate_output(args, &[]);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(out.contains("Subcommands:"), "{args:?}: {out}");
+        for name in ["check", "units", "status", "inhibit", "generator"] {
+            assert!(
+                out.contains(&format!("\n  {name} ")),
+                "{args:?} lacks {name}: {out}"
+            );
+        }
+        assert!(out.contains("[UPSTREAM] [-- <COMMAND>...]"), "{out}");
+    }
+    for args in [&["help", "units"][..], &["units", "--help"]] {
+        let (code, out, err) = run_idlegate_output(args, &[]);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(
+            out.contains("Usage: idlegate units [OPTIONS] <FILE>"),
+            "{out}"
+        );
+        assert!(out.contains("--idlegate <PATH>"), "{out}");
+    }
+    let (code, out, _) = run_idlegate_output(&["check", "--help"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("--idle-timeout"), "{out}");
+    let (code, out, _) = run_idlegate_output(&["inhibit", "--help"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("-- <CMD>..."), "{out}");
+    // A subcommand's usage error names it and its usage, one line.
+    assert_usage_error(&["units"], &[], &["units: usage: idlegate units", "<FILE>"]);
+    assert_usage_error(&["status", "--bogus"], &[], &["status:", "--bogus"]);
+    // Not an address: the old wording, not a subcommand's.
+    assert_usage_error(&["nowhere"], &[], &["UPSTREAM", "nowhere"]);
+}
+
 fn config_error(text: &str, must_contain: &[&str]) {
     let dir = tempdir();
     let file = dir.path().join("f.toml");
