@@ -215,7 +215,16 @@ pub fn check(cli: Cli) -> u8 {
         }
     }
     println!("{out}");
+    for warning in config.warnings(owner_and_mode) {
+        eprintln!("idlegate: warning: {warning}");
+    }
     0
+}
+
+/// A path's owner and mode bits, `None` when it cannot be read.
+fn owner_and_mode(path: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.uid(), m.mode()))
 }
 
 /// The scope a config file is for: a user's when it lives under their home.

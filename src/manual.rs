@@ -46,7 +46,7 @@ const SECTIONS: &str = r#".SH SUBCOMMANDS
 A subcommand is recognised only as the first argument; \fBidlegate help\fR \fINAME\fR or \fBidlegate\fR \fINAME\fR \fB--help\fR prints its options.
 .TP
 \fBidlegate check\fR [\fB--config\fR \fIFILE\fR] [\fIFLAGS\fR...] [\fB--\fR \fICOMMAND\fR...]
-Resolves and validates the settings exactly as a start would, binding nothing, starting nothing and ignoring \fBLISTEN_FDS\fR; prints them in a few lines and exits 0, or prints the one-line error a start would and exits 2. A file with a \fB[systemd]\fR table is also checked as the generator would, and its units named.
+Resolves and validates the settings exactly as a start would, binding nothing, starting nothing and ignoring \fBLISTEN_FDS\fR; prints them in a few lines (with \fB--busy-cmd\fR and each answer rule) and exits 0, or prints the one-line error a start would and exits 2. A file with a \fB[systemd]\fR table is also checked as the generator would, and its units named; when it has no \fBuser\fR and its container backend's engine socket is not world-writable, a warning says that the generated dynamic user cannot open it and to set \fBuser = "root"\fR (or a user in the socket's group).
 .TP
 \fBidlegate units\fR [\fB--user\fR|\fB--system\fR] [\fB--idlegate\fR \fIPATH\fR] \fIFILE\fR
 Prints the units the generator writes for \fIFILE\fR, to read before trusting them.
