@@ -24,13 +24,21 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Flag(flag) => f.write_str(flag),
-            Origin::Key { key, file, line } => {
-                write!(f, "{key} in {}", one_line(&file.display().to_string()))?;
-                match line {
-                    Some(line) => write!(f, ":{line}"),
-                    None => Ok(()),
-                }
+            Origin::Key { key, file, .. } => {
+                write!(f, "{key} in {}", one_line(&file.display().to_string()))
             }
+        }
+    }
+}
+
+impl Origin {
+    /// ` on line N` for a key whose line is known, else nothing.
+    fn on_line(&self) -> String {
+        match self {
+            Origin::Key {
+                line: Some(line), ..
+            } => format!(" on line {line}"),
+            _ => String::new(),
         }
     }
 }
@@ -39,7 +47,7 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A value was given but is not valid.
-    #[error("{origin}: invalid value '{}': {}", one_line(value), one_line(reason))]
+    #[error("{origin}: invalid value '{}'{}: {}", one_line(value), origin.on_line(), one_line(reason))]
     Invalid {
         /// Which flag or key.
         origin: Origin,

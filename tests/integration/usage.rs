@@ -409,7 +409,7 @@ fn config_type_errors_say_what_the_key_takes() {
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("idle-timeout in "), "{stderr}");
     assert!(
-        stderr.contains("f.toml:3: invalid value 'whenever'"),
+        stderr.contains("f.toml: invalid value 'whenever' on line 3:"),
         "{stderr}"
     );
     assert!(
