@@ -126,9 +126,22 @@ fn distance(a: &str, b: &str) -> usize {
 
 /// A value of the wrong type at `start`: `KEY: expected WHAT, found KIND`.
 fn wrong_type(text: &str, start: usize, table: Option<&str>) -> Option<String> {
+    let value = text.get(start..)?;
+    let line_start = text.get(..start)?.trim_end_matches([' ', '\t']);
+    if value.starts_with('[') && (line_start.is_empty() || line_start.ends_with('\n')) {
+        // A `[[upstream]]` table as a whole: one of its values has a wrong type.
+        let key = table_at(value.lines().next()?)?;
+        let what = takes(None, &key)?;
+        return Some(format!(
+            "{key}: expected {what}, found a table with a value of another type"
+        ));
+    }
     let key = key_at(text.get(..start)?)?;
     let what = takes(table, &key)?;
-    let found = kind(text.get(start..)?);
+    let found = match kind(value) {
+        "a list" if what.contains("list") => "a list holding another type",
+        found => found,
+    };
     Some(format!("{key}: expected {what}, found {found}"))
 }
 
@@ -240,6 +253,16 @@ mod tests {
             "4:10: status: expected an HTTP status such as 503, found a string"
         );
         assert!(!said("upstream = 5\n").contains("untagged"));
+        let e = said("[[upstream]]\naddress = 5\n");
+        assert!(e.starts_with("1:1: upstream: expected an address"), "{e}");
+        assert!(
+            e.ends_with("found a table with a value of another type"),
+            "{e}"
+        );
+        assert_eq!(
+            said("listen = [\"127.0.0.1:1\", 5]\n"),
+            "1:10: listen: expected a string or a list of strings, found a list holding another type"
+        );
     }
 
     #[test]
