@@ -229,3 +229,243 @@ pub enum Generate {
     /// Completions for fish.
     CompleteFish,
 }
+
+/// The subcommands beside serving. `idlegate NAME …` runs one; any other
+/// first argument (a flag, the positional UPSTREAM) serves, as before they
+/// existed (see [`command`]).
+#[derive(Debug, clap::Subcommand)]
+pub enum Subcommand {
+    /// Validate the settings as a start would (binding nothing, starting
+    /// nothing, ignoring LISTEN_FDS) and print them; a file with a [systemd]
+    /// table is also checked as the generator would, and its units named.
+    #[command(after_help = "Example:\n  idlegate check --config /etc/idlegate/tidings.toml")]
+    Check(Box<Cli>),
+    /// Print the units the generator writes for FILE, each under a `# PATH`
+    /// line, to read before trusting them.
+    Units(UnitsArgs),
+    /// Print what a running idlegate is doing, from its state file. Exit 0
+    /// when it runs, 3 when it does not, 4 when the state (or the list)
+    /// cannot be read.
+    Status(StatusArgs),
+    /// Hold the service awake while CMD runs: connect to idlegate's control
+    /// socket (which wakes a stopped idlegate), wait until the backend is
+    /// ready, run CMD and exit with its status.
+    Inhibit(InhibitArgs),
+    /// systemd's generator protocol: every NAME.toml in /etc/idlegate (for a
+    /// user, ~/.config/idlegate) becomes NAME.socket, NAME-control.socket and
+    /// NAME.service in NORMAL_DIR. A bad file is logged and skipped; exits 0.
+    Generator(GeneratorArgs),
+}
+
+/// `--user`/`--system`: which systemd instance the units are for.
+#[derive(Debug, Default, clap::Args)]
+pub struct ScopeArgs {
+    /// User units (default: $SYSTEMD_SCOPE, else system units).
+    #[arg(long, overrides_with = "system")]
+    pub user: bool,
+    /// System units.
+    #[arg(long, overrides_with = "user")]
+    pub system: bool,
+}
+
+/// `idlegate units`.
+#[derive(Debug, clap::Args)]
+#[command(args_override_self = true)]
+pub struct UnitsArgs {
+    /// `--user` or `--system`.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// The idlegate the units run. [default: this very binary]
+    #[arg(long, value_name = "PATH")]
+    pub idlegate: Option<PathBuf>,
+    /// The config file, NAME.toml.
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+}
+
+/// `idlegate status`.
+#[derive(Debug, clap::Args)]
+#[command(args_override_self = true)]
+pub struct StatusArgs {
+    /// The state file the idlegate runs with. [default:
+    /// $RUNTIME_DIRECTORY/idlegate.state]
+    #[arg(long, value_name = "PATH")]
+    pub state_file: Option<PathBuf>,
+    /// Also list every unit of work in flight (asked of the running idlegate;
+    /// asking never wakes a stopped one).
+    #[arg(long)]
+    pub connections: bool,
+    /// Print a JSON document.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `idlegate inhibit`.
+#[derive(Debug, clap::Args)]
+#[command(args_override_self = true)]
+pub struct InhibitArgs {
+    /// Find the control socket beside this state file. [default:
+    /// $RUNTIME_DIRECTORY/idlegate.state]
+    #[arg(long, value_name = "F")]
+    pub state_file: Option<PathBuf>,
+    /// The control socket. [default: `control` beside the state file, else
+    /// DIR.control beside its directory DIR, as the generated units have it]
+    #[arg(long, value_name = "PATH")]
+    pub control: Option<PathBuf>,
+    /// Why, as `idlegate status --connections` shows it. [default: CMD]
+    #[arg(long, value_name = "TEXT")]
+    pub why: Option<std::ffi::OsString>,
+    /// The command to run while the service is held awake.
+    #[arg(last = true, value_name = "CMD", required = true)]
+    pub command: Vec<std::ffi::OsString>,
+}
+
+/// `idlegate generator`.
+#[derive(Debug, clap::Args)]
+#[command(args_override_self = true)]
+pub struct GeneratorArgs {
+    /// `--user` or `--system`.
+    #[command(flatten)]
+    pub scope: ScopeArgs,
+    /// Read the NAME.toml files here. [default: /etc/idlegate, for a user
+    /// ~/.config/idlegate]
+    #[arg(long, value_name = "DIR")]
+    pub config_dir: Option<PathBuf>,
+    /// The idlegate the units run. [default: this very binary]
+    #[arg(long, value_name = "PATH")]
+    pub idlegate: Option<PathBuf>,
+    /// Where the units go (systemd passes three directories; the first is used).
+    #[arg(value_name = "NORMAL_DIR")]
+    pub normal: PathBuf,
+    /// systemd's early directory (unused).
+    #[arg(value_name = "EARLY_DIR")]
+    pub early: Option<PathBuf>,
+    /// systemd's late directory (unused).
+    #[arg(value_name = "LATE_DIR")]
+    pub late: Option<PathBuf>,
+}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Serve (no subcommand): the flags.
+    Serve(Box<Cli>),
+    /// Run a subcommand.
+    Run(Subcommand),
+}
+
+/// The whole command: the serving flags and the subcommands, for parsing,
+/// `--help`, the manual and the completions. A subcommand is only recognised
+/// as the first argument (`args_conflicts_with_subcommands`), so a positional
+/// UPSTREAM and a `-- COMMAND` after flags mean what they always meant.
+pub fn command() -> clap::Command {
+    use clap::{CommandFactory, Subcommand as _};
+    let serve = Cli::command();
+    let about = serve.get_about().cloned();
+    // The enum's own doc comment would replace the command's.
+    Subcommand::augment_subcommands(serve)
+        .about(about.unwrap_or_default())
+        .args_conflicts_with_subcommands(true)
+        .subcommand_value_name("SUBCOMMAND")
+        .subcommand_help_heading("Subcommands")
+}
+
+/// Parses `args` (the program's name first) into what it asks for.
+pub fn parse_from<I, T>(args: I) -> Result<Invocation, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::FromArgMatches;
+    let matches = command().try_get_matches_from(args)?;
+    if matches.subcommand_name().is_some() {
+        Subcommand::from_arg_matches(&matches).map(Invocation::Run)
+    } else {
+        Cli::from_arg_matches(&matches).map(|cli| Invocation::Serve(Box::new(cli)))
+    }
+}
+
+/// The units a duration may have (humantime's), which a shell splits off
+/// when a space is typed before them (`--idle-timeout 5 min`).
+pub const DURATION_UNITS: &[&str] = &[
+    "nsec", "ns", "usec", "us", "msec", "ms", "seconds", "second", "sec", "s", "minutes", "minute",
+    "min", "m", "hours", "hour", "hr", "h", "days", "day", "d", "weeks", "week", "w", "months",
+    "month", "M", "years", "year", "y",
+];
+
+/// The flags that take a duration.
+const DURATION_FLAGS: &[&str] = &[
+    "--idle-timeout",
+    "--exit-idle-time",
+    "--connection-idle-timeout",
+    "--udp-flow-timeout",
+    "--start-timeout",
+    "--stop-timeout",
+    "--header-read-timeout",
+];
+
+/// How `FLAG VALUE UNIT` is written: `a duration takes no space: --idle-timeout 5min`.
+pub fn no_space(flag: &str, value: &str, unit: &str) -> String {
+    format!("a duration takes no space: {flag} {value}{unit}")
+}
+
+/// A duration flag's number followed by a unit as an argument of its own
+/// (`--start-timeout 5 s`), said as clap would not: the unit is the
+/// argument clap found unexpected.
+pub fn split_duration(args: &[std::ffi::OsString]) -> Option<String> {
+    let words: Vec<&str> = args.iter().map(|a| a.to_str().unwrap_or("")).collect();
+    let bare = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    words.iter().enumerate().find_map(|(i, word)| {
+        let (flag, value, unit) = match word.split_once('=') {
+            Some((flag, value)) => (flag, value, *words.get(i + 1)?),
+            None => (*word, *words.get(i + 1)?, *words.get(i + 2)?),
+        };
+        (DURATION_FLAGS.contains(&flag) && bare(value) && DURATION_UNITS.contains(&unit)).then(
+            || {
+                format!(
+                    "`{unit}` after {flag} {value} is an argument of its own; {}",
+                    no_space(flag, value, unit)
+                )
+            },
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Invocation, clap::Error> {
+        parse_from(std::iter::once("idlegate").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn the_positional_upstream_and_command_still_serve() {
+        let Ok(Invocation::Serve(cli)) = parse(&["127.0.0.1:8080", "--", "app", "check"]) else {
+            panic!("not served");
+        };
+        assert_eq!(cli.positional_upstream.as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(cli.command, ["app", "check"]);
+        // A subcommand's name after a flag is what it always was: the UPSTREAM.
+        let Ok(Invocation::Serve(cli)) = parse(&["--idle-timeout", "5s", "check"]) else {
+            panic!("not served");
+        };
+        assert_eq!(cli.positional_upstream.as_deref(), Some("check"));
+        assert!(matches!(
+            parse(&["check", "--upstream", "127.0.0.1:1"]),
+            Ok(Invocation::Run(Subcommand::Check(_)))
+        ));
+        let e = parse(&["help"]).unwrap_err();
+        assert_eq!(e.kind(), clap::error::ErrorKind::DisplayHelp);
+    }
+
+    #[test]
+    fn a_split_duration_is_found() {
+        let args =
+            |words: &[&str]| -> Vec<std::ffi::OsString> { words.iter().map(Into::into).collect() };
+        let said = split_duration(&args(&["idlegate", "x:1", "--stop-timeout", "3", "min"]));
+        assert!(said.unwrap().ends_with("--stop-timeout 3min"));
+        assert!(split_duration(&args(&["idlegate", "--stop-timeout", "3s", "min"])).is_none());
+        assert!(split_duration(&args(&["idlegate", "--mode", "3", "s"])).is_none());
+    }
+}

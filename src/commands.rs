@@ -8,27 +8,24 @@ use std::ffi::OsString;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use clap::{CommandFactory, Parser};
-
-use crate::cli::{Cli, Generate};
+use crate::cli::{
+    Cli, Generate, GeneratorArgs, InhibitArgs, ScopeArgs, StatusArgs, Subcommand, UnitsArgs,
+};
 use crate::config::{Config, ConfigError};
 use crate::units::{self, generator, Scope};
 
 /// Exit status of a usage or configuration error.
 pub const USAGE: u8 = 2;
 
-/// Runs the subcommand `args` names (`idlegate status|check|units|generator
-/// …`) and returns its exit status; `None` when `args` name none (serve).
-pub fn subcommand(args: &[OsString]) -> Option<u8> {
-    let run: fn(&[OsString]) -> u8 = match args.get(1).and_then(|a| a.to_str())? {
-        "status" => status,
-        "check" => check,
-        "units" => units,
-        "generator" => generator,
-        "inhibit" => inhibit,
-        _ => return None,
-    };
-    Some(run(&args[2..]))
+/// Runs `subcommand` and returns its exit status.
+pub fn run(subcommand: Subcommand) -> u8 {
+    match subcommand {
+        Subcommand::Check(cli) => check(*cli),
+        Subcommand::Units(args) => units(args),
+        Subcommand::Status(args) => status(args),
+        Subcommand::Inhibit(args) => inhibit(args),
+        Subcommand::Generator(args) => generator(args),
+    }
 }
 
 /// Prints `idlegate: ERROR` on stderr and returns `code`.
@@ -38,8 +35,9 @@ pub fn fail(code: u8, error: &dyn std::fmt::Display) -> u8 {
 }
 
 /// Help and version go to stdout with status 0; any other clap error becomes
-/// one line (clap's first) with status 2.
-pub fn clap_error(e: clap::Error) -> u8 {
+/// one line (clap's first) with status 2. `args` are the ones parsed: an
+/// error in a subcommand's arguments names the subcommand and its usage.
+pub fn clap_error(e: clap::Error, args: &[OsString]) -> u8 {
     use clap::error::ErrorKind;
     match e.kind() {
         ErrorKind::DisplayHelp
@@ -50,12 +48,28 @@ pub fn clap_error(e: clap::Error) -> u8 {
         }
         _ => {
             let rendered = e.render().to_string();
-            let line = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let line = line.strip_prefix("error: ").unwrap_or(line);
-            fail(USAGE, &format!("{line} (see idlegate --help)"))
+            let mut lines = rendered.lines().filter(|l| !l.trim().is_empty());
+            let first = lines.next().unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            // "the following required arguments were not provided:" names them below.
+            if let Some(said) = crate::cli::split_duration(args) {
+                return fail(USAGE, &said);
+            }
+            let line = match lines.next().filter(|_| first.ends_with(':')) {
+                Some(next) => format!("{first} {}", next.trim()),
+                None => first.to_owned(),
+            };
+            let mut command = crate::cli::command();
+            command.build();
+            let name = args.get(1).and_then(|a| a.to_str()).unwrap_or("");
+            match command.find_subcommand_mut(name) {
+                Some(sub) if name != "help" => {
+                    let usage = sub.render_usage().to_string();
+                    let usage = usage.trim().trim_start_matches("Usage: ");
+                    fail(USAGE, &format!("{name}: usage: {usage}: {line}"))
+                }
+                _ => fail(USAGE, &format!("{line} (see idlegate --help)")),
+            }
         }
     }
 }
@@ -75,28 +89,12 @@ pub fn resolve_config(cli: Cli) -> Result<Config, ConfigError> {
 /// (asked of the running idlegate on its connections socket, which a stopped
 /// one does not have), with `--json` as a JSON document; exit 0 when it
 /// runs, 3 when it does not, 4 when the state (or the list) cannot be read.
-pub fn status(args: &[OsString]) -> u8 {
-    const USAGE_LINE: &str = "idlegate status [--state-file PATH] [--connections] [--json]";
-    let mut path = None;
-    let (mut connections, mut json) = (false, false);
-    let mut rest = args.iter();
-    while let Some(arg) = rest.next() {
-        let text = arg.to_string_lossy();
-        if text == "--state-file" {
-            path = rest.next().map(PathBuf::from);
-        } else if let Some(p) = text.strip_prefix("--state-file=") {
-            path = Some(p.into());
-        } else if text == "--connections" {
-            connections = true;
-        } else if text == "--json" {
-            json = true;
-        } else {
-            return fail(
-                USAGE,
-                &format!("status: unexpected argument '{text}' (usage: {USAGE_LINE})"),
-            );
-        }
-    }
+pub fn status(args: StatusArgs) -> u8 {
+    let StatusArgs {
+        state_file: path,
+        connections,
+        json,
+    } = args;
     let found = Config::default_state_file(|k| std::env::var_os(k));
     let Some(path) = path.or(found) else {
         return fail(
@@ -148,37 +146,18 @@ pub fn status(args: &[OsString]) -> u8 {
 /// `$RUNTIME_DIRECTORY/idlegate.state`, see [`control_of`]). Connecting wakes a stopped idlegate;
 /// CMD runs once the backend is ready, and `inhibit` exits with its status
 /// ([`crate::inhibit::NOT_RUNNING`] when nothing holds the socket).
-pub fn inhibit(args: &[OsString]) -> u8 {
-    let Some(split) = args.iter().position(|a| a == "--") else {
-        return fail(USAGE, &"inhibit: usage: idlegate inhibit [--state-file F] [--control PATH] [--why TEXT] -- CMD...");
-    };
-    let (mut options, command) = (args[..split].to_vec(), &args[split + 1..]);
-    let taken = (|| {
-        let state = take_option(&mut options, "--state-file")?;
-        let control = take_option(&mut options, "--control")?;
-        let why = take_option(&mut options, "--why")?;
-        Ok::<_, String>((state, control, why))
-    })();
-    let (state, control, why) = match taken {
-        Ok(t) => t,
-        Err(e) => return fail(USAGE, &format!("inhibit: {e}")),
-    };
-    if let Some(extra) = options.first() {
-        return fail(
-            USAGE,
-            &format!("inhibit: unexpected argument '{}'", extra.to_string_lossy()),
-        );
-    }
+pub fn inhibit(args: InhibitArgs) -> u8 {
+    let InhibitArgs {
+        state_file: state,
+        control,
+        why,
+        command,
+    } = args;
     if command.is_empty() {
         return fail(USAGE, &"inhibit: give the command to run after --");
     }
-    let state = state
-        .map(PathBuf::from)
-        .or_else(|| Config::default_state_file(|k| std::env::var_os(k)));
-    let Some(socket) = control
-        .map(PathBuf::from)
-        .or_else(|| state.as_deref().map(control_of))
-    else {
+    let state = state.or_else(|| Config::default_state_file(|k| std::env::var_os(k)));
+    let Some(socket) = control.or_else(|| state.as_deref().map(control_of)) else {
         return fail(
             USAGE,
             &"inhibit: give --control PATH or --state-file F (the control socket is beside it)",
@@ -193,7 +172,7 @@ pub fn inhibit(args: &[OsString]) -> u8 {
                 .collect::<Vec<_>>()
                 .join(" ")
         });
-    crate::inhibit::run(&socket, &why, command)
+    crate::inhibit::run(&socket, &why, &command)
 }
 
 /// The control socket of the state file `state`, the first that exists
@@ -222,13 +201,7 @@ fn control_of(state: &Path) -> PathBuf {
 /// settings as a start would (binding nothing, starting nothing, ignoring
 /// `LISTEN_FDS`) and prints them; a file with a `[systemd]` table is also
 /// checked as the generator would, and its units named.
-pub fn check(args: &[OsString]) -> u8 {
-    let cli = match Cli::try_parse_from(
-        std::iter::once(OsString::from("idlegate check")).chain(args.iter().cloned()),
-    ) {
-        Ok(cli) => cli,
-        Err(e) => return clap_error(e),
-    };
+pub fn check(cli: Cli) -> u8 {
     let file = cli.config.clone();
     let config = match resolve_config(cli) {
         Ok(config) => config,
@@ -248,7 +221,16 @@ pub fn check(args: &[OsString]) -> u8 {
         }
     }
     println!("{out}");
+    for warning in config.warnings(owner_and_mode) {
+        eprintln!("idlegate: warning: {warning}");
+    }
     0
+}
+
+/// A path's owner and mode bits, `None` when it cannot be read.
+fn owner_and_mode(path: &Path) -> Option<(u32, u32)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.uid(), m.mode()))
 }
 
 /// The scope a config file is for: a user's when it lives under their home.
@@ -261,70 +243,31 @@ fn scope_of(file: &Path) -> Scope {
     }
 }
 
-/// Takes `--user`/`--system` out of `args`; the default is the environment's
+/// The scope `--user`/`--system` name; else the environment's
 /// `SYSTEMD_SCOPE` (what systemd tells a generator), else the system.
-fn take_scope(args: &mut Vec<OsString>) -> Scope {
-    let mut scope = match std::env::var_os("SYSTEMD_SCOPE") {
-        Some(s) if s == "user" => Scope::User,
-        _ => Scope::System,
-    };
-    args.retain(|a| match a.to_str() {
-        Some("--user") => {
-            scope = Scope::User;
-            false
-        }
-        Some("--system") => {
-            scope = Scope::System;
-            false
-        }
-        _ => true,
-    });
-    scope
-}
-
-/// Takes `NAME VALUE` (or `NAME=VALUE`) out of `args`: `Ok(None)` when absent.
-fn take_option(args: &mut Vec<OsString>, name: &str) -> Result<Option<OsString>, String> {
-    let joined = format!("{name}=");
-    let Some(i) = args
-        .iter()
-        .position(|a| a == name || a.to_string_lossy().starts_with(&joined))
-    else {
-        return Ok(None);
-    };
-    let arg = args.remove(i);
-    if let Some(value) = arg.to_string_lossy().strip_prefix(&joined) {
-        return Ok(Some(value.into()));
+fn scope(args: &ScopeArgs) -> Scope {
+    match (args.user, args.system) {
+        (true, _) => Scope::User,
+        (_, true) => Scope::System,
+        _ => match std::env::var_os("SYSTEMD_SCOPE") {
+            Some(s) if s == "user" => Scope::User,
+            _ => Scope::System,
+        },
     }
-    if i >= args.len() {
-        return Err(format!("{name} needs a value"));
-    }
-    Ok(Some(args.remove(i)))
 }
 
 /// The idlegate the units run: `--idlegate PATH`, else this very binary.
-fn unit_binary(args: &mut Vec<OsString>) -> Result<PathBuf, String> {
-    Ok(match take_option(args, "--idlegate")? {
-        Some(path) => PathBuf::from(path),
-        None => std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/idlegate")),
+fn unit_binary(given: Option<PathBuf>) -> PathBuf {
+    given.unwrap_or_else(|| {
+        std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/usr/bin/idlegate"))
     })
 }
 
 /// `idlegate units [--user] [--idlegate PATH] FILE`: prints the units the
 /// generator would write for FILE, each under a `# PATH` line.
-pub fn units(args: &[OsString]) -> u8 {
-    let mut args = args.to_vec();
-    let scope = take_scope(&mut args);
-    let bin = match unit_binary(&mut args) {
-        Ok(bin) => bin,
-        Err(e) => return fail(USAGE, &format!("units: {e}")),
-    };
-    let [file] = args.as_slice() else {
-        return fail(
-            USAGE,
-            &"units: usage: idlegate units [--user] [--idlegate PATH] FILE",
-        );
-    };
-    match units::for_file(Path::new(file), scope, &bin) {
+pub fn units(args: UnitsArgs) -> u8 {
+    let (scope, bin, file) = (scope(&args.scope), unit_binary(args.idlegate), args.file);
+    match units::for_file(&file, scope, &bin) {
         Ok(units) => {
             let mut out = String::new();
             for f in &units.files {
@@ -343,18 +286,9 @@ pub fn units(args: &[OsString]) -> u8 {
 /// `idlegate generator [--user|--system] [--config-dir DIR] [--idlegate PATH]
 /// NORMAL [EARLY LATE]`: systemd's generator protocol. Always exits 0 once it
 /// could start: a bad file is logged and skipped.
-pub fn generator(args: &[OsString]) -> u8 {
-    let mut args = args.to_vec();
-    let scope = take_scope(&mut args);
-    let options = take_option(&mut args, "--config-dir")
-        .and_then(|dir| Ok((dir.map(PathBuf::from), unit_binary(&mut args)?)));
-    let (dir, bin) = match options {
-        Ok(options) => options,
-        Err(e) => return fail(USAGE, &format!("generator: {e}")),
-    };
-    let Some(out) = args.first().map(PathBuf::from) else {
-        return fail(USAGE, &"generator: usage: idlegate generator [--user] [--config-dir DIR] [--idlegate PATH] NORMAL_DIR [EARLY_DIR LATE_DIR]");
-    };
+pub fn generator(args: GeneratorArgs) -> u8 {
+    let scope = scope(&args.scope);
+    let (dir, bin, out) = (args.config_dir, unit_binary(args.idlegate), args.normal);
     let Some(dir) = dir.or_else(|| generator::config_dir(scope, |k| std::env::var_os(k))) else {
         return 0;
     };
@@ -371,7 +305,7 @@ pub fn generator(args: &[OsString]) -> u8 {
 /// `--generate man|complete-bash|complete-zsh|complete-fish`: prints the manual page or
 /// a shell's completions, made from the same definition as `--help`.
 pub fn generate(what: Generate) -> u8 {
-    let mut command = Cli::command();
+    let mut command = crate::cli::command();
     let mut out = std::io::stdout();
     let result = match what {
         Generate::Man => crate::manual::render(command, &mut out),

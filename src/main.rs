@@ -7,9 +7,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use idlegate::activation::{self, ActivationEnv};
-use idlegate::cli::Cli;
+use idlegate::cli::{self, Invocation};
 use idlegate::commands;
 use idlegate::own_socket::OwnSocket;
 use idlegate::{Config, Notifier, Shutdown};
@@ -24,12 +23,10 @@ fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
 fn main() -> ExitCode {
     idlegate::one_malloc_heap();
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(status) = commands::subcommand(&args) {
-        return ExitCode::from(status);
-    }
-    let cli = match Cli::try_parse() {
-        Ok(cli) => cli,
-        Err(e) => return ExitCode::from(commands::clap_error(e)),
+    let cli = match cli::parse_from(&args) {
+        Ok(Invocation::Serve(cli)) => *cli,
+        Ok(Invocation::Run(subcommand)) => return ExitCode::from(commands::run(subcommand)),
+        Err(e) => return ExitCode::from(commands::clap_error(e, &args)),
     };
     if let Some(what) = cli.generate {
         return ExitCode::from(commands::generate(what));
@@ -174,7 +171,10 @@ fn own_listeners(
 
 /// The flags and the config file read again, as at start (SIGHUP).
 fn reread_config() -> Result<Config, String> {
-    let cli = Cli::try_parse().map_err(|e| e.to_string())?;
+    let cli = match cli::parse_from(std::env::args_os()).map_err(|e| e.to_string())? {
+        Invocation::Serve(cli) => *cli,
+        Invocation::Run(_) => return Err("not serving".into()),
+    };
     let mut config = commands::resolve_config(cli).map_err(|e| e.to_string())?;
     config.sockets.connections_max =
         idlegate::limits::fit_connections(config.sockets.connections_max);

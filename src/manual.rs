@@ -43,11 +43,12 @@ fn escape(line: &str) -> String {
 }
 
 const SECTIONS: &str = r#".SH SUBCOMMANDS
+A subcommand is recognised only as the first argument; \fBidlegate help\fR \fINAME\fR or \fBidlegate\fR \fINAME\fR \fB--help\fR prints its options.
 .TP
 \fBidlegate check\fR [\fB--config\fR \fIFILE\fR] [\fIFLAGS\fR...] [\fB--\fR \fICOMMAND\fR...]
-Resolves and validates the settings exactly as a start would, binding nothing, starting nothing and ignoring \fBLISTEN_FDS\fR; prints them in a few lines and exits 0, or prints the one-line error a start would and exits 2. A file with a \fB[systemd]\fR table is also checked as the generator would, and its units named.
+Resolves and validates the settings exactly as a start would, binding nothing, starting nothing and ignoring \fBLISTEN_FDS\fR; prints them in a few lines (with \fB--busy-cmd\fR and each answer rule) and exits 0, or prints the one-line error a start would and exits 2. A file with a \fB[systemd]\fR table is also checked as the generator would, and its units named; when it has no \fBuser\fR and its container backend's engine socket is not world-writable, a warning says that the generated dynamic user cannot open it and to set \fBuser = "root"\fR (or a user in the socket's group).
 .TP
-\fBidlegate units\fR [\fB--user\fR] \fIFILE\fR
+\fBidlegate units\fR [\fB--user\fR|\fB--system\fR] [\fB--idlegate\fR \fIPATH\fR] \fIFILE\fR
 Prints the units the generator writes for \fIFILE\fR, to read before trusting them.
 .TP
 \fBidlegate status\fR [\fB--state-file\fR \fIPATH\fR] [\fB--connections\fR] [\fB--json\fR]
@@ -56,7 +57,7 @@ Prints what a running idlegate is doing, from its state file (default \fB$RUNTIM
 \fBidlegate inhibit\fR [\fB--state-file\fR \fIF\fR] [\fB--control\fR \fIPATH\fR] [\fB--why\fR \fITEXT\fR] \fB--\fR \fICMD\fR...
 Holds the service awake while CMD runs: connects to idlegate's control socket (a passed Unix socket named control; without \fB--control\fR, "control" beside the state file, else \fIDIR\fR.control beside its directory \fIDIR\fR, as the generated units have it, else \fIF\fR.control, which an idlegate with the state file \fIF\fR and no control socket passed binds itself while it runs, mode 0600), which wakes a stopped idlegate, waits until the backend is ready, runs CMD and exits with its status; the hold ends when CMD ends or inhibit dies. Exit 69 when idlegate is not running and nothing holds the socket; 1 when the service cannot be reached otherwise or its backend fails.
 .TP
-\fBidlegate generator\fR [\fB--user\fR] \fINORMAL_DIR\fR [\fIEARLY_DIR\fR \fILATE_DIR\fR]
+\fBidlegate generator\fR [\fB--user\fR|\fB--system\fR] [\fB--config-dir\fR \fIDIR\fR] [\fB--idlegate\fR \fIPATH\fR] \fINORMAL_DIR\fR [\fIEARLY_DIR\fR \fILATE_DIR\fR]
 What systemd runs as /usr/lib/systemd/system-generators/idlegate (and user-generators/idlegate): every \fINAME\fR.toml in /etc/idlegate (for a user, ~/.config/idlegate) becomes \fINAME\fR.socket, \fINAME\fR-control.socket (the control socket, /run/idlegate/\fINAME\fR.control; for a user, %t/idlegate/\fINAME\fR.control) and \fINAME\fR.service. A bad file is logged in one line and skipped; the generator always exits 0.
 .SH "EXIT STATUS"
 .TP

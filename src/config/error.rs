@@ -15,6 +15,8 @@ pub enum Origin {
         key: &'static str,
         /// The file it is in.
         file: PathBuf,
+        /// The line it is on, once known (see [`ConfigError::locate`]).
+        line: Option<usize>,
     },
 }
 
@@ -22,9 +24,21 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Origin::Flag(flag) => f.write_str(flag),
-            Origin::Key { key, file } => {
+            Origin::Key { key, file, .. } => {
                 write!(f, "{key} in {}", one_line(&file.display().to_string()))
             }
+        }
+    }
+}
+
+impl Origin {
+    /// ` on line N` for a key whose line is known, else nothing.
+    fn on_line(&self) -> String {
+        match self {
+            Origin::Key {
+                line: Some(line), ..
+            } => format!(" on line {line}"),
+            _ => String::new(),
         }
     }
 }
@@ -33,7 +47,7 @@ impl fmt::Display for Origin {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A value was given but is not valid.
-    #[error("{origin}: invalid value '{}': {}", one_line(value), one_line(reason))]
+    #[error("{origin}: invalid value '{}'{}: {}", one_line(value), origin.on_line(), one_line(reason))]
     Invalid {
         /// Which flag or key.
         origin: Origin,
@@ -54,15 +68,56 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The config file is not valid TOML for idlegate.
-    #[error("{}:{line}: {}", one_line(&path.display().to_string()), one_line(message))]
+    #[error("{}:{line}:{column}: {}", one_line(&path.display().to_string()), one_line(message))]
     Parse {
         /// The file.
         path: PathBuf,
         /// 1-based line of the error.
         line: usize,
+        /// 1-based column of the error.
+        column: usize,
         /// The parser's message, on one line.
         message: String,
     },
+}
+
+impl ConfigError {
+    /// A bad value of a key in the file whose text is `text`, with the line
+    /// the key is on (the first `KEY =` line; a key repeated in tables, as
+    /// `[[answer]]`'s, gets the first one's).
+    pub(super) fn locate(self, text: &str) -> ConfigError {
+        match self {
+            ConfigError::Invalid {
+                origin:
+                    Origin::Key {
+                        key,
+                        file,
+                        line: None,
+                    },
+                value,
+                reason,
+            } => {
+                // `answer.path`: the table's key `path`.
+                let bare = key.rsplit('.').next().unwrap_or(key);
+                let line = text
+                    .lines()
+                    .position(|l| {
+                        let l = l.trim_start();
+                        let rest = l
+                            .strip_prefix(bare)
+                            .or_else(|| l.strip_prefix(&format!("\"{bare}\"")));
+                        rest.is_some_and(|r| r.trim_start().starts_with('='))
+                    })
+                    .map(|i| i + 1);
+                ConfigError::Invalid {
+                    origin: Origin::Key { key, file, line },
+                    value,
+                    reason,
+                }
+            }
+            other => other,
+        }
+    }
 }
 
 /// `text` with its control characters (a newline in a quoted TOML value)

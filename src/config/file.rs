@@ -140,31 +140,23 @@ pub(super) struct SystemdTable {
     pub(super) socket: Option<Vec<String>>,
 }
 
-pub(super) fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+/// The file parsed, and its text (to find the line of a bad value later).
+pub(super) fn read_file(path: &Path) -> Result<(FileConfig, String), ConfigError> {
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
-    parse_file(&text, path)
+    Ok((parse_file(&text, path)?, text))
 }
 
 pub(super) fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        let line = e
-            .span()
-            .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
-            .unwrap_or(1);
-        let message = e
-            .message()
-            .lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty())
-            .collect::<Vec<_>>()
-            .join(" ");
+        let explained = super::explain::explain(text, &e);
         ConfigError::Parse {
             path: path.to_owned(),
-            line,
-            message,
+            line: explained.line,
+            column: explained.column,
+            message: explained.message,
         }
     })
 }

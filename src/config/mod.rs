@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 mod error;
+mod explain;
 mod file;
 mod resolve;
 mod summary;
@@ -389,7 +390,9 @@ pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
     let duration = if text.bytes().all(|b| b.is_ascii_digit()) {
         Duration::from_secs(text.parse::<u64>().map_err(|e| e.to_string())?)
     } else {
-        humantime::parse_duration(text).map_err(|e| format!("{e} (expected e.g. 30s, 5min, 1h)"))?
+        humantime::parse_duration(text).map_err(|_| {
+            "expected a duration such as 5min, 30s or 1h30min (a number and a unit: ms, s, min, h, d, w; no space needed; 0 or never for never)".to_owned()
+        })?
     };
     Ok(if duration.is_zero() {
         None
@@ -401,11 +404,14 @@ pub fn parse_duration(text: &str) -> Result<Option<Duration>, String> {
 impl Config {
     /// Merges the command line with the config file it names, and checks everything.
     pub fn from_cli(cli: Cli) -> Result<Config, ConfigError> {
-        let (file, path) = match &cli.config {
-            Some(path) => (file::read_file(path)?, path.clone()),
-            None => (file::FileConfig::default(), PathBuf::new()),
+        let (file, text, path) = match &cli.config {
+            Some(path) => {
+                let (file, text) = file::read_file(path)?;
+                (file, text, path.clone())
+            }
+            None => (file::FileConfig::default(), String::new(), PathBuf::new()),
         };
-        Self::merge(cli, file, &path)
+        Self::merge(cli, file, &path).map_err(|e| e.locate(&text))
     }
 
     /// Parses a config file on its own (flags empty), as `--config FILE` would.
@@ -416,7 +422,8 @@ impl Config {
     /// [`Config::from_file`], with host names looked up or kept as `names` says
     /// (the unit generator keeps them: it runs before any name service).
     pub fn from_file_with(path: &Path, names: Names) -> Result<Config, ConfigError> {
-        Self::merge_with(Cli::default(), file::read_file(path)?, path, names)
+        let (file, text) = file::read_file(path)?;
+        Self::merge_with(Cli::default(), file, path, names).map_err(|e| e.locate(&text))
     }
 
     fn merge(cli: Cli, file: file::FileConfig, path: &Path) -> Result<Config, ConfigError> {
@@ -431,6 +438,7 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         let (cli, file) = (&mut cli, &mut file);
         resolve::untangle_waiting_page(cli);
+        resolve::stray_duration(cli)?;
         let sockets = resolve::sockets(cli, file, path, names)?;
         let timeouts = resolve::timeouts(cli, file, path)?;
         let backend = resolve::backend(cli, file, path, &sockets.upstreams, names)?;

@@ -2,10 +2,12 @@
 //! them: each socket to its upstream, the backend, readiness, the timeouts.
 
 use std::fmt::Write;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Config, Run};
 use crate::backend::process::describe;
+use crate::wake::{AnswerRule, UserAgent, When};
 
 /// A duration as the flags take it, or `never`/`off`.
 fn duration(d: Option<Duration>, none: &str) -> String {
@@ -59,6 +61,19 @@ impl Config {
             );
         }
         let _ = writeln!(out, "ready: {}", self.ready_line());
+        for rule in &self.wake.answers {
+            let _ = writeln!(out, "answer: {}", answer_line(rule));
+        }
+        if !self.wake.wake_from.is_empty() {
+            let ranges: Vec<String> = self.wake.wake_from.iter().map(|c| c.to_string()).collect();
+            let _ = writeln!(out, "wake from: {} only", ranges.join(", "));
+        }
+        if let Some(cmd) = &self.wake.busy_cmd {
+            let _ = writeln!(
+                out,
+                "busy command: `{cmd}`, asked when the idle timer fires (exit 0: busy, the timer starts over)"
+            );
+        }
         let t = &self.timeouts;
         let _ = writeln!(
             out,
@@ -91,6 +106,63 @@ impl Config {
             );
         }
         out
+    }
+
+    /// What `check` warns about though a start would work: a generated
+    /// service (a `[systemd]` table without `user`) runs as a dynamic user,
+    /// which cannot open a container engine's socket that is not
+    /// world-writable. `owner_and_mode` gives a path's owner and mode bits,
+    /// `None` when it does not exist.
+    pub fn warnings(&self, owner_and_mode: impl Fn(&Path) -> Option<(u32, u32)>) -> Vec<String> {
+        if !matches!(&self.systemd, Some(s) if s.user.is_none()) {
+            return Vec::new();
+        }
+        let mut warnings = Vec::new();
+        for socket in self.engine_sockets() {
+            let Some((owner, mode)) = owner_and_mode(&socket) else {
+                continue;
+            };
+            if mode & 0o002 != 0 {
+                continue;
+            }
+            let owner = match owner {
+                0 => "root".to_owned(),
+                uid => format!("uid {uid}"),
+            };
+            warnings.push(format!(
+                "the generated service runs as a dynamic user (DynamicUser=yes: [systemd] has no user), which cannot open the container engine's socket {} (owner {owner}, mode {:04o}); set `user = \"root\"` in [systemd] (or a user in the socket's group, such as docker)",
+                socket.display(),
+                mode & 0o7777
+            ));
+        }
+        warnings
+    }
+
+    /// The engine sockets the backend needs: its containers', or the usual
+    /// system socket of a `docker` or `podman` command.
+    fn engine_sockets(&self) -> Vec<PathBuf> {
+        let engine = |command: &str| -> Option<PathBuf> {
+            let program = command.split_whitespace().next()?;
+            match program.rsplit('/').next()? {
+                "docker" => Some(PathBuf::from("/var/run/docker.sock")),
+                "podman" => Some(PathBuf::from("/run/podman/podman.sock")),
+                _ => None,
+            }
+        };
+        match &self.backend.run {
+            Run::Container { engine_socket, .. } => engine_socket.iter().cloned().collect(),
+            Run::Command(argv) => argv.first().and_then(|p| engine(p)).into_iter().collect(),
+            Run::Hooks { start, stop } => {
+                let mut sockets: Vec<PathBuf> = [start, stop]
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| engine(c))
+                    .collect();
+                sockets.dedup();
+                sockets
+            }
+            Run::External | Run::Unit(_) => Vec::new(),
+        }
     }
 
     fn backend_line(&self) -> String {
@@ -159,6 +231,41 @@ impl Config {
         }
         line
     }
+}
+
+/// An answer rule as `check` shows it: `GET /health from 10.0.0.0/8 -> 200 while asleep`.
+fn answer_line(rule: &AnswerRule) -> String {
+    let mut line = format!(
+        "{} {}",
+        rule.method.as_deref().unwrap_or("any method"),
+        match (&rule.path, &rule.path_prefix) {
+            (Some(path), _) => path.clone(),
+            (None, Some(prefix)) => format!("{prefix}*"),
+            (None, None) => "any path".to_owned(),
+        }
+    );
+    match &rule.user_agent {
+        Some(UserAgent::Contains(parts)) => {
+            let _ = write!(line, " with a User-Agent containing {}", parts.join(" or "));
+        }
+        Some(UserAgent::Pattern(re)) => {
+            let _ = write!(line, " with a User-Agent matching /{}/", re.as_str());
+        }
+        None => {}
+    }
+    if !rule.source.is_empty() {
+        let ranges: Vec<String> = rule.source.iter().map(|c| c.to_string()).collect();
+        let _ = write!(line, " from {}", ranges.join(", "));
+    }
+    let _ = write!(line, " -> {}", rule.status);
+    if let Some(seconds) = rule.retry_after {
+        let _ = write!(line, " (Retry-After {seconds})");
+    }
+    line.push_str(match rule.when {
+        When::Asleep => " while the backend is asleep, else forwarded (never work)",
+        When::Always => " always (never forwarded)",
+    });
+    line
 }
 
 /// `one` for a single item, else `many`.

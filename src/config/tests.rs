@@ -227,7 +227,7 @@ fn file_keys_and_unknown_keys() {
     let e = parse_file("upstream = \"127.0.0.1:5\"\n\nbogus = 1\n", path)
         .unwrap_err()
         .to_string();
-    assert!(e.starts_with("x.toml:3: unknown field `bogus`"), "{e}");
+    assert!(e.starts_with("x.toml:3:1: unknown field `bogus`"), "{e}");
     assert!(!e.contains('\n'));
 
     let file = parse_file(
@@ -290,4 +290,41 @@ fn containers_and_units_are_groups_in_the_order_given() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("--container and --unit"), "{e}");
+}
+
+/// `check`'s warning: a dynamic user and an engine socket it cannot open.
+#[test]
+fn a_dynamic_user_and_a_root_only_engine_socket_are_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("web.toml");
+    let config = |text: &str| {
+        std::fs::write(&path, text).unwrap();
+        Config::from_file_with(&path, Names::Keep).unwrap()
+    };
+    let docker = "upstream = \"127.0.0.1:1\"\ncontainer = \"web\"\nengine-socket = \"/var/run/docker.sock\"\n";
+    let root_only = |_: &Path| Some((0, 0o140660));
+    let open = |_: &Path| Some((0, 0o140666));
+    let generated = config(&format!("{docker}[systemd]\nlisten = [\"80\"]\n"));
+    let warnings = generated.warnings(root_only);
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("/var/run/docker.sock (owner root, mode 0660)"),
+        "{warnings:?}"
+    );
+    assert!(generated.warnings(open).is_empty());
+    assert!(
+        generated.warnings(|_: &Path| None).is_empty(),
+        "no socket, no warning"
+    );
+    let as_root = config(&format!("{docker}[systemd]\nuser = \"root\"\n"));
+    assert!(as_root.warnings(root_only).is_empty());
+    assert!(
+        config(docker).warnings(root_only).is_empty(),
+        "not a generated service"
+    );
+    let command = config("upstream = \"127.0.0.1:1\"\ncommand = [\"/usr/bin/docker\", \"run\", \"web\"]\n[systemd]\n");
+    assert!(command.warnings(root_only)[0].contains("/var/run/docker.sock"));
+    let podman =
+        config("upstream = \"127.0.0.1:1\"\nstart-cmd = \"podman start web\"\n[systemd]\n");
+    assert!(podman.warnings(root_only)[0].contains("/run/podman/podman.sock"));
 }

@@ -495,13 +495,114 @@ fn completions_are_made_for_bash_zsh_and_fish() {
     for (shell, marker) in [
         ("complete-bash", "complete -F _idlegate"),
         ("complete-zsh", "#compdef idlegate"),
-        ("complete-fish", "complete -c idlegate -l idle-timeout"),
+        (
+            "complete-fish",
+            "complete -c idlegate -n \"__fish_idlegate_needs_command\" -l idle-timeout",
+        ),
     ] {
         let (code, out, stderr) = run_idlegate_output(&["--generate", shell], &[]);
         assert_eq!(code, Some(0), "{shell}: {stderr}");
         assert!(out.contains(marker), "{shell}: {out}");
     }
+    // The subcommands are completed too, with their own flags.
+    let (_, bash, _) = run_idlegate_output(&["--generate", "complete-bash"], &[]);
+    for word in [
+        "check",
+        "units",
+        "status",
+        "inhibit",
+        "generator",
+        "--state-file",
+    ] {
+        assert!(bash.contains(word), "complete-bash lacks {word}");
+    }
     let (code, err) = run_idlegate(&["--generate", "tcsh"], &[]);
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("--generate"), "{err}");
+}
+
+/// `check` shows the busy command and each answer rule.
+#[test]
+fn check_shows_the_busy_command_and_the_answer_rules() {
+    let dir = tempdir();
+    let file = dir.path().join("wake.toml");
+    std::fs::write(
+        &file,
+        r#"upstream = "127.0.0.1:8080"
+mode = "http"
+busy-cmd = "pgrep -x ffmpeg"
+
+[[answer]]
+path = "/health"
+source = "10.0.0.0/8"
+status = 200
+
+[[answer]]
+path-prefix = "/robots"
+user-agent = ["bot", "crawl"]
+when = "always"
+"#,
+    )
+    .unwrap();
+    let (code, out, err) = run_idlegate_output(&["check", "--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    for line in [
+        "busy command: `pgrep -x ffmpeg`, asked when the idle timer fires",
+        "answer: any method /health from 10.0.0.0/8 -> 200 while the backend is asleep",
+        "answer: any method /robots* with a User-Agent containing bot or crawl -> 503 always",
+    ] {
+        assert!(out.contains(line), "{line:?} missing from:\n{out}");
+    }
+    let (code, out, _) = run_idlegate_output(
+        &["check", "--upstream", "127.0.0.1:1", "--busy-cmd", "true"],
+        &[],
+    );
+    assert_eq!(code, Some(0));
+    assert!(out.contains("busy command: `true`"), "{out}");
+}
+
+/// A container backend behind a generated service (a dynamic user) with an
+/// engine socket only root can open: `check` warns, naming the fix, and
+/// still exits 0; a world-writable socket or `[systemd] user` is no warning.
+#[test]
+fn check_warns_when_the_dynamic_user_cannot_open_the_engine_socket() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempdir();
+    let socket = dir.path().join("engine.sock");
+    let _listener = std::os::unix::net::UnixListener::bind(&socket).unwrap();
+    let file = dir.path().join("web.toml");
+    let write = |user: &str| {
+        std::fs::write(
+            &file,
+            format!(
+                "upstream = \"127.0.0.1:8080\"\ncontainer = \"web\"\nengine-socket = \"{}\"\n\n[systemd]\nlisten = [\"8080\"]\n{user}",
+                socket.display()
+            ),
+        )
+        .unwrap();
+    };
+    let check = || run_idlegate_output(&["check", "--config", file.to_str().unwrap()], &[]);
+
+    write("");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o660)).unwrap();
+    let (code, out, err) = check();
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        err.contains("warning: the generated service runs as a dynamic user"),
+        "{err}"
+    );
+    assert!(err.contains(&socket.display().to_string()), "{err}");
+    assert!(err.contains("mode 0660"), "{err}");
+    assert!(err.contains("user = \"root\""), "{err}");
+
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let (code, _, err) = check();
+    assert_eq!(code, Some(0));
+    assert!(!err.contains("warning"), "{err}");
+
+    write("user = \"root\"\n");
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (code, _, err) = check();
+    assert_eq!(code, Some(0));
+    assert!(!err.contains("warning"), "{err}");
 }

@@ -287,3 +287,154 @@ fn wake_on_lan_mistakes_exit_2_naming_the_flag_or_key() {
         &["wake-on-lan in", "nas.toml", "'aa-bb-cc-dd-ee'"],
     );
 }
+
+/// A space inside a duration (`--idle-timeout 5 min`): the shell splits it,
+/// and the unit is said to be the stray word it is, not an address.
+#[test]
+fn a_duration_split_by_a_space_is_explained() {
+    let said = "a duration takes no space: --idle-timeout 5min";
+    assert_usage_error(
+        &["--idle-timeout", "5", "min"],
+        &[],
+        &["`min` was read as the upstream address", said],
+    );
+    assert_usage_error(
+        &["--upstream", "127.0.0.1:1", "--idle-timeout", "5", "min"],
+        &[],
+        &["`min` was read as the upstream address", said],
+    );
+    assert_usage_error(
+        &[
+            "check",
+            "--idle-timeout",
+            "1h",
+            "30min",
+            "--upstream",
+            "127.0.0.1:1",
+        ],
+        &[],
+        &["`30min`", "--idle-timeout 1h30min"],
+    );
+    // The positional UPSTREAM already given: clap finds `s` unexpected.
+    assert_usage_error(
+        &["127.0.0.1:1", "--start-timeout", "5", "s", "--", "true"],
+        &[],
+        &["`s`", "a duration takes no space: --start-timeout 5s"],
+    );
+}
+
+/// The subcommands are clap's: `help`, `help NAME`, `NAME --help`, and
+/// `--help` lists them; a positional UPSTREAM and `-- COMMAND` still serve.
+#[test]
+fn help_lists_and_explains_the_subcommands() {
+    for args in [&["--help"][..], &["help"]] {
+        let (code, out, err) = run_idlegate_output(args, &[]);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(out.contains("Subcommands:"), "{args:?}: {out}");
+        for name in ["check", "units", "status", "inhibit", "generator"] {
+            assert!(
+                out.contains(&format!("\n  {name} ")),
+                "{args:?} lacks {name}: {out}"
+            );
+        }
+        assert!(out.contains("[UPSTREAM] [-- <COMMAND>...]"), "{out}");
+    }
+    for args in [&["help", "units"][..], &["units", "--help"]] {
+        let (code, out, err) = run_idlegate_output(args, &[]);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(
+            out.contains("Usage: idlegate units [OPTIONS] <FILE>"),
+            "{out}"
+        );
+        assert!(out.contains("--idlegate <PATH>"), "{out}");
+    }
+    let (code, out, _) = run_idlegate_output(&["check", "--help"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("--idle-timeout"), "{out}");
+    let (code, out, _) = run_idlegate_output(&["inhibit", "--help"], &[]);
+    assert_eq!(code, Some(0));
+    assert!(out.contains("-- <CMD>..."), "{out}");
+    // A subcommand's usage error names it and its usage, one line.
+    assert_usage_error(&["units"], &[], &["units: usage: idlegate units", "<FILE>"]);
+    assert_usage_error(&["status", "--bogus"], &[], &["status:", "--bogus"]);
+    // Not an address: the old wording, not a subcommand's.
+    assert_usage_error(&["nowhere"], &[], &["UPSTREAM", "nowhere"]);
+}
+
+fn config_error(text: &str, must_contain: &[&str]) {
+    let dir = tempdir();
+    let file = dir.path().join("f.toml");
+    std::fs::write(&file, text).unwrap();
+    assert_usage_error(
+        &["check", "--config", file.to_str().unwrap()],
+        &[],
+        must_contain,
+    );
+}
+
+/// Type errors say what the key takes and what was found, at the file's
+/// line and column; a bad duration names its line without parser jargon.
+#[test]
+fn config_type_errors_say_what_the_key_takes() {
+    config_error(
+        "upstream = \"127.0.0.1:1\"\nconnections-max = \"many\"\n",
+        &[
+            "f.toml:2:19: connections-max: expected a whole number",
+            "found a string",
+        ],
+    );
+    config_error(
+        "upstream = \"127.0.0.1:1\"\ncommand = 5\n",
+        &["f.toml:2:11: command: expected a string or a list of strings, found an integer"],
+    );
+    config_error(
+        "upstream = \"127.0.0.1:1\"\nidle-timeout = true\n",
+        &[
+            "idle-timeout: expected a duration such as \"5min\"",
+            "found a boolean",
+        ],
+    );
+    config_error(
+        "upstream = \"127.0.0.1:1\"\n[systemd]\nlisten = \"80\"\n",
+        &["f.toml:3:10: listen: expected a list", "found a string"],
+    );
+    let dir = tempdir();
+    let file = dir.path().join("f.toml");
+    std::fs::write(
+        &file,
+        "upstream = \"127.0.0.1:1\"\n\nidle-timeout = \"whenever\"\n",
+    )
+    .unwrap();
+    let (code, stderr) = run_idlegate(&["check", "--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("idle-timeout in "), "{stderr}");
+    assert!(
+        stderr.contains("f.toml: invalid value 'whenever' on line 3:"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("expected a duration such as 5min"),
+        "{stderr}"
+    );
+    for jargon in ["expected number at", "i64", "sequence", "untagged"] {
+        assert!(!stderr.contains(jargon), "{stderr}");
+    }
+}
+
+/// A misspelt key gets a "did you mean"; a top-level key written below a
+/// table gets TOML's scoping explained.
+#[test]
+fn config_key_mistakes_are_explained() {
+    config_error(
+        "upstream = \"127.0.0.1:1\"\nidle-timeot = \"5s\"\n",
+        &["f.toml:2:1: unknown field `idle-timeot`: did you mean `idle-timeout`?"],
+    );
+    config_error(
+        "upstream = \"127.0.0.1:1\"\nmode = \"http\"\n[[answer]]\npath = \"/health\"\nstatus = 200\nidle-timeout = \"5s\"\n",
+        &[
+            "f.toml:6:1: unknown field `idle-timeout` in [[answer]]",
+            "TOML puts every key after a `[[answer]]` header into that table",
+            "top-level keys such as `idle-timeout` go above the first table",
+        ],
+    );
+}

@@ -53,6 +53,7 @@ pub(super) fn file_origin(key: &'static str, file: &Path) -> Origin {
     Origin::Key {
         key,
         file: file.to_owned(),
+        line: None,
     }
 }
 
@@ -356,4 +357,44 @@ pub(super) fn observability(
         state_file,
         metrics,
     })
+}
+
+/// `--idle-timeout 5 min`: the shell splits the duration, `5` goes to the
+/// flag and `min` becomes the positional UPSTREAM, which would then be
+/// reported as a bad address (or as a second upstream). Says what happened.
+pub(super) fn stray_duration(cli: &Cli) -> Result<(), ConfigError> {
+    let Some(word) = cli.positional_upstream.as_deref() else {
+        return Ok(());
+    };
+    let unit = crate::cli::DURATION_UNITS.contains(&word);
+    let durationish =
+        unit || word.chars().any(|c| c.is_ascii_alphabetic()) && parse_duration(word).is_ok();
+    if !durationish || crate::address::UpstreamSpec::parse_with(word, Names::Keep).is_ok() {
+        return Ok(());
+    }
+    let given = [
+        ("--idle-timeout", &cli.idle_timeout),
+        ("--connection-idle-timeout", &cli.connection_idle_timeout),
+        ("--udp-flow-timeout", &cli.udp_flow_timeout),
+        ("--start-timeout", &cli.start_timeout),
+        ("--stop-timeout", &cli.stop_timeout),
+        ("--header-read-timeout", &cli.header_read_timeout),
+    ];
+    let given: Vec<(&str, &str)> = given
+        .iter()
+        .filter_map(|(flag, value)| value.as_deref().map(|v| (*flag, v)))
+        .collect();
+    // A unit belongs to a bare number; a whole duration (`30min`) to any.
+    let bare = |v: &str| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit());
+    let Some((flag, value)) = given
+        .iter()
+        .find(|(_, v)| unit && bare(v))
+        .or_else(|| given.last().filter(|_| !unit))
+    else {
+        return Ok(());
+    };
+    Err(ConfigError::Usage(format!(
+        "`{word}` was read as the upstream address; {}",
+        crate::cli::no_space(flag, value, word)
+    )))
 }
