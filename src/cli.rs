@@ -51,7 +51,10 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub udp_flow_timeout: Option<String>,
 
-    /// How long a client may wait for the backend to become ready. [default: 60s]
+    /// How long a client may wait for the backend to become ready, and, once
+    /// it has just started, for its first answer while a port forwarder in
+    /// front of it still closes connections (HTTP mode holds such requests,
+    /// bodies of up to 64 KiB included, and sends them again). [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub start_timeout: Option<String>,
 

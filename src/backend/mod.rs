@@ -270,7 +270,11 @@ impl Backend {
         let _ = self.requests.send(Request::Start);
     }
 
-    /// Whether an upstream connection has sent a byte since the backend last started.
+    /// Whether an upstream connection has sent a byte since the backend
+    /// last started. Until then the backend has just started, and an
+    /// upstream connection that closes before answering may be a port
+    /// forwarder's in front of an app not listening yet: both modes then
+    /// hold the client and send its bytes (TCP) or its request (HTTP) again.
     pub fn has_answered(&self) -> bool {
         self.answered.load(Ordering::Relaxed)
     }

@@ -4,6 +4,7 @@
 
 pub mod activator;
 pub mod fixture;
+pub mod forwarder;
 pub mod http;
 pub mod podman;
 pub mod real;
