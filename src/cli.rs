@@ -96,6 +96,11 @@ pub struct Cli {
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     pub waiting_page: Option<Option<std::path::PathBuf>>,
 
+    /// HTTP mode: the service's name on the waiting page. [default: the Host
+    /// asked for without its port, unless it is an address]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+
     /// HTTP mode: do not add X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host.
     #[arg(long)]
     pub no_forwarded_headers: bool,

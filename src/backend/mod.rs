@@ -314,7 +314,15 @@ impl Backend {
     /// What the start in progress waits for beyond a plain connection, when
     /// idlegate knows (`container web is not healthy (health: starting)`).
     pub fn waiting_for(&self) -> Option<String> {
-        self.progress.lock().expect("progress lock").clone()
+        let waiting = self.progress.lock().expect("progress lock");
+        waiting.as_ref().map(|w| w.detail.clone())
+    }
+
+    /// The stage the start in progress has reached, in plain words for a
+    /// visitor, when idlegate knows more than "starting".
+    pub fn stage(&self) -> Option<progress::Stage> {
+        let waiting = self.progress.lock().expect("progress lock");
+        waiting.as_ref().map(|w| w.stage)
     }
 
     /// Waits until the backend is ready, starting it if needed, until `deadline`.

@@ -17,7 +17,7 @@ use super::kind::{Launched, StartStep};
 use super::notify_socket::{BackendStatus, NotifySocket};
 use super::probe::Probe;
 use super::process::Process;
-use super::progress::{waiting_for, Progress};
+use super::progress::{clear, Progress};
 use super::run_command::RunCommand;
 use super::{BackendSpec, BackendState, Request};
 use crate::activity::{InFlight, InFlightGuard};
@@ -232,7 +232,7 @@ impl Supervisor {
         self.started_at = Instant::now();
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.answered.store(false, Ordering::Relaxed);
-        waiting_for(&self.progress, None);
+        clear(&self.progress);
         if let Some(run) = self.run_command.clone() {
             run.remove_leftover_before_start().await;
         }
@@ -323,6 +323,7 @@ impl Supervisor {
             Ok(Err(reason)) => self.fail(reason).await,
             Err(_) => {
                 let waiting_for = self.progress.lock().expect("progress lock").take();
+                let waiting_for = waiting_for.map(|w| w.detail);
                 let stderr = match &mut self.process {
                     Some(p) => p.stderr_tail().await,
                     None => String::new(),

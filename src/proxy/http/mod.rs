@@ -579,12 +579,12 @@ impl HttpProxy {
     /// The waiting page for `req`, which arrived at `arrived`.
     fn waiting_page(&self, req: &Request<Incoming>, arrived: Instant) -> Response<Full<Bytes>> {
         let since = self.waiting_since.since(self.backend.generation(), arrived);
-        let service = req
+        let host = req
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host())
-            .unwrap_or("the service");
+            .or_else(|| req.uri().host());
+        let service = waiting::service_name(self.settings.service_name.as_deref(), host);
         waiting::page(
             self.settings.waiting_page_template.as_deref(),
             service,
