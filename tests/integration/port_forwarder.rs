@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::forwarder::Forwarder;
 use crate::support::http::{get, Conn};
+use crate::support::real;
 use crate::support::*;
 
 /// How many cold starts the holding test makes.
@@ -141,4 +142,35 @@ fn a_reset_from_an_app_that_has_answered_is_not_sent_again() {
     assert!(!log[warm_log..].contains("holding the request"), "{log}");
     forwarder.cut_requests(false);
     assert_eq!(get(addr, "/", &[]).unwrap().status, 200);
+}
+
+/// The same hold with an h2c upstream: nginx (HTTP/2 only) listening 1.5 s
+/// after its start behind the forwarder; the held request gets its answer.
+#[test]
+fn an_h2c_request_is_held_while_a_port_forwarder_resets_for_a_booting_nginx() {
+    let dir = tempdir();
+    let port = free_port();
+    let conf = real::Nginx::h2c_config(dir.path(), port);
+    let app: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let forwarder = Forwarder::start(app);
+    let nginx = real::Nginx::backend_argv(&conf).join(" ");
+    let act = Fixture::http()
+        .dir(&dir)
+        .upstream(&forwarder.addr.to_string())
+        .default_stop_timeout()
+        .extra(&["--upstream-protocol", "h2c"])
+        .command(&["/bin/sh", "-c", &format!("sleep 1.5; exec {nginx}")])
+        .start();
+    let asked = get(act.tcp_addrs[0], "/protocol", &[]).unwrap();
+    assert_eq!(
+        (asked.status, asked.text().as_str()),
+        (200, "HTTP/2.0\n"),
+        "{asked:?}; log:\n{}",
+        act.log()
+    );
+    assert!(
+        forwarder.turned_away() > 0,
+        "the forwarder turned none away"
+    );
+    assert!(act.log().contains("holding the request"), "{}", act.log());
 }
