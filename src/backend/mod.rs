@@ -271,7 +271,8 @@ impl Backend {
     }
 
     /// Whether an upstream connection has sent a byte since the backend
-    /// last started. Until then the backend has just started, and an
+    /// last started (or `--ready-http`'s probe got its answer). Until then
+    /// the backend has just started, and an
     /// upstream connection that closes before answering may be a port
     /// forwarder's in front of an app not listening yet: both modes then
     /// hold the client and send its bytes (TCP) or its request (HTTP) again.

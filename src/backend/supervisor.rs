@@ -318,6 +318,11 @@ impl Supervisor {
                     took.as_millis()
                 );
                 self.ready_since = Some(Instant::now());
+                if self.spec.ready_http.is_some() {
+                    // The app itself answered the probe: no port forwarder
+                    // hides it any more (see `Backend::has_answered`).
+                    self.answered.store(true, Ordering::Relaxed);
+                }
                 self.set(BackendState::Ready);
             }
             Ok(Err(reason)) => self.fail(reason).await,

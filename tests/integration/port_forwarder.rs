@@ -128,7 +128,7 @@ fn a_reset_from_an_app_that_has_answered_is_not_sent_again() {
     assert_eq!(warm.status, 200, "{warm:?}; log:\n{}", act.log());
     // (The first request may have been held while the app came up.)
     let warm_log = act.log().len();
-    forwarder.cut_requests(true);
+    forwarder.cut_requests(Some("POST "));
     let mut conn = Conn::connect(addr).unwrap();
     let r = conn.request("POST", "/echo", &[], b"once only").unwrap();
     assert_eq!(r.status, 502, "{r:?}; log:\n{}", act.log());
@@ -140,7 +140,7 @@ fn a_reset_from_an_app_that_has_answered_is_not_sent_again() {
     );
     let log = act.log();
     assert!(!log[warm_log..].contains("holding the request"), "{log}");
-    forwarder.cut_requests(false);
+    forwarder.cut_requests(None);
     assert_eq!(get(addr, "/", &[]).unwrap().status, 200);
 }
 
@@ -173,4 +173,27 @@ fn an_h2c_request_is_held_while_a_port_forwarder_resets_for_a_booting_nginx() {
         "the forwarder turned none away"
     );
     assert!(act.log().contains("holding the request"), "{}", act.log());
+}
+
+/// With `--ready-http`, the app itself answered the probe: a reset on the
+/// first request is the app's, not a forwarder's, and is not held.
+#[test]
+fn a_reset_after_the_ready_http_probe_was_answered_is_not_held() {
+    let (act, forwarder) = behind_a_forwarder("300", &["--ready-http", "/"]);
+    forwarder.cut_requests(Some("POST "));
+    let addr = act.tcp_addrs[0];
+    let mut conn = Conn::connect(addr).unwrap();
+    let r = conn.request("POST", "/echo", &[], b"once only").unwrap();
+    assert_eq!(r.status, 502, "{r:?}; log:\n{}", act.log());
+    assert!(
+        forwarder.turned_away() > 0,
+        "the probe met the forwarder first"
+    );
+    assert_eq!(
+        forwarder.cut(),
+        1,
+        "the POST went once; log:\n{}",
+        act.log()
+    );
+    assert!(!act.log().contains("holding the request"), "{}", act.log());
 }

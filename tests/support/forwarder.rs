@@ -8,7 +8,7 @@
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 /// What the forwarder saw.
@@ -18,8 +18,9 @@ struct Counts {
     turned_away: AtomicUsize,
     /// Connections reset on their first bytes, by [`Forwarder::cut_requests`].
     cut: AtomicUsize,
-    /// Whether a connection's bytes are cut off instead of forwarded.
-    cutting: AtomicBool,
+    /// Bytes from the client that begin with this are cut off instead of
+    /// forwarded.
+    cutting: Mutex<Option<Vec<u8>>>,
     /// Whether the forwarder is to stop.
     stop: AtomicBool,
 }
@@ -73,10 +74,11 @@ impl Forwarder {
         self.counts.turned_away.load(Ordering::SeqCst)
     }
 
-    /// From now on (`true`), a connection's first bytes from the client
-    /// are not forwarded: the connection is reset and counted.
-    pub fn cut_requests(&self, on: bool) {
-        self.counts.cutting.store(on, Ordering::SeqCst);
+    /// From now on, bytes from a client that begin with `prefix` (a
+    /// request line's start, `POST `) are not forwarded: their connection
+    /// is reset and counted. `None` forwards everything again.
+    pub fn cut_requests(&self, prefix: Option<&str>) {
+        *self.counts.cutting.lock().unwrap() = prefix.map(|p| p.as_bytes().to_vec());
     }
 
     /// How many connections it reset on their bytes.
@@ -114,8 +116,8 @@ fn reset(stream: &TcpStream) {
     }
 }
 
-/// Copies both ways; when cutting, the first bytes from the client reset
-/// the connection instead.
+/// Copies both ways; bytes from the client that [`Forwarder::cut_requests`]
+/// names reset the connection instead.
 fn forward(client: TcpStream, app: TcpStream, counts: &Arc<Counts>) {
     let cut_this = Arc::new(AtomicBool::new(false));
     let (client_back, app_back) = (client.try_clone().unwrap(), app.try_clone().unwrap());
@@ -135,7 +137,7 @@ fn forward(client: TcpStream, app: TcpStream, counts: &Arc<Counts>) {
                 let _ = to.shutdown(Shutdown::Write);
                 break;
             }
-            Ok(_) if counts.cutting.load(Ordering::SeqCst) => {
+            Ok(n) if cuts(counts, &buf[..n]) => {
                 counts.cut.fetch_add(1, Ordering::SeqCst);
                 cut_this.store(true, Ordering::SeqCst);
                 reset(&from);
@@ -151,4 +153,12 @@ fn forward(client: TcpStream, app: TcpStream, counts: &Arc<Counts>) {
     }
     drop(from);
     let _ = back.join();
+}
+
+/// Whether `bytes` from a client are to be cut off.
+fn cuts(counts: &Counts, bytes: &[u8]) -> bool {
+    let cutting = counts.cutting.lock().unwrap();
+    cutting
+        .as_ref()
+        .is_some_and(|prefix| bytes.starts_with(prefix))
 }
