@@ -60,9 +60,12 @@ use upstream::{Resend, UpstreamError};
 pub use upstream::{UpstreamConnection, UpstreamConnector, HOLD_BODY_MAX};
 pub use waiting::EventStream;
 
-/// The first and the longest delay before a request held for a backend that
-/// has just started is sent again (see [`HttpProxy::send_again`]).
+/// The first delay before a request held for a backend that has just
+/// started is sent again (see [`HttpProxy::send_again`]); it doubles up to
+/// [`HOLD_MAX_DELAY`], so an app that comes up is reached within 50 ms
+/// without a connection per millisecond meanwhile.
 const HOLD_FIRST_DELAY: Duration = Duration::from_millis(2);
+/// The longest delay between two sends of a held request.
 const HOLD_MAX_DELAY: Duration = Duration::from_millis(50);
 /// How long an idle pooled h2c connection to the upstream is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
