@@ -263,8 +263,8 @@ impl Resend {
         })
     }
 
-    /// Whether its method is idempotent (RFC 9110 §9.2.2): then it may be
-    /// sent again even when it may have reached the app.
+    /// Whether it is bodiless with an idempotent method (RFC 9110 §9.2.2):
+    /// then it may be sent again even when it may have reached the app.
     pub(super) fn idempotent(&self) -> bool {
         [
             Method::GET,
