@@ -51,7 +51,10 @@ pub struct Cli {
     #[arg(long, value_name = "DURATION")]
     pub udp_flow_timeout: Option<String>,
 
-    /// How long a client may wait for the backend to become ready. [default: 60s]
+    /// How long a client may wait for the backend to become ready, and, once
+    /// it has just started, for its first answer while a port forwarder in
+    /// front of it still closes connections (HTTP mode holds such requests,
+    /// bodies of up to 64 KiB included, and sends them again). [default: 60s]
     #[arg(long, value_name = "DURATION")]
     pub start_timeout: Option<String>,
 
@@ -92,6 +95,11 @@ pub struct Cli {
     /// {{events}} and {{script}}.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     pub waiting_page: Option<Option<std::path::PathBuf>>,
+
+    /// HTTP mode: the service's name on the waiting page. [default: the Host
+    /// asked for without its port, unless it is an address]
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
 
     /// HTTP mode: do not add X-Forwarded-For, X-Forwarded-Proto and X-Forwarded-Host.
     #[arg(long)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use super::engine::{ContainerState, Engine, EngineError};
 use super::failure::Failure;
 use super::lease::Leases;
-use super::progress::{waiting_for, Progress};
+use super::progress::{waiting_for, Progress, Stage};
 use crate::backoff::Backoff;
 
 /// What happens to the container when idlegate stops the backend.
@@ -54,6 +54,8 @@ impl Container {
     /// has a healthcheck, is healthy.
     pub async fn start(&self, progress: &Progress) -> Result<(), Failure> {
         let name = &self.name;
+        let what = format!("container {name} has not started yet");
+        waiting_for(progress, Stage::StartingContainer, what);
         self.take_lease().await;
         let state = self.inspect().await?;
         if state.paused {
@@ -89,7 +91,7 @@ impl Container {
                             "waiting for container {name} to become healthy (now {health})"
                         );
                         let what = format!("container {name} is not healthy (health: {health})");
-                        waiting_for(progress, Some(what));
+                        waiting_for(progress, Stage::ContainerHealth, what);
                         last_health = health.to_owned();
                     }
                 }

@@ -90,6 +90,35 @@ pub enum Failure {
     },
 }
 
+impl Failure {
+    /// Why, in plain words for a visitor: no address, command, probe error
+    /// or engine message (those are in the log and `idlegate status`).
+    pub fn plain(&self) -> String {
+        let text = match self {
+            Failure::Spawn { .. } => "the app could not be started",
+            Failure::Hook(_) => "the start command failed",
+            Failure::Engine(_) => "the container engine could not start it",
+            Failure::ContainerStopped { .. } => "the container stopped during its start",
+            Failure::NotifySocket { .. }
+            | Failure::Notify(_)
+            | Failure::Probe { .. }
+            | Failure::ReadyCommand(_) => "its readiness could not be checked",
+            Failure::StartTimeout { timeout, .. } => {
+                return format!(
+                    "not ready within the start timeout ({})",
+                    humantime::format_duration(*timeout)
+                )
+            }
+            Failure::Exited {
+                during_start: true, ..
+            } => "the app stopped during its start",
+            Failure::Exited { .. } => "the app stopped",
+            Failure::StoppedAccepting { .. } => "the app stopped accepting connections",
+        };
+        text.to_owned()
+    }
+}
+
 /// Why a start or stop command failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HookFailure {

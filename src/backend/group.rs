@@ -11,7 +11,7 @@ use std::time::Duration;
 use super::container::Container;
 use super::failure::Failure;
 use super::hooks::Hooks;
-use super::progress::{waiting_for, Progress};
+use super::progress::{clear, Progress};
 
 /// How often a started group's containers are looked at while the
 /// readiness probe runs.
@@ -44,7 +44,7 @@ impl Group {
                 Member::Container(container) => container.start(progress).await?,
                 Member::Unit(hooks) => hooks.start().await?,
             }
-            waiting_for(progress, None);
+            clear(progress);
         }
         Ok(())
     }

@@ -283,7 +283,12 @@ impl Backend {
         let _ = self.requests.send(Request::Start);
     }
 
-    /// Whether an upstream connection has sent a byte since the backend last started.
+    /// Whether an upstream connection has sent a byte since the backend
+    /// last started (or `--ready-http`'s probe got its answer). Until then
+    /// the backend has just started, and an
+    /// upstream connection that closes before answering may be a port
+    /// forwarder's in front of an app not listening yet: both modes then
+    /// hold the client and send its bytes (TCP) or its request (HTTP) again.
     pub fn has_answered(&self) -> bool {
         self.answered.load(Ordering::Relaxed)
     }
@@ -323,7 +328,15 @@ impl Backend {
     /// What the start in progress waits for beyond a plain connection, when
     /// idlegate knows (`container web is not healthy (health: starting)`).
     pub fn waiting_for(&self) -> Option<String> {
-        self.progress.lock().expect("progress lock").clone()
+        let waiting = self.progress.lock().expect("progress lock");
+        waiting.as_ref().map(|w| w.detail.clone())
+    }
+
+    /// The stage the start in progress has reached, in plain words for a
+    /// visitor, when idlegate knows more than "starting".
+    pub fn stage(&self) -> Option<progress::Stage> {
+        let waiting = self.progress.lock().expect("progress lock");
+        waiting.as_ref().map(|w| w.stage)
     }
 
     /// Waits until the backend is ready, starting it if needed, until `deadline`.

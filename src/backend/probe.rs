@@ -5,7 +5,7 @@
 
 use super::failure::Failure;
 use super::notify_socket::{BackendStatus, NotifySocket};
-use super::progress::{waiting_for, Progress};
+use super::progress::{clear, waiting_for, Progress, Stage};
 use super::ready_command;
 use crate::address::Address;
 use crate::readiness;
@@ -32,7 +32,7 @@ impl Probe {
         let progress = &self.progress;
         if let Some(notify) = self.notify {
             let what = "no READY=1 from the backend (--ready-notify)";
-            waiting_for(progress, Some(what.into()));
+            waiting_for(progress, Stage::AppNotify, what.into());
             notify
                 .wait_ready(&self.status)
                 .await
@@ -44,13 +44,18 @@ impl Probe {
             } else {
                 None
             };
-            waiting_for(
-                progress,
-                Some(match http_path {
-                    Some(path) => format!("no HTTP answer to GET {path} on {address}"),
-                    None => format!("nothing accepted connections on {address}"),
-                }),
-            );
+            match http_path {
+                Some(path) => waiting_for(
+                    progress,
+                    Stage::Answering,
+                    format!("no HTTP answer to GET {path} on {address}"),
+                ),
+                None => waiting_for(
+                    progress,
+                    Stage::Accepting,
+                    format!("nothing accepted connections on {address}"),
+                ),
+            }
             readiness::wait_until_ready(address, http_path)
                 .await
                 .map_err(|error| Failure::Probe {
@@ -60,12 +65,12 @@ impl Probe {
         }
         if let Some(command) = self.ready_cmd {
             let what = format!("the ready command `{command}` has not succeeded yet");
-            waiting_for(progress, Some(what));
+            waiting_for(progress, Stage::ReadyCommand, what);
             ready_command::wait_until_succeeds(&command, progress)
                 .await
                 .map_err(Failure::ReadyCommand)?;
         }
-        waiting_for(progress, None);
+        clear(progress);
         Ok(())
     }
 }

@@ -11,7 +11,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-use super::progress::{waiting_for, Progress};
+use super::progress::{waiting_for, Progress, Stage};
 use super::pull::PullWatch;
 use crate::sys;
 
@@ -260,7 +260,7 @@ async fn pump(stream: impl AsyncRead + Unpin, output: Output) {
                 if let Some(progress) = &progress {
                     if let Some(what) = pulls.progress(&line) {
                         tracing::info!(target: "idlegate::backend", pid, "{what}");
-                        waiting_for(progress, Some(what));
+                        waiting_for(progress, Stage::PullingImage, what);
                     }
                 }
                 if let Some(tail) = &tail {

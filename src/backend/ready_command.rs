@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use super::process::child_command;
-use super::progress::{waiting_for, Progress};
+use super::progress::{waiting_for, Progress, Stage};
 use crate::backoff::Backoff;
 
 /// The first delay between runs of the command.
@@ -43,7 +43,7 @@ pub async fn wait_until_succeeds(command: &str, progress: &Progress) -> Result<(
         if matches!(output.status.code(), Some(126 | 127)) {
             return Err(report);
         }
-        waiting_for(progress, Some(report));
+        waiting_for(progress, Stage::ReadyCommand, report);
         tokio::time::sleep(backoff.next_delay()).await;
     }
 }
@@ -82,7 +82,7 @@ mod tests {
             std::fs::read_to_string(&counter).unwrap().lines().count(),
             3
         );
-        let said = progress.lock().unwrap().clone().unwrap();
+        let said = progress.lock().unwrap().clone().unwrap().detail;
         assert!(
             said.contains("exit status: 1") && said.contains("not yet"),
             "{said}"

@@ -17,7 +17,7 @@ use super::kind::{Launched, StartStep};
 use super::notify_socket::{BackendStatus, NotifySocket};
 use super::probe::Probe;
 use super::process::Process;
-use super::progress::{waiting_for, Progress};
+use super::progress::{clear, Progress};
 use super::run_command::RunCommand;
 use super::{BackendSpec, BackendState, Request, ShutDownCause};
 use crate::activity::{InFlight, InFlightGuard};
@@ -232,7 +232,7 @@ impl Supervisor {
         self.started_at = Instant::now();
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.answered.store(false, Ordering::Relaxed);
-        waiting_for(&self.progress, None);
+        clear(&self.progress);
         if let Some(run) = self.run_command.clone() {
             run.remove_leftover_before_start().await;
         }
@@ -318,11 +318,17 @@ impl Supervisor {
                     took.as_millis()
                 );
                 self.ready_since = Some(Instant::now());
+                if self.spec.ready_http.is_some() {
+                    // The app itself answered the probe: no port forwarder
+                    // hides it any more (see `Backend::has_answered`).
+                    self.answered.store(true, Ordering::Relaxed);
+                }
                 self.set(BackendState::Ready);
             }
             Ok(Err(reason)) => self.fail(reason).await,
             Err(_) => {
                 let waiting_for = self.progress.lock().expect("progress lock").take();
+                let waiting_for = waiting_for.map(|w| w.detail);
                 let stderr = match &mut self.process {
                     Some(p) => p.stderr_tail().await,
                     None => String::new(),

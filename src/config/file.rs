@@ -79,6 +79,7 @@ pub(super) struct FileConfig {
     pub(super) proxy_protocol: Option<String>,
     pub(super) upstream_protocol: Option<String>,
     pub(super) waiting_page: Option<WaitingPageKey>,
+    pub(super) name: Option<String>,
     pub(super) forwarded_headers: Option<bool>,
     pub(super) header_read_timeout: Option<RawDuration>,
     pub(super) listen: Option<OneOrMany>,

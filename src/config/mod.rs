@@ -50,6 +50,9 @@ pub struct HttpSettings {
     /// The user's waiting page (`--waiting-page FILE`), read at start; the
     /// built-in page when `None`.
     pub waiting_page_template: Option<std::sync::Arc<str>>,
+    /// The service's name on the waiting page (`--name`); the `Host` asked
+    /// for when `None`.
+    pub service_name: Option<std::sync::Arc<str>>,
     /// Add `X-Forwarded-For`, `-Proto` and `-Host`.
     pub forwarded_headers: bool,
     /// How long a client may take to send a request's headers.

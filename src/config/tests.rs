@@ -165,6 +165,23 @@ fn waiting_page_bare_or_with_a_template() {
 }
 
 #[test]
+fn the_service_name_from_the_flag_or_the_key_never_empty() {
+    let c = Config::from_cli(cli(&["--name", " Photos ", "127.0.0.1:9"])).unwrap();
+    assert_eq!(c.http.service_name.as_deref(), Some("Photos"));
+    let c = Config::from_cli(cli(&["127.0.0.1:9"])).unwrap();
+    assert_eq!(c.http.service_name, None);
+    let e = Config::from_cli(cli(&["--name", " ", "127.0.0.1:9"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.starts_with("--name: invalid value"), "{e}");
+    let dir = tempfile::tempdir().unwrap();
+    let conf = dir.path().join("c.toml");
+    std::fs::write(&conf, "upstream = \"127.0.0.1:9\"\nname = \"Photos\"\n").unwrap();
+    let c = Config::from_file(&conf).unwrap();
+    assert_eq!(c.http.service_name.as_deref(), Some("Photos"));
+}
+
+#[test]
 fn a_flag_given_twice_takes_the_last_value_and_lists_append() {
     let c = Config::from_cli(cli(&[
         "--upstream",

@@ -62,6 +62,14 @@ pub enum ConnectError {
         /// The upstream address.
         upstream: Address,
     },
+    /// The upstream of a backend that had just started kept closing
+    /// connections before answering until the start timeout (a port
+    /// forwarder in front of an app that never listened).
+    #[error("{upstream} still closed connections before answering at the start timeout")]
+    Closing {
+        /// The upstream address.
+        upstream: Address,
+    },
 }
 
 /// Connects to `upstream` once the backend is ready, holding the caller until

@@ -263,7 +263,7 @@ impl FirstByte<'_> {
                             // Starting up: a port forwarder's close, retried.
                             let delay = backoff.next_delay();
                             if Instant::now() + delay >= self.deadline {
-                                return Err(ConnectError::Timeout { upstream: upstream.clone() });
+                                return Err(ConnectError::Closing { upstream: upstream.clone() });
                             }
                             tracing::debug!("{upstream} closed before answering; connecting again to replay {} bytes", kept.len());
                             tokio::time::sleep(delay).await;

@@ -16,6 +16,7 @@ mod inhibit;
 mod kinds;
 mod limits;
 mod notify;
+mod port_forwarder;
 mod readiness;
 mod real_servers;
 mod reload;

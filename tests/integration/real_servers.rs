@@ -379,3 +379,74 @@ fn pythons_http_server_in_http_mode_keeps_the_clients_connection() {
     assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
     assert!(answer.ends_with("\r\n\r\nhello from python\n"), "{answer}");
 }
+
+/// The waiting page as a visitor sees it in a headless Chromium during a
+/// slow start: the service's name (the Host asked for without its port, or
+/// "the service" when the Host is an address), the stage in plain words
+/// and the time waited, in the rendered page, in the title its script sets
+/// from the event stream, and once the start failed; never an internal
+/// address, a probe error or the backend's stderr.
+#[test]
+fn the_waiting_page_shows_the_name_and_the_stage_and_no_address() {
+    let act = Fixture::http()
+        .extra(&["--waiting-page", "--start-timeout", "12s"])
+        .backend(&["--delay-ms", "600000"])
+        .start();
+    let port = act.tcp_addrs[0].port();
+    let dir = act.dir.path();
+    let named = real::dump_dom(
+        &format!("http://photos.test:{port}/"),
+        dir,
+        &["--host-resolver-rules=MAP photos.test 127.0.0.1"],
+    );
+    let by_address = real::dump_dom(&format!("http://127.0.0.1:{port}/"), dir, &[]);
+    for (dom, name) in [(&named, "photos.test"), (&by_address, "the service")] {
+        assert!(dom.contains(&format!("<h1>Starting {name}…</h1>")), "{dom}");
+        assert!(
+            dom.contains("waiting for the app to accept connections"),
+            "{dom}"
+        );
+        assert!(dom.contains("id=\"idlegate-waited\""), "{dom}");
+        assert!(!dom.contains("127.0.0.1"), "{dom}");
+    }
+    // The event stream's progress, as the page's script shows it in the
+    // title, then the failed start.
+    let browser = Browser::open(&format!("http://127.0.0.1:{port}/"), dir);
+    let mut titles: Vec<String> = Vec::new();
+    let mut note = || {
+        if let Some(t) = browser.title() {
+            if titles.last() != Some(&t) {
+                titles.push(t);
+            }
+        }
+        titles.clone()
+    };
+    wait_until("the stage in the page's title", PATIENCE, || {
+        note().iter().any(|t| {
+            t.starts_with("starting: waiting for the app to accept connections (")
+                && t.ends_with(" s)")
+        })
+    });
+    wait_until("the failed start in the page's title", PATIENCE, || {
+        note()
+            .iter()
+            .any(|t| t.starts_with("failed: not ready within the start timeout (12s) ("))
+    });
+    // (While it loads, Chromium titles the tab with the address typed.)
+    let typed = format!("127.0.0.1:{port}");
+    let titles = note();
+    assert!(
+        titles
+            .iter()
+            .filter(|t| **t != typed)
+            .all(|t| !t.contains("127.0.0.1") && !t.contains("test backend")),
+        "{titles:?}"
+    );
+    assert!(
+        act.log()
+            .contains("nothing accepted connections on 127.0.0.1"),
+        "the details stay in the log: {}",
+        act.log()
+    );
+    eprintln!("titles seen: {titles:?}");
+}

@@ -6,6 +6,7 @@ pub mod activator;
 pub mod docker;
 pub mod engine;
 pub mod fixture;
+pub mod forwarder;
 pub mod http;
 pub mod podman;
 pub mod real;

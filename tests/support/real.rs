@@ -613,26 +613,12 @@ impl Browser {
     /// up (the browser runs; the page may still be loading: check that the
     /// backend got the request).
     pub fn open(url: &str, dir: &Path) -> Browser {
-        let own = dir.join(format!("chromium-{}", unique()));
-        for sub in ["profile", "config", "cache", "tmp"] {
-            std::fs::create_dir_all(own.join(sub)).unwrap();
-        }
+        let (mut chromium, own) = headless_chromium(dir);
         let log_path = own.join("chromium.log");
         let log = std::fs::File::create(&log_path).unwrap();
-        let child = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--no-first-run",
-            ])
-            .arg(format!("--user-data-dir={}", own.join("profile").display()))
+        let child = chromium
             .arg("--remote-debugging-port=0")
             .arg(url)
-            // The crash handler's database and Chromium's temp files stay here.
-            .env("XDG_CONFIG_HOME", own.join("config"))
-            .env("XDG_CACHE_HOME", own.join("cache"))
-            .env("TMPDIR", own.join("tmp"))
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)
@@ -702,42 +688,86 @@ impl Browser {
     /// Live processes that are Chromium's: in its process group, or naming
     /// its directory (the crash handlers leave the group).
     fn processes(&self) -> Vec<u32> {
-        let pgid = self.child.id() as i64;
-        let marker = self.dir.display().to_string();
-        let mut found = Vec::new();
-        let Ok(entries) = std::fs::read_dir("/proc") else {
-            return found;
-        };
-        for entry in entries.flatten() {
-            let Some(pid) = entry
-                .file_name()
-                .to_str()
-                .and_then(|s| s.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-                continue;
-            };
-            let Some((_, rest)) = stat.rsplit_once(')') else {
-                continue;
-            };
-            let fields: Vec<&str> = rest.split_whitespace().collect();
-            if fields.first() == Some(&"Z") {
-                continue;
-            }
-            let in_group = fields.get(2).and_then(|g| g.parse::<i64>().ok()) == Some(pgid);
-            let names_dir = || {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .map(|c| String::from_utf8_lossy(&c).contains(&marker))
-                    .unwrap_or(false)
-            };
-            if in_group || names_dir() {
-                found.push(pid);
-            }
-        }
-        found
+        chromium_processes(Some(self.child.id() as i64), &self.dir)
     }
+}
+
+/// The page at `url` as headless Chromium has rendered it once loaded
+/// (`--dump-dom`: the document after its scripts ran), Chromium's files in
+/// a fresh directory under `dir`; `args` go before the URL. Panics if
+/// Chromium fails or takes over twice [`PATIENCE`].
+pub fn dump_dom(url: &str, dir: &Path, args: &[&str]) -> String {
+    let (mut chromium, own) = headless_chromium(dir);
+    let dumped = run_with_timeout(chromium.args(args).arg("--dump-dom").arg(url), PATIENCE * 2);
+    // Its crash handler leaves the process group: ended here.
+    for pid in chromium_processes(None, &own) {
+        // SAFETY: kill(2) on a process naming Chromium's own directory.
+        unsafe {
+            libc::kill(pid as libc::pid_t, libc::SIGKILL);
+        }
+    }
+    dumped.unwrap_or_else(|e| panic!("chromium --dump-dom {url}: {e}"))
+}
+
+/// `chromium --headless` with a fresh directory of its own under `dir`
+/// (returned) for its profile, config, cache and temp files.
+fn headless_chromium(dir: &Path) -> (Command, PathBuf) {
+    let own = dir.join(format!("chromium-{}", unique()));
+    for sub in ["profile", "config", "cache", "tmp"] {
+        std::fs::create_dir_all(own.join(sub)).unwrap();
+    }
+    let mut chromium = Command::new("chromium");
+    chromium
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--no-first-run",
+        ])
+        .arg(format!("--user-data-dir={}", own.join("profile").display()))
+        // The crash handler's database and Chromium's temp files stay here.
+        .env("XDG_CONFIG_HOME", own.join("config"))
+        .env("XDG_CACHE_HOME", own.join("cache"))
+        .env("TMPDIR", own.join("tmp"));
+    (chromium, own)
+}
+
+/// Live processes in process group `pgid`, or naming `dir` on their command line.
+fn chromium_processes(pgid: Option<i64>, dir: &Path) -> Vec<u32> {
+    let marker = dir.display().to_string();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        if fields.first() == Some(&"Z") {
+            continue;
+        }
+        let in_group = pgid.is_some() && fields.get(2).and_then(|g| g.parse::<i64>().ok()) == pgid;
+        let names_dir = || {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).contains(&marker))
+                .unwrap_or(false)
+        };
+        if in_group || names_dir() {
+            found.push(pid);
+        }
+    }
+    found
 }
 
 impl Drop for Browser {

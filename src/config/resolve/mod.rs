@@ -302,11 +302,23 @@ pub(super) fn http(
             (true, Some(text.into()))
         }
     };
+    let service_name = match given!(cli, file, path, name, "name") {
+        Some((name, origin)) if name.trim().is_empty() => {
+            return Err(ConfigError::Invalid {
+                origin,
+                value: name,
+                reason: "the service's name must not be empty".into(),
+            })
+        }
+        Some((name, _)) => Some(name.trim().into()),
+        None => None,
+    };
     let forwarded_headers =
         !cli.no_forwarded_headers && file.forwarded_headers.take().unwrap_or(true);
     let http = HttpSettings {
         waiting_page: waiting_page.then_some(WAITING_PAGE_AFTER),
         waiting_page_template,
+        service_name,
         forwarded_headers,
         header_read_timeout,
         max_header_bytes: MAX_HEADER_BYTES,

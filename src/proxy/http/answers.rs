@@ -26,6 +26,7 @@ pub(super) fn classify(e: &UpstreamError) -> (StatusCode, String) {
             let status = match connect {
                 ConnectError::Backend(b) => status_for(b),
                 ConnectError::Timeout { .. }
+                | ConnectError::Closing { .. }
                 | ConnectError::Quiet(_)
                 | ConnectError::NoFreeConnection { .. } => StatusCode::GATEWAY_TIMEOUT,
                 ConnectError::Upstream { .. } => StatusCode::BAD_GATEWAY,

@@ -215,7 +215,7 @@ impl Http1Connection {
                 }
                 let body = match sending {
                     Some(sending) => sending.body,
-                    None => http_body_util::Either::Right(http_body_util::Empty::new()),
+                    None => http_body_util::Either::Right(http_body_util::Full::default()),
                 };
                 let out = Outbound {
                     head,

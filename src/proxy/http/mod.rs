@@ -17,7 +17,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
-use http_body_util::{Either, Empty, Full};
+use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
@@ -31,6 +31,7 @@ use super::{ConnectError, DEATH_GRACE};
 use crate::activity::{InFlight, InFlightGuard};
 use crate::address::{Address, UpstreamProtocol};
 use crate::backend::Backend;
+use crate::backoff::Backoff;
 use crate::config::HttpSettings;
 use crate::net::Peer;
 use crate::wake::{self, WakeGate, When};
@@ -56,9 +57,16 @@ pub use pool::{Lease, UpstreamResponse};
 pub use tracked::{Counted, RequestLog, Tracked};
 use tunnel::{tunnel, ClientSide};
 use upstream::{Resend, UpstreamError};
-pub use upstream::{UpstreamConnection, UpstreamConnector};
+pub use upstream::{UpstreamConnection, UpstreamConnector, HOLD_BODY_MAX};
 pub use waiting::EventStream;
 
+/// The first delay before a request held for a backend that has just
+/// started is sent again (see [`HttpProxy::send_again`]); it doubles up to
+/// [`HOLD_MAX_DELAY`], so an app that comes up is reached within 50 ms
+/// without a connection per millisecond meanwhile.
+const HOLD_FIRST_DELAY: Duration = Duration::from_millis(2);
+/// The longest delay between two sends of a held request.
+const HOLD_MAX_DELAY: Duration = Duration::from_millis(50);
 /// How long an idle pooled h2c connection to the upstream is kept.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a client that got the waiting page counts as work: it is
@@ -74,9 +82,10 @@ pub type ProxyBody = Tracked<Either<UpstreamResponse, Either<Full<Bytes>, EventS
 /// from a service whose futures can move).
 type Answering = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
 
-/// The body of a request sent upstream: the client's, or none at all (a
-/// bodiless request, which can be sent again).
-pub type UpstreamBody = Either<Counted<Incoming>, Empty<Bytes>>;
+/// The body of a request sent upstream: the client's as it comes, or one
+/// kept whole (none at all, or a short one read first), which can be sent
+/// again.
+pub type UpstreamBody = Either<Counted<Incoming>, Full<Bytes>>;
 
 /// How requests reach the upstream.
 enum Route {
@@ -312,9 +321,14 @@ impl HttpProxy {
         let is_connect = req.method() == Method::CONNECT;
         let req = self.upstream_request(req, peer, upgrade);
         let again = (!upgrade).then(|| Resend::of(&req)).flatten();
+        // While the backend has just started, a short body is read whole
+        // first, so that the request can be held and sent again as a
+        // bodiless one is (a port forwarder may close on it).
+        let keep =
+            again.is_none() && !upgrade && !self.backend.has_answered() && Resend::can_keep(&req);
         let counted = log.entry();
         let req = req.map(|body| match again {
-            Some(_) => Either::Right(Empty::new()),
+            Some(_) => Either::Right(Full::default()),
             None => Either::Left(Counted {
                 inner: body,
                 work: counted,
@@ -323,7 +337,19 @@ impl HttpProxy {
         let deadline = log.started + self.backend.start_timeout();
         let generation = self.backend.generation();
         OneOf::Right(async move {
-            let mut sent = self.send(req, false, deadline).await;
+            let (req, again) = match keep {
+                false => (req, again),
+                // Boxed: rare (a body at a cold start), and large.
+                true => match Box::pin(Resend::keep(req)).await {
+                    Ok(kept) => (kept.request(), Some(kept)),
+                    Err(e) => {
+                        let why = format!("the request's body could not be read: {e}");
+                        tracing::info!("{} {}: {why}", log.method, log.path);
+                        return self.local(plain(StatusCode::BAD_REQUEST, why), log);
+                    }
+                },
+            };
+            let mut sent = self.send(req, false, None, deadline).await;
             if let (Err(_), Some(again)) = (&sent, &again) {
                 sent = Box::pin(self.send_again(sent, again, generation, deadline, &log)).await;
             }
@@ -353,6 +379,9 @@ impl HttpProxy {
         } = answer;
         match sent {
             Ok(mut resp) => {
+                if !self.backend.has_answered() {
+                    self.backend.mark_answered();
+                }
                 let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     || (is_connect && resp.status().is_success());
                 match client_upgrade {
@@ -392,13 +421,19 @@ impl HttpProxy {
         }
     }
 
-    /// Sends a bodiless idempotent request again on a new connection when
-    /// its connection closed without an answer: at once when the connection
-    /// was kept alive (its close may have raced the request), and, once, to
-    /// the restarted backend when the backend died within the grace (as TCP
-    /// mode replays a client's first bytes). A request sent again at once
-    /// before the backend's death was found out may meet the dying backend:
-    /// the restarted one still gets it.
+    /// Sends a request again on a new connection when its connection closed
+    /// without an answer:
+    /// - while the backend has just started (nothing upstream has answered
+    ///   since its start), with a backoff until `deadline`, any request kept
+    ///   whole: a port forwarder (docker-proxy, rootlessport) accepts and
+    ///   closes until the app behind it listens, as TCP mode replays (the
+    ///   held request never goes to a later start of the backend);
+    /// - a bodiless idempotent request at once when the connection was kept
+    ///   alive (its close may have raced the request), and, once, to the
+    ///   restarted backend when the backend died within the grace (as TCP
+    ///   mode replays a client's first bytes). A request sent again at once
+    ///   before the backend's death was found out may meet the dying
+    ///   backend: the restarted one still gets it.
     async fn send_again(
         &self,
         mut sent: Result<Response<UpstreamResponse>, UpstreamError>,
@@ -408,8 +443,34 @@ impl HttpProxy {
         log: &RequestLog,
     ) -> Result<Response<UpstreamResponse>, UpstreamError> {
         let (mut after_close, mut to_restarted, mut resent) = (true, true, false);
+        let mut held: Option<(Backoff, u32)> = None;
         while let Err(e) = &sent {
             if !e.closed_before_answering() {
+                break;
+            }
+            if self.backend.generation() == generation && !self.backend.has_answered() {
+                let (backoff, tries) = held.get_or_insert_with(|| {
+                    tracing::info!(
+                        "{} {}: {e} while the backend starts (a port forwarder in front of an app not listening yet?); holding the request and sending it again until the start timeout",
+                        log.method,
+                        log.path
+                    );
+                    (Backoff::new(HOLD_FIRST_DELAY, HOLD_MAX_DELAY), 0)
+                });
+                let delay = backoff.next_delay();
+                if Instant::now() + delay >= deadline {
+                    let upstream = self.upstream.clone();
+                    sent = Err(ConnectError::Closing { upstream }.into());
+                    break;
+                }
+                tokio::time::sleep(delay).await;
+                *tries += 1;
+                sent = self
+                    .send(again.request(), true, Some(generation), deadline)
+                    .await;
+                continue;
+            }
+            if !again.idempotent() {
                 break;
             }
             if e.reused() && after_close {
@@ -421,7 +482,14 @@ impl HttpProxy {
                 break;
             }
             resent = true;
-            sent = self.send(again.request(), true, deadline).await;
+            sent = self.send(again.request(), true, None, deadline).await;
+        }
+        if let (Some((_, tries)), Ok(_)) = (&held, &sent) {
+            tracing::debug!(
+                "{} {}: answered after {tries} more tries",
+                log.method,
+                log.path
+            );
         }
         match (resent, self.backend.generation() != generation) {
             (false, _) => {}
@@ -439,20 +507,30 @@ impl HttpProxy {
         sent
     }
 
-    /// Sends `req` upstream (on a new connection if `fresh`)
+    /// Sends `req` upstream (on a new connection if `fresh`, only to start
+    /// `run` of the backend if given).
     /// (Not an `async fn`: the request would be kept in its future beside
     /// the route's own, which takes it over.)
     fn send(
         &self,
         req: Request<UpstreamBody>,
         fresh: bool,
+        run: Option<u64>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Response<UpstreamResponse>, UpstreamError>> + Send + '_ {
         match &self.route {
-            Route::Http1(pool) => OneOf::Left(pool.request(req, fresh, deadline)),
+            Route::Http1(pool) => OneOf::Left(pool.request(req, fresh, run, deadline)),
             Route::H2c(client) => {
+                // The pooled client connects by itself: a held request
+                // checks the backend's run before it goes, as near as it can.
+                let restarted = run.is_some_and(|run| {
+                    run != self.backend.generation() || !self.backend.is_ready()
+                });
                 let sent = client.request(req);
                 OneOf::Right(async move {
+                    if restarted {
+                        return Err(UpstreamError::Restarted);
+                    }
                     match sent.await {
                         Ok(resp) => Ok(resp.map(UpstreamResponse::driven)),
                         Err(e) => Err(UpstreamError::Pooled(e)),
@@ -504,12 +582,12 @@ impl HttpProxy {
     /// The waiting page for `req`, which arrived at `arrived`.
     fn waiting_page(&self, req: &Request<Incoming>, arrived: Instant) -> Response<Full<Bytes>> {
         let since = self.waiting_since.since(self.backend.generation(), arrived);
-        let service = req
+        let host = req
             .headers()
             .get(header::HOST)
             .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri().host())
-            .unwrap_or("the service");
+            .or_else(|| req.uri().host());
+        let service = waiting::service_name(self.settings.service_name.as_deref(), host);
         waiting::page(
             self.settings.waiting_page_template.as_deref(),
             service,

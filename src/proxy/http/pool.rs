@@ -90,13 +90,16 @@ impl UpstreamPool {
 
     /// Sends `req` on a pooled connection, or on a new one (made by
     /// `deadline`) when none is idle or `fresh` asks for one; once more on a
-    /// new one when nothing of it reached a pooled connection.
+    /// new one when nothing of it reached a pooled connection. With `run`,
+    /// only to that start of the backend: a new connection made to a later
+    /// one is [`UpstreamError::Restarted`].
     /// (Not an `async fn`: the request would be kept in its future beside
     /// what it becomes.)
     pub(super) fn request(
         self: &Arc<Self>,
         req: Request<UpstreamBody>,
         fresh: bool,
+        run: Option<u64>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Response<UpstreamResponse>, UpstreamError>> + Send + '_ {
         let (head, outgoing) = wire::request_head(&req);
@@ -107,7 +110,7 @@ impl UpstreamPool {
             body: req.into_body(),
             method,
         };
-        self.send(out, fresh, deadline)
+        self.send(out, fresh, run, deadline)
     }
 
     /// Sends `out`, as [`UpstreamPool::request`] says.
@@ -115,12 +118,13 @@ impl UpstreamPool {
         self: &Arc<Self>,
         out: Outbound,
         fresh: bool,
+        run: Option<u64>,
         deadline: Instant,
     ) -> Result<Response<UpstreamResponse>, UpstreamError> {
         let mut lease = match self.take(fresh).await {
             Some(lease) => lease,
             // Boxed: connecting is rarer than reusing, and large.
-            None => Box::pin(self.connect(deadline)).await?,
+            None => Box::pin(self.connect(deadline, run)).await?,
         };
         let out = match lease.conn.send(out).await {
             Ok(head) => return Ok(UpstreamResponse::of(head, lease)),
@@ -133,7 +137,7 @@ impl UpstreamPool {
             }
         };
         tracing::debug!("a pooled upstream connection ended before it took the request; sending it on a new one");
-        let mut lease = Box::pin(self.connect(deadline)).await?;
+        let mut lease = Box::pin(self.connect(deadline, run)).await?;
         match lease.conn.send(out).await {
             Ok(head) => Ok(UpstreamResponse::of(head, lease)),
             Err(SendError::Unsent(_, error) | SendError::Failed(error)) => {
@@ -167,10 +171,18 @@ impl UpstreamPool {
         .await
     }
 
-    /// A new connection, made by `deadline`.
-    async fn connect(self: &Arc<Self>, deadline: Instant) -> Result<Lease, UpstreamError> {
+    /// A new connection, made by `deadline` (to start `run` of the
+    /// backend, if given).
+    async fn connect(
+        self: &Arc<Self>,
+        deadline: Instant,
+        run: Option<u64>,
+    ) -> Result<Lease, UpstreamError> {
         let generation = self.connector.backend.generation();
         let io = self.connector.connect(deadline).await?;
+        if run.is_some_and(|run| run != self.connector.backend.generation()) {
+            return Err(UpstreamError::Restarted);
+        }
         Ok(Lease {
             conn: Box::new(Http1Connection::new(io)),
             pool: self.clone(),

@@ -7,10 +7,11 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
+use bytes::Bytes;
 use http::header::HeaderMap;
 use http::{Method, Request, Uri};
 use http_body::Body;
-use http_body_util::{Either, Empty};
+use http_body_util::{BodyExt, Either, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -95,6 +96,10 @@ pub(super) enum UpstreamError {
     /// Sent through hyper-util's client (h2c), the request failed.
     #[error("upstream request failed: {}", chain(.0))]
     Pooled(hyper_util::client::legacy::Error),
+    /// Held for a backend that had just started, the request found it
+    /// started again (it died meanwhile): it did not go to the new run.
+    #[error("the backend stopped while the request was held for it")]
+    Restarted,
 }
 
 impl UpstreamError {
@@ -102,7 +107,7 @@ impl UpstreamError {
     pub(super) fn connect_error(&self) -> Option<&ConnectError> {
         match self {
             UpstreamError::Connect(e) => Some(e),
-            UpstreamError::Request { .. } => None,
+            UpstreamError::Request { .. } | UpstreamError::Restarted => None,
             UpstreamError::Pooled(e) => {
                 let mut source = e.source();
                 while let Some(s) = source {
@@ -117,10 +122,12 @@ impl UpstreamError {
     }
 
     /// Whether the request's connection closed or was reset before the
-    /// response came (not a connect error of ours).
+    /// response came (not a connect error of ours), or the request found the
+    /// backend started again before it went.
     pub(super) fn closed_before_answering(&self) -> bool {
         match self {
             UpstreamError::Connect(_) => false,
+            UpstreamError::Restarted => true,
             UpstreamError::Request { error, .. } => error.closed_before_answering(),
             UpstreamError::Pooled(e) => {
                 self.connect_error().is_none() && e.source().is_some_and(closed_before_answering)
@@ -207,19 +214,59 @@ impl hyper_util::client::legacy::connect::Connection for UpstreamConnection {
     }
 }
 
-/// A copy of a bodiless request with an idempotent method (RFC 9110
-/// §9.2.2), to send it again if its connection closed under it.
+/// The most bytes of a request's body kept to send it again: a request
+/// whose body is longer (or of unknown length) is streamed, never held.
+pub const HOLD_BODY_MAX: u64 = 64 * 1024;
+
+/// A copy of a request kept to send it again if its connection closed
+/// under it: a bodiless one, or one whose body (at most [`HOLD_BODY_MAX`]
+/// bytes) was read whole before it went.
 #[derive(Clone, Debug)]
 pub(super) struct Resend {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
+    /// The body, whole (empty for a bodiless request).
+    body: Bytes,
 }
 
 impl Resend {
-    /// The copy, if `req` may be sent again.
+    /// The copy of a bodiless request.
     pub(super) fn of(req: &Request<Incoming>) -> Option<Resend> {
-        let idempotent = [
+        req.body().is_end_stream().then(|| Resend {
+            method: req.method().clone(),
+            uri: req.uri().clone(),
+            headers: req.headers().clone(),
+            body: Bytes::new(),
+        })
+    }
+
+    /// Whether `req`'s body is short enough to be read whole and kept: its
+    /// length is known and at most [`HOLD_BODY_MAX`].
+    pub(super) fn can_keep<B: Body>(req: &Request<B>) -> bool {
+        req.body()
+            .size_hint()
+            .exact()
+            .is_some_and(|n| n <= HOLD_BODY_MAX)
+    }
+
+    /// The copy of `req`, its body read whole (its bytes counted as the
+    /// client's); the client's error if the body could not be read.
+    pub(super) async fn keep<B: Body<Data = Bytes>>(req: Request<B>) -> Result<Resend, B::Error> {
+        let (parts, body) = req.into_parts();
+        let body = body.collect().await?.to_bytes();
+        Ok(Resend {
+            method: parts.method,
+            uri: parts.uri,
+            headers: parts.headers,
+            body,
+        })
+    }
+
+    /// Whether it is bodiless with an idempotent method (RFC 9110 §9.2.2):
+    /// then it may be sent again even when it may have reached the app.
+    pub(super) fn idempotent(&self) -> bool {
+        [
             Method::GET,
             Method::HEAD,
             Method::OPTIONS,
@@ -227,17 +274,13 @@ impl Resend {
             Method::DELETE,
             Method::TRACE,
         ]
-        .contains(req.method());
-        (idempotent && req.body().is_end_stream()).then(|| Resend {
-            method: req.method().clone(),
-            uri: req.uri().clone(),
-            headers: req.headers().clone(),
-        })
+        .contains(&self.method)
+            && self.body.is_empty()
     }
 
     /// The request again.
     pub(super) fn request(&self) -> Request<UpstreamBody> {
-        let mut req = Request::new(Either::Right(Empty::new()));
+        let mut req = Request::new(Either::Right(Full::new(self.body.clone())));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
         *req.headers_mut() = self.headers.clone();

@@ -126,23 +126,42 @@ fn escape(text: &str) -> String {
     out
 }
 
-/// Where the start stands, in the words the page shows.
+/// Where the start stands, in the plain words the page shows: the stage,
+/// the backend's own `STATUS=`, or why it failed, never an address, a probe
+/// error or an engine message (those are in the log).
 pub(super) fn progress(backend: &Backend) -> String {
     match backend.state() {
         BackendState::Starting => {
             let own = backend.subscribe_status().borrow().clone();
-            match (own, backend.waiting_for()) {
+            match (own, backend.stage()) {
                 (Some(own), _) => format!("starting: {own}"),
-                (None, Some(what)) => format!("starting: {what}"),
+                (None, Some(stage)) => format!("starting: {}", stage.plain()),
                 (None, None) => "starting".to_owned(),
             }
         }
-        BackendState::Failed { reason, .. } => format!("failed: {reason}"),
+        BackendState::Failed { reason, .. } => format!("failed: {}", reason.plain()),
         BackendState::Stopping => "stopping, to start again".to_owned(),
-        BackendState::ShutDown => "idlegate is shutting down".to_owned(),
+        BackendState::ShutDown => "shutting down".to_owned(),
         BackendState::Stopped => "starting".to_owned(),
         BackendState::Ready => "ready".to_owned(),
     }
+}
+
+/// The service's name for the page: the configured one, else the `Host`
+/// asked for without its port, unless that is an address (an address says
+/// nothing to a visitor and is not shown).
+pub(super) fn service_name<'a>(configured: Option<&'a str>, host: Option<&'a str>) -> &'a str {
+    if let Some(name) = configured {
+        return name;
+    }
+    let name = host.map(str::trim).and_then(|host| {
+        if host.starts_with('[') {
+            return None;
+        }
+        let name = host.split_once(':').map_or(host, |(name, _)| name);
+        (!name.is_empty() && name.parse::<std::net::IpAddr>().is_err()).then_some(name)
+    });
+    name.unwrap_or("the service")
 }
 
 /// When the wait for the current start began, for the time waited: the
@@ -321,6 +340,111 @@ mod tests {
         );
         assert!(!text.contains("{{"), "{text}");
         assert!(!text.contains("RELOAD_SECS"), "{text}");
+    }
+
+    #[test]
+    fn the_service_is_named_by_its_host_never_by_an_address() {
+        let cases = [
+            (None, Some("photos.lan"), "photos.lan"),
+            (None, Some("photos.lan:8080"), "photos.lan"),
+            (None, Some("127.0.0.1:40869"), "the service"),
+            (None, Some("192.168.1.20"), "the service"),
+            (None, Some("[::1]:8080"), "the service"),
+            (None, Some(""), "the service"),
+            (None, None, "the service"),
+            (Some("Photos"), Some("photos.lan"), "Photos"),
+            (Some("Photos"), Some("127.0.0.1:8080"), "Photos"),
+        ];
+        for (configured, host, want) in cases {
+            assert_eq!(
+                service_name(configured, host),
+                want,
+                "{configured:?} {host:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn stages_and_failures_are_told_in_plain_words() {
+        use crate::backend::progress::Stage;
+        use crate::backend::Failure;
+        let stages = [
+            Stage::StartingContainer,
+            Stage::PullingImage,
+            Stage::ContainerHealth,
+            Stage::AppNotify,
+            Stage::Accepting,
+            Stage::Answering,
+            Stage::ReadyCommand,
+        ];
+        for stage in stages {
+            let words = stage.plain();
+            assert!(
+                words.chars().all(|c| c.is_ascii_lowercase() || c == ' '),
+                "{words}"
+            );
+        }
+        let address = crate::address::Address::parse("127.0.0.1:9").unwrap();
+        let failures = [
+            Failure::StartTimeout {
+                timeout: Duration::from_secs(3),
+                waiting_for: "nothing accepted connections on 127.0.0.1:9".into(),
+                stderr: "listening on 127.0.0.1:9".into(),
+            },
+            Failure::Probe {
+                address: address.clone(),
+                error: std::io::Error::other("no route"),
+            },
+            Failure::StoppedAccepting { upstream: address },
+            Failure::ContainerStopped {
+                name: "web".into(),
+                status: "exited".into(),
+                exit_code: 3,
+            },
+            Failure::Exited {
+                command: "/usr/bin/app --listen 127.0.0.1:9".into(),
+                pid: 7,
+                status: "exit status: 1".into(),
+                during_start: true,
+                stderr: "bind 127.0.0.1:9: in use".into(),
+            },
+        ];
+        for failure in failures {
+            let plain = failure.plain();
+            assert!(
+                !plain.contains("127.0.0.1") && !plain.contains("web") && !plain.contains("pid"),
+                "{plain} (from {failure})"
+            );
+        }
+        assert_eq!(
+            Failure::StartTimeout {
+                timeout: Duration::from_secs(3),
+                waiting_for: String::new(),
+                stderr: String::new(),
+            }
+            .plain(),
+            "not ready within the start timeout (3s)"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_built_in_page_shows_the_name_the_stage_and_the_time_waited() {
+        let text = text(page(
+            None,
+            "photos.lan",
+            Duration::from_secs(7),
+            "starting: waiting for the app to answer",
+        ))
+        .await;
+        assert!(text.contains("<h1>Starting photos.lan…</h1>"), "{text}");
+        assert!(
+            text.contains(">starting: waiting for the app to answer</p>"),
+            "{text}"
+        );
+        assert!(
+            text.contains("<span id=\"idlegate-waited\">7</span>"),
+            "{text}"
+        );
     }
 
     #[test]
