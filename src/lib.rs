@@ -241,6 +241,7 @@ fn start_reporting(
                 state: shared.backend.subscribe(),
                 status: shared.backend.subscribe_status(),
                 wake: shared.wake.clone(),
+                progress: shared.backend.progress(),
             },
             shared.in_flight.clone(),
             reporter::IdleView {

@@ -14,13 +14,23 @@ use crate::status::{self, AtIdle, IdleIn, Snapshot};
 /// in-flight count alone (a change of the backend's state is told at once).
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 
-/// The backend's state in a few words, with its own status text while it
-/// starts (`--ready-notify`).
-fn describe_backend(state: &BackendState, own_status: Option<&str>) -> String {
-    match (state, own_status) {
-        (BackendState::Starting, Some(text)) => format!("{} ({text})", state.describe()),
+/// The backend's state in a few words for the administrator (`STATUS=`,
+/// `idlegate status`), details included that the waiting page keeps from
+/// visitors: while it starts, its own status text (`--ready-notify`) or what
+/// the start waits for (`nothing accepted connections on 127.0.0.1:8080`);
+/// once failed, why.
+fn describe_backend(
+    state: &BackendState,
+    own_status: Option<&str>,
+    waiting_for: Option<&str>,
+) -> String {
+    let text = match (state, own_status, waiting_for) {
+        (BackendState::Starting, Some(text), _) => format!("{} ({text})", state.describe()),
+        (BackendState::Starting, None, Some(detail)) => format!("{}: {detail}", state.describe()),
+        (BackendState::Failed { reason, .. }, _, _) => format!("{}: {reason}", state.describe()),
         _ => state.describe().to_owned(),
-    }
+    };
+    text.replace(['\n', '\r'], " ")
 }
 
 /// What the status reporter watches of the backend.
@@ -31,6 +41,8 @@ pub struct BackendView {
     pub status: tokio::sync::watch::Receiver<Option<Arc<str>>>,
     /// Who woke it.
     pub wake: Arc<crate::wake::WakeGate>,
+    /// What a start in progress waits for, in detail.
+    pub progress: crate::backend::progress::Progress,
 }
 
 /// What the status reporter shows of the idle timer: the timer's own
@@ -57,6 +69,7 @@ pub async fn keep_current(
         mut state,
         status: mut backend_status,
         wake,
+        progress,
     } = backend;
     let IdleView {
         mut countdown,
@@ -78,6 +91,7 @@ pub async fn keep_current(
             backend: describe_backend(
                 &state.borrow_and_update(),
                 backend_status.borrow_and_update().as_deref(),
+                crate::backend::progress::detail(&progress).as_deref(),
             ),
             in_flight: busy,
             at_idle,
@@ -130,6 +144,38 @@ pub async fn keep_current(
 mod tests {
     use super::*;
 
+    /// The administrator sees what a start waits for, addresses included,
+    /// and why it failed; the backend's own status text comes first.
+    #[test]
+    fn the_backend_is_described_with_its_details() {
+        let waiting = Some("nothing accepted connections on 127.0.0.1:8080");
+        assert_eq!(
+            describe_backend(&BackendState::Starting, None, waiting),
+            "backend starting: nothing accepted connections on 127.0.0.1:8080"
+        );
+        assert_eq!(
+            describe_backend(&BackendState::Starting, Some("loading"), waiting),
+            "backend starting (loading)"
+        );
+        assert_eq!(
+            describe_backend(&BackendState::Ready, None, waiting),
+            "backend ready"
+        );
+        let failed = BackendState::Failed {
+            reason: Arc::new(crate::backend::failure::Failure::StartTimeout {
+                timeout: Duration::from_secs(2),
+                waiting_for: "nothing accepted connections on 127.0.0.1:8080".into(),
+                stderr: String::new(),
+            }),
+            retry_at: tokio::time::Instant::now(),
+        };
+        assert_eq!(
+            describe_backend(&failed, None, None),
+            "backend failed: not ready within the start timeout (2s): \
+             nothing accepted connections on 127.0.0.1:8080"
+        );
+    }
+
     /// A change of the backend's state reaches `STATUS=` (and the state
     /// file, and the metrics) at once, even right after a count change.
     #[tokio::test(start_paused = true)]
@@ -147,6 +193,7 @@ mod tests {
                 state,
                 status: backend_status,
                 wake: Arc::default(),
+                progress: Arc::default(),
             },
             in_flight.clone(),
             IdleView {

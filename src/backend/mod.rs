@@ -328,8 +328,13 @@ impl Backend {
     /// What the start in progress waits for beyond a plain connection, when
     /// idlegate knows (`container web is not healthy (health: starting)`).
     pub fn waiting_for(&self) -> Option<String> {
-        let waiting = self.progress.lock().expect("progress lock");
-        waiting.as_ref().map(|w| w.detail.clone())
+        progress::detail(&self.progress)
+    }
+
+    /// What starts wait for, shared: [`Backend::waiting_for`] of every
+    /// start to come.
+    pub fn progress(&self) -> progress::Progress {
+        self.progress.clone()
     }
 
     /// The stage the start in progress has reached, in plain words for a

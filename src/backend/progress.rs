@@ -61,3 +61,9 @@ pub fn waiting_for(progress: &Progress, stage: Stage, detail: String) {
 pub fn clear(progress: &Progress) {
     *progress.lock().expect("progress lock") = None;
 }
+
+/// What the start waits for, in detail for the log and the administrator.
+pub fn detail(progress: &Progress) -> Option<String> {
+    let waiting = progress.lock().expect("progress lock");
+    waiting.as_ref().map(|w| w.detail.clone())
+}

@@ -278,3 +278,54 @@ fn the_status_shows_the_timer_a_busy_cmd_starts_over() {
     std::fs::remove_file(&flag).unwrap();
     gate.wait_exit_0(1, PATIENCE);
 }
+
+/// The administrator's status says what a start waits for, with the
+/// address the waiting page keeps from visitors, and why it failed.
+#[test]
+fn the_status_names_what_a_start_waits_for_and_why_it_failed() {
+    let dir = tempdir();
+    let state = dir.path().join("idlegate.state");
+    let port = free_port();
+    let upstream = format!("127.0.0.1:{port}");
+    let a = args(&[
+        "--upstream",
+        &upstream,
+        "--start-timeout",
+        "3s",
+        "--idle-timeout",
+        "5s",
+        "--state-file",
+        state.to_str().unwrap(),
+        "--",
+        "sleep",
+        "60",
+    ]);
+    let act = ActivatorBuilder::new(dir.clone(), &a).tcp("web").start();
+    let addr = act.tcp_addrs[0];
+    // Held while the backend never listens, then closed at the start timeout.
+    let client = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(PATIENCE)).unwrap();
+        s.write_all(b"hello\n").unwrap();
+        let mut out = Vec::new();
+        let _ = s.read_to_end(&mut out);
+        out
+    });
+    let waiting = format!("backend: backend starting: nothing accepted connections on {upstream}");
+    wait_until("the status says what the start waits for", PATIENCE, || {
+        status(&state).1.contains(&waiting)
+    });
+    let failed = format!(
+        "backend: backend failed: not ready within the start timeout (3s): nothing accepted connections on {upstream}"
+    );
+    // The failure shows until the idle exit, 5 s after the client was closed.
+    wait_until("the status says why the start failed", PATIENCE, || {
+        status(&state).1.contains(&failed)
+    });
+    assert!(
+        client.join().unwrap().is_empty(),
+        "the held client got bytes"
+    );
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+}
