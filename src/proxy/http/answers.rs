@@ -6,7 +6,7 @@ use http::header::{self, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::Full;
 
-use super::upstream::UpstreamError;
+use super::client::UpstreamError;
 use crate::backend::BackendError;
 use crate::proxy::ConnectError;
 

@@ -10,25 +10,25 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::headers::detached;
+use super::io::Prefixed;
 use super::{Answering, HttpProxy, ProxyBody};
 use crate::activity::{InFlight, InFlightGuard};
 use crate::net::{Peer, Stream};
@@ -99,107 +99,23 @@ fn no_request_within(wait: Duration) {
     );
 }
 
-/// A client's stream with bytes already read from it in front.
-#[derive(Debug)]
-pub struct Prefixed {
-    prefix: Bytes,
-    stream: Stream,
-}
-
-impl Prefixed {
-    /// `stream`, whose next bytes are `prefix`.
-    pub(super) fn new(prefix: Bytes, stream: Stream) -> Prefixed {
-        Prefixed { prefix, stream }
-    }
-
-    /// Puts `read` (read from this stream, not yet used) in front again.
-    pub(super) fn unread(mut self, read: Bytes) -> Prefixed {
-        // An empty `Bytes` can still hold the buffer it was cut from
-        // (hyper's read buffer): only bytes are kept, never a buffer.
-        if read.is_empty() {
-            if self.prefix.is_empty() {
-                self.prefix = Bytes::new();
-            }
-        } else if self.prefix.is_empty() {
-            self.prefix = read;
-        } else {
-            let mut both = BytesMut::with_capacity(read.len() + self.prefix.len());
-            both.extend_from_slice(&read);
-            both.extend_from_slice(&self.prefix);
-            self.prefix = both.freeze();
+/// Waits, parked, until the client sends something (true), or closes,
+/// or `close` asks, or `deadline` (the header read timeout `wait` after
+/// the last request) passes (false).
+async fn parked_until(
+    io: &Prefixed,
+    deadline: Instant,
+    close: &CancellationToken,
+    wait: Duration,
+    span: &tracing::Span,
+) -> bool {
+    tokio::select! {
+        readable = io.stream().readable() => readable.is_ok(),
+        _ = close.cancelled() => false,
+        _ = tokio::time::sleep_until(deadline) => {
+            span.in_scope(|| no_request_within(wait));
+            false
         }
-        self
-    }
-
-    /// Waits, parked, until the client sends something (true), or closes,
-    /// or `close` asks, or `deadline` (the header read timeout `wait` after
-    /// the last request) passes (false).
-    pub(super) async fn parked_until(
-        &self,
-        deadline: Instant,
-        close: &CancellationToken,
-        wait: Duration,
-        span: &tracing::Span,
-    ) -> bool {
-        tokio::select! {
-            readable = self.stream.readable() => readable.is_ok(),
-            _ = close.cancelled() => false,
-            _ = tokio::time::sleep_until(deadline) => {
-                span.in_scope(|| no_request_within(wait));
-                false
-            }
-        }
-    }
-}
-
-impl AsyncRead for Prefixed {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if !this.prefix.is_empty() {
-            let n = this.prefix.len().min(buf.remaining());
-            buf.put_slice(&this.prefix[..n]);
-            this.prefix.advance(n);
-            if this.prefix.is_empty() {
-                // Lets the buffer the bytes were read into go.
-                this.prefix = Bytes::new();
-            }
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Prefixed {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
     }
 }
 
@@ -499,7 +415,7 @@ impl HttpProxy {
             // Part of a request may be in already: a new hyper connection
             // goes on reading it once more comes.
             let deadline = idle_since + header_wait;
-            if !io.parked_until(deadline, close, header_wait, span).await {
+            if !parked_until(&io, deadline, close, header_wait, span).await {
                 let _ = io.shutdown().await;
                 return;
             }

@@ -38,26 +38,25 @@ use crate::wake::{self, WakeGate, When};
 use crate::work::{RequestLine, Unit};
 
 mod answers;
+mod client;
 mod connection;
 mod headers;
-mod http1_conn;
-mod pool;
+mod io;
 mod tracked;
 mod tunnel;
-mod upstream;
 mod waiting;
-mod wire;
 
 use answers::{classify, plain, rule_answer, status_for};
+pub use client::{
+    Lease, UpstreamBody, UpstreamConnection, UpstreamConnector, UpstreamResponse, HOLD_BODY_MAX,
+};
+use client::{Resend, UpstreamError, UpstreamPool};
 use connection::ClientConnection;
-pub use connection::Prefixed;
 use headers::{accepts_html, strip_hop_by_hop, wants_upgrade};
-use pool::UpstreamPool;
-pub use pool::{Lease, UpstreamResponse};
-pub use tracked::{Counted, RequestLog, Tracked};
+pub use io::Counted;
+pub use io::Prefixed;
+pub use tracked::{RequestLog, Tracked};
 use tunnel::{tunnel, ClientSide};
-use upstream::{Resend, UpstreamError};
-pub use upstream::{UpstreamConnection, UpstreamConnector, HOLD_BODY_MAX};
 pub use waiting::EventStream;
 
 /// The first delay before a request held for a backend that has just
@@ -81,11 +80,6 @@ pub type ProxyBody = Tracked<Either<UpstreamResponse, Either<Full<Bytes>, EventS
 /// A request being answered (boxed: hyper takes an HTTP/1 connection back
 /// from a service whose futures can move).
 type Answering = Pin<Box<dyn Future<Output = Result<Response<ProxyBody>, Infallible>> + Send>>;
-
-/// The body of a request sent upstream: the client's as it comes, or one
-/// kept whole (none at all, or a short one read first), which can be sent
-/// again.
-pub type UpstreamBody = Either<Counted<Incoming>, Full<Bytes>>;
 
 /// How requests reach the upstream.
 enum Route {

@@ -3,7 +3,6 @@
 //! counts the bytes of a request's bodies, and of an upgraded connection,
 //! into its entry in the list of work.
 
-use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -11,7 +10,6 @@ use std::task::{Context, Poll};
 use bytes::Buf;
 use http::Method;
 use http_body::{Body, Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
@@ -102,86 +100,5 @@ impl<B: Body + Unpin> Body for Tracked<B> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-/// A request body that counts its bytes as from the client.
-#[derive(Debug)]
-pub struct Counted<B> {
-    pub(super) inner: B,
-    pub(super) work: Option<Arc<Entry>>,
-}
-
-impl<B: Body + Unpin> Body for Counted<B> {
-    type Data = B::Data;
-    type Error = B::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.inner).poll_frame(cx);
-        if let (Poll::Ready(Some(Ok(frame))), Some(work)) = (&polled, &this.work) {
-            if let Some(data) = frame.data_ref() {
-                work.traffic.from_client(data.remaining() as u64);
-            }
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
-    }
-}
-
-/// The client's side of an upgraded connection, counting what is read
-/// from it and written to it.
-pub(super) struct CountedIo<T> {
-    pub(super) io: T,
-    pub(super) work: Option<Arc<Entry>>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for CountedIo<T> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut this.io).poll_read(cx, buf);
-        if let (Poll::Ready(Ok(())), Some(work)) = (&polled, &this.work) {
-            work.traffic
-                .from_client((buf.filled().len() - before) as u64);
-        }
-        polled
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for CountedIo<T> {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let polled = Pin::new(&mut this.io).poll_write(cx, buf);
-        if let (Poll::Ready(Ok(n)), Some(work)) = (&polled, &this.work) {
-            work.traffic.to_client(*n as u64);
-        }
-        polled
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
     }
 }

@@ -4,9 +4,9 @@
 
 use hyper_util::rt::TokioIo;
 
-use super::connection::Prefixed;
-use super::http1_conn::Upgraded;
-use super::tracked::CountedIo;
+use super::client::Upgraded;
+use super::io::CountedIo;
+use super::io::Prefixed;
 use crate::activity::InFlightGuard;
 
 /// The client's side of an upgraded connection.

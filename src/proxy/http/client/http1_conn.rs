@@ -13,10 +13,10 @@ use http::{HeaderMap, Method};
 use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use super::connection::Prefixed;
 use super::upstream::UpstreamConnection;
 use super::wire::{self, ChunkedDecoder, Decoded, Outgoing, Parsed, ResponseHead, WireError};
 use super::UpstreamBody;
+use crate::proxy::http::io::Prefixed;
 
 /// The read buffer's size to begin with (as hyper's).
 const INITIAL_READ: usize = 8192;
@@ -29,7 +29,7 @@ const MIN_ROOM: usize = 2048;
 const SEND_AHEAD: usize = 64 * 1024;
 
 /// A request ready to go: its head as bytes, and its body.
-pub(super) struct Outbound {
+pub(in crate::proxy::http) struct Outbound {
     /// The request line and header fields.
     pub head: Bytes,
     /// How the body is framed.
@@ -41,7 +41,7 @@ pub(super) struct Outbound {
 }
 
 /// Why a request got no response head.
-pub(super) enum SendError {
+pub(in crate::proxy::http) enum SendError {
     /// Nothing of it reached the upstream: it can go on another connection.
     Unsent(Outbound, WireError),
     /// It failed.
@@ -57,7 +57,7 @@ struct Sending {
 
 /// How far a response's body has been read.
 #[derive(Debug)]
-pub(super) enum BodyState {
+pub(in crate::proxy::http) enum BodyState {
     /// This much to go (never 0).
     Length(u64),
     /// Chunked.
@@ -72,7 +72,7 @@ pub(super) enum BodyState {
 
 impl BodyState {
     /// The state a body framed as `framing` starts in.
-    pub(super) fn of(framing: wire::Framing) -> BodyState {
+    pub(in crate::proxy::http) fn of(framing: wire::Framing) -> BodyState {
         match framing {
             wire::Framing::Empty | wire::Framing::Length(0) => BodyState::Done,
             wire::Framing::Length(n) => BodyState::Length(n),
@@ -85,14 +85,14 @@ impl BodyState {
 
 /// An upgraded connection's upstream side: the socket, the bytes read past
 /// the `101`'s head first, and the slot it holds.
-pub(super) struct Upgraded {
+pub(in crate::proxy::http) struct Upgraded {
     /// The socket.
     pub io: Prefixed,
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
 
 /// One HTTP/1.1 connection to the upstream.
-pub(super) struct Http1Connection {
+pub(in crate::proxy::http) struct Http1Connection {
     io: UpstreamConnection,
     /// What was read and not yet used.
     read: BytesMut,
@@ -119,7 +119,7 @@ impl std::fmt::Debug for Http1Connection {
 
 impl Http1Connection {
     /// A new connection.
-    pub(super) fn new(io: UpstreamConnection) -> Http1Connection {
+    pub(in crate::proxy::http) fn new(io: UpstreamConnection) -> Http1Connection {
         Http1Connection {
             io,
             read: BytesMut::new(),
@@ -133,7 +133,7 @@ impl Http1Connection {
 
     /// Whether an idle connection takes a request now: the upstream has
     /// neither closed it nor sent anything unasked.
-    pub(super) fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
+    pub(in crate::proxy::http) fn poll_idle(&mut self, cx: &mut Context<'_>) -> bool {
         if !self.read.is_empty() || !self.reusable {
             return false;
         }
@@ -144,12 +144,12 @@ impl Http1Connection {
 
     /// Whether, its response read to the end, the connection can carry
     /// another request.
-    pub(super) fn reusable(&self) -> bool {
+    pub(in crate::proxy::http) fn reusable(&self) -> bool {
         self.reusable && self.sending.is_none() && self.queue.is_empty() && self.read.is_empty()
     }
 
     /// The connection handed over, for an upgrade.
-    pub(super) fn upgraded(self) -> Upgraded {
+    pub(in crate::proxy::http) fn upgraded(self) -> Upgraded {
         let (stream, slot) = self.io.into_parts();
         Upgraded {
             io: Prefixed::new(self.read.freeze(), stream),
@@ -159,7 +159,10 @@ impl Http1Connection {
 
     /// Sends `out` and reads its response's head (passing interim ones
     /// over), sending the request's body meanwhile.
-    pub(super) async fn send(&mut self, out: Outbound) -> Result<ResponseHead, SendError> {
+    pub(in crate::proxy::http) async fn send(
+        &mut self,
+        out: Outbound,
+    ) -> Result<ResponseHead, SendError> {
         let Outbound {
             head,
             outgoing,
@@ -269,7 +272,7 @@ impl Http1Connection {
 
     /// Reads the response's body on from `state`, sending what is left of
     /// the request's body alongside.
-    pub(super) fn poll_body(
+    pub(in crate::proxy::http) fn poll_body(
         &mut self,
         state: &mut BodyState,
         cx: &mut Context<'_>,
@@ -278,7 +281,7 @@ impl Http1Connection {
             match self.poll_send(cx) {
                 Poll::Ready(Err(WireError::Io(e))) => {
                     // The upstream answered without taking all of it.
-                    tracing::debug!("upstream stopped taking the request body: {e}");
+                    tracing::debug!(target: "idlegate::proxy::http::http1_conn", "upstream stopped taking the request body: {e}");
                     self.reusable = false;
                     self.sending = None;
                     self.queue.clear();
@@ -467,7 +470,7 @@ impl Http1Connection {
     }
 
     /// Ready for the pool: a read buffer grown for a large body is let go.
-    pub(super) fn rest(&mut self) {
+    pub(in crate::proxy::http) fn rest(&mut self) {
         if self.read.capacity() > 2 * INITIAL_READ {
             self.read = BytesMut::new();
         }

@@ -16,7 +16,7 @@ use http::{Method, Request, Response, StatusCode, Version};
 use http_body::Body;
 
 /// The largest response head taken (hyper's limit for its client).
-pub(super) const MAX_HEAD: usize = 8192 + 4096 * 100;
+pub(in crate::proxy::http) const MAX_HEAD: usize = 8192 + 4096 * 100;
 /// The most header fields in a response head, or in a trailer section.
 const MAX_HEADERS: usize = 100;
 /// The longest chunk-size line, with its extensions.
@@ -24,7 +24,7 @@ const MAX_CHUNK_LINE: usize = 4096;
 
 /// Why an upstream response could not be read.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum WireError {
+pub(in crate::proxy::http) enum WireError {
     /// The connection closed before a response began.
     #[error("the upstream closed the connection before answering")]
     ClosedBeforeAnswering,
@@ -51,7 +51,7 @@ pub(super) enum WireError {
 impl WireError {
     /// Whether the connection closed or was reset before the response
     /// began: a request on a kept-alive connection may meet its close.
-    pub(super) fn closed_before_answering(&self) -> bool {
+    pub(in crate::proxy::http) fn closed_before_answering(&self) -> bool {
         match self {
             WireError::ClosedBeforeAnswering => true,
             WireError::Io(e) => cut_off(e),
@@ -61,7 +61,7 @@ impl WireError {
 }
 
 /// Whether `e` says the peer closed or reset the connection.
-pub(super) fn cut_off(e: &std::io::Error) -> bool {
+pub(in crate::proxy::http) fn cut_off(e: &std::io::Error) -> bool {
     matches!(
         e.kind(),
         std::io::ErrorKind::ConnectionReset
@@ -73,7 +73,7 @@ pub(super) fn cut_off(e: &std::io::Error) -> bool {
 
 /// How a request's body goes on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Outgoing {
+pub(in crate::proxy::http) enum Outgoing {
     /// No body.
     Empty,
     /// This many bytes, as `Content-Length` says.
@@ -85,7 +85,7 @@ pub(super) enum Outgoing {
 /// A request's head as bytes, and how its body follows. The body decides
 /// the framing: a `Content-Length` that does not match a body of known
 /// length is replaced, one of unknown length is chunked.
-pub(super) fn request_head<B: Body>(req: &Request<B>) -> (Bytes, Outgoing) {
+pub(in crate::proxy::http) fn request_head<B: Body>(req: &Request<B>) -> (Bytes, Outgoing) {
     let stated = content_length(req.headers()).ok().flatten();
     let body = req.body();
     let outgoing = if body.is_end_stream() && stated.map_or(true, |n| n == 0) {
@@ -123,7 +123,7 @@ pub(super) fn request_head<B: Body>(req: &Request<B>) -> (Bytes, Outgoing) {
 }
 
 /// A chunk of a chunked request body: its size line, the data, its end.
-pub(super) fn chunk(data: Bytes) -> [Bytes; 3] {
+pub(in crate::proxy::http) fn chunk(data: Bytes) -> [Bytes; 3] {
     [
         Bytes::from(format!("{:x}\r\n", data.len())),
         data,
@@ -132,7 +132,7 @@ pub(super) fn chunk(data: Bytes) -> [Bytes; 3] {
 }
 
 /// The last chunk of a chunked request body, with its trailers.
-pub(super) fn last_chunk(trailers: Option<&HeaderMap>) -> Bytes {
+pub(in crate::proxy::http) fn last_chunk(trailers: Option<&HeaderMap>) -> Bytes {
     let Some(trailers) = trailers.filter(|t| !t.is_empty()) else {
         return Bytes::from_static(b"0\r\n\r\n");
     };
@@ -157,7 +157,7 @@ fn put_fields<'h>(
 
 /// How a response's body is delimited (RFC 9112 §6.3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum Framing {
+pub(in crate::proxy::http) enum Framing {
     /// No body.
     Empty,
     /// This many bytes.
@@ -172,7 +172,7 @@ pub(super) enum Framing {
 
 /// A final response's head, parsed.
 #[derive(Debug)]
-pub(super) struct ResponseHead {
+pub(in crate::proxy::http) struct ResponseHead {
     /// Status, headers and (for a non-standard one) the reason phrase.
     pub response: Response<()>,
     /// How its body is delimited.
@@ -183,7 +183,7 @@ pub(super) struct ResponseHead {
 
 /// What the start of a read buffer holds.
 #[derive(Debug)]
-pub(super) enum Parsed {
+pub(in crate::proxy::http) enum Parsed {
     /// Not a whole head yet.
     Partial,
     /// An interim (1xx) response of this many bytes, passed over.
@@ -194,7 +194,10 @@ pub(super) enum Parsed {
 
 /// Parses the response head at the start of `buf`, the answer to a request
 /// with `method`.
-pub(super) fn parse_response(buf: &[u8], method: &Method) -> Result<Parsed, WireError> {
+pub(in crate::proxy::http) fn parse_response(
+    buf: &[u8],
+    method: &Method,
+) -> Result<Parsed, WireError> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut parsed = httparse::Response::new(&mut fields);
     let mut config = httparse::ParserConfig::default();
@@ -358,7 +361,7 @@ fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
 
 /// What a chunked body's decoder took from the read buffer.
 #[derive(Debug, PartialEq)]
-pub(super) enum Decoded {
+pub(in crate::proxy::http) enum Decoded {
     /// More bytes are needed.
     More,
     /// Some of the body.
@@ -371,7 +374,7 @@ pub(super) enum Decoded {
 
 /// Decodes a chunked body (RFC 9112 §7.1) out of a read buffer.
 #[derive(Debug, Default)]
-pub(super) struct ChunkedDecoder {
+pub(in crate::proxy::http) struct ChunkedDecoder {
     state: ChunkState,
 }
 
@@ -398,7 +401,10 @@ impl ChunkedDecoder {
     }
 
     /// Takes the next piece of the body out of `buf`.
-    pub(super) fn decode(&mut self, buf: &mut BytesMut) -> Result<Decoded, WireError> {
+    pub(in crate::proxy::http) fn decode(
+        &mut self,
+        buf: &mut BytesMut,
+    ) -> Result<Decoded, WireError> {
         loop {
             match self.state {
                 ChunkState::Size => match httparse::parse_chunk_size(buf) {

@@ -81,7 +81,7 @@ impl Lease {
 
 impl UpstreamPool {
     /// An empty pool connecting through `connector`.
-    pub(super) fn new(connector: UpstreamConnector) -> Arc<UpstreamPool> {
+    pub(in crate::proxy::http) fn new(connector: UpstreamConnector) -> Arc<UpstreamPool> {
         Arc::new(UpstreamPool {
             connector,
             idle: Mutex::new(VecDeque::new()),
@@ -95,7 +95,7 @@ impl UpstreamPool {
     /// one is [`UpstreamError::Restarted`].
     /// (Not an `async fn`: the request would be kept in its future beside
     /// what it becomes.)
-    pub(super) fn request(
+    pub(in crate::proxy::http) fn request(
         self: &Arc<Self>,
         req: Request<UpstreamBody>,
         fresh: bool,
@@ -136,7 +136,7 @@ impl UpstreamPool {
                 })
             }
         };
-        tracing::debug!("a pooled upstream connection ended before it took the request; sending it on a new one");
+        tracing::debug!(target: "idlegate::proxy::http::pool", "a pooled upstream connection ended before it took the request; sending it on a new one");
         let mut lease = Box::pin(self.connect(deadline, run)).await?;
         match lease.conn.send(out).await {
             Ok(head) => Ok(UpstreamResponse::of(head, lease)),
@@ -249,12 +249,12 @@ impl UpstreamResponse {
     }
 
     /// A body whose connection someone else drives (hyper-util's client).
-    pub(super) fn driven(body: Incoming) -> UpstreamResponse {
+    pub(in crate::proxy::http) fn driven(body: Incoming) -> UpstreamResponse {
         UpstreamResponse(Source::Driven(body))
     }
 
     /// The upstream's side of an upgrade the response agreed to.
-    pub(super) fn upgraded(&mut self) -> Option<Upgraded> {
+    pub(in crate::proxy::http) fn upgraded(&mut self) -> Option<Upgraded> {
         match &mut self.0 {
             Source::Pooled {
                 state: BodyState::Switched,

@@ -30,10 +30,10 @@ use crate::proxy::{connect_upstream, ConnectError};
 /// to come free, or for a slot, within its start timeout).
 #[derive(Clone, Debug)]
 pub struct UpstreamConnector {
-    pub(super) backend: Backend,
-    pub(super) upstream: Address,
+    pub(in crate::proxy::http) backend: Backend,
+    pub(in crate::proxy::http) upstream: Address,
     /// One permit per upstream connection that may be open.
-    pub(super) slots: Arc<Semaphore>,
+    pub(in crate::proxy::http) slots: Arc<Semaphore>,
 }
 
 impl tower_service::Service<Uri> for UpstreamConnector {
@@ -58,7 +58,7 @@ impl tower_service::Service<Uri> for UpstreamConnector {
 impl UpstreamConnector {
     /// A new connection to the upstream, once the backend is ready and a
     /// slot is free, by `deadline`.
-    pub(super) async fn connect(
+    pub(in crate::proxy::http) async fn connect(
         &self,
         deadline: Instant,
     ) -> Result<UpstreamConnection, ConnectError> {
@@ -81,7 +81,7 @@ impl UpstreamConnector {
 
 /// Why a request got no response from the upstream.
 #[derive(Debug, thiserror::Error)]
-pub(super) enum UpstreamError {
+pub(in crate::proxy::http) enum UpstreamError {
     /// No connection to it.
     #[error(transparent)]
     Connect(#[from] ConnectError),
@@ -104,7 +104,7 @@ pub(super) enum UpstreamError {
 
 impl UpstreamError {
     /// The connect error of ours inside, if that is what it is.
-    pub(super) fn connect_error(&self) -> Option<&ConnectError> {
+    pub(in crate::proxy::http) fn connect_error(&self) -> Option<&ConnectError> {
         match self {
             UpstreamError::Connect(e) => Some(e),
             UpstreamError::Request { .. } | UpstreamError::Restarted => None,
@@ -124,7 +124,7 @@ impl UpstreamError {
     /// Whether the request's connection closed or was reset before the
     /// response came (not a connect error of ours), or the request found the
     /// backend started again before it went.
-    pub(super) fn closed_before_answering(&self) -> bool {
+    pub(in crate::proxy::http) fn closed_before_answering(&self) -> bool {
         match self {
             UpstreamError::Connect(_) => false,
             UpstreamError::Restarted => true,
@@ -137,7 +137,7 @@ impl UpstreamError {
 
     /// Whether the request went on a kept-alive connection, which the
     /// upstream may have closed as the request arrived.
-    pub(super) fn reused(&self) -> bool {
+    pub(in crate::proxy::http) fn reused(&self) -> bool {
         matches!(self, UpstreamError::Request { reused: true, .. })
     }
 }
@@ -163,7 +163,7 @@ pub struct UpstreamConnection {
 
 impl UpstreamConnection {
     /// The socket and the slot it holds.
-    pub(super) fn into_parts(self) -> (Stream, OwnedSemaphorePermit) {
+    pub(in crate::proxy::http) fn into_parts(self) -> (Stream, OwnedSemaphorePermit) {
         (self.stream, self._slot)
     }
 }
@@ -222,7 +222,7 @@ pub const HOLD_BODY_MAX: u64 = 64 * 1024;
 /// under it: a bodiless one, or one whose body (at most [`HOLD_BODY_MAX`]
 /// bytes) was read whole before it went.
 #[derive(Clone, Debug)]
-pub(super) struct Resend {
+pub(in crate::proxy::http) struct Resend {
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -232,7 +232,7 @@ pub(super) struct Resend {
 
 impl Resend {
     /// The copy of a bodiless request.
-    pub(super) fn of(req: &Request<Incoming>) -> Option<Resend> {
+    pub(in crate::proxy::http) fn of(req: &Request<Incoming>) -> Option<Resend> {
         req.body().is_end_stream().then(|| Resend {
             method: req.method().clone(),
             uri: req.uri().clone(),
@@ -243,7 +243,7 @@ impl Resend {
 
     /// Whether `req`'s body is short enough to be read whole and kept: its
     /// length is known and at most [`HOLD_BODY_MAX`].
-    pub(super) fn can_keep<B: Body>(req: &Request<B>) -> bool {
+    pub(in crate::proxy::http) fn can_keep<B: Body>(req: &Request<B>) -> bool {
         req.body()
             .size_hint()
             .exact()
@@ -252,7 +252,9 @@ impl Resend {
 
     /// The copy of `req`, its body read whole (its bytes counted as the
     /// client's); the client's error if the body could not be read.
-    pub(super) async fn keep<B: Body<Data = Bytes>>(req: Request<B>) -> Result<Resend, B::Error> {
+    pub(in crate::proxy::http) async fn keep<B: Body<Data = Bytes>>(
+        req: Request<B>,
+    ) -> Result<Resend, B::Error> {
         let (parts, body) = req.into_parts();
         let body = body.collect().await?.to_bytes();
         Ok(Resend {
@@ -265,7 +267,7 @@ impl Resend {
 
     /// Whether it is bodiless with an idempotent method (RFC 9110 §9.2.2):
     /// then it may be sent again even when it may have reached the app.
-    pub(super) fn idempotent(&self) -> bool {
+    pub(in crate::proxy::http) fn idempotent(&self) -> bool {
         [
             Method::GET,
             Method::HEAD,
@@ -279,7 +281,7 @@ impl Resend {
     }
 
     /// The request again.
-    pub(super) fn request(&self) -> Request<UpstreamBody> {
+    pub(in crate::proxy::http) fn request(&self) -> Request<UpstreamBody> {
         let mut req = Request::new(Either::Right(Full::new(self.body.clone())));
         *req.method_mut() = self.method.clone();
         *req.uri_mut() = self.uri.clone();
@@ -290,7 +292,9 @@ impl Resend {
 
 /// Whether a request failed because its connection closed or was reset
 /// before the response came: `e` or one of its sources says so.
-pub(super) fn closed_before_answering(e: &(dyn std::error::Error + 'static)) -> bool {
+pub(in crate::proxy::http) fn closed_before_answering(
+    e: &(dyn std::error::Error + 'static),
+) -> bool {
     let mut source = Some(e);
     while let Some(s) = source {
         if let Some(h) = s.downcast_ref::<hyper::Error>() {
