@@ -15,23 +15,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{self, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::header;
+use http::{Request, Response, StatusCode};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
-use tokio_util::either::Either as OneOf;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use super::{ConnectError, DEATH_GRACE};
+use super::ConnectError;
 use crate::activity::{InFlight, InFlightGuard};
 use crate::address::{Address, UpstreamProtocol};
 use crate::backend::Backend;
-use crate::backoff::Backoff;
 use crate::config::HttpSettings;
 use crate::net::Peer;
 use crate::wake::{self, WakeGate, When};
@@ -40,23 +37,22 @@ use crate::work::{RequestLine, Unit};
 mod answers;
 mod client;
 mod connection;
+mod forward;
 mod headers;
 mod io;
 mod tracked;
 mod tunnel;
 mod waiting;
 
-use answers::{classify, plain, rule_answer, status_for};
+use answers::{plain, rule_answer, status_for};
+use client::UpstreamPool;
 pub use client::{
     Lease, UpstreamBody, UpstreamConnection, UpstreamConnector, UpstreamResponse, HOLD_BODY_MAX,
 };
-use client::{Resend, UpstreamError, UpstreamPool};
 use connection::ClientConnection;
-use headers::{accepts_html, strip_hop_by_hop, wants_upgrade};
-pub use io::Counted;
-pub use io::Prefixed;
+use headers::accepts_html;
+pub use io::{Counted, Prefixed};
 pub use tracked::{RequestLog, Tracked};
-use tunnel::{tunnel, ClientSide};
 pub use waiting::EventStream;
 
 /// The first delay before a request held for a backend that has just
@@ -293,247 +289,6 @@ impl HttpProxy {
         self.forward(req, peer, log, &client).await
     }
 
-    /// Sends `req` upstream (once more after a backend death, when it can
-    /// be) and hands its response back, an upgrade tunnelled. (Not an
-    /// `async fn`: the request, its record and its client would be kept in
-    /// its future twice, as its arguments and as its locals.)
-    fn forward<'a>(
-        &'a self,
-        mut req: Request<Incoming>,
-        peer: Peer,
-        log: RequestLog,
-        client: &'a ClientConnection,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
-        let upgrade = wants_upgrade(&req);
-        if upgrade && self.protocol == UpstreamProtocol::H2c {
-            let why = "an upgrade (WebSocket, CONNECT) cannot be forwarded to an h2c upstream";
-            tracing::warn!("{} {}: {why}", log.method, log.path);
-            let answer = self.local(plain(StatusCode::NOT_IMPLEMENTED, why.into()), log);
-            return OneOf::Left(std::future::ready(answer));
-        }
-        let client_upgrade = upgrade.then(|| (hyper::upgrade::on(&mut req), RequestLine::of(&req)));
-        let is_connect = req.method() == Method::CONNECT;
-        let req = self.upstream_request(req, peer, upgrade);
-        let again = (!upgrade).then(|| Resend::of(&req)).flatten();
-        // While the backend has just started, a short body is read whole
-        // first, so that the request can be held and sent again as a
-        // bodiless one is (a port forwarder may close on it).
-        let keep =
-            again.is_none() && !upgrade && !self.backend.has_answered() && Resend::can_keep(&req);
-        let counted = log.entry();
-        let req = req.map(|body| match again {
-            Some(_) => Either::Right(Full::default()),
-            None => Either::Left(Counted {
-                inner: body,
-                work: counted,
-            }),
-        });
-        let deadline = log.started + self.backend.start_timeout();
-        let generation = self.backend.generation();
-        OneOf::Right(async move {
-            let (req, again) = match keep {
-                false => (req, again),
-                // Boxed: rare (a body at a cold start), and large.
-                true => match Box::pin(Resend::keep(req)).await {
-                    Ok(kept) => (kept.request(), Some(kept)),
-                    Err(e) => {
-                        let why = format!("the request's body could not be read: {e}");
-                        tracing::info!("{} {}: {why}", log.method, log.path);
-                        return self.local(plain(StatusCode::BAD_REQUEST, why), log);
-                    }
-                },
-            };
-            let mut sent = self.send(req, false, None, deadline).await;
-            if let (Err(_), Some(again)) = (&sent, &again) {
-                sent = Box::pin(self.send_again(sent, again, generation, deadline, &log)).await;
-            }
-            let answer = Answer {
-                client_upgrade,
-                is_connect,
-                peer,
-                client,
-            };
-            self.answer(sent, answer, log)
-        })
-    }
-
-    /// The client's response to what the upstream said (or why it said
-    /// nothing), an agreed upgrade's tunnel started.
-    fn answer(
-        &self,
-        sent: Result<Response<UpstreamResponse>, UpstreamError>,
-        answer: Answer<'_>,
-        mut log: RequestLog,
-    ) -> Response<ProxyBody> {
-        let Answer {
-            client_upgrade,
-            is_connect,
-            peer,
-            client,
-        } = answer;
-        match sent {
-            Ok(mut resp) => {
-                if !self.backend.has_answered() {
-                    self.backend.mark_answered();
-                }
-                let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
-                    || (is_connect && resp.status().is_success());
-                match client_upgrade {
-                    Some((client_upgrade, what)) if switched => {
-                        // Only an HTTP/1.1 upstream takes upgrades, and its
-                        // agreeing answer always hands the connection over.
-                        match resp.body_mut().upgraded() {
-                            Some(upstream) => {
-                                let work = self
-                                    .in_flight
-                                    .enter_as(Unit::Upgrade { client: peer, what });
-                                let client_side = match client.expect_upgrade() {
-                                    Some(socket) => ClientSide::Socket(socket),
-                                    None => ClientSide::Upgrade(client_upgrade),
-                                };
-                                tokio::spawn(tunnel(client_side, upstream, work).in_current_span());
-                            }
-                            None => tracing::debug!(
-                                "upgrade failed upstream: no connection to hand over"
-                            ),
-                        }
-                        strip_hop_by_hop(resp.headers_mut(), !is_connect);
-                    }
-                    _ => strip_hop_by_hop(resp.headers_mut(), false),
-                }
-                log.status = resp.status().as_u16();
-                resp.map(|body| Tracked {
-                    inner: Either::Left(body),
-                    log: Some(log),
-                })
-            }
-            Err(e) => {
-                let (status, why) = classify(&e);
-                tracing::warn!("{} {}: {why}", log.method, log.path);
-                self.local(plain(status, why), log)
-            }
-        }
-    }
-
-    /// Sends a request again on a new connection when its connection closed
-    /// without an answer:
-    /// - while the backend has just started (nothing upstream has answered
-    ///   since its start), with a backoff until `deadline`, any request kept
-    ///   whole: a port forwarder (docker-proxy, rootlessport) accepts and
-    ///   closes until the app behind it listens, as TCP mode replays (the
-    ///   held request never goes to a later start of the backend);
-    /// - a bodiless idempotent request at once when the connection was kept
-    ///   alive (its close may have raced the request), and, once, to the
-    ///   restarted backend when the backend died within the grace (as TCP
-    ///   mode replays a client's first bytes). A request sent again at once
-    ///   before the backend's death was found out may meet the dying
-    ///   backend: the restarted one still gets it.
-    async fn send_again(
-        &self,
-        mut sent: Result<Response<UpstreamResponse>, UpstreamError>,
-        again: &Resend,
-        generation: u64,
-        deadline: Instant,
-        log: &RequestLog,
-    ) -> Result<Response<UpstreamResponse>, UpstreamError> {
-        let (mut after_close, mut to_restarted, mut resent) = (true, true, false);
-        let mut held: Option<(Backoff, u32)> = None;
-        while let Err(e) = &sent {
-            if !e.closed_before_answering() {
-                break;
-            }
-            if self.backend.generation() == generation && !self.backend.has_answered() {
-                let (backoff, tries) = held.get_or_insert_with(|| {
-                    tracing::info!(
-                        "{} {}: {e} while the backend starts (a port forwarder in front of an app not listening yet?); holding the request and sending it again until the start timeout",
-                        log.method,
-                        log.path
-                    );
-                    (Backoff::new(HOLD_FIRST_DELAY, HOLD_MAX_DELAY), 0)
-                });
-                let delay = backoff.next_delay();
-                if Instant::now() + delay >= deadline {
-                    let upstream = self.upstream.clone();
-                    sent = Err(ConnectError::Closing { upstream }.into());
-                    break;
-                }
-                tokio::time::sleep(delay).await;
-                *tries += 1;
-                sent = self
-                    .send(again.request(), true, Some(generation), deadline)
-                    .await;
-                continue;
-            }
-            if !again.idempotent() {
-                break;
-            }
-            if e.reused() && after_close {
-                after_close = false;
-                to_restarted = self.backend.generation() == generation;
-            } else if to_restarted && self.backend.left_ready(generation, DEATH_GRACE).await {
-                to_restarted = false;
-            } else {
-                break;
-            }
-            resent = true;
-            sent = self.send(again.request(), true, None, deadline).await;
-        }
-        if let (Some((_, tries)), Ok(_)) = (&held, &sent) {
-            tracing::debug!(
-                "{} {}: answered after {tries} more tries",
-                log.method,
-                log.path
-            );
-        }
-        match (resent, self.backend.generation() != generation) {
-            (false, _) => {}
-            (true, true) => tracing::info!(
-                "{} {}: the backend died as the request reached it; sent it again to the restarted backend",
-                log.method,
-                log.path
-            ),
-            (true, false) => tracing::debug!(
-                "{} {}: the upstream closed the connection as the request reached it; sent it again on a new connection",
-                log.method,
-                log.path
-            ),
-        }
-        sent
-    }
-
-    /// Sends `req` upstream (on a new connection if `fresh`, only to start
-    /// `run` of the backend if given).
-    /// (Not an `async fn`: the request would be kept in its future beside
-    /// the route's own, which takes it over.)
-    fn send(
-        &self,
-        req: Request<UpstreamBody>,
-        fresh: bool,
-        run: Option<u64>,
-        deadline: Instant,
-    ) -> impl Future<Output = Result<Response<UpstreamResponse>, UpstreamError>> + Send + '_ {
-        match &self.route {
-            Route::Http1(pool) => OneOf::Left(pool.request(req, fresh, run, deadline)),
-            Route::H2c(client) => {
-                // The pooled client connects by itself: a held request
-                // checks the backend's run before it goes, as near as it can.
-                let restarted = run.is_some_and(|run| {
-                    run != self.backend.generation() || !self.backend.is_ready()
-                });
-                let sent = client.request(req);
-                OneOf::Right(async move {
-                    if restarted {
-                        return Err(UpstreamError::Restarted);
-                    }
-                    match sent.await {
-                        Ok(resp) => Ok(resp.map(UpstreamResponse::driven)),
-                        Err(e) => Err(UpstreamError::Pooled(e)),
-                    }
-                })
-            }
-        }
-    }
-
     /// Waits for a cold backend; an HTML client that waited past the
     /// threshold gets the waiting page instead, when it is enabled.
     async fn wait_for_backend(
@@ -613,98 +368,5 @@ impl HttpProxy {
             inner: Either::Right(Either::Left(body)),
             log: Some(log),
         })
-    }
-
-    /// Rewrites a client request for the upstream: HTTP/1.1, absolute URI for
-    /// the pool, Host as the client sent it, hop-by-hop headers out,
-    /// `X-Forwarded-*` in.
-    fn upstream_request(
-        &self,
-        mut req: Request<Incoming>,
-        peer: Peer,
-        upgrade: bool,
-    ) -> Request<Incoming> {
-        let host = req.headers().get(header::HOST).cloned().or_else(|| {
-            req.uri()
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        // HTTP/2 has no Host header: the client's Host is the :authority
-        // (a Host beside it is a duplicate to nginx, a 400).
-        let h2c = self.protocol == UpstreamProtocol::H2c;
-        if req.method() == Method::CONNECT {
-            // The authority form, as it came.
-        } else if h2c {
-            // The absolute form hyper-util's client wants, whose authority
-            // becomes the `:authority`.
-            let authority = host
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| h.parse::<http::uri::Authority>().is_ok())
-                .unwrap_or(&self.authority);
-            let path = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
-            if let Ok(uri) = format!("http://{authority}{path}").parse() {
-                *req.uri_mut() = uri;
-            }
-        } else if req.uri().authority().is_some() {
-            // The origin form on an HTTP/1.1 connection (an HTTP/2 client's
-            // request, or an absolute-form one, says its authority in Host).
-            let mut parts = http::uri::Parts::default();
-            parts.path_and_query = Some(
-                req.uri()
-                    .path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-            );
-            if let Ok(uri) = http::Uri::from_parts(parts) {
-                *req.uri_mut() = uri;
-            }
-        }
-        *req.version_mut() = Version::HTTP_11;
-        let headers = req.headers_mut();
-        // `TE: trailers` says the client takes trailers: the one TE value a
-        // proxy that streams trailers through passes on.
-        let trailers = headers
-            .get_all(header::TE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .any(|v| {
-                v.split(',')
-                    .any(|t| t.trim().eq_ignore_ascii_case("trailers"))
-            });
-        strip_hop_by_hop(headers, upgrade);
-        if trailers {
-            headers.insert(header::TE, HeaderValue::from_static("trailers"));
-        }
-        match &host {
-            _ if h2c => {
-                headers.remove(header::HOST);
-            }
-            Some(host) => {
-                headers.insert(header::HOST, host.clone());
-            }
-            None => {}
-        }
-        if self.settings.forwarded_headers {
-            if let Peer::Tcp(addr) = peer {
-                let ip = addr.ip().to_string();
-                let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                    Some(before) => format!("{before}, {ip}"),
-                    None => ip,
-                };
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    headers.insert("x-forwarded-for", v);
-                }
-            }
-            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
-            if let Some(host) = host {
-                headers.insert("x-forwarded-host", host);
-            }
-        }
-        req
     }
 }
