@@ -111,31 +111,8 @@ impl UdpForwarder {
         let mut buf = vec![0u8; DATAGRAM_MAX];
         let mut backoff = Backoff::resources();
         let mut sweep_at = 64;
-        loop {
-            let received = tokio::select! {
-                r = socket.recv_from(&mut buf) => r,
-                _ = stop.cancelled() => return,
-            };
-            let (n, client) = match received {
-                Ok(r) => r,
-                Err(e) if crate::net::is_resource_exhaustion(&e) => {
-                    let delay = backoff.next_delay();
-                    tracing::warn!(
-                        "receive on {label} failed: {e}; pausing {}ms",
-                        delay.as_millis()
-                    );
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        _ = stop.cancelled() => return,
-                    }
-                    continue;
-                }
-                Err(e) => {
-                    // An ICMP error for an earlier reply, or a truncated read.
-                    tracing::debug!("receive on {label}: {e}");
-                    continue;
-                }
-            };
+        while let Some((n, client)) = receive(&socket, &mut buf, &label, &mut backoff, &stop).await
+        {
             let datagram = buf[..n].to_vec();
             let mut flows = self.flows.lock().expect("flows lock");
             let datagram = match flows.get_mut(&client) {
@@ -234,6 +211,42 @@ impl UdpForwarder {
                 "dropping datagrams from {client} until {} takes them: {why}",
                 self.upstream
             );
+        }
+    }
+}
+
+/// The next datagram on `socket` (its length in `buf`, and its sender), past
+/// failed reads (paused with `backoff` when out of resources); `None` once
+/// `stop` is cancelled.
+async fn receive(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+    label: &str,
+    backoff: &mut Backoff,
+    stop: &CancellationToken,
+) -> Option<(usize, SocketAddr)> {
+    loop {
+        let received = tokio::select! {
+            r = socket.recv_from(buf) => r,
+            _ = stop.cancelled() => return None,
+        };
+        match received {
+            Ok(r) => return Some(r),
+            Err(e) if crate::net::is_resource_exhaustion(&e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(
+                    "receive on {label} failed: {e}; pausing {}ms",
+                    delay.as_millis()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return None,
+                }
+            }
+            Err(e) => {
+                // An ICMP error for an earlier reply, or a truncated read.
+                tracing::debug!("receive on {label}: {e}");
+            }
         }
     }
 }

@@ -99,6 +99,27 @@ fn no_request_within(wait: Duration) {
     );
 }
 
+/// Whether a connection's requests have been quiet for `park_after`; if
+/// not, `check` is set to look again when they may have been.
+fn quiet_for(
+    requests: &InFlight,
+    park_after: Duration,
+    check: Pin<&mut tokio::time::Sleep>,
+) -> bool {
+    let now = Instant::now();
+    match requests.quiet_since() {
+        Some(since) if since + park_after <= now => true,
+        Some(since) => {
+            check.reset(since + park_after);
+            false
+        }
+        None => {
+            check.reset(now + BUSY_RECHECK);
+            false
+        }
+    }
+}
+
 /// Waits, parked, until the client sends something (true), or closes,
 /// or `close` asks, or `deadline` (the header read timeout `wait` after
 /// the last request) passes (false).
@@ -370,17 +391,8 @@ impl HttpProxy {
                         break std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await.map(|()| false);
                     }
                     _ = check.as_mut() => {
-                        let now = Instant::now();
-                        match requests.quiet_since() {
-                            Some(since) if since + park_after <= now => {}
-                            Some(since) => {
-                                check.as_mut().reset(since + park_after);
-                                continue;
-                            }
-                            None => {
-                                check.as_mut().reset(now + BUSY_RECHECK);
-                                continue;
-                            }
+                        if !quiet_for(requests, park_after, check.as_mut()) {
+                            continue;
                         }
                         drop(finish);
                         // Closes an idle connection at once (keeping the
@@ -390,12 +402,10 @@ impl HttpProxy {
                     }
                 }
             };
-            let parking = match parking {
-                Ok(parking) => parking,
-                Err(e) => {
-                    span.in_scope(|| tracing::debug!("http connection ended: {e}"));
-                    return;
-                }
+            let Ok(parking) = parking.inspect_err(|e| {
+                span.in_scope(|| tracing::debug!("http connection ended: {e}"));
+            }) else {
+                return;
             };
             let parts = conn.into_parts();
             io = parts.io.into_inner().unread(parts.read_buf);

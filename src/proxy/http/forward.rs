@@ -313,38 +313,7 @@ impl HttpProxy {
         // HTTP/2 has no Host header: the client's Host is the :authority
         // (a Host beside it is a duplicate to nginx, a 400).
         let h2c = self.protocol == UpstreamProtocol::H2c;
-        if req.method() == Method::CONNECT {
-            // The authority form, as it came.
-        } else if h2c {
-            // The absolute form hyper-util's client wants, whose authority
-            // becomes the `:authority`.
-            let authority = host
-                .as_ref()
-                .and_then(|h| h.to_str().ok())
-                .filter(|h| h.parse::<http::uri::Authority>().is_ok())
-                .unwrap_or(&self.authority);
-            let path = req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
-            if let Ok(uri) = format!("http://{authority}{path}").parse() {
-                *req.uri_mut() = uri;
-            }
-        } else if req.uri().authority().is_some() {
-            // The origin form on an HTTP/1.1 connection (an HTTP/2 client's
-            // request, or an absolute-form one, says its authority in Host).
-            let mut parts = http::uri::Parts::default();
-            parts.path_and_query = Some(
-                req.uri()
-                    .path_and_query()
-                    .cloned()
-                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
-            );
-            if let Ok(uri) = http::Uri::from_parts(parts) {
-                *req.uri_mut() = uri;
-            }
-        }
+        self.rewrite_uri(&mut req, host.as_ref(), h2c);
         *req.version_mut() = Version::HTTP_11;
         let headers = req.headers_mut();
         // `TE: trailers` says the client takes trailers: the one TE value a
@@ -387,5 +356,42 @@ impl HttpProxy {
             }
         }
         req
+    }
+
+    /// The request's target in the form the upstream connection wants: the
+    /// authority form for CONNECT, the absolute form for h2c, the origin
+    /// form for HTTP/1.1.
+    fn rewrite_uri(&self, req: &mut Request<Incoming>, host: Option<&HeaderValue>, h2c: bool) {
+        if req.method() == Method::CONNECT {
+            // The authority form, as it came.
+        } else if h2c {
+            // The absolute form hyper-util's client wants, whose authority
+            // becomes the `:authority`.
+            let authority = host
+                .and_then(|h| h.to_str().ok())
+                .filter(|h| h.parse::<http::uri::Authority>().is_ok())
+                .unwrap_or(&self.authority);
+            let path = req
+                .uri()
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            if let Ok(uri) = format!("http://{authority}{path}").parse() {
+                *req.uri_mut() = uri;
+            }
+        } else if req.uri().authority().is_some() {
+            // The origin form on an HTTP/1.1 connection (an HTTP/2 client's
+            // request, or an absolute-form one, says its authority in Host).
+            let mut parts = http::uri::Parts::default();
+            parts.path_and_query = Some(
+                req.uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/")),
+            );
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                *req.uri_mut() = uri;
+            }
+        }
     }
 }
