@@ -93,19 +93,9 @@ pub use config::Config;
 use context::ServeContext;
 use listener::{Endpoint, Forwarder};
 pub use notify::Notifier;
+use serve::Exit;
 pub use shutdown::Shutdown;
 pub use sys::one_malloc_heap;
-
-/// How a run ended (each is exit status 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    /// Nothing was in flight for the idle timeout.
-    Idle,
-    /// A stop was requested (SIGTERM, SIGINT).
-    Stopped,
-    /// The single `Accept=yes` connection ended.
-    ConnectionDone,
-}
 
 /// The listeners of a run besides its sockets.
 #[derive(Debug, Default)]

@@ -12,7 +12,17 @@ use crate::backend::BackendState;
 use crate::context::ServeContext;
 use crate::listener::{self, Endpoint};
 use crate::shutdown::Shutdown;
-use crate::Exit;
+
+/// How a run ended (each is exit status 0).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Nothing was in flight for the idle timeout.
+    Idle,
+    /// A stop was requested (SIGTERM, SIGINT).
+    Stopped,
+    /// The single `Accept=yes` connection ended.
+    ConnectionDone,
+}
 
 fn spawn_accept_loops(
     endpoints: &[Arc<Endpoint>],

@@ -284,11 +284,30 @@ mod tests {
     }
 }
 
+/// Wake control; only a restart changes it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WakeSettings {
+    /// HTTP mode: requests idlegate answers itself (`[[answer]]`, `--answer`).
+    pub answers: Vec<AnswerRule>,
+    /// TCP mode: while the backend is not up, only these clients start it (`--wake-from`).
+    pub wake_from: Vec<Cidr>,
+    /// Asked when the idle timer fires: exit 0 = busy (`--busy-cmd`).
+    pub busy_cmd: Option<String>,
+}
+
+impl WakeSettings {
+    /// Whether the backend starts only when a client needs it, rather than
+    /// at activation: when some clients must not wake it.
+    pub fn lazy(&self) -> bool {
+        !self.answers.is_empty() || !self.wake_from.is_empty()
+    }
+}
+
 /// A run's wake settings and what they did, shared by its proxies.
 #[derive(Debug, Default)]
 pub struct WakeGate {
     /// The settings: answer rules, `--wake-from`, `--busy-cmd`.
-    pub settings: crate::config::WakeSettings,
+    pub settings: WakeSettings,
     answered: std::sync::atomic::AtomicU64,
     turned_away: std::sync::atomic::AtomicU64,
     /// The client that woke the backend in this activation, once known.
@@ -297,7 +316,7 @@ pub struct WakeGate {
 
 impl WakeGate {
     /// The gate of these settings.
-    pub fn new(settings: crate::config::WakeSettings) -> WakeGate {
+    pub fn new(settings: WakeSettings) -> WakeGate {
         WakeGate {
             settings,
             ..WakeGate::default()

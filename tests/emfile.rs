@@ -166,7 +166,7 @@ fn accept_survives_running_out_of_descriptors() {
 
     shutdown.request();
     let exit = served.join().unwrap();
-    assert_eq!(exit, idlegate::Exit::Stopped);
+    assert_eq!(exit, idlegate::serve::Exit::Stopped);
     let text = log.text();
     assert!(!text.contains("panicked"), "{text}");
 }

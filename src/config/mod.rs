@@ -26,6 +26,7 @@ use crate::backend::hooks::Hooks;
 use crate::backend::lease::Leases;
 use crate::backend::{BackendKind, BackendSpec};
 use crate::cli::Cli;
+use crate::wake::WakeSettings;
 
 /// Default for `--idle-timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -96,25 +97,6 @@ pub struct Config {
     pub systemd: Option<SystemdSettings>,
     /// Which clients may wake the backend.
     pub wake: WakeSettings,
-}
-
-/// Wake control (see [`crate::wake`]); only a restart changes it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WakeSettings {
-    /// HTTP mode: requests idlegate answers itself (`[[answer]]`, `--answer`).
-    pub answers: Vec<crate::wake::AnswerRule>,
-    /// TCP mode: while the backend is not up, only these clients start it (`--wake-from`).
-    pub wake_from: Vec<crate::wake::Cidr>,
-    /// Asked when the idle timer fires: exit 0 = busy (`--busy-cmd`).
-    pub busy_cmd: Option<String>,
-}
-
-impl WakeSettings {
-    /// Whether the backend starts only when a client needs it, rather than
-    /// at activation: when some clients must not wake it.
-    pub fn lazy(&self) -> bool {
-        !self.answers.is_empty() || !self.wake_from.is_empty()
-    }
 }
 
 /// The `[systemd]` table, which only the unit generator ([`crate::units`]) reads.

@@ -5,9 +5,9 @@
 use std::path::Path;
 
 use super::super::file::FileConfig;
-use super::*;
 use crate::backend::wake_on_lan::{WakeOnLan, DEFAULT_ADDRESS};
 use crate::cli::Cli;
+use crate::config::ConfigError;
 
 /// The host to wake, if any; an address without a MAC is an error.
 pub(super) fn wake_on_lan(
