@@ -7,39 +7,22 @@
 //! the sockets, so the next client simply activates it again.
 //!
 //! # Layout
-//! - [`cli`], [`config`]: the command line and the TOML file, merged and validated
-//!   before anything starts, into a [`Config`] of groups (sockets, timeouts,
-//!   backend, HTTP, observability; resolved one group a function in
-//!   `config/resolve/`); [`reload`]: SIGHUP's new groups swapped in while serving.
+//! - [`cli`]: the command line (clap), the subcommands, the manual;
+//!   [`config`]: it and the TOML file merged and validated into a [`Config`]
+//!   before anything starts.
 //! - [`activation`]: the passed sockets (`LISTEN_FDS`…) or `--listen`, paired with upstreams.
-//! - this file: [`run`], which builds a run and ends it; [`serve`]: the
-//!   serve-until-idle loop, the idle timer, the drain; [`context`]: what the
-//!   accept loops and connections of a run share; [`reporter`]: `STATUS=`, the
-//!   state file and the metrics kept current.
-//! - [`listener`]: the accept loop; [`proxy`]: one connection, held then copied both ways
-//!   (or, for a UDP socket, its datagrams by client flow: [`proxy::udp`]; HTTP:
-//!   [`proxy::http`]).
-//! - [`backend`]: the backend's lifecycle (start, ready, stop): the handle, one
-//!   supervisor task, one file per kind (a process, `podman run`, a container
-//!   through [`backend::engine`], hooks) dispatched in `backend/kind.rs`, the
-//!   readiness probe of a start ([`backend::probe`]: the ready command, the
-//!   backend's own notify socket), typed failures ([`backend::Failure`]);
-//!   [`readiness`]: probing one address; [`backoff`]: the delays between retries.
-//! - [`activity`]: in-flight guards and the idle timer; [`work`]: the list of
-//!   work in flight, which [`connections`] serves to `idlegate status
-//!   --connections`; [`wake`]: who may wake the
-//!   backend (`[[answer]]` rules, `--wake-from`) and who did; [`busy`]:
-//!   `--busy-cmd`; [`control`]: the control socket that holds it awake, and
-//!   [`inhibit`]: `idlegate inhibit`, its client.
-//! - [`shutdown`], [`notify`]: stop requests in, sd_notify out; [`status`]: `STATUS=` and
-//!   the state file; [`metrics`]: the Prometheus endpoint.
-//! - [`own_socket`]: the Unix sockets idlegate binds beside its state file.
-//! - [`net`], [`address`], [`limits`], `sys`: sockets, addresses, descriptor limits; the
+//! - [`serve`]: the serve-until-idle loop, the accept loops, the in-flight
+//!   guards and the idle timer, reload, shutdown, the descriptor limits.
+//! - [`proxy`]: one connection, held then forwarded (TCP, UDP flows, HTTP).
+//! - [`backend`]: the backend's lifecycle (start, ready, stop), its kinds and
+//!   its readiness; [`readiness`]: probing one address.
+//! - [`wake`]: who may wake the backend (answer rules, `--wake-from`, the
+//!   control socket, inhibit, `--busy-cmd`).
+//! - [`report`]: `STATUS=` and sd_notify, the state file, metrics, the list of work.
+//! - [`units`]: the systemd units of one config file and the generator.
+//! - [`net`], [`address`], [`backoff`], [`own_socket`], `sys`: sockets,
+//!   addresses, retry delays, the Unix sockets idlegate binds itself; the
 //!   only `unsafe` code is in `sys`.
-//!
-//! - [`commands`]: the subcommands beside serving (`status`, `check`, `units`,
-//!   `generator`) and `--generate`; [`units`]: the systemd units of one config
-//!   file and the generator that writes them; [`manual`]: the manual page.
 //!
 //! The core, [`run`], takes sockets, a config and a [`Shutdown`]; it never binds,
 //! reads the environment or installs signal handlers (that is `main`'s job).
@@ -47,38 +30,22 @@
 #![warn(missing_docs)]
 
 pub mod activation;
-pub mod activity;
 pub mod address;
 pub mod backend;
 pub mod backoff;
-pub mod busy;
 pub mod cli;
-pub mod commands;
 pub mod config;
-pub mod connections;
-pub mod context;
-pub mod control;
 #[cfg(test)]
 mod fuzz_support;
-pub mod inhibit;
-pub mod limits;
-pub mod listener;
-pub mod manual;
-pub mod metrics;
 pub mod net;
-pub mod notify;
 pub mod own_socket;
 pub mod proxy;
 pub mod readiness;
-pub mod reload;
-pub mod reporter;
+pub mod report;
 pub mod serve;
-pub mod shutdown;
-pub mod status;
 mod sys;
 pub mod units;
 pub mod wake;
-pub mod work;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,14 +54,14 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 pub use activation::RuntimeSockets;
-use activity::{Countdown, InFlight};
 use backend::Backend;
 pub use config::Config;
-use context::ServeContext;
-use listener::{Endpoint, Forwarder};
-pub use notify::Notifier;
+pub use report::notify::Notifier;
+use serve::activity::{Countdown, InFlight};
+use serve::context::ServeContext;
+use serve::listener::{Endpoint, Forwarder};
+pub use serve::shutdown::Shutdown;
 use serve::Exit;
-pub use shutdown::Shutdown;
 pub use sys::one_malloc_heap;
 
 /// The listeners of a run besides its sockets.
@@ -127,9 +94,12 @@ pub async fn run(
     // Until the idle timer runs and tells: an activated run has a client
     // waiting, a bound one no backend yet, an `Accept=yes` one no timer.
     let (countdown, at_idle) = match &sockets {
-        activation::Sockets::Activated(_) => (Countdown::Busy, status::AtIdle::Exit),
-        activation::Sockets::Bound(_) => (Countdown::NothingToStop, status::AtIdle::StopBackend),
-        activation::Sockets::Connection { .. } => (Countdown::Never, status::AtIdle::Exit),
+        activation::Sockets::Activated(_) => (Countdown::Busy, report::status::AtIdle::Exit),
+        activation::Sockets::Bound(_) => (
+            Countdown::NothingToStop,
+            report::status::AtIdle::StopBackend,
+        ),
+        activation::Sockets::Connection { .. } => (Countdown::Never, report::status::AtIdle::Exit),
     };
     let shared = ServeContext {
         backend: backend.clone(),
@@ -144,7 +114,7 @@ pub async fn run(
     let state_file = config.observability.state_file.clone();
     let activation = state_file
         .as_deref()
-        .map_or(1, |path| status::previous_activation(path) + 1);
+        .map_or(1, |path| report::status::previous_activation(path) + 1);
     start_reporting(
         &shared,
         &notifier,
@@ -157,9 +127,9 @@ pub async fn run(
         .as_deref()
         .and_then(|path| serve_listing(path, &shared.in_flight));
     if let Some(control) = listeners.control {
-        tokio::spawn(control::serve(control, shared.clone()));
+        tokio::spawn(wake::control::serve(control, shared.clone()));
     }
-    tokio::spawn(reload::apply_reloads(
+    tokio::spawn(serve::reload::apply_reloads(
         reloads,
         config.clone(),
         backend.clone(),
@@ -218,23 +188,23 @@ pub async fn run(
 fn start_reporting(
     shared: &ServeContext,
     notifier: &Arc<Notifier>,
-    at_idle: status::AtIdle,
+    at_idle: report::status::AtIdle,
     state_file: Option<std::path::PathBuf>,
     activation: u64,
     metrics: Option<tokio::net::TcpListener>,
 ) {
     let (snapshots, latest) = tokio::sync::watch::channel(None);
     if notifier.is_enabled() || state_file.is_some() || metrics.is_some() {
-        tokio::spawn(reporter::keep_current(
+        tokio::spawn(report::reporter::keep_current(
             notifier.clone(),
-            reporter::BackendView {
+            report::reporter::BackendView {
                 state: shared.backend.subscribe(),
                 status: shared.backend.subscribe_status(),
                 wake: shared.wake.clone(),
                 progress: shared.backend.progress(),
             },
             shared.in_flight.clone(),
-            reporter::IdleView {
+            report::reporter::IdleView {
                 countdown: shared.countdown.subscribe(),
                 at_idle,
             },
@@ -244,7 +214,7 @@ fn start_reporting(
         ));
     }
     if let Some(listener) = metrics {
-        tokio::spawn(metrics::serve(
+        tokio::spawn(report::metrics::serve(
             listener,
             latest,
             shared.connections.clone(),
@@ -255,12 +225,15 @@ fn start_reporting(
 
 /// Serves the list of work beside the state file at `path`, for `idlegate
 /// status --connections` (a failure is logged: serving goes on without it).
-fn serve_listing(path: &std::path::Path, in_flight: &InFlight) -> Option<connections::Served> {
-    connections::Served::open(path, in_flight.clone())
+fn serve_listing(
+    path: &std::path::Path,
+    in_flight: &InFlight,
+) -> Option<report::connections::Served> {
+    report::connections::Served::open(path, in_flight.clone())
         .map_err(|e| {
             tracing::warn!(
                 "no list of work for `idlegate status --connections`: {}: {e}",
-                connections::path_for(path).display()
+                report::connections::path_for(path).display()
             )
         })
         .ok()
@@ -283,7 +256,7 @@ async fn serve_passed_connection(
     );
     let peer = stream.peer();
     let connection = shared.connections.enter();
-    let served = listener::serve_client(&forwarder, upstream, stream, peer, shared, ());
+    let served = serve::listener::serve_client(&forwarder, upstream, stream, peer, shared, ());
     tokio::select! {
         _ = served => {}
         _ = async {
@@ -320,17 +293,17 @@ fn say_goodbye(exit: Exit, idle: Option<Duration>, notifier: &Notifier) {
 
 /// The state file's last word: not running, the backend as it was left.
 fn write_last_state(path: &std::path::Path, backend: &Backend, activation: u64) {
-    let last = status::Snapshot {
+    let last = report::status::Snapshot {
         pid: std::process::id(),
         running: false,
         backend: backend.state().describe().to_owned(),
         in_flight: 0,
-        at_idle: status::AtIdle::Exit,
-        idle_in: status::IdleIn::Never,
+        at_idle: report::status::AtIdle::Exit,
+        idle_in: report::status::IdleIn::Never,
         activation,
         woken_by: None,
     };
-    if let Err(e) = status::write(path, &last) {
+    if let Err(e) = report::status::write(path, &last) {
         tracing::debug!("state file {}: {e}", path.display());
     }
 }

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use idlegate::activation::{self, ActivationEnv};
+use idlegate::cli::commands;
 use idlegate::cli::{self, Invocation};
-use idlegate::commands;
 use idlegate::own_socket::OwnSocket;
 use idlegate::{Config, Notifier, Shutdown};
 
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     };
     let log_level = init_tracing(config.observability.log_level.as_deref());
     config.sockets.connections_max =
-        idlegate::limits::fit_connections(config.sockets.connections_max);
+        idlegate::serve::limits::fit_connections(config.sockets.connections_max);
 
     let (sockets, mut control) = match activation::take_sockets(
         &ActivationEnv::from_process(),
@@ -98,12 +98,14 @@ fn main() -> ExitCode {
         let listeners = own_listeners(metrics, control)?;
         let shutdown = Shutdown::new();
         let (reloads, reloaded) = tokio::sync::mpsc::unbounded_channel();
-        idlegate::shutdown::forward_signals(shutdown.clone(), move || match reread_config() {
-            Ok(config) => {
-                log_level.set(config.observability.log_level.as_deref());
-                let _ = reloads.send(config);
+        idlegate::serve::shutdown::forward_signals(shutdown.clone(), move || {
+            match reread_config() {
+                Ok(config) => {
+                    log_level.set(config.observability.log_level.as_deref());
+                    let _ = reloads.send(config);
+                }
+                Err(e) => tracing::error!("reload: {e}; keeping the running configuration"),
             }
-            Err(e) => tracing::error!("reload: {e}; keeping the running configuration"),
         })
         .map_err(|e| format!("cannot handle signals: {e}"))?;
         Ok::<_, String>(
@@ -126,7 +128,7 @@ fn main() -> ExitCode {
 fn bind_own_control(
     state: &std::path::Path,
 ) -> Option<(OwnSocket, std::os::unix::net::UnixListener)> {
-    let path = idlegate::control::own_path(state);
+    let path = idlegate::wake::control::own_path(state);
     match OwnSocket::bind(&path) {
         Ok(bound) => {
             tracing::debug!("control socket for `idlegate inhibit`: {}", path.display());
@@ -177,7 +179,7 @@ fn reread_config() -> Result<Config, String> {
     };
     let mut config = commands::resolve_config(cli).map_err(|e| e.to_string())?;
     config.sockets.connections_max =
-        idlegate::limits::fit_connections(config.sockets.connections_max);
+        idlegate::serve::limits::fit_connections(config.sockets.connections_max);
     Ok(config)
 }
 

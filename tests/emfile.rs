@@ -2,7 +2,7 @@
 //! accept loop logs it, backs off, and serves the waiting client once
 //! descriptors are free again.
 //!
-//! The descriptor fitting in `idlegate::limits` keeps the binary from getting
+//! The descriptor fitting in `idlegate::serve::limits` keeps the binary from getting
 //! there in every setup the other tests build, so this test runs the real
 //! serve loop in its own process (a test binary of its own) and takes every
 //! free descriptor itself while a client waits in the backlog.

@@ -32,8 +32,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::activity::InFlight;
 use crate::address::Address;
+use crate::serve::activity::InFlight;
 pub use failure::Failure;
 pub use kind::BackendKind;
 use run_command::RunCommand;

@@ -20,7 +20,7 @@ use super::process::Process;
 use super::progress::{clear, Progress};
 use super::run_command::RunCommand;
 use super::{BackendSpec, BackendState, Request, ShutDownCause};
-use crate::activity::{InFlight, InFlightGuard};
+use crate::serve::activity::{InFlight, InFlightGuard};
 
 /// The first delay before retrying a failed start.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -261,7 +261,10 @@ impl Supervisor {
                 None
             }
         };
-        self.starting = Some(self.in_flight.enter_as(crate::work::Unit::BackendStart));
+        self.starting = Some(
+            self.in_flight
+                .enter_as(crate::serve::work::Unit::BackendStart),
+        );
         self.set(BackendState::Starting);
         let probe = Probe {
             notify,

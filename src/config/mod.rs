@@ -78,7 +78,7 @@ pub const STATE_FILE_NAME: &str = "idlegate.state";
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The validated settings idlegate runs with, in the groups a reload treats
-/// alike (see [`crate::reload`]): `sockets` and `http` only change when
+/// alike (see [`crate::serve::reload`]): `sockets` and `http` only change when
 /// idlegate starts again, `timeouts` at once, `backend` at its next start.
 #[derive(Clone, Debug)]
 pub struct Config {

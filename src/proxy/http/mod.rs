@@ -28,14 +28,14 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::{ConnectError, DEATH_GRACE};
-use crate::activity::{InFlight, InFlightGuard};
 use crate::address::{Address, UpstreamProtocol};
 use crate::backend::Backend;
 use crate::backoff::Backoff;
 use crate::config::HttpSettings;
 use crate::net::Peer;
+use crate::serve::activity::{InFlight, InFlightGuard};
+use crate::serve::work::{RequestLine, Unit};
 use crate::wake::{self, WakeGate, When};
-use crate::work::{RequestLine, Unit};
 
 mod answers;
 mod connection;

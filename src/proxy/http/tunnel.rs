@@ -7,7 +7,7 @@ use hyper_util::rt::TokioIo;
 use super::connection::Prefixed;
 use super::http1_conn::Upgraded;
 use super::tracked::CountedIo;
-use crate::activity::InFlightGuard;
+use crate::serve::activity::InFlightGuard;
 
 /// The client's side of an upgraded connection.
 pub(super) enum ClientSide {

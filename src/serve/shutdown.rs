@@ -54,15 +54,15 @@ pub fn forward_signals(
                 _ = term.recv() => "SIGTERM",
                 _ = int.recv() => "SIGINT",
                 _ = hup.recv() => {
-                    tracing::info!("SIGHUP received: reloading the configuration");
+                    tracing::info!(target: "idlegate::shutdown", "SIGHUP received: reloading the configuration");
                     on_hangup();
                     continue;
                 }
             };
             if shutdown.graceful.is_cancelled() {
-                tracing::info!("{name} received again: closing connections now");
+                tracing::info!(target: "idlegate::shutdown", "{name} received again: closing connections now");
             } else {
-                tracing::info!("{name} received: stopping");
+                tracing::info!(target: "idlegate::shutdown", "{name} received: stopping");
             }
             shutdown.request();
         }

@@ -2,16 +2,24 @@
 //! the idle exit that never cuts off an accepted client, and the drain at
 //! a stop.
 
+pub mod activity;
+pub mod context;
+pub mod limits;
+pub mod listener;
+pub mod reload;
+pub mod shutdown;
+pub mod work;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::activity::Countdown;
 use crate::backend::BackendState;
-use crate::context::ServeContext;
-use crate::listener::{self, Endpoint};
-use crate::shutdown::Shutdown;
+use crate::serve::activity::Countdown;
+use crate::serve::context::ServeContext;
+use crate::serve::listener::Endpoint;
+use crate::serve::shutdown::Shutdown;
 
 /// How a run ended (each is exit status 0).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -60,7 +68,7 @@ async fn idle_timer(shared: &ServeContext, unwoken: bool) {
             // Only a backend that was started can be busy.
             Some(cmd) if shared.backend.generation() > 0 => {
                 shared.countdown.send_replace(Countdown::Asking);
-                if !crate::busy::is_busy(cmd, crate::busy::BUSY_CMD_TIMEOUT).await {
+                if !crate::wake::busy::is_busy(cmd, crate::wake::busy::BUSY_CMD_TIMEOUT).await {
                     return;
                 }
             }
@@ -239,10 +247,10 @@ pub async fn drain(shutdown: &Shutdown, shared: &ServeContext, grace: Duration) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::activity::InFlight;
     use crate::backend::hooks::Hooks;
     use crate::backend::{Backend, BackendKind, BackendSpec};
     use crate::config::Timeouts;
+    use crate::serve::activity::InFlight;
     use tokio::sync::watch;
     use tokio::time::Instant;
 

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 
 use crate::backend::Backend;
 use crate::config::{Config, Timeouts};
-use crate::notify::Notifier;
+use crate::report::notify::Notifier;
 
 /// The settings `new` changes that only a restart applies.
 pub fn needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
@@ -63,7 +63,7 @@ pub async fn apply_reloads(
     while let Some(new) = reloads.recv().await {
         let fixed = needing_restart(&running, &new);
         if !fixed.is_empty() {
-            tracing::warn!(
+            tracing::warn!(target: "idlegate::reload",
                 "reload: {} changed; that takes effect when idlegate starts again (the running values stay)",
                 fixed.join(", ")
             );
@@ -78,7 +78,7 @@ pub async fn apply_reloads(
             .idle
             .map(|t| humantime::format_duration(t).to_string())
             .unwrap_or_else(|| "never".into());
-        tracing::info!(
+        tracing::info!(target: "idlegate::reload",
             "configuration reloaded: idle timeout {idle}, start timeout {}, stop timeout {}{}",
             humantime::format_duration(merged.timeouts.start),
             humantime::format_duration(merged.timeouts.stop),

@@ -3,6 +3,12 @@
 //! Values stay strings here; [`crate::config`] turns them (and the config
 //! file) into a validated [`crate::config::Config`], so every error names the
 //! flag or key it came from in the same words.
+//!
+//! [`commands`] runs the subcommands beside serving; [`manual`] renders the
+//! manual page.
+
+pub mod commands;
+pub mod manual;
 
 use std::path::PathBuf;
 

@@ -70,7 +70,7 @@ impl Notifier {
     fn send(&self, message: &str) {
         if let Some(socket) = &self.socket {
             if let Err(e) = socket.send(message.as_bytes()) {
-                tracing::debug!("sd_notify: cannot send {message:?}: {e}");
+                tracing::debug!(target: "idlegate::notify", "sd_notify: cannot send {message:?}: {e}");
             }
         }
     }

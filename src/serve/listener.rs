@@ -10,12 +10,12 @@ use tracing::Instrument;
 use crate::address::{Mode, UpstreamSpec};
 use crate::backoff::Backoff;
 use crate::config::HttpSettings;
-use crate::context::ServeContext;
 use crate::net::{Listener, Peer, Stream};
 use crate::proxy;
 use crate::proxy::http::HttpProxy;
 use crate::proxy::udp::UdpForwarder;
-use crate::work::Unit;
+use crate::serve::context::ServeContext;
+use crate::serve::work::Unit;
 
 /// One socket and where its clients go.
 pub type Route = crate::activation::Route<Listener>;
@@ -106,7 +106,7 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: Ca
             Ok((client, peer)) => {
                 backoff = Backoff::resources();
                 let connection = shared.connections.enter();
-                tracing::debug!("client {peer} on {}", route.label);
+                tracing::debug!(target: "idlegate::listener", "client {peer} on {}", route.label);
                 // The future is spawned as it is (awaited in a task's
                 // async block, it would be there twice: task size).
                 tokio::spawn(serve_client(
@@ -120,7 +120,7 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: Ca
             }
             Err(e) if crate::net::is_resource_exhaustion(&e) => {
                 let delay = backoff.next_delay();
-                tracing::warn!(
+                tracing::warn!(target: "idlegate::listener",
                     "accept on {} failed: {e}; pausing {}ms",
                     route.label,
                     delay.as_millis()
@@ -130,7 +130,9 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: Ca
                     _ = stop.cancelled() => return,
                 }
             }
-            Err(e) => tracing::debug!("accept on {} failed: {e}", route.label),
+            Err(e) => {
+                tracing::debug!(target: "idlegate::listener", "accept on {} failed: {e}", route.label)
+            }
         }
     }
 }
@@ -174,7 +176,7 @@ pub fn serve_client(
     let wake = shared.wake.clone();
     let close = shared.close.clone();
     // Every line about this client carries it: `client{peer=…}:`.
-    let span = tracing::info_span!("client", %peer);
+    let span = tracing::info_span!(target: "idlegate::listener", "client", %peer);
     let served = async move {
         let _held = held;
         match forwarder {

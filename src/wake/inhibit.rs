@@ -1,4 +1,4 @@
-//! `idlegate inhibit`'s side of the control socket (see [`crate::control`]):
+//! `idlegate inhibit`'s side of the control socket (see [`crate::wake::control`]):
 //! connect, ask, wait until the backend is ready, run the command while the
 //! connection stays open.
 

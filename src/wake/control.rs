@@ -20,8 +20,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::context::ServeContext;
-use crate::work::Unit;
+use crate::serve::context::ServeContext;
+use crate::serve::work::Unit;
 
 /// The control socket an idlegate with the state file `state_file` binds
 /// itself when none is passed: `STATE_FILE.control`.

@@ -9,7 +9,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::work::WorkView;
+use crate::serve::work::WorkView;
 
 /// A moment's view of the instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,7 +63,7 @@ impl AtIdle {
 }
 
 /// When idlegate next acts on idle ([`AtIdle`]): the idle timer's own
-/// countdown ([`crate::activity::Countdown`]).
+/// countdown ([`crate::serve::activity::Countdown`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum IdleIn {
     /// After this long, if nothing arrives.
@@ -80,8 +80,8 @@ pub enum IdleIn {
 
 impl IdleIn {
     /// The countdown of `countdown` at `now`.
-    pub fn at(countdown: crate::activity::Countdown, now: tokio::time::Instant) -> IdleIn {
-        use crate::activity::Countdown;
+    pub fn at(countdown: crate::serve::activity::Countdown, now: tokio::time::Instant) -> IdleIn {
+        use crate::serve::activity::Countdown;
         match countdown {
             Countdown::At(deadline) => IdleIn::In(deadline.saturating_duration_since(now)),
             Countdown::Busy => IdleIn::Busy,

@@ -102,30 +102,32 @@ pub fn status(args: StatusArgs) -> u8 {
             &"status: give --state-file PATH (the one idlegate runs with; default $RUNTIME_DIRECTORY/idlegate.state)",
         );
     };
-    let reading = crate::status::read(&path);
+    let reading = crate::report::status::read(&path);
     let mut code = reading.exit_status();
-    if code == crate::status::UNKNOWN {
+    if code == crate::report::status::UNKNOWN {
         eprintln!("{}", reading.text(&path));
         return code;
     }
     let work = match (&reading, connections) {
         (_, false) => None,
-        (crate::status::Reading::Running(s), true) => match crate::connections::fetch(&path) {
-            Ok(listing) if listing.pid == s.pid => Some(listing.work),
-            Ok(listing) => {
-                code = crate::status::UNKNOWN;
-                eprintln!(
+        (crate::report::status::Reading::Running(s), true) => {
+            match crate::report::connections::fetch(&path) {
+                Ok(listing) if listing.pid == s.pid => Some(listing.work),
+                Ok(listing) => {
+                    code = crate::report::status::UNKNOWN;
+                    eprintln!(
                     "idlegate: cannot list the work in flight: pid {} answered, the state file says {}",
                     listing.pid, s.pid
                 );
-                None
+                    None
+                }
+                Err(e) => {
+                    code = crate::report::status::UNKNOWN;
+                    eprintln!("idlegate: cannot list the work in flight: {e}");
+                    None
+                }
             }
-            Err(e) => {
-                code = crate::status::UNKNOWN;
-                eprintln!("idlegate: cannot list the work in flight: {e}");
-                None
-            }
-        },
+        }
         // Not running: nothing is in flight.
         (_, true) => Some(Vec::new()),
     };
@@ -134,18 +136,18 @@ pub fn status(args: StatusArgs) -> u8 {
     } else {
         println!("{}", reading.text(&path));
         if let Some(work) = &work {
-            println!("{}", crate::status::work_text(work));
+            println!("{}", crate::report::status::work_text(work));
         }
     }
     code
 }
 
 /// `idlegate inhibit [--state-file F] [--control PATH] [--why TEXT] -- CMD…`:
-/// holds the service awake while CMD runs (see [`crate::control`]). The
+/// holds the service awake while CMD runs (see [`crate::wake::control`]). The
 /// control socket is PATH, else the one of the state file (F, else
 /// `$RUNTIME_DIRECTORY/idlegate.state`, see [`control_of`]). Connecting wakes a stopped idlegate;
 /// CMD runs once the backend is ready, and `inhibit` exits with its status
-/// ([`crate::inhibit::NOT_RUNNING`] when nothing holds the socket).
+/// ([`crate::wake::inhibit::NOT_RUNNING`] when nothing holds the socket).
 pub fn inhibit(args: InhibitArgs) -> u8 {
     let InhibitArgs {
         state_file: state,
@@ -172,7 +174,7 @@ pub fn inhibit(args: InhibitArgs) -> u8 {
                 .collect::<Vec<_>>()
                 .join(" ")
         });
-    crate::inhibit::run(&socket, &why, &command)
+    crate::wake::inhibit::run(&socket, &why, &command)
 }
 
 /// The control socket of the state file `state`, the first that exists
@@ -180,9 +182,9 @@ pub fn inhibit(args: InhibitArgs) -> u8 {
 /// its directory DIR, as the generated units have it
 /// (`/run/idlegate/NAME.control` for `/run/idlegate/NAME/idlegate.state`),
 /// and `STATE.control`, the one idlegate binds itself while it runs when
-/// none is passed ([`crate::control::own_path`]); none: that last one.
+/// none is passed ([`crate::wake::control::own_path`]); none: that last one.
 fn control_of(state: &Path) -> PathBuf {
-    let own = crate::control::own_path(state);
+    let own = crate::wake::control::own_path(state);
     let held = state
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -308,7 +310,7 @@ pub fn generate(what: Generate) -> u8 {
     let mut command = crate::cli::command();
     let mut out = std::io::stdout();
     let result = match what {
-        Generate::Man => crate::manual::render(command, &mut out),
+        Generate::Man => crate::cli::manual::render(command, &mut out),
         Generate::CompleteBash => {
             clap_complete::generate(
                 clap_complete::Shell::Bash,

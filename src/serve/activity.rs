@@ -22,7 +22,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::work::{Entry, Traffic, Unit, WorkList, WorkView};
+use crate::serve::work::{Entry, Traffic, Unit, WorkList, WorkView};
 
 /// The count of work in flight, shared by the accept loops and the idle timer.
 #[derive(Clone, Debug, Default)]

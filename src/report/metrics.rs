@@ -15,8 +15,8 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
-use crate::activity::InFlight;
-use crate::status::{AtIdle, IdleIn, Snapshot};
+use crate::report::status::{AtIdle, IdleIn, Snapshot};
+use crate::serve::activity::InFlight;
 use crate::wake::WakeGate;
 
 /// Serves the metrics until the task is dropped.

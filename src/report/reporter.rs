@@ -5,10 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::activity::{Countdown, InFlight};
 use crate::backend::BackendState;
-use crate::notify::Notifier;
-use crate::status::{self, AtIdle, IdleIn, Snapshot};
+use crate::report::notify::Notifier;
+use crate::report::status::{self, AtIdle, IdleIn, Snapshot};
+use crate::serve::activity::{Countdown, InFlight};
 
 /// How often, at most, the status line is refreshed for a change of the
 /// in-flight count alone (a change of the backend's state is told at once).

@@ -17,9 +17,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixListener;
 use tokio::task::JoinHandle;
 
-use crate::activity::InFlight;
 use crate::own_socket::{self, OwnSocket};
-use crate::work::WorkView;
+use crate::serve::activity::InFlight;
+use crate::serve::work::WorkView;
 
 /// How long `status` waits for the answer.
 const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -116,7 +116,7 @@ pub fn fetch(state_file: &Path) -> Result<Listing, String> {
 mod tests {
     use super::*;
     use crate::net::Peer;
-    use crate::work::Unit;
+    use crate::serve::work::Unit;
 
     #[test]
     fn the_socket_lists_the_work_and_goes_away_when_closed() {

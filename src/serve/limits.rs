@@ -26,13 +26,13 @@ pub fn fit_connections(connections_max: usize) -> usize {
     let limit = match crate::sys::raise_open_files_limit() {
         Ok(limit) => limit,
         Err(e) => {
-            tracing::warn!("cannot read the open-files limit: {e}");
+            tracing::warn!(target: "idlegate::limits", "cannot read the open-files limit: {e}");
             return connections_max;
         }
     };
     let fit = connections_that_fit(limit, open_descriptors());
     if connections_max > fit {
-        tracing::warn!(
+        tracing::warn!(target: "idlegate::limits",
             "--connections-max {connections_max} needs more descriptors than the limit of {limit} \
              (LimitNOFILE=) allows: serving at most {fit} connections at once, the rest wait in the backlog"
         );

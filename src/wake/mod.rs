@@ -6,6 +6,13 @@
 //!   lets them through to a backend that is up, still not counting as work.
 //! - [`Cidr`]: TCP mode's `--wake-from`: while the backend is not up, only a
 //!   client from these ranges starts it; others are closed at once.
+//! - [`busy`]: `--busy-cmd`, asked when the idle timer fires; [`control`]:
+//!   the control socket that holds the service awake, and [`inhibit`]:
+//!   `idlegate inhibit`, its client.
+
+pub mod busy;
+pub mod control;
+pub mod inhibit;
 
 use std::fmt;
 use std::net::IpAddr;

@@ -7,9 +7,9 @@ use std::sync::Arc;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::sync::CancellationToken;
 
-use crate::activity::InFlight;
 use crate::backend::Backend;
 use crate::config::Timeouts;
+use crate::serve::activity::InFlight;
 
 /// What every accept loop and connection of a run shares.
 #[derive(Clone, Debug)]
@@ -30,7 +30,7 @@ pub struct ServeContext {
     pub wake: Arc<crate::wake::WakeGate>,
     /// Where the idle timer stands, as the timer itself tells it: what the
     /// status shows.
-    pub countdown: Arc<watch::Sender<crate::activity::Countdown>>,
+    pub countdown: Arc<watch::Sender<crate::serve::activity::Countdown>>,
 }
 
 impl ServeContext {

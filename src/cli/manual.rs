@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 
 /// Every key of the config file with its default, as shipped in `config/`.
-const REFERENCE: &str = include_str!("../config/reference.toml");
+const REFERENCE: &str = include_str!("../../config/reference.toml");
 
 /// Writes the manual page of `command` to `out`, in roff.
 pub fn render(command: clap::Command, out: &mut dyn Write) -> io::Result<()> {

@@ -1,7 +1,7 @@
 //! The list of work in flight, unit by unit: what `idlegate status
 //! --connections` shows (who keeps the service awake).
 //!
-//! [`crate::activity::InFlight`] counts the work; a listed count also keeps
+//! [`crate::serve::activity::InFlight`] counts the work; a listed count also keeps
 //! an [`Entry`] for each guard, with what the unit is, since when, and the
 //! bytes it moved each way ([`Traffic`], counted by the copy loops as the
 //! bytes move). [`WorkList::views`] is a moment's copy, as plain data
