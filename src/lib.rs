@@ -14,8 +14,9 @@
 //! - [`serve`]: the serve-until-idle loop, the accept loops, the in-flight
 //!   guards and the idle timer, reload, shutdown, the descriptor limits.
 //! - [`proxy`]: one connection, held then forwarded (TCP, UDP flows, HTTP).
-//! - [`backend`]: the backend's lifecycle (start, ready, stop), its kinds and
-//!   its readiness; [`readiness`]: probing one address.
+//! - [`backend`]: the backend's lifecycle (start, ready, stop): the handle and
+//!   its supervisor; [`backend::kinds`]: a process, hooks, containers, groups,
+//!   Wake-on-LAN; [`backend::ready`]: the readiness probe of a start.
 //! - [`wake`]: who may wake the backend (answer rules, `--wake-from`, the
 //!   control socket, inhibit, `--busy-cmd`).
 //! - [`report`]: `STATUS=` and sd_notify, the state file, metrics, the list of work.
@@ -40,7 +41,6 @@ mod fuzz_support;
 pub mod net;
 pub mod own_socket;
 pub mod proxy;
-pub mod readiness;
 pub mod report;
 pub mod serve;
 mod sys;

@@ -13,12 +13,12 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::failure::Failure;
-use super::kind::{Launched, StartStep};
-use super::notify_socket::{BackendStatus, NotifySocket};
-use super::probe::Probe;
-use super::process::Process;
+use super::kinds::process::Process;
+use super::kinds::run_command::RunCommand;
+use super::kinds::{Launched, StartStep};
 use super::progress::{clear, Progress};
-use super::run_command::RunCommand;
+use super::ready::notify_socket::{BackendStatus, NotifySocket};
+use super::ready::probe::Probe;
 use super::{BackendSpec, BackendState, Request, ShutDownCause};
 use crate::serve::activity::{InFlight, InFlightGuard};
 

@@ -19,11 +19,11 @@ pub use error::{ConfigError, Origin};
 pub use resolve::is_unit_name;
 
 use crate::address::{Address, Names, UpstreamSpec};
-use crate::backend::container::{Container, IdleAction};
-use crate::backend::engine::Engine;
-use crate::backend::group::{Group, Member};
-use crate::backend::hooks::Hooks;
-use crate::backend::lease::Leases;
+use crate::backend::kinds::container::{Container, IdleAction};
+use crate::backend::kinds::engine::Engine;
+use crate::backend::kinds::group::{Group, Member};
+use crate::backend::kinds::hooks::Hooks;
+use crate::backend::kinds::lease::Leases;
 use crate::backend::{BackendKind, BackendSpec};
 use crate::cli::Cli;
 use crate::wake::WakeSettings;
@@ -164,7 +164,7 @@ pub enum Run {
         /// What each container gets when idle.
         idle_action: IdleAction,
         /// Where the instances sharing a container count who uses it (see
-        /// [`crate::backend::lease`]); set by [`Config::find_engine_socket`].
+        /// [`crate::backend::kinds::lease`]); set by [`Config::find_engine_socket`].
         lease_dir: Option<PathBuf>,
     },
     /// Systemd units started in order and stopped in reverse order
@@ -204,7 +204,7 @@ pub struct BackendConfig {
     /// When it is ready.
     pub readiness: Readiness,
     /// Wake its host at each start (`--wake-on-lan`).
-    pub wake_on_lan: Option<crate::backend::wake_on_lan::WakeOnLan>,
+    pub wake_on_lan: Option<crate::backend::kinds::wake_on_lan::WakeOnLan>,
 }
 
 /// What idlegate reports, and where.
@@ -279,7 +279,7 @@ impl Config {
     }
 
     /// With `--container`, settles the engine socket: the one given, else the
-    /// first that exists of the usual places (see [`crate::backend::engine::find_socket`]);
+    /// first that exists of the usual places (see [`crate::backend::kinds::engine::find_socket`]);
     /// and the lease directory: `$XDG_RUNTIME_DIR/idlegate-leases`, else
     /// `/run/idlegate-leases` (outside any service's own `RuntimeDirectory=`,
     /// which systemd may remove while another instance still holds a lease).
@@ -300,8 +300,9 @@ impl Config {
                 || PathBuf::from("/run/idlegate-leases"),
                 |d| Path::new(&d).join("idlegate-leases"),
             ));
-            let socket = crate::backend::engine::find_socket(engine_socket.as_deref(), env, exists)
-                .map_err(|e| {
+            let socket =
+                crate::backend::kinds::engine::find_socket(engine_socket.as_deref(), env, exists)
+                    .map_err(|e| {
                     ConfigError::Usage(format!("--container {}: {e}", names.join(", ")))
                 })?;
             *engine_socket = Some(socket);

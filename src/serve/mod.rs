@@ -247,7 +247,7 @@ pub async fn drain(shutdown: &Shutdown, shared: &ServeContext, grace: Duration) 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backend::hooks::Hooks;
+    use crate::backend::kinds::hooks::Hooks;
     use crate::backend::{Backend, BackendKind, BackendSpec};
     use crate::config::Timeouts;
     use crate::serve::activity::InFlight;

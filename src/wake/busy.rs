@@ -6,7 +6,7 @@
 use std::process::Stdio;
 use std::time::Duration;
 
-use crate::backend::process::child_command;
+use crate::backend::kinds::process::child_command;
 
 /// How long the command may take before it counts as "not busy".
 pub const BUSY_CMD_TIMEOUT: Duration = Duration::from_secs(10);

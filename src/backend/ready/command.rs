@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use super::process::child_command;
-use super::progress::{waiting_for, Progress, Stage};
+use crate::backend::kinds::process::child_command;
+use crate::backend::progress::{waiting_for, Progress, Stage};
 use crate::backoff::Backoff;
 
 /// The first delay between runs of the command.
@@ -28,7 +28,7 @@ pub async fn wait_until_succeeds(command: &str, progress: &Progress) -> Result<(
             .await
             .map_err(|e| format!("cannot run the ready command `{command}`: {e}"))?;
         if output.status.success() {
-            tracing::debug!("the ready command `{command}` succeeded");
+            tracing::debug!(target: "idlegate::backend::ready_command", "the ready command `{command}` succeeded");
             return Ok(());
         }
         let said = last_lines(&output.stdout, &output.stderr);

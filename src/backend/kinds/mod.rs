@@ -1,17 +1,31 @@
 //! How the backend is run, and what each kind does at a start and a stop:
-//! a child process ([`process`](super::process)), start and stop commands
-//! ([`hooks`](super::hooks)), an ordered group of containers or units
-//! ([`group`](super::group)), or nothing (external).
+//! a child process ([`process`](crate::backend::kinds::process)), start and stop commands
+//! ([`hooks`](crate::backend::kinds::hooks)), an ordered group of containers or units
+//! ([`group`](crate::backend::kinds::group)), or nothing (external).
+//!
+//! Beside them: [`container`] through the engine API ([`engine`]), shared by
+//! several instances ([`lease`]); `podman run` ([`run_command`], its image
+//! [`pull`]); and [`wake_on_lan`] for a backend on a host that sleeps.
+
+pub mod container;
+pub mod engine;
+pub mod group;
+pub mod hooks;
+pub mod lease;
+pub mod process;
+pub mod pull;
+pub mod run_command;
+pub mod wake_on_lan;
 
 use std::time::Duration;
 
-use super::failure::Failure;
-use super::group::Group;
-use super::hooks::Hooks;
-use super::notify_socket::NotifySocket;
-use super::process::{self, Process};
-use super::progress::Progress;
-use super::run_command::RunCommand;
+use crate::backend::failure::Failure;
+use crate::backend::kinds::group::Group;
+use crate::backend::kinds::hooks::Hooks;
+use crate::backend::kinds::process::Process;
+use crate::backend::kinds::run_command::RunCommand;
+use crate::backend::progress::Progress;
+use crate::backend::ready::notify_socket::NotifySocket;
 
 /// How the backend is run.
 #[derive(Clone, Debug, PartialEq, Eq)]

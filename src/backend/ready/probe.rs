@@ -3,15 +3,15 @@
 //! (the first answering `--ready-http`), then `--ready-cmd` succeeding. What
 //! it waits for is kept in [`Progress`] for a start-timeout report.
 
-use super::failure::Failure;
-use super::notify_socket::{BackendStatus, NotifySocket};
-use super::progress::{clear, waiting_for, Progress, Stage};
-use super::ready_command;
 use crate::address::Address;
-use crate::readiness;
+use crate::backend::failure::Failure;
+use crate::backend::progress::{clear, waiting_for, Progress, Stage};
+use crate::backend::ready::command;
+use crate::backend::ready::connect;
+use crate::backend::ready::notify_socket::{BackendStatus, NotifySocket};
 
 /// What to wait for before the backend counts as ready.
-pub(super) struct Probe {
+pub(in crate::backend) struct Probe {
     /// `--ready-notify`'s socket for this start.
     pub notify: Option<NotifySocket>,
     /// Where the backend's own `STATUS=` goes.
@@ -56,7 +56,7 @@ impl Probe {
                     format!("nothing accepted connections on {address}"),
                 ),
             }
-            readiness::wait_until_ready(address, http_path)
+            connect::wait_until_ready(address, http_path)
                 .await
                 .map_err(|error| Failure::Probe {
                     address: address.clone(),
@@ -66,7 +66,7 @@ impl Probe {
         if let Some(command) = self.ready_cmd {
             let what = format!("the ready command `{command}` has not succeeded yet");
             waiting_for(progress, Stage::ReadyCommand, what);
-            ready_command::wait_until_succeeds(&command, progress)
+            command::wait_until_succeeds(&command, progress)
                 .await
                 .map_err(Failure::ReadyCommand)?;
         }

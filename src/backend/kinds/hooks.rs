@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use super::failure::HookFailure;
-use super::process::{self, Process};
+use crate::backend::failure::HookFailure;
+use crate::backend::kinds::process::{self, Process};
 
 /// The start and stop commands.
 #[derive(Clone, Debug, PartialEq, Eq)]

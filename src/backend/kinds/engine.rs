@@ -290,7 +290,7 @@ impl Engine {
                     socket: self.socket.clone(),
                     engine: (min, max),
                 })?;
-                tracing::debug!(
+                tracing::debug!(target: "idlegate::backend::engine",
                     "container engine at {} speaks API {min} to {max}: using {chosen}",
                     self.socket.display()
                 );

@@ -86,7 +86,7 @@ impl RunCommand {
             return;
         }
         if let Some(running) = self.is_running(name).await {
-            tracing::error!(
+            tracing::error!(target: "idlegate::backend::run_command",
                 "container {name} left behind by an earlier `{} run` (was idlegate killed?) \
                  is still there ({}); removing it",
                 self.engine,
@@ -101,7 +101,7 @@ impl RunCommand {
     pub async fn remove_leftover_after_stop(&self) {
         let Some(name) = &self.name else { return };
         if self.is_running(name).await == Some(true) {
-            tracing::error!(
+            tracing::error!(target: "idlegate::backend::run_command",
                 "container {name} is still running after `{} run` stopped (its PID 1 may \
                  ignore SIGTERM: use `run --init`, or a --stop-cmd); removing it",
                 self.engine
@@ -126,9 +126,15 @@ impl RunCommand {
     async fn remove(&self, name: &str) {
         let argv = self.argv(&["rm", "--force", name]);
         match capture(&argv).await {
-            Some((true, _)) => tracing::info!("removed container {name}"),
-            Some((false, out)) => tracing::error!("`{}` failed: {}", argv.join(" "), out.trim()),
-            None => tracing::error!("`{}` could not run", argv.join(" ")),
+            Some((true, _)) => {
+                tracing::info!(target: "idlegate::backend::run_command", "removed container {name}")
+            }
+            Some((false, out)) => {
+                tracing::error!(target: "idlegate::backend::run_command", "`{}` failed: {}", argv.join(" "), out.trim())
+            }
+            None => {
+                tracing::error!(target: "idlegate::backend::run_command", "`{}` could not run", argv.join(" "))
+            }
         }
     }
 

@@ -84,7 +84,7 @@ fn take_message(message: &str, status: &BackendStatus) -> bool {
         if line == "READY=1" {
             ready = true;
         } else if let Some(text) = line.strip_prefix("STATUS=") {
-            tracing::debug!("backend status: {text}");
+            tracing::debug!(target: "idlegate::backend::notify_socket", "backend status: {text}");
             status.send_replace(Some(text.into()));
         }
     }

@@ -4,10 +4,10 @@
 
 use std::time::Duration;
 
-use super::engine::{ContainerState, Engine, EngineError};
-use super::failure::Failure;
-use super::lease::Leases;
-use super::progress::{waiting_for, Progress, Stage};
+use crate::backend::failure::Failure;
+use crate::backend::kinds::engine::{ContainerState, Engine, EngineError};
+use crate::backend::kinds::lease::Leases;
+use crate::backend::progress::{waiting_for, Progress, Stage};
 use crate::backoff::Backoff;
 
 /// What happens to the container when idlegate stops the backend.
@@ -59,13 +59,13 @@ impl Container {
         self.take_lease().await;
         let state = self.inspect().await?;
         if state.paused {
-            tracing::info!("unpausing container {name}");
+            tracing::info!(target: "idlegate::backend::container", "unpausing container {name}");
             self.engine.unpause(name).await?;
         } else if !state.running {
-            tracing::info!("starting container {name}");
+            tracing::info!(target: "idlegate::backend::container", "starting container {name}");
             self.engine.start(name).await?;
         } else {
-            tracing::info!("container {name} is already running");
+            tracing::info!(target: "idlegate::backend::container", "container {name} is already running");
         }
         let mut backoff = Backoff::new(Duration::from_millis(5), MAX_POLL);
         let mut last_health = String::new();
@@ -81,13 +81,13 @@ impl Container {
             match state.health_status() {
                 None | Some("healthy") => {
                     if !last_health.is_empty() {
-                        tracing::info!("container {name} is healthy");
+                        tracing::info!(target: "idlegate::backend::container", "container {name} is healthy");
                     }
                     return Ok(());
                 }
                 Some(health) => {
                     if health != last_health {
-                        tracing::info!(
+                        tracing::info!(target: "idlegate::backend::container",
                             "waiting for container {name} to become healthy (now {health})"
                         );
                         let what = format!("container {name} is not healthy (health: {health})");
@@ -116,14 +116,14 @@ impl Container {
             match released {
                 Ok((_, holders)) if !holders.is_empty() => {
                     let pids: Vec<String> = holders.iter().map(u32::to_string).collect();
-                    tracing::info!(
+                    tracing::info!(target: "idlegate::backend::container",
                         "container {name} is still used by another idlegate (pid {}): left running",
                         pids.join(", ")
                     );
                     return Ok(());
                 }
                 Ok((locked, _)) => _locked = Some(locked),
-                Err(e) => tracing::warn!(
+                Err(e) => tracing::warn!(target: "idlegate::backend::container",
                     "container {name}: cannot read its leases in {}: {e}; stopping it anyway",
                     leases.dir.display()
                 ),
@@ -138,15 +138,15 @@ impl Container {
                 if state.paused {
                     // Thawed first, so that its app gets the stop signal and
                     // ends as it would when running.
-                    tracing::info!("stopping the paused container {name}");
+                    tracing::info!(target: "idlegate::backend::container", "stopping the paused container {name}");
                     self.engine.unpause(name).await?;
                 } else {
-                    tracing::info!("stopping container {name}");
+                    tracing::info!(target: "idlegate::backend::container", "stopping container {name}");
                 }
                 self.engine.stop(name, grace).await
             }
             IdleAction::Stop => {
-                tracing::info!("stopping container {name}");
+                tracing::info!(target: "idlegate::backend::container", "stopping container {name}");
                 self.engine.stop(name, grace).await
             }
             IdleAction::Pause => {
@@ -154,7 +154,7 @@ impl Container {
                 if !state.running || state.paused {
                     return Ok(());
                 }
-                tracing::info!("pausing container {name}");
+                tracing::info!(target: "idlegate::backend::container", "pausing container {name}");
                 self.engine.pause(name).await
             }
         }
@@ -177,7 +177,7 @@ impl Container {
             Err(e) => Err(e),
         };
         if let Err(e) = taken {
-            tracing::warn!(
+            tracing::warn!(target: "idlegate::backend::container",
                 "container {name}: cannot take a lease in {}: {e}; another idlegate sharing it may stop it",
                 leases.dir.display()
             );

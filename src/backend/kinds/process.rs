@@ -11,8 +11,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::task::JoinHandle;
 
-use super::progress::{waiting_for, Progress, Stage};
-use super::pull::PullWatch;
+use crate::backend::kinds::pull::PullWatch;
+use crate::backend::progress::{waiting_for, Progress, Stage};
 use crate::sys;
 
 /// How many of the backend's last stderr lines a failure report quotes.
@@ -89,7 +89,7 @@ impl Process {
     }
 
     /// [`Process::spawn_with_env`], its output also told as the start's
-    /// `progress` where it is about an image pull (see [`super::pull`]).
+    /// `progress` where it is about an image pull (see [`crate::backend::kinds::pull`]).
     pub fn spawn_watched(
         argv: &[String],
         role: &str,
@@ -125,7 +125,7 @@ impl Process {
             };
             pumps.push(tokio::spawn(pump(err, output)));
         }
-        tracing::info!(pid = pgid, "{role} started: {command}");
+        tracing::info!(target: "idlegate::backend::process", pid = pgid, "{role} started: {command}");
         Ok(Process {
             child,
             pgid,
@@ -172,16 +172,16 @@ impl Process {
             return Some(status);
         }
         if let Err(e) = sys::signal_group(self.pgid, libc::SIGTERM) {
-            tracing::warn!(pid = self.pgid, "cannot send SIGTERM to the backend: {e}");
+            tracing::warn!(target: "idlegate::backend::process", pid = self.pgid, "cannot send SIGTERM to the backend: {e}");
         }
         let status = match tokio::time::timeout(grace, self.child.wait()).await {
             Ok(Ok(status)) => Some(status),
             Ok(Err(e)) => {
-                tracing::warn!(pid = self.pgid, "cannot wait for the backend: {e}");
+                tracing::warn!(target: "idlegate::backend::process", pid = self.pgid, "cannot wait for the backend: {e}");
                 None
             }
             Err(_) => {
-                tracing::warn!(
+                tracing::warn!(target: "idlegate::backend::process",
                     pid = self.pgid,
                     "backend still running {grace:?} after SIGTERM; sending SIGKILL"
                 );
@@ -198,12 +198,12 @@ impl Process {
     /// SIGKILL to every process left in the group (none, normally).
     fn kill_group(&self) {
         match sys::signal_group(self.pgid, libc::SIGKILL) {
-            Ok(true) => tracing::debug!(
+            Ok(true) => tracing::debug!(target: "idlegate::backend::process",
                 pid = self.pgid,
                 "killed what was left of the backend's process group"
             ),
             Ok(false) => {}
-            Err(e) => tracing::warn!(
+            Err(e) => tracing::warn!(target: "idlegate::backend::process",
                 pid = self.pgid,
                 "cannot kill the backend's process group: {e}"
             ),
@@ -272,7 +272,7 @@ async fn pump(stream: impl AsyncRead + Unpin, output: Output) {
                 }
             }
             Err(e) => {
-                tracing::debug!(pid, stream = name, "stopped reading backend output: {e}");
+                tracing::debug!(target: "idlegate::backend::process", pid, stream = name, "stopped reading backend output: {e}");
                 return;
             }
         }

@@ -8,10 +8,10 @@
 
 use std::time::Duration;
 
-use super::container::Container;
-use super::failure::Failure;
-use super::hooks::Hooks;
-use super::progress::{clear, Progress};
+use crate::backend::failure::Failure;
+use crate::backend::kinds::container::Container;
+use crate::backend::kinds::hooks::Hooks;
+use crate::backend::progress::{clear, Progress};
 
 /// How often a started group's containers are looked at while the
 /// readiness probe runs.
