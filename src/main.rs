@@ -58,21 +58,9 @@ fn main() -> ExitCode {
         }
         _ => None,
     };
-    let metrics = match config
-        .observability
-        .metrics
-        .map(std::net::TcpListener::bind)
-        .transpose()
-    {
+    let metrics = match bind_metrics(&config) {
         Ok(m) => m,
-        Err(e) => {
-            let addr = config
-                .observability
-                .metrics
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            return fail(USAGE, &format!("--metrics {addr}: cannot bind: {e}"));
-        }
+        Err(e) => return fail(USAGE, &e),
     };
     let notifier = match Notifier::connect(std::env::var_os("NOTIFY_SOCKET").as_deref()) {
         Ok(n) => n,
@@ -84,12 +72,48 @@ fn main() -> ExitCode {
         }
     };
 
+    let result = serve(sockets, config, notifier, metrics, control, log_level);
+    // idlegate's own control socket goes now.
+    drop(own_control);
+    match result {
+        Ok(_) => ExitCode::SUCCESS,
+        Err(e) => fail(RUNTIME, &e),
+    }
+}
+
+/// `--metrics`' listener, bound before the runtime starts.
+fn bind_metrics(config: &Config) -> Result<Option<std::net::TcpListener>, String> {
+    config
+        .observability
+        .metrics
+        .map(std::net::TcpListener::bind)
+        .transpose()
+        .map_err(|e| {
+            let addr = config
+                .observability
+                .metrics
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            format!("--metrics {addr}: cannot bind: {e}")
+        })
+}
+
+/// Runs idlegate on a tokio runtime until it exits; SIGHUP rereads the
+/// configuration.
+fn serve(
+    sockets: activation::StdSockets,
+    config: Config,
+    notifier: Notifier,
+    metrics: Option<std::net::TcpListener>,
+    control: Option<std::os::unix::net::UnixListener>,
+    log_level: LogLevel,
+) -> Result<idlegate::serve::Exit, String> {
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Ok(r) => r,
-        Err(e) => return fail(RUNTIME, &format!("cannot start the runtime: {e}")),
+        Err(e) => return Err(format!("cannot start the runtime: {e}")),
     };
     let result = runtime.block_on(async move {
         let sockets = sockets
@@ -114,12 +138,7 @@ fn main() -> ExitCode {
     });
     // Connections still open after the drain are closed here, not waited for.
     runtime.shutdown_timeout(Duration::from_millis(100));
-    // idlegate's own control socket goes now.
-    drop(own_control);
-    match result {
-        Ok(_) => ExitCode::SUCCESS,
-        Err(e) => fail(RUNTIME, &e),
-    }
+    result
 }
 
 /// With a state file and no control socket passed, idlegate's own beside the

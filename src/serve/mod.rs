@@ -7,6 +7,7 @@ pub mod context;
 pub mod limits;
 pub mod listener;
 pub mod reload;
+pub mod run;
 pub mod shutdown;
 pub mod work;
 
