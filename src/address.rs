@@ -202,6 +202,27 @@ impl std::fmt::Display for UpstreamProtocol {
     }
 }
 
+/// Which PROXY protocol header to send upstream (`--proxy-protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProxyProtocolVersion {
+    /// The text header: `PROXY TCP4 src dst sport dport\r\n`.
+    V1,
+    /// The binary header.
+    V2,
+}
+
+impl std::str::FromStr for ProxyProtocolVersion {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text {
+            "v1" | "1" => Ok(ProxyProtocolVersion::V1),
+            "v2" | "2" => Ok(ProxyProtocolVersion::V2),
+            _ => Err("expected v1 or v2".into()),
+        }
+    }
+}
+
 /// An `--upstream` value: an address, optionally bound to a socket name, and
 /// how to speak to it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -213,7 +234,7 @@ pub struct UpstreamSpec {
     /// Byte stream or HTTP.
     pub mode: Mode,
     /// TCP mode: send this PROXY protocol header first on each upstream connection.
-    pub proxy_protocol: Option<crate::proxy::proxy_protocol::Version>,
+    pub proxy_protocol: Option<ProxyProtocolVersion>,
     /// HTTP mode: HTTP/1.1 or h2c to the upstream.
     pub protocol: UpstreamProtocol,
 }

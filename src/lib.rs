@@ -7,39 +7,23 @@
 //! the sockets, so the next client simply activates it again.
 //!
 //! # Layout
-//! - [`cli`], [`config`]: the command line and the TOML file, merged and validated
-//!   before anything starts, into a [`Config`] of groups (sockets, timeouts,
-//!   backend, HTTP, observability; resolved one group a function in
-//!   `config/resolve/`); [`reload`]: SIGHUP's new groups swapped in while serving.
+//! - [`cli`]: the command line (clap), the subcommands, the manual;
+//!   [`config`]: it and the TOML file merged and validated into a [`Config`]
+//!   before anything starts.
 //! - [`activation`]: the passed sockets (`LISTEN_FDS`…) or `--listen`, paired with upstreams.
-//! - this file: [`run`], which builds a run and ends it; [`serve`]: the
-//!   serve-until-idle loop, the idle timer, the drain; [`context`]: what the
-//!   accept loops and connections of a run share; [`reporter`]: `STATUS=`, the
-//!   state file and the metrics kept current.
-//! - [`listener`]: the accept loop; [`proxy`]: one connection, held then copied both ways
-//!   (or, for a UDP socket, its datagrams by client flow: [`proxy::udp`]; HTTP:
-//!   [`proxy::http`]).
-//! - [`backend`]: the backend's lifecycle (start, ready, stop): the handle, one
-//!   supervisor task, one file per kind (a process, `podman run`, a container
-//!   through [`backend::engine`], hooks) dispatched in `backend/kind.rs`, the
-//!   readiness probe of a start ([`backend::probe`]: the ready command, the
-//!   backend's own notify socket), typed failures ([`backend::Failure`]);
-//!   [`readiness`]: probing one address; [`backoff`]: the delays between retries.
-//! - [`activity`]: in-flight guards and the idle timer; [`work`]: the list of
-//!   work in flight, which [`connections`] serves to `idlegate status
-//!   --connections`; [`wake`]: who may wake the
-//!   backend (`[[answer]]` rules, `--wake-from`) and who did; [`busy`]:
-//!   `--busy-cmd`; [`control`]: the control socket that holds it awake, and
-//!   [`inhibit`]: `idlegate inhibit`, its client.
-//! - [`shutdown`], [`notify`]: stop requests in, sd_notify out; [`status`]: `STATUS=` and
-//!   the state file; [`metrics`]: the Prometheus endpoint.
-//! - [`own_socket`]: the Unix sockets idlegate binds beside its state file.
-//! - [`net`], [`address`], [`limits`], `sys`: sockets, addresses, descriptor limits; the
+//! - [`serve`]: the serve-until-idle loop, the accept loops, the in-flight
+//!   guards and the idle timer, reload, shutdown, the descriptor limits.
+//! - [`proxy`]: one connection, held then forwarded (TCP, UDP flows, HTTP).
+//! - [`backend`]: the backend's lifecycle (start, ready, stop): the handle and
+//!   its supervisor; [`backend::kinds`]: a process, hooks, containers, groups,
+//!   Wake-on-LAN; [`backend::ready`]: the readiness probe of a start.
+//! - [`wake`]: who may wake the backend (answer rules, `--wake-from`, the
+//!   control socket, inhibit, `--busy-cmd`).
+//! - [`report`]: `STATUS=` and sd_notify, the state file, metrics, the list of work.
+//! - [`units`]: the systemd units of one config file and the generator.
+//! - [`net`], [`address`], [`backoff`], [`own_socket`], `sys`: sockets,
+//!   addresses, retry delays, the Unix sockets idlegate binds itself; the
 //!   only `unsafe` code is in `sys`.
-//!
-//! - [`commands`]: the subcommands beside serving (`status`, `check`, `units`,
-//!   `generator`) and `--generate`; [`units`]: the systemd units of one config
-//!   file and the generator that writes them; [`manual`]: the manual page.
 //!
 //! The core, [`run`], takes sockets, a config and a [`Shutdown`]; it never binds,
 //! reads the environment or installs signal handlers (that is `main`'s job).
@@ -47,81 +31,33 @@
 #![warn(missing_docs)]
 
 pub mod activation;
-pub mod activity;
 pub mod address;
 pub mod backend;
 pub mod backoff;
-pub mod busy;
 pub mod cli;
-pub mod commands;
 pub mod config;
-pub mod connections;
-pub mod context;
-pub mod control;
 #[cfg(test)]
 mod fuzz_support;
-pub mod inhibit;
-pub mod limits;
-pub mod listener;
-pub mod manual;
-pub mod metrics;
 pub mod net;
-pub mod notify;
 pub mod own_socket;
 pub mod proxy;
-pub mod readiness;
-pub mod reload;
-pub mod reporter;
+pub mod report;
 pub mod serve;
-pub mod shutdown;
-pub mod status;
 mod sys;
 pub mod units;
 pub mod wake;
-pub mod work;
-
-use std::sync::Arc;
-use std::time::Duration;
-
-use tokio::sync::Semaphore;
-use tokio_util::sync::CancellationToken;
 
 pub use activation::RuntimeSockets;
-use activity::{Countdown, InFlight};
-use backend::Backend;
 pub use config::Config;
-use context::ServeContext;
-use listener::{Endpoint, Forwarder};
-pub use notify::Notifier;
-pub use shutdown::Shutdown;
+pub use report::notify::Notifier;
+pub use serve::run::Listeners;
+pub use serve::shutdown::Shutdown;
+use serve::Exit;
 pub use sys::one_malloc_heap;
-
-/// How a run ended (each is exit status 0).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Exit {
-    /// Nothing was in flight for the idle timeout.
-    Idle,
-    /// A stop was requested (SIGTERM, SIGINT).
-    Stopped,
-    /// The single `Accept=yes` connection ended.
-    ConnectionDone,
-}
-
-/// The listeners of a run besides its sockets.
-#[derive(Debug, Default)]
-pub struct Listeners {
-    /// `--metrics`.
-    pub metrics: Option<tokio::net::TcpListener>,
-    /// The control socket (a passed socket named `control`, see [`control`]).
-    pub control: Option<tokio::net::UnixListener>,
-}
-
-/// After the backend stopped for good, how long clients still waiting for it
-/// are given to receive their refusal before the process exits.
-const FLUSH_GRACE: Duration = Duration::from_millis(500);
 
 /// Serves `sockets` until idle (activated: exit), a stop request, or the end of
 /// an `Accept=yes` connection; the backend is stopped before this returns.
+/// See [`serve::run`].
 pub async fn run(
     sockets: RuntimeSockets,
     config: Config,
@@ -130,234 +66,5 @@ pub async fn run(
     reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
     listeners: Listeners,
 ) -> Exit {
-    let in_flight = InFlight::listed();
-    let backend = Backend::spawn(config.backend_spec(), in_flight.clone());
-    let notifier = Arc::new(notifier);
-    let (live_tx, live) = tokio::sync::watch::channel(config.timeouts);
-    // Until the idle timer runs and tells: an activated run has a client
-    // waiting, a bound one no backend yet, an `Accept=yes` one no timer.
-    let (countdown, at_idle) = match &sockets {
-        activation::Sockets::Activated(_) => (Countdown::Busy, status::AtIdle::Exit),
-        activation::Sockets::Bound(_) => (Countdown::NothingToStop, status::AtIdle::StopBackend),
-        activation::Sockets::Connection { .. } => (Countdown::Never, status::AtIdle::Exit),
-    };
-    let shared = ServeContext {
-        backend: backend.clone(),
-        in_flight,
-        connections: InFlight::new(),
-        close: CancellationToken::new(),
-        slots: Arc::new(Semaphore::new(config.sockets.connections_max)),
-        live,
-        wake: Arc::new(wake::WakeGate::new(config.wake.clone())),
-        countdown: Arc::new(tokio::sync::watch::channel(countdown).0),
-    };
-    let state_file = config.observability.state_file.clone();
-    let activation = state_file
-        .as_deref()
-        .map_or(1, |path| status::previous_activation(path) + 1);
-    start_reporting(
-        &shared,
-        &notifier,
-        at_idle,
-        state_file.clone(),
-        activation,
-        listeners.metrics,
-    );
-    let listing = state_file
-        .as_deref()
-        .and_then(|path| serve_listing(path, &shared.in_flight));
-    if let Some(control) = listeners.control {
-        tokio::spawn(control::serve(control, shared.clone()));
-    }
-    tokio::spawn(reload::apply_reloads(
-        reloads,
-        config.clone(),
-        backend.clone(),
-        live_tx,
-        notifier.clone(),
-    ));
-
-    let exit = match sockets {
-        activation::Sockets::Connection { stream, upstream } => {
-            let forwarder = Forwarder::new(&upstream, &shared, &config.http);
-            serve_passed_connection(stream, upstream, forwarder, &shared, &shutdown, &notifier)
-                .await
-        }
-        activation::Sockets::Activated(routes) => {
-            // A client is already waiting: start the backend while we accept,
-            // unless some clients must not wake it (then the first that
-            // needs it starts it).
-            if !config.wake.lazy() {
-                backend.start();
-            }
-            let endpoints = Endpoint::all(routes, &shared, &config.http);
-            announce(&notifier, &endpoints, "socket-activated", &config);
-            serve::serve_until_idle(&endpoints, &shared, &shutdown).await
-        }
-        activation::Sockets::Bound(routes) => {
-            let endpoints = Endpoint::all(routes, &shared, &config.http);
-            announce(&notifier, &endpoints, "listening", &config);
-            serve::serve_and_stop_backend_when_idle(&endpoints, &shared, &shutdown).await
-        }
-    };
-    if let Some(summary) = shared.wake.summary() {
-        tracing::info!("{summary}");
-    }
-    say_goodbye(exit, serve::activated_idle_timeout(&shared), &notifier);
-    let cause = match exit {
-        Exit::Stopped => backend::ShutDownCause::StopRequested,
-        Exit::Idle | Exit::ConnectionDone => backend::ShutDownCause::Idle,
-    };
-    backend.shut_down(cause).await;
-    // Requests still waiting for the backend have just been answered (HTTP
-    // 503, TCP close): give those answers a moment to reach their clients.
-    if shared.connections.count() > 0 {
-        let _ = tokio::time::timeout(FLUSH_GRACE, shared.connections.drained()).await;
-    }
-    if let Some(listing) = listing {
-        listing.close();
-    }
-    if let Some(path) = &state_file {
-        write_last_state(path, &backend, activation);
-    }
-    tracing::info!("exiting");
-    exit
-}
-
-/// Keeps `STATUS=`, the state file and the metrics current, when any is wanted.
-fn start_reporting(
-    shared: &ServeContext,
-    notifier: &Arc<Notifier>,
-    at_idle: status::AtIdle,
-    state_file: Option<std::path::PathBuf>,
-    activation: u64,
-    metrics: Option<tokio::net::TcpListener>,
-) {
-    let (snapshots, latest) = tokio::sync::watch::channel(None);
-    if notifier.is_enabled() || state_file.is_some() || metrics.is_some() {
-        tokio::spawn(reporter::keep_current(
-            notifier.clone(),
-            reporter::BackendView {
-                state: shared.backend.subscribe(),
-                status: shared.backend.subscribe_status(),
-                wake: shared.wake.clone(),
-                progress: shared.backend.progress(),
-            },
-            shared.in_flight.clone(),
-            reporter::IdleView {
-                countdown: shared.countdown.subscribe(),
-                at_idle,
-            },
-            state_file,
-            activation,
-            snapshots,
-        ));
-    }
-    if let Some(listener) = metrics {
-        tokio::spawn(metrics::serve(
-            listener,
-            latest,
-            shared.connections.clone(),
-            shared.wake.clone(),
-        ));
-    }
-}
-
-/// Serves the list of work beside the state file at `path`, for `idlegate
-/// status --connections` (a failure is logged: serving goes on without it).
-fn serve_listing(path: &std::path::Path, in_flight: &InFlight) -> Option<connections::Served> {
-    connections::Served::open(path, in_flight.clone())
-        .map_err(|e| {
-            tracing::warn!(
-                "no list of work for `idlegate status --connections`: {}: {e}",
-                connections::path_for(path).display()
-            )
-        })
-        .ok()
-}
-
-/// Serves the one connection systemd passed (`Accept=yes`) until it ends, or
-/// a stop request and the stop timeout.
-async fn serve_passed_connection(
-    stream: net::Stream,
-    upstream: address::UpstreamSpec,
-    forwarder: Forwarder,
-    shared: &ServeContext,
-    shutdown: &Shutdown,
-    notifier: &Notifier,
-) -> Exit {
-    notifier.ready("serving one connection");
-    tracing::info!(
-        "serving one passed connection (Accept=yes) to {upstream} ({})",
-        upstream.mode
-    );
-    let peer = stream.peer();
-    let connection = shared.connections.enter();
-    let served = listener::serve_client(&forwarder, upstream, stream, peer, shared, ());
-    tokio::select! {
-        _ = served => {}
-        _ = async {
-            shutdown.requested().await;
-            shared.close.cancel();
-            tokio::select! {
-                _ = tokio::time::sleep(shared.live().stop) => {}
-                _ = shutdown.hurried() => {}
-            }
-        } => {}
-    }
-    drop(connection);
-    Exit::ConnectionDone
-}
-
-/// The log line and `STOPPING=1` of the end of a run.
-/// `idle` is the idle timeout in force (a reload may have changed it, and
-/// an activation that never woke the backend has a short one).
-fn say_goodbye(exit: Exit, idle: Option<Duration>, notifier: &Notifier) {
-    match exit {
-        Exit::Idle => {
-            let idle = idle.map(humantime::format_duration);
-            tracing::info!(
-                "idle for {}: stopping the backend and exiting",
-                idle.map(|d| d.to_string()).unwrap_or_default()
-            );
-            notifier.stopping("idle: stopping the backend and exiting");
-        }
-        Exit::Stopped | Exit::ConnectionDone => {
-            notifier.stopping("stopping the backend and exiting")
-        }
-    }
-}
-
-/// The state file's last word: not running, the backend as it was left.
-fn write_last_state(path: &std::path::Path, backend: &Backend, activation: u64) {
-    let last = status::Snapshot {
-        pid: std::process::id(),
-        running: false,
-        backend: backend.state().describe().to_owned(),
-        in_flight: 0,
-        at_idle: status::AtIdle::Exit,
-        idle_in: status::IdleIn::Never,
-        activation,
-        woken_by: None,
-    };
-    if let Err(e) = status::write(path, &last) {
-        tracing::debug!("state file {}: {e}", path.display());
-    }
-}
-
-fn announce(notifier: &Notifier, endpoints: &[Arc<Endpoint>], how: &str, config: &Config) {
-    for e in endpoints {
-        let upstream = &e.route.upstream;
-        let mode = if upstream.address.is_udp() {
-            "udp".to_owned()
-        } else {
-            upstream.mode.to_string()
-        };
-        tracing::info!("{how}: {} -> {} ({mode})", e.route.label, upstream.address);
-    }
-    let idle = match config.timeouts.idle {
-        Some(t) => format!("idle timeout {}", humantime::format_duration(t)),
-        None => "no idle timeout".to_owned(),
-    };
-    notifier.ready(&format!("{how} on {} socket(s); {idle}", endpoints.len()));
+    serve::run::run(sockets, config, notifier, shutdown, reloads, listeners).await
 }

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use idlegate::activation::{self, ActivationEnv};
+use idlegate::cli::commands;
 use idlegate::cli::{self, Invocation};
-use idlegate::commands;
 use idlegate::own_socket::OwnSocket;
 use idlegate::{Config, Notifier, Shutdown};
 
@@ -37,7 +37,7 @@ fn main() -> ExitCode {
     };
     let log_level = init_tracing(config.observability.log_level.as_deref());
     config.sockets.connections_max =
-        idlegate::limits::fit_connections(config.sockets.connections_max);
+        idlegate::serve::limits::fit_connections(config.sockets.connections_max);
 
     let (sockets, mut control) = match activation::take_sockets(
         &ActivationEnv::from_process(),
@@ -58,21 +58,9 @@ fn main() -> ExitCode {
         }
         _ => None,
     };
-    let metrics = match config
-        .observability
-        .metrics
-        .map(std::net::TcpListener::bind)
-        .transpose()
-    {
+    let metrics = match bind_metrics(&config) {
         Ok(m) => m,
-        Err(e) => {
-            let addr = config
-                .observability
-                .metrics
-                .map(|a| a.to_string())
-                .unwrap_or_default();
-            return fail(USAGE, &format!("--metrics {addr}: cannot bind: {e}"));
-        }
+        Err(e) => return fail(USAGE, &e),
     };
     let notifier = match Notifier::connect(std::env::var_os("NOTIFY_SOCKET").as_deref()) {
         Ok(n) => n,
@@ -84,34 +72,7 @@ fn main() -> ExitCode {
         }
     };
 
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => return fail(RUNTIME, &format!("cannot start the runtime: {e}")),
-    };
-    let result = runtime.block_on(async move {
-        let sockets = sockets
-            .into_tokio()
-            .map_err(|e| format!("cannot use the sockets: {e}"))?;
-        let listeners = own_listeners(metrics, control)?;
-        let shutdown = Shutdown::new();
-        let (reloads, reloaded) = tokio::sync::mpsc::unbounded_channel();
-        idlegate::shutdown::forward_signals(shutdown.clone(), move || match reread_config() {
-            Ok(config) => {
-                log_level.set(config.observability.log_level.as_deref());
-                let _ = reloads.send(config);
-            }
-            Err(e) => tracing::error!("reload: {e}; keeping the running configuration"),
-        })
-        .map_err(|e| format!("cannot handle signals: {e}"))?;
-        Ok::<_, String>(
-            idlegate::run(sockets, config, notifier, shutdown, reloaded, listeners).await,
-        )
-    });
-    // Connections still open after the drain are closed here, not waited for.
-    runtime.shutdown_timeout(Duration::from_millis(100));
+    let result = serve(sockets, config, notifier, metrics, control, log_level);
     // idlegate's own control socket goes now.
     drop(own_control);
     match result {
@@ -120,13 +81,73 @@ fn main() -> ExitCode {
     }
 }
 
+/// `--metrics`' listener, bound before the runtime starts.
+fn bind_metrics(config: &Config) -> Result<Option<std::net::TcpListener>, String> {
+    config
+        .observability
+        .metrics
+        .map(std::net::TcpListener::bind)
+        .transpose()
+        .map_err(|e| {
+            let addr = config
+                .observability
+                .metrics
+                .map(|a| a.to_string())
+                .unwrap_or_default();
+            format!("--metrics {addr}: cannot bind: {e}")
+        })
+}
+
+/// Runs idlegate on a tokio runtime until it exits; SIGHUP rereads the
+/// configuration.
+fn serve(
+    sockets: activation::StdSockets,
+    config: Config,
+    notifier: Notifier,
+    metrics: Option<std::net::TcpListener>,
+    control: Option<std::os::unix::net::UnixListener>,
+    log_level: LogLevel,
+) -> Result<idlegate::serve::Exit, String> {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return Err(format!("cannot start the runtime: {e}")),
+    };
+    let result = runtime.block_on(async move {
+        let sockets = sockets
+            .into_tokio()
+            .map_err(|e| format!("cannot use the sockets: {e}"))?;
+        let listeners = own_listeners(metrics, control)?;
+        let shutdown = Shutdown::new();
+        let (reloads, reloaded) = tokio::sync::mpsc::unbounded_channel();
+        idlegate::serve::shutdown::forward_signals(shutdown.clone(), move || {
+            match reread_config() {
+                Ok(config) => {
+                    log_level.set(config.observability.log_level.as_deref());
+                    let _ = reloads.send(config);
+                }
+                Err(e) => tracing::error!("reload: {e}; keeping the running configuration"),
+            }
+        })
+        .map_err(|e| format!("cannot handle signals: {e}"))?;
+        Ok::<_, String>(
+            idlegate::run(sockets, config, notifier, shutdown, reloaded, listeners).await,
+        )
+    });
+    // Connections still open after the drain are closed here, not waited for.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    result
+}
+
 /// With a state file and no control socket passed, idlegate's own beside the
 /// state file, so `idlegate inhibit --state-file` reaches it (a failure is
 /// logged: serving goes on without it).
 fn bind_own_control(
     state: &std::path::Path,
 ) -> Option<(OwnSocket, std::os::unix::net::UnixListener)> {
-    let path = idlegate::control::own_path(state);
+    let path = idlegate::wake::control::own_path(state);
     match OwnSocket::bind(&path) {
         Ok(bound) => {
             tracing::debug!("control socket for `idlegate inhibit`: {}", path.display());
@@ -177,7 +198,7 @@ fn reread_config() -> Result<Config, String> {
     };
     let mut config = commands::resolve_config(cli).map_err(|e| e.to_string())?;
     config.sockets.connections_max =
-        idlegate::limits::fit_connections(config.sockets.connections_max);
+        idlegate::serve::limits::fit_connections(config.sockets.connections_max);
     Ok(config)
 }
 

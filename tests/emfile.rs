@@ -2,7 +2,7 @@
 //! accept loop logs it, backs off, and serves the waiting client once
 //! descriptors are free again.
 //!
-//! The descriptor fitting in `idlegate::limits` keeps the binary from getting
+//! The descriptor fitting in `idlegate::serve::limits` keeps the binary from getting
 //! there in every setup the other tests build, so this test runs the real
 //! serve loop in its own process (a test binary of its own) and takes every
 //! free descriptor itself while a client waits in the backlog.
@@ -166,7 +166,7 @@ fn accept_survives_running_out_of_descriptors() {
 
     shutdown.request();
     let exit = served.join().unwrap();
-    assert_eq!(exit, idlegate::Exit::Stopped);
+    assert_eq!(exit, idlegate::serve::Exit::Stopped);
     let text = log.text();
     assert!(!text.contains("panicked"), "{text}");
 }

@@ -251,7 +251,7 @@ fn adopt(fd: RawFd, name: &str) -> Result<Passed, ActivationError> {
 
 /// Takes the passed sockets (or binds `listen`) and pairs each with its
 /// upstream; a passed socket named `control` is the control socket
-/// ([`crate::control`]), returned apart.
+/// ([`crate::wake::control`]), returned apart.
 ///
 /// `has_command` is whether idlegate starts the backend itself: an `Accept=yes`
 /// connection cannot have one, as every connection would start its own.
@@ -271,7 +271,7 @@ pub fn take_sockets(
     }
 }
 
-/// The `LISTEN_FDNAMES` name of the control socket ([`crate::control`]).
+/// The `LISTEN_FDNAMES` name of the control socket ([`crate::wake::control`]).
 pub const CONTROL_NAME: &str = "control";
 
 /// Takes the passed socket named `control` out of `passed`, if there is one.

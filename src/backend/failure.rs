@@ -6,7 +6,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::engine::EngineError;
+use super::kinds::engine::EngineError;
 use crate::address::Address;
 
 /// Why the backend failed.

@@ -8,22 +8,11 @@
 //! Failed starts are retried on demand with capped exponential backoff, so a
 //! broken backend can neither crash-loop nor busy-loop idlegate.
 
-pub mod container;
-pub mod engine;
 pub mod failure;
-pub mod group;
-pub mod hooks;
-mod kind;
-pub mod lease;
-pub mod notify_socket;
-pub mod probe;
-pub mod process;
+pub mod kinds;
 pub mod progress;
-pub mod pull;
-pub mod ready_command;
-pub mod run_command;
+pub mod ready;
 mod supervisor;
-pub mod wake_on_lan;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -32,11 +21,11 @@ use std::time::Duration;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
-use crate::activity::InFlight;
 use crate::address::Address;
+use crate::serve::activity::InFlight;
 pub use failure::Failure;
-pub use kind::BackendKind;
-use run_command::RunCommand;
+use kinds::run_command::RunCommand;
+pub use kinds::BackendKind;
 use supervisor::Supervisor;
 
 /// What idlegate knows about the backend and how to run it.
@@ -59,7 +48,7 @@ pub struct BackendSpec {
     /// Grace after SIGTERM before SIGKILL.
     pub stop_timeout: Duration,
     /// Wake the backend's host at each start (`--wake-on-lan`).
-    pub wake_on_lan: Option<wake_on_lan::WakeOnLan>,
+    pub wake_on_lan: Option<kinds::wake_on_lan::WakeOnLan>,
 }
 
 impl BackendSpec {

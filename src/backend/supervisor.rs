@@ -13,14 +13,14 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::failure::Failure;
-use super::kind::{Launched, StartStep};
-use super::notify_socket::{BackendStatus, NotifySocket};
-use super::probe::Probe;
-use super::process::Process;
+use super::kinds::process::Process;
+use super::kinds::run_command::RunCommand;
+use super::kinds::{Launched, StartStep};
 use super::progress::{clear, Progress};
-use super::run_command::RunCommand;
+use super::ready::notify_socket::{BackendStatus, NotifySocket};
+use super::ready::probe::Probe;
 use super::{BackendSpec, BackendState, Request, ShutDownCause};
-use crate::activity::{InFlight, InFlightGuard};
+use crate::serve::activity::{InFlight, InFlightGuard};
 
 /// The first delay before retrying a failed start.
 const FIRST_RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -261,7 +261,10 @@ impl Supervisor {
                 None
             }
         };
-        self.starting = Some(self.in_flight.enter_as(crate::work::Unit::BackendStart));
+        self.starting = Some(
+            self.in_flight
+                .enter_as(crate::serve::work::Unit::BackendStart),
+        );
         self.set(BackendState::Starting);
         let probe = Probe {
             notify,

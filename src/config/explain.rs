@@ -3,7 +3,7 @@
 //! (`expected i64`, `untagged enum OneOrMany`), a "did you mean" for a
 //! misspelt key, and TOML's scoping for a top-level key written under a table.
 
-use super::file::FileConfig;
+use serde::de::DeserializeOwned;
 
 /// Where in the file a toml error is, and what to say about it.
 pub(super) struct Explained {
@@ -15,8 +15,9 @@ pub(super) struct Explained {
     pub(super) message: String,
 }
 
-/// Explains `error`, which toml gave for `text`.
-pub(super) fn explain(text: &str, error: &toml::de::Error) -> Explained {
+/// Explains `error`, which toml gave for `text` read as a `File` (the file
+/// form, whose top-level keys a misplaced key is checked against).
+pub(super) fn explain<File: DeserializeOwned>(text: &str, error: &toml::de::Error) -> Explained {
     let start = error.span().map_or(0, |s| s.start.min(text.len()));
     let before = text.get(..start).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
@@ -30,7 +31,7 @@ pub(super) fn explain(text: &str, error: &toml::de::Error) -> Explained {
         .join(" ");
     let table = table_at(before);
     let message = if let Some(rest) = said.strip_prefix("unknown field `") {
-        unknown_key(rest, table.as_deref()).unwrap_or(said)
+        unknown_key::<File>(rest, table.as_deref()).unwrap_or(said)
     } else if said.starts_with("invalid type") || said.starts_with("data did not match any variant")
     {
         wrong_type(text, start, table.as_deref()).unwrap_or(said)
@@ -55,7 +56,7 @@ fn table_at(before: &str) -> Option<String> {
 
 /// `unknown field `X`, expected one of `a`, `b``: with a "did you mean", or
 /// TOML's scoping when X is a top-level key written under a table.
-fn unknown_key(rest: &str, table: Option<&str>) -> Option<String> {
+fn unknown_key<File: DeserializeOwned>(rest: &str, table: Option<&str>) -> Option<String> {
     let (key, list) = rest.split_once('`')?;
     let known = backticked(list);
     let header = table.map(|t| match t {
@@ -63,7 +64,7 @@ fn unknown_key(rest: &str, table: Option<&str>) -> Option<String> {
         _ => format!("[{t}]"),
     });
     if let Some(header) = header.as_ref().filter(|_| !known.iter().any(|k| k == key)) {
-        if top_level_keys().iter().any(|k| k == key) {
+        if top_level_keys::<File>().iter().any(|k| k == key) {
             return Some(format!(
                 "unknown field `{key}` in {header}: TOML puts every key after a `{header}` header into that table, so top-level keys such as `{key}` go above the first table"
             ));
@@ -94,8 +95,8 @@ fn backticked(text: &str) -> Vec<String> {
 }
 
 /// The keys of the file's top level, as serde knows them.
-fn top_level_keys() -> Vec<String> {
-    match toml::from_str::<FileConfig>("\"?\" = 0") {
+fn top_level_keys<File: DeserializeOwned>() -> Vec<String> {
+    match toml::from_str::<File>("\"?\" = 0") {
         Err(e) => backticked(e.message().split_once("expected").map_or("", |(_, l)| l)),
         Ok(_) => Vec::new(),
     }
@@ -217,11 +218,12 @@ fn takes(table: Option<&str>, key: &str) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::file::FileConfig;
     use super::*;
 
     fn said(text: &str) -> String {
         let e = toml::from_str::<FileConfig>(text).unwrap_err();
-        let x = explain(text, &e);
+        let x = explain::<FileConfig>(text, &e);
         format!("{}:{}: {}", x.line, x.column, x.message)
     }
 

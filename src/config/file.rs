@@ -152,7 +152,7 @@ pub(super) fn read_file(path: &Path) -> Result<(FileConfig, String), ConfigError
 
 pub(super) fn parse_file(text: &str, path: &Path) -> Result<FileConfig, ConfigError> {
     toml::from_str(text).map_err(|e| {
-        let explained = super::explain::explain(text, &e);
+        let explained = super::explain::explain::<FileConfig>(text, &e);
         ConfigError::Parse {
             path: path.to_owned(),
             line: explained.line,

@@ -19,13 +19,14 @@ pub use error::{ConfigError, Origin};
 pub use resolve::is_unit_name;
 
 use crate::address::{Address, Names, UpstreamSpec};
-use crate::backend::container::{Container, IdleAction};
-use crate::backend::engine::Engine;
-use crate::backend::group::{Group, Member};
-use crate::backend::hooks::Hooks;
-use crate::backend::lease::Leases;
+use crate::backend::kinds::container::{Container, IdleAction};
+use crate::backend::kinds::engine::Engine;
+use crate::backend::kinds::group::{Group, Member};
+use crate::backend::kinds::hooks::Hooks;
+use crate::backend::kinds::lease::Leases;
 use crate::backend::{BackendKind, BackendSpec};
 use crate::cli::Cli;
+use crate::wake::WakeSettings;
 
 /// Default for `--idle-timeout`.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
@@ -77,7 +78,7 @@ pub const STATE_FILE_NAME: &str = "idlegate.state";
 pub const MAX_HEADER_BYTES: usize = 64 * 1024;
 
 /// The validated settings idlegate runs with, in the groups a reload treats
-/// alike (see [`crate::reload`]): `sockets` and `http` only change when
+/// alike (see [`crate::serve::reload`]): `sockets` and `http` only change when
 /// idlegate starts again, `timeouts` at once, `backend` at its next start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -96,25 +97,6 @@ pub struct Config {
     pub systemd: Option<SystemdSettings>,
     /// Which clients may wake the backend.
     pub wake: WakeSettings,
-}
-
-/// Wake control (see [`crate::wake`]); only a restart changes it.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct WakeSettings {
-    /// HTTP mode: requests idlegate answers itself (`[[answer]]`, `--answer`).
-    pub answers: Vec<crate::wake::AnswerRule>,
-    /// TCP mode: while the backend is not up, only these clients start it (`--wake-from`).
-    pub wake_from: Vec<crate::wake::Cidr>,
-    /// Asked when the idle timer fires: exit 0 = busy (`--busy-cmd`).
-    pub busy_cmd: Option<String>,
-}
-
-impl WakeSettings {
-    /// Whether the backend starts only when a client needs it, rather than
-    /// at activation: when some clients must not wake it.
-    pub fn lazy(&self) -> bool {
-        !self.answers.is_empty() || !self.wake_from.is_empty()
-    }
 }
 
 /// The `[systemd]` table, which only the unit generator ([`crate::units`]) reads.
@@ -182,7 +164,7 @@ pub enum Run {
         /// What each container gets when idle.
         idle_action: IdleAction,
         /// Where the instances sharing a container count who uses it (see
-        /// [`crate::backend::lease`]); set by [`Config::find_engine_socket`].
+        /// [`crate::backend::kinds::lease`]); set by [`Config::find_engine_socket`].
         lease_dir: Option<PathBuf>,
     },
     /// Systemd units started in order and stopped in reverse order
@@ -222,7 +204,7 @@ pub struct BackendConfig {
     /// When it is ready.
     pub readiness: Readiness,
     /// Wake its host at each start (`--wake-on-lan`).
-    pub wake_on_lan: Option<crate::backend::wake_on_lan::WakeOnLan>,
+    pub wake_on_lan: Option<crate::backend::kinds::wake_on_lan::WakeOnLan>,
 }
 
 /// What idlegate reports, and where.
@@ -297,7 +279,7 @@ impl Config {
     }
 
     /// With `--container`, settles the engine socket: the one given, else the
-    /// first that exists of the usual places (see [`crate::backend::engine::find_socket`]);
+    /// first that exists of the usual places (see [`crate::backend::kinds::engine::find_socket`]);
     /// and the lease directory: `$XDG_RUNTIME_DIR/idlegate-leases`, else
     /// `/run/idlegate-leases` (outside any service's own `RuntimeDirectory=`,
     /// which systemd may remove while another instance still holds a lease).
@@ -318,8 +300,9 @@ impl Config {
                 || PathBuf::from("/run/idlegate-leases"),
                 |d| Path::new(&d).join("idlegate-leases"),
             ));
-            let socket = crate::backend::engine::find_socket(engine_socket.as_deref(), env, exists)
-                .map_err(|e| {
+            let socket =
+                crate::backend::kinds::engine::find_socket(engine_socket.as_deref(), env, exists)
+                    .map_err(|e| {
                     ConfigError::Usage(format!("--container {}: {e}", names.join(", ")))
                 })?;
             *engine_socket = Some(socket);

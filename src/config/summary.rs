@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::{Config, Run};
-use crate::backend::process::describe;
+use crate::backend::kinds::process::describe;
 use crate::wake::{AnswerRule, UserAgent, When};
 
 /// A duration as the flags take it, or `never`/`off`.
@@ -57,7 +57,7 @@ impl Config {
                 "wake-on-lan: {} through {}, at each start and every {} until ready",
                 wake.mac,
                 wake.address,
-                duration(Some(crate::backend::wake_on_lan::REPEAT), ""),
+                duration(Some(crate::backend::kinds::wake_on_lan::REPEAT), ""),
             );
         }
         let _ = writeln!(out, "ready: {}", self.ready_line());
@@ -179,8 +179,8 @@ impl Config {
                 ..
             } => {
                 let action = match idle_action {
-                    crate::backend::container::IdleAction::Stop => "stopped",
-                    crate::backend::container::IdleAction::Pause => "paused",
+                    crate::backend::kinds::container::IdleAction::Stop => "stopped",
+                    crate::backend::kinds::container::IdleAction::Pause => "paused",
                 };
                 let socket = engine_socket
                     .as_ref()

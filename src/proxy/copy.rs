@@ -16,8 +16,8 @@ use tokio::io::{AsyncWriteExt, Interest};
 use tokio::time::Instant;
 
 use crate::net::{ReadHalf, SocketRef, Stream, WriteHalf};
+use crate::serve::work::Traffic;
 use crate::sys;
-use crate::work::Traffic;
 
 /// The buffer of a direction in copy mode; a read that fills it means bulk.
 const BUFFER: usize = 16 * 1024;

@@ -14,10 +14,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::time::Instant;
 
 use crate::address::Address;
+use crate::backend::ready::connect::is_not_ready_yet;
 use crate::backend::{Backend, BackendError};
 use crate::backoff::Backoff;
 use crate::net::Stream;
-use crate::readiness::is_not_ready_yet;
 
 /// How long connects to a ready backend may be refused before it counts as
 /// having stopped accepting.

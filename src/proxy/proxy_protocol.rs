@@ -5,26 +5,7 @@
 
 use std::net::SocketAddr;
 
-/// Which header to send.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Version {
-    /// The text header: `PROXY TCP4 src dst sport dport\r\n`.
-    V1,
-    /// The binary header.
-    V2,
-}
-
-impl std::str::FromStr for Version {
-    type Err = String;
-
-    fn from_str(text: &str) -> Result<Self, String> {
-        match text {
-            "v1" | "1" => Ok(Version::V1),
-            "v2" | "2" => Ok(Version::V2),
-            _ => Err("expected v1 or v2".into()),
-        }
-    }
-}
+use crate::address::ProxyProtocolVersion as Version;
 
 /// The v2 signature.
 const V2_SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";

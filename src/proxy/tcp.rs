@@ -26,7 +26,7 @@ use crate::address::Address;
 use crate::backend::Backend;
 use crate::backoff::Backoff;
 use crate::net::Stream;
-use crate::work::Traffic;
+use crate::serve::work::Traffic;
 
 /// The most client bytes kept for a replay; past it the connection is copied as is.
 pub const REPLAY_MAX: usize = 64 * 1024;

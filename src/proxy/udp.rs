@@ -30,10 +30,10 @@ use crate::address::Address;
 use crate::backend::Backend;
 use crate::backoff::Backoff;
 use crate::config::Timeouts;
-use crate::context::ServeContext;
 use crate::net;
 use crate::proxy::proxy_protocol;
-use crate::work::{Entry, Traffic, Unit};
+use crate::serve::context::ServeContext;
+use crate::serve::work::{Entry, Traffic, Unit};
 
 /// The most datagrams one flow queues while the backend is not taking them.
 pub const FLOW_QUEUE: usize = 1024;

@@ -89,7 +89,7 @@ impl Plan<'_> {
         out
     }
 
-    /// The control socket unit (`idlegate inhibit`, [`crate::control`]):
+    /// The control socket unit (`idlegate inhibit`, [`crate::wake::control`]):
     /// root's only (a user's own, for a user's manager). It takes none of
     /// `[systemd] socket`, whose lines are for the upstreams' sockets.
     pub fn control_socket(&self) -> String {

@@ -4,10 +4,11 @@
 use std::path::{Path, PathBuf};
 
 use super::super::file::{FileConfig, OneOrMany};
-use super::*;
+use super::{address_setting, file_origin, list_setting, text_setting};
 use crate::address::{Names, UpstreamSpec};
-use crate::backend::container::IdleAction;
+use crate::backend::kinds::container::IdleAction;
 use crate::cli::Cli;
+use crate::config::{BackendConfig, ConfigError, Readiness, Run};
 use std::mem::take;
 
 /// How the backend is run and when it is ready.

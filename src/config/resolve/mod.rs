@@ -8,9 +8,14 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::file::{FileConfig, RawDuration, WaitingPageKey};
-use super::*;
 use crate::address::{Address, Names};
 use crate::cli::Cli;
+use crate::config::{
+    parse_duration, ConfigError, HttpSettings, Observability, Origin, Timeouts,
+    DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_START_TIMEOUT, DEFAULT_STOP_TIMEOUT,
+    DEFAULT_UDP_FLOW_TIMEOUT, DEFAULT_UPSTREAM_CONNECTIONS_MAX, MAX_HEADER_BYTES,
+    WAITING_PAGE_AFTER,
+};
 
 /// The flag `--KEY` over the file's `KEY`, each taken out of its side
 /// (`field` names both), the file's value mapped by `map` if given; as
@@ -18,7 +23,7 @@ use crate::cli::Cli;
 /// `given!(cli, file, path, idle_timeout, "idle-timeout", RawDuration::text)`.
 macro_rules! given {
     ($cli:ident, $file:ident, $path:ident, $field:ident, $key:literal) => {
-        pick(
+        $crate::config::resolve::pick(
             $cli.$field.take(),
             concat!("--", $key),
             $file.$field.take(),
@@ -27,7 +32,7 @@ macro_rules! given {
         )
     };
     ($cli:ident, $file:ident, $path:ident, $field:ident, $key:literal, $map:expr) => {
-        pick(
+        $crate::config::resolve::pick(
             $cli.$field.take(),
             concat!("--", $key),
             $file.$field.take().map($map),

@@ -5,9 +5,11 @@
 use std::path::Path;
 
 use super::super::file::{FileConfig, RawUpstream, Upstreams};
-use super::*;
-use crate::address::{Address, Names, UpstreamProtocol, UpstreamSpec};
+use super::{address_setting, count_setting, file_origin, list_setting};
+use crate::address::Mode;
+use crate::address::{Address, Names, ProxyProtocolVersion, UpstreamProtocol, UpstreamSpec};
 use crate::cli::Cli;
+use crate::config::{ConfigError, Origin, Sockets, DEFAULT_CONNECTIONS_MAX};
 
 /// The sockets: where traffic goes, what to bind when not activated, how
 /// many connections at once.
@@ -42,10 +44,7 @@ pub(in crate::config) fn sockets(
     })
 }
 
-fn proxy_version(
-    text: String,
-    origin: Origin,
-) -> Result<crate::proxy::proxy_protocol::Version, ConfigError> {
+fn proxy_version(text: String, origin: Origin) -> Result<ProxyProtocolVersion, ConfigError> {
     text.parse().map_err(|reason| ConfigError::Invalid {
         origin,
         value: text,
@@ -56,7 +55,7 @@ fn proxy_version(
 /// What an upstream gets when it says nothing of its own.
 struct UpstreamDefaults {
     mode: Mode,
-    proxy_protocol: Option<crate::proxy::proxy_protocol::Version>,
+    proxy_protocol: Option<ProxyProtocolVersion>,
     protocol: UpstreamProtocol,
     names: Names,
 }
@@ -83,7 +82,7 @@ impl UpstreamDefaults {
 
 /// An `[[upstream]]` table of the file.
 fn upstream_table(
-    t: super::file::UpstreamTable,
+    t: super::super::file::UpstreamTable,
     defaults: &UpstreamDefaults,
     path: &Path,
 ) -> Result<UpstreamSpec, ConfigError> {
@@ -227,9 +226,10 @@ fn check_upstreams(upstreams: &[UpstreamSpec]) -> Result<(), ConfigError> {
             u.address
         )));
     }
-    if let Some(u) = upstreams.iter().find(|u| {
-        u.address.is_udp() && u.proxy_protocol == Some(crate::proxy::proxy_protocol::Version::V1)
-    }) {
+    if let Some(u) = upstreams
+        .iter()
+        .find(|u| u.address.is_udp() && u.proxy_protocol == Some(ProxyProtocolVersion::V1))
+    {
         return Err(ConfigError::Usage(format!(
             "--proxy-protocol/proxy-protocol v1 has no UDP form; the UDP upstream {} needs v2",
             u.address

@@ -5,8 +5,9 @@
 use std::path::Path;
 
 use super::super::file::{FileConfig, OneOrMany, SystemdTable};
-use super::*;
+use super::file_origin;
 use crate::address::UpstreamSpec;
+use crate::config::{ConfigError, Run, SystemdSettings};
 
 /// The `[systemd]` table, checked against the upstreams and the backend.
 pub(in crate::config) fn systemd(

@@ -4,9 +4,12 @@
 use std::path::Path;
 
 use super::super::file::{AnswerTable, FileConfig, OneOrMany};
-use super::*;
+use super::{file_origin, list_setting, optional_duration, text_setting};
+use crate::address::Mode;
 use crate::address::UpstreamSpec;
 use crate::cli::Cli;
+use crate::config::{ConfigError, Origin};
+use crate::wake::WakeSettings;
 use crate::wake::{AnswerRule, Cidr, UserAgent, When, DEFAULT_STATUS};
 
 /// The answer rules and the wake ranges, checked against the upstreams' modes.

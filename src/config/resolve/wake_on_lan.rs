@@ -1,13 +1,13 @@
 //! `--wake-on-lan MAC` and `--wake-on-lan-address ADDR:PORT`: whom to wake
 //! at each start, and where the packet goes (see
-//! [`crate::backend::wake_on_lan`]).
+//! [`crate::backend::kinds::wake_on_lan`]).
 
 use std::path::Path;
 
 use super::super::file::FileConfig;
-use super::*;
-use crate::backend::wake_on_lan::{WakeOnLan, DEFAULT_ADDRESS};
+use crate::backend::kinds::wake_on_lan::{WakeOnLan, DEFAULT_ADDRESS};
 use crate::cli::Cli;
+use crate::config::ConfigError;
 
 /// The host to wake, if any; an address without a MAC is an error.
 pub(super) fn wake_on_lan(

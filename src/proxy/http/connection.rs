@@ -30,8 +30,8 @@ use tracing::Instrument;
 use super::headers::detached;
 use super::io::Prefixed;
 use super::{Answering, HttpProxy, ProxyBody};
-use crate::activity::{InFlight, InFlightGuard};
 use crate::net::{Peer, Stream};
+use crate::serve::activity::{InFlight, InFlightGuard};
 
 /// How long an HTTP/1 connection waits for its next request in hyper's
 /// hands before it is parked.

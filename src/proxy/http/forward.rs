@@ -26,7 +26,7 @@ use crate::address::UpstreamProtocol;
 use crate::backoff::Backoff;
 use crate::net::Peer;
 use crate::proxy::{ConnectError, DEATH_GRACE};
-use crate::work::{RequestLine, Unit};
+use crate::serve::work::{RequestLine, Unit};
 
 impl HttpProxy {
     /// Sends `req` upstream (once more after a backend death, when it can

@@ -14,7 +14,7 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use crate::net::Stream;
-use crate::work::Entry;
+use crate::serve::work::Entry;
 
 /// A client's stream with bytes already read from it in front.
 #[derive(Debug)]

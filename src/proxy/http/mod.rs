@@ -26,13 +26,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::ConnectError;
-use crate::activity::{InFlight, InFlightGuard};
 use crate::address::{Address, UpstreamProtocol};
 use crate::backend::Backend;
 use crate::config::HttpSettings;
 use crate::net::Peer;
+use crate::serve::activity::{InFlight, InFlightGuard};
+use crate::serve::work::{RequestLine, Unit};
 use crate::wake::{self, WakeGate, When};
-use crate::work::{RequestLine, Unit};
 
 mod answers;
 mod client;

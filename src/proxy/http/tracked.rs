@@ -13,8 +13,8 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
-use crate::activity::InFlightGuard;
-use crate::work::{Entry, Traffic};
+use crate::serve::activity::InFlightGuard;
+use crate::serve::work::{Entry, Traffic};
 
 /// One request's record: counts it as in flight and logs it when its
 /// response is done (or abandoned).

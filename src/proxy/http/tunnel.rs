@@ -7,7 +7,7 @@ use hyper_util::rt::TokioIo;
 use super::client::Upgraded;
 use super::io::CountedIo;
 use super::io::Prefixed;
-use crate::activity::InFlightGuard;
+use crate::serve::activity::InFlightGuard;
 
 /// The client's side of an upgraded connection.
 pub(super) enum ClientSide {

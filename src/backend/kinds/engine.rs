@@ -1,0 +1,606 @@
+//! A small client for the Docker-compatible container engine API (podman and
+//! docker both speak it) over the engine's Unix socket, with hyper's client.
+//!
+//! Only what idlegate needs: inspect a container, start, stop, pause and
+//! unpause it. Every error names the socket and the container.
+//!
+//! The API version is negotiated once per run (the first request asks the
+//! unversioned `GET /version`): engines refuse clients outside their range,
+//! Docker 29 every version below 1.44, Docker 20.10 every one above 1.41.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+
+/// The API versions idlegate speaks. 1.24 (Docker 1.12) is the first with a
+/// container's `State.Health`; the endpoints used (inspect, start, stop with
+/// `t`, pause, unpause) are unchanged up to 1.52 (Docker 29), the newest known.
+pub const API_VERSIONS: (ApiVersion, ApiVersion) = (ApiVersion(1, 24), ApiVersion(1, 52));
+/// How long a request may take beyond the time it asks the engine to wait.
+const REQUEST_SLACK: Duration = Duration::from_secs(30);
+
+/// Where the engine's socket is looked for when `--engine-socket` is not given,
+/// after `$CONTAINER_HOST` and `$DOCKER_HOST` (when they are `unix://` URLs):
+/// `$XDG_RUNTIME_DIR/podman/podman.sock` and `$XDG_RUNTIME_DIR/docker.sock`
+/// (rootless podman and Docker), then these.
+pub const SYSTEM_SOCKETS: [&str; 2] = ["/run/podman/podman.sock", "/var/run/docker.sock"];
+
+/// Why an engine request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// No socket given and none of the usual places has one.
+    #[error("no container engine socket found (tried {tried}); give --engine-socket PATH")]
+    NoSocket {
+        /// The places looked at, comma-separated.
+        tried: String,
+    },
+    /// The socket could not be reached.
+    #[error("container {container}: cannot reach the engine socket {socket}: {source}")]
+    Connect {
+        /// The socket path.
+        socket: PathBuf,
+        /// The container's name or id.
+        container: String,
+        /// What connecting said (not found, permission denied, refused).
+        source: std::io::Error,
+    },
+    /// The HTTP exchange itself failed or timed out.
+    #[error("container engine socket {socket}: {reason}")]
+    Protocol {
+        /// The socket path.
+        socket: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The engine does not know the container.
+    #[error("container {container}: no such container (engine socket {socket})")]
+    NoSuchContainer {
+        /// The socket path.
+        socket: PathBuf,
+        /// The container's name or id.
+        container: String,
+    },
+    /// No API version is known to both the engine and idlegate.
+    #[error(
+        "container engine at {socket} speaks API {} to {}; idlegate speaks {} to {}",
+        engine.0, engine.1, API_VERSIONS.0, API_VERSIONS.1
+    )]
+    Version {
+        /// The socket path.
+        socket: PathBuf,
+        /// The engine's range, lowest and highest.
+        engine: (ApiVersion, ApiVersion),
+    },
+    /// The engine refused the negotiated API version after all (its
+    /// `/version` did not tell the truth).
+    #[error(
+        "container {container}: the engine at {socket} refuses API {version}: {message}; \
+         idlegate speaks {} to {}",
+        API_VERSIONS.0, API_VERSIONS.1
+    )]
+    VersionRefused {
+        /// The socket path.
+        socket: PathBuf,
+        /// The container's name or id.
+        container: String,
+        /// The version asked for.
+        version: ApiVersion,
+        /// The engine's message (`client version 1.41 is too old. …`).
+        message: String,
+    },
+    /// The engine refused the request.
+    #[error("container {container}: {action} failed: {status} {message} (engine socket {socket})")]
+    Refused {
+        /// The socket path.
+        socket: PathBuf,
+        /// The container's name or id.
+        container: String,
+        /// What was asked (`start`, `stop`, …).
+        action: &'static str,
+        /// The HTTP status.
+        status: StatusCode,
+        /// The engine's message.
+        message: String,
+    },
+}
+
+/// The part of a container's state idlegate looks at.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerState {
+    /// `created`, `running`, `paused`, `exited`, …
+    #[serde(default)]
+    pub status: String,
+    /// Whether its process runs (true also when paused).
+    #[serde(default)]
+    pub running: bool,
+    /// Whether it is frozen.
+    #[serde(default)]
+    pub paused: bool,
+    /// The exit code of its last run.
+    #[serde(default)]
+    pub exit_code: i64,
+    /// Its healthcheck's state, when it has one.
+    #[serde(default)]
+    pub health: Option<Health>,
+}
+
+/// A container's healthcheck state.
+#[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+pub struct Health {
+    /// `starting`, `healthy`, `unhealthy` (empty or `none` without a healthcheck).
+    #[serde(default)]
+    pub status: String,
+}
+
+impl ContainerState {
+    /// The healthcheck status, if the container has a healthcheck.
+    pub fn health_status(&self) -> Option<&str> {
+        match self.health.as_ref().map(|h| h.status.as_str()) {
+            None | Some("") | Some("none") => None,
+            Some(s) => Some(s),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct Inspect {
+    state: ContainerState,
+}
+
+#[derive(Deserialize)]
+struct ErrorBody {
+    #[serde(default)]
+    message: String,
+}
+
+/// An engine API version, `major.minor`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ApiVersion(pub u32, pub u32);
+
+impl std::fmt::Display for ApiVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+impl std::str::FromStr for ApiVersion {
+    type Err = ();
+
+    fn from_str(text: &str) -> Result<Self, ()> {
+        let (major, minor) = text.trim().split_once('.').ok_or(())?;
+        Ok(ApiVersion(
+            major.parse().map_err(|_| ())?,
+            minor.parse().map_err(|_| ())?,
+        ))
+    }
+}
+
+/// The unversioned `GET /version`'s fields idlegate reads.
+#[derive(Deserialize)]
+struct VersionAnswer {
+    #[serde(rename = "ApiVersion", default)]
+    api_version: String,
+    #[serde(rename = "MinAPIVersion", default)]
+    min_api_version: String,
+}
+
+/// The version to speak to an engine whose range is `engine` (lowest,
+/// highest): the highest both know, or `None` when the ranges do not meet.
+pub fn choose_version(engine: (ApiVersion, ApiVersion)) -> Option<ApiVersion> {
+    let (ours_min, ours_max) = API_VERSIONS;
+    let chosen = engine.1.min(ours_max);
+    (chosen >= ours_min && chosen >= engine.0).then_some(chosen)
+}
+
+/// A client for one engine socket; clones share the negotiated version.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    socket: PathBuf,
+    /// The API version, asked of the engine at the first request.
+    version: Arc<tokio::sync::OnceCell<ApiVersion>>,
+}
+
+impl PartialEq for Engine {
+    fn eq(&self, other: &Engine) -> bool {
+        self.socket == other.socket
+    }
+}
+
+impl Eq for Engine {}
+
+/// Picks the engine socket: `explicit` if given, else the first of
+/// `$CONTAINER_HOST` / `$DOCKER_HOST` (`unix://` only),
+/// `$XDG_RUNTIME_DIR/podman/podman.sock` and [`SYSTEM_SOCKETS`] that exists.
+pub fn find_socket(
+    explicit: Option<&Path>,
+    env: impl Fn(&str) -> Option<OsString>,
+    exists: impl Fn(&Path) -> bool,
+) -> Result<PathBuf, EngineError> {
+    if let Some(path) = explicit {
+        return Ok(path.to_owned());
+    }
+    let mut candidates = Vec::new();
+    for var in ["CONTAINER_HOST", "DOCKER_HOST"] {
+        if let Some(url) = env(var).and_then(|v| v.into_string().ok()) {
+            if let Some(path) = url.strip_prefix("unix://") {
+                candidates.push(PathBuf::from(path));
+            }
+        }
+    }
+    if let Some(dir) = env("XDG_RUNTIME_DIR") {
+        candidates.push(Path::new(&dir).join("podman/podman.sock"));
+        candidates.push(Path::new(&dir).join("docker.sock"));
+    }
+    candidates.extend(SYSTEM_SOCKETS.iter().map(PathBuf::from));
+    if let Some(found) = candidates.iter().find(|p| exists(p)) {
+        return Ok(found.clone());
+    }
+    let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+    Err(EngineError::NoSocket {
+        tried: tried.join(", "),
+    })
+}
+
+impl Engine {
+    /// A client for the engine listening on `socket`.
+    pub fn new(socket: PathBuf) -> Engine {
+        Engine {
+            socket,
+            version: Arc::default(),
+        }
+    }
+
+    /// The API version to speak: asked of the engine once, then kept.
+    async fn version(&self, container: &str) -> Result<ApiVersion, EngineError> {
+        let version = self
+            .version
+            .get_or_try_init(|| async {
+                let (status, body) = self
+                    .exchange(Method::GET, "/version".into(), Duration::ZERO, container)
+                    .await?;
+                let unreadable = |why: String| EngineError::Protocol {
+                    socket: self.socket.clone(),
+                    reason: format!("container {container}: unreadable /version answer: {why}"),
+                };
+                if !status.is_success() {
+                    return Err(unreadable(format!(
+                        "{status} {}",
+                        String::from_utf8_lossy(&body).trim()
+                    )));
+                }
+                let answer: VersionAnswer =
+                    serde_json::from_slice(&body).map_err(|e| unreadable(e.to_string()))?;
+                let max: ApiVersion = answer
+                    .api_version
+                    .parse()
+                    .map_err(|()| unreadable(format!("ApiVersion {:?}", answer.api_version)))?;
+                // Engines older than API 1.25 do not say their minimum.
+                let min = answer.min_api_version.parse().unwrap_or(max);
+                let chosen = choose_version((min, max)).ok_or_else(|| EngineError::Version {
+                    socket: self.socket.clone(),
+                    engine: (min, max),
+                })?;
+                tracing::debug!(target: "idlegate::backend::engine",
+                    "container engine at {} speaks API {min} to {max}: using {chosen}",
+                    self.socket.display()
+                );
+                Ok(chosen)
+            })
+            .await?;
+        Ok(*version)
+    }
+
+    /// The container's state.
+    pub async fn inspect(&self, container: &str) -> Result<ContainerState, EngineError> {
+        let path = format!("/containers/{}/json", encode(container));
+        let (status, body) = self
+            .call(Method::GET, &path, Duration::ZERO, container)
+            .await?;
+        self.check(status, &body, container, "inspect")?;
+        serde_json::from_slice::<Inspect>(&body)
+            .map(|i| i.state)
+            .map_err(|e| EngineError::Protocol {
+                socket: self.socket.clone(),
+                reason: format!("container {container}: unreadable inspect answer: {e}"),
+            })
+    }
+
+    /// Starts the container; already running is fine.
+    pub async fn start(&self, container: &str) -> Result<(), EngineError> {
+        self.act(container, "start", "", Duration::ZERO).await
+    }
+
+    /// Stops the container, the engine waiting `grace` after the stop signal
+    /// before it kills; already stopped is fine.
+    pub async fn stop(&self, container: &str, grace: Duration) -> Result<(), EngineError> {
+        let secs = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+        self.act(container, "stop", &format!("?t={secs}"), grace)
+            .await
+    }
+
+    /// Freezes the container's processes.
+    pub async fn pause(&self, container: &str) -> Result<(), EngineError> {
+        self.act(container, "pause", "", Duration::ZERO).await
+    }
+
+    /// Thaws a paused container.
+    pub async fn unpause(&self, container: &str) -> Result<(), EngineError> {
+        self.act(container, "unpause", "", Duration::ZERO).await
+    }
+
+    async fn act(
+        &self,
+        container: &str,
+        action: &'static str,
+        query: &str,
+        takes: Duration,
+    ) -> Result<(), EngineError> {
+        let path = format!("/containers/{}/{action}{query}", encode(container));
+        let (status, body) = self.call(Method::POST, &path, takes, container).await?;
+        // 304: already in the asked state.
+        if status == StatusCode::NOT_MODIFIED {
+            return Ok(());
+        }
+        self.check(status, &body, container, action)
+    }
+
+    fn check(
+        &self,
+        status: StatusCode,
+        body: &[u8],
+        container: &str,
+        action: &'static str,
+    ) -> Result<(), EngineError> {
+        if status.is_success() {
+            return Ok(());
+        }
+        if status == StatusCode::NOT_FOUND {
+            return Err(EngineError::NoSuchContainer {
+                socket: self.socket.clone(),
+                container: container.to_owned(),
+            });
+        }
+        Err(EngineError::Refused {
+            socket: self.socket.clone(),
+            container: container.to_owned(),
+            action,
+            status,
+            message: error_message(body),
+        })
+    }
+
+    /// One request at the negotiated API version; an engine that refuses the
+    /// version after all gets an error that says so.
+    async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        takes: Duration,
+        container: &str,
+    ) -> Result<(StatusCode, Bytes), EngineError> {
+        let version = self.version(container).await?;
+        let (status, body) = self
+            .exchange(method, format!("/v{version}{path}"), takes, container)
+            .await?;
+        if status == StatusCode::BAD_REQUEST {
+            let message = error_message(&body);
+            if message.starts_with("client version")
+                && (message.contains("too old") || message.contains("too new"))
+            {
+                return Err(EngineError::VersionRefused {
+                    socket: self.socket.clone(),
+                    container: container.to_owned(),
+                    version,
+                    message,
+                });
+            }
+        }
+        Ok((status, body))
+    }
+
+    /// One request on a fresh connection; `takes` is how long the engine may
+    /// legitimately take (a stop's grace), on top of [`REQUEST_SLACK`].
+    async fn exchange(
+        &self,
+        method: Method,
+        uri: String,
+        takes: Duration,
+        container: &str,
+    ) -> Result<(StatusCode, Bytes), EngineError> {
+        let exchange = async {
+            let stream = tokio::net::UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| EngineError::Connect {
+                    socket: self.socket.clone(),
+                    container: container.to_owned(),
+                    source,
+                })?;
+            let protocol = |e: hyper::Error| EngineError::Protocol {
+                socket: self.socket.clone(),
+                reason: format!("container {container}: {e}"),
+            };
+            let (mut sender, connection) =
+                hyper::client::conn::http1::handshake(TokioIo::new(stream))
+                    .await
+                    .map_err(protocol)?;
+            tokio::spawn(connection);
+            let request = Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(http::header::HOST, "localhost")
+                .body(Empty::<Bytes>::new())
+                .expect("a valid request");
+            let response = sender.send_request(request).await.map_err(protocol)?;
+            let status = response.status();
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(protocol)?
+                .to_bytes();
+            Ok((status, body))
+        };
+        match tokio::time::timeout(takes + REQUEST_SLACK, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(EngineError::Protocol {
+                socket: self.socket.clone(),
+                reason: format!(
+                    "container {container}: no answer within {}s",
+                    (takes + REQUEST_SLACK).as_secs()
+                ),
+            }),
+        }
+    }
+}
+
+/// The engine's message in an error answer: its JSON `message`, else the text.
+fn error_message(body: &[u8]) -> String {
+    serde_json::from_slice::<ErrorBody>(body)
+        .map(|b| b.message)
+        .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_owned())
+}
+
+/// Percent-encodes a container name for a URL path (names are usually safe already).
+fn encode(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for b in name.bytes() {
+        if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
+        move |k| {
+            vars.iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| OsString::from(v))
+        }
+    }
+
+    #[test]
+    fn explicit_socket_wins() {
+        let found = find_socket(Some(Path::new("/x.sock")), env(&[]), |_| false).unwrap();
+        assert_eq!(found, PathBuf::from("/x.sock"));
+    }
+
+    #[test]
+    fn default_socket_order() {
+        let vars = [
+            ("CONTAINER_HOST", "unix:///ch.sock"),
+            ("DOCKER_HOST", "tcp://1.2.3.4:2375"),
+            ("XDG_RUNTIME_DIR", "/run/user/1000"),
+        ];
+        let all = |_: &Path| true;
+        assert_eq!(
+            find_socket(None, env(&vars), all).unwrap(),
+            PathBuf::from("/ch.sock")
+        );
+        let only = |want: &'static str| move |p: &Path| p == Path::new(want);
+        assert_eq!(
+            find_socket(None, env(&vars), only("/run/user/1000/docker.sock")).unwrap(),
+            PathBuf::from("/run/user/1000/docker.sock"),
+            "rootless Docker"
+        );
+        assert_eq!(
+            find_socket(None, env(&vars), only("/run/user/1000/podman/podman.sock")).unwrap(),
+            PathBuf::from("/run/user/1000/podman/podman.sock")
+        );
+        assert_eq!(
+            find_socket(None, env(&vars), only("/var/run/docker.sock")).unwrap(),
+            PathBuf::from("/var/run/docker.sock")
+        );
+        let err = find_socket(None, env(&vars), |_| false)
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            "no container engine socket found (tried /ch.sock, /run/user/1000/podman/podman.sock, \
+             /run/user/1000/docker.sock, /run/podman/podman.sock, /var/run/docker.sock); give --engine-socket PATH"
+        );
+    }
+
+    #[test]
+    fn health_status() {
+        let state: Inspect = serde_json::from_str(
+            r#"{"State":{"Status":"running","Running":true,"Paused":false,"ExitCode":0,
+                "Health":{"Status":"starting","FailingStreak":0}},"Name":"/web"}"#,
+        )
+        .unwrap();
+        assert_eq!(state.state.health_status(), Some("starting"));
+        let state: Inspect =
+            serde_json::from_str(r#"{"State":{"Status":"exited","Running":false,"ExitCode":3}}"#)
+                .unwrap();
+        assert_eq!(state.state.health_status(), None);
+        assert_eq!(state.state.exit_code, 3);
+    }
+
+    #[test]
+    fn errors_name_the_container_and_the_socket() {
+        let e = EngineError::Connect {
+            socket: "/run/podman/podman.sock".into(),
+            container: "web".into(),
+            source: std::io::Error::from_raw_os_error(libc::EACCES),
+        };
+        assert_eq!(
+            e.to_string(),
+            "container web: cannot reach the engine socket /run/podman/podman.sock: \
+             Permission denied (os error 13)"
+        );
+    }
+
+    #[test]
+    fn the_highest_version_both_know_is_chosen() {
+        let v = |text: &str| text.parse::<ApiVersion>().unwrap();
+        let choose = |min: &str, max: &str| choose_version((v(min), v(max)));
+        // Docker 20.10, podman 4 and 5 (their compatible API), Docker 29.
+        assert_eq!(choose("1.12", "1.41"), Some(v("1.41")));
+        assert_eq!(choose("1.24", "1.41"), Some(v("1.41")));
+        assert_eq!(choose("1.44", "1.52"), Some(v("1.52")));
+        // A newer engine than idlegate knows: idlegate's newest.
+        assert_eq!(choose("1.44", "1.60"), Some(API_VERSIONS.1));
+        // 1.9 is below 1.24, not above it.
+        assert_eq!(choose("1.9", "1.23"), None);
+        assert_eq!(choose("1.55", "1.60"), None);
+        let e = EngineError::Version {
+            socket: "/run/docker.sock".into(),
+            engine: (v("1.55"), v("1.60")),
+        };
+        assert_eq!(
+            e.to_string(),
+            "container engine at /run/docker.sock speaks API 1.55 to 1.60; idlegate speaks 1.24 to 1.52"
+        );
+        assert_eq!(
+            EngineError::Version {
+                socket: "/s".into(),
+                engine: (v("1.12"), v("1.23")),
+            }
+            .to_string(),
+            "container engine at /s speaks API 1.12 to 1.23; idlegate speaks 1.24 to 1.52"
+        );
+        assert!("1".parse::<ApiVersion>().is_err());
+    }
+
+    #[test]
+    fn names_are_encoded() {
+        assert_eq!(encode("web-1_a.b"), "web-1_a.b");
+        assert_eq!(encode("a/b c"), "a%2Fb%20c");
+    }
+}

@@ -1,0 +1,154 @@
+//! How the backend is run, and what each kind does at a start and a stop:
+//! a child process ([`process`](crate::backend::kinds::process)), start and stop commands
+//! ([`hooks`](crate::backend::kinds::hooks)), an ordered group of containers or units
+//! ([`group`](crate::backend::kinds::group)), or nothing (external).
+//!
+//! Beside them: [`container`] through the engine API ([`engine`]), shared by
+//! several instances ([`lease`]); `podman run` ([`run_command`], its image
+//! [`pull`]); and [`wake_on_lan`] for a backend on a host that sleeps.
+
+pub mod container;
+pub mod engine;
+pub mod group;
+pub mod hooks;
+pub mod lease;
+pub mod process;
+pub mod pull;
+pub mod run_command;
+pub mod wake_on_lan;
+
+use std::time::Duration;
+
+use crate::backend::failure::Failure;
+use crate::backend::kinds::group::Group;
+use crate::backend::kinds::hooks::Hooks;
+use crate::backend::kinds::process::Process;
+use crate::backend::kinds::run_command::RunCommand;
+use crate::backend::progress::Progress;
+use crate::backend::ready::notify_socket::NotifySocket;
+
+/// How the backend is run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum BackendKind {
+    /// Already running, or managed by someone else: only waited for.
+    External,
+    /// A long-running child process idlegate starts and stops.
+    Process(Vec<String>),
+    /// Commands that start and stop the backend and return (`--start-cmd`,
+    /// `--stop-cmd`).
+    Hooks(Hooks),
+    /// Containers through the engine API (`--container`) or systemd units
+    /// (`--unit`), started in order and stopped in reverse order.
+    Group(Group),
+}
+
+/// What a start began: the child process, or the step the probe runs
+/// before waiting for readiness.
+// Made once per start and unpacked at once: its size does not matter.
+#[allow(clippy::large_enum_variant)]
+pub(super) enum Launched {
+    /// The backend process, running.
+    Process(Process),
+    /// A start command or a container start, to run inside the start timeout.
+    Step(StartStep),
+    /// Nothing to start: the backend is someone else's.
+    Nothing,
+}
+
+/// A kind's start that takes time, run inside the start timeout.
+pub(super) enum StartStep {
+    /// Run the start command.
+    Hooks(Hooks),
+    /// Start (or unpause) each member in order, each ready before the next.
+    Group(Group),
+}
+
+impl BackendKind {
+    /// The command, when it is `podman run` / `docker run` (see [`RunCommand`]).
+    pub(super) fn run_command(&self) -> Option<RunCommand> {
+        match self {
+            BackendKind::Process(argv) => RunCommand::parse(argv),
+            _ => None,
+        }
+    }
+
+    /// Begins a start: spawns the process (given `--ready-notify`'s socket;
+    /// a `podman run` tells its image pull as `progress`), or hands back the
+    /// step to run.
+    pub(super) fn launch(
+        &self,
+        notify: Option<&NotifySocket>,
+        progress: &Progress,
+    ) -> Result<Launched, Failure> {
+        match self {
+            BackendKind::Process(argv) => {
+                let env: Vec<_> = notify
+                    .iter()
+                    .map(|n| ("NOTIFY_SOCKET", n.env_value()))
+                    .collect();
+                let pulls = RunCommand::parse(argv).map(|_| progress.clone());
+                Process::spawn_watched(argv, "backend", &env, pulls)
+                    .map(Launched::Process)
+                    .map_err(|error| Failure::Spawn {
+                        command: process::describe(argv),
+                        error,
+                    })
+            }
+            BackendKind::Hooks(hooks) => Ok(Launched::Step(StartStep::Hooks(hooks.clone()))),
+            BackendKind::Group(g) => Ok(Launched::Step(StartStep::Group(g.clone()))),
+            BackendKind::External => Ok(Launched::Nothing),
+        }
+    }
+
+    /// Whether stopping runs something of its own (a stop command, the
+    /// engine), so the state shows `Stopping` meanwhile.
+    pub(super) fn stop_takes_time(&self) -> bool {
+        match self {
+            BackendKind::Hooks(hooks) => hooks.stop.is_some(),
+            BackendKind::Group(_) => true,
+            BackendKind::Process(_) | BackendKind::External => false,
+        }
+    }
+
+    /// Stops what a start step began: runs the stop command, or stops (or,
+    /// unless `for_good`, pauses) the group in reverse order, with `grace`.
+    /// A process is stopped by its owner.
+    pub(super) async fn stop_started(&self, grace: Duration, for_good: bool) {
+        match self {
+            BackendKind::Hooks(hooks) => hooks.stop(grace).await,
+            BackendKind::Group(group) => {
+                group.stop(grace, for_good).await;
+                tracing::info!(target: "idlegate::backend", "backend stopped");
+            }
+            BackendKind::Process(_) | BackendKind::External => {}
+        }
+    }
+
+    /// On a stop for good with nothing started by this run: stops the
+    /// containers an idle pause left paused (see [`Group::stop_paused`]).
+    pub(super) async fn stop_paused(&self, grace: Duration) {
+        if let BackendKind::Group(group) = self {
+            group.stop_paused(grace).await;
+        }
+    }
+}
+
+impl StartStep {
+    /// The group to watch while the readiness probe runs, if the step
+    /// starts one (see [`Group::first_stopped`]).
+    pub(super) fn watched(&self) -> Option<Group> {
+        match self {
+            StartStep::Group(group) => Some(group.clone()),
+            StartStep::Hooks(_) => None,
+        }
+    }
+
+    /// Runs the step to its end.
+    pub(super) async fn run(self, progress: &Progress) -> Result<(), Failure> {
+        match self {
+            StartStep::Hooks(hooks) => hooks.start().await?,
+            StartStep::Group(group) => group.start(progress).await?,
+        }
+        Ok(())
+    }
+}

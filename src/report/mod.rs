@@ -1,0 +1,11 @@
+//! What idlegate tells the world about a run, without waking anything:
+//! `STATUS=` and the other sd_notify messages ([`notify`]), the state file
+//! that `idlegate status` reads ([`status`]), kept current by [`reporter`],
+//! the Prometheus endpoint ([`metrics`]) and the list of work on the
+//! connections socket ([`connections`]).
+
+pub mod connections;
+pub mod metrics;
+pub mod notify;
+pub mod reporter;
+pub mod status;

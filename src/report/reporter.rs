@@ -1,0 +1,225 @@
+//! Keeps `STATUS=` (sd_notify), the state file and the metrics' snapshot
+//! current while idlegate serves: the backend's state, the work in flight,
+//! the time to idle exit and the activation number.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::backend::BackendState;
+use crate::report::notify::Notifier;
+use crate::report::status::{self, AtIdle, IdleIn, Snapshot};
+use crate::serve::activity::{Countdown, InFlight};
+
+/// How often, at most, the status line is refreshed for a change of the
+/// in-flight count alone (a change of the backend's state is told at once).
+const STATUS_INTERVAL: Duration = Duration::from_millis(250);
+
+/// The backend's state in a few words for the administrator (`STATUS=`,
+/// `idlegate status`), details included that the waiting page keeps from
+/// visitors: while it starts, its own status text (`--ready-notify`) or what
+/// the start waits for (`nothing accepted connections on 127.0.0.1:8080`);
+/// once failed, why.
+fn describe_backend(
+    state: &BackendState,
+    own_status: Option<&str>,
+    waiting_for: Option<&str>,
+) -> String {
+    let text = match (state, own_status, waiting_for) {
+        (BackendState::Starting, Some(text), _) => format!("{} ({text})", state.describe()),
+        (BackendState::Starting, None, Some(detail)) => format!("{}: {detail}", state.describe()),
+        (BackendState::Failed { reason, .. }, _, _) => format!("{}: {reason}", state.describe()),
+        _ => state.describe().to_owned(),
+    };
+    text.replace(['\n', '\r'], " ")
+}
+
+/// What the status reporter watches of the backend.
+pub struct BackendView {
+    /// Its state.
+    pub state: tokio::sync::watch::Receiver<BackendState>,
+    /// Its own status text while it starts.
+    pub status: tokio::sync::watch::Receiver<Option<Arc<str>>>,
+    /// Who woke it.
+    pub wake: Arc<crate::wake::WakeGate>,
+    /// What a start in progress waits for, in detail.
+    pub progress: crate::backend::progress::Progress,
+}
+
+/// What the status reporter shows of the idle timer: the timer's own
+/// countdown, never a clock of its own.
+pub struct IdleView {
+    /// Where the serve loop's idle timer stands.
+    pub countdown: tokio::sync::watch::Receiver<Countdown>,
+    /// What happens when it fires.
+    pub at_idle: AtIdle,
+}
+
+/// Keeps `STATUS=` and the state file current: backend state, work in
+/// flight, time to idle exit, activation number.
+pub async fn keep_current(
+    notifier: Arc<Notifier>,
+    backend: BackendView,
+    in_flight: InFlight,
+    idle: IdleView,
+    state_file: Option<std::path::PathBuf>,
+    activation: u64,
+    snapshots: tokio::sync::watch::Sender<Option<Snapshot>>,
+) {
+    let BackendView {
+        mut state,
+        status: mut backend_status,
+        wake,
+        progress,
+    } = backend;
+    let IdleView {
+        mut countdown,
+        at_idle,
+    } = idle;
+    notifier.wait_ready().await;
+    let mut last = String::new();
+    let mut last_countdown = None;
+    let mut sent_at = tokio::time::Instant::now();
+    loop {
+        let count_changed = in_flight.changed();
+        tokio::pin!(count_changed);
+        count_changed.as_mut().enable();
+        let busy = in_flight.count();
+        let timer = *countdown.borrow_and_update();
+        let snapshot = Snapshot {
+            pid: std::process::id(),
+            running: true,
+            backend: describe_backend(
+                &state.borrow_and_update(),
+                backend_status.borrow_and_update().as_deref(),
+                crate::backend::progress::detail(&progress).as_deref(),
+            ),
+            in_flight: busy,
+            at_idle,
+            idle_in: IdleIn::at(timer, tokio::time::Instant::now()),
+            activation,
+            woken_by: wake.woken_by().map(str::to_owned),
+        };
+        let line = snapshot.status_line();
+        snapshots.send_replace(Some(snapshot.clone()));
+        // The state file says when the timer fires, so it is written when
+        // that moves even if the line, in whole seconds, does not.
+        if line != last || last_countdown != Some(timer) {
+            sent_at = tokio::time::Instant::now();
+            if line != last {
+                notifier.status(&line);
+            }
+            last_countdown = Some(timer);
+            if let Some(path) = &state_file {
+                if let Err(e) = status::write(path, &snapshot) {
+                    tracing::debug!(target: "idlegate", "state file {}: {e}", path.display());
+                }
+            }
+            last = line;
+        }
+        // A change of the backend's state is told at once; changes of the
+        // count and of the timer, which may come with every request, at
+        // most every STATUS_INTERVAL (the last one always told).
+        tokio::select! {
+            changed = state.changed() => if changed.is_err() { return },
+            changed = backend_status.changed() => if changed.is_err() { return },
+            _ = async {
+                tokio::select! {
+                    _ = count_changed => {}
+                    changed = countdown.changed() => if changed.is_err() {
+                        std::future::pending::<()>().await
+                    },
+                }
+            } => {
+                tokio::select! {
+                    changed = state.changed() => if changed.is_err() { return },
+                    _ = tokio::time::sleep_until(sent_at + STATUS_INTERVAL) => {}
+                }
+            }
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The administrator sees what a start waits for, addresses included,
+    /// and why it failed; the backend's own status text comes first.
+    #[test]
+    fn the_backend_is_described_with_its_details() {
+        let waiting = Some("nothing accepted connections on 127.0.0.1:8080");
+        assert_eq!(
+            describe_backend(&BackendState::Starting, None, waiting),
+            "backend starting: nothing accepted connections on 127.0.0.1:8080"
+        );
+        assert_eq!(
+            describe_backend(&BackendState::Starting, Some("loading"), waiting),
+            "backend starting (loading)"
+        );
+        assert_eq!(
+            describe_backend(&BackendState::Ready, None, waiting),
+            "backend ready"
+        );
+        let failed = BackendState::Failed {
+            reason: Arc::new(crate::backend::failure::Failure::StartTimeout {
+                timeout: Duration::from_secs(2),
+                waiting_for: "nothing accepted connections on 127.0.0.1:8080".into(),
+                stderr: String::new(),
+            }),
+            retry_at: tokio::time::Instant::now(),
+        };
+        assert_eq!(
+            describe_backend(&failed, None, None),
+            "backend failed: not ready within the start timeout (2s): \
+             nothing accepted connections on 127.0.0.1:8080"
+        );
+    }
+
+    /// A change of the backend's state reaches `STATUS=` (and the state
+    /// file, and the metrics) at once, even right after a count change.
+    #[tokio::test(start_paused = true)]
+    async fn the_status_follows_a_backend_state_change_at_once() {
+        let notifier = Arc::new(Notifier::disabled());
+        notifier.ready("test");
+        let (state_tx, state) = tokio::sync::watch::channel(BackendState::Starting);
+        let (_status_tx, backend_status) = tokio::sync::watch::channel(None);
+        let in_flight = InFlight::new();
+        let (_countdown_tx, countdown) = tokio::sync::watch::channel(Countdown::Busy);
+        let (snapshots, latest) = tokio::sync::watch::channel(None);
+        tokio::spawn(keep_current(
+            notifier,
+            BackendView {
+                state,
+                status: backend_status,
+                wake: Arc::default(),
+                progress: Arc::default(),
+            },
+            in_flight.clone(),
+            IdleView {
+                countdown,
+                at_idle: AtIdle::Exit,
+            },
+            None,
+            1,
+            snapshots,
+        ));
+        let described = |latest: &tokio::sync::watch::Receiver<Option<Snapshot>>| {
+            latest
+                .borrow()
+                .as_ref()
+                .map(|s| (s.backend.clone(), s.in_flight))
+        };
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(described(&latest), Some(("backend starting".into(), 0)));
+        let work = in_flight.enter();
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        state_tx.send_replace(BackendState::Ready);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(described(&latest), Some(("backend ready".into(), 1)));
+        drop(work);
+        // A count change alone is told within the status interval.
+        tokio::time::sleep(STATUS_INTERVAL + Duration::from_millis(1)).await;
+        assert_eq!(described(&latest), Some(("backend ready".into(), 0)));
+    }
+}

@@ -1,0 +1,210 @@
+//! The accept loop of one socket: take a connection slot, accept, hand the
+//! connection to its own task in the socket's mode. It survives accept
+//! errors (EMFILE backs off and logs) and always stops when told.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+
+use crate::address::{Mode, UpstreamSpec};
+use crate::backoff::Backoff;
+use crate::config::HttpSettings;
+use crate::net::{Listener, Peer, Stream};
+use crate::proxy;
+use crate::proxy::http::HttpProxy;
+use crate::proxy::udp::UdpForwarder;
+use crate::serve::context::ServeContext;
+use crate::serve::work::Unit;
+
+/// One socket and where its clients go.
+pub type Route = crate::activation::Route<Listener>;
+
+/// How a socket's connections are forwarded.
+#[derive(Clone, Debug)]
+pub enum Forwarder {
+    /// Bytes both ways; the connection is the unit of work.
+    Tcp,
+    /// HTTP; the request is the unit of work.
+    Http(Arc<HttpProxy>),
+    /// UDP datagrams, per client flow; a live flow is the unit of work.
+    Udp(Arc<UdpForwarder>),
+}
+
+impl Forwarder {
+    /// How to forward to `upstream`: by its mode, UDP whatever the mode.
+    pub fn new(upstream: &UpstreamSpec, shared: &ServeContext, http: &HttpSettings) -> Forwarder {
+        match upstream.mode {
+            _ if upstream.address.is_udp() => Forwarder::Udp(Arc::new(UdpForwarder::new(
+                upstream.address.clone(),
+                upstream.proxy_protocol.is_some(),
+            ))),
+            Mode::Tcp => Forwarder::Tcp,
+            Mode::Http => Forwarder::Http(HttpProxy::new(
+                upstream.address.clone(),
+                upstream.protocol,
+                shared.backend.clone(),
+                shared.in_flight.clone(),
+                http.clone(),
+                shared.wake.clone(),
+            )),
+        }
+    }
+}
+
+/// A socket, its upstream, and how to forward.
+#[derive(Debug)]
+pub struct Endpoint {
+    /// The socket and its upstream.
+    pub route: Route,
+    /// The forwarding mode, ready to use.
+    pub forwarder: Forwarder,
+}
+
+impl Endpoint {
+    /// The endpoints of `routes`, each with its forwarder.
+    pub fn all(
+        routes: Vec<Route>,
+        shared: &ServeContext,
+        http: &HttpSettings,
+    ) -> Vec<Arc<Endpoint>> {
+        routes
+            .into_iter()
+            .map(|route| {
+                Arc::new(Endpoint {
+                    forwarder: Forwarder::new(&route.upstream, shared, http),
+                    route,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Serves `endpoint` until `stop` is cancelled: accepts its clients, or for a
+/// UDP socket reads its datagrams.
+pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: CancellationToken) {
+    if let (Forwarder::Udp(udp), Listener::Udp(socket)) =
+        (&endpoint.forwarder, &endpoint.route.listener)
+    {
+        let label = endpoint.route.label.clone();
+        return udp.clone().serve(socket.clone(), label, shared, stop).await;
+    }
+    let mut backoff = Backoff::resources();
+    let route = &endpoint.route;
+    loop {
+        // Take a slot before accepting: at the limit, clients wait in the
+        // kernel's backlog instead of being accepted and reset.
+        let slot = tokio::select! {
+            slot = shared.slots.clone().acquire_owned() => slot.expect("the semaphore is never closed"),
+            _ = stop.cancelled() => return,
+        };
+        let accepted = tokio::select! {
+            accepted = route.listener.accept() => accepted,
+            _ = stop.cancelled() => return,
+        };
+        match accepted {
+            Ok((client, peer)) => {
+                backoff = Backoff::resources();
+                let connection = shared.connections.enter();
+                tracing::debug!(target: "idlegate::listener", "client {peer} on {}", route.label);
+                // The future is spawned as it is (awaited in a task's
+                // async block, it would be there twice: task size).
+                tokio::spawn(serve_client(
+                    &endpoint.forwarder,
+                    RouteUpstream(endpoint.clone()),
+                    client,
+                    peer,
+                    &shared,
+                    (connection, slot),
+                ));
+            }
+            Err(e) if crate::net::is_resource_exhaustion(&e) => {
+                let delay = backoff.next_delay();
+                tracing::warn!(target: "idlegate::listener",
+                    "accept on {} failed: {e}; pausing {}ms",
+                    route.label,
+                    delay.as_millis()
+                );
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = stop.cancelled() => return,
+                }
+            }
+            Err(e) => {
+                tracing::debug!(target: "idlegate::listener", "accept on {} failed: {e}", route.label)
+            }
+        }
+    }
+}
+
+/// A route's upstream, held through its endpoint: nothing is copied per
+/// connection.
+struct RouteUpstream(Arc<Endpoint>);
+
+impl AsRef<UpstreamSpec> for RouteUpstream {
+    fn as_ref(&self) -> &UpstreamSpec {
+        &self.0.route.upstream
+    }
+}
+
+/// Serves one client connection to its end in `forwarder`'s mode: what the
+/// accept loop spawns for each connection and what an `Accept=yes` run
+/// awaits. The connection counts as work from this call on (taken before any
+/// await, so an idle exit that looks right after the accept sees it): in TCP
+/// mode for its whole life, in HTTP mode until its first request is answered
+/// (then each request counts for itself). `held` is dropped once the
+/// client is served.
+pub fn serve_client(
+    forwarder: &Forwarder,
+    upstream: impl AsRef<UpstreamSpec> + Send + 'static,
+    client: Stream,
+    peer: Peer,
+    shared: &ServeContext,
+    held: impl Send + 'static,
+) -> impl std::future::Future<Output = ()> + Send + 'static {
+    let work = shared.in_flight.enter_as(match forwarder {
+        Forwarder::Http(_) => Unit::HttpConnection { client: peer },
+        _ => Unit::Connection { client: peer },
+    });
+    let forwarder = forwarder.clone();
+    let proxy_header = upstream
+        .as_ref()
+        .proxy_protocol
+        .map(|v| proxy::proxy_protocol::header(v, client.tcp_addresses()));
+    let backend = shared.backend.clone();
+    let quiet_limit = shared.live().connection_idle;
+    let wake = shared.wake.clone();
+    let close = shared.close.clone();
+    // Every line about this client carries it: `client{peer=…}:`.
+    let span = tracing::info_span!(target: "idlegate::listener", "client", %peer);
+    let served = async move {
+        let _held = held;
+        match forwarder {
+            Forwarder::Tcp => {
+                let tcp = proxy::tcp::TcpClient {
+                    upstream: &upstream.as_ref().address,
+                    backend: &backend,
+                    quiet_limit,
+                    proxy_header: proxy_header.as_deref(),
+                    wake: &wake,
+                    peer,
+                    traffic: work.traffic(),
+                };
+                // Boxed: its copy buffers would size every connection's
+                // task, HTTP mode's too.
+                if Box::pin(tcp.serve(client).instrument(span)).await {
+                    drop(work);
+                } else {
+                    work.void();
+                }
+            }
+            Forwarder::Http(http) => {
+                // Entered only where a line is logged, not at every poll
+                // of the connection (a measurable cost in HTTP mode).
+                http.serve_connection(client, peer, close, work, span).await
+            }
+            Forwarder::Udp(_) => unreachable!("a UDP socket accepts no connections"),
+        }
+    };
+    served
+}
