@@ -6,24 +6,9 @@
 //! flight for the idle timeout, stops the backend and exits 0 — systemd keeps
 //! the sockets, so the next client simply activates it again.
 //!
-//! # Layout
-//! - [`cli`]: the command line (clap), the subcommands, the manual;
-//!   [`config`]: it and the TOML file merged and validated into a [`Config`]
-//!   before anything starts.
-//! - [`activation`]: the passed sockets (`LISTEN_FDS`…) or `--listen`, paired with upstreams.
-//! - [`serve`]: the serve-until-idle loop, the accept loops, the in-flight
-//!   guards and the idle timer, reload, shutdown, the descriptor limits.
-//! - [`proxy`]: one connection, held then forwarded (TCP, UDP flows, HTTP).
-//! - [`backend`]: the backend's lifecycle (start, ready, stop): the handle and
-//!   its supervisor; [`backend::kinds`]: a process, hooks, containers, groups,
-//!   Wake-on-LAN; [`backend::ready`]: the readiness probe of a start.
-//! - [`wake`]: who may wake the backend (answer rules, `--wake-from`, the
-//!   control socket, inhibit, `--busy-cmd`).
-//! - [`report`]: `STATUS=` and sd_notify, the state file, metrics, the list of work.
-//! - [`units`]: the systemd units of one config file and the generator.
-//! - [`net`], [`address`], [`backoff`], [`own_socket`], `sys`: sockets,
-//!   addresses, retry delays, the Unix sockets idlegate binds itself; the
-//!   only `unsafe` code is in `sys`.
+//! The code map (what lives in each folder), the path of a connection and
+//! of the idle timer, and the invariants are in `ARCHITECTURE.md` at the
+//! repository root.
 //!
 //! The core, [`run`], takes sockets, a config and a [`Shutdown`]; it never binds,
 //! reads the environment or installs signal handlers (that is `main`'s job).
