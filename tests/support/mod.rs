@@ -10,6 +10,7 @@ pub mod forwarder;
 pub mod http;
 pub mod podman;
 pub mod real;
+pub mod scripted;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
