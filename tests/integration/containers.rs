@@ -8,7 +8,10 @@ use std::sync::mpsc;
 
 use crate::on_each_engine;
 use crate::support::activator::Activator;
-use crate::support::engine::{Api, Engine, Name, VersionProxy, TOO_OLD};
+use crate::support::engine::{
+    activate, create, engine_args, gets_the_page, status, Container, Engine, Name, VersionProxy,
+    TOO_OLD,
+};
 use crate::support::http::get;
 use crate::support::podman::{podman, ContainerName, IMAGE, PAGE};
 use crate::support::*;
@@ -26,89 +29,6 @@ on_each_engine!(
     an_engine_that_stops_is_named_and_idlegate_still_exits,
     http_mode_holds_requests_until_a_late_app_listens_behind_the_port_forwarder,
 );
-
-pub(crate) fn activate(
-    engine: Engine,
-    dir: &std::sync::Arc<tempfile::TempDir>,
-    a: &[String],
-) -> Activator {
-    let mut builder = ActivatorBuilder::new(dir.clone(), a).tcp("web");
-    for (key, value) in engine.env() {
-        builder = builder.env(key, &value);
-    }
-    builder.start()
-}
-
-/// `running`, `paused`, `exited`, … or `None` when there is no such container.
-pub(crate) fn status(engine: Engine, name: &str) -> Option<String> {
-    engine.status(name)
-}
-
-/// idlegate's flags for container `name` through the engine API on
-/// `socket`, in HTTP mode, in front of its published `port`, with `extra`
-/// flags. Ready once the app answers (`--ready-http`): Docker's
-/// docker-proxy accepts on the port before the app inside listens (HTTP
-/// mode without it has a test of its own).
-pub(crate) fn engine_args(name: &str, socket: &Path, port: u16, extra: &[&str]) -> Vec<String> {
-    let mut a = args(&[
-        "--container",
-        name,
-        "--engine-socket",
-        socket.to_str().unwrap(),
-        "--upstream",
-        &format!("127.0.0.1:{port}"),
-        "--mode",
-        "http",
-        "--ready-http",
-        "/",
-    ]);
-    a.extend(args(extra));
-    a
-}
-
-/// `create` with the test image, publishing `port` on 127.0.0.1.
-pub(crate) fn create(engine: Engine, name: &str, port: u16, extra: &[&str], command: &[&str]) {
-    let publish = format!("127.0.0.1:{port}:8080");
-    let mut a = vec!["create", "--name", name, "-p", &publish];
-    a.extend_from_slice(extra);
-    a.push(IMAGE);
-    a.extend_from_slice(command);
-    engine.ok(&a);
-}
-
-/// `GET /` through `act` answers the test image's page.
-pub(crate) fn gets_the_page(act: &Activator) {
-    let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
-    assert_eq!(
-        (r.status, r.text()),
-        (200, PAGE.to_owned()),
-        "{}",
-        act.log()
-    );
-}
-
-/// What a scenario starts from: its directory, the engine API, and a
-/// container of the test image that publishes a free port.
-pub(crate) struct Created {
-    /// The test's directory.
-    pub dir: std::sync::Arc<tempfile::TempDir>,
-    /// The engine API.
-    pub api: Api,
-    /// The container's name (created).
-    pub c: Name,
-    /// Its published port.
-    pub port: u16,
-}
-
-/// [`Created`] for `engine`, the container named after `what`.
-pub(crate) fn created(engine: Engine, what: &str) -> Created {
-    let dir = tempdir();
-    let api = engine.api(dir.path());
-    let c = Name::new(engine, what);
-    let port = free_port();
-    create(engine, &c.name, port, &[], &[]);
-    Created { dir, api, c, port }
-}
 
 /// idlegate with `--container NAME` through `socket` in front of nothing:
 /// the client is closed, not answered, and the log says `want`.
@@ -184,10 +104,8 @@ fn two_cold_starts(engine: Engine, socket: &Path, c: &Name) -> Activator {
 }
 
 fn engine_api_starts_the_container_and_stops_it_when_idle(engine: Engine) {
-    let dir = tempdir();
-    let api = engine.api(dir.path());
-    let c = Name::new(engine, "api");
-    two_cold_starts(engine, &api.socket, &c);
+    let f = engine.container("api");
+    two_cold_starts(engine, &f.api.socket, &f.c);
 }
 
 /// Docker 29 refuses every client below API 1.44 (here a proxy in front of
@@ -250,19 +168,10 @@ fn an_engine_outside_idlegates_api_range_is_named_with_both_ranges() {
 }
 
 fn engine_api_waits_for_the_healthcheck(engine: Engine) {
-    let dir = tempdir();
-    let api = engine.api(dir.path());
-    let c = Name::new(engine, "health");
-    let port = free_port();
+    let f = engine.container("health");
     // Healthy once /tmp/ok exists.
-    create(engine, &c.name, port, &engine.health_flags(), &[]);
-    let a = engine_args(
-        &c.name,
-        &api.socket,
-        port,
-        &["--idle-timeout", "60s", "--start-timeout", "120s"],
-    );
-    let act = activate(engine, &dir, &a);
+    f.create(&engine.health_flags(), &[]);
+    let act = f.activate(&f.args(&["--idle-timeout", "60s", "--start-timeout", "120s"]));
     let (tx, rx) = mpsc::channel();
     let addr = act.tcp_addrs[0];
     let client = std::thread::spawn(move || {
@@ -272,7 +181,7 @@ fn engine_api_waits_for_the_healthcheck(engine: Engine) {
         act.log().contains("to become healthy (now starting)")
     });
     // The app answers on its port already, yet the client is held: not healthy.
-    let direct = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let direct = std::net::SocketAddr::from(([127, 0, 0, 1], f.port));
     wait_until("the container's port to answer", PATIENCE, || {
         get(direct, "/", &[]).is_ok_and(|r| r.status == 200)
     });
@@ -281,8 +190,8 @@ fn engine_api_waits_for_the_healthcheck(engine: Engine) {
         "the client waited for health: {}",
         act.log()
     );
-    engine.ok(&["exec", &c.name, "/bin/busybox", "touch", "/tmp/ok"]);
-    engine.run_healthcheck(&c.name);
+    engine.ok(&["exec", &f.c.name, "/bin/busybox", "touch", "/tmp/ok"]);
+    engine.run_healthcheck(&f.c.name);
     let status = rx
         .recv_timeout(PATIENCE)
         .expect("the client is answered once healthy");
@@ -290,21 +199,15 @@ fn engine_api_waits_for_the_healthcheck(engine: Engine) {
     client.join().unwrap();
     assert!(
         act.log()
-            .contains(&format!("container {} is healthy", c.name)),
+            .contains(&format!("container {} is healthy", f.c.name)),
         "{}",
         act.log()
     );
 }
 
 fn idle_action_pause_freezes_and_thaws_the_container(engine: Engine) {
-    let Created { dir, api, c, port } = created(engine, "pause");
-    let a = engine_args(
-        &c.name,
-        &api.socket,
-        port,
-        &["--idle-action", "pause", "--idle-timeout", "1s"],
-    );
-    let act = activate(engine, &dir, &a);
+    let f = engine.created("pause");
+    let act = f.activate(&f.args(&["--idle-action", "pause", "--idle-timeout", "1s"]));
     for round in 1..=2 {
         let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
         assert_eq!(
@@ -320,14 +223,14 @@ fn idle_action_pause_freezes_and_thaws_the_container(engine: Engine) {
             act.log()
         );
         assert_eq!(
-            status(engine, &c.name).as_deref(),
+            status(engine, &f.c.name).as_deref(),
             Some("paused"),
             "idle exit paused the container"
         );
     }
     assert!(
         act.log()
-            .contains(&format!("unpausing container {}", c.name)),
+            .contains(&format!("unpausing container {}", f.c.name)),
         "{}",
         act.log()
     );
@@ -337,19 +240,18 @@ fn idle_action_pause_freezes_and_thaws_the_container(engine: Engine) {
 /// container as `--idle-action stop` would: while it runs, and while an
 /// idle pause left it paused (`--listen`: idlegate outlives the pause).
 fn a_stop_of_the_service_stops_a_paused_container(engine: Engine) {
-    let Created { dir, api, c, port } = created(engine, "stop-paused");
+    let f = engine.created("stop-paused");
     let flags = ["--idle-action", "pause", "--stop-timeout", "2s"];
     // Running, socket-activated.
     let mut extra = flags.to_vec();
     extra.extend(["--idle-timeout", "600s"]);
-    let a = engine_args(&c.name, &api.socket, port, &extra);
-    let act = activate(engine, &dir, &a);
+    let act = f.activate(&f.args(&extra));
     let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
     assert_eq!(r.status, 200, "{}", act.log());
     act.signal(libc::SIGTERM);
     act.wait_exit_0(1, PATIENCE);
     assert_eq!(
-        status(engine, &c.name).as_deref(),
+        status(engine, &f.c.name).as_deref(),
         Some("exited"),
         "a stop while running: {}",
         act.log()
@@ -358,8 +260,8 @@ fn a_stop_of_the_service_stops_a_paused_container(engine: Engine) {
     let front = format!("127.0.0.1:{}", free_port());
     let mut extra = flags.to_vec();
     extra.extend(["--idle-timeout", "1s", "--listen", &front]);
-    let a = engine_args(&c.name, &api.socket, port, &extra);
-    let log = dir.path().join("listen.log");
+    let a = f.args(&extra);
+    let log = f.dir.path().join("listen.log");
     let mut command = std::process::Command::new(idlegate_bin());
     command
         .args(&a)
@@ -380,20 +282,20 @@ fn a_stop_of_the_service_stops_a_paused_container(engine: Engine) {
     wait_until("the idle pause", PATIENCE, || {
         read_log().contains("idle: backend stopped; still listening")
     });
-    assert_eq!(status(engine, &c.name).as_deref(), Some("paused"));
+    assert_eq!(status(engine, &f.c.name).as_deref(), Some("paused"));
     // SAFETY: signalling our own child.
     unsafe {
         libc::kill(child.id() as libc::pid_t, libc::SIGTERM);
     }
     assert_eq!(wait_child(&mut child).code(), Some(0), "{}", read_log());
     assert_eq!(
-        status(engine, &c.name).as_deref(),
+        status(engine, &f.c.name).as_deref(),
         Some("exited"),
         "a stop while paused: {}",
         read_log()
     );
     assert!(
-        read_log().contains(&format!("stopping the paused container {}", c.name)),
+        read_log().contains(&format!("stopping the paused container {}", f.c.name)),
         "{}",
         read_log()
     );
@@ -412,7 +314,9 @@ fn engine_errors_name_the_container_and_the_socket(engine: Engine) {
 
 /// Without `--engine-socket`, `$DOCKER_HOST` (a `unix://` URL) names it.
 fn the_engine_socket_is_found_through_docker_host(engine: Engine) {
-    let Created { dir, api, c, port } = created(engine, "docker-host");
+    let Container {
+        dir, api, c, port, ..
+    } = engine.created("docker-host");
     let a = args(&[
         "--container",
         &c.name,
@@ -446,7 +350,9 @@ fn the_engine_socket_is_found_through_docker_host(engine: Engine) {
 /// was given stops answering): the idle stop's failure names the socket,
 /// and idlegate still exits 0.
 fn an_engine_that_stops_is_named_and_idlegate_still_exits(engine: Engine) {
-    let Created { dir, api, c, port } = created(engine, "gone");
+    let Container {
+        dir, api, c, port, ..
+    } = engine.created("gone");
     let mut proxy = VersionProxy::start(
         dir.path().join("engine.sock"),
         ((1, 24), (1, 41)),
@@ -483,10 +389,9 @@ fn an_engine_that_stops_is_named_and_idlegate_still_exits(engine: Engine) {
 /// still answers every cold start's first request: it is held and sent
 /// again, as TCP mode replays.
 fn http_mode_holds_requests_until_a_late_app_listens_behind_the_port_forwarder(engine: Engine) {
-    let dir = tempdir();
-    let api = engine.api(dir.path());
-    let c = Name::new(engine, "late-http");
-    let port = free_port();
+    let Container {
+        dir, api, c, port, ..
+    } = engine.container("late-http");
     let script = "/bin/busybox sleep 1.5; exec /bin/busybox httpd -f -p 8080 -h /www";
     create(engine, &c.name, port, &[], &["/bin/sh", "-c", script]);
     let a = args(&[

@@ -8,9 +8,10 @@ use std::path::Path;
 use std::sync::mpsc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::containers::{activate, create, created, engine_args, gets_the_page, status, Created};
 use crate::on_each_engine;
-use crate::support::engine::{Engine, Name};
+use crate::support::engine::{
+    activate, create, engine_args, gets_the_page, status, Container, Engine, Name,
+};
 use crate::support::http::get;
 use crate::support::podman::{IMAGE, PAGE};
 use crate::support::*;
@@ -59,21 +60,17 @@ fn group_args(names: &[&str], socket: &Path, port: u16, extra: &[&str]) -> Vec<S
 fn a_group_starts_each_container_once_the_one_before_is_healthy_and_stops_in_reverse(
     engine: Engine,
 ) {
-    let dir = tempdir();
-    let api = engine.api(dir.path());
-    let db = Name::new(engine, "db");
-    let app = Name::new(engine, "app");
+    let (app, db) = (engine.container("app"), Name::new(engine, "db"));
     // The database is healthy once /tmp/ok exists (Docker: a HEALTHCHECK).
     let mut create_db = vec!["create", "--name", &db.name];
     create_db.extend(engine.health_flags());
     create_db.push(IMAGE);
     engine.ok(&create_db);
-    let port = free_port();
-    create(engine, &app.name, port, &[], &[]);
+    app.create(&[], &[]);
     let a = group_args(
-        &[&db.name, &app.name],
-        &api.socket,
-        port,
+        &[&db.name, &app.c.name],
+        &app.api.socket,
+        app.port,
         &[
             "--idle-timeout",
             "1s",
@@ -83,7 +80,7 @@ fn a_group_starts_each_container_once_the_one_before_is_healthy_and_stops_in_rev
             "120s",
         ],
     );
-    let act = activate(engine, &dir, &a);
+    let act = activate(engine, &app.dir, &a);
     let (tx, rx) = mpsc::channel();
     let addr = act.tcp_addrs[0];
     let client = std::thread::spawn(move || {
@@ -102,7 +99,7 @@ fn a_group_starts_each_container_once_the_one_before_is_healthy_and_stops_in_rev
     std::thread::sleep(std::time::Duration::from_millis(500));
     assert_eq!(status(engine, &db.name).as_deref(), Some("running"));
     assert_eq!(
-        status(engine, &app.name).as_deref(),
+        status(engine, &app.c.name).as_deref(),
         Some("created"),
         "the app waits for its database to be healthy: {}",
         act.log()
@@ -116,7 +113,7 @@ fn a_group_starts_each_container_once_the_one_before_is_healthy_and_stops_in_rev
         .expect("the client is answered once the group is up");
     client.join().unwrap();
     assert_eq!(answer.unwrap(), (200, PAGE.to_owned()), "{}", act.log());
-    let app_started = nanos(engine, &app.name, "StartedAt");
+    let app_started = nanos(engine, &app.c.name, "StartedAt");
     assert!(
         nanos(engine, &db.name, "StartedAt") < before_healthy && before_healthy < app_started,
         "the app started after its database became healthy"
@@ -127,7 +124,7 @@ fn a_group_starts_each_container_once_the_one_before_is_healthy_and_stops_in_rev
     );
 
     act.wait_exit_0(1, PATIENCE);
-    assert_eq!(status(engine, &app.name).as_deref(), Some("exited"));
+    assert_eq!(status(engine, &app.c.name).as_deref(), Some("exited"));
     assert_eq!(status(engine, &db.name).as_deref(), Some("exited"));
     let log = act.log();
     let stopping = |name: &str| {
@@ -135,27 +132,20 @@ fn a_group_starts_each_container_once_the_one_before_is_healthy_and_stops_in_rev
             .unwrap_or_else(|| panic!("{name} was not stopped: {log}"))
     };
     assert!(
-        stopping(&app.name) < stopping(&db.name),
+        stopping(&app.c.name) < stopping(&db.name),
         "reverse order: {log}"
     );
     assert!(
-        nanos(engine, &app.name, "FinishedAt") <= nanos(engine, &db.name, "FinishedAt"),
+        nanos(engine, &app.c.name, "FinishedAt") <= nanos(engine, &db.name, "FinishedAt"),
         "the app stopped before its database"
     );
 }
 
 fn a_group_whose_second_container_fails_stops_the_first_and_names_the_failed_one(engine: Engine) {
-    let dir = tempdir();
-    let api = engine.api(dir.path());
-    let db = Name::new(engine, "db");
-    let app = Name::new(engine, "app");
+    let (app, db) = (engine.container("app"), Name::new(engine, "db"));
     engine.ok(&["create", "--name", &db.name, IMAGE]);
-    let port = free_port();
     // The app exits during its start, before its healthcheck ever passes.
-    create(
-        engine,
-        &app.name,
-        port,
+    app.create(
         &[
             "--health-cmd",
             r#"["/bin/busybox", "test", "-e", "/tmp/never"]"#,
@@ -170,17 +160,17 @@ fn a_group_whose_second_container_fails_stops_the_first_and_names_the_failed_one
     create(
         engine,
         &bare.name,
-        port,
+        app.port,
         &[],
         &["/bin/busybox", "sh", "-c", "sleep 0.5; exit 3"],
     );
     let missing = Name::new(engine, "missing");
     let mut cases = vec![
         (
-            &app.name,
+            &app.c.name,
             format!(
                 "container {} stopped during start (exited, exit code 3)",
-                app.name
+                app.c.name
             ),
         ),
         (
@@ -202,11 +192,11 @@ fn a_group_whose_second_container_fails_stops_the_first_and_names_the_failed_one
     for (second, says) in cases {
         let a = group_args(
             &[&db.name, second],
-            &api.socket,
-            port,
+            &app.api.socket,
+            app.port,
             &["--idle-timeout", "60s", "--stop-timeout", "1s"],
         );
-        let act = activate(engine, &dir, &a);
+        let act = activate(engine, &app.dir, &a);
         let r =
             get(act.tcp_addrs[0], "/", &[]).unwrap_or_else(|e| panic!("{e}; log:\n{}", act.log()));
         assert_eq!(r.status, 502, "{}", act.log());
@@ -230,12 +220,13 @@ fn a_group_whose_second_container_fails_stops_the_first_and_names_the_failed_one
 /// running for the other, whose lease is live; a lease left by a process
 /// that is gone does not count; the last one stops it.
 fn a_container_shared_by_two_idlegates_is_stopped_by_the_last_one_only(engine: Engine) {
-    let Created {
+    let Container {
         dir,
         api,
         c: db,
         port,
-    } = created(engine, "shared");
+        ..
+    } = engine.created("shared");
     let leases = dir.path().join("runtime");
     let stale = leases.join(format!("idlegate-leases/{}", db.name));
     std::fs::create_dir_all(&stale).unwrap();

@@ -9,8 +9,11 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use super::activator::Activator;
 use super::docker::{docker, Docker};
-use super::podman::{podman, unique_name, EngineService, Podman};
+use super::http::get;
+use super::podman::{podman, unique_name, EngineService, Podman, IMAGE, PAGE};
+use super::{args, free_port, tempdir, ActivatorBuilder};
 
 /// A container engine of the tests.
 #[derive(Clone, Copy)]
@@ -186,6 +189,124 @@ impl Name {
 impl Drop for Name {
     fn drop(&mut self) {
         let _ = self.engine.run(&["rm", "--force", &self.name]);
+    }
+}
+
+pub fn activate(
+    engine: Engine,
+    dir: &std::sync::Arc<tempfile::TempDir>,
+    a: &[String],
+) -> Activator {
+    let mut builder = ActivatorBuilder::new(dir.clone(), a).tcp("web");
+    for (key, value) in engine.env() {
+        builder = builder.env(key, &value);
+    }
+    builder.start()
+}
+
+/// `running`, `paused`, `exited`, … or `None` when there is no such container.
+pub fn status(engine: Engine, name: &str) -> Option<String> {
+    engine.status(name)
+}
+
+/// idlegate's flags for container `name` through the engine API on
+/// `socket`, in HTTP mode, in front of its published `port`, with `extra`
+/// flags. Ready once the app answers (`--ready-http`): Docker's
+/// docker-proxy accepts on the port before the app inside listens (HTTP
+/// mode without it has a test of its own).
+pub fn engine_args(name: &str, socket: &Path, port: u16, extra: &[&str]) -> Vec<String> {
+    let mut a = args(&[
+        "--container",
+        name,
+        "--engine-socket",
+        socket.to_str().unwrap(),
+        "--upstream",
+        &format!("127.0.0.1:{port}"),
+        "--mode",
+        "http",
+        "--ready-http",
+        "/",
+    ]);
+    a.extend(args(extra));
+    a
+}
+
+/// `create` with the test image, publishing `port` on 127.0.0.1.
+pub fn create(engine: Engine, name: &str, port: u16, extra: &[&str], command: &[&str]) {
+    let publish = format!("127.0.0.1:{port}:8080");
+    let mut a = vec!["create", "--name", name, "-p", &publish];
+    a.extend_from_slice(extra);
+    a.push(IMAGE);
+    a.extend_from_slice(command);
+    engine.ok(&a);
+}
+
+/// `GET /` through `act` answers the test image's page.
+pub fn gets_the_page(act: &Activator) {
+    let r = get(act.tcp_addrs[0], "/", &[]).unwrap();
+    assert_eq!(
+        (r.status, r.text()),
+        (200, PAGE.to_owned()),
+        "{}",
+        act.log()
+    );
+}
+
+/// What a container scenario starts from: its directory, the engine API, a
+/// container name unique to the run and a free port to publish. Dropped in
+/// this order: the container, the API, the directory.
+pub struct Container {
+    /// The container's name (removed with its container when dropped).
+    pub c: Name,
+    /// The engine API.
+    pub api: Api,
+    /// The test's directory.
+    pub dir: Arc<tempfile::TempDir>,
+    /// The port the container publishes.
+    pub port: u16,
+    /// The engine.
+    pub engine: Engine,
+}
+
+impl Engine {
+    /// A [`Container`] named after `what`; nothing is created yet.
+    pub fn container(self, what: &str) -> Container {
+        let dir = tempdir();
+        let api = self.api(dir.path());
+        let c = Name::new(self, what);
+        let port = free_port();
+        Container {
+            c,
+            api,
+            dir,
+            port,
+            engine: self,
+        }
+    }
+
+    /// A [`Container`] named after `what`, created from the test image.
+    pub fn created(self, what: &str) -> Container {
+        let f = self.container(what);
+        f.create(&[], &[]);
+        f
+    }
+}
+
+impl Container {
+    /// `create` with the test image, publishing the port, with `extra` flags
+    /// and `command`.
+    pub fn create(&self, extra: &[&str], command: &[&str]) {
+        create(self.engine, &self.c.name, self.port, extra, command);
+    }
+
+    /// idlegate's flags for this container through the API ([`engine_args`]).
+    pub fn args(&self, extra: &[&str]) -> Vec<String> {
+        engine_args(&self.c.name, &self.api.socket, self.port, extra)
+    }
+
+    /// idlegate with flags `a`, activated on a TCP socket in the test's directory.
+    pub fn activate(&self, a: &[String]) -> Activator {
+        activate(self.engine, &self.dir, a)
     }
 }
 
