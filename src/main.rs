@@ -8,12 +8,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use idlegate::activation::{self, ActivationEnv};
-use idlegate::cli::commands;
+use idlegate::cli::commands::{self, USAGE};
 use idlegate::cli::{self, Invocation};
 use idlegate::own_socket::OwnSocket;
 use idlegate::{Config, Notifier, Shutdown};
 
-const USAGE: u8 = 2;
 const RUNTIME: u8 = 1;
 
 fn fail(code: u8, error: &dyn std::fmt::Display) -> ExitCode {
