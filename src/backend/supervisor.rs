@@ -29,46 +29,6 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 /// A backend that stayed ready this long before dying starts its failure count afresh.
 const HEALTHY_UPTIME: Duration = Duration::from_secs(10);
 
-impl Supervisor {
-    /// The supervisor of `spec`, talking through these channels and shared values.
-    pub(super) fn new(
-        spec: BackendSpec,
-        state: watch::Sender<BackendState>,
-        requests: mpsc::UnboundedReceiver<Request>,
-        answered: Arc<AtomicBool>,
-        generation: Arc<AtomicU64>,
-        in_flight: InFlight,
-        status: BackendStatus,
-    ) -> Supervisor {
-        let run_command = spec.kind.run_command();
-        Supervisor {
-            answered,
-            spec,
-            state,
-            requests,
-            process: None,
-            probe: None,
-            started_at: Instant::now(),
-            ready_since: None,
-            failures: 0,
-            stop_due: false,
-            progress: Progress::default(),
-            run_command,
-            next_spec: None,
-            generation,
-            pending_start: None,
-            in_flight,
-            starting: None,
-            status,
-        }
-    }
-
-    /// What the start in progress waits for, shared with the handles.
-    pub(super) fn progress(&self) -> Progress {
-        self.progress.clone()
-    }
-}
-
 /// The start in progress: start hook (if any), then readiness, under a deadline.
 type Starting =
     Pin<Box<dyn Future<Output = Result<Result<(), Failure>, tokio::time::error::Elapsed>> + Send>>;
@@ -109,6 +69,46 @@ pub(super) struct Supervisor {
     starting: Option<InFlightGuard>,
     /// The backend's own status text, while it starts.
     status: BackendStatus,
+}
+
+impl Supervisor {
+    /// The supervisor of `spec`, talking through these channels and shared values.
+    pub(super) fn new(
+        spec: BackendSpec,
+        state: watch::Sender<BackendState>,
+        requests: mpsc::UnboundedReceiver<Request>,
+        answered: Arc<AtomicBool>,
+        generation: Arc<AtomicU64>,
+        in_flight: InFlight,
+        status: BackendStatus,
+    ) -> Supervisor {
+        let run_command = spec.kind.run_command();
+        Supervisor {
+            answered,
+            spec,
+            state,
+            requests,
+            process: None,
+            probe: None,
+            started_at: Instant::now(),
+            ready_since: None,
+            failures: 0,
+            stop_due: false,
+            progress: Progress::default(),
+            run_command,
+            next_spec: None,
+            generation,
+            pending_start: None,
+            in_flight,
+            starting: None,
+            status,
+        }
+    }
+
+    /// What the start in progress waits for, shared with the handles.
+    pub(super) fn progress(&self) -> Progress {
+        self.progress.clone()
+    }
 }
 
 async fn wait_exit(process: &mut Option<Process>) -> std::io::Result<std::process::ExitStatus> {
