@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 /// The first delay between probes.
 const FIRST_DELAY: Duration = Duration::from_millis(1);
 /// The longest delay between probes.
@@ -37,6 +39,29 @@ impl Backoff {
         let now = self.next;
         self.next = (self.next * 2).min(self.max);
         now
+    }
+
+    /// Survives a failed accept or receive of a socket's loop: out of
+    /// resources (EMFILE…), `exhausted` logs the delay and the loop pauses
+    /// for it; any other error is about one client and `other` logs it.
+    /// `false` once `stop` is cancelled during the pause: the loop ends.
+    pub async fn survive(
+        &mut self,
+        e: &std::io::Error,
+        stop: &CancellationToken,
+        exhausted: impl FnOnce(Duration),
+        other: impl FnOnce(),
+    ) -> bool {
+        if !crate::net::is_resource_exhaustion(e) {
+            other();
+            return true;
+        }
+        let delay = self.next_delay();
+        exhausted(delay);
+        tokio::select! {
+            _ = tokio::time::sleep(delay) => true,
+            _ = stop.cancelled() => false,
+        }
     }
 }
 

@@ -21,27 +21,7 @@ impl Config {
     /// The settings in a few lines (no trailing newline).
     pub fn summary(&self) -> String {
         let mut out = String::new();
-        for (i, u) in self.sockets.upstreams.iter().enumerate() {
-            let socket = match &u.socket_name {
-                Some(name) => format!("socket {name}"),
-                None => format!("socket {}", i + 1),
-            };
-            let mode = if u.address.is_udp() {
-                "udp".to_owned()
-            } else {
-                u.mode.to_string()
-            };
-            let proxy = u
-                .proxy_protocol
-                .map(|v| format!(", PROXY protocol {}", format!("{v:?}").to_lowercase()))
-                .unwrap_or_default();
-            let h2c = if u.protocol == crate::address::UpstreamProtocol::H2c {
-                ", h2c upstream"
-            } else {
-                ""
-            };
-            let _ = writeln!(out, "{socket} -> {} ({mode}{proxy}{h2c})", u.address);
-        }
+        self.write_socket_lines(&mut out);
         if !self.sockets.listen.is_empty() {
             let listen: Vec<String> = self.sockets.listen.iter().map(|a| a.to_string()).collect();
             let _ = writeln!(
@@ -85,6 +65,37 @@ impl Config {
             duration(Some(t.udp_flow), ""),
         );
         let _ = write!(out, "connections: at most {}", self.sockets.connections_max);
+        self.write_http_line(&mut out);
+        out
+    }
+
+    /// Each socket to its upstream, one line each: `socket web -> 127.0.0.1:8080 (http)`.
+    fn write_socket_lines(&self, out: &mut String) {
+        for (i, u) in self.sockets.upstreams.iter().enumerate() {
+            let socket = match &u.socket_name {
+                Some(name) => format!("socket {name}"),
+                None => format!("socket {}", i + 1),
+            };
+            let mode = if u.address.is_udp() {
+                "udp".to_owned()
+            } else {
+                u.mode.to_string()
+            };
+            let proxy = u
+                .proxy_protocol
+                .map(|v| format!(", PROXY protocol {}", format!("{v:?}").to_lowercase()))
+                .unwrap_or_default();
+            let h2c = if u.protocol == crate::address::UpstreamProtocol::H2c {
+                ", h2c upstream"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "{socket} -> {} ({mode}{proxy}{h2c})", u.address);
+        }
+    }
+
+    /// The HTTP settings, on a line of their own when a socket is in HTTP mode.
+    fn write_http_line(&self, out: &mut String) {
         if self
             .sockets
             .upstreams
@@ -105,7 +116,6 @@ impl Config {
                 },
             );
         }
-        out
     }
 
     /// What `check` warns about though a start would work: a generated

@@ -48,8 +48,10 @@ const DATAGRAM_MAX: usize = 65_536;
 /// client keeps its flow (and its source port at the backend).
 #[derive(Debug)]
 pub struct UdpForwarder {
-    /// The upstream, a `udp:` address.
+    /// The upstream, a `udp:` address, for messages.
     upstream: Address,
+    /// The upstream's socket address that flows send to.
+    to: SocketAddr,
     /// Send a PROXY protocol v2 header before each datagram.
     proxy_protocol: bool,
     /// The live flows, by client address.
@@ -83,11 +85,13 @@ struct FlowContext {
 }
 
 impl UdpForwarder {
-    /// A forwarder to `upstream` (a `udp:` address), with a PROXY v2 header on
-    /// each datagram when `proxy_protocol` is set.
-    pub fn new(upstream: Address, proxy_protocol: bool) -> Self {
+    /// A forwarder to `upstream` (a `udp:` address) at `to` (the first of its
+    /// resolved addresses), with a PROXY v2 header on each datagram when
+    /// `proxy_protocol` is set.
+    pub fn new(upstream: Address, to: SocketAddr, proxy_protocol: bool) -> Self {
         UdpForwarder {
             upstream,
+            to,
             proxy_protocol,
             flows: Mutex::new(HashMap::new()),
             queued: AtomicUsize::new(0),
@@ -103,10 +107,7 @@ impl UdpForwarder {
         shared: ServeContext,
         stop: CancellationToken,
     ) {
-        let Address::Udp { addrs, .. } = &self.upstream else {
-            unreachable!("activation pairs UDP sockets with udp: upstreams only")
-        };
-        let upstream = addrs[0];
+        let upstream = self.to;
         let local = socket.local_addr().ok();
         let mut buf = vec![0u8; DATAGRAM_MAX];
         let mut backoff = Backoff::resources();
@@ -232,20 +233,24 @@ async fn receive(
         };
         match received {
             Ok(r) => return Some(r),
-            Err(e) if crate::net::is_resource_exhaustion(&e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(
-                    "receive on {label} failed: {e}; pausing {}ms",
-                    delay.as_millis()
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => return None,
-                }
-            }
             Err(e) => {
-                // An ICMP error for an earlier reply, or a truncated read.
-                tracing::debug!("receive on {label}: {e}");
+                let go_on = backoff
+                    .survive(
+                        &e,
+                        stop,
+                        |delay| {
+                            tracing::warn!(
+                                "receive on {label} failed: {e}; pausing {}ms",
+                                delay.as_millis()
+                            )
+                        },
+                        // An ICMP error for an earlier reply, or a truncated read.
+                        || tracing::debug!("receive on {label}: {e}"),
+                    )
+                    .await;
+                if !go_on {
+                    return None;
+                }
             }
         }
     }

@@ -116,28 +116,51 @@ pub async fn keep_current(
             }
             last = line;
         }
-        // A change of the backend's state is told at once; changes of the
-        // count and of the timer, which may come with every request, at
-        // most every STATUS_INTERVAL (the last one always told).
-        tokio::select! {
-            changed = state.changed() => if changed.is_err() { return },
-            changed = backend_status.changed() => if changed.is_err() { return },
-            _ = async {
-                tokio::select! {
-                    _ = count_changed => {}
-                    changed = countdown.changed() => if changed.is_err() {
-                        std::future::pending::<()>().await
-                    },
-                }
-            } => {
-                tokio::select! {
-                    changed = state.changed() => if changed.is_err() { return },
-                    _ = tokio::time::sleep_until(sent_at + STATUS_INTERVAL) => {}
-                }
-            }
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        if !next_change(
+            &mut state,
+            &mut backend_status,
+            &mut countdown,
+            count_changed,
+            sent_at,
+        )
+        .await
+        {
+            return;
         }
     }
+}
+
+/// Waits until the status is worth telling again: a change of the backend's
+/// state at once; changes of the count and of the timer, which may come with
+/// every request, at most every STATUS_INTERVAL after `sent_at` (the last one
+/// always told); at least every second. `false` once the backend's watches
+/// close: the reporter ends.
+async fn next_change(
+    state: &mut tokio::sync::watch::Receiver<BackendState>,
+    backend_status: &mut tokio::sync::watch::Receiver<Option<Arc<str>>>,
+    countdown: &mut tokio::sync::watch::Receiver<Countdown>,
+    count_changed: impl std::future::Future<Output = ()>,
+    sent_at: tokio::time::Instant,
+) -> bool {
+    tokio::select! {
+        changed = state.changed() => if changed.is_err() { return false },
+        changed = backend_status.changed() => if changed.is_err() { return false },
+        _ = async {
+            tokio::select! {
+                _ = count_changed => {}
+                changed = countdown.changed() => if changed.is_err() {
+                    std::future::pending::<()>().await
+                },
+            }
+        } => {
+            tokio::select! {
+                changed = state.changed() => if changed.is_err() { return false },
+                _ = tokio::time::sleep_until(sent_at + STATUS_INTERVAL) => {}
+            }
+        }
+        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+    true
 }
 
 #[cfg(test)]

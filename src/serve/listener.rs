@@ -4,10 +4,11 @@
 
 use std::sync::Arc;
 
+use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::address::{Mode, UpstreamSpec};
+use crate::address::{Address, Mode, UpstreamSpec};
 use crate::backoff::Backoff;
 use crate::config::HttpSettings;
 use crate::net::{Listener, Peer, Stream};
@@ -20,25 +21,19 @@ use crate::serve::work::Unit;
 /// One socket and where its clients go.
 pub type Route = crate::activation::Route<Listener>;
 
-/// How a socket's connections are forwarded.
+/// How a stream socket's connections are forwarded.
 #[derive(Clone, Debug)]
 pub enum Forwarder {
     /// Bytes both ways; the connection is the unit of work.
     Tcp,
     /// HTTP; the request is the unit of work.
     Http(Arc<HttpProxy>),
-    /// UDP datagrams, per client flow; a live flow is the unit of work.
-    Udp(Arc<UdpForwarder>),
 }
 
 impl Forwarder {
-    /// How to forward to `upstream`: by its mode, UDP whatever the mode.
+    /// How to forward a stream's connections to `upstream`, by its mode.
     pub fn new(upstream: &UpstreamSpec, shared: &ServeContext, http: &HttpSettings) -> Forwarder {
         match upstream.mode {
-            _ if upstream.address.is_udp() => Forwarder::Udp(Arc::new(UdpForwarder::new(
-                upstream.address.clone(),
-                upstream.proxy_protocol.is_some(),
-            ))),
             Mode::Tcp => Forwarder::Tcp,
             Mode::Http => Forwarder::Http(HttpProxy::new(
                 upstream.address.clone(),
@@ -52,17 +47,51 @@ impl Forwarder {
     }
 }
 
-/// A socket, its upstream, and how to forward.
+/// How a socket's clients are served, by the kind of socket.
+#[derive(Debug)]
+pub enum Clients {
+    /// A stream socket: connections to accept, each forwarded.
+    Stream(Forwarder),
+    /// A datagram socket: datagrams to read, per client flow; a live flow is
+    /// the unit of work.
+    Datagram {
+        /// The socket the datagrams arrive on and replies leave from.
+        socket: Arc<UdpSocket>,
+        /// Its flows, to the `udp:` upstream.
+        flows: Arc<UdpForwarder>,
+    },
+}
+
+impl Clients {
+    /// How to serve `route`'s clients: a UDP socket (activation pairs it with
+    /// a `udp:` upstream) by flows, a stream socket by its upstream's mode.
+    fn of(route: &Route, shared: &ServeContext, http: &HttpSettings) -> Clients {
+        let upstream = &route.upstream;
+        match (&route.listener, &upstream.address) {
+            (Listener::Udp(socket), Address::Udp { addrs, .. }) => Clients::Datagram {
+                socket: socket.clone(),
+                flows: Arc::new(UdpForwarder::new(
+                    upstream.address.clone(),
+                    addrs[0],
+                    upstream.proxy_protocol.is_some(),
+                )),
+            },
+            _ => Clients::Stream(Forwarder::new(upstream, shared, http)),
+        }
+    }
+}
+
+/// A socket, its upstream, and how its clients are served.
 #[derive(Debug)]
 pub struct Endpoint {
     /// The socket and its upstream.
     pub route: Route,
-    /// The forwarding mode, ready to use.
-    pub forwarder: Forwarder,
+    /// How its clients are served, ready to use.
+    pub clients: Clients,
 }
 
 impl Endpoint {
-    /// The endpoints of `routes`, each with its forwarder.
+    /// The endpoints of `routes`, each with how its clients are served.
     pub fn all(
         routes: Vec<Route>,
         shared: &ServeContext,
@@ -72,7 +101,7 @@ impl Endpoint {
             .into_iter()
             .map(|route| {
                 Arc::new(Endpoint {
-                    forwarder: Forwarder::new(&route.upstream, shared, http),
+                    clients: Clients::of(&route, shared, http),
                     route,
                 })
             })
@@ -83,12 +112,29 @@ impl Endpoint {
 /// Serves `endpoint` until `stop` is cancelled: accepts its clients, or for a
 /// UDP socket reads its datagrams.
 pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: CancellationToken) {
-    if let (Forwarder::Udp(udp), Listener::Udp(socket)) =
-        (&endpoint.forwarder, &endpoint.route.listener)
-    {
-        let label = endpoint.route.label.clone();
-        return udp.clone().serve(socket.clone(), label, shared, stop).await;
+    match &endpoint.clients {
+        Clients::Datagram { socket, flows } => {
+            let label = endpoint.route.label.clone();
+            flows
+                .clone()
+                .serve(socket.clone(), label, shared, stop)
+                .await
+        }
+        Clients::Stream(forwarder) => {
+            let forwarder = forwarder.clone();
+            accept_streams(endpoint, forwarder, shared, stop).await
+        }
     }
+}
+
+/// Accepts a stream socket's clients until `stop` is cancelled, each served
+/// by `forwarder` in a task of its own.
+async fn accept_streams(
+    endpoint: Arc<Endpoint>,
+    forwarder: Forwarder,
+    shared: ServeContext,
+    stop: CancellationToken,
+) {
     let mut backoff = Backoff::resources();
     let route = &endpoint.route;
     loop {
@@ -110,7 +156,7 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: Ca
                 // The future is spawned as it is (awaited in a task's
                 // async block, it would be there twice: task size).
                 tokio::spawn(serve_client(
-                    &endpoint.forwarder,
+                    &forwarder,
                     RouteUpstream(endpoint.clone()),
                     client,
                     peer,
@@ -118,20 +164,26 @@ pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: Ca
                     (connection, slot),
                 ));
             }
-            Err(e) if crate::net::is_resource_exhaustion(&e) => {
-                let delay = backoff.next_delay();
-                tracing::warn!(target: "idlegate::listener",
-                    "accept on {} failed: {e}; pausing {}ms",
-                    route.label,
-                    delay.as_millis()
-                );
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => {}
-                    _ = stop.cancelled() => return,
-                }
-            }
             Err(e) => {
-                tracing::debug!(target: "idlegate::listener", "accept on {} failed: {e}", route.label)
+                let go_on = backoff
+                    .survive(
+                        &e,
+                        &stop,
+                        |delay| {
+                            tracing::warn!(target: "idlegate::listener",
+                                "accept on {} failed: {e}; pausing {}ms",
+                                route.label,
+                                delay.as_millis()
+                            )
+                        },
+                        || {
+                            tracing::debug!(target: "idlegate::listener", "accept on {} failed: {e}", route.label)
+                        },
+                    )
+                    .await;
+                if !go_on {
+                    return;
+                }
             }
         }
     }
@@ -164,7 +216,7 @@ pub fn serve_client(
 ) -> impl std::future::Future<Output = ()> + Send + 'static {
     let work = shared.in_flight.enter_as(match forwarder {
         Forwarder::Http(_) => Unit::HttpConnection { client: peer },
-        _ => Unit::Connection { client: peer },
+        Forwarder::Tcp => Unit::Connection { client: peer },
     });
     let forwarder = forwarder.clone();
     let proxy_header = upstream
@@ -203,7 +255,6 @@ pub fn serve_client(
                 // of the connection (a measurable cost in HTTP mode).
                 http.serve_connection(client, peer, close, work, span).await
             }
-            Forwarder::Udp(_) => unreachable!("a UDP socket accepts no connections"),
         }
     };
     served
