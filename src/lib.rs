@@ -35,21 +35,6 @@ pub mod wake;
 pub use activation::RuntimeSockets;
 pub use config::Config;
 pub use report::notify::Notifier;
-pub use serve::run::Listeners;
+pub use serve::run::{run, Listeners};
 pub use serve::shutdown::Shutdown;
-use serve::Exit;
 pub use sys::one_malloc_heap;
-
-/// Serves `sockets` until idle (activated: exit), a stop request, or the end of
-/// an `Accept=yes` connection; the backend is stopped before this returns.
-/// See [`serve::run`].
-pub async fn run(
-    sockets: RuntimeSockets,
-    config: Config,
-    notifier: Notifier,
-    shutdown: Shutdown,
-    reloads: tokio::sync::mpsc::UnboundedReceiver<Config>,
-    listeners: Listeners,
-) -> Exit {
-    serve::run::run(sockets, config, notifier, shutdown, reloads, listeners).await
-}
