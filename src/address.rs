@@ -91,6 +91,14 @@ impl Address {
         matches!(self, Address::Udp { .. })
     }
 
+    /// The first socket address a host resolved to; `None` for a Unix path.
+    pub fn first_socket_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Address::Tcp { addrs, .. } | Address::Udp { addrs, .. } => addrs.first().copied(),
+            Address::Unix(_) => None,
+        }
+    }
+
     /// `HOST:PORT`, resolved: the text as written and its socket addresses.
     fn parse_host_port(
         text: &str,

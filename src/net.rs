@@ -1,6 +1,7 @@
 //! TCP and Unix stream sockets behind one type each, so the proxy does not care
 //! which kind a listener or an upstream is; and UDP sockets, which have no
-//! connections and are served by [`crate::proxy::udp`] instead.
+//! connections to accept and are served by [`crate::proxy::udp`] instead: a
+//! [`Listener`] is one or the other, and only a [`StreamListener`] accepts.
 
 use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
@@ -43,13 +44,20 @@ pub fn any_port_like(target: std::net::SocketAddr) -> std::net::SocketAddr {
 /// A listening socket, passed by the service manager or bound by `--listen`.
 #[derive(Debug)]
 pub enum Listener {
+    /// A stream socket: connections to accept.
+    Stream(StreamListener),
+    /// A UDP socket (`ListenDatagram=`, `--listen udp:…`): nothing to accept,
+    /// its datagrams are read by [`crate::proxy::udp::UdpForwarder::serve`].
+    Datagram(std::sync::Arc<tokio::net::UdpSocket>),
+}
+
+/// A listening stream socket.
+#[derive(Debug)]
+pub enum StreamListener {
     /// TCP, IPv4 or IPv6.
     Tcp(TcpListener),
     /// A Unix stream socket.
     Unix(UnixListener),
-    /// A UDP socket (`ListenDatagram=`, `--listen udp:…`): nothing to accept,
-    /// its datagrams are read by [`crate::proxy::udp::UdpForwarder::serve`].
-    Udp(std::sync::Arc<tokio::net::UdpSocket>),
 }
 
 /// A connected stream socket: a client or an upstream.
@@ -61,24 +69,20 @@ pub enum Stream {
     Unix(UnixStream),
 }
 
-impl Listener {
+impl StreamListener {
     /// Accepts one client; TCP clients get `TCP_NODELAY`, as small messages must
     /// not wait for Nagle.
     pub async fn accept(&self) -> io::Result<(Stream, Peer)> {
         match self {
-            Listener::Tcp(l) => {
+            StreamListener::Tcp(l) => {
                 let (s, peer) = l.accept().await?;
                 let _ = s.set_nodelay(true);
                 Ok((Stream::Tcp(s), Peer::Tcp(peer)))
             }
-            Listener::Unix(l) => {
+            StreamListener::Unix(l) => {
                 let (s, _) = l.accept().await?;
                 Ok((Stream::Unix(s), Peer::Unix))
             }
-            Listener::Udp(_) => Err(io::Error::new(
-                io::ErrorKind::Unsupported,
-                "a UDP socket has no connections to accept",
-            )),
         }
     }
 }

@@ -111,15 +111,17 @@ impl StdListener {
         Ok(match self {
             StdListener::Tcp(l) => {
                 l.set_nonblocking(true)?;
-                net::Listener::Tcp(tokio::net::TcpListener::from_std(l)?)
+                let l = tokio::net::TcpListener::from_std(l)?;
+                net::Listener::Stream(net::StreamListener::Tcp(l))
             }
             StdListener::Unix(l) => {
                 l.set_nonblocking(true)?;
-                net::Listener::Unix(tokio::net::UnixListener::from_std(l)?)
+                let l = tokio::net::UnixListener::from_std(l)?;
+                net::Listener::Stream(net::StreamListener::Unix(l))
             }
             StdListener::Udp(s) => {
                 s.set_nonblocking(true)?;
-                net::Listener::Udp(std::sync::Arc::new(tokio::net::UdpSocket::from_std(s)?))
+                net::Listener::Datagram(std::sync::Arc::new(tokio::net::UdpSocket::from_std(s)?))
             }
         })
     }

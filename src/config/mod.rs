@@ -97,6 +97,9 @@ pub struct Config {
     pub systemd: Option<SystemdSettings>,
     /// Which clients may wake the backend.
     pub wake: WakeSettings,
+    /// Asked when the idle timer fires, before the backend stops: exit 0 =
+    /// busy, the timer starts over (`--busy-cmd`). Only a restart changes it.
+    pub busy_cmd: Option<String>,
 }
 
 /// The `[systemd]` table, which only the unit generator ([`crate::units`]) reads.
@@ -434,6 +437,7 @@ impl Config {
             observability: resolve::observability(cli, file, path, names)?,
             systemd: resolve::systemd(file, path, &sockets.upstreams, &backend.run)?,
             wake: resolve::wake(cli, file, path, &sockets.upstreams)?,
+            busy_cmd: resolve::busy_cmd(cli, file, path)?,
             backend,
             sockets,
         })

@@ -48,7 +48,7 @@ impl Config {
             let ranges: Vec<String> = self.wake.wake_from.iter().map(|c| c.to_string()).collect();
             let _ = writeln!(out, "wake from: {} only", ranges.join(", "));
         }
-        if let Some(cmd) = &self.wake.busy_cmd {
+        if let Some(cmd) = &self.busy_cmd {
             let _ = writeln!(
                 out,
                 "busy command: `{cmd}`, asked when the idle timer fires (exit 0: busy, the timer starts over)"

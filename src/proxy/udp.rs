@@ -50,8 +50,9 @@ const DATAGRAM_MAX: usize = 65_536;
 pub struct UdpForwarder {
     /// The upstream, a `udp:` address, for messages.
     upstream: Address,
-    /// The upstream's socket address that flows send to.
-    to: SocketAddr,
+    /// The upstream's socket address that flows send to (the first its host
+    /// resolved to; `None` for a Unix path, which takes no datagrams).
+    to: Option<SocketAddr>,
     /// Send a PROXY protocol v2 header before each datagram.
     proxy_protocol: bool,
     /// The live flows, by client address.
@@ -85,13 +86,13 @@ struct FlowContext {
 }
 
 impl UdpForwarder {
-    /// A forwarder to `upstream` (a `udp:` address) at `to` (the first of its
-    /// resolved addresses), with a PROXY v2 header on each datagram when
-    /// `proxy_protocol` is set.
-    pub fn new(upstream: Address, to: SocketAddr, proxy_protocol: bool) -> Self {
+    /// A forwarder to `upstream` (a `udp:` address; datagrams go to the first
+    /// of its resolved addresses), with a PROXY v2 header on each datagram
+    /// when `proxy_protocol` is set.
+    pub fn new(upstream: Address, proxy_protocol: bool) -> Self {
         UdpForwarder {
+            to: upstream.first_socket_addr(),
             upstream,
-            to,
             proxy_protocol,
             flows: Mutex::new(HashMap::new()),
             queued: AtomicUsize::new(0),
@@ -107,7 +108,13 @@ impl UdpForwarder {
         shared: ServeContext,
         stop: CancellationToken,
     ) {
-        let upstream = self.to;
+        let Some(upstream) = self.to else {
+            tracing::error!(
+                "{label}: upstream {} takes no datagrams: a UDP socket needs a udp:HOST:PORT upstream",
+                self.upstream
+            );
+            return;
+        };
         let local = socket.local_addr().ok();
         let mut buf = vec![0u8; DATAGRAM_MAX];
         let mut backoff = Backoff::resources();

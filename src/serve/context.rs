@@ -28,6 +28,8 @@ pub struct ServeContext {
     pub live: watch::Receiver<Timeouts>,
     /// Which clients may wake the backend, and what that did.
     pub wake: Arc<crate::wake::WakeGate>,
+    /// Asked when the idle timer fires (`--busy-cmd`).
+    pub busy_cmd: Option<Arc<str>>,
     /// Where the idle timer stands, as the timer itself tells it: what the
     /// status shows.
     pub countdown: Arc<watch::Sender<crate::serve::activity::Countdown>>,

@@ -8,10 +8,10 @@ use tokio::net::UdpSocket;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use crate::address::{Address, Mode, UpstreamSpec};
+use crate::address::{Mode, UpstreamSpec};
 use crate::backoff::Backoff;
 use crate::config::HttpSettings;
-use crate::net::{Listener, Peer, Stream};
+use crate::net::{Listener, Peer, Stream, StreamListener};
 use crate::proxy;
 use crate::proxy::http::HttpProxy;
 use crate::proxy::udp::UdpForwarder;
@@ -47,11 +47,16 @@ impl Forwarder {
     }
 }
 
-/// How a socket's clients are served, by the kind of socket.
+/// A socket and how its clients are served, by the kind of socket.
 #[derive(Debug)]
 pub enum Clients {
     /// A stream socket: connections to accept, each forwarded.
-    Stream(Forwarder),
+    Stream {
+        /// The socket the connections arrive on.
+        listener: StreamListener,
+        /// How each is forwarded.
+        forwarder: Forwarder,
+    },
     /// A datagram socket: datagrams to read, per client flow; a live flow is
     /// the unit of work.
     Datagram {
@@ -63,20 +68,26 @@ pub enum Clients {
 }
 
 impl Clients {
-    /// How to serve `route`'s clients: a UDP socket (activation pairs it with
-    /// a `udp:` upstream) by flows, a stream socket by its upstream's mode.
-    fn of(route: &Route, shared: &ServeContext, http: &HttpSettings) -> Clients {
-        let upstream = &route.upstream;
-        match (&route.listener, &upstream.address) {
-            (Listener::Udp(socket), Address::Udp { addrs, .. }) => Clients::Datagram {
-                socket: socket.clone(),
+    /// How to serve `listener`'s clients: a UDP socket (activation pairs it
+    /// with a `udp:` upstream) by flows, a stream socket by its upstream's mode.
+    fn of(
+        listener: Listener,
+        upstream: &UpstreamSpec,
+        shared: &ServeContext,
+        http: &HttpSettings,
+    ) -> Clients {
+        match listener {
+            Listener::Datagram(socket) => Clients::Datagram {
+                socket,
                 flows: Arc::new(UdpForwarder::new(
                     upstream.address.clone(),
-                    addrs[0],
                     upstream.proxy_protocol.is_some(),
                 )),
             },
-            _ => Clients::Stream(Forwarder::new(upstream, shared, http)),
+            Listener::Stream(listener) => Clients::Stream {
+                listener,
+                forwarder: Forwarder::new(upstream, shared, http),
+            },
         }
     }
 }
@@ -84,9 +95,11 @@ impl Clients {
 /// A socket, its upstream, and how its clients are served.
 #[derive(Debug)]
 pub struct Endpoint {
-    /// The socket and its upstream.
-    pub route: Route,
-    /// How its clients are served, ready to use.
+    /// Where its traffic goes, and how.
+    pub upstream: UpstreamSpec,
+    /// How logs name the socket: `fd 3 (http)` or the `--listen` address.
+    pub label: String,
+    /// The socket and how its clients are served, ready to use.
     pub clients: Clients,
 }
 
@@ -101,8 +114,9 @@ impl Endpoint {
             .into_iter()
             .map(|route| {
                 Arc::new(Endpoint {
-                    clients: Clients::of(&route, shared, http),
-                    route,
+                    clients: Clients::of(route.listener, &route.upstream, shared, http),
+                    upstream: route.upstream,
+                    label: route.label,
                 })
             })
             .collect()
@@ -114,29 +128,30 @@ impl Endpoint {
 pub async fn accept_loop(endpoint: Arc<Endpoint>, shared: ServeContext, stop: CancellationToken) {
     match &endpoint.clients {
         Clients::Datagram { socket, flows } => {
-            let label = endpoint.route.label.clone();
+            let label = endpoint.label.clone();
             flows
                 .clone()
                 .serve(socket.clone(), label, shared, stop)
                 .await
         }
-        Clients::Stream(forwarder) => {
-            let forwarder = forwarder.clone();
-            accept_streams(endpoint, forwarder, shared, stop).await
-        }
+        Clients::Stream {
+            listener,
+            forwarder,
+        } => accept_streams(&endpoint, listener, forwarder, shared, stop).await,
     }
 }
 
 /// Accepts a stream socket's clients until `stop` is cancelled, each served
 /// by `forwarder` in a task of its own.
 async fn accept_streams(
-    endpoint: Arc<Endpoint>,
-    forwarder: Forwarder,
+    endpoint: &Arc<Endpoint>,
+    listener: &StreamListener,
+    forwarder: &Forwarder,
     shared: ServeContext,
     stop: CancellationToken,
 ) {
     let mut backoff = Backoff::resources();
-    let route = &endpoint.route;
+    let label = &endpoint.label;
     loop {
         // Take a slot before accepting: at the limit, clients wait in the
         // kernel's backlog instead of being accepted and reset.
@@ -145,18 +160,18 @@ async fn accept_streams(
             _ = stop.cancelled() => return,
         };
         let accepted = tokio::select! {
-            accepted = route.listener.accept() => accepted,
+            accepted = listener.accept() => accepted,
             _ = stop.cancelled() => return,
         };
         match accepted {
             Ok((client, peer)) => {
                 backoff = Backoff::resources();
                 let connection = shared.connections.enter();
-                tracing::debug!(target: "idlegate::listener", "client {peer} on {}", route.label);
+                tracing::debug!(target: "idlegate::listener", "client {peer} on {label}");
                 // The future is spawned as it is (awaited in a task's
                 // async block, it would be there twice: task size).
                 tokio::spawn(serve_client(
-                    &forwarder,
+                    forwarder,
                     RouteUpstream(endpoint.clone()),
                     client,
                     peer,
@@ -171,13 +186,12 @@ async fn accept_streams(
                         &stop,
                         |delay| {
                             tracing::warn!(target: "idlegate::listener",
-                                "accept on {} failed: {e}; pausing {}ms",
-                                route.label,
+                                "accept on {label} failed: {e}; pausing {}ms",
                                 delay.as_millis()
                             )
                         },
                         || {
-                            tracing::debug!(target: "idlegate::listener", "accept on {} failed: {e}", route.label)
+                            tracing::debug!(target: "idlegate::listener", "accept on {label} failed: {e}")
                         },
                     )
                     .await;
@@ -195,7 +209,7 @@ struct RouteUpstream(Arc<Endpoint>);
 
 impl AsRef<UpstreamSpec> for RouteUpstream {
     fn as_ref(&self) -> &UpstreamSpec {
-        &self.0.route.upstream
+        &self.0.upstream
     }
 }
 

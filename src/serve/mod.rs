@@ -3,6 +3,7 @@
 //! a stop.
 
 pub mod activity;
+pub mod busy;
 pub mod context;
 pub mod limits;
 pub mod listener;
@@ -65,11 +66,11 @@ async fn stop_accepting(accepting: CancellationToken, loops: Vec<tokio::task::Jo
 async fn idle_timer(shared: &ServeContext, unwoken: bool) {
     loop {
         quiet_for_the_idle_timeout(shared, unwoken).await;
-        match &shared.wake.settings.busy_cmd {
+        match &shared.busy_cmd {
             // Only a backend that was started can be busy.
             Some(cmd) if shared.backend.generation() > 0 => {
                 shared.countdown.send_replace(Countdown::Asking);
-                if !crate::wake::busy::is_busy(cmd, crate::wake::busy::BUSY_CMD_TIMEOUT).await {
+                if !busy::is_busy(cmd, busy::BUSY_CMD_TIMEOUT).await {
                     return;
                 }
             }
@@ -292,6 +293,7 @@ mod tests {
             slots: Arc::new(tokio::sync::Semaphore::new(8)),
             live,
             wake: Arc::default(),
+            busy_cmd: None,
             countdown: Arc::new(watch::channel(Countdown::Busy).0),
         };
         (shared, live_tx)

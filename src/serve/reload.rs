@@ -37,7 +37,10 @@ pub fn needing_restart(running: &Config, new: &Config) -> Vec<&'static str> {
         changed.push("the HTTP options");
     }
     if running.wake != new.wake {
-        changed.push("answer/wake-from/busy-cmd");
+        changed.push("answer/wake-from");
+    }
+    if running.busy_cmd != new.busy_cmd {
+        changed.push("busy-cmd");
     }
     changed
 }
@@ -48,6 +51,7 @@ pub fn merge(running: &Config, new: Config) -> Config {
         sockets: running.sockets.clone(),
         http: running.http.clone(),
         wake: running.wake.clone(),
+        busy_cmd: running.busy_cmd.clone(),
         ..new
     }
 }

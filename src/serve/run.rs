@@ -58,6 +58,7 @@ pub async fn run(
         slots: Arc::new(Semaphore::new(config.sockets.connections_max)),
         live,
         wake: Arc::new(wake::WakeGate::new(config.wake.clone())),
+        busy_cmd: config.busy_cmd.as_deref().map(Arc::from),
         countdown: Arc::new(tokio::sync::watch::channel(countdown).0),
     };
     let state_file = config.observability.state_file.clone();
@@ -304,13 +305,13 @@ fn write_last_state(path: &std::path::Path, backend: &Backend, activation: u64) 
 
 fn announce(notifier: &Notifier, endpoints: &[Arc<Endpoint>], how: &str, config: &Config) {
     for e in endpoints {
-        let upstream = &e.route.upstream;
+        let upstream = &e.upstream;
         let mode = if upstream.address.is_udp() {
             "udp".to_owned()
         } else {
             upstream.mode.to_string()
         };
-        tracing::info!(target: "idlegate", "{how}: {} -> {} ({mode})", e.route.label, upstream.address);
+        tracing::info!(target: "idlegate", "{how}: {} -> {} ({mode})", e.label, upstream.address);
     }
     let idle = match config.timeouts.idle {
         Some(t) => format!("idle timeout {}", humantime::format_duration(t)),

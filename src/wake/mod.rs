@@ -6,11 +6,9 @@
 //!   lets them through to a backend that is up, still not counting as work.
 //! - [`Cidr`]: TCP mode's `--wake-from`: while the backend is not up, only a
 //!   client from these ranges starts it; others are closed at once.
-//! - [`busy`]: `--busy-cmd`, asked when the idle timer fires; [`control`]:
-//!   the control socket that holds the service awake, and [`inhibit`]:
-//!   `idlegate inhibit`, its client.
+//! - [`control`]: the control socket that holds the service awake, and
+//!   [`inhibit`]: `idlegate inhibit`, its client.
 
-pub mod busy;
 pub mod control;
 pub mod inhibit;
 
@@ -298,8 +296,6 @@ pub struct WakeSettings {
     pub answers: Vec<AnswerRule>,
     /// TCP mode: while the backend is not up, only these clients start it (`--wake-from`).
     pub wake_from: Vec<Cidr>,
-    /// Asked when the idle timer fires: exit 0 = busy (`--busy-cmd`).
-    pub busy_cmd: Option<String>,
 }
 
 impl WakeSettings {
@@ -313,7 +309,7 @@ impl WakeSettings {
 /// A run's wake settings and what they did, shared by its proxies.
 #[derive(Debug, Default)]
 pub struct WakeGate {
-    /// The settings: answer rules, `--wake-from`, `--busy-cmd`.
+    /// The settings: answer rules, `--wake-from`.
     pub settings: WakeSettings,
     answered: std::sync::atomic::AtomicU64,
     turned_away: std::sync::atomic::AtomicU64,

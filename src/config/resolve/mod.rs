@@ -179,6 +179,15 @@ pub(super) fn text_setting(
     }
 }
 
+/// `--busy-cmd`: what the idle timer asks before the backend stops.
+pub(super) fn busy_cmd(
+    cli: &mut Cli,
+    file: &mut FileConfig,
+    path: &Path,
+) -> Result<Option<String>, ConfigError> {
+    text_setting(given!(cli, file, path, busy_cmd, "busy-cmd"), "a command")
+}
+
 /// The timeouts.
 pub(super) fn timeouts(
     cli: &mut Cli,

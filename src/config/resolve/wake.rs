@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use super::super::file::{AnswerTable, FileConfig, OneOrMany};
-use super::{file_origin, list_setting, optional_duration, text_setting};
+use super::{file_origin, list_setting, optional_duration};
 use crate::address::Mode;
 use crate::address::UpstreamSpec;
 use crate::cli::Cli;
@@ -58,12 +58,7 @@ pub(in crate::config) fn wake(
             "--wake-from is for TCP mode; in HTTP mode, [[answer]] rules say which requests do not wake the backend".into(),
         ));
     }
-    let busy_cmd = text_setting(given!(cli, file, path, busy_cmd, "busy-cmd"), "a command")?;
-    Ok(WakeSettings {
-        answers,
-        wake_from,
-        busy_cmd,
-    })
+    Ok(WakeSettings { answers, wake_from })
 }
 
 fn cidr(text: String, origin: Origin) -> Result<Cidr, ConfigError> {
