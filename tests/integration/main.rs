@@ -8,6 +8,7 @@ mod activation;
 mod backend_lifecycle;
 mod connections;
 mod containers;
+mod docs;
 mod forwarding;
 mod groups;
 mod http;
