@@ -321,6 +321,24 @@ mod tests {
         );
     }
 
+    /// The sandbox lets out what idlegate sends: the magic packet goes to
+    /// the Wake-on-LAN address (a broadcast), not to the upstream.
+    #[test]
+    fn the_wake_on_lan_address_is_allowed_out() {
+        let units = units_of(
+            "nas.toml",
+            "upstream = \"192.168.77.20:8096\"\nwake-on-lan = \"52:54:00:12:34:56\"\n\
+             wake-on-lan-address = \"192.168.77.255:9\"\n[systemd]\nlisten = [\"8096\"]\n",
+            Scope::System,
+        )
+        .unwrap();
+        let service = text(&units, "nas.service");
+        assert!(
+            service.contains("IPAddressAllow=localhost 192.168.77.20 192.168.77.255\n"),
+            "{service}"
+        );
+    }
+
     #[test]
     fn a_user_service_has_no_privileged_settings() {
         let units = units_of(

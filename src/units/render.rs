@@ -295,13 +295,22 @@ impl Plan<'_> {
                 }
                 Address::Unix(_) => Vec::new(),
             };
-            for ip in ips.into_iter().filter(|ip| !ip.is_loopback()) {
-                if !allowed.contains(&ip.to_string()) {
-                    allowed.push(ip.to_string());
-                }
-            }
+            allow(&mut allowed, ips);
+        }
+        // The magic packet goes to its own address, usually a broadcast one.
+        if let Some(wol) = &self.config.backend.wake_on_lan {
+            allow(&mut allowed, vec![wol.address.ip()]);
         }
         Ok(allowed.join(" "))
+    }
+}
+
+/// Adds `ips` to `allowed`, each once; loopback is in it as `localhost`.
+fn allow(allowed: &mut Vec<String>, ips: Vec<IpAddr>) {
+    for ip in ips.into_iter().filter(|ip| !ip.is_loopback()) {
+        if !allowed.contains(&ip.to_string()) {
+            allowed.push(ip.to_string());
+        }
     }
 }
 
