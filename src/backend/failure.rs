@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::kinds::engine::EngineError;
+use super::kinds::swarm::SwarmError;
 use crate::address::Address;
 
 /// Why the backend failed.
@@ -26,6 +27,9 @@ pub enum Failure {
     /// The container engine failed a request.
     #[error(transparent)]
     Engine(#[from] EngineError),
+    /// A Swarm service could not be scaled, or its task failed.
+    #[error(transparent)]
+    Swarm(#[from] SwarmError),
     /// The container stopped before it was ready.
     #[error("container {name} stopped during start ({status}, exit code {exit_code})")]
     ContainerStopped {
@@ -98,6 +102,8 @@ impl Failure {
             Failure::Spawn { .. } => "the app could not be started",
             Failure::Hook(_) => "the start command failed",
             Failure::Engine(_) => "the container engine could not start it",
+            Failure::Swarm(SwarmError::Task { .. }) => "the service's task could not run",
+            Failure::Swarm(_) => "the swarm could not start it",
             Failure::ContainerStopped { .. } => "the container stopped during its start",
             Failure::NotifySocket { .. }
             | Failure::Notify(_)

@@ -10,6 +10,8 @@ use std::sync::{Arc, Mutex};
 pub enum Stage {
     /// A container is being started (or unpaused).
     StartingContainer,
+    /// A Swarm service's tasks do not all run yet.
+    SwarmTasks,
     /// A `podman run` or `docker run` backend pulls its image.
     PullingImage,
     /// A container's healthcheck has not passed yet.
@@ -29,6 +31,7 @@ impl Stage {
     pub fn plain(self) -> &'static str {
         match self {
             Stage::StartingContainer => "starting the container",
+            Stage::SwarmTasks => "starting the service",
             Stage::PullingImage => "downloading the container image",
             Stage::ContainerHealth => "waiting for the container to report healthy",
             Stage::AppNotify => "waiting for the app to report ready",

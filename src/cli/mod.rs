@@ -166,6 +166,16 @@ pub struct Cli {
     #[arg(long, value_name = "NAME")]
     pub container: Vec<String>,
 
+    /// The backend is this Docker Swarm service, scaled from 0 to
+    /// --swarm-replicas through the engine API (of a manager node) on demand,
+    /// ready once its tasks run, and scaled back to 0 when idle.
+    #[arg(long, value_name = "NAME")]
+    pub swarm_service: Option<String>,
+
+    /// With --swarm-service: how many tasks it runs while up. [default: 1]
+    #[arg(long, value_name = "N")]
+    pub swarm_replicas: Option<String>,
+
     /// The container engine's API socket (podman or docker). [default: the
     /// first that exists of $CONTAINER_HOST, $DOCKER_HOST (unix://),
     /// $XDG_RUNTIME_DIR/podman/podman.sock, $XDG_RUNTIME_DIR/docker.sock,

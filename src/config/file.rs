@@ -102,6 +102,8 @@ pub(super) struct FileConfig {
     pub(super) upstream_connections_max: Option<i64>,
     pub(super) container: Option<OneOrMany>,
     pub(super) engine_socket: Option<PathBuf>,
+    pub(super) swarm_service: Option<String>,
+    pub(super) swarm_replicas: Option<i64>,
     pub(super) idle_action: Option<String>,
     pub(super) log_level: Option<String>,
     pub(super) state_file: Option<PathBuf>,

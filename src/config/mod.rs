@@ -24,6 +24,7 @@ use crate::backend::kinds::engine::Engine;
 use crate::backend::kinds::group::{Group, Member};
 use crate::backend::kinds::hooks::Hooks;
 use crate::backend::kinds::lease::Leases;
+use crate::backend::kinds::swarm::SwarmService;
 use crate::backend::{BackendKind, BackendSpec};
 use crate::cli::Cli;
 use crate::wake::WakeSettings;
@@ -170,6 +171,17 @@ pub enum Run {
         /// [`crate::backend::kinds::lease`]); set by [`Config::find_engine_socket`].
         lease_dir: Option<PathBuf>,
     },
+    /// A Docker Swarm service scaled from 0 on demand and back to 0 when
+    /// idle (`--swarm-service`).
+    Swarm {
+        /// Its name or id.
+        service: String,
+        /// How many tasks it runs while up (`--swarm-replicas`).
+        replicas: u64,
+        /// The manager's engine API socket as given (`--engine-socket`); see
+        /// [`Config::find_engine_socket`] for the default.
+        engine_socket: Option<PathBuf>,
+    },
     /// Systemd units started in order and stopped in reverse order
     /// (`--unit`, repeatable; at least one).
     Unit(Vec<String>),
@@ -254,6 +266,15 @@ impl Run {
                         .collect(),
                 })
             }
+            Run::Swarm {
+                service,
+                replicas,
+                engine_socket,
+            } => BackendKind::Swarm(SwarmService {
+                engine: Engine::new(engine_socket.clone().unwrap_or_default()),
+                name: service.clone(),
+                replicas: *replicas,
+            }),
             Run::Unit(units) => BackendKind::Group(Group {
                 members: units.iter().map(|u| Member::Unit(Hooks::unit(u))).collect(),
             }),
@@ -281,7 +302,7 @@ impl Config {
         }
     }
 
-    /// With `--container`, settles the engine socket: the one given, else the
+    /// With `--container` or `--swarm-service`, settles the engine socket: the one given, else the
     /// first that exists of the usual places (see [`crate::backend::kinds::engine::find_socket`]);
     /// and the lease directory: `$XDG_RUNTIME_DIR/idlegate-leases`, else
     /// `/run/idlegate-leases` (outside any service's own `RuntimeDirectory=`,
@@ -304,10 +325,21 @@ impl Config {
                 |d| Path::new(&d).join("idlegate-leases"),
             ));
             let socket =
-                crate::backend::kinds::engine::find_socket(engine_socket.as_deref(), env, exists)
+                crate::backend::kinds::engine::find_socket(engine_socket.as_deref(), &env, &exists)
                     .map_err(|e| {
-                    ConfigError::Usage(format!("--container {}: {e}", names.join(", ")))
-                })?;
+                        ConfigError::Usage(format!("--container {}: {e}", names.join(", ")))
+                    })?;
+            *engine_socket = Some(socket);
+        }
+        if let Run::Swarm {
+            service,
+            engine_socket,
+            ..
+        } = &mut self.backend.run
+        {
+            let socket =
+                crate::backend::kinds::engine::find_socket(engine_socket.as_deref(), &env, &exists)
+                    .map_err(|e| ConfigError::Usage(format!("--swarm-service {service}: {e}")))?;
             *engine_socket = Some(socket);
         }
         Ok(self)

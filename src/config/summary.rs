@@ -160,7 +160,9 @@ impl Config {
             }
         };
         match &self.backend.run {
-            Run::Container { engine_socket, .. } => engine_socket.iter().cloned().collect(),
+            Run::Container { engine_socket, .. } | Run::Swarm { engine_socket, .. } => {
+                engine_socket.iter().cloned().collect()
+            }
             Run::Command(argv) => argv.first().and_then(|p| engine(p)).into_iter().collect(),
             Run::Hooks { start, stop } => {
                 let mut sockets: Vec<PathBuf> = [start, stop]
@@ -201,6 +203,18 @@ impl Config {
                     plural(names, "the container", "the containers"),
                     in_order(names)
                 )
+            }
+            Run::Swarm {
+                service,
+                replicas,
+                engine_socket,
+            } => {
+                let socket = engine_socket
+                    .as_ref()
+                    .map(|p| format!(" through {}", p.display()))
+                    .unwrap_or_default();
+                let tasks = if *replicas == 1 { "task" } else { "tasks" };
+                format!("the swarm service {service}{socket}, scaled to {replicas} {tasks} on demand and to 0 when idle")
             }
             Run::Unit(units) => format!(
                 "{} {}, through systemctl start/stop",

@@ -261,13 +261,15 @@ fn file_keys_and_unknown_keys() {
     );
 }
 
+/// How the backend is run, from a file `x.toml` with `text` and `flags`.
+fn run(text: &str, flags: &[&str]) -> Result<Run, ConfigError> {
+    let path = Path::new("x.toml");
+    let file = parse_file(&format!("upstream = \"127.0.0.1:5\"\n{text}"), path).unwrap();
+    Config::merge(cli(flags), file, path).map(|c| c.backend.run)
+}
+
 #[test]
 fn containers_and_units_are_groups_in_the_order_given() {
-    let path = Path::new("x.toml");
-    let run = |text: &str, flags: &[&str]| {
-        let file = parse_file(&format!("upstream = \"127.0.0.1:5\"\n{text}"), path).unwrap();
-        Config::merge(cli(flags), file, path).map(|c| c.backend.run)
-    };
     let containers = |names: &[&str]| Run::Container {
         names: args(names),
         engine_socket: None,
@@ -307,6 +309,47 @@ fn containers_and_units_are_groups_in_the_order_given() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("--container and --unit"), "{e}");
+}
+
+#[test]
+fn a_swarm_service_is_a_backend_kind_of_its_own() {
+    let swarm = |replicas: u64, socket: Option<&str>| Run::Swarm {
+        service: "web".into(),
+        replicas,
+        engine_socket: socket.map(PathBuf::from),
+    };
+    assert_eq!(
+        run("swarm-service = \"web\"\n", &[]).unwrap(),
+        swarm(1, None)
+    );
+    assert_eq!(
+        run(
+            "swarm-service = \"web\"\nswarm-replicas = 3\nengine-socket = \"/d.sock\"\n",
+            &[]
+        )
+        .unwrap(),
+        swarm(3, Some("/d.sock"))
+    );
+    assert_eq!(
+        run("", &["--swarm-service", "web", "--swarm-replicas", "2"]).unwrap(),
+        swarm(2, None)
+    );
+    let error = |text: &str, flags: &[&str]| run(text, flags).unwrap_err().to_string();
+    let e = error("swarm-service = \"web\"\n", &["--container", "db"]);
+    assert!(e.contains("--container and --swarm-service"), "{e}");
+    let e = error("", &["--swarm-service", "web", "--", "app"]);
+    assert!(e.contains("COMMAND and --swarm-service"), "{e}");
+    let e = error("swarm-replicas = 2\n", &[]);
+    assert!(e.contains("--swarm-replicas needs --swarm-service"), "{e}");
+    let e = error("swarm-service = \"web\"\nswarm-replicas = 0\n", &[]);
+    assert!(e.starts_with("swarm-replicas in x.toml"), "{e}");
+    let e = error("", &["--swarm-service", "web", "--idle-action", "pause"]);
+    assert!(e.contains("--idle-action needs --container"), "{e}");
+    let e = error("engine-socket = \"/d.sock\"\n", &[]);
+    assert!(
+        e.contains("--engine-socket needs --container NAME or --swarm-service NAME"),
+        "{e}"
+    );
 }
 
 /// `check`'s warning: a dynamic user and an engine socket it cannot open.

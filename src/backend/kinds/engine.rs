@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Empty};
+use http_body_util::{BodyExt, Full};
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 
@@ -260,13 +260,24 @@ impl Engine {
         }
     }
 
+    /// The engine's socket, for errors that name it.
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
     /// The API version to speak: asked of the engine once, then kept.
     async fn version(&self, container: &str) -> Result<ApiVersion, EngineError> {
         let version = self
             .version
             .get_or_try_init(|| async {
                 let (status, body) = self
-                    .exchange(Method::GET, "/version".into(), Duration::ZERO, container)
+                    .exchange(
+                        Method::GET,
+                        "/version".into(),
+                        Bytes::new(),
+                        Duration::ZERO,
+                        container,
+                    )
                     .await?;
                 let unreadable = |why: String| EngineError::Protocol {
                     socket: self.socket.clone(),
@@ -388,9 +399,34 @@ impl Engine {
         takes: Duration,
         container: &str,
     ) -> Result<(StatusCode, Bytes), EngineError> {
+        self.send(method, path, Bytes::new(), takes, container)
+            .await
+    }
+
+    /// One request at the negotiated API version with a JSON `body` (none
+    /// when empty), for the other kinds that speak to the engine (a Swarm
+    /// service); `subject` names what it is about in the errors.
+    pub async fn request(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        subject: &str,
+    ) -> Result<(StatusCode, Bytes), EngineError> {
+        self.send(method, path, body, Duration::ZERO, subject).await
+    }
+
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        takes: Duration,
+        container: &str,
+    ) -> Result<(StatusCode, Bytes), EngineError> {
         let version = self.version(container).await?;
         let (status, body) = self
-            .exchange(method, format!("/v{version}{path}"), takes, container)
+            .exchange(method, format!("/v{version}{path}"), body, takes, container)
             .await?;
         if status == StatusCode::BAD_REQUEST {
             let message = error_message(&body);
@@ -414,6 +450,7 @@ impl Engine {
         &self,
         method: Method,
         uri: String,
+        body: Bytes,
         takes: Duration,
         container: &str,
     ) -> Result<(StatusCode, Bytes), EngineError> {
@@ -434,12 +471,14 @@ impl Engine {
                     .await
                     .map_err(protocol)?;
             tokio::spawn(connection);
-            let request = Request::builder()
+            let mut request = Request::builder()
                 .method(method)
                 .uri(uri)
-                .header(http::header::HOST, "localhost")
-                .body(Empty::<Bytes>::new())
-                .expect("a valid request");
+                .header(http::header::HOST, "localhost");
+            if !body.is_empty() {
+                request = request.header(http::header::CONTENT_TYPE, "application/json");
+            }
+            let request = request.body(Full::new(body)).expect("a valid request");
             let response = sender.send_request(request).await.map_err(protocol)?;
             let status = response.status();
             let body = response
@@ -464,14 +503,14 @@ impl Engine {
 }
 
 /// The engine's message in an error answer: its JSON `message`, else the text.
-fn error_message(body: &[u8]) -> String {
+pub fn error_message(body: &[u8]) -> String {
     serde_json::from_slice::<ErrorBody>(body)
         .map(|b| b.message)
         .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_owned())
 }
 
 /// Percent-encodes a container name for a URL path (names are usually safe already).
-fn encode(name: &str) -> String {
+pub fn encode(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for b in name.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {

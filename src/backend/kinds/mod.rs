@@ -5,7 +5,7 @@
 //!
 //! Beside them: [`container`] through the engine API ([`engine`]), shared by
 //! several instances ([`lease`]); `podman run` ([`run_command`], its image
-//! [`pull`]); and [`wake_on_lan`] for a backend on a host that sleeps.
+//! [`pull`]); a Docker [`swarm`] service; and [`wake_on_lan`] for a backend on a host that sleeps.
 
 pub mod container;
 pub mod engine;
@@ -15,6 +15,7 @@ pub mod lease;
 pub mod process;
 pub mod pull;
 pub mod run_command;
+pub mod swarm;
 pub mod wake_on_lan;
 
 use std::time::Duration;
@@ -24,6 +25,7 @@ use crate::backend::kinds::group::Group;
 use crate::backend::kinds::hooks::Hooks;
 use crate::backend::kinds::process::Process;
 use crate::backend::kinds::run_command::RunCommand;
+use crate::backend::kinds::swarm::SwarmService;
 use crate::backend::progress::Progress;
 use crate::backend::ready::notify_socket::NotifySocket;
 
@@ -40,6 +42,9 @@ pub enum BackendKind {
     /// Containers through the engine API (`--container`) or systemd units
     /// (`--unit`), started in order and stopped in reverse order.
     Group(Group),
+    /// A Docker Swarm service scaled from 0 on demand and back to 0 when
+    /// idle (`--swarm-service`).
+    Swarm(SwarmService),
 }
 
 /// What a start began: the child process, or the step the probe runs
@@ -61,6 +66,8 @@ pub(super) enum StartStep {
     Hooks(Hooks),
     /// Start (or unpause) each member in order, each ready before the next.
     Group(Group),
+    /// Scale the Swarm service up and wait for its tasks.
+    Swarm(SwarmService),
 }
 
 impl BackendKind {
@@ -96,6 +103,7 @@ impl BackendKind {
             }
             BackendKind::Hooks(hooks) => Ok(Launched::Step(StartStep::Hooks(hooks.clone()))),
             BackendKind::Group(g) => Ok(Launched::Step(StartStep::Group(g.clone()))),
+            BackendKind::Swarm(s) => Ok(Launched::Step(StartStep::Swarm(s.clone()))),
             BackendKind::External => Ok(Launched::Nothing),
         }
     }
@@ -105,7 +113,7 @@ impl BackendKind {
     pub(super) fn stop_takes_time(&self) -> bool {
         match self {
             BackendKind::Hooks(hooks) => hooks.stop.is_some(),
-            BackendKind::Group(_) => true,
+            BackendKind::Group(_) | BackendKind::Swarm(_) => true,
             BackendKind::Process(_) | BackendKind::External => false,
         }
     }
@@ -120,6 +128,10 @@ impl BackendKind {
                 group.stop(grace, for_good).await;
                 tracing::info!(target: "idlegate::backend", "backend stopped");
             }
+            BackendKind::Swarm(service) => match service.stop(grace).await {
+                Ok(()) => tracing::info!(target: "idlegate::backend", "backend stopped"),
+                Err(e) => tracing::error!(target: "idlegate::backend", "{e}"),
+            },
             BackendKind::Process(_) | BackendKind::External => {}
         }
     }
@@ -139,7 +151,7 @@ impl StartStep {
     pub(super) fn watched(&self) -> Option<Group> {
         match self {
             StartStep::Group(group) => Some(group.clone()),
-            StartStep::Hooks(_) => None,
+            StartStep::Hooks(_) | StartStep::Swarm(_) => None,
         }
     }
 
@@ -148,6 +160,7 @@ impl StartStep {
         match self {
             StartStep::Hooks(hooks) => hooks.start().await?,
             StartStep::Group(group) => group.start(progress).await?,
+            StartStep::Swarm(service) => service.start(progress).await?,
         }
         Ok(())
     }

@@ -1,10 +1,10 @@
-//! How the backend is run (a COMMAND, `--container`, `--unit`, hooks) and
+//! How the backend is run (a COMMAND, `--container`, `--swarm-service`, `--unit`, hooks) and
 //! when it is ready (`--ready`, `--ready-http`, `--ready-cmd`, `--ready-notify`).
 
 use std::path::{Path, PathBuf};
 
 use super::super::file::{FileConfig, OneOrMany};
-use super::{address_setting, file_origin, list_setting, text_setting};
+use super::{address_setting, count_setting, file_origin, list_setting, text_setting};
 use crate::address::{Names, UpstreamSpec};
 use crate::backend::kinds::container::IdleAction;
 use crate::cli::Cli;
@@ -53,8 +53,8 @@ fn command(
     }
 }
 
-/// How the backend is run: at most one of a command, a container, a unit,
-/// start/stop commands.
+/// How the backend is run: at most one of a command, a container, a Swarm
+/// service, a unit, start/stop commands.
 fn run(cli: &mut Cli, file: &mut FileConfig, path: &Path) -> Result<Run, ConfigError> {
     let command = command(cli, file, path)?;
     let units = group_names(take(&mut cli.unit), file.unit.take(), "unit", path)?;
@@ -68,9 +68,11 @@ fn run(cli: &mut Cli, file: &mut FileConfig, path: &Path) -> Result<Run, ConfigE
     )?;
     let start_cmd = text_setting(start_cmd, "a command")?;
     let stop_cmd = text_setting(stop_cmd, "a command")?;
+    let swarm = swarm_service(cli, file, path)?;
     let kinds = [
         command.is_some().then_some("a backend COMMAND"),
         (!containers.is_empty()).then_some("--container"),
+        swarm.is_some().then_some("--swarm-service"),
         (!units.is_empty()).then_some("--unit"),
         (start_cmd.is_some() || stop_cmd.is_some()).then_some("--start-cmd/--stop-cmd"),
     ];
@@ -90,13 +92,22 @@ fn run(cli: &mut Cli, file: &mut FileConfig, path: &Path) -> Result<Run, ConfigE
             lease_dir: None,
         });
     }
-    for (given, name) in [
-        (engine_socket.is_some(), "--engine-socket"),
-        (idle_action != IdleAction::default(), "--idle-action"),
-    ] {
-        if given {
-            return Err(ConfigError::Usage(format!("{name} needs --container NAME")));
-        }
+    if idle_action != IdleAction::default() {
+        return Err(ConfigError::Usage(
+            "--idle-action needs --container NAME".into(),
+        ));
+    }
+    if let Some((service, replicas)) = swarm {
+        return Ok(Run::Swarm {
+            service,
+            replicas,
+            engine_socket,
+        });
+    }
+    if engine_socket.is_some() {
+        return Err(ConfigError::Usage(
+            "--engine-socket needs --container NAME or --swarm-service NAME".into(),
+        ));
     }
     Ok(match command {
         Some(argv) => Run::Command(argv),
@@ -142,7 +153,37 @@ fn group_names(
     Ok(names)
 }
 
-/// `--engine-socket` and `--idle-action`, which only a container takes.
+/// `--swarm-service` and its `--swarm-replicas` (default 1), which need it.
+fn swarm_service(
+    cli: &mut Cli,
+    file: &mut FileConfig,
+    path: &Path,
+) -> Result<Option<(String, u64)>, ConfigError> {
+    let service = given!(cli, file, path, swarm_service, "swarm-service");
+    let replicas = given!(cli, file, path, swarm_replicas, "swarm-replicas", |n| n
+        .to_string());
+    let service = match service {
+        Some((name, origin)) if name.trim().is_empty() => {
+            return Err(ConfigError::Invalid {
+                origin,
+                value: name,
+                reason: "expected a service name".into(),
+            })
+        }
+        Some((name, _)) => name,
+        None if replicas.is_some() => {
+            return Err(ConfigError::Usage(
+                "--swarm-replicas needs --swarm-service NAME".into(),
+            ))
+        }
+        None => return Ok(None),
+    };
+    let replicas = count_setting(replicas, 1)?;
+    Ok(Some((service, replicas as u64)))
+}
+
+/// `--engine-socket` (a container's or a Swarm service's) and
+/// `--idle-action` (a container's only).
 fn container_options(
     cli: &mut Cli,
     file: &mut FileConfig,
