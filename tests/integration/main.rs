@@ -24,6 +24,7 @@ mod reload;
 mod shutdown;
 mod soak;
 mod status;
+mod swarm;
 mod udp;
 mod units;
 mod upstream_http1;

@@ -21,6 +21,13 @@
 //! directory and bridge; a directory left by a killed run (its pid gone)
 //! is cleaned up by the next run.
 //!
+//! The Swarm tests get a second private dockerd ([`swarm`]), made a
+//! single-node swarm manager (`docker swarm init --advertise-addr
+//! 127.0.0.1`, its cluster port a free one instead of 2377), so that the
+//! shared one stays a plain engine (and the one that is not a manager).
+//! Its gossip port is Docker's fixed 7946: two swarm test runs at once
+//! would meet there.
+//!
 //! Without dockerd the Docker tests are skipped, unless
 //! `IDLEGATE_REQUIRE_DOCKER=1` (set by `.ci/run`), which makes a missing
 //! dockerd a failure.
@@ -55,14 +62,36 @@ pub struct Docker {
 }
 
 static DOCKER: OnceLock<Option<Docker>> = OnceLock::new();
+static SWARM: OnceLock<Option<Docker>> = OnceLock::new();
 
 /// The private dockerd, or `None` (test skipped) when Docker is not
 /// installed (or this is not root) and not required.
 pub fn docker() -> Option<&'static Docker> {
-    DOCKER.get_or_init(set_up).as_ref()
+    DOCKER.get_or_init(|| set_up("igd")).as_ref()
 }
 
-fn set_up() -> Option<Docker> {
+/// A second private dockerd, a single-node swarm manager, or `None` as
+/// for [`docker`].
+pub fn swarm() -> Option<&'static Docker> {
+    SWARM
+        .get_or_init(|| {
+            let docker = set_up("igs")?;
+            let listen = format!("127.0.0.1:{}", super::free_port());
+            docker.ok(&[
+                "swarm",
+                "init",
+                "--advertise-addr",
+                "127.0.0.1",
+                "--listen-addr",
+                &listen,
+            ]);
+            Some(docker)
+        })
+        .as_ref()
+}
+
+/// Starts a private dockerd in `/tmp/PREFIX-PID` on the bridge `PREFIXPID`.
+fn set_up(prefix: &str) -> Option<Docker> {
     let required = std::env::var_os("IDLEGATE_REQUIRE_DOCKER").is_some_and(|v| v == "1");
     // SAFETY: geteuid has no preconditions.
     let root = unsafe { libc::geteuid() } == 0;
@@ -78,9 +107,9 @@ fn set_up() -> Option<Docker> {
     clean_up_earlier_runs();
     let me = std::process::id();
     // Short: containerd's sockets live under the exec root.
-    let dir = PathBuf::from(format!("/tmp/igd-{me}"));
+    let dir = PathBuf::from(format!("/tmp/{prefix}-{me}"));
     std::fs::create_dir_all(&dir).unwrap();
-    let bridge = format!("igd{me}");
+    let bridge = format!("{prefix}{me}");
     make_bridge(&bridge);
     let socket = dir.join("d.sock");
     let mut cmd = Command::new(DOCKERD);
@@ -124,8 +153,11 @@ fn set_up() -> Option<Docker> {
         pid,
         bridge,
     };
+    static AT_EXIT: std::sync::Once = std::sync::Once::new();
     // SAFETY: stop_at_exit is an extern "C" fn without arguments.
-    unsafe { libc::atexit(stop_at_exit) };
+    AT_EXIT.call_once(|| unsafe {
+        libc::atexit(stop_at_exit);
+    });
     let deadline = Instant::now() + PATIENCE;
     while !docker.pings() {
         assert!(
@@ -143,10 +175,10 @@ fn set_up() -> Option<Docker> {
     Some(docker)
 }
 
-/// At the end of the test run: dockerd stopped and reaped, its mounts,
+/// At the end of the test run: each dockerd stopped and reaped, its mounts,
 /// directory and bridge removed.
 extern "C" fn stop_at_exit() {
-    if let Some(Some(docker)) = DOCKER.get() {
+    for docker in [DOCKER.get(), SWARM.get()].into_iter().flatten().flatten() {
         stop_dockerd(docker.pid);
         remove_leftovers(&docker.dir, &docker.bridge);
     }
@@ -204,10 +236,10 @@ fn clean_up_earlier_runs() {
     };
     for entry in entries.flatten() {
         let name = entry.file_name().to_string_lossy().into_owned();
-        let Some(pid) = name
-            .strip_prefix("igd-")
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
+        let Some((prefix, pid)) = ["igd", "igs"].into_iter().find_map(|prefix| {
+            let pid = name.strip_prefix(prefix)?.strip_prefix('-')?;
+            Some((prefix, pid.parse::<u32>().ok()?))
+        }) else {
             continue;
         };
         if Path::new(&format!("/proc/{pid}")).exists() {
@@ -224,7 +256,7 @@ fn clean_up_earlier_runs() {
                 stop_dockerd(dockerd);
             }
         }
-        remove_leftovers(&dir, &format!("igd{pid}"));
+        remove_leftovers(&dir, &format!("{prefix}{pid}"));
     }
 }
 

@@ -1,0 +1,204 @@
+//! A Docker Swarm service as the backend (`--swarm-service`), against a
+//! private dockerd made a single-node swarm manager
+//! ([`crate::support::docker::swarm`]); the shared private dockerd, no
+//! manager, for the error it gives. Skipped without Docker unless
+//! `IDLEGATE_REQUIRE_DOCKER=1`.
+//!
+//! Services publish their port with `mode=host` (the ingress routing mesh
+//! does not work in this sandbox) and are created with `--no-resolve-image`
+//! (the test image is local: there is no registry to ask for its digest).
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use crate::support::docker::{docker, swarm, Docker};
+use crate::support::engine::gets_the_page;
+use crate::support::podman::{unique_name, IMAGE};
+use crate::support::*;
+
+/// A service of the swarm with 0 replicas, removed when dropped.
+struct Service<'a> {
+    swarm: &'a Docker,
+    name: String,
+}
+
+impl<'a> Service<'a> {
+    /// `docker service create` of `image` publishing its port 8080 on the
+    /// host's `port`, scaled to 0.
+    fn create(swarm: &'a Docker, what: &str, image: &str, port: u16) -> Service<'a> {
+        let name = unique_name(what);
+        let publish = format!("mode=host,target=8080,published={port}");
+        swarm.ok(&[
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            &name,
+            "--replicas",
+            "0",
+            "--no-resolve-image",
+            "--stop-grace-period",
+            "1s",
+            "--publish",
+            &publish,
+            image,
+        ]);
+        Service { swarm, name }
+    }
+
+    /// `Spec.Mode.Replicated.Replicas` as the engine has it.
+    fn replicas(&self) -> String {
+        let format = "{{.Spec.Mode.Replicated.Replicas}}";
+        let out = self
+            .swarm
+            .ok(&["service", "inspect", "--format", format, &self.name]);
+        out.trim().to_owned()
+    }
+
+    /// How many of its containers run now.
+    fn running_containers(&self) -> usize {
+        let label = format!("label=com.docker.swarm.service.name={}", self.name);
+        let out = self.swarm.ok(&["ps", "--quiet", "--filter", &label]);
+        out.lines().count()
+    }
+}
+
+impl Drop for Service<'_> {
+    fn drop(&mut self) {
+        let _ = self.swarm.run(&["service", "rm", &self.name]);
+    }
+}
+
+/// idlegate in front of `service` on `port`, through `socket`, with `more` flags.
+fn activate(socket: &Path, service: &str, port: u16, more: &[&str]) -> activator::Activator {
+    let mut a = args(&[
+        "--swarm-service",
+        service,
+        "--engine-socket",
+        socket.to_str().unwrap(),
+        "--upstream",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    a.extend(args(more));
+    ActivatorBuilder::new(tempdir(), &a).tcp("web").start()
+}
+
+/// The client gets the clean failure (closed, not answered) well before the
+/// start timeout of 120 s, and the log then says `want`.
+fn fails_promptly_saying(act: &activator::Activator, want: &str) {
+    let asked = Instant::now();
+    let answer = exchange(act.tcp_addrs[0], b"hello\n").unwrap();
+    let took = asked.elapsed();
+    assert!(answer.is_empty(), "the client is closed, not answered");
+    assert!(
+        took < Duration::from_secs(30),
+        "the failure took {took:?}: {}",
+        act.log()
+    );
+    wait_until(&format!("{want:?} in the log"), PATIENCE, || {
+        act.log().contains(want)
+    });
+    assert!(
+        act.running().is_some(),
+        "idlegate keeps running: {}",
+        act.log()
+    );
+}
+
+#[test]
+fn a_swarm_service_scales_from_zero_and_back_over_two_cold_starts() {
+    let Some(swarm) = swarm() else { return };
+    let port = free_port();
+    let service = Service::create(swarm, "swarm", IMAGE, port);
+    let more = ["--idle-timeout", "1s", "--stop-timeout", "1s"];
+    let act = activate(&swarm.socket, &service.name, port, &more);
+    for round in 1..=2 {
+        gets_the_page(&act);
+        assert_eq!(service.replicas(), "1");
+        assert_eq!(service.running_containers(), 1);
+        assert_eq!(
+            act.wait_exit(round, PATIENCE).code(),
+            Some(0),
+            "{}",
+            act.log()
+        );
+        assert_eq!(service.replicas(), "0", "the idle exit scaled it to 0");
+        assert_eq!(
+            service.running_containers(),
+            0,
+            "the idle exit waited for its task to end"
+        );
+    }
+    let log = act.log();
+    let scaled = |n: u32| format!("scaling swarm service {} to {n}", service.name);
+    assert_eq!(log.matches(&scaled(1)).count(), 2, "{log}");
+    assert_eq!(log.matches(&scaled(0)).count(), 2, "{log}");
+}
+
+#[test]
+fn a_swarm_service_whose_image_is_missing_fails_promptly_with_its_tasks_error() {
+    let Some(swarm) = swarm() else { return };
+    let port = free_port();
+    let image = "localhost/idlegate-test-no-such-image:latest";
+    let service = Service::create(swarm, "swarm-missing", image, port);
+    let dir = tempdir();
+    let state = dir.path().join("idlegate.state");
+    let state_flag = state.to_str().unwrap();
+    let more = [
+        "--idle-timeout",
+        "60s",
+        "--start-timeout",
+        "120s",
+        "--state-file",
+        state_flag,
+    ];
+    let act = activate(&swarm.socket, &service.name, port, &more);
+    let want = format!("No such image: {image}");
+    let failed = format!("backend failed: swarm service {}: task ", service.name);
+    fails_promptly_saying(&act, &failed);
+    assert!(act.log().contains(&want), "{}", act.log());
+    let status = std::process::Command::new(idlegate_bin())
+        .args(["status", "--state-file", state_flag])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.contains(&failed) && status.contains(&want),
+        "idlegate status names the task's error: {status}"
+    );
+    wait_until("the failed start scaled it back to 0", PATIENCE, || {
+        service.replicas() == "0"
+    });
+}
+
+#[test]
+fn an_engine_that_is_no_swarm_manager_and_a_missing_service_fail_by_name() {
+    let (Some(plain), Some(swarm)) = (docker(), swarm()) else {
+        return;
+    };
+    let missing = unique_name("swarm-none");
+    let cases = [
+        (
+            plain,
+            "web",
+            format!(
+                "swarm service web: the engine at {} is not a swarm manager: \
+                 This node is not a swarm manager.",
+                plain.socket.display()
+            ),
+        ),
+        (
+            swarm,
+            missing.as_str(),
+            format!(
+                "swarm service {missing}: no such service (engine socket {})",
+                swarm.socket.display()
+            ),
+        ),
+    ];
+    for (engine, service, want) in cases {
+        let more = ["--start-timeout", "120s"];
+        let act = activate(&engine.socket, service, free_port(), &more);
+        fails_promptly_saying(&act, &want);
+    }
+}
