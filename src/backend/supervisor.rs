@@ -283,9 +283,9 @@ impl Supervisor {
                     step.run(&probe.progress).await?;
                 }
                 match watched {
-                    Some(group) => tokio::select! {
+                    Some(watched) => tokio::select! {
                         ready = probe.run() => ready,
-                        stopped = group.first_stopped() => Err(stopped),
+                        failed = watched.first_failure() => Err(failed),
                     },
                     None => probe.run().await,
                 }

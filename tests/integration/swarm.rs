@@ -20,15 +20,18 @@ use crate::support::*;
 struct Service<'a> {
     swarm: &'a Docker,
     name: String,
+    /// The host port its task publishes.
+    port: u16,
 }
 
 impl<'a> Service<'a> {
-    /// `docker service create` of `image` publishing its port 8080 on the
-    /// host's `port`, scaled to 0.
-    fn create(swarm: &'a Docker, what: &str, image: &str, port: u16) -> Service<'a> {
+    /// `docker service create` of `image` (with `command`, if given)
+    /// publishing its port 8080 on a free host port, scaled to 0.
+    fn create(swarm: &'a Docker, what: &str, image: &str, command: &[&str]) -> Service<'a> {
         let name = unique_name(what);
+        let port = free_port();
         let publish = format!("mode=host,target=8080,published={port}");
-        swarm.ok(&[
+        let mut create = vec![
             "service",
             "create",
             "--detach",
@@ -42,8 +45,15 @@ impl<'a> Service<'a> {
             "--publish",
             &publish,
             image,
-        ]);
-        Service { swarm, name }
+        ];
+        create.extend(command);
+        swarm.ok(&create);
+        Service { swarm, name, port }
+    }
+
+    /// idlegate in front of it, with `more` flags.
+    fn activate(&self, more: &[&str]) -> activator::Activator {
+        activate(&self.swarm.socket, &self.name, self.port, more)
     }
 
     /// `Spec.Mode.Replicated.Replicas` as the engine has it.
@@ -108,10 +118,9 @@ fn fails_promptly_saying(act: &activator::Activator, want: &str) {
 #[test]
 fn a_swarm_service_scales_from_zero_and_back_over_two_cold_starts() {
     let Some(swarm) = swarm() else { return };
-    let port = free_port();
-    let service = Service::create(swarm, "swarm", IMAGE, port);
+    let service = Service::create(swarm, "swarm", IMAGE, &[]);
     let more = ["--idle-timeout", "1s", "--stop-timeout", "1s"];
-    let act = activate(&swarm.socket, &service.name, port, &more);
+    let act = service.activate(&more);
     for round in 1..=2 {
         gets_the_page(&act);
         assert_eq!(service.replicas(), "1");
@@ -126,7 +135,10 @@ fn a_swarm_service_scales_from_zero_and_back_over_two_cold_starts() {
         assert_eq!(
             service.running_containers(),
             0,
-            "the idle exit waited for its task to end"
+            "the idle exit waited for its task to end: {} {} {}",
+            act.log(),
+            swarm.ok(&["service", "ps", "--no-trunc", &service.name]),
+            swarm.ok(&["ps", "-a"])
         );
     }
     let log = act.log();
@@ -135,12 +147,27 @@ fn a_swarm_service_scales_from_zero_and_back_over_two_cold_starts() {
     assert_eq!(log.matches(&scaled(0)).count(), 2, "{log}");
 }
 
+/// A stop of idlegate (SIGTERM) while the service is up scales it to 0,
+/// as it stops a container.
+#[test]
+fn a_stop_of_idlegate_scales_the_service_to_zero() {
+    let Some(swarm) = swarm() else { return };
+    let service = Service::create(swarm, "swarm-term", IMAGE, &[]);
+    let more = ["--idle-timeout", "60s", "--stop-timeout", "1s"];
+    let act = service.activate(&more);
+    gets_the_page(&act);
+    assert_eq!(service.replicas(), "1");
+    act.signal(libc::SIGTERM);
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    assert_eq!(service.replicas(), "0", "{}", act.log());
+    assert_eq!(service.running_containers(), 0, "{}", act.log());
+}
+
 #[test]
 fn a_swarm_service_whose_image_is_missing_fails_promptly_with_its_tasks_error() {
     let Some(swarm) = swarm() else { return };
-    let port = free_port();
     let image = "localhost/idlegate-test-no-such-image:latest";
-    let service = Service::create(swarm, "swarm-missing", image, port);
+    let service = Service::create(swarm, "swarm-missing", image, &[]);
     let dir = tempdir();
     let state = dir.path().join("idlegate.state");
     let state_flag = state.to_str().unwrap();
@@ -152,7 +179,7 @@ fn a_swarm_service_whose_image_is_missing_fails_promptly_with_its_tasks_error() 
         "--state-file",
         state_flag,
     ];
-    let act = activate(&swarm.socket, &service.name, port, &more);
+    let act = service.activate(&more);
     let want = format!("No such image: {image}");
     let failed = format!("backend failed: swarm service {}: task ", service.name);
     fails_promptly_saying(&act, &failed);
@@ -169,6 +196,30 @@ fn a_swarm_service_whose_image_is_missing_fails_promptly_with_its_tasks_error() 
     wait_until("the failed start scaled it back to 0", PATIENCE, || {
         service.replicas() == "0"
     });
+}
+
+/// A task that ran and ended while the readiness probe waits (here for a
+/// `--ready-cmd` that never succeeds) fails the start at once, by its error.
+#[test]
+fn a_swarm_service_whose_app_exits_after_its_task_ran_fails_promptly() {
+    let Some(swarm) = swarm() else { return };
+    let exits = ["/bin/busybox", "sh", "-c", "sleep 2; exit 3"];
+    let service = Service::create(swarm, "swarm-exits", IMAGE, &exits);
+    let more = [
+        "--idle-timeout",
+        "60s",
+        "--start-timeout",
+        "120s",
+        "--ready-cmd",
+        "false",
+    ];
+    let act = service.activate(&more);
+    let failed = format!("backend failed: swarm service {}: task ", service.name);
+    fails_promptly_saying(&act, &failed);
+    let log = act.log();
+    assert!(log.contains("non-zero exit (3)"), "{log}");
+    let ran = format!("swarm service {}: 1 of 1 tasks running", service.name);
+    assert!(log.contains(&ran), "it failed after it ran: {log}");
 }
 
 #[test]

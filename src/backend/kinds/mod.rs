@@ -145,13 +145,33 @@ impl BackendKind {
     }
 }
 
-impl StartStep {
-    /// The group to watch while the readiness probe runs, if the step
-    /// starts one (see [`Group::first_stopped`]).
-    pub(super) fn watched(&self) -> Option<Group> {
+/// What a start watches while the readiness probe runs, so that a backend
+/// that ends meanwhile fails the start at once instead of at the timeout.
+pub(super) enum Watched {
+    /// A group's containers (see [`Group::first_stopped`]).
+    Group(Group),
+    /// A Swarm service's tasks (see [`SwarmService::first_failed_task`]).
+    Swarm(SwarmService),
+}
+
+impl Watched {
+    /// Resolves with the failure that names what ended, if anything does.
+    pub(super) async fn first_failure(&self) -> Failure {
         match self {
-            StartStep::Group(group) => Some(group.clone()),
-            StartStep::Hooks(_) | StartStep::Swarm(_) => None,
+            Watched::Group(group) => group.first_stopped().await,
+            Watched::Swarm(service) => service.first_failed_task().await.into(),
+        }
+    }
+}
+
+impl StartStep {
+    /// What to watch while the readiness probe runs, if the step starts a
+    /// group or a Swarm service (see [`Watched::first_failure`]).
+    pub(super) fn watched(&self) -> Option<Watched> {
+        match self {
+            StartStep::Group(group) => Some(Watched::Group(group.clone())),
+            StartStep::Swarm(service) => Some(Watched::Swarm(service.clone())),
+            StartStep::Hooks(_) => None,
         }
     }
 

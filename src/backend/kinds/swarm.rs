@@ -22,6 +22,9 @@ use crate::backoff::Backoff;
 
 /// The longest pause between two looks at the service's tasks.
 const MAX_POLL: Duration = Duration::from_millis(250);
+/// How often a started service's tasks are looked at while the readiness
+/// probe runs.
+const WATCH_INTERVAL: Duration = Duration::from_millis(250);
 /// How long a stop waits for its tasks to end beyond its grace period.
 const STOP_MARGIN: Duration = Duration::from_secs(30);
 /// How long a start waits for the tasks an earlier stop ends.
@@ -167,7 +170,8 @@ impl SwarmService {
         );
         // A stop of an earlier run may still be ending its tasks, whose
         // host-mode ports a new task would find taken.
-        self.wait_ended(START_SETTLE).await?;
+        self.wait_ended(START_SETTLE, |t| t.desired_state != "running")
+            .await?;
         // Tasks of earlier starts may have failed: only new ones count.
         let earlier: HashSet<String> = self.tasks().await?.into_iter().map(|t| t.id).collect();
         tracing::info!(target: "idlegate::backend::swarm", "scaling swarm service {name} to {want}");
@@ -178,12 +182,7 @@ impl SwarmService {
             let tasks = self.tasks().await?;
             let fresh = tasks.iter().filter(|t| !earlier.contains(&t.id));
             if let Some((task, reason)) = fresh.filter_map(|t| Some((t, t.failure()?))).next() {
-                return Err(SwarmError::Task {
-                    service: name.clone(),
-                    task: task.id.clone(),
-                    state: task.status.state.clone(),
-                    reason,
-                });
+                return Err(self.task_failed(task, reason));
             }
             let running = tasks.iter().filter(|t| t.running()).count() as u64;
             if running >= want {
@@ -209,6 +208,40 @@ impl SwarmService {
         }
     }
 
+    /// Resolves when a task fails (polled every 250 ms) that had not failed
+    /// at the first look: raced against the readiness probe after the
+    /// start, so that an app that runs for a moment and exits fails the
+    /// start at once, with its task's error. A manager that stops answering
+    /// ends it too.
+    pub async fn first_failed_task(&self) -> SwarmError {
+        let mut earlier = None;
+        loop {
+            let tasks = match self.tasks().await {
+                Ok(tasks) => tasks,
+                Err(e) => return e,
+            };
+            let failed = tasks.iter().filter_map(|t| Some((t, t.failure()?)));
+            let Some(earlier) = &earlier else {
+                earlier = Some(failed.map(|(t, _)| t.id.clone()).collect::<HashSet<_>>());
+                continue;
+            };
+            if let Some((task, reason)) = failed.into_iter().find(|(t, _)| !earlier.contains(&t.id))
+            {
+                return self.task_failed(task, reason);
+            }
+            tokio::time::sleep(WATCH_INTERVAL).await;
+        }
+    }
+
+    fn task_failed(&self, task: &Task, reason: String) -> SwarmError {
+        SwarmError::Task {
+            service: self.name.clone(),
+            task: task.id.clone(),
+            state: task.status.state.clone(),
+            reason,
+        }
+    }
+
     /// Scales the service to 0 and waits (`grace`, and a margin) for its
     /// tasks to end: the swarm stops them with the stop grace period of the
     /// service's own spec, and the next start needs their ports.
@@ -216,12 +249,17 @@ impl SwarmService {
         let name = &self.name;
         tracing::info!(target: "idlegate::backend::swarm", "scaling swarm service {name} to 0");
         self.scale(0).await?;
-        self.wait_ended(grace + STOP_MARGIN).await
+        // Every task: the orchestrator may not have marked them yet.
+        self.wait_ended(grace + STOP_MARGIN, |_| true).await
     }
 
-    /// Waits up to `patience` until none of its tasks still wants to run or
-    /// still runs with desired state `shutdown`; only a warning after it.
-    async fn wait_ended(&self, patience: Duration) -> Result<(), SwarmError> {
+    /// Waits up to `patience` until none of its tasks that are `ending`
+    /// is still live; only a warning after it.
+    async fn wait_ended(
+        &self,
+        patience: Duration,
+        ending: impl Fn(&Task) -> bool,
+    ) -> Result<(), SwarmError> {
         let deadline = tokio::time::Instant::now() + patience;
         let mut backoff = Backoff::new(Duration::from_millis(20), MAX_POLL);
         loop {
@@ -229,7 +267,7 @@ impl SwarmService {
                 .tasks()
                 .await?
                 .into_iter()
-                .filter(|t| t.desired_state != "running" && t.live())
+                .filter(|t| ending(t) && t.live())
                 .count();
             if live == 0 {
                 return Ok(());
