@@ -99,8 +99,23 @@ pub enum SwarmError {
         reason: String,
     },
     /// The engine could not be reached or spoke no known API.
-    #[error(transparent)]
-    Engine(#[from] EngineError),
+    #[error("swarm service {service}: {}", for_service(source, service))]
+    Engine {
+        /// The service.
+        service: String,
+        /// What the engine client said.
+        source: EngineError,
+    },
+}
+
+/// The engine client's error, whose text names its subject as a container
+/// (`container web: cannot reach …`), without that prefix.
+fn for_service(error: &EngineError, service: &str) -> String {
+    let text = error.to_string();
+    match text.strip_prefix(&format!("container {service}: ")) {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    }
 }
 
 /// The fields of a task idlegate reads.
@@ -329,7 +344,14 @@ impl SwarmService {
         body: Bytes,
         action: &'static str,
     ) -> Result<Bytes, SwarmError> {
-        let (status, answer) = self.engine.request(method, path, body, &self.name).await?;
+        let (status, answer) = self
+            .engine
+            .request(method, path, body, &self.name)
+            .await
+            .map_err(|source| SwarmError::Engine {
+                service: self.name.clone(),
+                source,
+            })?;
         if status.is_success() {
             return Ok(answer);
         }
@@ -421,6 +443,19 @@ mod tests {
             e.to_string(),
             "swarm service web: the engine at /run/docker.sock is not a swarm manager: \
              This node is not a swarm manager."
+        );
+        let e = SwarmError::Engine {
+            service: "web".into(),
+            source: EngineError::Connect {
+                socket: "/run/docker.sock".into(),
+                container: "web".into(),
+                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+            },
+        };
+        assert_eq!(
+            e.to_string(),
+            "swarm service web: cannot reach the engine socket /run/docker.sock: \
+             No such file or directory (os error 2)"
         );
         let e = SwarmError::Task {
             service: "web".into(),
