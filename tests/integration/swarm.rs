@@ -100,6 +100,7 @@ fn fails_promptly_saying(act: &activator::Activator, want: &str) {
     let answer = exchange(act.tcp_addrs[0], b"hello\n").unwrap();
     let took = asked.elapsed();
     assert!(answer.is_empty(), "the client is closed, not answered");
+    eprintln!("the clean failure came after {took:?}");
     assert!(
         took < Duration::from_secs(30),
         "the failure took {took:?}: {}",
