@@ -296,6 +296,13 @@ impl Backend {
         self.starts.answered();
     }
 
+    /// Records that a reply went to a client where no upstream connection
+    /// tells (UDP): the first after a start ends its last phase, as
+    /// [`Backend::mark_answered`] does for a connection.
+    pub fn note_reply(&self) {
+        self.starts.answered();
+    }
+
     /// The times of the backend's starts (see [`phases`]).
     pub fn starts(&self) -> Arc<phases::Starts> {
         self.starts.clone()

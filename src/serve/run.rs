@@ -306,6 +306,10 @@ fn write_last_state(path: &std::path::Path, backend: &Backend, activation: u64) 
     if let Err(e) = status::write(path, &last) {
         tracing::debug!(target: "idlegate", "state file {}: {e}", path.display());
     }
+    let recent = backend.starts().recent();
+    if !recent.is_empty() {
+        start_history::save(&start_history::path_for(path), &recent);
+    }
 }
 
 fn announce(notifier: &Notifier, endpoints: &[Arc<Endpoint>], how: &str, config: &Config) {

@@ -46,6 +46,8 @@ fn a_process_start_is_broken_down_and_the_breakdown_outlives_the_exit() {
         .default_stop_timeout()
         .backend(&["--delay-ms", "300"]);
     let state = fixture.file("idlegate.state");
+    // A corrupt start history is no history, and is replaced.
+    std::fs::write(fixture_history(&state), "garbage\n").unwrap();
     let act = fixture
         .extra(&["--state-file", state.to_str().unwrap()])
         .start();
@@ -60,6 +62,8 @@ fn a_process_start_is_broken_down_and_the_breakdown_outlives_the_exit() {
     assert!(line.contains(", accepting "), "{line}");
     let (total, phases) = last_start_after_exit(&state);
     assert_eq!(names(&phases), ["started", "accepting", "first_byte"]);
+    let history = std::fs::read_to_string(fixture_history(&state)).unwrap();
+    assert_eq!(history, format!("{}\n", total - phases[2].1));
     assert!(
         phases[1].1 >= 250,
         "the backend bound after 300 ms: {phases:?}"
@@ -224,4 +228,24 @@ fn a_container_start_is_broken_down_and_outlives_the_exit() {
         "the ready line breaks the start down: {}",
         act.log()
     );
+}
+
+/// UDP: the first reply to a client ends the start's last phase.
+#[test]
+fn a_udp_start_ends_with_the_first_reply() {
+    let fixture = Fixture::udp().idle("500ms").default_stop_timeout();
+    let state = fixture.file("idlegate.state");
+    let act = fixture
+        .extra(&["--udp-flow-timeout", "200ms"])
+        .extra(&["--state-file", state.to_str().unwrap()])
+        .start();
+    let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    client.set_read_timeout(Some(PATIENCE)).unwrap();
+    client.send_to(b"query", act.udp_addrs[0]).unwrap();
+    let mut buf = [0u8; 64];
+    let (n, _) = client.recv_from(&mut buf).expect("the reply");
+    assert_eq!(&buf[..n], b"query");
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    let (_, phases) = last_start_after_exit(&state);
+    assert_eq!(names(&phases), ["started", "accepting", "first_byte"]);
 }
