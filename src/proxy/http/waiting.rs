@@ -43,7 +43,8 @@ const BUILT_IN: &str = include_str!("waiting.html");
 
 /// The page's script: follows the event stream, shows the progress in the
 /// elements with the ids `idlegate-progress` and `idlegate-waited` and in
-/// the title, reloads once the backend is ready.
+/// the title, the expected wait in `idlegate-expected` and the `<progress>`
+/// `idlegate-bar` (filling towards it), reloads once the backend is ready.
 const SCRIPT: &str = include_str!("waiting.js");
 
 /// What the page knows of the wait: how long the client has waited so
