@@ -5,8 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::phases::Starts;
 use crate::backend::BackendState;
 use crate::report::notify::Notifier;
+use crate::report::start_history;
 use crate::report::status::{self, AtIdle, IdleIn, Snapshot};
 use crate::serve::activity::{Countdown, InFlight};
 
@@ -43,6 +45,8 @@ pub struct BackendView {
     pub wake: Arc<crate::wake::WakeGate>,
     /// What a start in progress waits for, in detail.
     pub progress: crate::backend::progress::Progress,
+    /// The times of its starts.
+    pub starts: Arc<Starts>,
 }
 
 /// What the status reporter shows of the idle timer: the timer's own
@@ -70,6 +74,7 @@ pub async fn keep_current(
         status: mut backend_status,
         wake,
         progress,
+        starts,
     } = backend;
     let IdleView {
         mut countdown,
@@ -78,6 +83,11 @@ pub async fn keep_current(
     notifier.wait_ready().await;
     let mut last = String::new();
     let mut last_countdown = None;
+    let mut last_start = None;
+    let mut files = Files {
+        state_file,
+        starts_saved: starts.histogram().count,
+    };
     let mut sent_at = tokio::time::Instant::now();
     loop {
         let count_changed = in_flight.changed();
@@ -98,24 +108,23 @@ pub async fn keep_current(
             idle_in: IdleIn::at(timer, tokio::time::Instant::now()),
             activation,
             woken_by: wake.woken_by().map(str::to_owned),
+            last_start: starts.last(),
         };
         let line = snapshot.status_line();
         snapshots.send_replace(Some(snapshot.clone()));
         // The state file says when the timer fires, so it is written when
         // that moves even if the line, in whole seconds, does not.
-        if line != last || last_countdown != Some(timer) {
+        if line != last || last_countdown != Some(timer) || snapshot.last_start != last_start {
             sent_at = tokio::time::Instant::now();
             if line != last {
                 notifier.status(&line);
             }
             last_countdown = Some(timer);
-            if let Some(path) = &state_file {
-                if let Err(e) = status::write(path, &snapshot) {
-                    tracing::debug!(target: "idlegate", "state file {}: {e}", path.display());
-                }
-            }
+            last_start.clone_from(&snapshot.last_start);
+            files.write(&snapshot);
             last = line;
         }
+        files.note_starts(&starts);
         if !next_change(
             &mut state,
             &mut backend_status,
@@ -126,6 +135,38 @@ pub async fn keep_current(
         .await
         {
             return;
+        }
+    }
+}
+
+/// The files the reporter keeps: the state file, and the start history
+/// beside it.
+struct Files {
+    /// The state file, if any.
+    state_file: Option<std::path::PathBuf>,
+    /// How many starts the saved history has seen.
+    starts_saved: u64,
+}
+
+impl Files {
+    /// Replaces the state file with `snapshot` (a failure is logged).
+    fn write(&self, snapshot: &Snapshot) {
+        if let Some(path) = &self.state_file {
+            if let Err(e) = status::write(path, snapshot) {
+                tracing::debug!(target: "idlegate", "state file {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Saves the start history after each new start.
+    fn note_starts(&mut self, starts: &Starts) {
+        let Some(path) = &self.state_file else {
+            return;
+        };
+        let count = starts.histogram().count;
+        if count != self.starts_saved {
+            start_history::save(&start_history::path_for(path), &starts.recent());
+            self.starts_saved = count;
         }
     }
 }
@@ -217,6 +258,7 @@ mod tests {
                 status: backend_status,
                 wake: Arc::default(),
                 progress: Arc::default(),
+                starts: Arc::default(),
             },
             in_flight.clone(),
             IdleView {

@@ -23,6 +23,7 @@ mod real_servers;
 mod reload;
 mod shutdown;
 mod soak;
+mod start_phases;
 mod status;
 mod udp;
 mod units;

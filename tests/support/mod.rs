@@ -206,6 +206,13 @@ pub fn run_idlegate_output(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>,
     }
 }
 
+/// `idlegate status`'s exit status and text for the state file `state`.
+pub fn status_text(state: &Path) -> (Option<i32>, String) {
+    let (code, out, _) =
+        run_idlegate_output(&["status", "--state-file", state.to_str().unwrap()], &[]);
+    (code, out)
+}
+
 /// `idlegate status --json`'s document for the state file `state`.
 pub fn status_json(state: &Path) -> serde_json::Value {
     let (_, out, err) = run_idlegate_output(

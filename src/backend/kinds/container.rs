@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::backend::failure::Failure;
 use crate::backend::kinds::engine::{ContainerState, Engine, EngineError};
 use crate::backend::kinds::lease::Leases;
+use crate::backend::phases::{self, Starts};
 use crate::backend::progress::{waiting_for, Progress, Stage};
 use crate::backoff::Backoff;
 
@@ -51,8 +52,9 @@ const MAX_POLL: Duration = Duration::from_millis(250);
 
 impl Container {
     /// Starts (or unpauses) the container and returns once it runs and, if it
-    /// has a healthcheck, is healthy.
-    pub async fn start(&self, progress: &Progress) -> Result<(), Failure> {
+    /// has a healthcheck, is healthy: the phases [`phases::STARTED`] and
+    /// [`phases::HEALTHY`] of `starts`.
+    pub async fn start(&self, progress: &Progress, starts: &Starts) -> Result<(), Failure> {
         let name = &self.name;
         let what = format!("container {name} has not started yet");
         waiting_for(progress, Stage::StartingContainer, what);
@@ -67,6 +69,7 @@ impl Container {
         } else {
             tracing::info!(target: "idlegate::backend::container", "container {name} is already running");
         }
+        starts.mark(phases::STARTED);
         let mut backoff = Backoff::new(Duration::from_millis(5), MAX_POLL);
         let mut last_health = String::new();
         loop {
@@ -79,10 +82,12 @@ impl Container {
                 });
             }
             match state.health_status() {
-                None | Some("healthy") => {
+                None => return Ok(()),
+                Some("healthy") => {
                     if !last_health.is_empty() {
                         tracing::info!(target: "idlegate::backend::container", "container {name} is healthy");
                     }
+                    starts.mark(phases::HEALTHY);
                     return Ok(());
                 }
                 Some(health) => {
