@@ -33,11 +33,11 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
 W=${E2E_WORKDIR:-/var/tmp/idlegate-e2e}
 SUITE=trixie
-PKGS=systemd,systemd-sysv,dbus,iproute2,curl,procps,podman,crun,netavark,aardvark-dns,nftables,iptables,ca-certificates,caddy,dnsmasq-base,libpam-systemd
+PKGS=systemd,systemd-sysv,dbus,iproute2,curl,procps,podman,crun,netavark,aardvark-dns,nftables,iptables,ca-certificates,caddy,dnsmasq-base,libpam-systemd,postgresql,python3
 BASE=$W/rootfs.base
 RUN=$W/run
 R=$RUN/rootfs
-M=idlegate-e2e          # machine name, also the name of the host cgroups used
+M=${E2E_MACHINE:-idlegate-e2e}  # machine name, also the name of the host cgroups used
 IDLE=3s                 # the short idle timeout the README's drop-in sets
 COLD_RUNS=${E2E_COLD_RUNS:-5}  # cold activations per variant, and podman starts for the floor
 
@@ -459,6 +459,8 @@ variant_begin() { VARIANT_CURSOR=$(IN journalctl -n 1 --show-cursor --no-pager -
 . "$REPO/tests/e2e/deploy-faults.sh"
 # shellcheck source=tests/e2e/deploy-groups.sh
 . "$REPO/tests/e2e/deploy-groups.sh"
+# shellcheck source=tests/e2e/deploy-guides.sh
+. "$REPO/tests/e2e/deploy-guides.sh"
 
 # The faults every variant goes through (deploy-faults.sh); $1 = variant, and
 # whether its backend is a container of its own (killed, image removed).
@@ -645,6 +647,9 @@ else
   UIN stop hello.socket hello-control.socket
 fi
 AS_ROOT 'loginctl disable-linger tester; rm -rf ~tester/.config/idlegate'
+
+# The guides' one-file configs (docs/guides/), while the package is installed.
+guides
 
 step "one file per service: a process backend (Caddy file-server) as the dynamic user, with a home"
 run_readme onefile-hello
