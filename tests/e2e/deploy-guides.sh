@@ -11,16 +11,7 @@
 # the backup service that holds it awake with `idlegate inhibit`).
 
 # The fenced block that follows <!-- guide: NAME --> in docs/guides/$1.
-guide_block() {
-  local b
-  b=$(awk -v name="$2" '
-    $0 ~ "<!-- guide: " name " -->" { armed = 1; next }
-    armed && /^```[a-z]+$/ { inblock = 1; next }
-    inblock && /^```$/ { exit }
-    inblock { print }' "$REPO/docs/guides/$1")
-  [ -n "$b" ] || fail "docs/guides/$1 has no block <!-- guide: $2 -->"
-  printf '%s\n' "$b"
-}
+guide_block() { marked_block "docs/guides/$1" "guide: $2"; }
 
 # Run a guide's ```sh block in the guest as root (stdin passed on), echoing it.
 run_guide() {

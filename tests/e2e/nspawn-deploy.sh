@@ -202,14 +202,16 @@ NET() { nsenter -t "$LEADER" -n "$@"; }
 AS_ROOT() { IN systemd-run --quiet --wait --pipe --collect -p WorkingDirectory=/root/idlegate -p Environment=HOME=/root bash -euo pipefail -c "$1"; }
 
 # The ```sh block that follows <!-- e2e: NAME --> in deploy/README.md.
-readme_block() {
-  local b
-  b=$(awk -v name="$1" '
-    $0 ~ "<!-- e2e: " name " -->" { armed = 1; next }
-    armed && /^```sh$/ { inblock = 1; next }
+readme_block() { marked_block deploy/README.md "e2e: $1" sh; }
+# The ```$3 block (any language without $3) that follows <!-- $2 --> in the file $1 of the checkout.
+marked_block() {
+  local b fence='^```'"${3:-[a-z]+}"'$'
+  b=$(awk -v mark="<!-- $2 -->" -v fence="$fence" '
+    index($0, mark) { armed = 1; next }
+    armed && $0 ~ fence { inblock = 1; next }
     inblock && /^```$/ { exit }
-    inblock { print }' "$REPO/deploy/README.md")
-  [ -n "$b" ] || fail "deploy/README.md has no block <!-- e2e: $1 -->"
+    inblock { print }' "$REPO/$1")
+  [ -n "$b" ] || fail "$1 has no block <!-- $2 -->"
   printf '%s\n' "$b"
 }
 # Run a README block in the guest as root, from the checkout, echoing each command.
