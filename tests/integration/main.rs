@@ -10,6 +10,7 @@ mod connections;
 mod containers;
 mod forwarding;
 mod groups;
+mod guides;
 mod http;
 mod idle_exit;
 mod inhibit;
