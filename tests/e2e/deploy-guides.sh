@@ -8,7 +8,8 @@
 # run as they are. Checked: docs/guides/process.md (python3 -m http.server as
 # the dynamic user) and docs/guides/databases.md (Debian's PostgreSQL 17
 # cluster taken over from its own service, a cold psql answered twice, and
-# the backup service that holds it awake with `idlegate inhibit`).
+# the backup service that holds it awake with `idlegate inhibit`; Redis, its
+# data kept across an idle stop).
 
 # The fenced block that follows <!-- guide: NAME --> in docs/guides/$1.
 guide_block() { marked_block "docs/guides/$1" "guide: $2"; }
@@ -112,7 +113,34 @@ guide_postgres() {
     systemctl stop pg.socket pg-control.socket && rm /etc/idlegate/pg.toml && systemctl daemon-reload"
 }
 
-# Both guides; the package is installed.
+# redis-cli in the guest, to 127.0.0.1:6379 (through idlegate); sets ANSWER and LAST_MS.
+guide_redis_cli() {
+  local t
+  t=$(date +%s%N)
+  ANSWER=$(IN redis-cli -h 127.0.0.1 -p 6379 "$@" 2>&1) || fail "redis-cli $*: $ANSWER"
+  LAST_MS=$(ms_since "$t")
+}
+
+guide_redis() {
+  local path
+  run_guide databases.md redis-before
+  path=$(install_guide_file databases.md redis-toml)
+  [ "$path" = /etc/idlegate/redis.toml ] || fail "databases.md's Redis config is $path"
+  info "installed $path (idle-timeout $IDLE)"
+  run_guide databases.md redis-start
+  guide_redis_cli set guide e2e-value
+  [ "$ANSWER" = OK ] || fail "redis-cli set answered '$ANSWER'"
+  ok "redis-cli set guide e2e-value -> $ANSWER (the guide's redis-cli ping woke it)"
+  wait_inactive redis.service
+  IN pgrep -x redis-server >/dev/null && fail "redis-server still runs after the idle exit"
+  guide_redis_cli get guide
+  [ "$ANSWER" = e2e-value ] || fail "cold redis-cli get answered '$ANSWER': the dataset was not kept"
+  ok "cold: redis-cli get guide -> $ANSWER in $LAST_MS ms (saved at the idle stop, loaded at the start)"
+  wait_inactive redis.service
+  AS_ROOT "systemctl stop redis.socket redis-control.socket && rm $path && systemctl daemon-reload"
+}
+
+# The guides; the package is installed.
 guides() {
   step "docs/guides/process.md: a program as the dynamic user, from the guide's file"
   variant_begin
@@ -120,4 +148,7 @@ guides() {
   step "docs/guides/databases.md: PostgreSQL 17 taken over from Debian's service, from the guide's file"
   variant_begin
   guide_postgres
+  step "docs/guides/databases.md: Redis taken over from Debian's service, from the guide's file"
+  variant_begin
+  guide_redis
 }

@@ -17,7 +17,9 @@
 # bad file beside it, a user's unit with `systemctl --user`, `dpkg -r`), and
 # the README's systemd-socket-activate one-liners, and unit groups (an ordered
 # --unit group, one that fails, a StopWhenUnneeded= database behind two apps,
-# two backends with Conflicts=). It measures cold-start time against the
+# two backends with Conflicts=), and the guides' one-file configs as
+# docs/guides/ writes them (deploy-guides.sh: a program, PostgreSQL with its
+# backup under idlegate inhibit, Redis). It measures cold-start time against the
 # floor: `podman start` / `podman run` of the same backend container until its
 # port answers. Any failure exits non-zero; the guest is always powered off and
 # the host cgroups removed.
@@ -33,7 +35,7 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
 W=${E2E_WORKDIR:-/var/tmp/idlegate-e2e}
 SUITE=trixie
-PKGS=systemd,systemd-sysv,dbus,iproute2,curl,procps,podman,crun,netavark,aardvark-dns,nftables,iptables,ca-certificates,caddy,dnsmasq-base,libpam-systemd,postgresql,python3
+PKGS=systemd,systemd-sysv,dbus,iproute2,curl,procps,podman,crun,netavark,aardvark-dns,nftables,iptables,ca-certificates,caddy,dnsmasq-base,libpam-systemd,postgresql,python3,redis-server
 BASE=$W/rootfs.base
 RUN=$W/run
 R=$RUN/rootfs
