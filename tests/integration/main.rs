@@ -11,6 +11,7 @@ mod containers;
 mod docs;
 mod forwarding;
 mod groups;
+mod guides;
 mod http;
 mod idle_exit;
 mod inhibit;
