@@ -20,7 +20,7 @@ pub use resolve::is_unit_name;
 
 use crate::address::{Address, Names, UpstreamSpec};
 use crate::backend::kinds::container::{Container, IdleAction};
-use crate::backend::kinds::engine::Engine;
+use crate::backend::kinds::engine::{Engine, EngineAddress};
 use crate::backend::kinds::group::{Group, Member};
 use crate::backend::kinds::hooks::Hooks;
 use crate::backend::kinds::lease::Leases;
@@ -161,9 +161,11 @@ pub enum Run {
     Container {
         /// Their names or ids, in start order (at least one).
         names: Vec<String>,
-        /// The engine's API socket as given (`--engine-socket`); see
+        /// The engine's API as given (`--engine`, `--engine-socket`); see
         /// [`Config::find_engine_socket`] for the default.
-        engine_socket: Option<PathBuf>,
+        engine: Option<EngineAddress>,
+        /// Plain TCP to another host is allowed (`--engine-insecure`).
+        engine_insecure: bool,
         /// What each container gets when idle.
         idle_action: IdleAction,
         /// Where the instances sharing a container count who uses it (see
@@ -234,12 +236,17 @@ impl Run {
             Run::Command(argv) => BackendKind::Process(argv.clone()),
             Run::Container {
                 names,
-                engine_socket,
+                engine,
                 idle_action,
                 lease_dir,
+                ..
             } => {
                 // One client for all members: the API version is asked once.
-                let engine = Engine::new(engine_socket.clone().unwrap_or_default());
+                let engine = Engine::new(
+                    engine
+                        .clone()
+                        .unwrap_or_else(|| EngineAddress::Unix(PathBuf::new())),
+                );
                 BackendKind::Group(Group {
                     members: names
                         .iter()
@@ -281,8 +288,9 @@ impl Config {
         }
     }
 
-    /// With `--container`, settles the engine socket: the one given, else the
-    /// first that exists of the usual places (see [`crate::backend::kinds::engine::find_socket`]);
+    /// With `--container`, settles the engine: the one given, else
+    /// `$CONTAINER_HOST`/`$DOCKER_HOST` or the first socket that exists of the
+    /// usual places, with Docker's TLS variables (see [`crate::backend::kinds::engine::find_engine`]);
     /// and the lease directory: `$XDG_RUNTIME_DIR/idlegate-leases`, else
     /// `/run/idlegate-leases` (outside any service's own `RuntimeDirectory=`,
     /// which systemd may remove while another instance still holds a lease).
@@ -293,7 +301,8 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         if let Run::Container {
             names,
-            engine_socket,
+            engine,
+            engine_insecure,
             lease_dir,
             ..
         } = &mut self.backend.run
@@ -303,12 +312,14 @@ impl Config {
                 || PathBuf::from("/run/idlegate-leases"),
                 |d| Path::new(&d).join("idlegate-leases"),
             ));
-            let socket =
-                crate::backend::kinds::engine::find_socket(engine_socket.as_deref(), env, exists)
-                    .map_err(|e| {
-                    ConfigError::Usage(format!("--container {}: {e}", names.join(", ")))
-                })?;
-            *engine_socket = Some(socket);
+            let found = crate::backend::kinds::engine::find_engine(
+                engine.as_ref(),
+                *engine_insecure,
+                env,
+                exists,
+            )
+            .map_err(|e| ConfigError::Usage(format!("--container {}: {e}", names.join(", "))))?;
+            *engine = Some(found);
         }
         Ok(self)
     }

@@ -270,7 +270,8 @@ fn containers_and_units_are_groups_in_the_order_given() {
     };
     let containers = |names: &[&str]| Run::Container {
         names: args(names),
-        engine_socket: None,
+        engine: None,
+        engine_insecure: false,
         idle_action: IdleAction::Stop,
         lease_dir: None,
     };

@@ -21,6 +21,7 @@ mod port_forwarder;
 mod readiness;
 mod real_servers;
 mod reload;
+mod remote_engines;
 mod shutdown;
 mod soak;
 mod status;
