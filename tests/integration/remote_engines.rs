@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use crate::support::docker::{docker, Docker};
 use crate::support::engine::{self, create, gets_the_page, status, Engine, Name};
+use crate::support::sshd::Sshd;
 use crate::support::*;
 
 /// `docker` and a stopped container on a free port, for one test.
@@ -85,25 +86,31 @@ fn a_tls_engine_named_by_docker_host_and_dockers_tls_variables() {
     a_cold_start_and_an_idle_stop(d, &c, &a, &env);
 }
 
-/// idlegate with the TLS files in `tls_dir`: the client is closed promptly,
-/// idlegate keeps running (`--listen`-less activation: it exits as after any
-/// failed start), and the log says `want`.
+/// idlegate with the TLS files in `tls_dir`: see [`refused`].
 fn refused_with(d: &'static Docker, tls_dir: &Path, want: &str) {
-    let dir = tempdir();
     let url = format!("tcp://127.0.0.1:{}", d.tls_port);
-    let a = args(&[
+    let tls_dir = tls_dir.to_str().unwrap();
+    refused(&["--engine", &url, "--engine-tls-dir", tls_dir], &[], want);
+}
+
+/// idlegate with the engine flags `engine` and `env`: the client is closed
+/// promptly (not after the start timeout) and the log says `want`.
+fn refused(engine: &[&str], env: &[(&str, &str)], want: &str) {
+    let dir = tempdir();
+    let mut a = args(&[
         "--container",
         "idlegate-test-never-reached",
-        "--engine",
-        &url,
-        "--engine-tls-dir",
-        tls_dir.to_str().unwrap(),
         "--upstream",
         "127.0.0.1:9",
         "--idle-timeout",
         "60s",
     ]);
-    let act = ActivatorBuilder::new(dir, &a).tcp("web").start();
+    a.extend(args(engine));
+    let mut builder = ActivatorBuilder::new(dir, &a).tcp("web");
+    for (key, value) in env {
+        builder = builder.env(key, value);
+    }
+    let act = builder.start();
     let began = Instant::now();
     let answer = exchange(act.tcp_addrs[0], b"hello\n").unwrap();
     assert!(answer.is_empty(), "the client is closed, not answered");
@@ -117,7 +124,6 @@ fn refused_with(d: &'static Docker, tls_dir: &Path, want: &str) {
         act.log().contains(want)
     });
 }
-
 #[test]
 fn a_client_certificate_from_another_ca_is_refused_cleanly() {
     let Some(d) = docker() else { return };
@@ -137,4 +143,50 @@ fn an_engine_certificate_from_an_unknown_ca_is_refused_cleanly() {
     let other_ca = d.certs.stranger.parent().unwrap().join("other-ca/ca.pem");
     std::fs::copy(other_ca, tls.join("ca.pem")).unwrap();
     refused_with(d, &tls, "invalid peer certificate: UnknownIssuer");
+}
+
+/// `--engine ssh://root@127.0.0.1:PORT[/SOCKET]` through a private sshd whose
+/// sessions reach the private dockerd.
+fn through_ssh(what: &str, socket: bool) {
+    let Some((d, c, port)) = created(what) else {
+        return;
+    };
+    let dir = tempdir();
+    let Some(sshd) = Sshd::start(dir.path(), &d.host()) else {
+        return;
+    };
+    let mut url = format!("ssh://root@127.0.0.1:{}", sshd.port);
+    if socket {
+        url.push_str(d.socket.to_str().unwrap());
+    }
+    let a = container_args(&c.name, port, &["--engine", &url]);
+    let path = Sshd::path_with(&sshd.with_key);
+    a_cold_start_and_an_idle_stop(d, &c, &a, &[("PATH", &path)]);
+}
+
+#[test]
+fn an_ssh_engine_runs_docker_system_dial_stdio_on_the_host() {
+    through_ssh("ssh", false);
+}
+
+#[test]
+fn an_ssh_engine_with_a_socket_path_forwards_to_that_socket() {
+    through_ssh("ssh-socket", true);
+}
+
+#[test]
+fn an_ssh_login_that_asks_for_a_password_is_refused_cleanly_naming_batchmode() {
+    let Some(d) = docker() else { return };
+    let dir = tempdir();
+    let Some(sshd) = Sshd::start(dir.path(), &d.host()) else {
+        return;
+    };
+    let url = format!("ssh://root@127.0.0.1:{}", sshd.port);
+    let path = Sshd::path_with(&sshd.without_key);
+    refused(
+        &["--engine", &url],
+        &[("PATH", &path)],
+        "Permission denied (publickey,password,keyboard-interactive). \
+         (ssh runs with BatchMode=yes and cannot answer a password prompt",
+    );
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 mod find;
+mod ssh;
 pub mod transport;
 
 pub use find::{find_engine, FindError};
@@ -410,7 +411,7 @@ impl Engine {
                 (Err(EngineError::Protocol { socket, reason }), Some(said)) => {
                     Err(EngineError::Protocol {
                         socket,
-                        reason: explain_ssh(reason, said.text().await),
+                        reason: ssh::explain(reason, said.text().await),
                     })
                 }
                 (result, _) => result,
@@ -462,19 +463,6 @@ impl Engine {
             .to_bytes();
         Ok((status, body))
     }
-}
-
-/// A failed exchange over ssh, with what ssh said; a login refused under
-/// `BatchMode=yes` (which never asks for a password) says so.
-fn explain_ssh(reason: String, said: Option<String>) -> String {
-    let Some(said) = said else { return reason };
-    let hint = if said.contains("Permission denied") || said.contains("password") {
-        " (ssh runs with BatchMode=yes and cannot answer a password prompt: \
-         give the key in ~/.ssh/config or an ssh-agent)"
-    } else {
-        ""
-    };
-    format!("{reason}; ssh said: {said}{hint}")
 }
 
 /// `e` and its sources, `: `-separated (hyper's own text is only the outermost).

@@ -9,22 +9,22 @@
 //!   connection, its stdin and stdout the stream (its config, keys and
 //!   known_hosts apply; `BatchMode=yes`, so it never asks for a password).
 //!   Without a path it runs `docker system dial-stdio` on the host, as the
-//!   docker CLI does; with one, `ssh -W PATH` forwards to that socket on the
-//!   host (OpenSSH's stream-local forwarding, the channel podman's remote
-//!   connections open), which needs nothing on the host but sshd.
+//!   docker CLI does; with one it forwards to that socket on the host (see
+//!   [`super::ssh`]).
 
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::process::Stdio;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+pub use super::ssh::SshSaid;
 use tokio::net::{TcpStream, UnixStream};
-use tokio::process::{Child, ChildStdin, ChildStdout, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout};
 
 /// Where the engine's API is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -194,6 +194,9 @@ pub enum TransportError {
     /// `ssh` could not be started.
     #[error("cannot run ssh: {0}")]
     Ssh(io::Error),
+    /// `ssh` gave up (a refused login, an unknown host key, no such socket).
+    #[error("{0}")]
+    SshExited(String),
 }
 
 impl TransportError {
@@ -215,8 +218,8 @@ impl fmt::Debug for Transport {
     }
 }
 
-/// How long a TCP connect (and TLS handshake) may take.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connect (TCP and TLS handshake, an ssh login) may take.
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Transport {
     /// A transport to `address`.
@@ -260,7 +263,7 @@ impl Transport {
                     .map_err(|e| TransportError::Tls(e.to_string()))?;
                 Ok(EngineStream::new(Inner::Tls(Box::new(stream))))
             }
-            EngineAddress::Ssh { .. } => ssh(&self.address),
+            EngineAddress::Ssh { .. } => super::ssh::connect(&self.address).await,
         }
     }
 }
@@ -296,86 +299,12 @@ fn tls_connector(dir: &Path) -> Result<tokio_rustls::TlsConnector, TransportErro
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 
-/// `ssh` as a child whose stdin and stdout are the stream.
-fn ssh(address: &EngineAddress) -> Result<EngineStream, TransportError> {
-    let EngineAddress::Ssh {
-        user,
-        host,
-        port,
-        socket,
-    } = address
-    else {
-        unreachable!("ssh() is only called for ssh:// addresses");
-    };
-    let mut cmd = Command::new("ssh");
-    cmd.args(["-o", "BatchMode=yes", "-T"]);
-    if let Some(port) = port {
-        cmd.arg("-p").arg(port.to_string());
-    }
-    if let Some(socket) = socket {
-        cmd.arg("-W").arg(socket);
-    }
-    cmd.arg("--");
-    cmd.arg(match user {
-        Some(user) => format!("{user}@{host}"),
-        None => host.clone(),
-    });
-    if socket.is_none() {
-        cmd.args(["docker", "system", "dial-stdio"]);
-    }
-    cmd.stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(TransportError::Ssh)?;
-    let stdin = child.stdin.take().expect("piped");
-    let stdout = child.stdout.take().expect("piped");
-    let said = SshSaid::default();
-    if let Some(mut stderr) = child.stderr.take() {
-        let said = said.clone();
-        tokio::spawn(async move {
-            let mut text = Vec::new();
-            let _ = stderr.read_to_end(&mut text).await;
-            *said.text.lock().expect("not poisoned") = Some(String::from_utf8_lossy(&text).into());
-            said.done.notify_waiters();
-        });
-    }
-    Ok(EngineStream {
-        inner: Inner::Ssh(Box::new(SshPipes {
-            _child: child,
-            stdin,
-            stdout,
-        })),
-        said: Some(said),
-    })
-}
-
-/// What ssh wrote on its stderr, once it closed it.
-#[derive(Clone, Debug, Default)]
-pub struct SshSaid {
-    text: Arc<Mutex<Option<String>>>,
-    done: Arc<tokio::sync::Notify>,
-}
-
-impl SshSaid {
-    /// ssh's complaint (its stderr, trimmed), waiting a little for it to
-    /// end; `None` if it said nothing.
-    pub async fn text(&self) -> Option<String> {
-        let notified = self.done.notified();
-        let ready = self.text.lock().expect("not poisoned").is_some();
-        if !ready {
-            let _ = tokio::time::timeout(Duration::from_secs(3), notified).await;
-        }
-        let text = self.text.lock().expect("not poisoned").clone()?;
-        let text = text.trim().replace('\n', "; ");
-        (!text.is_empty()).then_some(text)
-    }
-}
-
 /// One connection to the engine: an `AsyncRead + AsyncWrite` byte stream.
 pub struct EngineStream {
     inner: Inner,
     said: Option<SshSaid>,
+    /// What must live as long as the stream (an ssh forwarding it).
+    _keep: Option<Box<dyn Send + Sync>>,
 }
 
 impl fmt::Debug for EngineStream {
@@ -384,7 +313,7 @@ impl fmt::Debug for EngineStream {
     }
 }
 
-enum Inner {
+pub(super) enum Inner {
     Unix(UnixStream),
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
@@ -392,16 +321,33 @@ enum Inner {
 }
 
 /// An ssh child and its pipes.
-struct SshPipes {
+pub(super) struct SshPipes {
     /// Killed when the stream is dropped (tokio reaps it).
-    _child: Child,
-    stdin: ChildStdin,
-    stdout: ChildStdout,
+    pub(super) _child: Child,
+    pub(super) stdin: ChildStdin,
+    pub(super) stdout: ChildStdout,
 }
 
 impl EngineStream {
     fn new(inner: Inner) -> EngineStream {
-        EngineStream { inner, said: None }
+        EngineStream {
+            inner,
+            said: None,
+            _keep: None,
+        }
+    }
+
+    /// A stream over ssh: `said` is what ssh says, `keep` lives as long as it.
+    pub(super) fn over_ssh(
+        inner: Inner,
+        said: SshSaid,
+        keep: Option<Box<dyn Send + Sync>>,
+    ) -> EngineStream {
+        EngineStream {
+            inner,
+            said: Some(said),
+            _keep: keep,
+        }
     }
 
     /// For an ssh connection, a handle on what ssh says on its stderr (why
