@@ -229,8 +229,9 @@ impl Run {
         *self != Run::External
     }
 
-    /// How the supervisor runs it.
-    fn kind(&self) -> BackendKind {
+    /// How the supervisor runs it; `wake_on_lan`: its host is woken at
+    /// each start, so a remote engine is waited for.
+    fn kind(&self, wake_on_lan: bool) -> BackendKind {
         match self {
             Run::External => BackendKind::External,
             Run::Command(argv) => BackendKind::Process(argv.clone()),
@@ -256,6 +257,8 @@ impl Run {
                                 name: name.clone(),
                                 idle_action: *idle_action,
                                 leases: lease_dir.clone().map(|dir| Leases { dir }),
+                                wait_for_engine: wake_on_lan
+                                    && !matches!(engine.address(), EngineAddress::Unix(_)),
                             })
                         })
                         .collect(),
@@ -277,7 +280,7 @@ impl Config {
     pub fn backend_spec(&self) -> BackendSpec {
         let readiness = &self.backend.readiness;
         BackendSpec {
-            kind: self.backend.run.kind(),
+            kind: self.backend.run.kind(self.backend.wake_on_lan.is_some()),
             ready_http: readiness.http.clone(),
             ready_cmd: readiness.cmd.clone(),
             ready_notify: readiness.notify.then(|| readiness.notify_dir.clone()),

@@ -190,3 +190,109 @@ fn an_ssh_login_that_asks_for_a_password_is_refused_cleanly_naming_batchmode() {
          (ssh runs with BatchMode=yes and cannot answer a password prompt",
     );
 }
+
+/// The engine API on a TCP port of 127.0.0.1, copied to and from the
+/// private dockerd's socket: an engine whose host just woke.
+struct TcpEngine {
+    addr: std::net::SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl TcpEngine {
+    fn start(port: u16, socket: &Path) -> TcpEngine {
+        use std::sync::atomic::Ordering;
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (socket, stopping) = (socket.to_owned(), stop.clone());
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                if stopping.load(Ordering::Relaxed) {
+                    return;
+                }
+                let Ok(client) = client else { continue };
+                let Ok(engine) = std::os::unix::net::UnixStream::connect(&socket) else {
+                    continue;
+                };
+                let (mut c2, mut e2) = (client.try_clone().unwrap(), engine.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c2, &mut e2);
+                    let _ = e2.shutdown(std::net::Shutdown::Write);
+                });
+                let (mut c, mut e) = (client, engine);
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut e, &mut c);
+                    let _ = c.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        TcpEngine { addr, stop }
+    }
+}
+
+impl Drop for TcpEngine {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // Wakes the accept loop, which sees the flag.
+        let _ = std::net::TcpStream::connect(self.addr);
+    }
+}
+
+/// With `--wake-on-lan`, an engine that does not answer yet is waited for:
+/// the magic packets go out, the engine appears 2 s after the first, and
+/// the held client is served by the container it then starts.
+#[test]
+fn with_wake_on_lan_an_engine_that_appears_late_is_waited_for() {
+    let Some((d, c, port)) = created("wol") else {
+        return;
+    };
+    let packets = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    packets.set_read_timeout(Some(PATIENCE)).unwrap();
+    let to = packets.local_addr().unwrap().to_string();
+    let engine_port = free_port();
+    let url = format!("tcp://127.0.0.1:{engine_port}");
+    let a = container_args(
+        &c.name,
+        port,
+        &[
+            "--engine",
+            &url,
+            "--wake-on-lan",
+            "02-00-5e-10-00-01",
+            "--wake-on-lan-address",
+            &to,
+            "--start-timeout",
+            "60s",
+        ],
+    );
+    let act = ActivatorBuilder::new(tempdir(), &a).tcp("web").start();
+    let addr = act.tcp_addrs[0];
+    let client = std::thread::spawn(move || crate::support::http::get(addr, "/", &[]));
+    let mut buf = [0u8; 512];
+    let len = packets.recv(&mut buf).expect("the first magic packet");
+    assert_eq!(len, 102, "a magic packet");
+    let woke = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let _engine = TcpEngine::start(engine_port, &d.socket);
+    let answer = client.join().unwrap().unwrap();
+    assert_eq!(
+        (answer.status, answer.text()),
+        (200, crate::support::podman::PAGE.to_owned()),
+        "{}",
+        act.log()
+    );
+    assert!(woke.elapsed() >= Duration::from_secs(2));
+    let log = act.log();
+    assert!(
+        log.contains(&format!(
+            "waiting for the engine of container {}, its host waking",
+            c.name
+        )),
+        "{log}"
+    );
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    assert_eq!(
+        status(Engine::Docker(d), &c.name).as_deref(),
+        Some("exited")
+    );
+}

@@ -111,6 +111,14 @@ pub enum EngineError {
     },
 }
 
+impl EngineError {
+    /// Whether the engine could not be reached at all (refused, no route,
+    /// timed out): its host may be asleep or booting.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, EngineError::Connect { source, .. } if source.is_unreachable())
+    }
+}
+
 /// The part of a container's state idlegate looks at.
 #[derive(Clone, Debug, Default, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "PascalCase")]
@@ -228,6 +236,11 @@ impl Engine {
             transport: Arc::new(Transport::new(address)),
             version: Arc::default(),
         }
+    }
+
+    /// Where the engine is.
+    pub fn address(&self) -> &EngineAddress {
+        self.transport.address()
     }
 
     /// Whether the engine answers `GET /_ping` (a reachable engine, whatever
@@ -409,10 +422,18 @@ impl Engine {
             let result = self.send(stream, method, uri, container).await;
             match (result, ssh_said) {
                 (Err(EngineError::Protocol { socket, reason }), Some(said)) => {
-                    Err(EngineError::Protocol {
-                        socket,
-                        reason: ssh::explain(reason, said.text().await),
-                    })
+                    let said = said.text().await;
+                    match said.as_deref().filter(|s| ssh::host_unreachable(s)) {
+                        Some(text) => Err(EngineError::Connect {
+                            socket,
+                            container: container.to_owned(),
+                            source: TransportError::Unreachable(std::io::Error::other(text)),
+                        }),
+                        None => Err(EngineError::Protocol {
+                            socket,
+                            reason: ssh::explain(reason, said),
+                        }),
+                    }
                 }
                 (result, _) => result,
             }

@@ -22,23 +22,52 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
+use tokio::process::{Child, ChildStdin, ChildStdout, Command};
 
-use super::transport::{
-    EngineAddress, EngineStream, Inner, SshPipes, TransportError, CONNECT_TIMEOUT,
-};
+/// An ssh child carrying one connection to the engine.
+pub(super) enum SshConnection {
+    /// `docker system dial-stdio`: the child's stdin and stdout.
+    Pipes(Box<SshPipes>),
+    /// A connection to the child's forwarding socket; `keep` (the child and
+    /// the socket's directory) lives as long as it.
+    Forwarded {
+        /// The connection.
+        stream: UnixStream,
+        /// What must outlive it.
+        keep: Box<dyn Send + Sync>,
+    },
+}
 
-/// A connection to the engine at the `ssh://` `address`.
-pub(super) async fn connect(address: &EngineAddress) -> Result<EngineStream, TransportError> {
-    let EngineAddress::Ssh {
-        user,
-        host,
-        port,
-        socket,
-    } = address
-    else {
-        unreachable!("ssh::connect is only called for ssh:// addresses");
-    };
+/// An ssh child and its pipes.
+pub(super) struct SshPipes {
+    /// Killed when the stream is dropped (tokio reaps it).
+    pub(super) _child: Child,
+    /// The child's stdin: what idlegate writes.
+    pub(super) stdin: ChildStdin,
+    /// The child's stdout: what idlegate reads.
+    pub(super) stdout: ChildStdout,
+}
+
+/// Why ssh gave no connection.
+#[derive(Debug)]
+pub(super) enum SshError {
+    /// `ssh` could not be started.
+    Spawn(io::Error),
+    /// The host could not be reached (or no login within `timeout`).
+    Unreachable(io::Error),
+    /// ssh gave up and said why.
+    Exited(String),
+}
+
+/// A connection through ssh to `[user@]host[:port]`: to `socket` on the
+/// host if given, else to `docker system dial-stdio` there.
+pub(super) async fn connect(
+    user: Option<&str>,
+    host: &str,
+    port: Option<u16>,
+    socket: Option<&Path>,
+    timeout: Duration,
+) -> Result<(SshConnection, SshSaid), SshError> {
     let mut cmd = Command::new("ssh");
     cmd.args(["-o", "BatchMode=yes", "-T"]);
     if let Some(port) = port {
@@ -46,7 +75,7 @@ pub(super) async fn connect(address: &EngineAddress) -> Result<EngineStream, Tra
     }
     let forward = match socket {
         Some(remote) => {
-            let dir = PrivateDir::new().map_err(TransportError::Ssh)?;
+            let dir = PrivateDir::new().map_err(SshError::Spawn)?;
             let local = dir.0.join("engine.sock");
             cmd.args(["-N", "-o", "ExitOnForwardFailure=yes", "-L"])
                 .arg(format!("{}:{}", local.display(), remote.display()));
@@ -56,7 +85,7 @@ pub(super) async fn connect(address: &EngineAddress) -> Result<EngineStream, Tra
     };
     cmd.arg("--").arg(match user {
         Some(user) => format!("{user}@{host}"),
-        None => host.clone(),
+        None => host.to_owned(),
     });
     if forward.is_none() {
         cmd.args(["docker", "system", "dial-stdio"]);
@@ -69,33 +98,25 @@ pub(super) async fn connect(address: &EngineAddress) -> Result<EngineStream, Tra
         .stdout(pipe())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(TransportError::Ssh)?;
+    let mut child = cmd.spawn().map_err(SshError::Spawn)?;
     let said = SshSaid::listen(&mut child);
-    match forward {
+    let connection = match forward {
         None => {
             let stdin = child.stdin.take().expect("piped");
             let stdout = child.stdout.take().expect("piped");
-            let pipes = SshPipes {
+            SshConnection::Pipes(Box::new(SshPipes {
                 _child: child,
                 stdin,
                 stdout,
-            };
-            Ok(EngineStream::over_ssh(
-                Inner::Ssh(Box::new(pipes)),
-                said,
-                None,
-            ))
+            }))
         }
         Some((dir, local)) => {
-            let stream = forwarded(&mut child, &local, &said).await?;
+            let stream = forwarded(&mut child, &local, &said, timeout).await?;
             let keep: Box<dyn Send + Sync> = Box::new((Mutex::new(child), dir));
-            Ok(EngineStream::over_ssh(
-                Inner::Unix(stream),
-                said,
-                Some(keep),
-            ))
+            SshConnection::Forwarded { stream, keep }
         }
-    }
+    };
+    Ok((connection, said))
 }
 
 /// A connection to ssh's forwarding socket `local`, once ssh has logged in
@@ -104,21 +125,22 @@ async fn forwarded(
     child: &mut Child,
     local: &Path,
     said: &SshSaid,
-) -> Result<UnixStream, TransportError> {
-    let deadline = tokio::time::Instant::now() + CONNECT_TIMEOUT;
+    timeout: Duration,
+) -> Result<UnixStream, SshError> {
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         if let Ok(stream) = UnixStream::connect(local).await {
             return Ok(stream);
         }
         if let Ok(Some(status)) = child.try_wait() {
             let reason = said.text().await.unwrap_or_else(|| status.to_string());
-            return Err(TransportError::SshExited(explain(
-                String::new(),
-                Some(reason),
-            )));
+            if host_unreachable(&reason) {
+                return Err(SshError::Unreachable(io::Error::other(reason)));
+            }
+            return Err(SshError::Exited(explain(String::new(), Some(reason))));
         }
         if tokio::time::Instant::now() > deadline {
-            return Err(TransportError::Unreachable(io::ErrorKind::TimedOut.into()));
+            return Err(SshError::Unreachable(io::ErrorKind::TimedOut.into()));
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -180,6 +202,12 @@ impl SshSaid {
         let text = text.trim().replace('\n', "; ");
         (!text.is_empty()).then_some(text)
     }
+}
+
+/// Whether ssh could not reach the host at all (`ssh: connect to host nas
+/// port 22: No route to host`), rather than being refused by it.
+pub(super) fn host_unreachable(said: &str) -> bool {
+    said.contains("connect to host")
 }
 
 /// A failed exchange over ssh (`reason`, may be empty), with what ssh said;

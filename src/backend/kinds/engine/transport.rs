@@ -23,8 +23,8 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 pub use super::ssh::SshSaid;
+use super::ssh::{self, SshConnection, SshError};
 use tokio::net::{TcpStream, UnixStream};
-use tokio::process::{Child, ChildStdin, ChildStdout};
 
 /// Where the engine's API is.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -219,7 +219,7 @@ impl fmt::Debug for Transport {
 }
 
 /// How long a connect (TCP and TLS handshake, an ssh login) may take.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Transport {
     /// A transport to `address`.
@@ -263,7 +263,38 @@ impl Transport {
                     .map_err(|e| TransportError::Tls(e.to_string()))?;
                 Ok(EngineStream::new(Inner::Tls(Box::new(stream))))
             }
-            EngineAddress::Ssh { .. } => super::ssh::connect(&self.address).await,
+            EngineAddress::Ssh {
+                user,
+                host,
+                port,
+                socket,
+            } => {
+                let (connection, said) = ssh::connect(
+                    user.as_deref(),
+                    host,
+                    *port,
+                    socket.as_deref(),
+                    CONNECT_TIMEOUT,
+                )
+                .await
+                .map_err(|e| match e {
+                    SshError::Spawn(e) => TransportError::Ssh(e),
+                    SshError::Unreachable(e) => TransportError::Unreachable(e),
+                    SshError::Exited(said) => TransportError::SshExited(said),
+                })?;
+                Ok(match connection {
+                    SshConnection::Pipes(pipes) => EngineStream {
+                        inner: Inner::Ssh(pipes),
+                        said: Some(said),
+                        _keep: None,
+                    },
+                    SshConnection::Forwarded { stream, keep } => EngineStream {
+                        inner: Inner::Unix(stream),
+                        said: Some(said),
+                        _keep: Some(keep),
+                    },
+                })
+            }
         }
     }
 }
@@ -313,19 +344,11 @@ impl fmt::Debug for EngineStream {
     }
 }
 
-pub(super) enum Inner {
+enum Inner {
     Unix(UnixStream),
     Tcp(TcpStream),
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
-    Ssh(Box<SshPipes>),
-}
-
-/// An ssh child and its pipes.
-pub(super) struct SshPipes {
-    /// Killed when the stream is dropped (tokio reaps it).
-    pub(super) _child: Child,
-    pub(super) stdin: ChildStdin,
-    pub(super) stdout: ChildStdout,
+    Ssh(Box<ssh::SshPipes>),
 }
 
 impl EngineStream {
@@ -334,19 +357,6 @@ impl EngineStream {
             inner,
             said: None,
             _keep: None,
-        }
-    }
-
-    /// A stream over ssh: `said` is what ssh says, `keep` lives as long as it.
-    pub(super) fn over_ssh(
-        inner: Inner,
-        said: SshSaid,
-        keep: Option<Box<dyn Send + Sync>>,
-    ) -> EngineStream {
-        EngineStream {
-            inner,
-            said: Some(said),
-            _keep: keep,
         }
     }
 
