@@ -175,6 +175,23 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub engine_socket: Option<PathBuf>,
 
+    /// The container engine's API as a URL: unix:///PATH, tcp://HOST:PORT
+    /// (TLS with --engine-tls-dir or DOCKER_TLS_VERIFY=1 + DOCKER_CERT_PATH;
+    /// plain only to loopback unless --engine-insecure), or
+    /// ssh://USER@HOST[:PORT][/SOCKET] (the system's ssh, BatchMode=yes).
+    /// [default: $DOCKER_HOST / $CONTAINER_HOST, else as --engine-socket]
+    #[arg(long, value_name = "URL")]
+    pub engine: Option<String>,
+
+    /// With a tcp:// engine: the directory holding Docker's TLS files
+    /// ca.pem, cert.pem and key.pem (the engine is verified, idlegate shows its cert).
+    #[arg(long, value_name = "DIR")]
+    pub engine_tls_dir: Option<PathBuf>,
+
+    /// Allow a plain (no TLS) tcp:// engine on another host.
+    #[arg(long)]
+    pub engine_insecure: bool,
+
     /// With --container: `stop` the container when idle, or `pause` it (frozen
     /// in memory, wakes in milliseconds); a stop of idlegate (SIGTERM) stops
     /// it either way, a paused one too. [default: stop]

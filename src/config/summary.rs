@@ -160,7 +160,10 @@ impl Config {
             }
         };
         match &self.backend.run {
-            Run::Container { engine_socket, .. } => engine_socket.iter().cloned().collect(),
+            Run::Container { engine, .. } => engine
+                .iter()
+                .filter_map(|e| e.unix_path().map(Path::to_path_buf))
+                .collect(),
             Run::Command(argv) => argv.first().and_then(|p| engine(p)).into_iter().collect(),
             Run::Hooks { start, stop } => {
                 let mut sockets: Vec<PathBuf> = [start, stop]
@@ -184,7 +187,7 @@ impl Config {
             Run::Command(argv) => format!("the command `{}`", describe(argv)),
             Run::Container {
                 names,
-                engine_socket,
+                engine,
                 idle_action,
                 ..
             } => {
@@ -192,9 +195,9 @@ impl Config {
                     crate::backend::kinds::container::IdleAction::Stop => "stopped",
                     crate::backend::kinds::container::IdleAction::Pause => "paused",
                 };
-                let socket = engine_socket
+                let socket = engine
                     .as_ref()
-                    .map(|p| format!(" through {}", p.display()))
+                    .map(|e| format!(" through {e}"))
                     .unwrap_or_default();
                 format!(
                     "{} {}{socket}, {action} when idle",

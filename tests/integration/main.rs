@@ -22,6 +22,7 @@ mod port_forwarder;
 mod readiness;
 mod real_servers;
 mod reload;
+mod remote_engines;
 mod shutdown;
 mod soak;
 mod start_phases;

@@ -52,6 +52,10 @@ pub struct Docker {
     pid: i32,
     /// Its bridge.
     bridge: String,
+    /// Its TLS listener on 127.0.0.1 (`--tlsverify`).
+    pub tls_port: u16,
+    /// The certificates of that listener and of its clients.
+    pub certs: super::tls::Certs,
 }
 
 static DOCKER: OnceLock<Option<Docker>> = OnceLock::new();
@@ -83,7 +87,18 @@ fn set_up() -> Option<Docker> {
     let bridge = format!("igd{me}");
     make_bridge(&bridge);
     let socket = dir.join("d.sock");
+    let certs = super::tls::make(&dir.join("tls"));
+    let tls_port = super::free_port();
     let mut cmd = Command::new(DOCKERD);
+    let server = |file: &str| certs.server.join(file);
+    cmd.arg("--tlsverify")
+        .arg("--tlscacert")
+        .arg(server("ca.pem"))
+        .arg("--tlscert")
+        .arg(server("server-cert.pem"))
+        .arg("--tlskey")
+        .arg(server("server-key.pem"))
+        .args(["-H", &format!("tcp://127.0.0.1:{tls_port}")]);
     cmd.arg("--data-root")
         .arg(dir.join("root"))
         .arg("--exec-root")
@@ -123,6 +138,8 @@ fn set_up() -> Option<Docker> {
         socket,
         pid,
         bridge,
+        tls_port,
+        certs,
     };
     // SAFETY: stop_at_exit is an extern "C" fn without arguments.
     unsafe { libc::atexit(stop_at_exit) };

@@ -11,6 +11,8 @@ pub mod http;
 pub mod podman;
 pub mod real;
 pub mod scripted;
+pub mod sshd;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};

@@ -45,6 +45,9 @@ pub struct Container {
     /// Where the instances sharing it count who uses it: it is stopped (or
     /// paused) only when no other live instance holds a lease.
     pub leases: Option<Leases>,
+    /// An unreachable engine is waited for, not a failure (its host is woken
+    /// by Wake-on-LAN meanwhile; the start timeout bounds the wait).
+    pub wait_for_engine: bool,
 }
 
 /// The longest pause between two looks at a starting container.
@@ -59,6 +62,9 @@ impl Container {
         let what = format!("container {name} has not started yet");
         waiting_for(progress, Stage::StartingContainer, what);
         self.take_lease().await;
+        if self.wait_for_engine {
+            self.engine_answers(progress).await?;
+        }
         let state = self.inspect().await?;
         if state.paused {
             tracing::info!(target: "idlegate::backend::container", "unpausing container {name}");
@@ -102,6 +108,35 @@ impl Container {
                 }
             }
             tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// Returns once the engine answers, retrying with backoff while it is
+    /// unreachable; another error is the start's failure.
+    async fn engine_answers(&self, progress: &Progress) -> Result<(), Failure> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut told = false;
+        loop {
+            match self.engine.ping().await {
+                Ok(()) => {
+                    if told {
+                        tracing::info!(target: "idlegate::backend::container", "the engine of container {} answers", self.name);
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.is_unreachable() => {
+                    if !told {
+                        tracing::info!(target: "idlegate::backend::container",
+                            "waiting for the engine of container {}, its host waking: {e}", self.name);
+                        let what =
+                            format!("the engine of container {} is not reachable yet", self.name);
+                        waiting_for(progress, Stage::StartingContainer, what);
+                        told = true;
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 
