@@ -349,7 +349,7 @@ fn idle_memory_report(proxies: &[Contender], backend: SocketAddr, n: usize) -> V
     lines.push(String::new());
     lines.push(
         "Resident memory of the proxy (nginx's workers included); kernel socket buffers are \
-         not in it. Issue 19 asks idlegate for at most 16 KiB per idle connection."
+         not in it."
             .into(),
     );
     lines

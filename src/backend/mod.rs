@@ -10,6 +10,7 @@
 
 pub mod failure;
 pub mod kinds;
+pub mod phases;
 pub mod progress;
 pub mod ready;
 mod supervisor;
@@ -176,6 +177,8 @@ pub struct Backend {
     external: Arc<AtomicBool>,
     /// What the start in progress waits for (a container's health, the probe's step).
     progress: progress::Progress,
+    /// The times of the starts: their phases, the histogram, the recent totals.
+    starts: Arc<phases::Starts>,
 }
 
 impl std::fmt::Debug for Request {
@@ -222,6 +225,7 @@ impl Backend {
             status_tx,
         );
         let progress = supervisor.progress();
+        let starts = supervisor.starts();
         tokio::spawn(supervisor.run());
         Backend {
             answered,
@@ -232,6 +236,7 @@ impl Backend {
             status,
             external,
             progress,
+            starts,
         }
     }
 
@@ -282,9 +287,30 @@ impl Backend {
         self.answered.load(Ordering::Relaxed)
     }
 
-    /// Records that an upstream connection sent a byte: the backend really serves.
+    /// Records that an upstream connection sent a byte: the backend really
+    /// serves (and the first answer after a start ends its last phase).
     pub fn mark_answered(&self) {
-        self.answered.store(true, Ordering::Relaxed);
+        if !self.answered.load(Ordering::Relaxed) {
+            self.answered.store(true, Ordering::Relaxed);
+        }
+        self.starts.answered();
+    }
+
+    /// Records that a reply went to a client where no upstream connection
+    /// tells (UDP): the first after a start ends its last phase, as
+    /// [`Backend::mark_answered`] does for a connection.
+    pub fn note_reply(&self) {
+        self.starts.answered();
+    }
+
+    /// The times of the backend's starts (see [`phases`]).
+    pub fn starts(&self) -> Arc<phases::Starts> {
+        self.starts.clone()
+    }
+
+    /// How long a start of this backend usually takes, once one is known.
+    pub fn expected_start(&self) -> Option<Duration> {
+        self.starts.expected()
     }
 
     /// Whether idlegate only waits for the backend (no command, container,

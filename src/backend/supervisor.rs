@@ -16,6 +16,7 @@ use super::failure::Failure;
 use super::kinds::process::Process;
 use super::kinds::run_command::RunCommand;
 use super::kinds::{Launched, StartStep};
+use super::phases::{self, Starts};
 use super::progress::{clear, Progress};
 use super::ready::notify_socket::{BackendStatus, NotifySocket};
 use super::ready::probe::Probe;
@@ -69,6 +70,8 @@ pub(super) struct Supervisor {
     starting: Option<InFlightGuard>,
     /// The backend's own status text, while it starts.
     status: BackendStatus,
+    /// The times of the starts, shared with the handles.
+    starts: Arc<Starts>,
 }
 
 impl Supervisor {
@@ -102,12 +105,18 @@ impl Supervisor {
             in_flight,
             starting: None,
             status,
+            starts: Arc::default(),
         }
     }
 
     /// What the start in progress waits for, shared with the handles.
     pub(super) fn progress(&self) -> Progress {
         self.progress.clone()
+    }
+
+    /// The times of the starts, shared with the handles.
+    pub(super) fn starts(&self) -> Arc<Starts> {
+        self.starts.clone()
     }
 }
 
@@ -229,7 +238,7 @@ impl Supervisor {
             self.run_command = spec.kind.run_command();
             self.spec = spec;
         }
-        self.started_at = Instant::now();
+        self.started_at = self.starts.begin();
         self.generation.fetch_add(1, Ordering::AcqRel);
         self.answered.store(false, Ordering::Relaxed);
         clear(&self.progress);
@@ -246,6 +255,7 @@ impl Supervisor {
         };
         let step = match launched {
             Launched::Process(p) => {
+                self.starts.mark(phases::STARTED);
                 self.process = Some(p);
                 None
             }
@@ -273,6 +283,7 @@ impl Supervisor {
             ready_http: self.spec.ready_http.clone(),
             ready_cmd: self.spec.ready_cmd.clone(),
             progress: self.progress.clone(),
+            starts: self.starts.clone(),
         };
         let deadline = self.started_at + self.spec.start_timeout;
         let wake_on_lan = self.spec.wake_on_lan.clone();
@@ -280,7 +291,7 @@ impl Supervisor {
         self.probe = Some(Box::pin(tokio::time::timeout_at(deadline, async move {
             let start = async {
                 if let Some(step) = step {
-                    step.run(&probe.progress).await?;
+                    step.run(&probe.progress, &probe.starts).await?;
                 }
                 match watched {
                     Some(watched) => tokio::select! {
@@ -314,11 +325,12 @@ impl Supervisor {
         self.probe = None;
         match result {
             Ok(Ok(())) => {
-                let took = self.started_at.elapsed();
+                let took = self.starts.ready();
                 tracing::info!(target: "idlegate::backend",
-                    "backend ready on {} after {}ms",
+                    "backend ready on {} after {}ms ({})",
                     self.spec.ready_list(),
-                    took.as_millis()
+                    took.total_ms,
+                    took.breakdown()
                 );
                 self.ready_since = Some(Instant::now());
                 if self.spec.ready_http.is_some() {

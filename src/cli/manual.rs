@@ -93,7 +93,10 @@ Log lines carry no timestamp and no colour.
 The log filter when \fB--log-level\fR is not given (e.g. idlegate=debug).
 .TP
 \fBCONTAINER_HOST\fR, \fBDOCKER_HOST\fR, \fBXDG_RUNTIME_DIR\fR
-Where \fB--container\fR and \fB--swarm-service\fR find the engine's API socket when \fB--engine-socket\fR is not given. \fB$XDG_RUNTIME_DIR/idlegate-leases\fR (else \fB/run/idlegate-leases\fR) holds the leases of the idlegates sharing a container: it is stopped only by the last one.
+Where \fB--container\fR and \fB--swarm-service\fR find the engine's API when neither \fB--engine\fR nor \fB--engine-socket\fR is given (\fBDOCKER_HOST\fR of any scheme: unix://, tcp://, ssh://).
+.TP
+\fBDOCKER_TLS_VERIFY\fR, \fBDOCKER_CERT_PATH\fR
+With a tcp:// engine and no \fB--engine-tls-dir\fR: TLS with ca.pem, cert.pem and key.pem from \fB$DOCKER_CERT_PATH\fR (else ~/.docker), as the docker CLI takes them. \fB$XDG_RUNTIME_DIR/idlegate-leases\fR (else \fB/run/idlegate-leases\fR) holds the leases of the idlegates sharing a container: it is stopped only by the last one.
 .TP
 \fBSYSTEMD_SCOPE\fR
 For \fBidlegate generator\fR: \fBuser\fR makes user units.

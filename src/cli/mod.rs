@@ -96,9 +96,11 @@ pub struct Cli {
 
     /// HTTP mode: answer a browser that waited over a second for a cold
     /// backend with a 503 "starting" page that shows the start's progress
-    /// and lands on the content once it is up; with FILE: your own page, a
-    /// template with {{service}}, {{waited}}, {{progress}}, {{retry_after}},
-    /// {{events}} and {{script}}.
+    /// and lands on the content once it is up; once a start is known (kept
+    /// beside the state file), "usually ready in about N s" and a progress
+    /// bar. With FILE: your own page, a template with {{service}},
+    /// {{waited}}, {{progress}}, {{expected}}, {{expected_ms}},
+    /// {{retry_after}}, {{events}} and {{script}}.
     #[arg(long, value_name = "FILE", num_args = 0..=1)]
     pub waiting_page: Option<Option<std::path::PathBuf>>,
 
@@ -183,6 +185,23 @@ pub struct Cli {
     #[arg(long, value_name = "PATH")]
     pub engine_socket: Option<PathBuf>,
 
+    /// The container engine's API as a URL: unix:///PATH, tcp://HOST:PORT
+    /// (TLS with --engine-tls-dir or DOCKER_TLS_VERIFY=1 + DOCKER_CERT_PATH;
+    /// plain only to loopback unless --engine-insecure), or
+    /// ssh://USER@HOST[:PORT][/SOCKET] (the system's ssh, BatchMode=yes).
+    /// [default: $DOCKER_HOST / $CONTAINER_HOST, else as --engine-socket]
+    #[arg(long, value_name = "URL")]
+    pub engine: Option<String>,
+
+    /// With a tcp:// engine: the directory holding Docker's TLS files
+    /// ca.pem, cert.pem and key.pem (the engine is verified, idlegate shows its cert).
+    #[arg(long, value_name = "DIR")]
+    pub engine_tls_dir: Option<PathBuf>,
+
+    /// Allow a plain (no TLS) tcp:// engine on another host.
+    #[arg(long)]
+    pub engine_insecure: bool,
+
     /// With --container: `stop` the container when idle, or `pause` it (frozen
     /// in memory, wakes in milliseconds); a stop of idlegate (SIGTERM) stops
     /// it either way, a paused one too. [default: stop]
@@ -213,13 +232,17 @@ pub struct Cli {
     pub upstream_connections_max: Option<String>,
 
     /// Keep a small state file here for `idlegate status` (backend state, work
-    /// in flight, time to idle exit, activations). [default:
-    /// $RUNTIME_DIRECTORY/idlegate.state when systemd sets RUNTIME_DIRECTORY]
+    /// in flight, time to idle exit, activations, the last start's phases),
+    /// and beside it (PATH.starts) the last starts' times, for the waiting
+    /// page's expected wait. [default: $RUNTIME_DIRECTORY/idlegate.state when
+    /// systemd sets RUNTIME_DIRECTORY]
     #[arg(long, value_name = "PATH")]
     pub state_file: Option<PathBuf>,
 
     /// Serve Prometheus metrics on this HOST:PORT of its own (not an activated
-    /// socket: scraping neither starts idlegate nor keeps it up).
+    /// socket: scraping neither starts idlegate nor keeps it up), the
+    /// histogram idlegate_start_duration_seconds of this run's starts
+    /// (request to ready) included.
     #[arg(long, value_name = "HOST:PORT")]
     pub metrics: Option<String>,
 

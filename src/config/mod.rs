@@ -20,7 +20,7 @@ pub use resolve::is_unit_name;
 
 use crate::address::{Address, Names, UpstreamSpec};
 use crate::backend::kinds::container::{Container, IdleAction};
-use crate::backend::kinds::engine::Engine;
+use crate::backend::kinds::engine::{Engine, EngineAddress};
 use crate::backend::kinds::group::{Group, Member};
 use crate::backend::kinds::hooks::Hooks;
 use crate::backend::kinds::lease::Leases;
@@ -162,9 +162,11 @@ pub enum Run {
     Container {
         /// Their names or ids, in start order (at least one).
         names: Vec<String>,
-        /// The engine's API socket as given (`--engine-socket`); see
+        /// The engine's API as given (`--engine`, `--engine-socket`); see
         /// [`Config::find_engine_socket`] for the default.
-        engine_socket: Option<PathBuf>,
+        engine: Option<EngineAddress>,
+        /// Plain TCP to another host is allowed (`--engine-insecure`).
+        engine_insecure: bool,
         /// What each container gets when idle.
         idle_action: IdleAction,
         /// Where the instances sharing a container count who uses it (see
@@ -178,9 +180,11 @@ pub enum Run {
         service: String,
         /// How many tasks it runs while up (`--swarm-replicas`).
         replicas: u64,
-        /// The manager's engine API socket as given (`--engine-socket`); see
-        /// [`Config::find_engine_socket`] for the default.
-        engine_socket: Option<PathBuf>,
+        /// The manager's engine API as given (`--engine`, `--engine-socket`);
+        /// see [`Config::find_engine_socket`] for the default.
+        engine: Option<EngineAddress>,
+        /// Plain TCP to another host is allowed (`--engine-insecure`).
+        engine_insecure: bool,
     },
     /// Systemd units started in order and stopped in reverse order
     /// (`--unit`, repeatable; at least one).
@@ -239,19 +243,33 @@ impl Run {
         *self != Run::External
     }
 
-    /// How the supervisor runs it.
-    fn kind(&self) -> BackendKind {
+    /// The engine API a container or a Swarm service is driven through.
+    pub fn engine(&self) -> Option<&EngineAddress> {
+        match self {
+            Run::Container { engine, .. } | Run::Swarm { engine, .. } => engine.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// How the supervisor runs it; `wake_on_lan`: its host is woken at
+    /// each start, so a remote engine is waited for.
+    fn kind(&self, wake_on_lan: bool) -> BackendKind {
         match self {
             Run::External => BackendKind::External,
             Run::Command(argv) => BackendKind::Process(argv.clone()),
             Run::Container {
                 names,
-                engine_socket,
+                engine,
                 idle_action,
                 lease_dir,
+                ..
             } => {
                 // One client for all members: the API version is asked once.
-                let engine = Engine::new(engine_socket.clone().unwrap_or_default());
+                let engine = Engine::new(
+                    engine
+                        .clone()
+                        .unwrap_or_else(|| EngineAddress::Unix(PathBuf::new())),
+                );
                 BackendKind::Group(Group {
                     members: names
                         .iter()
@@ -261,6 +279,8 @@ impl Run {
                                 name: name.clone(),
                                 idle_action: *idle_action,
                                 leases: lease_dir.clone().map(|dir| Leases { dir }),
+                                wait_for_engine: wake_on_lan
+                                    && !matches!(engine.address(), EngineAddress::Unix(_)),
                             })
                         })
                         .collect(),
@@ -269,12 +289,18 @@ impl Run {
             Run::Swarm {
                 service,
                 replicas,
-                engine_socket,
-            } => BackendKind::Swarm(SwarmService {
-                engine: Engine::new(engine_socket.clone().unwrap_or_default()),
-                name: service.clone(),
-                replicas: *replicas,
-            }),
+                engine,
+                ..
+            } => {
+                let engine = engine
+                    .clone()
+                    .unwrap_or_else(|| EngineAddress::Unix(PathBuf::new()));
+                BackendKind::Swarm(SwarmService {
+                    engine: Engine::new(engine),
+                    name: service.clone(),
+                    replicas: *replicas,
+                })
+            }
             Run::Unit(units) => BackendKind::Group(Group {
                 members: units.iter().map(|u| Member::Unit(Hooks::unit(u))).collect(),
             }),
@@ -291,7 +317,7 @@ impl Config {
     pub fn backend_spec(&self) -> BackendSpec {
         let readiness = &self.backend.readiness;
         BackendSpec {
-            kind: self.backend.run.kind(),
+            kind: self.backend.run.kind(self.backend.wake_on_lan.is_some()),
             ready_http: readiness.http.clone(),
             ready_cmd: readiness.cmd.clone(),
             ready_notify: readiness.notify.then(|| readiness.notify_dir.clone()),
@@ -302,8 +328,10 @@ impl Config {
         }
     }
 
-    /// With `--container` or `--swarm-service`, settles the engine socket: the one given, else the
-    /// first that exists of the usual places (see [`crate::backend::kinds::engine::find_socket`]);
+    /// With `--container` or `--swarm-service`, settles the engine: the one
+    /// given, else `$CONTAINER_HOST`/`$DOCKER_HOST` or the first socket that
+    /// exists of the usual places, with Docker's TLS variables (see
+    /// [`crate::backend::kinds::engine::find_engine`]);
     /// and the lease directory: `$XDG_RUNTIME_DIR/idlegate-leases`, else
     /// `/run/idlegate-leases` (outside any service's own `RuntimeDirectory=`,
     /// which systemd may remove while another instance still holds a lease).
@@ -314,7 +342,8 @@ impl Config {
     ) -> Result<Config, ConfigError> {
         if let Run::Container {
             names,
-            engine_socket,
+            engine,
+            engine_insecure,
             lease_dir,
             ..
         } = &mut self.backend.run
@@ -324,23 +353,30 @@ impl Config {
                 || PathBuf::from("/run/idlegate-leases"),
                 |d| Path::new(&d).join("idlegate-leases"),
             ));
-            let socket =
-                crate::backend::kinds::engine::find_socket(engine_socket.as_deref(), &env, &exists)
-                    .map_err(|e| {
-                        ConfigError::Usage(format!("--container {}: {e}", names.join(", ")))
-                    })?;
-            *engine_socket = Some(socket);
+            let found = crate::backend::kinds::engine::find_engine(
+                engine.as_ref(),
+                *engine_insecure,
+                &env,
+                &exists,
+            )
+            .map_err(|e| ConfigError::Usage(format!("--container {}: {e}", names.join(", "))))?;
+            *engine = Some(found);
         }
         if let Run::Swarm {
             service,
-            engine_socket,
+            engine,
+            engine_insecure,
             ..
         } = &mut self.backend.run
         {
-            let socket =
-                crate::backend::kinds::engine::find_socket(engine_socket.as_deref(), &env, &exists)
-                    .map_err(|e| ConfigError::Usage(format!("--swarm-service {service}: {e}")))?;
-            *engine_socket = Some(socket);
+            let found = crate::backend::kinds::engine::find_engine(
+                engine.as_ref(),
+                *engine_insecure,
+                &env,
+                &exists,
+            )
+            .map_err(|e| ConfigError::Usage(format!("--swarm-service {service}: {e}")))?;
+            *engine = Some(found);
         }
         Ok(self)
     }

@@ -160,9 +160,10 @@ impl Config {
             }
         };
         match &self.backend.run {
-            Run::Container { engine_socket, .. } | Run::Swarm { engine_socket, .. } => {
-                engine_socket.iter().cloned().collect()
-            }
+            Run::Container { engine, .. } | Run::Swarm { engine, .. } => engine
+                .iter()
+                .filter_map(|e| e.unix_path().map(Path::to_path_buf))
+                .collect(),
             Run::Command(argv) => argv.first().and_then(|p| engine(p)).into_iter().collect(),
             Run::Hooks { start, stop } => {
                 let mut sockets: Vec<PathBuf> = [start, stop]
@@ -186,7 +187,7 @@ impl Config {
             Run::Command(argv) => format!("the command `{}`", describe(argv)),
             Run::Container {
                 names,
-                engine_socket,
+                engine,
                 idle_action,
                 ..
             } => {
@@ -194,9 +195,9 @@ impl Config {
                     crate::backend::kinds::container::IdleAction::Stop => "stopped",
                     crate::backend::kinds::container::IdleAction::Pause => "paused",
                 };
-                let socket = engine_socket
+                let socket = engine
                     .as_ref()
-                    .map(|p| format!(" through {}", p.display()))
+                    .map(|e| format!(" through {e}"))
                     .unwrap_or_default();
                 format!(
                     "{} {}{socket}, {action} when idle",
@@ -207,11 +208,12 @@ impl Config {
             Run::Swarm {
                 service,
                 replicas,
-                engine_socket,
+                engine,
+                ..
             } => {
-                let socket = engine_socket
+                let socket = engine
                     .as_ref()
-                    .map(|p| format!(" through {}", p.display()))
+                    .map(|e| format!(" through {e}"))
                     .unwrap_or_default();
                 let tasks = if *replicas == 1 { "task" } else { "tasks" };
                 format!("the swarm service {service}{socket}, scaled to {replicas} {tasks} on demand and to 0 when idle")

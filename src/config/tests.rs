@@ -272,7 +272,8 @@ fn run(text: &str, flags: &[&str]) -> Result<Run, ConfigError> {
 fn containers_and_units_are_groups_in_the_order_given() {
     let containers = |names: &[&str]| Run::Container {
         names: args(names),
-        engine_socket: None,
+        engine: None,
+        engine_insecure: false,
         idle_action: IdleAction::Stop,
         lease_dir: None,
     };
@@ -316,7 +317,8 @@ fn a_swarm_service_is_a_backend_kind_of_its_own() {
     let swarm = |replicas: u64, socket: Option<&str>| Run::Swarm {
         service: "web".into(),
         replicas,
-        engine_socket: socket.map(PathBuf::from),
+        engine: socket.map(|s| EngineAddress::Unix(s.into())),
+        engine_insecure: false,
     };
     assert_eq!(
         run("swarm-service = \"web\"\n", &[]).unwrap(),
@@ -347,7 +349,7 @@ fn a_swarm_service_is_a_backend_kind_of_its_own() {
     assert!(e.contains("--idle-action needs --container"), "{e}");
     let e = error("engine-socket = \"/d.sock\"\n", &[]);
     assert!(
-        e.contains("--engine-socket needs --container NAME or --swarm-service NAME"),
+        e.contains("--engine/--engine-socket needs --container NAME or --swarm-service NAME"),
         "{e}"
     );
 }
@@ -387,4 +389,51 @@ fn a_dynamic_user_and_a_root_only_engine_socket_are_warned_about() {
     let podman =
         config("upstream = \"127.0.0.1:1\"\nstart-cmd = \"podman start web\"\n[systemd]\n");
     assert!(podman.warnings(root_only)[0].contains("/run/podman/podman.sock"));
+}
+
+#[test]
+fn the_engine_is_a_url_or_a_socket_not_both() {
+    use crate::backend::kinds::engine::EngineAddress;
+    let path = Path::new("x.toml");
+    let resolve = |text: &str, flags: &[&str]| {
+        let file = parse_file(&format!("upstream = \"127.0.0.1:5\"\n{text}"), path).unwrap();
+        Config::merge(cli(flags), file, path).map_err(|e| e.to_string())
+    };
+    let engine = |c: Config| match c.backend.run {
+        Run::Container { engine, .. } => engine,
+        other => panic!("{other:?}"),
+    };
+    let c = resolve(
+        "container = \"web\"\nengine = \"tcp://nas:2376\"\nengine-tls-dir = \"/etc/certs\"\n",
+        &[],
+    )
+    .unwrap();
+    assert_eq!(
+        engine(c),
+        Some(EngineAddress::Tcp {
+            host: "nas".into(),
+            port: 2376,
+            tls: Some("/etc/certs".into())
+        })
+    );
+    let c = resolve("container = \"web\"\n", &["--engine-socket", "/s.sock"]).unwrap();
+    assert_eq!(engine(c), Some(EngineAddress::Unix("/s.sock".into())));
+    let e = resolve(
+        "container = \"web\"\nengine-socket = \"/s.sock\"\n",
+        &["--engine", "unix:///t.sock"],
+    )
+    .unwrap_err();
+    assert!(e.contains("--engine and --engine-socket"), "{e}");
+    let e = resolve("container = \"web\"\nengine = \"ftp://nas\"\n", &[]).unwrap_err();
+    assert!(
+        e.starts_with("engine in x.toml: invalid value 'ftp://nas'"),
+        "{e}"
+    );
+    let e = resolve("container = \"web\"\n", &["--engine-tls-dir", "/c"]).unwrap_err();
+    assert!(e.contains("TLS needs a tcp:// engine"), "{e}");
+    let e = resolve("", &["--engine-insecure"]).unwrap_err();
+    assert_eq!(
+        e,
+        "--engine-insecure needs --container NAME or --swarm-service NAME"
+    );
 }

@@ -292,7 +292,10 @@ async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
                     Ok(_) => {
                         last = Instant::now();
                         match c.socket.send_to(&reply, c.client).await {
-                            Ok(n) => c.count(|t| t.to_client(n as u64)),
+                            Ok(n) => {
+                                c.backend.note_reply();
+                                c.count(|t| t.to_client(n as u64))
+                            }
                             Err(e) => tracing::debug!("reply to {}: {e}", c.client),
                         }
                     }

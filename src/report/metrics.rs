@@ -15,6 +15,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use tokio::sync::watch;
 
+use crate::backend::phases::{Histogram, Starts, BUCKETS};
 use crate::report::status::{AtIdle, IdleIn, Snapshot};
 use crate::serve::activity::InFlight;
 use crate::wake::WakeGate;
@@ -25,8 +26,9 @@ pub async fn serve(
     snapshots: watch::Receiver<Option<Snapshot>>,
     connections: InFlight,
     wake: Arc<WakeGate>,
+    starts: Arc<Starts>,
 ) {
-    let shared = Arc::new((snapshots, connections, wake));
+    let shared = Arc::new((snapshots, connections, wake, starts));
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
@@ -34,7 +36,8 @@ pub async fn serve(
         let shared = shared.clone();
         tokio::spawn(async move {
             let service = service_fn(move |_: Request<Incoming>| {
-                let text = render(shared.0.borrow().as_ref(), shared.1.count(), &shared.2);
+                let mut text = render(shared.0.borrow().as_ref(), shared.1.count(), &shared.2);
+                text.push_str(&render_starts(&shared.3.histogram()));
                 async move {
                     Ok::<_, Infallible>(
                         Response::builder()
@@ -116,4 +119,64 @@ pub fn render(snapshot: Option<&Snapshot>, connections: usize, wake: &WakeGate) 
         }
     }
     out
+}
+
+/// The start histogram's exposition text: one observation per start of
+/// this run that became ready, from its request to ready.
+pub fn render_starts(h: &Histogram) -> String {
+    let name = "idlegate_start_duration_seconds";
+    let mut out = format!(
+        "# HELP {name} Backend starts in this run, from the start's request to ready.\n# TYPE {name} histogram\n"
+    );
+    for (bound, count) in BUCKETS.iter().zip(h.buckets) {
+        out.push_str(&format!("{name}_bucket{{le=\"{bound}\"}} {count}\n"));
+    }
+    out.push_str(&format!(
+        "{name}_bucket{{le=\"+Inf\"}} {}\n{name}_sum {:.3}\n{name}_count {}\n",
+        h.count, h.sum, h.count
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Cumulative buckets, as Prometheus wants them, bounded by `+Inf`.
+    #[test]
+    fn the_start_histogram_is_prometheus_text() {
+        let mut h = Histogram::default();
+        h.buckets[5..].iter_mut().for_each(|c| *c = 1);
+        h.count = 2;
+        h.sum = 2.0 + 400.0;
+        let text = render_starts(&h);
+        assert!(
+            text.contains("# TYPE idlegate_start_duration_seconds histogram\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("idlegate_start_duration_seconds_bucket{le=\"0.05\"} 0\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("idlegate_start_duration_seconds_bucket{le=\"2.5\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("idlegate_start_duration_seconds_bucket{le=\"300\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("idlegate_start_duration_seconds_bucket{le=\"+Inf\"} 2\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("idlegate_start_duration_seconds_sum 402.000\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("idlegate_start_duration_seconds_count 2\n"),
+            "{text}"
+        );
+    }
 }

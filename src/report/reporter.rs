@@ -5,13 +5,16 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::backend::phases::Starts;
 use crate::backend::BackendState;
 use crate::report::notify::Notifier;
+use crate::report::start_history;
 use crate::report::status::{self, AtIdle, IdleIn, Snapshot};
 use crate::serve::activity::{Countdown, InFlight};
 
 /// How often, at most, the status line is refreshed for a change of the
-/// in-flight count alone (a change of the backend's state is told at once).
+/// in-flight count alone (a change of the backend's state is told at once),
+/// and how often the count is looked at while work is in flight.
 const STATUS_INTERVAL: Duration = Duration::from_millis(250);
 
 /// The backend's state in a few words for the administrator (`STATUS=`,
@@ -43,6 +46,8 @@ pub struct BackendView {
     pub wake: Arc<crate::wake::WakeGate>,
     /// What a start in progress waits for, in detail.
     pub progress: crate::backend::progress::Progress,
+    /// The times of its starts.
+    pub starts: Arc<Starts>,
 }
 
 /// What the status reporter shows of the idle timer: the timer's own
@@ -70,6 +75,7 @@ pub async fn keep_current(
         status: mut backend_status,
         wake,
         progress,
+        starts,
     } = backend;
     let IdleView {
         mut countdown,
@@ -78,6 +84,11 @@ pub async fn keep_current(
     notifier.wait_ready().await;
     let mut last = String::new();
     let mut last_countdown = None;
+    let mut last_start = None;
+    let mut files = Files {
+        state_file,
+        starts_saved: starts.histogram().count,
+    };
     let mut sent_at = tokio::time::Instant::now();
     loop {
         let count_changed = in_flight.changed();
@@ -98,30 +109,30 @@ pub async fn keep_current(
             idle_in: IdleIn::at(timer, tokio::time::Instant::now()),
             activation,
             woken_by: wake.woken_by().map(str::to_owned),
+            last_start: starts.last(),
         };
         let line = snapshot.status_line();
         snapshots.send_replace(Some(snapshot.clone()));
         // The state file says when the timer fires, so it is written when
         // that moves even if the line, in whole seconds, does not.
-        if line != last || last_countdown != Some(timer) {
+        if line != last || last_countdown != Some(timer) || snapshot.last_start != last_start {
             sent_at = tokio::time::Instant::now();
             if line != last {
                 notifier.status(&line);
             }
             last_countdown = Some(timer);
-            if let Some(path) = &state_file {
-                if let Err(e) = status::write(path, &snapshot) {
-                    tracing::debug!(target: "idlegate", "state file {}: {e}", path.display());
-                }
-            }
+            last_start.clone_from(&snapshot.last_start);
+            files.write(&snapshot);
             last = line;
         }
+        files.note_starts(&starts);
         if !next_change(
             &mut state,
             &mut backend_status,
             &mut countdown,
             count_changed,
             sent_at,
+            busy > 0,
         )
         .await
         {
@@ -130,18 +141,60 @@ pub async fn keep_current(
     }
 }
 
+/// The files the reporter keeps: the state file, and the start history
+/// beside it.
+struct Files {
+    /// The state file, if any.
+    state_file: Option<std::path::PathBuf>,
+    /// How many starts the saved history has seen.
+    starts_saved: u64,
+}
+
+impl Files {
+    /// Replaces the state file with `snapshot` (a failure is logged).
+    fn write(&self, snapshot: &Snapshot) {
+        if let Some(path) = &self.state_file {
+            if let Err(e) = status::write(path, snapshot) {
+                tracing::debug!(target: "idlegate", "state file {}: {e}", path.display());
+            }
+        }
+    }
+
+    /// Saves the start history after each new start.
+    fn note_starts(&mut self, starts: &Starts) {
+        let Some(path) = &self.state_file else {
+            return;
+        };
+        let count = starts.histogram().count;
+        if count != self.starts_saved {
+            start_history::save(&start_history::path_for(path), &starts.recent());
+            self.starts_saved = count;
+        }
+    }
+}
+
 /// Waits until the status is worth telling again: a change of the backend's
 /// state at once; changes of the count and of the timer, which may come with
 /// every request, at most every STATUS_INTERVAL after `sent_at` (the last one
-/// always told); at least every second. `false` once the backend's watches
-/// close: the reporter ends.
+/// always told); at least every second, and while work is in flight
+/// (`busy`) every STATUS_INTERVAL: `count_changed` resolves only when the
+/// count leaves or reaches zero (waking the reporter at every request would
+/// cost every request), and its other changes (an upgrade's request ending
+/// as its tunnel goes on) are told as soon. `false` once the backend's
+/// watches close: the reporter ends.
 async fn next_change(
     state: &mut tokio::sync::watch::Receiver<BackendState>,
     backend_status: &mut tokio::sync::watch::Receiver<Option<Arc<str>>>,
     countdown: &mut tokio::sync::watch::Receiver<Countdown>,
     count_changed: impl std::future::Future<Output = ()>,
     sent_at: tokio::time::Instant,
+    busy: bool,
 ) -> bool {
+    let look_again = if busy {
+        STATUS_INTERVAL
+    } else {
+        Duration::from_secs(1)
+    };
     tokio::select! {
         changed = state.changed() => if changed.is_err() { return false },
         changed = backend_status.changed() => if changed.is_err() { return false },
@@ -158,7 +211,7 @@ async fn next_change(
                 _ = tokio::time::sleep_until(sent_at + STATUS_INTERVAL) => {}
             }
         }
-        _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        _ = tokio::time::sleep(look_again) => {}
     }
     true
 }
@@ -199,16 +252,21 @@ mod tests {
         );
     }
 
-    /// A change of the backend's state reaches `STATUS=` (and the state
-    /// file, and the metrics) at once, even right after a count change.
-    #[tokio::test(start_paused = true)]
-    async fn the_status_follows_a_backend_state_change_at_once() {
+    /// What a test reporter is fed, kept alive while it runs.
+    struct Fed {
+        state: tokio::sync::watch::Sender<BackendState>,
+        _status: tokio::sync::watch::Sender<Option<Arc<str>>>,
+        _countdown: tokio::sync::watch::Sender<Countdown>,
+    }
+
+    /// A reporter of `in_flight` (the backend starting, the timer busy),
+    /// and where its snapshots arrive.
+    fn reporter(in_flight: &InFlight) -> (Fed, tokio::sync::watch::Receiver<Option<Snapshot>>) {
         let notifier = Arc::new(Notifier::disabled());
         notifier.ready("test");
         let (state_tx, state) = tokio::sync::watch::channel(BackendState::Starting);
-        let (_status_tx, backend_status) = tokio::sync::watch::channel(None);
-        let in_flight = InFlight::new();
-        let (_countdown_tx, countdown) = tokio::sync::watch::channel(Countdown::Busy);
+        let (status_tx, backend_status) = tokio::sync::watch::channel(None);
+        let (countdown_tx, countdown) = tokio::sync::watch::channel(Countdown::Busy);
         let (snapshots, latest) = tokio::sync::watch::channel(None);
         tokio::spawn(keep_current(
             notifier,
@@ -217,6 +275,7 @@ mod tests {
                 status: backend_status,
                 wake: Arc::default(),
                 progress: Arc::default(),
+                starts: Arc::default(),
             },
             in_flight.clone(),
             IdleView {
@@ -227,6 +286,21 @@ mod tests {
             1,
             snapshots,
         ));
+        let fed = Fed {
+            state: state_tx,
+            _status: status_tx,
+            _countdown: countdown_tx,
+        };
+        (fed, latest)
+    }
+
+    /// A change of the backend's state reaches `STATUS=` (and the state
+    /// file, and the metrics) at once, even right after a count change.
+    #[tokio::test(start_paused = true)]
+    async fn the_status_follows_a_backend_state_change_at_once() {
+        let in_flight = InFlight::new();
+        let (fed, latest) = reporter(&in_flight);
+        let state_tx = &fed.state;
         let described = |latest: &tokio::sync::watch::Receiver<Option<Snapshot>>| {
             latest
                 .borrow()
@@ -244,5 +318,30 @@ mod tests {
         // A count change alone is told within the status interval.
         tokio::time::sleep(STATUS_INTERVAL + Duration::from_millis(1)).await;
         assert_eq!(described(&latest), Some(("backend ready".into(), 0)));
+    }
+
+    /// A change of the count that does not cross zero (an upgrade's request
+    /// ending as its tunnel goes on: 2 to 1) is told within the status
+    /// interval too, not at the next second's look: `idlegate status` and
+    /// `status --connections` agree once the work has settled.
+    #[tokio::test(start_paused = true)]
+    async fn a_count_change_away_from_zero_is_told_within_the_interval() {
+        let in_flight = InFlight::new();
+        let (_fed, latest) = reporter(&in_flight);
+        let count = |latest: &tokio::sync::watch::Receiver<Option<Snapshot>>| {
+            latest.borrow().as_ref().map(|s| s.in_flight)
+        };
+        let tunnel = in_flight.enter();
+        tokio::time::sleep(STATUS_INTERVAL + Duration::from_millis(1)).await;
+        assert_eq!(count(&latest), Some(1));
+        let request = in_flight.enter();
+        tokio::time::sleep(STATUS_INTERVAL + Duration::from_millis(1)).await;
+        assert_eq!(count(&latest), Some(2), "1 to 2 within the interval");
+        drop(request);
+        tokio::time::sleep(STATUS_INTERVAL + Duration::from_millis(1)).await;
+        assert_eq!(count(&latest), Some(1), "2 to 1 within the interval");
+        drop(tunnel);
+        tokio::time::sleep(STATUS_INTERVAL + Duration::from_millis(1)).await;
+        assert_eq!(count(&latest), Some(0));
     }
 }

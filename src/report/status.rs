@@ -9,6 +9,7 @@ use std::io;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::backend::phases::StartTimes;
 use crate::serve::work::WorkView;
 
 /// A moment's view of the instance.
@@ -32,6 +33,8 @@ pub struct Snapshot {
     /// The client that woke the backend in this activation, if one did
     /// (`192.168.1.20:51234: GET /photos`).
     pub woken_by: Option<String>,
+    /// The last start's times (this run's, or an earlier run's).
+    pub last_start: Option<StartTimes>,
 }
 
 /// What idlegate does once idle.
@@ -158,8 +161,13 @@ impl Snapshot {
             .as_ref()
             .map(|w| format!("woken_by={}\n", w.replace('\n', " ")))
             .unwrap_or_default();
+        let last_start = self
+            .last_start
+            .as_ref()
+            .map(|t| format!("last_start={}\n", t.to_field()))
+            .unwrap_or_default();
         format!(
-            "pid={}\nrunning={}\nbackend={}\nin_flight={}\nidle_exit_in_ms={idle}\nactivation={}\nwritten_at_ms={now}\n{woken_by}",
+            "pid={}\nrunning={}\nbackend={}\nin_flight={}\nidle_exit_in_ms={idle}\nactivation={}\nwritten_at_ms={now}\n{woken_by}{last_start}",
             self.pid,
             if self.running { "yes" } else { "no" },
             self.backend.replace('\n', " "),
@@ -196,6 +204,7 @@ impl Snapshot {
             },
             activation: get("activation")?.parse().ok()?,
             woken_by: get("woken_by").map(str::to_owned),
+            last_start: get("last_start").and_then(StartTimes::parse_field),
         })
     }
 }
@@ -219,12 +228,13 @@ pub fn write(path: &Path, snapshot: &Snapshot) -> io::Result<()> {
     std::fs::rename(&tmp, path)
 }
 
-/// The activation number of the run before this one, from its state file (0 if none).
-pub fn previous_activation(path: &Path) -> u64 {
+/// The activation number of the run before this one (0 if none) and its
+/// last start's times, from its state file.
+pub fn previous_run(path: &Path) -> (u64, Option<StartTimes>) {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|t| Snapshot::from_file_text(&t, unix_ms()))
-        .map_or(0, |s| s.activation)
+        .map_or((0, None), |s| (s.activation, s.last_start))
 }
 
 /// `idlegate status`'s exit status when the state file cannot be read.
@@ -240,6 +250,8 @@ pub enum Reading {
     Ended {
         /// The activation that ended.
         activation: u64,
+        /// The last start's times, when a start is known.
+        last_start: Option<StartTimes>,
     },
     /// Running, as the snapshot says.
     Running(Snapshot),
@@ -269,6 +281,7 @@ pub fn read(path: &Path) -> Reading {
     } else {
         Reading::Ended {
             activation: s.activation,
+            last_start: s.last_start,
         }
     }
 }
@@ -295,9 +308,13 @@ impl Reading {
                     path.display()
                 )
             }
-            Reading::Ended { activation } => {
+            Reading::Ended {
+                activation,
+                last_start,
+            } => {
                 return format!(
-                    "idlegate: not running (activation {activation} ended; the next connection starts it)"
+                    "idlegate: not running (activation {activation} ended; the next connection starts it){}",
+                    last_start_line(last_start.as_ref())
                 )
             }
             Reading::Unknown(why) => return format!("idlegate: unknown: {why}"),
@@ -322,12 +339,13 @@ impl Reading {
             .map(|w| format!("\nwoken by: {w}"))
             .unwrap_or_default();
         format!(
-            "idlegate: running (pid {}, activation {})\nbackend: {}\nin flight: {}\n{}: {idle}{woken}",
+            "idlegate: running (pid {}, activation {})\nbackend: {}\nin flight: {}\n{}: {idle}{woken}{}",
             s.pid,
             s.activation,
             s.backend,
             s.in_flight,
-            s.at_idle.words()
+            s.at_idle.words(),
+            last_start_line(s.last_start.as_ref())
         )
     }
 
@@ -336,8 +354,15 @@ impl Reading {
     pub fn json(&self, work: Option<&[WorkView]>) -> serde_json::Value {
         let mut doc = match self {
             Reading::NotYet => serde_json::json!({ "running": false }),
-            Reading::Ended { activation } => {
-                serde_json::json!({ "running": false, "activation": activation })
+            Reading::Ended {
+                activation,
+                last_start,
+            } => {
+                serde_json::json!({
+                    "running": false,
+                    "activation": activation,
+                    "last_start": last_start,
+                })
             }
             Reading::Unknown(why) => serde_json::json!({ "running": null, "error": why }),
             Reading::Running(s) => serde_json::json!({
@@ -350,6 +375,7 @@ impl Reading {
                 "at_idle": s.at_idle.key(),
                 "idle_in_ms": s.idle_in.value(),
                 "woken_by": s.woken_by,
+                "last_start": s.last_start,
             }),
         };
         if let Some(work) = work {
@@ -357,6 +383,14 @@ impl Reading {
         }
         doc
     }
+}
+
+/// The report's line about the last start, with a newline before it; empty
+/// when no start is known.
+fn last_start_line(times: Option<&StartTimes>) -> String {
+    times
+        .map(|t| format!("\nlast start: {}ms ({})", t.total_ms, t.breakdown()))
+        .unwrap_or_default()
 }
 
 /// `idlegate status`: the report for the state file at `path` and its
@@ -449,7 +483,9 @@ mod tests {
             idle_in: IdleIn::In(Duration::from_millis(2500)),
             activation: 7,
             woken_by: Some("192.168.1.20:51234: GET /photos".into()),
+            last_start: StartTimes::parse_field("249 started:120 accepting:80 ready:49"),
         };
+        assert!(s.last_start.is_some());
         let text = s.to_file_text(1_000_000);
         assert_eq!(Snapshot::from_file_text(&text, 1_000_000), Some(s.clone()));
         // Read 2 s after it was written, the countdown says 2 s less.

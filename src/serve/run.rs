@@ -13,7 +13,7 @@ use crate::activation::{self, RuntimeSockets};
 use crate::backend::{self, Backend};
 use crate::config::Config;
 use crate::report::notify::Notifier;
-use crate::report::{connections, metrics, reporter, status};
+use crate::report::{connections, metrics, reporter, start_history, status};
 use crate::serve::activity::{Countdown, InFlight};
 use crate::serve::context::ServeContext;
 use crate::serve::listener::{self, Endpoint, Forwarder};
@@ -62,9 +62,12 @@ pub async fn run(
         countdown: Arc::new(tokio::sync::watch::channel(countdown).0),
     };
     let state_file = config.observability.state_file.clone();
-    let activation = state_file
-        .as_deref()
-        .map_or(1, |path| status::previous_activation(path) + 1);
+    let activation = state_file.as_deref().map_or(1, |path| {
+        let (previous, last_start) = status::previous_run(path);
+        let recent = start_history::load(&start_history::path_for(path));
+        backend.starts().remember(last_start, &recent);
+        previous + 1
+    });
     start_reporting(
         &shared,
         &notifier,
@@ -200,6 +203,7 @@ fn start_reporting(
                 status: shared.backend.subscribe_status(),
                 wake: shared.wake.clone(),
                 progress: shared.backend.progress(),
+                starts: shared.backend.starts(),
             },
             shared.in_flight.clone(),
             reporter::IdleView {
@@ -217,6 +221,7 @@ fn start_reporting(
             latest,
             shared.connections.clone(),
             shared.wake.clone(),
+            shared.backend.starts(),
         ));
     }
 }
@@ -297,9 +302,14 @@ fn write_last_state(path: &std::path::Path, backend: &Backend, activation: u64) 
         idle_in: status::IdleIn::Never,
         activation,
         woken_by: None,
+        last_start: backend.starts().last(),
     };
     if let Err(e) = status::write(path, &last) {
         tracing::debug!(target: "idlegate", "state file {}: {e}", path.display());
+    }
+    let recent = backend.starts().recent();
+    if !recent.is_empty() {
+        start_history::save(&start_history::path_for(path), &recent);
     }
 }
 

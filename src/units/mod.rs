@@ -339,6 +339,32 @@ mod tests {
         );
     }
 
+    /// A remote engine's address is let out too; a host name leaves the
+    /// sandbox without `IPAddressDeny=`, as an upstream's does.
+    #[test]
+    fn a_remote_engine_is_allowed_out() {
+        let service = |engine: &str| {
+            let units = units_of(
+                "nas.toml",
+                &format!(
+                    "upstream = \"192.168.77.20:2342\"\ncontainer = \"photos\"\n\
+                     engine = \"{engine}\"\n[systemd]\nlisten = [\"2342\"]\n"
+                ),
+                Scope::System,
+            )
+            .unwrap();
+            text(&units, "nas.service").to_owned()
+        };
+        let tcp = service("tcp://192.168.77.21:2376");
+        assert!(
+            tcp.contains("IPAddressAllow=localhost 192.168.77.20 192.168.77.21\n"),
+            "{tcp}"
+        );
+        let ssh = service("ssh://idlegate@nas.lan");
+        assert!(!ssh.contains("IPAddressDeny=any"), "{ssh}");
+        assert!(ssh.contains("nas.lan is a host name"), "{ssh}");
+    }
+
     #[test]
     fn a_user_service_has_no_privileged_settings() {
         let units = units_of(

@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::Scope;
 use crate::address::Address;
+use crate::backend::kinds::engine::EngineAddress;
 use crate::config::{Config, Run, SystemdSettings};
 
 /// The sandbox of a system service, as `deploy/` has it: idlegate needs only
@@ -300,6 +301,17 @@ impl Plan<'_> {
         // The magic packet goes to its own address, usually a broadcast one.
         if let Some(wol) = &self.config.backend.wake_on_lan {
             allow(&mut allowed, vec![wol.address.ip()]);
+        }
+        // A remote engine's API (tcp://) or its host's sshd (ssh://).
+        if let Some(EngineAddress::Tcp { host, .. } | EngineAddress::Ssh { host, .. }) =
+            self.config.backend.run.engine()
+        {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            match bare.parse::<IpAddr>() {
+                Ok(ip) => allow(&mut allowed, vec![ip]),
+                Err(_) if bare == "localhost" => {}
+                Err(_) => return Err(host.clone()),
+            }
         }
         Ok(allowed.join(" "))
     }

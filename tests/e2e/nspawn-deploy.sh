@@ -17,7 +17,9 @@
 # bad file beside it, a user's unit with `systemctl --user`, `dpkg -r`), and
 # the README's systemd-socket-activate one-liners, and unit groups (an ordered
 # --unit group, one that fails, a StopWhenUnneeded= database behind two apps,
-# two backends with Conflicts=). It measures cold-start time against the
+# two backends with Conflicts=), and the guides' one-file configs as
+# docs/guides/ writes them (deploy-guides.sh: a program, PostgreSQL with its
+# backup under idlegate inhibit, Redis). It measures cold-start time against the
 # floor: `podman start` / `podman run` of the same backend container until its
 # port answers. Any failure exits non-zero; the guest is always powered off and
 # the host cgroups removed.
@@ -33,11 +35,11 @@ set -euo pipefail
 REPO=$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)
 W=${E2E_WORKDIR:-/var/tmp/idlegate-e2e}
 SUITE=trixie
-PKGS=systemd,systemd-sysv,dbus,iproute2,curl,procps,podman,crun,netavark,aardvark-dns,nftables,iptables,ca-certificates,caddy,dnsmasq-base,libpam-systemd
+PKGS=systemd,systemd-sysv,dbus,iproute2,curl,procps,podman,crun,netavark,aardvark-dns,nftables,iptables,ca-certificates,caddy,dnsmasq-base,libpam-systemd,postgresql,python3,redis-server
 BASE=$W/rootfs.base
 RUN=$W/run
 R=$RUN/rootfs
-M=idlegate-e2e          # machine name, also the name of the host cgroups used
+M=${E2E_MACHINE:-idlegate-e2e}  # machine name, also the name of the host cgroups used
 IDLE=3s                 # the short idle timeout the README's drop-in sets
 COLD_RUNS=${E2E_COLD_RUNS:-5}  # cold activations per variant, and podman starts for the floor
 
@@ -202,14 +204,16 @@ NET() { nsenter -t "$LEADER" -n "$@"; }
 AS_ROOT() { IN systemd-run --quiet --wait --pipe --collect -p WorkingDirectory=/root/idlegate -p Environment=HOME=/root bash -euo pipefail -c "$1"; }
 
 # The ```sh block that follows <!-- e2e: NAME --> in deploy/README.md.
-readme_block() {
-  local b
-  b=$(awk -v name="$1" '
-    $0 ~ "<!-- e2e: " name " -->" { armed = 1; next }
-    armed && /^```sh$/ { inblock = 1; next }
+readme_block() { marked_block deploy/README.md "e2e: $1" sh; }
+# The ```$3 block (any language without $3) that follows <!-- $2 --> in the file $1 of the checkout.
+marked_block() {
+  local b fence='^```'"${3:-[a-z]+}"'$'
+  b=$(awk -v mark="<!-- $2 -->" -v fence="$fence" '
+    index($0, mark) { armed = 1; next }
+    armed && $0 ~ fence { inblock = 1; next }
     inblock && /^```$/ { exit }
-    inblock { print }' "$REPO/deploy/README.md")
-  [ -n "$b" ] || fail "deploy/README.md has no block <!-- e2e: $1 -->"
+    inblock { print }' "$REPO/$1")
+  [ -n "$b" ] || fail "$1 has no block <!-- $2 -->"
   printf '%s\n' "$b"
 }
 # Run a README block in the guest as root, from the checkout, echoing each command.
@@ -459,6 +463,8 @@ variant_begin() { VARIANT_CURSOR=$(IN journalctl -n 1 --show-cursor --no-pager -
 . "$REPO/tests/e2e/deploy-faults.sh"
 # shellcheck source=tests/e2e/deploy-groups.sh
 . "$REPO/tests/e2e/deploy-groups.sh"
+# shellcheck source=tests/e2e/deploy-guides.sh
+. "$REPO/tests/e2e/deploy-guides.sh"
 
 # The faults every variant goes through (deploy-faults.sh); $1 = variant, and
 # whether its backend is a container of its own (killed, image removed).
@@ -645,6 +651,9 @@ else
   UIN stop hello.socket hello-control.socket
 fi
 AS_ROOT 'loginctl disable-linger tester; rm -rf ~tester/.config/idlegate'
+
+# The guides' one-file configs (docs/guides/), while the package is installed.
+guides
 
 step "one file per service: a process backend (Caddy file-server) as the dynamic user, with a home"
 run_readme onefile-hello

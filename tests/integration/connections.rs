@@ -3,13 +3,15 @@
 //! UDP flows, inhibitors; asking never wakes a stopped idlegate.
 
 use std::io::{Read, Write};
-use std::net::{TcpStream, UdpSocket};
+use std::net::{Shutdown, TcpStream, UdpSocket};
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
 use crate::support::http::Conn;
+use crate::support::scripted::{raw_connect, raw_head, Upstream};
 use crate::support::*;
 
 /// `idlegate status --connections [--json]`: exit status, stdout.
@@ -34,6 +36,18 @@ fn work_of(state: &Path) -> Vec<Value> {
         .ok()
         .and_then(|doc| doc["work"].as_array().cloned())
         .unwrap_or_default()
+}
+
+/// The count of the state file and the kinds of the list, from one
+/// `status --connections --json` (`None` for the count once not running).
+fn count_and_list(state: &Path) -> (Option<u64>, Vec<String>) {
+    let (_, text) = listing(state, true);
+    let doc: Value = serde_json::from_str(&text).unwrap_or_default();
+    let kinds = doc["work"]
+        .as_array()
+        .map(|work| work.iter().map(|w| w["kind"].to_string()).collect())
+        .unwrap_or_default();
+    (doc["in_flight"].as_u64(), kinds)
 }
 
 fn of_kind<'a>(work: &'a [Value], kind: &str) -> Vec<&'a Value> {
@@ -210,4 +224,79 @@ fn udp_flows_are_listed() {
                 && w["bytes_to_client"] == 5
         })
     });
+}
+
+/// A WebSocket is one unit of work, counted once. Its upstream answers the
+/// upgrade after a pause (an app that checks the session first), so that
+/// the request and the client connection are work of their own meanwhile;
+/// once the `101` is in, `idlegate status` says 1 in flight and `status
+/// --connections` lists that one upgrade (one document, so the state file's
+/// count and the live list are compared at one moment), and they keep
+/// agreeing past the idle timeout, which does not fire; when the client
+/// closes it, the count is 0 and the list empty, and idlegate exits on idle.
+#[test]
+fn an_open_websocket_is_counted_once_and_status_agrees_with_the_list() {
+    let up = Upstream::start(|ex| {
+        std::thread::sleep(Duration::from_millis(400));
+        ex.write(
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n\
+              hello",
+        )?;
+        ex.echo_until_close()
+    });
+    let fixture = Fixture::http()
+        .upstream(&up.addr.to_string())
+        .external()
+        .idle("3s");
+    let state = fixture.file("idlegate.state");
+    let act = fixture
+        .extra(&["--state-file", state.to_str().unwrap()])
+        .start();
+
+    let mut ws = raw_connect(act.tcp_addrs[0]);
+    ws.write_all(
+        b"GET /socket HTTP/1.1\r\nHost: jellyfin.lan:8096\r\nConnection: Upgrade\r\n\
+          Upgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+    )
+    .unwrap();
+    let (head, mut greeting) = raw_head(&mut ws);
+    assert!(head.starts_with("HTTP/1.1 101 "), "{head}");
+    while greeting.len() < 5 {
+        let mut buf = [0u8; 64];
+        let n = ws.read(&mut buf).unwrap();
+        assert!(n > 0, "closed after {greeting:?}");
+        greeting.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(greeting, b"hello");
+    ws.write_all(b"ping").unwrap();
+    let mut pong = [0u8; 4];
+    ws.read_exact(&mut pong).unwrap();
+    assert_eq!(&pong, b"ping");
+
+    let one_upgrade = (Some(1), vec!["\"upgrade\"".to_owned()]);
+    // The state file follows a count change within 250 ms while work is
+    // in flight (the reporter's unit test pins that); 5 s for a loaded
+    // machine.
+    wait_until(
+        "the count and the list to agree on the one upgrade",
+        Duration::from_secs(5),
+        || count_and_list(&state) == one_upgrade,
+    );
+    let past_idle = Instant::now() + Duration::from_secs(4);
+    while Instant::now() < past_idle {
+        assert_eq!(count_and_list(&state), one_upgrade, "{}", act.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(
+        act.exits().is_empty(),
+        "exited with an open WebSocket; log:\n{}",
+        act.log()
+    );
+
+    ws.shutdown(Shutdown::Write).unwrap();
+    wait_until("the count back to 0, the list empty", PATIENCE, || {
+        count_and_list(&state) == (Some(0), Vec::new())
+    });
+    act.wait_exit_0(1, PATIENCE);
 }

@@ -203,6 +203,12 @@ fn engine_api_waits_for_the_healthcheck(engine: Engine) {
         "{}",
         act.log()
     );
+    // The wait for health is a phase of the start of its own.
+    assert!(
+        act.log().contains("ms (started ") && act.log().contains(", healthy "),
+        "{}",
+        act.log()
+    );
 }
 
 fn idle_action_pause_freezes_and_thaws_the_container(engine: Engine) {

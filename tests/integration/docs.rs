@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use crate::support::*;
 
 /// At least this many complete `NAME.toml` examples are in the docs.
-const MIN_EXAMPLES: usize = 26;
+const MIN_EXAMPLES: usize = 33;
 
 /// The first line that makes a ```toml block a complete file to check.
 const SYSTEM_FILE: &str = "# /etc/idlegate/";

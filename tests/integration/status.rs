@@ -7,18 +7,6 @@ use std::time::{Duration, Instant};
 use crate::support::http::{get, Monitor};
 use crate::support::*;
 
-fn status(state: &std::path::Path) -> (Option<i32>, String) {
-    let out = Command::new(idlegate_bin())
-        .args(["status", "--state-file"])
-        .arg(state)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[test]
 fn status_reports_a_running_instance_and_counts_activations() {
     let fixture = Fixture::tcp()
@@ -30,7 +18,7 @@ fn status_reports_a_running_instance_and_counts_activations() {
         .extra(&["--state-file", state.to_str().unwrap()])
         .start();
     assert_eq!(
-        status(&state).0,
+        status_text(&state).0,
         Some(3),
         "not running before the first client"
     );
@@ -38,14 +26,14 @@ fn status_reports_a_running_instance_and_counts_activations() {
     for activation in 1..=2 {
         assert_eq!(exchange_str(act.tcp_addrs[0], "x\n").unwrap(), "x\n");
         wait_until("a status with the backend ready", PATIENCE, || {
-            let (code, text) = status(&state);
+            let (code, text) = status_text(&state);
             code == Some(0)
                 && text.contains("backend: backend ready")
                 && text.contains(&format!("activation {activation})"))
                 && text.contains("idle exit: in ")
         });
         assert_eq!(act.wait_exit(activation, PATIENCE).code(), Some(0));
-        let (code, text) = status(&state);
+        let (code, text) = status_text(&state);
         assert_eq!(code, Some(3), "{text}");
         assert!(text.contains("not running"), "{text}");
     }
@@ -131,7 +119,7 @@ fn an_unreadable_state_file_is_unknown_not_stopped() {
     assert_eq!(code, Some(4), "{text}");
     assert!(text.contains("not an idlegate state file"), "{text}");
     // In the right directory, before the first activation: not running.
-    assert_eq!(status(&dir.path().join("idlegate.state")).0, Some(3));
+    assert_eq!(status_text(&dir.path().join("idlegate.state")).0, Some(3));
 }
 
 /// A monitor probing a running service (forwarded while it is up, but not
@@ -212,15 +200,15 @@ fn with_listen_the_status_says_the_backend_will_be_stopped() {
     let addr = idlegate.addr;
     let nothing = "backend stop: none (the backend is not running; the next client starts it)";
     wait_until("the status before the first client", PATIENCE, || {
-        status(&state).1.contains(nothing)
+        status_text(&state).1.contains(nothing)
     });
     assert_eq!(exchange_str(addr, "one\n").unwrap(), "one\n");
     let pid = read_pid(&fixture.file("backend.pid"));
     wait_until("the status of the backend up", PATIENCE, || {
-        let (_, text) = status(&state);
+        let (_, text) = status_text(&state);
         text.contains("backend stop: in ") && text.contains("(idlegate keeps listening)")
     });
-    let (_, text) = status(&state);
+    let (_, text) = status_text(&state);
     assert!(!text.contains("idle exit"), "{text}");
     let doc = status_json(&state);
     assert_eq!(doc["at_idle"], "stop-backend", "{doc}");
@@ -231,7 +219,7 @@ fn with_listen_the_status_says_the_backend_will_be_stopped() {
     );
     assert!(wait_gone(pid, PATIENCE), "idle stops the backend");
     wait_until("the status after the idle stop", PATIENCE, || {
-        status(&state).1.contains(nothing)
+        status_text(&state).1.contains(nothing)
     });
     assert_eq!(status_json(&state)["idle_in_ms"], "nothing-to-stop");
     assert_eq!(idlegate.stop().code(), Some(0), "{}", idlegate.log());
@@ -314,14 +302,14 @@ fn the_status_names_what_a_start_waits_for_and_why_it_failed() {
     });
     let waiting = format!("backend: backend starting: nothing accepted connections on {upstream}");
     wait_until("the status says what the start waits for", PATIENCE, || {
-        status(&state).1.contains(&waiting)
+        status_text(&state).1.contains(&waiting)
     });
     let failed = format!(
         "backend: backend failed: not ready within the start timeout (3s): nothing accepted connections on {upstream}"
     );
     // The failure shows until the idle exit, 5 s after the client was closed.
     wait_until("the status says why the start failed", PATIENCE, || {
-        status(&state).1.contains(&failed)
+        status_text(&state).1.contains(&failed)
     });
     assert!(
         client.join().unwrap().is_empty(),

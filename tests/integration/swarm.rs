@@ -8,7 +8,6 @@
 //! does not work in this sandbox) and are created with `--no-resolve-image`
 //! (the test image is local: there is no registry to ask for its digest).
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::support::docker::{docker, swarm, Docker};
@@ -51,9 +50,15 @@ impl<'a> Service<'a> {
         Service { swarm, name, port }
     }
 
-    /// idlegate in front of it, with `more` flags.
+    /// idlegate in front of it through the manager's socket, with `more` flags.
     fn activate(&self, more: &[&str]) -> activator::Activator {
-        activate(&self.swarm.socket, &self.name, self.port, more)
+        let socket = self.swarm.socket.to_str().unwrap();
+        self.activate_through(&["--engine-socket", socket], more)
+    }
+
+    /// idlegate in front of it through the `engine` flags, with `more` flags.
+    fn activate_through(&self, engine: &[&str], more: &[&str]) -> activator::Activator {
+        activate(engine, &self.name, self.port, more)
     }
 
     /// `Spec.Mode.Replicated.Replicas` as the engine has it.
@@ -79,16 +84,16 @@ impl Drop for Service<'_> {
     }
 }
 
-/// idlegate in front of `service` on `port`, through `socket`, with `more` flags.
-fn activate(socket: &Path, service: &str, port: u16, more: &[&str]) -> activator::Activator {
+/// idlegate in front of `service` on `port`, through the `engine` flags,
+/// with `more` flags.
+fn activate(engine: &[&str], service: &str, port: u16, more: &[&str]) -> activator::Activator {
     let mut a = args(&[
         "--swarm-service",
         service,
-        "--engine-socket",
-        socket.to_str().unwrap(),
         "--upstream",
         &format!("127.0.0.1:{port}"),
     ]);
+    a.extend(args(engine));
     a.extend(args(more));
     ActivatorBuilder::new(tempdir(), &a).tcp("web").start()
 }
@@ -146,6 +151,25 @@ fn a_swarm_service_scales_from_zero_and_back_over_two_cold_starts() {
     let scaled = |n: u32| format!("scaling swarm service {} to {n}", service.name);
     assert_eq!(log.matches(&scaled(1)).count(), 2, "{log}");
     assert_eq!(log.matches(&scaled(0)).count(), 2, "{log}");
+}
+
+/// A manager reached as a remote engine is (`--engine tcp://…` with
+/// Docker's TLS files, the private dockerd's TLS listener): a cold start
+/// and the idle stop back to 0.
+#[test]
+fn a_swarm_manager_reached_over_tls_scales_the_service_from_zero_and_back() {
+    let Some(swarm) = swarm() else { return };
+    let service = Service::create(swarm, "swarm-tls", IMAGE, &[]);
+    let url = format!("tcp://127.0.0.1:{}", swarm.tls_port);
+    let client = swarm.certs.client.to_str().unwrap();
+    let engine = ["--engine", &url, "--engine-tls-dir", client];
+    let more = ["--idle-timeout", "1s", "--stop-timeout", "1s"];
+    let act = service.activate_through(&engine, &more);
+    gets_the_page(&act);
+    assert_eq!(service.replicas(), "1");
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    assert_eq!(service.replicas(), "0", "{}", act.log());
+    assert_eq!(service.running_containers(), 0, "{}", act.log());
 }
 
 /// A stop of idlegate (SIGTERM) while the service is up scales it to 0,
@@ -250,7 +274,8 @@ fn an_engine_that_is_no_swarm_manager_and_a_missing_service_fail_by_name() {
     ];
     for (engine, service, want) in cases {
         let more = ["--start-timeout", "120s"];
-        let act = activate(&engine.socket, service, free_port(), &more);
+        let socket = ["--engine-socket", engine.socket.to_str().unwrap()];
+        let act = activate(&socket, service, free_port(), &more);
         fails_promptly_saying(&act, &want);
     }
 }

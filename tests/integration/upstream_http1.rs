@@ -572,15 +572,7 @@ fn bytes_after_a_101_in_the_same_write_reach_the_client() {
             b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n\
               hello-from-upstream",
         )?;
-        let mut buf = [0u8; 4096];
-        loop {
-            let n = ex.reader.read(&mut buf)?;
-            if n == 0 {
-                ex.stream().shutdown(Shutdown::Write)?;
-                return Ok(Next::Done);
-            }
-            ex.write(&buf[..n])?;
-        }
+        ex.echo_until_close()
     });
     let act = up.gate();
     let mut s = raw_connect(act.tcp_addrs[0]);

@@ -59,6 +59,10 @@ pub struct Docker {
     pid: i32,
     /// Its bridge.
     bridge: String,
+    /// Its TLS listener on 127.0.0.1 (`--tlsverify`).
+    pub tls_port: u16,
+    /// The certificates of that listener and of its clients.
+    pub certs: super::tls::Certs,
 }
 
 static DOCKER: OnceLock<Option<Docker>> = OnceLock::new();
@@ -112,7 +116,18 @@ fn set_up(prefix: &str) -> Option<Docker> {
     let bridge = format!("{prefix}{me}");
     make_bridge(&bridge);
     let socket = dir.join("d.sock");
+    let certs = super::tls::make(&dir.join("tls"));
+    let tls_port = super::free_port();
     let mut cmd = Command::new(DOCKERD);
+    let server = |file: &str| certs.server.join(file);
+    cmd.arg("--tlsverify")
+        .arg("--tlscacert")
+        .arg(server("ca.pem"))
+        .arg("--tlscert")
+        .arg(server("server-cert.pem"))
+        .arg("--tlskey")
+        .arg(server("server-key.pem"))
+        .args(["-H", &format!("tcp://127.0.0.1:{tls_port}")]);
     cmd.arg("--data-root")
         .arg(dir.join("root"))
         .arg("--exec-root")
@@ -152,6 +167,8 @@ fn set_up(prefix: &str) -> Option<Docker> {
         socket,
         pid,
         bridge,
+        tls_port,
+        certs,
     };
     static AT_EXIT: std::sync::Once = std::sync::Once::new();
     // SAFETY: stop_at_exit is an extern "C" fn without arguments.

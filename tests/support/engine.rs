@@ -215,11 +215,17 @@ pub fn status(engine: Engine, name: &str) -> Option<String> {
 /// docker-proxy accepts on the port before the app inside listens (HTTP
 /// mode without it has a test of its own).
 pub fn engine_args(name: &str, socket: &Path, port: u16, extra: &[&str]) -> Vec<String> {
+    let mut a = container_args(name, port, extra);
+    a.extend(args(&["--engine-socket", socket.to_str().unwrap()]));
+    a
+}
+
+/// idlegate's flags for the container `name` publishing the page on `port`
+/// (HTTP mode, ready at `GET /`), the engine left to `extra` or the environment.
+pub fn container_args(name: &str, port: u16, extra: &[&str]) -> Vec<String> {
     let mut a = args(&[
         "--container",
         name,
-        "--engine-socket",
-        socket.to_str().unwrap(),
         "--upstream",
         &format!("127.0.0.1:{port}"),
         "--mode",

@@ -11,6 +11,8 @@ pub mod http;
 pub mod podman;
 pub mod real;
 pub mod scripted;
+pub mod sshd;
+pub mod tls;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -204,6 +206,13 @@ pub fn run_idlegate_output(args: &[&str], env: &[(&str, &str)]) -> (Option<i32>,
         }
         std::thread::sleep(Duration::from_millis(10));
     }
+}
+
+/// `idlegate status`'s exit status and text for the state file `state`.
+pub fn status_text(state: &Path) -> (Option<i32>, String) {
+    let (code, out, _) =
+        run_idlegate_output(&["status", "--state-file", state.to_str().unwrap()], &[]);
+    (code, out)
 }
 
 /// `idlegate status --json`'s document for the state file `state`.

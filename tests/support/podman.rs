@@ -157,7 +157,7 @@ fn busybox() -> &'static str {
 }
 
 /// The tarball of [`IMAGE`]'s tree, made in `dir`: busybox at /bin/busybox
-/// (and /bin/sh), [`PAGE`] at /www/index.html.
+/// (and /bin/sh), [`PAGE`] at /www/index.html, `Healthy` at /www/health.
 pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     let root = dir.join("rootfs");
     for sub in ["bin", "www", "tmp"] {
@@ -165,6 +165,8 @@ pub fn busybox_rootfs(dir: &Path) -> PathBuf {
     }
     std::fs::copy(busybox(), root.join("bin/busybox")).unwrap();
     std::fs::write(root.join("www/index.html"), PAGE).unwrap();
+    // What an app's health endpoint answers (the Docker guide's ready-cmd asks it).
+    std::fs::write(root.join("www/health"), "Healthy").unwrap();
     std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
     let tar = tar(&root, &dir.join("rootfs.tar"));
     let _ = std::fs::remove_dir_all(&root);

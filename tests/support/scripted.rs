@@ -96,6 +96,20 @@ impl Exchange<'_> {
     pub fn stream(&mut self) -> &mut TcpStream {
         self.reader.get_mut()
     }
+
+    /// A tunnel's upstream end (after a `101` the script wrote): echoes
+    /// what comes until the client's close, then closes its side.
+    pub fn echo_until_close(&mut self) -> io::Result<Next> {
+        let mut buf = [0u8; 4096];
+        loop {
+            let n = self.reader.read(&mut buf)?;
+            if n == 0 {
+                self.stream().shutdown(Shutdown::Write)?;
+                return Ok(Next::Done);
+            }
+            self.write(&buf[..n])?;
+        }
+    }
 }
 
 /// What the upstream does with a connection after a script's answer.

@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::backend::failure::Failure;
 use crate::backend::kinds::engine::{ContainerState, Engine, EngineError};
 use crate::backend::kinds::lease::Leases;
+use crate::backend::phases::{self, Starts};
 use crate::backend::progress::{waiting_for, Progress, Stage};
 use crate::backoff::Backoff;
 
@@ -44,6 +45,9 @@ pub struct Container {
     /// Where the instances sharing it count who uses it: it is stopped (or
     /// paused) only when no other live instance holds a lease.
     pub leases: Option<Leases>,
+    /// An unreachable engine is waited for, not a failure (its host is woken
+    /// by Wake-on-LAN meanwhile; the start timeout bounds the wait).
+    pub wait_for_engine: bool,
 }
 
 /// The longest pause between two looks at a starting container.
@@ -51,12 +55,16 @@ const MAX_POLL: Duration = Duration::from_millis(250);
 
 impl Container {
     /// Starts (or unpauses) the container and returns once it runs and, if it
-    /// has a healthcheck, is healthy.
-    pub async fn start(&self, progress: &Progress) -> Result<(), Failure> {
+    /// has a healthcheck, is healthy: the phases [`phases::STARTED`] and
+    /// [`phases::HEALTHY`] of `starts`.
+    pub async fn start(&self, progress: &Progress, starts: &Starts) -> Result<(), Failure> {
         let name = &self.name;
         let what = format!("container {name} has not started yet");
         waiting_for(progress, Stage::StartingContainer, what);
         self.take_lease().await;
+        if self.wait_for_engine {
+            self.engine_answers(progress).await?;
+        }
         let state = self.inspect().await?;
         if state.paused {
             tracing::info!(target: "idlegate::backend::container", "unpausing container {name}");
@@ -67,6 +75,7 @@ impl Container {
         } else {
             tracing::info!(target: "idlegate::backend::container", "container {name} is already running");
         }
+        starts.mark(phases::STARTED);
         let mut backoff = Backoff::new(Duration::from_millis(5), MAX_POLL);
         let mut last_health = String::new();
         loop {
@@ -79,10 +88,12 @@ impl Container {
                 });
             }
             match state.health_status() {
-                None | Some("healthy") => {
+                None => return Ok(()),
+                Some("healthy") => {
                     if !last_health.is_empty() {
                         tracing::info!(target: "idlegate::backend::container", "container {name} is healthy");
                     }
+                    starts.mark(phases::HEALTHY);
                     return Ok(());
                 }
                 Some(health) => {
@@ -97,6 +108,35 @@ impl Container {
                 }
             }
             tokio::time::sleep(backoff.next_delay()).await;
+        }
+    }
+
+    /// Returns once the engine answers, retrying with backoff while it is
+    /// unreachable; another error is the start's failure.
+    async fn engine_answers(&self, progress: &Progress) -> Result<(), Failure> {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+        let mut told = false;
+        loop {
+            match self.engine.ping().await {
+                Ok(()) => {
+                    if told {
+                        tracing::info!(target: "idlegate::backend::container", "the engine of container {} answers", self.name);
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.is_unreachable() => {
+                    if !told {
+                        tracing::info!(target: "idlegate::backend::container",
+                            "waiting for the engine of container {}, its host waking: {e}", self.name);
+                        let what =
+                            format!("the engine of container {} is not reachable yet", self.name);
+                        waiting_for(progress, Stage::StartingContainer, what);
+                        told = true;
+                    }
+                    tokio::time::sleep(backoff.next_delay()).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
 

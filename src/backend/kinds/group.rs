@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::backend::failure::Failure;
 use crate::backend::kinds::container::Container;
 use crate::backend::kinds::hooks::Hooks;
+use crate::backend::phases::{self, Starts};
 use crate::backend::progress::{clear, Progress};
 
 /// How often a started group's containers are looked at while the
@@ -37,12 +38,16 @@ pub struct Group {
 
 impl Group {
     /// Starts each member in order, each ready before the next starts; the
-    /// first failure ends the start (it names the member).
-    pub async fn start(&self, progress: &Progress) -> Result<(), Failure> {
+    /// first failure ends the start (it names the member). Each member's
+    /// start and health are phases of `starts`.
+    pub async fn start(&self, progress: &Progress, starts: &Starts) -> Result<(), Failure> {
         for member in &self.members {
             match member {
-                Member::Container(container) => container.start(progress).await?,
-                Member::Unit(hooks) => hooks.start().await?,
+                Member::Container(container) => container.start(progress, starts).await?,
+                Member::Unit(hooks) => {
+                    hooks.start().await?;
+                    starts.mark(phases::STARTED);
+                }
             }
             clear(progress);
         }

@@ -26,6 +26,7 @@ use crate::backend::kinds::hooks::Hooks;
 use crate::backend::kinds::process::Process;
 use crate::backend::kinds::run_command::RunCommand;
 use crate::backend::kinds::swarm::SwarmService;
+use crate::backend::phases::{self, Starts};
 use crate::backend::progress::Progress;
 use crate::backend::ready::notify_socket::NotifySocket;
 
@@ -175,12 +176,18 @@ impl StartStep {
         }
     }
 
-    /// Runs the step to its end.
-    pub(super) async fn run(self, progress: &Progress) -> Result<(), Failure> {
+    /// Runs the step to its end, marking its phases in `starts`.
+    pub(super) async fn run(self, progress: &Progress, starts: &Starts) -> Result<(), Failure> {
         match self {
-            StartStep::Hooks(hooks) => hooks.start().await?,
-            StartStep::Group(group) => group.start(progress).await?,
-            StartStep::Swarm(service) => service.start(progress).await?,
+            StartStep::Hooks(hooks) => {
+                hooks.start().await?;
+                starts.mark(phases::STARTED);
+            }
+            StartStep::Group(group) => group.start(progress, starts).await?,
+            StartStep::Swarm(service) => {
+                service.start(progress).await?;
+                starts.mark(phases::STARTED);
+            }
         }
         Ok(())
     }

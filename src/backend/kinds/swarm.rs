@@ -9,7 +9,6 @@
 //! once with the task's own words, instead of at the start timeout.
 
 use std::collections::HashSet;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -45,30 +44,32 @@ pub struct SwarmService {
 #[derive(Debug, thiserror::Error)]
 pub enum SwarmError {
     /// The engine is not a manager of a swarm (503).
-    #[error("swarm service {service}: the engine at {} is not a swarm manager: {message}", socket.display())]
+    #[error("swarm service {service}: the engine at {socket} is not a swarm manager: {message}")]
     NotManager {
         /// The service.
         service: String,
-        /// The engine's socket.
-        socket: PathBuf,
+        /// The engine's address (socket path or URL).
+        socket: String,
         /// The engine's message.
         message: String,
     },
     /// The swarm has no such service (404).
-    #[error("swarm service {service}: no such service (engine socket {})", socket.display())]
+    #[error("swarm service {service}: no such service (engine socket {socket})")]
     NoSuchService {
         /// The service.
         service: String,
-        /// The engine's socket.
-        socket: PathBuf,
+        /// The engine's address (socket path or URL).
+        socket: String,
     },
     /// The engine refused a request.
-    #[error("swarm service {service}: {action} failed: {status} {message} (engine socket {})", socket.display())]
+    #[error(
+        "swarm service {service}: {action} failed: {status} {message} (engine socket {socket})"
+    )]
     Refused {
         /// The service.
         service: String,
-        /// The engine's socket.
-        socket: PathBuf,
+        /// The engine's address (socket path or URL).
+        socket: String,
         /// What was asked (`inspect`, `scale`, `list tasks`).
         action: &'static str,
         /// The HTTP status.
@@ -77,12 +78,12 @@ pub enum SwarmError {
         message: String,
     },
     /// An answer idlegate cannot use (a service in global mode, bad JSON).
-    #[error("swarm service {service}: {reason} (engine socket {})", socket.display())]
+    #[error("swarm service {service}: {reason} (engine socket {socket})")]
     Unusable {
         /// The service.
         service: String,
-        /// The engine's socket.
-        socket: PathBuf,
+        /// The engine's address (socket path or URL).
+        socket: String,
         /// What is wrong with it.
         reason: String,
     },
@@ -356,7 +357,7 @@ impl SwarmService {
             return Ok(answer);
         }
         let service = self.name.clone();
-        let socket = self.engine.socket().to_owned();
+        let socket = self.engine.address().to_string();
         let message = error_message(&answer);
         Err(match status {
             StatusCode::SERVICE_UNAVAILABLE => SwarmError::NotManager {
@@ -389,7 +390,7 @@ impl SwarmService {
     fn unusable(&self, reason: &str) -> SwarmError {
         SwarmError::Unusable {
             service: self.name.clone(),
-            socket: self.engine.socket().to_owned(),
+            socket: self.engine.address().to_string(),
             reason: reason.to_owned(),
         }
     }
@@ -398,6 +399,7 @@ impl SwarmService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::backend::kinds::engine::TransportError;
 
     fn task(state: &str, err: &str, message: &str) -> Task {
         serde_json::from_value(serde_json::json!({
@@ -449,7 +451,9 @@ mod tests {
             source: EngineError::Connect {
                 socket: "/run/docker.sock".into(),
                 container: "web".into(),
-                source: std::io::Error::from_raw_os_error(libc::ENOENT),
+                source: TransportError::Unreachable(std::io::Error::from_raw_os_error(
+                    libc::ENOENT,
+                )),
             },
         };
         assert_eq!(

@@ -1,10 +1,12 @@
 //! The readiness probe of a start, after the kind's own start step: the
-//! backend's `READY=1` (`--ready-notify`), every ready address accepting
-//! (the first answering `--ready-http`), then `--ready-cmd` succeeding. What
-//! it waits for is kept in [`Progress`] for a start-timeout report.
+//! backend's `READY=1` (`--ready-notify`), every ready address accepting,
+//! the first answering `--ready-http`, then `--ready-cmd` succeeding. What
+//! it waits for is kept in [`Progress`] for a start-timeout report, and
+//! where each step ends is a phase of the start ([`phases`]).
 
 use crate::address::Address;
 use crate::backend::failure::Failure;
+use crate::backend::phases::{self, Starts};
 use crate::backend::progress::{clear, waiting_for, Progress, Stage};
 use crate::backend::ready::command;
 use crate::backend::ready::connect;
@@ -24,6 +26,9 @@ pub(in crate::backend) struct Probe {
     pub ready_cmd: Option<String>,
     /// What the probe waits for now.
     pub progress: Progress,
+    /// Where its phases end: [`phases::NOTIFIED`], [`phases::ACCEPTING`],
+    /// then [`phases::READY`] with `--ready-http` or `--ready-cmd`.
+    pub starts: std::sync::Arc<Starts>,
 }
 
 impl Probe {
@@ -37,31 +42,19 @@ impl Probe {
                 .wait_ready(&self.status)
                 .await
                 .map_err(Failure::Notify)?;
+            self.starts.mark(phases::NOTIFIED);
         }
-        for (i, address) in self.ready.iter().enumerate() {
-            let http_path = if i == 0 {
-                self.ready_http.as_deref()
-            } else {
-                None
-            };
-            match http_path {
-                Some(path) => waiting_for(
-                    progress,
-                    Stage::Answering,
-                    format!("no HTTP answer to GET {path} on {address}"),
-                ),
-                None => waiting_for(
-                    progress,
-                    Stage::Accepting,
-                    format!("nothing accepted connections on {address}"),
-                ),
-            }
-            connect::wait_until_ready(address, http_path)
-                .await
-                .map_err(|error| Failure::Probe {
-                    address: address.clone(),
-                    error,
-                })?;
+        for address in &self.ready {
+            let what = format!("nothing accepted connections on {address}");
+            waiting_for(progress, Stage::Accepting, what);
+            wait_until(address, None).await?;
+        }
+        self.starts.mark(phases::ACCEPTING);
+        if let (Some(path), Some(address)) = (&self.ready_http, self.ready.first()) {
+            let what = format!("no HTTP answer to GET {path} on {address}");
+            waiting_for(progress, Stage::Answering, what);
+            wait_until(address, Some(path)).await?;
+            self.starts.mark(phases::READY);
         }
         if let Some(command) = self.ready_cmd {
             let what = format!("the ready command `{command}` has not succeeded yet");
@@ -69,8 +62,19 @@ impl Probe {
             command::wait_until_succeeds(&command, progress)
                 .await
                 .map_err(Failure::ReadyCommand)?;
+            self.starts.mark(phases::READY);
         }
         clear(progress);
         Ok(())
     }
+}
+
+/// Waits until `address` accepts (and, with `http_path`, answers it).
+async fn wait_until(address: &Address, http_path: Option<&str>) -> Result<(), Failure> {
+    connect::wait_until_ready(address, http_path)
+        .await
+        .map_err(|error| Failure::Probe {
+            address: address.clone(),
+            error,
+        })
 }

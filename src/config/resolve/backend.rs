@@ -7,6 +7,7 @@ use super::super::file::{FileConfig, OneOrMany};
 use super::{address_setting, count_setting, file_origin, list_setting, text_setting};
 use crate::address::{Names, UpstreamSpec};
 use crate::backend::kinds::container::IdleAction;
+use crate::backend::kinds::engine::EngineAddress;
 use crate::cli::Cli;
 use crate::config::{BackendConfig, ConfigError, Readiness, Run};
 use std::mem::take;
@@ -83,11 +84,12 @@ fn run(cli: &mut Cli, file: &mut FileConfig, path: &Path) -> Result<Run, ConfigE
             given[0], given[1]
         )));
     }
-    let (engine_socket, idle_action) = container_options(cli, file, path)?;
+    let (engine, engine_insecure, idle_action) = container_options(cli, file, path)?;
     if !containers.is_empty() {
         return Ok(Run::Container {
             names: containers,
-            engine_socket,
+            engine,
+            engine_insecure,
             idle_action,
             lease_dir: None,
         });
@@ -101,13 +103,19 @@ fn run(cli: &mut Cli, file: &mut FileConfig, path: &Path) -> Result<Run, ConfigE
         return Ok(Run::Swarm {
             service,
             replicas,
-            engine_socket,
+            engine,
+            engine_insecure,
         });
     }
-    if engine_socket.is_some() {
-        return Err(ConfigError::Usage(
-            "--engine-socket needs --container NAME or --swarm-service NAME".into(),
-        ));
+    for (given, name) in [
+        (engine.is_some(), "--engine/--engine-socket"),
+        (engine_insecure, "--engine-insecure"),
+    ] {
+        if given {
+            return Err(ConfigError::Usage(format!(
+                "{name} needs --container NAME or --swarm-service NAME"
+            )));
+        }
     }
     Ok(match command {
         Some(argv) => Run::Command(argv),
@@ -182,14 +190,16 @@ fn swarm_service(
     Ok(Some((service, replicas as u64)))
 }
 
-/// `--engine-socket` (a container's or a Swarm service's) and
-/// `--idle-action` (a container's only).
+/// `--engine`, `--engine-socket`, `--engine-tls-dir`, `--engine-insecure`
+/// (a container's or a Swarm service's) and `--idle-action` (a container's
+/// only).
 fn container_options(
     cli: &mut Cli,
     file: &mut FileConfig,
     path: &Path,
-) -> Result<(Option<PathBuf>, IdleAction), ConfigError> {
-    let engine_socket = given!(cli, file, path, engine_socket, "engine-socket");
+) -> Result<(Option<EngineAddress>, bool, IdleAction), ConfigError> {
+    let engine = engine_address(cli, file, path)?;
+    let insecure = cli.engine_insecure || file.engine_insecure.take().unwrap_or(false);
     let idle_action = match given!(cli, file, path, idle_action, "idle-action") {
         None => IdleAction::default(),
         Some((text, origin)) => text.parse().map_err(|reason| ConfigError::Invalid {
@@ -198,7 +208,51 @@ fn container_options(
             reason,
         })?,
     };
-    Ok((engine_socket.map(|(p, _)| p), idle_action))
+    Ok((engine, insecure, idle_action))
+}
+
+/// `--engine URL` or `--engine-socket PATH` (an alias of `unix://PATH`), not
+/// both, with `--engine-tls-dir` for a `tcp://` one.
+fn engine_address(
+    cli: &mut Cli,
+    file: &mut FileConfig,
+    path: &Path,
+) -> Result<Option<EngineAddress>, ConfigError> {
+    let socket = given!(cli, file, path, engine_socket, "engine-socket");
+    let url = given!(cli, file, path, engine, "engine");
+    let tls_dir = given!(cli, file, path, engine_tls_dir, "engine-tls-dir");
+    let mut address = match (url, socket) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Usage(
+                "--engine and --engine-socket (keys engine, engine-socket) both name the engine: give one"
+                    .into(),
+            ))
+        }
+        (Some((text, origin)), None) => {
+            Some(
+                EngineAddress::parse(&text).map_err(|reason| ConfigError::Invalid {
+                    origin,
+                    value: text,
+                    reason,
+                })?,
+            )
+        }
+        (None, Some((socket, _))) => Some(EngineAddress::Unix(socket)),
+        (None, None) => None,
+    };
+    if let Some((dir, origin)) = tls_dir {
+        match &mut address {
+            Some(EngineAddress::Tcp { tls, .. }) => *tls = Some(dir),
+            _ => {
+                return Err(ConfigError::Invalid {
+                    origin,
+                    value: dir.display().to_string(),
+                    reason: "TLS needs a tcp:// engine (--engine tcp://HOST:PORT)".into(),
+                })
+            }
+        }
+    }
+    Ok(address)
 }
 
 /// When the backend counts as ready, beyond its ready addresses accepting.

@@ -119,9 +119,7 @@ impl HttpProxy {
         } = answer;
         match sent {
             Ok(mut resp) => {
-                if !self.backend.has_answered() {
-                    self.backend.mark_answered();
-                }
+                self.backend.mark_answered();
                 let switched = resp.status() == StatusCode::SWITCHING_PROTOCOLS
                     || (is_connect && resp.status().is_success());
                 match client_upgrade {

@@ -340,7 +340,10 @@ impl HttpProxy {
         waiting::page(
             self.settings.waiting_page_template.as_deref(),
             service,
-            since.elapsed(),
+            waiting::Wait {
+                waited: since.elapsed(),
+                expected: self.backend.expected_start(),
+            },
             &waiting::progress(&self.backend),
         )
     }

@@ -4,7 +4,9 @@
 //! The page is a template, the built-in one or the user's, with a few
 //! placeholders. Its script listens to [`EVENTS_PATH`] (server-sent events,
 //! answered by idlegate itself while the backend is not ready): the seconds
-//! waited and the start's progress, then `ready` (the page reloads onto the
+//! waited, the start's progress and, once a start is known, how long one
+//! usually takes (`expected_ms`, also shown on the page with a progress
+//! bar), then `ready` (the page reloads onto the
 //! real content) or `failed` (the page shows why). Without scripts the page
 //! reloads itself every [`RELOAD_SECS`], which is also its `Retry-After`.
 
@@ -41,15 +43,36 @@ const BUILT_IN: &str = include_str!("waiting.html");
 
 /// The page's script: follows the event stream, shows the progress in the
 /// elements with the ids `idlegate-progress` and `idlegate-waited` and in
-/// the title, reloads once the backend is ready.
+/// the title, the expected wait in `idlegate-expected` and the `<progress>`
+/// `idlegate-bar` (filling towards it), reloads once the backend is ready.
 const SCRIPT: &str = include_str!("waiting.js");
 
-/// The waiting page for a client that has waited `waited` so far, from
-/// `template` (the built-in page when `None`).
+/// What the page knows of the wait: how long the client has waited so
+/// far, and how long a start usually takes, once one is known.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Wait {
+    /// Since the first client of this start arrived.
+    pub waited: Duration,
+    /// The median of the last starts' totals.
+    pub expected: Option<Duration>,
+}
+
+/// "usually ready in about N s", or nothing before the first start.
+fn expected_words(expected: Option<Duration>) -> String {
+    expected
+        .map(|e| {
+            let secs = (e.as_millis() + 500) / 1000;
+            format!("usually ready in about {} s", secs.max(1))
+        })
+        .unwrap_or_default()
+}
+
+/// The waiting page for a client in `wait`, from `template` (the built-in
+/// page when `None`).
 pub(super) fn page(
     template: Option<&str>,
     service: &str,
-    waited: Duration,
+    wait: Wait,
     progress: &str,
 ) -> Response<Full<Bytes>> {
     let reload = RELOAD_SECS.to_string();
@@ -63,8 +86,13 @@ pub(super) fn page(
         template.unwrap_or(BUILT_IN),
         &[
             ("service", &escape(service)),
-            ("waited", &waited.as_secs().to_string()),
+            ("waited", &wait.waited.as_secs().to_string()),
             ("progress", &escape(progress)),
+            ("expected", &expected_words(wait.expected)),
+            (
+                "expected_ms",
+                &wait.expected.map_or(0, |e| e.as_millis()).to_string(),
+            ),
             ("retry_after", &reload),
             ("events", EVENTS_PATH),
             ("script", &script),
@@ -251,10 +279,17 @@ async fn follow(
             }
             BackendState::Stopping => ("progress", progress(&backend)),
         };
-        let data = serde_json::json!({
+        let mut data = serde_json::json!({
             "waited": since.elapsed().as_secs(),
+            "waited_ms": u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX),
             "progress": text,
         });
+        if let Some(expected) = backend.expected_start() {
+            data["expected_ms"] = u64::try_from(expected.as_millis())
+                .unwrap_or(u64::MAX)
+                .into();
+            data["expected"] = expected_words(Some(expected)).into();
+        }
         let event = format!("event: {name}\ndata: {data}\n\n");
         if tx.send(Bytes::from(event)).await.is_err() || name != "progress" {
             return;
@@ -296,6 +331,13 @@ mod tests {
 
     use super::*;
 
+    fn wait(waited: u64, expected_ms: Option<u64>) -> Wait {
+        Wait {
+            waited: Duration::from_secs(waited),
+            expected: expected_ms.map(Duration::from_millis),
+        }
+    }
+
     async fn text(resp: Response<Full<Bytes>>) -> String {
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         String::from_utf8(body.to_vec()).unwrap()
@@ -315,7 +357,7 @@ mod tests {
         let resp = page(
             Some("<title>{{service}}</title><p>{{progress}}</p>{{retry_after}}"),
             "<b>\"x\"&'y'",
-            Duration::from_secs(4),
+            wait(4, None),
             "starting: <script>",
         );
         assert_eq!(resp.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -329,7 +371,7 @@ mod tests {
 
     #[tokio::test]
     async fn the_built_in_page_reloads_without_scripts_and_listens_with_them() {
-        let text = text(page(None, "web", Duration::from_secs(1), "starting")).await;
+        let text = text(page(None, "web", wait(1, None), "starting")).await;
         assert!(
             text.contains("<noscript><meta http-equiv=\"refresh\" content=\"2\"></noscript>"),
             "{text}"
@@ -432,7 +474,7 @@ mod tests {
         let text = text(page(
             None,
             "photos.lan",
-            Duration::from_secs(7),
+            wait(7, Some(2400)),
             "starting: waiting for the app to answer",
         ))
         .await;
@@ -445,6 +487,8 @@ mod tests {
             text.contains("<span id=\"idlegate-waited\">7</span>"),
             "{text}"
         );
+        assert!(text.contains(">usually ready in about 2 s</p>"), "{text}");
+        assert!(text.contains("data-expected-ms=\"2400\""), "{text}");
     }
 
     #[test]

@@ -1,33 +1,39 @@
 //! A small client for the Docker-compatible container engine API (podman and
-//! docker both speak it) over the engine's Unix socket, with hyper's client.
+//! docker both speak it), with hyper's client over whatever [`transport`]
+//! opens: the engine's Unix socket, TCP (with TLS) or ssh.
 //!
 //! Only what idlegate needs: inspect a container, start, stop, pause and
-//! unpause it. Every error names the socket and the container.
+//! unpause it, and any request with a JSON body for a Swarm service
+//! ([`Engine::request`]; the plumbing is in `exchange.rs`). Every error
+//! names the engine and the container.
 //!
 //! The API version is negotiated once per run (the first request asks the
 //! unversioned `GET /version`): engines refuse clients outside their range,
 //! Docker 29 every version below 1.44, Docker 20.10 every one above 1.41.
 
-use std::ffi::OsString;
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod exchange;
+mod find;
+mod ssh;
+pub mod transport;
+
+pub use exchange::{encode, error_message};
+pub use find::{find_engine, FindError};
+pub use transport::{EngineAddress, Transport, TransportError};
+
 use bytes::Bytes;
-use http::{Method, Request, StatusCode};
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http::{Method, StatusCode};
 use serde::Deserialize;
 
 /// The API versions idlegate speaks. 1.24 (Docker 1.12) is the first with a
 /// container's `State.Health`; the endpoints used (inspect, start, stop with
 /// `t`, pause, unpause) are unchanged up to 1.52 (Docker 29), the newest known.
 pub const API_VERSIONS: (ApiVersion, ApiVersion) = (ApiVersion(1, 24), ApiVersion(1, 52));
-/// How long a request may take beyond the time it asks the engine to wait.
-const REQUEST_SLACK: Duration = Duration::from_secs(30);
 
-/// Where the engine's socket is looked for when `--engine-socket` is not given,
-/// after `$CONTAINER_HOST` and `$DOCKER_HOST` (when they are `unix://` URLs):
+/// Where the engine's socket is looked for when neither `--engine` nor
+/// `--engine-socket` is given, after `$CONTAINER_HOST` and `$DOCKER_HOST`:
 /// `$XDG_RUNTIME_DIR/podman/podman.sock` and `$XDG_RUNTIME_DIR/docker.sock`
 /// (rootless podman and Docker), then these.
 pub const SYSTEM_SOCKETS: [&str; 2] = ["/run/podman/podman.sock", "/var/run/docker.sock"];
@@ -35,35 +41,29 @@ pub const SYSTEM_SOCKETS: [&str; 2] = ["/run/podman/podman.sock", "/var/run/dock
 /// Why an engine request failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    /// No socket given and none of the usual places has one.
-    #[error("no container engine socket found (tried {tried}); give --engine-socket PATH")]
-    NoSocket {
-        /// The places looked at, comma-separated.
-        tried: String,
-    },
-    /// The socket could not be reached.
+    /// The engine could not be reached.
     #[error("container {container}: cannot reach the engine socket {socket}: {source}")]
     Connect {
-        /// The socket path.
-        socket: PathBuf,
+        /// The engine's socket path or URL.
+        socket: String,
         /// The container's name or id.
         container: String,
-        /// What connecting said (not found, permission denied, refused).
-        source: std::io::Error,
+        /// What connecting said (not found, permission denied, refused, a TLS error).
+        source: TransportError,
     },
     /// The HTTP exchange itself failed or timed out.
     #[error("container engine socket {socket}: {reason}")]
     Protocol {
-        /// The socket path.
-        socket: PathBuf,
+        /// The engine's socket path or URL.
+        socket: String,
         /// What went wrong.
         reason: String,
     },
     /// The engine does not know the container.
     #[error("container {container}: no such container (engine socket {socket})")]
     NoSuchContainer {
-        /// The socket path.
-        socket: PathBuf,
+        /// The engine's socket path or URL.
+        socket: String,
         /// The container's name or id.
         container: String,
     },
@@ -73,8 +73,8 @@ pub enum EngineError {
         engine.0, engine.1, API_VERSIONS.0, API_VERSIONS.1
     )]
     Version {
-        /// The socket path.
-        socket: PathBuf,
+        /// The engine's socket path or URL.
+        socket: String,
         /// The engine's range, lowest and highest.
         engine: (ApiVersion, ApiVersion),
     },
@@ -86,8 +86,8 @@ pub enum EngineError {
         API_VERSIONS.0, API_VERSIONS.1
     )]
     VersionRefused {
-        /// The socket path.
-        socket: PathBuf,
+        /// The engine's socket path or URL.
+        socket: String,
         /// The container's name or id.
         container: String,
         /// The version asked for.
@@ -98,8 +98,8 @@ pub enum EngineError {
     /// The engine refused the request.
     #[error("container {container}: {action} failed: {status} {message} (engine socket {socket})")]
     Refused {
-        /// The socket path.
-        socket: PathBuf,
+        /// The engine's socket path or URL.
+        socket: String,
         /// The container's name or id.
         container: String,
         /// What was asked (`start`, `stop`, …).
@@ -109,6 +109,14 @@ pub enum EngineError {
         /// The engine's message.
         message: String,
     },
+}
+
+impl EngineError {
+    /// Whether the engine could not be reached at all (refused, no route,
+    /// timed out): its host may be asleep or booting.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, EngineError::Connect { source, .. } if source.is_unreachable())
+    }
 }
 
 /// The part of a container's state idlegate looks at.
@@ -157,12 +165,6 @@ struct Inspect {
     state: ContainerState,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    message: String,
-}
-
 /// An engine API version, `major.minor`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct ApiVersion(pub u32, pub u32);
@@ -202,67 +204,51 @@ pub fn choose_version(engine: (ApiVersion, ApiVersion)) -> Option<ApiVersion> {
     (chosen >= ours_min && chosen >= engine.0).then_some(chosen)
 }
 
-/// A client for one engine socket; clones share the negotiated version.
+/// A client for one engine; clones share the negotiated version.
 #[derive(Clone, Debug)]
 pub struct Engine {
-    socket: PathBuf,
+    transport: Arc<Transport>,
+    /// The engine's address as errors name it.
+    socket: String,
     /// The API version, asked of the engine at the first request.
     version: Arc<tokio::sync::OnceCell<ApiVersion>>,
 }
 
 impl PartialEq for Engine {
     fn eq(&self, other: &Engine) -> bool {
-        self.socket == other.socket
+        self.transport.address() == other.transport.address()
     }
 }
 
 impl Eq for Engine {}
 
-/// Picks the engine socket: `explicit` if given, else the first of
-/// `$CONTAINER_HOST` / `$DOCKER_HOST` (`unix://` only),
-/// `$XDG_RUNTIME_DIR/podman/podman.sock` and [`SYSTEM_SOCKETS`] that exists.
-pub fn find_socket(
-    explicit: Option<&Path>,
-    env: impl Fn(&str) -> Option<OsString>,
-    exists: impl Fn(&Path) -> bool,
-) -> Result<PathBuf, EngineError> {
-    if let Some(path) = explicit {
-        return Ok(path.to_owned());
-    }
-    let mut candidates = Vec::new();
-    for var in ["CONTAINER_HOST", "DOCKER_HOST"] {
-        if let Some(url) = env(var).and_then(|v| v.into_string().ok()) {
-            if let Some(path) = url.strip_prefix("unix://") {
-                candidates.push(PathBuf::from(path));
-            }
-        }
-    }
-    if let Some(dir) = env("XDG_RUNTIME_DIR") {
-        candidates.push(Path::new(&dir).join("podman/podman.sock"));
-        candidates.push(Path::new(&dir).join("docker.sock"));
-    }
-    candidates.extend(SYSTEM_SOCKETS.iter().map(PathBuf::from));
-    if let Some(found) = candidates.iter().find(|p| exists(p)) {
-        return Ok(found.clone());
-    }
-    let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-    Err(EngineError::NoSocket {
-        tried: tried.join(", "),
-    })
-}
-
 impl Engine {
-    /// A client for the engine listening on `socket`.
-    pub fn new(socket: PathBuf) -> Engine {
+    /// A client for the engine at `address`.
+    pub fn new(address: EngineAddress) -> Engine {
         Engine {
-            socket,
+            socket: address.to_string(),
+            transport: Arc::new(Transport::new(address)),
             version: Arc::default(),
         }
     }
 
-    /// The engine's socket, for errors that name it.
-    pub fn socket(&self) -> &Path {
-        &self.socket
+    /// Where the engine is.
+    pub fn address(&self) -> &EngineAddress {
+        self.transport.address()
+    }
+
+    /// Whether the engine answers `GET /_ping` (a reachable engine, whatever
+    /// its API version); the error says why not.
+    pub async fn ping(&self) -> Result<(), EngineError> {
+        self.exchange(
+            Method::GET,
+            "/_ping".into(),
+            Bytes::new(),
+            Duration::ZERO,
+            "(ping)",
+        )
+        .await
+        .map(drop)
     }
 
     /// The API version to speak: asked of the engine once, then kept.
@@ -303,7 +289,7 @@ impl Engine {
                 })?;
                 tracing::debug!(target: "idlegate::backend::engine",
                     "container engine at {} speaks API {min} to {max}: using {chosen}",
-                    self.socket.display()
+                    self.socket
                 );
                 Ok(chosen)
             })
@@ -389,192 +375,11 @@ impl Engine {
             message: error_message(body),
         })
     }
-
-    /// One request at the negotiated API version; an engine that refuses the
-    /// version after all gets an error that says so.
-    async fn call(
-        &self,
-        method: Method,
-        path: &str,
-        takes: Duration,
-        container: &str,
-    ) -> Result<(StatusCode, Bytes), EngineError> {
-        self.send(method, path, Bytes::new(), takes, container)
-            .await
-    }
-
-    /// One request at the negotiated API version with a JSON `body` (none
-    /// when empty), for the other kinds that speak to the engine (a Swarm
-    /// service); `subject` names what it is about in the errors.
-    pub async fn request(
-        &self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-        subject: &str,
-    ) -> Result<(StatusCode, Bytes), EngineError> {
-        self.send(method, path, body, Duration::ZERO, subject).await
-    }
-
-    async fn send(
-        &self,
-        method: Method,
-        path: &str,
-        body: Bytes,
-        takes: Duration,
-        container: &str,
-    ) -> Result<(StatusCode, Bytes), EngineError> {
-        let version = self.version(container).await?;
-        let (status, body) = self
-            .exchange(method, format!("/v{version}{path}"), body, takes, container)
-            .await?;
-        if status == StatusCode::BAD_REQUEST {
-            let message = error_message(&body);
-            if message.starts_with("client version")
-                && (message.contains("too old") || message.contains("too new"))
-            {
-                return Err(EngineError::VersionRefused {
-                    socket: self.socket.clone(),
-                    container: container.to_owned(),
-                    version,
-                    message,
-                });
-            }
-        }
-        Ok((status, body))
-    }
-
-    /// One request on a fresh connection; `takes` is how long the engine may
-    /// legitimately take (a stop's grace), on top of [`REQUEST_SLACK`].
-    async fn exchange(
-        &self,
-        method: Method,
-        uri: String,
-        body: Bytes,
-        takes: Duration,
-        container: &str,
-    ) -> Result<(StatusCode, Bytes), EngineError> {
-        let exchange = async {
-            let stream = tokio::net::UnixStream::connect(&self.socket)
-                .await
-                .map_err(|source| EngineError::Connect {
-                    socket: self.socket.clone(),
-                    container: container.to_owned(),
-                    source,
-                })?;
-            let protocol = |e: hyper::Error| EngineError::Protocol {
-                socket: self.socket.clone(),
-                reason: format!("container {container}: {e}"),
-            };
-            let (mut sender, connection) =
-                hyper::client::conn::http1::handshake(TokioIo::new(stream))
-                    .await
-                    .map_err(protocol)?;
-            tokio::spawn(connection);
-            let mut request = Request::builder()
-                .method(method)
-                .uri(uri)
-                .header(http::header::HOST, "localhost");
-            if !body.is_empty() {
-                request = request.header(http::header::CONTENT_TYPE, "application/json");
-            }
-            let request = request.body(Full::new(body)).expect("a valid request");
-            let response = sender.send_request(request).await.map_err(protocol)?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(protocol)?
-                .to_bytes();
-            Ok((status, body))
-        };
-        match tokio::time::timeout(takes + REQUEST_SLACK, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(EngineError::Protocol {
-                socket: self.socket.clone(),
-                reason: format!(
-                    "container {container}: no answer within {}s",
-                    (takes + REQUEST_SLACK).as_secs()
-                ),
-            }),
-        }
-    }
-}
-
-/// The engine's message in an error answer: its JSON `message`, else the text.
-pub fn error_message(body: &[u8]) -> String {
-    serde_json::from_slice::<ErrorBody>(body)
-        .map(|b| b.message)
-        .unwrap_or_else(|_| String::from_utf8_lossy(body).trim().to_owned())
-}
-
-/// Percent-encodes a container name for a URL path (names are usually safe already).
-pub fn encode(name: &str) -> String {
-    let mut out = String::with_capacity(name.len());
-    for b in name.bytes() {
-        if b.is_ascii_alphanumeric() || b"-_.".contains(&b) {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<OsString> + 'a {
-        move |k| {
-            vars.iter()
-                .find(|(n, _)| *n == k)
-                .map(|(_, v)| OsString::from(v))
-        }
-    }
-
-    #[test]
-    fn explicit_socket_wins() {
-        let found = find_socket(Some(Path::new("/x.sock")), env(&[]), |_| false).unwrap();
-        assert_eq!(found, PathBuf::from("/x.sock"));
-    }
-
-    #[test]
-    fn default_socket_order() {
-        let vars = [
-            ("CONTAINER_HOST", "unix:///ch.sock"),
-            ("DOCKER_HOST", "tcp://1.2.3.4:2375"),
-            ("XDG_RUNTIME_DIR", "/run/user/1000"),
-        ];
-        let all = |_: &Path| true;
-        assert_eq!(
-            find_socket(None, env(&vars), all).unwrap(),
-            PathBuf::from("/ch.sock")
-        );
-        let only = |want: &'static str| move |p: &Path| p == Path::new(want);
-        assert_eq!(
-            find_socket(None, env(&vars), only("/run/user/1000/docker.sock")).unwrap(),
-            PathBuf::from("/run/user/1000/docker.sock"),
-            "rootless Docker"
-        );
-        assert_eq!(
-            find_socket(None, env(&vars), only("/run/user/1000/podman/podman.sock")).unwrap(),
-            PathBuf::from("/run/user/1000/podman/podman.sock")
-        );
-        assert_eq!(
-            find_socket(None, env(&vars), only("/var/run/docker.sock")).unwrap(),
-            PathBuf::from("/var/run/docker.sock")
-        );
-        let err = find_socket(None, env(&vars), |_| false)
-            .unwrap_err()
-            .to_string();
-        assert_eq!(
-            err,
-            "no container engine socket found (tried /ch.sock, /run/user/1000/podman/podman.sock, \
-             /run/user/1000/docker.sock, /run/podman/podman.sock, /var/run/docker.sock); give --engine-socket PATH"
-        );
-    }
 
     #[test]
     fn health_status() {
@@ -596,7 +401,7 @@ mod tests {
         let e = EngineError::Connect {
             socket: "/run/podman/podman.sock".into(),
             container: "web".into(),
-            source: std::io::Error::from_raw_os_error(libc::EACCES),
+            source: TransportError::Unreachable(std::io::Error::from_raw_os_error(libc::EACCES)),
         };
         assert_eq!(
             e.to_string(),
@@ -635,11 +440,5 @@ mod tests {
             "container engine at /s speaks API 1.12 to 1.23; idlegate speaks 1.24 to 1.52"
         );
         assert!("1".parse::<ApiVersion>().is_err());
-    }
-
-    #[test]
-    fn names_are_encoded() {
-        assert_eq!(encode("web-1_a.b"), "web-1_a.b");
-        assert_eq!(encode("a/b c"), "a%2Fb%20c");
     }
 }
