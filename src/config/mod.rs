@@ -296,6 +296,7 @@ impl Run {
                     .clone()
                     .unwrap_or_else(|| EngineAddress::Unix(PathBuf::new()));
                 BackendKind::Swarm(SwarmService {
+                    wait_for_engine: wake_on_lan && !matches!(engine, EngineAddress::Unix(_)),
                     engine: Engine::new(engine),
                     name: service.clone(),
                     replicas: *replicas,

@@ -191,14 +191,43 @@ fn an_ssh_login_that_asks_for_a_password_is_refused_cleanly_naming_batchmode() {
     );
 }
 
+/// The held client of `act` is served once the engine on `socket` answers
+/// on 127.0.0.1:`engine_port`, 2 s after the first magic packet reached
+/// `packets`; that engine goes on until the returned value is dropped.
+pub(crate) fn served_by_a_late_engine(
+    act: &crate::support::activator::Activator,
+    packets: &std::net::UdpSocket,
+    engine_port: u16,
+    socket: &Path,
+) -> TcpEngine {
+    let addr = act.tcp_addrs[0];
+    let client = std::thread::spawn(move || crate::support::http::get(addr, "/", &[]));
+    let mut buf = [0u8; 512];
+    let len = packets.recv(&mut buf).expect("the first magic packet");
+    assert_eq!(len, 102, "a magic packet");
+    let woke = Instant::now();
+    std::thread::sleep(Duration::from_secs(2));
+    let engine = TcpEngine::start(engine_port, socket);
+    let answer = client.join().unwrap().unwrap();
+    assert_eq!(
+        (answer.status, answer.text()),
+        (200, crate::support::podman::PAGE.to_owned()),
+        "{}",
+        act.log()
+    );
+    assert!(woke.elapsed() >= Duration::from_secs(2));
+    engine
+}
+
 /// The engine API on a TCP port of 127.0.0.1, copied to and from the
 /// private dockerd's socket: an engine whose host just woke.
-struct TcpEngine {
+pub(crate) struct TcpEngine {
     addr: std::net::SocketAddr,
     stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl TcpEngine {
+    /// Serves `socket`'s API on 127.0.0.1:`port` until dropped.
     fn start(port: u16, socket: &Path) -> TcpEngine {
         use std::sync::atomic::Ordering;
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
@@ -266,22 +295,7 @@ fn with_wake_on_lan_an_engine_that_appears_late_is_waited_for() {
         ],
     );
     let act = ActivatorBuilder::new(tempdir(), &a).tcp("web").start();
-    let addr = act.tcp_addrs[0];
-    let client = std::thread::spawn(move || crate::support::http::get(addr, "/", &[]));
-    let mut buf = [0u8; 512];
-    let len = packets.recv(&mut buf).expect("the first magic packet");
-    assert_eq!(len, 102, "a magic packet");
-    let woke = Instant::now();
-    std::thread::sleep(Duration::from_secs(2));
-    let _engine = TcpEngine::start(engine_port, &d.socket);
-    let answer = client.join().unwrap().unwrap();
-    assert_eq!(
-        (answer.status, answer.text()),
-        (200, crate::support::podman::PAGE.to_owned()),
-        "{}",
-        act.log()
-    );
-    assert!(woke.elapsed() >= Duration::from_secs(2));
+    let _engine = served_by_a_late_engine(&act, &packets, engine_port, &d.socket);
     let log = act.log();
     assert!(
         log.contains(&format!(

@@ -10,6 +10,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::remote_engines::served_by_a_late_engine;
 use crate::support::docker::{docker, swarm, Docker};
 use crate::support::engine::gets_the_page;
 use crate::support::podman::{unique_name, IMAGE};
@@ -170,6 +171,42 @@ fn a_swarm_manager_reached_over_tls_scales_the_service_from_zero_and_back() {
     assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
     assert_eq!(service.replicas(), "0", "{}", act.log());
     assert_eq!(service.running_containers(), 0, "{}", act.log());
+}
+
+/// With `--wake-on-lan`, a manager whose engine answers only 2 s after the
+/// first magic packet is waited for, and the held client is served by the
+/// service it then scales up.
+#[test]
+fn with_wake_on_lan_a_manager_that_answers_late_is_waited_for() {
+    let Some(swarm) = swarm() else { return };
+    let service = Service::create(swarm, "swarm-wol", IMAGE, &[]);
+    let packets = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    packets.set_read_timeout(Some(PATIENCE)).unwrap();
+    let to = packets.local_addr().unwrap().to_string();
+    let engine_port = free_port();
+    let url = format!("tcp://127.0.0.1:{engine_port}");
+    let more = [
+        "--wake-on-lan",
+        "02-00-5e-10-00-02",
+        "--wake-on-lan-address",
+        &to,
+        "--start-timeout",
+        "60s",
+        "--idle-timeout",
+        "1s",
+        "--stop-timeout",
+        "1s",
+    ];
+    let act = service.activate_through(&["--engine", &url], &more);
+    let _engine = served_by_a_late_engine(&act, &packets, engine_port, &swarm.socket);
+    let log = act.log();
+    let waited = format!(
+        "waiting for the engine of swarm service {}, its host waking",
+        service.name
+    );
+    assert!(log.contains(&waited), "{log}");
+    assert_eq!(act.wait_exit(1, PATIENCE).code(), Some(0), "{}", act.log());
+    assert_eq!(service.replicas(), "0", "{}", act.log());
 }
 
 /// A stop of idlegate (SIGTERM) while the service is up scales it to 0,

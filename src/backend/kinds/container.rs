@@ -7,6 +7,7 @@ use std::time::Duration;
 use crate::backend::failure::Failure;
 use crate::backend::kinds::engine::{ContainerState, Engine, EngineError};
 use crate::backend::kinds::lease::Leases;
+use crate::backend::kinds::wake_on_lan::engine_answers;
 use crate::backend::phases::{self, Starts};
 use crate::backend::progress::{waiting_for, Progress, Stage};
 use crate::backoff::Backoff;
@@ -63,7 +64,8 @@ impl Container {
         waiting_for(progress, Stage::StartingContainer, what);
         self.take_lease().await;
         if self.wait_for_engine {
-            self.engine_answers(progress).await?;
+            let subject = format!("container {name}");
+            engine_answers(&self.engine, &subject, progress, Stage::StartingContainer).await?;
         }
         let state = self.inspect().await?;
         if state.paused {
@@ -108,35 +110,6 @@ impl Container {
                 }
             }
             tokio::time::sleep(backoff.next_delay()).await;
-        }
-    }
-
-    /// Returns once the engine answers, retrying with backoff while it is
-    /// unreachable; another error is the start's failure.
-    async fn engine_answers(&self, progress: &Progress) -> Result<(), Failure> {
-        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
-        let mut told = false;
-        loop {
-            match self.engine.ping().await {
-                Ok(()) => {
-                    if told {
-                        tracing::info!(target: "idlegate::backend::container", "the engine of container {} answers", self.name);
-                    }
-                    return Ok(());
-                }
-                Err(e) if e.is_unreachable() => {
-                    if !told {
-                        tracing::info!(target: "idlegate::backend::container",
-                            "waiting for the engine of container {}, its host waking: {e}", self.name);
-                        let what =
-                            format!("the engine of container {} is not reachable yet", self.name);
-                        waiting_for(progress, Stage::StartingContainer, what);
-                        told = true;
-                    }
-                    tokio::time::sleep(backoff.next_delay()).await;
-                }
-                Err(e) => return Err(e.into()),
-            }
         }
     }
 

@@ -16,6 +16,7 @@ use http::{Method, StatusCode};
 use serde::Deserialize;
 
 use crate::backend::kinds::engine::{encode, error_message, Engine, EngineError};
+use crate::backend::kinds::wake_on_lan::engine_answers;
 use crate::backend::progress::{waiting_for, Progress, Stage};
 use crate::backoff::Backoff;
 
@@ -38,6 +39,9 @@ pub struct SwarmService {
     pub name: String,
     /// How many tasks it runs while up.
     pub replicas: u64,
+    /// An unreachable engine is waited for, not a failure (its host is woken
+    /// by Wake-on-LAN meanwhile; the start timeout bounds the wait).
+    pub wait_for_engine: bool,
 }
 
 /// Why a Swarm service could not be scaled or did not start.
@@ -184,6 +188,15 @@ impl SwarmService {
             Stage::SwarmTasks,
             format!("swarm service {name} has no running task yet"),
         );
+        if self.wait_for_engine {
+            let subject = format!("swarm service {name}");
+            engine_answers(&self.engine, &subject, progress, Stage::SwarmTasks)
+                .await
+                .map_err(|source| SwarmError::Engine {
+                    service: name.clone(),
+                    source,
+                })?;
+        }
         // A stop of an earlier run may still be ending its tasks, whose
         // host-mode ports a new task would find taken.
         self.wait_ended(START_SETTLE, |t| t.desired_state != "running")

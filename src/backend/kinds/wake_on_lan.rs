@@ -15,6 +15,10 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::backend::kinds::engine::{Engine, EngineError};
+use crate::backend::progress::{waiting_for, Progress, Stage};
+use crate::backoff::Backoff;
+
 /// How often the magic packet is sent again while a start waits.
 pub const REPEAT: Duration = Duration::from_secs(3);
 
@@ -127,6 +131,41 @@ impl WakeOnLan {
             .send_to(&self.mac.magic_packet(), self.address)
             .await?;
         Ok(())
+    }
+}
+
+/// Returns once `engine` answers, retrying with backoff while it is
+/// unreachable (its host waking, Wake-on-LAN's packets going out); another
+/// error ends the wait. `subject` names what it runs (`container web`,
+/// `swarm service web`), `stage` what the waiting page shows meanwhile.
+pub async fn engine_answers(
+    engine: &Engine,
+    subject: &str,
+    progress: &Progress,
+    stage: Stage,
+) -> Result<(), EngineError> {
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut told = false;
+    loop {
+        match engine.ping().await {
+            Ok(()) => {
+                if told {
+                    tracing::info!(target: "idlegate::backend::engine", "the engine of {subject} answers");
+                }
+                return Ok(());
+            }
+            Err(e) if e.is_unreachable() => {
+                if !told {
+                    tracing::info!(target: "idlegate::backend::engine",
+                        "waiting for the engine of {subject}, its host waking: {e}");
+                    let what = format!("the engine of {subject} is not reachable yet");
+                    waiting_for(progress, stage, what);
+                    told = true;
+                }
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Err(e) => return Err(e),
+        }
     }
 }
 
