@@ -22,6 +22,7 @@ mod real_servers;
 mod reload;
 mod shutdown;
 mod soak;
+mod starts;
 mod status;
 mod udp;
 mod units;
