@@ -12,6 +12,9 @@ use crate::support::{exchange, free_port, process_gone, read_pid, wait_gone, Fix
 /// What the log says when a start is cancelled with a grace of 1 s.
 const ABANDONED: &str = "start abandoned: no client waited for 1s; stopping backend";
 
+/// A request for the backend's pid, as a client sends it.
+const GET_PID: &[u8] = b"GET /pid HTTP/1.1\r\nHost: a\r\n\r\n";
+
 /// A client that sends `first` and leaves after 0.5 s, as a user who gives up.
 fn leave_after_half_a_second(addr: SocketAddr, first: &[u8]) {
     let mut client = TcpStream::connect_timeout(&addr, PATIENCE).unwrap();
@@ -58,7 +61,7 @@ fn a_tcp_start_whose_client_left_is_cancelled_and_idlegate_exits_0() {
 
 #[test]
 fn an_http_start_whose_request_left_is_cancelled_and_idlegate_exits_0() {
-    an_abandoned_start_is_cancelled(Fixture::http(), b"GET /pid HTTP/1.1\r\nHost: a\r\n\r\n");
+    an_abandoned_start_is_cancelled(Fixture::http(), GET_PID);
 }
 
 #[test]
@@ -85,7 +88,7 @@ fn a_client_arriving_within_the_grace_keeps_the_start_going() {
         .backend(&["--delay-ms", "3000"])
         .pid_file()
         .start();
-    leave_after_half_a_second(gate.tcp_addrs[0], b"GET /pid HTTP/1.1\r\nHost: a\r\n\r\n");
+    leave_after_half_a_second(gate.tcp_addrs[0], GET_PID);
     // 0.3 s into the grace of the start nobody waits for now.
     std::thread::sleep(Duration::from_millis(300));
     let r = get(gate.tcp_addrs[0], "/pid", &[]).unwrap();
@@ -206,4 +209,96 @@ fn udp_flows_beyond_hold_max_are_dropped_and_counted() {
         );
     }
     assert_eq!(gate.log().matches(REFUSING).count(), 1, "{}", gate.log());
+}
+
+#[test]
+fn an_abandoned_start_runs_the_stop_command_of_start_and_stop_commands() {
+    let dir = crate::support::tempdir();
+    let backend = format!("127.0.0.1:{}", free_port());
+    let pid_file = dir.path().join("backend.pid");
+    let start = format!(
+        "{} --listen {backend} --pid-file {} --delay-ms 10000 >/dev/null 2>&1 &",
+        crate::support::test_backend_bin().display(),
+        pid_file.display()
+    );
+    let stop = format!("kill $(cat {})", pid_file.display());
+    let a = crate::support::args(&[
+        "--upstream",
+        &backend,
+        "--cancel-abandoned-start",
+        "1s",
+        "--start-cmd",
+        &start,
+        "--stop-cmd",
+        &stop,
+    ]);
+    let act = crate::support::ActivatorBuilder::new(dir.clone(), &a)
+        .tcp("http")
+        .start();
+    leave_after_half_a_second(act.tcp_addrs[0], b"hello\n");
+    let pid = read_pid(&pid_file);
+    assert!(wait_gone(pid, Duration::from_secs(5)), "{}", act.log());
+    act.wait_exit_0(1, PATIENCE);
+    let log = act.log();
+    assert!(log.contains(ABANDONED), "{log}");
+    assert!(log.contains("stopping backend: /bin/sh -c 'kill"), "{log}");
+}
+
+#[test]
+fn bound_by_listen_an_abandoned_start_is_cancelled_and_idlegate_keeps_listening() {
+    let fixture = Fixture::http().backend(&["--delay-ms", "10000"]).pid_file();
+    let pid_file = fixture.file("backend.pid");
+    let mut listening = fixture.spawn_listening(&["--cancel-abandoned-start", "1s"]);
+    leave_after_half_a_second(listening.addr, GET_PID);
+    let pid = read_pid(&pid_file);
+    assert!(
+        wait_gone(pid, Duration::from_secs(5)),
+        "{}",
+        listening.log()
+    );
+    crate::support::wait_until("the log line", PATIENCE, || {
+        listening.log().contains(ABANDONED)
+    });
+    assert!(listening.child.try_wait().unwrap().is_none(), "it exited");
+    // The next client starts the backend again.
+    std::fs::remove_file(&pid_file).unwrap();
+    let mut again = TcpStream::connect_timeout(&listening.addr, PATIENCE).unwrap();
+    again.write_all(GET_PID).unwrap();
+    let restarted = read_pid(&pid_file);
+    assert_ne!(restarted, pid);
+    drop(again);
+    assert!(listening.stop().success(), "{}", listening.log());
+    assert!(wait_gone(restarted, PATIENCE));
+}
+
+crate::on_each_engine!(an_abandoned_container_start_stops_the_container);
+
+/// A container whose app needs 10 s to listen, through the engine API: the
+/// start whose client left is cancelled by stopping the container, as idle
+/// stops it.
+fn an_abandoned_container_start_stops_the_container(engine: crate::support::engine::Engine) {
+    use crate::support::engine::status;
+    let f = engine.container("abandoned");
+    let script = "/bin/busybox sleep 10; exec /bin/busybox httpd -f -p 8080 -h /www";
+    f.create(&[], &["/bin/sh", "-c", script]);
+    let act = f.activate(&f.args(&[
+        "--cancel-abandoned-start",
+        "1s",
+        "--stop-timeout",
+        "1s",
+        "--idle-timeout",
+        "60s",
+    ]));
+    leave_after_half_a_second(act.tcp_addrs[0], GET_PID);
+    let left = Instant::now();
+    crate::support::wait_until("the container to be stopped", PATIENCE, || {
+        status(engine, &f.c.name).as_deref() == Some("exited")
+    });
+    assert!(
+        left.elapsed() < Duration::from_secs(8),
+        "stopped {:?} after the client left",
+        left.elapsed()
+    );
+    act.wait_exit_0(1, PATIENCE);
+    assert!(act.log().contains(ABANDONED), "{}", act.log());
 }
