@@ -302,3 +302,24 @@ fn an_abandoned_container_start_stops_the_container(engine: crate::support::engi
     act.wait_exit_0(1, PATIENCE);
     assert!(act.log().contains(ABANDONED), "{}", act.log());
 }
+
+#[test]
+fn a_browser_beyond_hold_max_gets_the_waiting_page_at_once() {
+    let gate = Fixture::http()
+        .extra(&["--hold-max", "1", "--waiting-page"])
+        .backend(&["--delay-ms", &START.as_millis().to_string()])
+        .pid_file()
+        .start();
+    let addr = gate.tcp_addrs[0];
+    let held = std::thread::spawn(move || get(addr, "/pid", &[]).unwrap());
+    // The backend runs: the one request it may hold is held.
+    let pid = read_pid(&gate.pid_file);
+    let sent = Instant::now();
+    let page = get(addr, "/", &[("Accept", "text/html")]).unwrap();
+    assert!(sent.elapsed() < START / 2, "after {:?}", sent.elapsed());
+    assert_eq!(page.status, 503, "{page:?}");
+    assert!(page.header("retry-after").is_some(), "{page:?}");
+    assert!(page.text().contains("<html"), "{}", page.text());
+    let held = held.join().unwrap();
+    assert_eq!((held.status, held.text().trim()), (200, &*pid.to_string()));
+}

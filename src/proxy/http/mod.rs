@@ -273,7 +273,7 @@ impl HttpProxy {
                     self.expect_reload(close, peer);
                     return self.local(self.waiting_page(&req, started), log);
                 }
-                Err(NotReady::Refused(refused)) => return self.refuse(refused, log),
+                Err(NotReady::Refused(refused)) => return self.refuse(refused, &req, started, log),
                 Err(NotReady::Failed(resp)) => return self.local(resp, log),
             }
         }
@@ -322,14 +322,21 @@ impl HttpProxy {
         })
     }
 
-    /// A request beyond `--hold-max` while the backend starts: 503 at once.
+    /// A request beyond `--hold-max` while the backend starts: 503 with
+    /// `Retry-After` at once; an HTML client gets the waiting page (a 503
+    /// with `Retry-After` too), when it is enabled.
     fn refuse(
         &self,
         refused: crate::backend::hold::HoldRefused,
+        req: &Request<Incoming>,
+        arrived: Instant,
         log: RequestLog,
     ) -> Response<ProxyBody> {
         self.wake.refused.refuse(HeldMode::Http, refused.max);
         tracing::debug!("{} {}: refused: {refused}", log.method, log.path);
+        if self.settings.waiting_page.is_some() && accepts_html(req.headers()) {
+            return self.local(self.waiting_page(req, arrived), log);
+        }
         self.local(refused_while_starting(refused, waiting::RELOAD_SECS), log)
     }
 
