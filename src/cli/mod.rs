@@ -221,6 +221,19 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub upstream_connections_max: Option<String>,
 
+    /// Cancel a start that nobody has waited for this long: once every
+    /// client held for it (and every waiting page) has gone, the backend is
+    /// stopped as when idle. For starts that cost minutes or memory; a TCP
+    /// client that closed its sending side counts as gone. [default: off]
+    #[arg(long, value_name = "DURATION")]
+    pub cancel_abandoned_start: Option<String>,
+
+    /// Hold at most N clients while the backend starts; beyond them HTTP
+    /// answers 503 with Retry-After, TCP closes, UDP drops the datagram, at
+    /// once (counted in --metrics). [default: no limit]
+    #[arg(long, value_name = "N")]
+    pub hold_max: Option<String>,
+
     /// Keep a small state file here for `idlegate status` (backend state, work
     /// in flight, time to idle exit, activations, the last start's phases),
     /// and beside it (PATH.starts) the last starts' times, for the waiting
@@ -439,6 +452,7 @@ const DURATION_FLAGS: &[&str] = &[
     "--start-timeout",
     "--stop-timeout",
     "--header-read-timeout",
+    "--cancel-abandoned-start",
 ];
 
 /// How `FLAG VALUE UNIT` is written: `a duration takes no space: --idle-timeout 5min`.

@@ -11,6 +11,7 @@
 
 pub mod control;
 pub mod inhibit;
+pub mod refused;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -315,6 +316,8 @@ pub struct WakeGate {
     turned_away: std::sync::atomic::AtomicU64,
     /// The client that woke the backend in this activation, once known.
     woken_by: std::sync::OnceLock<String>,
+    /// Clients refused while the backend started (`--hold-max`).
+    pub refused: refused::Refusals,
 }
 
 impl WakeGate {
