@@ -326,11 +326,19 @@ pub struct InhibitArgs {
     /// DIR.control beside its directory DIR, as the generated units have it]
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
-    /// Why, as `idlegate status --connections` shows it. [default: CMD]
+    /// Why, as `idlegate status --connections` shows it. [default: CMD, or
+    /// the windows]
     #[arg(long, value_name = "TEXT")]
     pub why: Option<std::ffi::OsString>,
+    /// Instead of CMD: hold the service awake to the end of this window, if
+    /// now is inside it, e.g. "Mon..Fri 08:00..18:00" (weekdays and start
+    /// as systemd's OnCalendar=, then ..END; repeatable); outside every
+    /// window exit 0 at once, waking nothing. What `[systemd] awake`'s
+    /// NAME-awake.service runs, to have an office app warm at 8:00.
+    #[arg(long, value_name = "WINDOW", conflicts_with = "command")]
+    pub during: Vec<String>,
     /// The command to run while the service is held awake.
-    #[arg(last = true, value_name = "CMD", required = true)]
+    #[arg(last = true, value_name = "CMD", required_unless_present = "during")]
     pub command: Vec<std::ffi::OsString>,
 }
 

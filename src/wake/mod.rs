@@ -8,11 +8,13 @@
 //!   client from these ranges starts it; others are closed at once.
 //! - [`busy`]: `--busy-cmd`, asked when the idle timer fires; [`control`]:
 //!   the control socket that holds the service awake, and [`inhibit`]:
-//!   `idlegate inhibit`, its client.
+//!   `idlegate inhibit`, its client; [`schedule`]: the windows of
+//!   `[systemd] awake` that `inhibit --during` holds the service through.
 
 pub mod busy;
 pub mod control;
 pub mod inhibit;
+pub mod schedule;
 
 use std::fmt;
 use std::net::IpAddr;
