@@ -263,11 +263,13 @@ pub enum Subcommand {
     Status(StatusArgs),
     /// Hold the service awake while CMD runs: connect to idlegate's control
     /// socket (which wakes a stopped idlegate), wait until the backend is
-    /// ready, run CMD and exit with its status.
+    /// ready, run CMD and exit with its status. With --during WINDOW instead,
+    /// hold it to the end of the window now is in ([systemd] awake).
     Inhibit(InhibitArgs),
     /// systemd's generator protocol: every NAME.toml in /etc/idlegate (for a
     /// user, ~/.config/idlegate) becomes NAME.socket, NAME-control.socket and
-    /// NAME.service in NORMAL_DIR. A bad file is logged and skipped; exits 0.
+    /// NAME.service (with [systemd] awake, NAME-awake.timer and its service)
+    /// in NORMAL_DIR. A bad file is logged and skipped; exits 0.
     Generator(GeneratorArgs),
 }
 

@@ -17,7 +17,8 @@
 # bad file beside it, a user's unit with `systemctl --user`, `dpkg -r`), and
 # the README's systemd-socket-activate one-liners, and unit groups (an ordered
 # --unit group, one that fails, a StopWhenUnneeded= database behind two apps,
-# two backends with Conflicts=). It measures cold-start time against the
+# two backends with Conflicts=), and `[systemd] awake` windows (a timer wakes
+# the service with no client and holds it to the window's end). It measures cold-start time against the
 # floor: `podman start` / `podman run` of the same backend container until its
 # port answers. Any failure exits non-zero; the guest is always powered off and
 # the host cgroups removed.
@@ -35,9 +36,9 @@ W=${E2E_WORKDIR:-/var/tmp/idlegate-e2e}
 SUITE=trixie
 PKGS=systemd,systemd-sysv,dbus,iproute2,curl,procps,podman,crun,netavark,aardvark-dns,nftables,iptables,ca-certificates,caddy,dnsmasq-base,libpam-systemd
 BASE=$W/rootfs.base
-RUN=$W/run
+RUN=${E2E_RUNDIR:-$W/run}   # the run's copy of the rootfs and its logs
 R=$RUN/rootfs
-M=idlegate-e2e          # machine name, also the name of the host cgroups used
+M=${E2E_MACHINE:-idlegate-e2e}  # machine name, also the name of the host cgroups used
 IDLE=3s                 # the short idle timeout the README's drop-in sets
 COLD_RUNS=${E2E_COLD_RUNS:-5}  # cold activations per variant, and podman starts for the floor
 
@@ -459,6 +460,8 @@ variant_begin() { VARIANT_CURSOR=$(IN journalctl -n 1 --show-cursor --no-pager -
 . "$REPO/tests/e2e/deploy-faults.sh"
 # shellcheck source=tests/e2e/deploy-groups.sh
 . "$REPO/tests/e2e/deploy-groups.sh"
+# shellcheck source=tests/e2e/deploy-schedules.sh
+. "$REPO/tests/e2e/deploy-schedules.sh"
 
 # The faults every variant goes through (deploy-faults.sh); $1 = variant, and
 # whether its backend is a container of its own (killed, image removed).
@@ -660,6 +663,9 @@ home=$(IN cat "/proc/$pid/environ" | tr '\0' '\n' | sed -n 's/^HOME=//p')
 [ "$home" = /var/lib/idlegate/hello ] || fail "the backend's HOME is '$home', not /var/lib/idlegate/hello"
 IN test -d /var/lib/private/idlegate/hello || fail "no state directory /var/lib/private/idlegate/hello"
 ok "the backend runs with HOME=$home (StateDirectory=idlegate/hello), uid $(IN stat -c %u /proc/$pid), a dynamic user"
+
+step "one file per service: awake at set hours ([systemd] awake: the timer wakes it, the window holds it)"
+awake_windows
 
 step "one file per service: dpkg -r while units run, nothing stopped by hand: the package stops and unloads them"
 fetch http://127.0.0.1:8080/ "Hello from a one-file service"
