@@ -102,6 +102,6 @@ awake_windows() {
   done
   printf '%s\n' "$journal" | grep -e 'inhibit' -e 'idle for' | sed 's/^/      | /'
   ok "journal: both windows held and released the service"
-  IN systemctl stop office-awake.timer office.socket office-control.socket
-  AS_ROOT 'rm -rf /etc/idlegate/office.toml /srv/office && systemctl daemon-reload'
+  # Left installed, the timer active: `dpkg -r` must stop it (prerm).
+  is_active office-awake.timer || fail "office-awake.timer is $(state office-awake.timer)"
 }

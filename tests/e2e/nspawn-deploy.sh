@@ -672,17 +672,19 @@ fetch http://127.0.0.1:8080/ "Hello from a one-file service"
 is_active hello.service || fail "hello.service not running before dpkg -r"
 is_active tidings.socket || fail "tidings.socket not listening before dpkg -r"
 run_readme onefile-uninstall
-for u in hello.socket hello-control.socket hello.service tidings.socket tidings-https.socket tidings-control.socket tidings.service; do
+for u in hello.socket hello-control.socket hello.service tidings.socket tidings-https.socket tidings-control.socket tidings.service \
+  office.socket office-control.socket office.service office-awake.timer office-awake.service; do
   [ "$(IN systemctl show -P LoadState "$u")" = not-found ] || fail "$u still loaded after dpkg -r"
   [ "$(IN systemctl show -P ActiveState "$u")" = inactive ] || fail "$u is $(IN systemctl show -P ActiveState "$u") after dpkg -r"
 done
-IN systemctl list-units --all --no-legend 'hello*' 'tidings*' | grep -v 'tidings-backend' | grep . &&
+IN systemctl list-units --all --no-legend 'hello*' 'tidings*' 'office*' | grep -v 'tidings-backend' | grep . &&
   fail "units still listed after dpkg -r"
+AS_ROOT 'rm -rf /etc/idlegate/office.toml /srv/office'   # deploy-schedules.sh's
 IN test ! -e /run/systemd/generator/tidings.service || fail "the generated tidings.service is still there"
 IN pgrep -f 'caddy file-server' >/dev/null && fail "the hello backend still runs after dpkg -r"
 NET curl -sS -m 5 http://127.0.0.1:8080/ >/dev/null 2>&1 && fail "something still listens on 127.0.0.1:8080 after dpkg -r"
 NET curl -sS -m 5 http://127.0.0.1:80/ >/dev/null 2>&1 && fail "something still listens on port 80 after dpkg -r"
-ok "hello.*, tidings.*: not-found and inactive, none listed; its Caddy gone; nothing listens on 8080 or 80"
+ok "hello.*, tidings.*, office.* (its awake timer too): not-found and inactive, none listed; its Caddy gone; nothing listens on 8080 or 80"
 
 # ---------------------------------------------------------------------------
 step "deploy/process: install"
