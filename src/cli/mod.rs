@@ -299,11 +299,13 @@ pub enum Subcommand {
     Status(StatusArgs),
     /// Hold the service awake while CMD runs: connect to idlegate's control
     /// socket (which wakes a stopped idlegate), wait until the backend is
-    /// ready, run CMD and exit with its status.
+    /// ready, run CMD and exit with its status. With --during WINDOW instead,
+    /// hold it to the end of the window now is in ([systemd] awake).
     Inhibit(InhibitArgs),
     /// systemd's generator protocol: every NAME.toml in /etc/idlegate (for a
     /// user, ~/.config/idlegate) becomes NAME.socket, NAME-control.socket and
-    /// NAME.service in NORMAL_DIR. A bad file is logged and skipped; exits 0.
+    /// NAME.service (with [systemd] awake, NAME-awake.timer and its service)
+    /// in NORMAL_DIR. A bad file is logged and skipped; exits 0.
     Generator(GeneratorArgs),
 }
 
@@ -362,11 +364,19 @@ pub struct InhibitArgs {
     /// DIR.control beside its directory DIR, as the generated units have it]
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
-    /// Why, as `idlegate status --connections` shows it. [default: CMD]
+    /// Why, as `idlegate status --connections` shows it. [default: CMD, or
+    /// the windows]
     #[arg(long, value_name = "TEXT")]
     pub why: Option<std::ffi::OsString>,
+    /// Instead of CMD: hold the service awake to the end of this window, if
+    /// now is inside it, e.g. "Mon..Fri 08:00..18:00" (weekdays and start
+    /// as systemd's OnCalendar=, then ..END; repeatable); outside every
+    /// window exit 0 at once, waking nothing. What `[systemd] awake`'s
+    /// NAME-awake.service runs, to have an office app warm at 8:00.
+    #[arg(long, value_name = "WINDOW", conflicts_with = "command")]
+    pub during: Vec<String>,
     /// The command to run while the service is held awake.
-    #[arg(last = true, value_name = "CMD", required = true)]
+    #[arg(last = true, value_name = "CMD", required_unless_present = "during")]
     pub command: Vec<std::ffi::OsString>,
 }
 

@@ -144,6 +144,7 @@ pub(super) struct SystemdTable {
     pub(super) enable: Option<bool>,
     pub(super) service: Option<Vec<String>>,
     pub(super) socket: Option<Vec<String>>,
+    pub(super) awake: Option<Vec<String>>,
 }
 
 /// The file parsed, and its text (to find the line of a bad value later).

@@ -120,6 +120,8 @@ pub struct SystemdSettings {
     pub service: Vec<String>,
     /// Extra `Key=value` lines for each socket's `[Socket]`.
     pub socket: Vec<String>,
+    /// The windows the service is held awake in (`NAME-awake.timer`).
+    pub awake: Vec<crate::wake::schedule::Window>,
 }
 
 /// The sockets: where traffic goes, what to bind when not activated, how
