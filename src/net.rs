@@ -112,6 +112,55 @@ impl Stream {
         }
     }
 
+    /// Returns once the peer has closed its sending side (or reset the
+    /// connection), without reading anything: bytes it sent stay for later.
+    ///
+    /// It watches a duplicate of the socket, registered on its own, so the
+    /// readiness it clears to wait past bytes already there is not the
+    /// stream's: a later read of the stream still sees them.
+    pub async fn closed_by_peer(&self) {
+        let Ok(watched) = self.duplicate() else {
+            // Out of descriptors: the client is taken as waiting.
+            return std::future::pending().await;
+        };
+        let ready = Interest::READABLE;
+        let pass = || Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock));
+        loop {
+            let now = match &watched {
+                Stream::Tcp(s) => s.ready(ready).await,
+                Stream::Unix(s) => s.ready(ready).await,
+            };
+            match now {
+                // Bytes to read are no end: their readiness is cleared (the
+                // read "would block") and the next event is waited for.
+                Ok(r) if !r.is_read_closed() => {
+                    let _ = match &watched {
+                        Stream::Tcp(s) => s.try_io(ready, pass),
+                        Stream::Unix(s) => s.try_io(ready, pass),
+                    };
+                }
+                _ => return,
+            }
+        }
+    }
+
+    /// Another descriptor of the same socket, registered with the runtime
+    /// on its own (closing it leaves the connection open).
+    fn duplicate(&self) -> io::Result<Stream> {
+        Ok(match self {
+            Stream::Tcp(s) => {
+                let fd = s.as_fd().try_clone_to_owned()?;
+                Stream::Tcp(TcpStream::from_std(std::net::TcpStream::from(fd))?)
+            }
+            Stream::Unix(s) => {
+                let fd = s.as_fd().try_clone_to_owned()?;
+                Stream::Unix(UnixStream::from_std(std::os::unix::net::UnixStream::from(
+                    fd,
+                ))?)
+            }
+        })
+    }
+
     /// Splits the stream into a reading and a writing half that can be used at once.
     pub fn split(&mut self) -> (ReadHalf<'_>, WriteHalf<'_>) {
         match self {

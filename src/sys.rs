@@ -371,3 +371,28 @@ pub fn one_malloc_heap() {
         libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
+
+/// Now on the local wall clock: the day of the week (0 Monday .. 6 Sunday)
+/// and the seconds after midnight (60 of a leap second included), in UTC
+/// if the local time cannot be had.
+pub fn local_weekday_and_second() -> (u8, u32) {
+    // SAFETY: time(NULL) writes nothing; localtime_r reads the time_t and
+    // writes into the zeroed struct tm we own (a plain C struct, for which
+    // all zeros is a valid value), and returns NULL on failure.
+    let (tm, ok) = unsafe {
+        let now = libc::time(std::ptr::null_mut());
+        let mut tm: libc::tm = std::mem::zeroed();
+        let ok = !libc::localtime_r(&now, &mut tm).is_null();
+        (tm, ok)
+    };
+    if !ok {
+        let secs = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        // 1970-01-01 was a Thursday (3, counted from Monday).
+        return (((secs / 86400 + 3) % 7) as u8, (secs % 86400) as u32);
+    }
+    let weekday = ((tm.tm_wday + 6) % 7) as u8;
+    let second = (tm.tm_hour * 3600 + tm.tm_min * 60 + tm.tm_sec).max(0) as u32;
+    (weekday, second)
+}

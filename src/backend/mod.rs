@@ -9,6 +9,7 @@
 //! broken backend can neither crash-loop nor busy-loop idlegate.
 
 pub mod failure;
+pub mod hold;
 pub mod kinds;
 pub mod phases;
 pub mod progress;
@@ -25,6 +26,7 @@ use tokio::time::Instant;
 use crate::address::Address;
 use crate::serve::activity::InFlight;
 pub use failure::Failure;
+use hold::{Hold, HoldRefused, Holds};
 use kinds::run_command::RunCommand;
 pub use kinds::BackendKind;
 use supervisor::Supervisor;
@@ -50,6 +52,31 @@ pub struct BackendSpec {
     pub stop_timeout: Duration,
     /// Wake the backend's host at each start (`--wake-on-lan`).
     pub wake_on_lan: Option<kinds::wake_on_lan::WakeOnLan>,
+    /// Cancel a start nobody has waited for this long (`--cancel-abandoned-start`).
+    pub cancel_abandoned_start: Option<Duration>,
+    /// Hold at most this many clients while a start is in progress (`--hold-max`).
+    pub hold_max: Option<usize>,
+}
+
+/// A spec for the tests.
+#[cfg(test)]
+impl BackendSpec {
+    /// A backend of `kind` that is never ready (its ready address refuses):
+    /// start timeout 60 s, stop timeout 1 s, nothing else set.
+    pub fn never_ready(kind: BackendKind) -> BackendSpec {
+        BackendSpec {
+            kind,
+            ready: vec![Address::parse("127.0.0.1:1").expect("an address")],
+            ready_http: None,
+            ready_cmd: None,
+            ready_notify: None,
+            start_timeout: Duration::from_secs(60),
+            stop_timeout: Duration::from_secs(1),
+            wake_on_lan: None,
+            cancel_abandoned_start: None,
+            hold_max: None,
+        }
+    }
 }
 
 impl BackendSpec {
@@ -127,6 +154,12 @@ pub enum BackendError {
     /// idlegate is shutting down.
     #[error("idlegate is shutting down")]
     ShuttingDown,
+    /// The start this client waited for was cancelled: every client had
+    /// left (`--cancel-abandoned-start`).
+    #[error(
+        "the start was cancelled: every client waiting for it had left (--cancel-abandoned-start)"
+    )]
+    Abandoned,
 }
 
 enum Request {
@@ -179,6 +212,10 @@ pub struct Backend {
     progress: progress::Progress,
     /// The times of the starts: their phases, the histogram, the recent totals.
     starts: Arc<phases::Starts>,
+    /// Who waits for the start in progress.
+    holds: Arc<Holds>,
+    /// The start last cancelled because nobody waited for it any more (0: none).
+    abandoned: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for Request {
@@ -207,6 +244,8 @@ impl Backend {
         let answered = Arc::new(AtomicBool::new(false));
         let (status_tx, status) = watch::channel(None);
         let external = Arc::new(AtomicBool::new(spec.kind == BackendKind::External));
+        let holds = Holds::new(spec.hold_max);
+        let abandoned = Arc::new(AtomicU64::new(0));
         if let Some(warning) = spec
             .kind
             .run_command()
@@ -223,7 +262,8 @@ impl Backend {
             generation.clone(),
             in_flight,
             status_tx,
-        );
+        )
+        .following(hold::Abandonment::new(holds.subscribe(), abandoned.clone()));
         let progress = supervisor.progress();
         let starts = supervisor.starts();
         tokio::spawn(supervisor.run());
@@ -237,6 +277,8 @@ impl Backend {
             external,
             progress,
             starts,
+            holds,
+            abandoned,
         }
     }
 
@@ -269,6 +311,7 @@ impl Backend {
             .store(millis(spec.start_timeout), Ordering::Relaxed);
         self.external
             .store(spec.kind == BackendKind::External, Ordering::Relaxed);
+        self.holds.set_max(spec.hold_max);
         let _ = self.requests.send(Request::Reconfigure(Box::new(spec)));
     }
 
@@ -359,6 +402,34 @@ impl Backend {
         waiting.as_ref().map(|w| w.stage)
     }
 
+    /// Counts a client held until the backend is ready (drop the hold when
+    /// it is served or gone): `None` when the backend is ready, an error when
+    /// `--hold-max` clients are held already.
+    pub fn hold(&self) -> Result<Option<Hold>, HoldRefused> {
+        if self.is_ready() {
+            return Ok(None);
+        }
+        self.holds.hold().map(Some)
+    }
+
+    /// Counts a client that waits for the start without being held (a
+    /// waiting page's visitor, `idlegate inhibit`): never refused.
+    pub fn watch_start(&self) -> Hold {
+        self.holds.watch()
+    }
+
+    /// Who waits for the start now.
+    pub fn waiting(&self) -> hold::Waiting {
+        self.holds.now()
+    }
+
+    /// Whether the last start was cancelled because nobody waited for it
+    /// any more, and none began since.
+    pub fn start_abandoned(&self) -> bool {
+        let last = self.abandoned.load(Ordering::Acquire);
+        last != 0 && last == self.generation()
+    }
+
     /// Waits until the backend is ready, starting it if needed, until `deadline`.
     ///
     /// A client that waited for a start attempt which then failed gets the
@@ -377,6 +448,11 @@ impl Backend {
                 BackendState::ShutDown => return Err(BackendError::ShuttingDown),
                 BackendState::Failed { reason, retry_at } if requested || retry_at > deadline => {
                     return Err(BackendError::Failed(reason))
+                }
+                // The start this client asked for was cancelled, as every
+                // client had left: it does not start it again.
+                BackendState::Stopped if requested && self.start_abandoned() => {
+                    return Err(BackendError::Abandoned)
                 }
                 BackendState::Failed { .. } | BackendState::Stopped => {
                     if self.requests.send(Request::Start).is_err() {

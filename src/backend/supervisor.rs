@@ -13,6 +13,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 
 use super::failure::Failure;
+use super::hold::Abandonment;
 use super::kinds::process::Process;
 use super::kinds::run_command::RunCommand;
 use super::kinds::{Launched, StartStep};
@@ -72,6 +73,8 @@ pub(super) struct Supervisor {
     status: BackendStatus,
     /// The times of the starts, shared with the handles.
     starts: Arc<Starts>,
+    /// Whether the start in progress is abandoned.
+    abandonment: Abandonment,
 }
 
 impl Supervisor {
@@ -106,7 +109,15 @@ impl Supervisor {
             starting: None,
             status,
             starts: Arc::default(),
+            abandonment: Abandonment::default(),
         }
+    }
+
+    /// Follows who waits for each start, to cancel one nobody waits for
+    /// any more (`--cancel-abandoned-start`).
+    pub(super) fn following(mut self, abandonment: Abandonment) -> Supervisor {
+        self.abandonment = abandonment;
+        self
     }
 
     /// What the start in progress waits for, shared with the handles.
@@ -147,6 +158,7 @@ impl Supervisor {
     /// Runs until the handles are gone or idlegate shuts the backend down.
     pub(super) async fn run(mut self) {
         loop {
+            let abandon_at = self.abandonment.due();
             tokio::select! {
                 request = self.requests.recv() => match request {
                     Some(Request::Start) => self.request_start().await,
@@ -179,6 +191,8 @@ impl Supervisor {
                     self.pending_start = None;
                     self.begin_start().await;
                 }
+                () = self.abandonment.changed() => self.follow_waiters(),
+                _ = sleep_until(abandon_at) => self.abandon().await,
             }
         }
         // Refuse every later request: the handles see ShutDown and give up.
@@ -203,6 +217,7 @@ impl Supervisor {
         if !starting {
             // The start is over, ready or not: no longer work of its own,
             // and the backend's own start-up status is stale.
+            self.abandonment.disarm();
             self.starting = None;
             self.status.send_if_modified(|s| s.take().is_some());
         }
@@ -276,6 +291,8 @@ impl Supervisor {
                 .enter_as(crate::serve::work::Unit::BackendStart),
         );
         self.set(BackendState::Starting);
+        self.abandonment.begin();
+        self.follow_waiters();
         let probe = Probe {
             notify,
             status: self.status.clone(),
@@ -306,6 +323,30 @@ impl Supervisor {
                 None => start.await,
             }
         })));
+    }
+
+    /// Notes who waits for the start in progress (see [`Abandonment`]).
+    fn follow_waiters(&mut self) {
+        let starting = *self.state.borrow() == BackendState::Starting;
+        self.abandonment
+            .follow(self.spec.cancel_abandoned_start, starting);
+    }
+
+    /// Cancels the start in progress, which nobody has waited for since
+    /// `--cancel-abandoned-start`: the backend is stopped as when idle.
+    async fn abandon(&mut self) {
+        self.abandonment.disarm();
+        if *self.state.borrow() != BackendState::Starting || !self.abandonment.nobody() {
+            return;
+        }
+        let grace = self.spec.cancel_abandoned_start.unwrap_or_default();
+        tracing::info!(target: "idlegate::backend",
+            "start abandoned: no client waited for {}; stopping backend",
+            humantime::format_duration(grace)
+        );
+        self.abandonment
+            .cancelled(self.generation.load(Ordering::Acquire));
+        self.stop(None, false).await;
     }
 
     /// A notify socket for this start, with `--ready-notify`.
@@ -492,19 +533,9 @@ mod tests {
         Backend, BackendError, BackendKind, BackendSpec, BackendState, ShutDownCause,
     };
     use super::*;
-    use crate::address::Address;
 
     fn spec(kind: BackendKind) -> BackendSpec {
-        BackendSpec {
-            kind,
-            ready: vec![Address::parse("127.0.0.1:1").unwrap()],
-            ready_http: None,
-            ready_cmd: None,
-            ready_notify: None,
-            start_timeout: Duration::from_secs(60),
-            stop_timeout: Duration::from_secs(1),
-            wake_on_lan: None,
-        }
+        BackendSpec::never_ready(kind)
     }
 
     /// Each client waits for the next start, which fails: the delays before

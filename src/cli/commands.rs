@@ -143,7 +143,9 @@ pub fn status(args: StatusArgs) -> u8 {
 }
 
 /// `idlegate inhibit [--state-file F] [--control PATH] [--why TEXT] -- CMD…`:
-/// holds the service awake while CMD runs (see [`crate::wake::control`]). The
+/// holds the service awake while CMD runs (see [`crate::wake::control`]);
+/// with `--during WINDOW…` instead of CMD, to the end of the window now is
+/// in ([`crate::wake::inhibit::run_during`]). The
 /// control socket is PATH, else the one of the state file (F, else
 /// `$RUNTIME_DIRECTORY/idlegate.state`, see [`control_of`]). Connecting wakes a stopped idlegate;
 /// CMD runs once the backend is ready, and `inhibit` exits with its status
@@ -153,10 +155,25 @@ pub fn inhibit(args: InhibitArgs) -> u8 {
         state_file: state,
         control,
         why,
+        during,
         command,
     } = args;
-    if command.is_empty() {
-        return fail(USAGE, &"inhibit: give the command to run after --");
+    let windows = match during
+        .iter()
+        .map(|w| {
+            w.parse()
+                .map_err(|e| format!("inhibit: --during {w:?}: {e}"))
+        })
+        .collect::<Result<Vec<crate::wake::schedule::Window>, String>>()
+    {
+        Ok(windows) => windows,
+        Err(e) => return fail(USAGE, &e),
+    };
+    if command.is_empty() && windows.is_empty() {
+        return fail(
+            USAGE,
+            &"inhibit: give the command to run after --, or --during WINDOW",
+        );
     }
     let state = state.or_else(|| Config::default_state_file(|k| std::env::var_os(k)));
     let Some(socket) = control.or_else(|| state.as_deref().map(control_of)) else {
@@ -168,13 +185,15 @@ pub fn inhibit(args: InhibitArgs) -> u8 {
     let why = why
         .map(|w| w.to_string_lossy().replace('\n', " "))
         .unwrap_or_else(|| {
-            command
-                .iter()
-                .map(|a| a.to_string_lossy())
-                .collect::<Vec<_>>()
-                .join(" ")
+            let words = command.iter().map(|a| a.to_string_lossy().into_owned());
+            let windows = windows.iter().map(|w| format!("awake {w}"));
+            words.chain(windows).collect::<Vec<_>>().join(" ")
         });
-    crate::wake::inhibit::run(&socket, &why, &command)
+    if windows.is_empty() {
+        crate::wake::inhibit::run(&socket, &why, &command)
+    } else {
+        crate::wake::inhibit::run_during(&socket, &why, &windows)
+    }
 }
 
 /// The control socket of the state file `state`, the first that exists
@@ -218,6 +237,7 @@ pub fn check(cli: Cli) -> u8 {
                 if !units.wanted.is_empty() {
                     out.push_str(" (sockets enabled)");
                 }
+                out.push_str(&awake_lines(&config, &units));
             }
             Err(e) => return fail(USAGE, &e),
         }
@@ -227,6 +247,34 @@ pub fn check(cli: Cli) -> u8 {
         eprintln!("idlegate: warning: {warning}");
     }
     0
+}
+
+/// `check`'s lines for `[systemd] awake`: each window, with the timer that
+/// wakes the service at its start and whether it starts at boot.
+fn awake_lines(config: &Config, units: &units::Units) -> String {
+    let windows = config.systemd.as_ref().map_or(&[][..], |s| &s.awake[..]);
+    let Some(timer) = units
+        .files
+        .iter()
+        .find(|f| f.path.ends_with("-awake.timer"))
+    else {
+        return String::new();
+    };
+    let enabled = if units.timers.is_empty() {
+        "; start it with systemctl start"
+    } else {
+        "; started at boot"
+    };
+    windows
+        .iter()
+        .map(|w| {
+            format!(
+                "\nawake: {w}: {} wakes the service at OnCalendar={} and holds it to the end{enabled}",
+                timer.path,
+                w.on_calendar()
+            )
+        })
+        .collect()
 }
 
 /// A path's owner and mode bits, `None` when it cannot be read.
@@ -277,6 +325,9 @@ pub fn units(args: UnitsArgs) -> u8 {
             }
             for socket in &units.wanted {
                 out.push_str(&format!("# sockets.target.wants/{socket} -> ../{socket}\n"));
+            }
+            for timer in &units.timers {
+                out.push_str(&format!("# timers.target.wants/{timer} -> ../{timer}\n"));
             }
             print!("{out}");
             0

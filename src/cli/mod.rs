@@ -231,6 +231,19 @@ pub struct Cli {
     #[arg(long, value_name = "N")]
     pub upstream_connections_max: Option<String>,
 
+    /// Cancel a start that nobody has waited for this long: once every
+    /// client held for it (and every waiting page) has gone, the backend is
+    /// stopped as when idle. For starts that cost minutes or memory; a TCP
+    /// client that closed its sending side counts as gone. [default: off]
+    #[arg(long, value_name = "DURATION")]
+    pub cancel_abandoned_start: Option<String>,
+
+    /// Hold at most N clients while the backend starts; beyond them HTTP
+    /// answers 503 with Retry-After, TCP closes, UDP drops the datagram, at
+    /// once (counted in --metrics). [default: no limit]
+    #[arg(long, value_name = "N")]
+    pub hold_max: Option<String>,
+
     /// Keep a small state file here for `idlegate status` (backend state, work
     /// in flight, time to idle exit, activations, the last start's phases),
     /// and beside it (PATH.starts) the last starts' times, for the waiting
@@ -296,11 +309,13 @@ pub enum Subcommand {
     Status(StatusArgs),
     /// Hold the service awake while CMD runs: connect to idlegate's control
     /// socket (which wakes a stopped idlegate), wait until the backend is
-    /// ready, run CMD and exit with its status.
+    /// ready, run CMD and exit with its status. With --during WINDOW instead,
+    /// hold it to the end of the window now is in ([systemd] awake).
     Inhibit(InhibitArgs),
     /// systemd's generator protocol: every NAME.toml in /etc/idlegate (for a
     /// user, ~/.config/idlegate) becomes NAME.socket, NAME-control.socket and
-    /// NAME.service in NORMAL_DIR. A bad file is logged and skipped; exits 0.
+    /// NAME.service (with [systemd] awake, NAME-awake.timer and its service)
+    /// in NORMAL_DIR. A bad file is logged and skipped; exits 0.
     Generator(GeneratorArgs),
 }
 
@@ -359,11 +374,19 @@ pub struct InhibitArgs {
     /// DIR.control beside its directory DIR, as the generated units have it]
     #[arg(long, value_name = "PATH")]
     pub control: Option<PathBuf>,
-    /// Why, as `idlegate status --connections` shows it. [default: CMD]
+    /// Why, as `idlegate status --connections` shows it. [default: CMD, or
+    /// the windows]
     #[arg(long, value_name = "TEXT")]
     pub why: Option<std::ffi::OsString>,
+    /// Instead of CMD: hold the service awake to the end of this window, if
+    /// now is inside it, e.g. "Mon..Fri 08:00..18:00" (weekdays and start
+    /// as systemd's OnCalendar=, then ..END; repeatable); outside every
+    /// window exit 0 at once, waking nothing. What `[systemd] awake`'s
+    /// NAME-awake.service runs, to have an office app warm at 8:00.
+    #[arg(long, value_name = "WINDOW", conflicts_with = "command")]
+    pub during: Vec<String>,
     /// The command to run while the service is held awake.
-    #[arg(last = true, value_name = "CMD", required = true)]
+    #[arg(last = true, value_name = "CMD", required_unless_present = "during")]
     pub command: Vec<std::ffi::OsString>,
 }
 
@@ -449,6 +472,7 @@ const DURATION_FLAGS: &[&str] = &[
     "--start-timeout",
     "--stop-timeout",
     "--header-read-timeout",
+    "--cancel-abandoned-start",
 ];
 
 /// How `FLAG VALUE UNIT` is written: `a duration takes no space: --idle-timeout 5min`.

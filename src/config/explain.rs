@@ -192,10 +192,13 @@ fn takes(table: Option<&str>, key: &str) -> Option<&'static str> {
             | "udp-flow-timeout"
             | "start-timeout"
             | "stop-timeout"
-            | "header-read-timeout",
+            | "header-read-timeout"
+            | "cancel-abandoned-start",
         )
         | (Some("answer"), "retry-after") => DURATION,
-        (None, "connections-max" | "upstream-connections-max") => "a whole number such as 64",
+        (None, "connections-max" | "upstream-connections-max" | "hold-max") => {
+            "a whole number such as 64"
+        }
         (Some("answer"), "status") => "an HTTP status such as 503",
         (None, "forwarded-headers" | "ready-notify") | (Some("systemd"), "enable") => {
             "true or false"

@@ -100,6 +100,8 @@ pub(super) struct FileConfig {
     pub(super) ready_cmd: Option<String>,
     pub(super) ready_notify: Option<bool>,
     pub(super) upstream_connections_max: Option<i64>,
+    pub(super) cancel_abandoned_start: Option<RawDuration>,
+    pub(super) hold_max: Option<i64>,
     pub(super) container: Option<OneOrMany>,
     pub(super) engine_socket: Option<PathBuf>,
     pub(super) engine: Option<String>,
@@ -144,6 +146,7 @@ pub(super) struct SystemdTable {
     pub(super) enable: Option<bool>,
     pub(super) service: Option<Vec<String>>,
     pub(super) socket: Option<Vec<String>>,
+    pub(super) awake: Option<Vec<String>>,
 }
 
 /// The file parsed, and its text (to find the line of a bad value later).

@@ -121,6 +121,8 @@ pub struct SystemdSettings {
     pub service: Vec<String>,
     /// Extra `Key=value` lines for each socket's `[Socket]`.
     pub socket: Vec<String>,
+    /// The windows the service is held awake in (`NAME-awake.timer`).
+    pub awake: Vec<crate::wake::schedule::Window>,
 }
 
 /// The sockets: where traffic goes, what to bind when not activated, how
@@ -224,6 +226,10 @@ pub struct BackendConfig {
     pub readiness: Readiness,
     /// Wake its host at each start (`--wake-on-lan`).
     pub wake_on_lan: Option<crate::backend::kinds::wake_on_lan::WakeOnLan>,
+    /// Cancel a start nobody has waited for this long (`--cancel-abandoned-start`).
+    pub cancel_abandoned_start: Option<Duration>,
+    /// Hold at most this many clients while a start is in progress (`--hold-max`).
+    pub hold_max: Option<usize>,
 }
 
 /// What idlegate reports, and where.
@@ -326,6 +332,8 @@ impl Config {
             start_timeout: self.timeouts.start,
             stop_timeout: self.timeouts.stop,
             wake_on_lan: self.backend.wake_on_lan.clone(),
+            cancel_abandoned_start: self.backend.cancel_abandoned_start,
+            hold_max: self.backend.hold_max,
         }
     }
 

@@ -41,6 +41,9 @@ impl Config {
             );
         }
         let _ = writeln!(out, "ready: {}", self.ready_line());
+        if let Some(line) = self.start_limits_line() {
+            let _ = writeln!(out, "while starting: {line}");
+        }
         for rule in &self.wake.answers {
             let _ = writeln!(out, "answer: {}", answer_line(rule));
         }
@@ -67,6 +70,22 @@ impl Config {
         let _ = write!(out, "connections: at most {}", self.sockets.connections_max);
         self.write_http_line(&mut out);
         out
+    }
+
+    /// `--hold-max` and `--cancel-abandoned-start`, when either is set.
+    fn start_limits_line(&self) -> Option<String> {
+        let b = &self.backend;
+        let held = b.hold_max.map(|n| {
+            format!("at most {n} client(s) held, those beyond refused at once (HTTP 503, TCP close, UDP drop)")
+        });
+        let cancel = b.cancel_abandoned_start.map(|d| {
+            format!(
+                "a start nobody waited for {} is cancelled",
+                duration(Some(d), "")
+            )
+        });
+        let parts: Vec<String> = [held, cancel].into_iter().flatten().collect();
+        (!parts.is_empty()).then(|| parts.join("; "))
     }
 
     /// Each socket to its upstream, one line each: `socket web -> 127.0.0.1:8080 (http)`.

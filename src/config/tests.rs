@@ -437,3 +437,59 @@ fn the_engine_is_a_url_or_a_socket_not_both() {
         "--engine-insecure needs --container NAME or --swarm-service NAME"
     );
 }
+
+/// `--cancel-abandoned-start` and `--hold-max`: off by default, from the
+/// flags over the file, a bad value named by its flag or key, and told by
+/// `idlegate check`.
+#[test]
+fn start_limits_from_the_flags_and_the_file() {
+    let c = Config::from_cli(cli(&["127.0.0.1:9"])).unwrap();
+    assert_eq!(c.backend.cancel_abandoned_start, None);
+    assert_eq!(c.backend.hold_max, None);
+    assert!(!c.summary().contains("while starting"), "{}", c.summary());
+
+    let c = Config::from_cli(cli(&[
+        "--cancel-abandoned-start",
+        "30s",
+        "--hold-max",
+        "3",
+        "127.0.0.1:9",
+    ]))
+    .unwrap();
+    assert_eq!(
+        c.backend.cancel_abandoned_start,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(c.backend.hold_max, Some(3));
+    let spec = c.backend_spec();
+    assert_eq!(spec.cancel_abandoned_start, Some(Duration::from_secs(30)));
+    assert_eq!(spec.hold_max, Some(3));
+    let summary = c.summary();
+    assert!(
+        summary.contains("while starting: at most 3 client(s) held")
+            && summary.contains("a start nobody waited for 30s is cancelled"),
+        "{summary}"
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("limits.toml");
+    std::fs::write(
+        &path,
+        "upstream = \"127.0.0.1:9\"\ncancel-abandoned-start = \"2min\"\nhold-max = 10\n",
+    )
+    .unwrap();
+    let c = Config::from_file(&path).unwrap();
+    assert_eq!(
+        c.backend.cancel_abandoned_start,
+        Some(Duration::from_secs(120))
+    );
+    assert_eq!(c.backend.hold_max, Some(10));
+
+    std::fs::write(&path, "upstream = \"127.0.0.1:9\"\nhold-max = 0\n").unwrap();
+    let e = Config::from_file(&path).unwrap_err().to_string();
+    assert!(e.contains("hold-max") && e.contains("at least 1"), "{e}");
+    let e = Config::from_cli(cli(&["--cancel-abandoned-start", "soon", "127.0.0.1:9"]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("--cancel-abandoned-start"), "{e}");
+}

@@ -101,9 +101,17 @@ pub async fn connect_upstream(
                 }
                 let delay = backoff.next_delay();
                 if Instant::now() + delay >= deadline {
-                    return Err(ConnectError::Upstream {
-                        upstream: upstream.clone(),
-                        source: e,
+                    let upstream = upstream.clone();
+                    // A reset as the connect completes is an accept and a
+                    // close, as a port forwarder does before its app listens
+                    // (a loaded machine sees the reset before the connect).
+                    return Err(if cut_off(&e) && !backend.has_answered() {
+                        ConnectError::Closing { upstream }
+                    } else {
+                        ConnectError::Upstream {
+                            upstream,
+                            source: e,
+                        }
                     });
                 }
                 tracing::debug!("{upstream} refused ({e}); retrying");
@@ -122,6 +130,17 @@ pub async fn connect_upstream(
             }
         }
     }
+}
+
+/// Whether `e` says the peer closed or reset the connection.
+pub fn cut_off(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionReset
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::BrokenPipe
+            | std::io::ErrorKind::UnexpectedEof
+    )
 }
 
 /// Closes a client we cannot serve with a FIN, not a reset: stop writing, then

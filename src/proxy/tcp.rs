@@ -23,10 +23,12 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::{close_politely, connect_upstream, ConnectError, DEATH_GRACE};
 use crate::address::Address;
+use crate::backend::hold::Hold;
 use crate::backend::Backend;
 use crate::backoff::Backoff;
 use crate::net::Stream;
 use crate::serve::work::Traffic;
+use crate::wake::refused::HeldMode;
 
 /// The most client bytes kept for a replay; past it the connection is copied as is.
 pub const REPLAY_MAX: usize = 64 * 1024;
@@ -64,19 +66,28 @@ impl TcpClient<'_> {
             close_politely(client).await;
             return false;
         }
+        let hold = match self.backend.hold() {
+            Ok(hold) => hold,
+            Err(refused) => {
+                self.wake.refused.refuse(HeldMode::Tcp, refused.max);
+                tracing::debug!("closing the client: {refused}");
+                close_politely(client).await;
+                return false;
+            }
+        };
         if !self.backend.is_ready() {
             self.wake.waking(|| self.peer.to_string());
         }
         let unlisted = Traffic::default();
         let traffic = self.traffic.unwrap_or(&unlisted);
-        self.forward(client, traffic).await;
+        self.forward(client, hold, traffic).await;
         true
     }
 
     /// Connects upstream (held until the backend is ready), then copies both ways.
-    async fn forward(&self, mut client: Stream, traffic: &Traffic) {
+    async fn forward(&self, mut client: Stream, hold: Option<Hold>, traffic: &Traffic) {
         let deadline = Instant::now() + self.backend.start_timeout();
-        let connected = match self.connect(deadline).await {
+        let connected = match self.connect_held(&client, hold, deadline).await {
             Ok(up) => {
                 self.first_byte(
                     &mut client,
@@ -125,6 +136,31 @@ impl TcpClient<'_> {
                 None => tracing::debug!("ended: {e}"),
             },
         }
+    }
+
+    /// [`TcpClient::connect`] for a client held for the start (`hold`,
+    /// until connected): one that closes meanwhile no longer counts as
+    /// waiting (see `--cancel-abandoned-start`), and is still served if the
+    /// start goes on, as it may only have closed its sending side.
+    async fn connect_held(
+        &self,
+        client: &Stream,
+        hold: Option<Hold>,
+        deadline: Instant,
+    ) -> Result<Stream, ConnectError> {
+        let connect = self.connect(deadline);
+        tokio::pin!(connect);
+        let Some(mut hold) = hold else {
+            return connect.await;
+        };
+        tokio::select! {
+            up = &mut connect => return up,
+            () = client.closed_by_peer() => {
+                hold.client_left();
+                tracing::debug!("the client closed while held for the start");
+            }
+        }
+        connect.await
     }
 
     /// Connects to the upstream (held until the backend is ready) and sends the

@@ -11,6 +11,10 @@
 //! that follow are queued (up to [`FLOW_QUEUE`] datagrams per flow and
 //! [`QUEUED_BYTES_MAX`] bytes for all flows) and sent, in order, once it is
 //! ready. Datagrams beyond those bounds are dropped with one warning per flow.
+//! With `--hold-max`, the datagram of a new flow beyond that many held is
+//! dropped (counted). A UDP client cannot be seen leaving: a held flow
+//! waits for the start (see `--cancel-abandoned-start`) until the backend
+//! is ready or its start timeout passes.
 //! Datagrams that arrive after idlegate stopped reading stay in the socket,
 //! which systemd keeps, for the next activation.
 
@@ -27,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::address::Address;
+use crate::backend::hold::Hold;
 use crate::backend::Backend;
 use crate::backoff::Backoff;
 use crate::config::Timeouts;
@@ -34,6 +39,7 @@ use crate::net;
 use crate::proxy::proxy_protocol;
 use crate::serve::context::ServeContext;
 use crate::serve::work::{Entry, Traffic, Unit};
+use crate::wake::refused::HeldMode;
 
 /// The most datagrams one flow queues while the backend is not taking them.
 pub const FLOW_QUEUE: usize = 1024;
@@ -135,6 +141,14 @@ impl UdpForwarder {
                 flows.retain(|_, f| !f.datagrams.is_closed());
                 sweep_at = (flows.len() * 2).max(64);
             }
+            // Held until the backend is ready: at most --hold-max flows.
+            let hold = match shared.backend.hold() {
+                Ok(hold) => hold,
+                Err(refused) => {
+                    shared.wake.refused.refuse(HeldMode::Udp, refused.max);
+                    continue;
+                }
+            };
             let Ok(slot) = shared.slots.clone().try_acquire_owned() else {
                 tracing::warn!(
                     "{label}: --connections-max reached; dropping a datagram from {client}"
@@ -173,7 +187,7 @@ impl UdpForwarder {
             let guards = (work, shared.connections.enter(), slot);
             let span = tracing::info_span!("flow", %client);
             tokio::spawn(async move {
-                run_flow(context, rx).instrument(span).await;
+                run_flow(context, rx, hold).instrument(span).await;
                 drop(guards);
             });
         }
@@ -266,8 +280,8 @@ async fn receive(
 /// One client's flow: wait for the backend, then relay both ways until no
 /// datagram moved for the flow timeout (or idlegate closes). A datagram for a
 /// backend that is no longer ready starts it again first.
-async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
-    let Some(up) = open_flow(&c, &mut datagrams).await else {
+async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>, hold: Option<Hold>) {
+    let Some(up) = open_flow(&c, &mut datagrams, hold).await else {
         return;
     };
     let mut reply = Vec::with_capacity(DATAGRAM_MAX);
@@ -339,9 +353,14 @@ async fn run_flow(mut c: FlowContext, mut datagrams: mpsc::Receiver<Vec<u8>>) {
     }
 }
 
-/// Waits for the backend and opens the flow's socket to the upstream; on a
-/// failure the queued datagrams are dropped (and the log says why).
-async fn open_flow(c: &FlowContext, datagrams: &mut mpsc::Receiver<Vec<u8>>) -> Option<UdpSocket> {
+/// Waits for the backend (held for its start by `_hold`) and opens the
+/// flow's socket to the upstream; on a failure the queued datagrams are
+/// dropped (and the log says why).
+async fn open_flow(
+    c: &FlowContext,
+    datagrams: &mut mpsc::Receiver<Vec<u8>>,
+    _hold: Option<Hold>,
+) -> Option<UdpSocket> {
     let deadline = Instant::now() + c.backend.start_timeout();
     let ready = tokio::select! {
         r = c.backend.wait_ready(deadline) => r,

@@ -54,6 +54,19 @@ pub async fn serve(
     }
 }
 
+/// `idlegate_refused_while_starting_total{mode=...}`: the clients beyond
+/// `--hold-max` while the backend started.
+fn refused_while_starting(out: &mut String, wake: &WakeGate) {
+    let name = "idlegate_refused_while_starting_total";
+    out.push_str(&format!(
+        "# HELP {name} Clients refused at once in this run because --hold-max clients were held for the backend's start.\n# TYPE {name} counter\n"
+    ));
+    for mode in crate::wake::refused::HeldMode::ALL {
+        let count = wake.refused.count(mode);
+        out.push_str(&format!("{name}{{mode=\"{}\"}} {count}\n", mode.name()));
+    }
+}
+
 /// The exposition text for `snapshot` (the status reporter's latest).
 pub fn render(snapshot: Option<&Snapshot>, connections: usize, wake: &WakeGate) -> String {
     let mut out = String::new();
@@ -78,6 +91,7 @@ pub fn render(snapshot: Option<&Snapshot>, connections: usize, wake: &WakeGate) 
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
         ));
     }
+    refused_while_starting(&mut out, wake);
     let mut metric = |name: &str, help: &str, value: String| {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"

@@ -60,12 +60,13 @@ async fn stop_accepting(accepting: CancellationToken, loops: Vec<tokio::task::Jo
 
 /// Returns once nothing has been in flight for the idle timeout and
 /// `--busy-cmd`, if any, does not say busy (busy: the timer starts over).
-/// With `unwoken`, an activation that has not started the backend returns
-/// after [`UNWOKEN_GRACE`] instead (see [`unwoken_grace`]). Where the timer
-/// stands is told in `shared.countdown` all along.
-async fn idle_timer(shared: &ServeContext, unwoken: bool) {
+/// `activated`: an activation that has not started the backend (with wake
+/// control), or whose start was abandoned, returns after [`UNWOKEN_GRACE`]
+/// instead (see [`unwoken_grace`]). Where the timer stands is told in
+/// `shared.countdown` all along.
+async fn idle_timer(shared: &ServeContext, activated: bool) {
     loop {
-        quiet_for_the_idle_timeout(shared, unwoken).await;
+        quiet_for_the_idle_timeout(shared, activated).await;
         match &shared.busy_cmd {
             // Only a backend that was started can be busy.
             Some(cmd) if shared.backend.generation() > 0 => {
@@ -81,13 +82,13 @@ async fn idle_timer(shared: &ServeContext, unwoken: bool) {
 
 /// Returns once nothing has been in flight for the idle timeout, as a reload
 /// may have changed it meanwhile (a change re-arms the timer).
-async fn quiet_for_the_idle_timeout(shared: &ServeContext, unwoken: bool) {
+async fn quiet_for_the_idle_timeout(shared: &ServeContext, activated: bool) {
     let idle = |timeout: Option<Duration>| async move {
-        let unwoken = || unwoken && shared.backend.generation() == 0;
+        let short = || activated && unwoken(shared);
         shared
             .in_flight
             .idle_telling(
-                || unwoken_grace(timeout, unwoken()),
+                || unwoken_grace(timeout, short()),
                 |countdown| {
                     shared
                         .countdown
@@ -112,10 +113,15 @@ async fn quiet_for_the_idle_timeout(shared: &ServeContext, unwoken: bool) {
 /// The idle timeout an activated run's timer waits now: the live one, or
 /// [`UNWOKEN_GRACE`] for an activation that has not started the backend.
 pub fn activated_idle_timeout(shared: &ServeContext) -> Option<Duration> {
-    unwoken_grace(
-        shared.live().idle,
-        shared.wake.settings.lazy() && shared.backend.generation() == 0,
-    )
+    unwoken_grace(shared.live().idle, unwoken(shared))
+}
+
+/// Whether an activated run has no backend it woke to keep: with wake
+/// control it never started it, or its start was abandoned
+/// (`--cancel-abandoned-start`): either exits after [`UNWOKEN_GRACE`].
+fn unwoken(shared: &ServeContext) -> bool {
+    let backend = &shared.backend;
+    (shared.wake.settings.lazy() && backend.generation() == 0) || backend.start_abandoned()
 }
 
 /// With wake control, how long an activation that never started the
@@ -148,7 +154,7 @@ pub async fn serve_until_idle(
         let accepting = CancellationToken::new();
         let loops = spawn_accept_loops(endpoints, shared, &accepting);
         let idle = tokio::select! {
-            _ = idle_timer(shared, shared.wake.settings.lazy()) => true,
+            _ = idle_timer(shared, true) => true,
             _ = shutdown.requested() => false,
         };
         stop_accepting(accepting, loops).await;
@@ -273,17 +279,11 @@ mod tests {
         let (live_tx, live) = watch::channel(timeouts(idle));
         let in_flight = InFlight::new();
         let spec = BackendSpec {
-            kind: BackendKind::Hooks(Hooks {
+            stop_timeout: STOP,
+            ..BackendSpec::never_ready(BackendKind::Hooks(Hooks {
                 start: None,
                 stop: None,
-            }),
-            ready: vec![crate::address::Address::parse("127.0.0.1:1").unwrap()],
-            ready_http: None,
-            ready_cmd: None,
-            ready_notify: None,
-            start_timeout: Duration::from_secs(60),
-            stop_timeout: STOP,
-            wake_on_lan: None,
+            }))
         };
         let shared = ServeContext {
             backend: Backend::spawn(spec, in_flight.clone()),

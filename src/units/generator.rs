@@ -106,7 +106,8 @@ impl Write for JournalLog {
     }
 }
 
-/// Writes `units` under `out`, with their `sockets.target.wants` links.
+/// Writes `units` under `out`, with their `sockets.target.wants` and
+/// `timers.target.wants` links.
 fn write_units(units: &Units, out: &Path) -> std::io::Result<()> {
     for file in &units.files {
         let path = out.join(&file.path);
@@ -115,13 +116,19 @@ fn write_units(units: &Units, out: &Path) -> std::io::Result<()> {
         }
         std::fs::write(&path, &file.text)?;
     }
-    if !units.wanted.is_empty() {
-        let wants = out.join("sockets.target.wants");
+    for (target, wanted) in [
+        ("sockets.target.wants", &units.wanted),
+        ("timers.target.wants", &units.timers),
+    ] {
+        if wanted.is_empty() {
+            continue;
+        }
+        let wants = out.join(target);
         std::fs::create_dir_all(&wants)?;
-        for socket in &units.wanted {
-            let link = wants.join(socket);
+        for unit in wanted {
+            let link = wants.join(unit);
             let _ = std::fs::remove_file(&link);
-            std::os::unix::fs::symlink(Path::new("..").join(socket), &link)?;
+            std::os::unix::fs::symlink(Path::new("..").join(unit), &link)?;
         }
     }
     Ok(())

@@ -1,8 +1,9 @@
 //! The systemd units for one config file, `/etc/idlegate/NAME.toml` (or
 //! `~/.config/idlegate/NAME.toml` for a user's manager): `NAME.socket` (one
 //! socket unit per named upstream), `NAME-control.socket` (the control
-//! socket `idlegate inhibit` connects to), `NAME.service`, and a drop-in for
-//! the backend unit named in `[systemd]`. What [`generator`] writes at every
+//! socket `idlegate inhibit` connects to), `NAME.service`, a drop-in for
+//! the backend unit named in `[systemd]`, and with `awake` windows
+//! `NAME-awake.timer` and `NAME-awake.service`. What [`generator`] writes at every
 //! `daemon-reload`, and what `idlegate units FILE` prints.
 //!
 //! The units are what `deploy/` teaches by hand: `Type=notify`,
@@ -10,6 +11,7 @@
 //! with `BindsTo=` and ordered after idlegate, `RuntimeDirectory=` for
 //! `idlegate status`.
 
+mod awake;
 pub mod generator;
 mod render;
 
@@ -44,6 +46,9 @@ pub struct Units {
     pub files: Vec<UnitFile>,
     /// Socket units to link from `sockets.target.wants` (`enable = true`).
     pub wanted: Vec<String>,
+    /// Timer units to link from `timers.target.wants` (`enable = true`
+    /// with `awake` windows).
+    pub timers: Vec<String>,
 }
 
 /// Why no units can be made for a file.
@@ -141,12 +146,29 @@ pub fn for_file(path: &Path, scope: Scope, bin: &Path) -> Result<Units, UnitsErr
             text: plan.backend_drop_in(),
         });
     }
-    let wanted = if systemd.enable {
-        socket_names.iter().map(|s| s.to_string()).collect()
+    let mut timers = Vec::new();
+    if !systemd.awake.is_empty() {
+        let timer = format!("{name}-awake.timer");
+        files.push(UnitFile {
+            path: timer.clone(),
+            text: plan.awake_timer(),
+        });
+        files.push(UnitFile {
+            path: format!("{name}-awake.service"),
+            text: plan.awake_service(),
+        });
+        timers.push(timer);
+    }
+    let (wanted, timers) = if systemd.enable {
+        (socket_names.iter().map(|s| s.to_string()).collect(), timers)
     } else {
-        Vec::new()
+        (Vec::new(), Vec::new())
     };
-    Ok(Units { files, wanted })
+    Ok(Units {
+        files,
+        wanted,
+        timers,
+    })
 }
 
 /// The listen addresses of each upstream, from `[systemd] listen` or else

@@ -70,7 +70,7 @@ pub(super) struct Plan<'a> {
 }
 
 impl Plan<'_> {
-    fn header(&self, out: &mut String) {
+    pub(super) fn header(&self, out: &mut String) {
         let _ =
             writeln!(
             out,
@@ -118,7 +118,7 @@ impl Plan<'_> {
     /// Where the control socket listens: beside the service's
     /// `RuntimeDirectory=idlegate/NAME`, not in it, so that systemd's
     /// chown and removal of that directory never touch it.
-    fn control_path(&self) -> String {
+    pub(super) fn control_path(&self) -> String {
         match self.scope {
             Scope::System => format!("/run/idlegate/{}.control", self.name),
             Scope::User => format!("%t/idlegate/{}.control", self.name),
@@ -327,7 +327,7 @@ fn allow(allowed: &mut Vec<String>, ips: Vec<IpAddr>) {
 }
 
 /// A word for `ExecStart=`: `%` and `$` escaped, quoted when it has spaces or quotes.
-fn quote(word: &str) -> String {
+pub(super) fn quote(word: &str) -> String {
     let word = word.replace('%', "%%").replace('$', "$$");
     if word.contains(|c: char| c.is_whitespace() || c == '"' || c == '\\' || c == '\'') {
         format!("\"{}\"", word.replace('\\', "\\\\").replace('"', "\\\""))

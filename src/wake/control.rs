@@ -85,10 +85,13 @@ async fn hold(stream: UnixStream, shared: ServeContext) {
         why: why.clone(),
     });
     let deadline = tokio::time::Instant::now() + shared.backend.start_timeout();
+    // It waits for the start: one nobody else waits for goes on for it.
+    let watching = shared.backend.watch_start();
     let answer = match shared.backend.wait_ready(deadline).await {
         Ok(()) => "ready\n".to_owned(),
         Err(e) => format!("failed: {e}\n"),
     };
+    drop(watching);
     if write.write_all(answer.as_bytes()).await.is_err() || answer != "ready\n" {
         return;
     }

@@ -1,13 +1,15 @@
 //! `idlegate inhibit`'s side of the control socket (see [`crate::wake::control`]):
 //! connect, ask, wait until the backend is ready, run the command while the
-//! connection stays open.
+//! connection stays open; or, `--during`, keep it open to a window's end.
 
 use std::ffi::OsString;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
 use std::time::Duration;
+
+use super::schedule::{self, Window};
 
 /// `inhibit`'s exit status when idlegate is not running and nothing holds
 /// its control socket (as sysexits' `EX_UNAVAILABLE`).
@@ -16,11 +18,75 @@ pub const NOT_RUNNING: u8 = 69;
 /// How long `inhibit` waits for idlegate to say the backend is ready.
 const READY_WAIT: Duration = Duration::from_secs(15 * 60);
 
+/// How often a hold `--during` windows looks at the clock again: the wall
+/// clock may be set, or the machine may sleep, meanwhile.
+const CLOCK_CHECK: Duration = Duration::from_secs(60);
+
 /// Holds the service behind `socket` awake while `command` runs; returns
 /// the command's exit status (128 + N for a signal), [`NOT_RUNNING`] when
 /// nothing holds the socket, or 1 when the service cannot be reached
 /// otherwise or its backend fails.
 pub fn run(socket: &Path, why: &str, command: &[OsString]) -> u8 {
+    match hold(socket, why) {
+        Ok(stream) => hold_while(stream, command),
+        Err(code) => code,
+    }
+}
+
+/// Holds the service behind `socket` awake until the end of the window of
+/// `windows` that now is in (of the latest, in several); returns 0 at the
+/// end, or at once when now is in none (nothing is woken), else as [`run`]
+/// does: [`NOT_RUNNING`], or 1 when the service cannot be reached, its
+/// backend fails, or idlegate ends the hold before the end.
+pub fn run_during(socket: &Path, why: &str, windows: &[Window]) -> u8 {
+    if schedule::left(windows, schedule::now()).is_none() {
+        eprintln!(
+            "idlegate: inhibit: now is outside {}: nothing to hold",
+            list(windows)
+        );
+        return 0;
+    }
+    let mut stream = match hold(socket, why) {
+        Ok(stream) => stream,
+        Err(code) => return code,
+    };
+    eprintln!("idlegate: inhibit: holding the service awake: {why}");
+    let mut sink = [0u8; 64];
+    while let Some(left) = schedule::left(windows, schedule::now()) {
+        let wait = Duration::from_secs(u64::from(left.max(1))).min(CLOCK_CHECK);
+        let read = stream
+            .set_read_timeout(Some(wait))
+            .and_then(|()| stream.read(&mut sink));
+        match read {
+            Ok(0) => {
+                eprintln!("idlegate: inhibit: idlegate ended the hold before the window's end");
+                return 1;
+            }
+            Ok(_) => {}
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                eprintln!("idlegate: inhibit: the hold on the control socket failed: {e}");
+                return 1;
+            }
+        }
+    }
+    eprintln!("idlegate: inhibit: the window ended: released");
+    0
+}
+
+/// `"A", "B"`.
+fn list(windows: &[Window]) -> String {
+    let quoted: Vec<String> = windows
+        .iter()
+        .map(|w| format!("{:?}", w.to_string()))
+        .collect();
+    quoted.join(", ")
+}
+
+/// Connects to `socket`, asks for a hold and waits until the backend is
+/// ready: the connection that holds it, or the exit status to end with.
+fn hold(socket: &Path, why: &str) -> Result<UnixStream, u8> {
     let mut stream = match UnixStream::connect(socket) {
         Ok(s) => s,
         Err(e) if nothing_holds(socket, &e) => {
@@ -28,14 +94,14 @@ pub fn run(socket: &Path, why: &str, command: &[OsString]) -> u8 {
                 "idlegate: inhibit: idlegate is not running: nothing holds its control socket {} ({e})",
                 socket.display()
             );
-            return NOT_RUNNING;
+            return Err(NOT_RUNNING);
         }
         Err(e) => {
             eprintln!(
                 "idlegate: inhibit: cannot connect to the control socket {}: {e}",
                 socket.display()
             );
-            return 1;
+            return Err(1);
         }
     };
     let asked = stream
@@ -47,21 +113,21 @@ pub fn run(socket: &Path, why: &str, command: &[OsString]) -> u8 {
         Ok(_) if answer == "ready\n" => {}
         Ok(_) if answer.is_empty() => {
             eprintln!("idlegate: inhibit: idlegate closed the control socket without an answer");
-            return 1;
+            return Err(1);
         }
         Ok(_) => {
             eprintln!("idlegate: inhibit: {}", answer.trim_end());
-            return 1;
+            return Err(1);
         }
         Err(e) => {
             eprintln!(
                 "idlegate: inhibit: no answer on the control socket {}: {e}",
                 socket.display()
             );
-            return 1;
+            return Err(1);
         }
     }
-    hold_while(stream, command)
+    Ok(stream)
 }
 
 /// Whether connecting to `socket` failed with `error` because nothing

@@ -7,10 +7,14 @@
 //! - [`Cidr`]: TCP mode's `--wake-from`: while the backend is not up, only a
 //!   client from these ranges starts it; others are closed at once.
 //! - [`control`]: the control socket that holds the service awake, and
-//!   [`inhibit`]: `idlegate inhibit`, its client.
+//!   [`inhibit`]: `idlegate inhibit`, its client; [`schedule`]: the windows
+//!   of `[systemd] awake` that `inhibit --during` holds the service through;
+//!   [`refused`]: the clients turned away beyond `--hold-max`.
 
 pub mod control;
 pub mod inhibit;
+pub mod refused;
+pub mod schedule;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -315,6 +319,8 @@ pub struct WakeGate {
     turned_away: std::sync::atomic::AtomicU64,
     /// The client that woke the backend in this activation, once known.
     woken_by: std::sync::OnceLock<String>,
+    /// Clients refused while the backend started (`--hold-max`).
+    pub refused: refused::Refusals,
 }
 
 impl WakeGate {

@@ -17,9 +17,11 @@
 # bad file beside it, a user's unit with `systemctl --user`, `dpkg -r`), and
 # the README's systemd-socket-activate one-liners, and unit groups (an ordered
 # --unit group, one that fails, a StopWhenUnneeded= database behind two apps,
-# two backends with Conflicts=), and the guides' one-file configs as
+# two backends with Conflicts=), the guides' one-file configs as
 # docs/guides/ writes them (deploy-guides.sh: a program, PostgreSQL with its
-# backup under idlegate inhibit, Redis). It measures cold-start time against the
+# backup under idlegate inhibit, Redis), and `[systemd] awake` windows (a timer
+# wakes the service with no client and holds it to the window's end). It
+# measures cold-start time against the
 # floor: `podman start` / `podman run` of the same backend container until its
 # port answers. Any failure exits non-zero; the guest is always powered off and
 # the host cgroups removed.
@@ -37,7 +39,7 @@ W=${E2E_WORKDIR:-/var/tmp/idlegate-e2e}
 SUITE=trixie
 PKGS=systemd,systemd-sysv,dbus,iproute2,curl,procps,podman,crun,netavark,aardvark-dns,nftables,iptables,ca-certificates,caddy,dnsmasq-base,libpam-systemd,postgresql,python3,redis-server
 BASE=$W/rootfs.base
-RUN=$W/run
+RUN=${E2E_RUNDIR:-$W/run}   # the run's copy of the rootfs and its logs
 R=$RUN/rootfs
 M=${E2E_MACHINE:-idlegate-e2e}  # machine name, also the name of the host cgroups used
 IDLE=3s                 # the short idle timeout the README's drop-in sets
@@ -465,6 +467,8 @@ variant_begin() { VARIANT_CURSOR=$(IN journalctl -n 1 --show-cursor --no-pager -
 . "$REPO/tests/e2e/deploy-groups.sh"
 # shellcheck source=tests/e2e/deploy-guides.sh
 . "$REPO/tests/e2e/deploy-guides.sh"
+# shellcheck source=tests/e2e/deploy-schedules.sh
+. "$REPO/tests/e2e/deploy-schedules.sh"
 
 # The faults every variant goes through (deploy-faults.sh); $1 = variant, and
 # whether its backend is a container of its own (killed, image removed).
@@ -670,22 +674,27 @@ home=$(IN cat "/proc/$pid/environ" | tr '\0' '\n' | sed -n 's/^HOME=//p')
 IN test -d /var/lib/private/idlegate/hello || fail "no state directory /var/lib/private/idlegate/hello"
 ok "the backend runs with HOME=$home (StateDirectory=idlegate/hello), uid $(IN stat -c %u /proc/$pid), a dynamic user"
 
+step "one file per service: awake at set hours ([systemd] awake: the timer wakes it, the window holds it)"
+awake_windows
+
 step "one file per service: dpkg -r while units run, nothing stopped by hand: the package stops and unloads them"
 fetch http://127.0.0.1:8080/ "Hello from a one-file service"
 is_active hello.service || fail "hello.service not running before dpkg -r"
 is_active tidings.socket || fail "tidings.socket not listening before dpkg -r"
 run_readme onefile-uninstall
-for u in hello.socket hello-control.socket hello.service tidings.socket tidings-https.socket tidings-control.socket tidings.service; do
+for u in hello.socket hello-control.socket hello.service tidings.socket tidings-https.socket tidings-control.socket tidings.service \
+  office.socket office-control.socket office.service office-awake.timer office-awake.service; do
   [ "$(IN systemctl show -P LoadState "$u")" = not-found ] || fail "$u still loaded after dpkg -r"
   [ "$(IN systemctl show -P ActiveState "$u")" = inactive ] || fail "$u is $(IN systemctl show -P ActiveState "$u") after dpkg -r"
 done
-IN systemctl list-units --all --no-legend 'hello*' 'tidings*' | grep -v 'tidings-backend' | grep . &&
+IN systemctl list-units --all --no-legend 'hello*' 'tidings*' 'office*' | grep -v 'tidings-backend' | grep . &&
   fail "units still listed after dpkg -r"
+AS_ROOT 'rm -rf /etc/idlegate/office.toml /srv/office'   # deploy-schedules.sh's
 IN test ! -e /run/systemd/generator/tidings.service || fail "the generated tidings.service is still there"
 IN pgrep -f 'caddy file-server' >/dev/null && fail "the hello backend still runs after dpkg -r"
 NET curl -sS -m 5 http://127.0.0.1:8080/ >/dev/null 2>&1 && fail "something still listens on 127.0.0.1:8080 after dpkg -r"
 NET curl -sS -m 5 http://127.0.0.1:80/ >/dev/null 2>&1 && fail "something still listens on port 80 after dpkg -r"
-ok "hello.*, tidings.*: not-found and inactive, none listed; its Caddy gone; nothing listens on 8080 or 80"
+ok "hello.*, tidings.*, office.* (its awake timer too): not-found and inactive, none listed; its Caddy gone; nothing listens on 8080 or 80"
 
 # ---------------------------------------------------------------------------
 step "deploy/process: install"

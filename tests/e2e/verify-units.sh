@@ -24,7 +24,8 @@ D=$REPO/deploy
 # Exposure threshold per .service (systemd-analyze's 0.0 = locked down .. 10.0 =
 # exposed), set a little above the measured score so that a lost setting fails.
 # Measured with systemd 252 (Debian 12): 0.9 for both tidings services; 1.0 for
-# dns-on-demand.service, whose dnsmasq needs AF_NETLINK to list the interfaces.
+# dns-on-demand.service, whose dnsmasq needs AF_NETLINK to list the interfaces;
+# 0.5 for office-awake.service (root's, for the control socket; AF_UNIX only).
 declare -A MAX_EXPOSURE=(
   [tidings/tidings.service]=1.0
   [process/tidings.service]=1.0
@@ -32,15 +33,19 @@ declare -A MAX_EXPOSURE=(
   [generated-tidings/tidings.service]=1.0
   [generated-process/tidings.service]=1.0
   [generated-dns/dns-on-demand.service]=1.1
+  [generated-awake/office.service]=1.0
+  [generated-awake/office-awake.service]=0.6
 )
 
 # The one-file forms (deploy/*/NAME.toml): what the generator writes from
 # each, verified the same way, with the same thresholds as the hand-written
-# units. The tidings form's backend unit is a stub, as above.
+# units. The tidings form's backend unit is a stub, as above. config/office.toml
+# adds the timer and the service of `[systemd] awake`.
 declare -A ONE_FILE=(
   [generated-tidings]="tidings/tidings.toml stub:tidings-backend.service"
   [generated-process]="process/tidings.toml"
   [generated-dns]="dns/dns-on-demand.toml"
+  [generated-awake]="../config/office.toml"
 )
 
 # Which units each recipe installs into /etc/systemd/system, and the units it
@@ -145,7 +150,7 @@ for recipe in "${!ONE_FILE[@]}"; do
   [ -z "$out" ] || fail "generator, recipe $recipe: $out"
   units=()
   while IFS= read -r f; do units+=("/etc/systemd/system/${f#"$gen"/}"); done \
-    < <(find "$gen" -maxdepth 1 -newer "$configs" \( -name '*.socket' -o -name '*.service' \) -type f | sort)
+    < <(find "$gen" -maxdepth 1 -newer "$configs" \( -name '*.socket' -o -name '*.service' -o -name '*.timer' \) -type f | sort)
   [ ${#units[@]} -ge 2 ] || fail "generator, recipe $recipe: wrote ${#units[@]} unit(s)"
   verify "$root" "generated recipe $recipe: ${units[*]}" "${units[@]}"
 done

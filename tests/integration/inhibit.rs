@@ -23,21 +23,20 @@ fn service(control: &Path) -> (crate::support::activator::Activator, std::path::
     (act, pid_file)
 }
 
-fn inhibit(control: &Path, command: &[&str]) -> Command {
+/// `idlegate inhibit --control CONTROL`, outside any activation.
+fn inhibit_on(control: &Path) -> Command {
     let mut cmd = Command::new(idlegate_bin());
-    cmd.args([
-        "inhibit",
-        "--control",
-        control.to_str().unwrap(),
-        "--why",
-        "nightly backup",
-        "--",
-    ])
-    .args(command)
-    .stdin(Stdio::null())
-    .env_remove("LISTEN_FDS")
-    .env_remove("LISTEN_PID")
-    .env_remove("LISTEN_FDNAMES");
+    cmd.args(["inhibit", "--control", control.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .env_remove("LISTEN_FDS")
+        .env_remove("LISTEN_PID")
+        .env_remove("LISTEN_FDNAMES");
+    cmd
+}
+
+fn inhibit(control: &Path, command: &[&str]) -> Command {
+    let mut cmd = inhibit_on(control);
+    cmd.args(["--why", "nightly backup", "--"]).args(command);
     cmd
 }
 
@@ -245,4 +244,99 @@ fn without_systemd_inhibit_reaches_idlegates_own_control_socket() {
     assert!(!own.exists(), "the own control socket is removed at exit");
     let (code, err) = inhibit("exit 0");
     assert_eq!(code, Some(69), "{err}");
+}
+
+/// `HH:MM:SS..HH:MM:SS` from `from` to `to` seconds after now, in UTC (the
+/// time zone `during` gives `inhibit`); the week's days do not matter.
+fn window_from_now(from: i64, to: i64) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let clock = |at: i64| {
+        let s = at.rem_euclid(86400);
+        format!("{:02}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    };
+    format!("{}..{}", clock(now + from), clock(now + to))
+}
+
+/// `inhibit --during WINDOW` on `control`, in UTC.
+fn during(control: &Path, window: &str) -> Command {
+    let mut cmd = inhibit_on(control);
+    cmd.args(["--during", window])
+        .env("TZ", "UTC")
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// `inhibit --during` a window that began a minute ago wakes the service
+/// with no client and holds it past the idle timeout to the window's end;
+/// then it exits 0 and idlegate exits on idle. Had idlegate exited
+/// meanwhile, the hold would have ended early: status 1.
+#[test]
+fn inhibit_during_a_window_holds_the_service_to_its_end() {
+    let dir = tempdir();
+    let control = dir.path().join("control");
+    let (act, pid_file) = service(&control);
+    let window = window_from_now(-60, 10);
+    let spawned = std::time::Instant::now();
+    let held = during(&control, &window).spawn().unwrap();
+    wait_until("the backend to start for the window", PATIENCE, || {
+        pid_file.exists()
+    });
+    let out = held.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}\n{}", act.log());
+    assert!(err.contains("the window ended: released"), "{err}");
+    let held_for = spawned.elapsed();
+    assert!(
+        held_for >= Duration::from_secs(8),
+        "released after {held_for:?}, before the window's end ({window}): {err}"
+    );
+    assert!(act.log().contains(": awake "), "{}", act.log());
+    act.wait_exit_0(1, PATIENCE);
+    let backend = read_pid(&pid_file);
+    assert!(wait_gone(backend, PATIENCE), "backend {backend} still up");
+}
+
+/// Outside every window `inhibit --during` exits 0 at once and wakes
+/// nothing; a bad window is a usage error naming it.
+#[test]
+fn inhibit_during_no_window_wakes_nothing_and_bad_windows_are_refused() {
+    let dir = tempdir();
+    let control = dir.path().join("control");
+    let (act, pid_file) = service(&control);
+    let later = window_from_now(3600, 7200);
+    let out = during(&control, &later).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("nothing to hold"), "{err}");
+    assert!(act.exits().is_empty() && act.running().is_none());
+    assert!(!pid_file.exists());
+    let (code, err) = run_idlegate(
+        &[
+            "inhibit",
+            "--control",
+            "x",
+            "--during",
+            "Fri..Mon 08:00..18:00",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("--during \"Fri..Mon 08:00..18:00\""), "{err}");
+    let (code, err) = run_idlegate(
+        &[
+            "inhibit",
+            "--control",
+            "x",
+            "--during",
+            "08:00..09:00",
+            "--",
+            "true",
+        ],
+        &[],
+    );
+    assert_eq!(code, Some(2), "{err}");
 }

@@ -26,6 +26,7 @@ mod remote_engines;
 mod shutdown;
 mod soak;
 mod start_phases;
+mod starts;
 mod status;
 mod swarm;
 mod udp;

@@ -606,3 +606,54 @@ fn check_warns_when_the_dynamic_user_cannot_open_the_engine_socket() {
     assert_eq!(code, Some(0));
     assert!(!err.contains("warning"), "{err}");
 }
+
+/// `config/office.toml` (docs/guides/schedules.md): `check` names the awake
+/// timer and each window's start as systemd reads it; the generator writes
+/// the timer and its service and starts the timer at boot; a bad window
+/// exits 2 with one line naming the key and the value, and the generator
+/// skips the file with the same line.
+#[test]
+fn awake_windows_are_checked_shown_and_generated() {
+    let office = repo().join("config/office.toml");
+    let (code, out, err) =
+        run_idlegate_output(&["check", "--config", office.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("office-awake.timer, office-awake.service"),
+        "{out}"
+    );
+    assert!(
+        out.contains("awake: Mon..Fri 07:50..18:00: office-awake.timer wakes the service at OnCalendar=Mon..Fri *-*-* 07:50:00 and holds it to the end; started at boot"),
+        "{out}"
+    );
+    let text = std::fs::read_to_string(&office).unwrap();
+    let dir = config_dir_with(&[("office.toml", &text)]);
+    let (code, stderr, out) = generate(dir.path());
+    assert_eq!((code, stderr.as_str()), (Some(0), ""));
+    let files: Vec<(String, String)> = tree(&out);
+    let names: Vec<&str> = files.iter().map(|(p, _)| p.as_str()).collect();
+    for name in [
+        "office-awake.timer",
+        "office-awake.service",
+        "timers.target.wants/office-awake.timer",
+    ] {
+        assert!(names.contains(&name), "{name}: {names:?}");
+    }
+    let bad = text.replace("07:50..18:00", "07:50-18:00");
+    let dir = config_dir_with(&[("office.toml", &bad)]);
+    let file = dir.path().join("etc/office.toml");
+    let (code, _, check) = run_idlegate_output(&["check", "--config", file.to_str().unwrap()], &[]);
+    assert_eq!(code, Some(2), "{check}");
+    assert_eq!(check.lines().count(), 1, "{check}");
+    assert!(
+        check.contains("systemd.awake in ") && check.contains("'Mon..Fri 07:50-18:00'"),
+        "{check}"
+    );
+    let (code, skipped, out) = generate(dir.path());
+    assert_eq!(code, Some(0));
+    assert!(
+        skipped.contains(check.trim_start_matches("idlegate: ").trim_end()),
+        "{skipped}"
+    );
+    assert!(tree(&out).is_empty());
+}

@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use super::super::file::{FileConfig, OneOrMany};
+use super::super::file::{FileConfig, OneOrMany, RawDuration};
 use super::{address_setting, count_setting, file_origin, list_setting, text_setting};
 use crate::address::{Names, UpstreamSpec};
 use crate::backend::kinds::container::IdleAction;
@@ -28,11 +28,38 @@ pub(in crate::config) fn backend(
         ));
     }
     let wake_on_lan = super::wake_on_lan::wake_on_lan(cli, file, path)?;
+    let (cancel_abandoned_start, hold_max) = start_limits(cli, file, path)?;
     Ok(BackendConfig {
         run,
         readiness,
         wake_on_lan,
+        cancel_abandoned_start,
+        hold_max,
     })
+}
+
+/// `--cancel-abandoned-start` (off by default, `0` too) and `--hold-max`
+/// (no limit by default).
+fn start_limits(
+    cli: &mut Cli,
+    file: &mut FileConfig,
+    path: &Path,
+) -> Result<(Option<std::time::Duration>, Option<usize>), ConfigError> {
+    let cancel = given!(
+        cli,
+        file,
+        path,
+        cancel_abandoned_start,
+        "cancel-abandoned-start",
+        RawDuration::text
+    );
+    let cancel = super::optional_duration(cancel, None)?;
+    let hold_max = given!(cli, file, path, hold_max, "hold-max", |n| n.to_string());
+    let hold_max = match hold_max {
+        Some(value) => Some(super::count_setting(Some(value), 1)?),
+        None => None,
+    };
+    Ok((cancel, hold_max))
 }
 
 /// The trailing COMMAND, else the file's `command`.

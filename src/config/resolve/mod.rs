@@ -79,7 +79,7 @@ pub(super) fn pick<T>(
 
 /// A duration from `value`, where `0`, `infinity` and `never` mean "never"
 /// (`None`); `default` when none is given.
-fn optional_duration(
+pub(super) fn optional_duration(
     value: Option<(String, Origin)>,
     default: Option<Duration>,
 ) -> Result<Option<Duration>, ConfigError> {
@@ -405,6 +405,7 @@ pub(super) fn stray_duration(cli: &Cli) -> Result<(), ConfigError> {
         ("--start-timeout", &cli.start_timeout),
         ("--stop-timeout", &cli.stop_timeout),
         ("--header-read-timeout", &cli.header_read_timeout),
+        ("--cancel-abandoned-start", &cli.cancel_abandoned_start),
     ];
     let given: Vec<(&str, &str)> = given
         .iter()

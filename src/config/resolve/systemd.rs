@@ -8,6 +8,7 @@ use super::super::file::{FileConfig, OneOrMany, SystemdTable};
 use super::file_origin;
 use crate::address::UpstreamSpec;
 use crate::config::{ConfigError, Run, SystemdSettings};
+use crate::wake::schedule::Window;
 
 /// The `[systemd]` table, checked against the upstreams and the backend.
 pub(in crate::config) fn systemd(
@@ -26,6 +27,7 @@ pub(in crate::config) fn systemd(
         enable,
         service,
         socket,
+        awake,
     } = table;
     let listen = listen
         .unwrap_or_default()
@@ -64,6 +66,17 @@ pub(in crate::config) fn systemd(
             )?;
         }
     }
+    let awake = awake
+        .unwrap_or_default()
+        .iter()
+        .map(|text| {
+            text.parse::<Window>().map_err(|e| ConfigError::Invalid {
+                origin: file_origin("systemd.awake", path),
+                value: text.clone(),
+                reason: e.to_string(),
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(Some(SystemdSettings {
         listen,
         backend_unit,
@@ -71,6 +84,7 @@ pub(in crate::config) fn systemd(
         enable: enable.unwrap_or(false),
         service,
         socket,
+        awake,
     }))
 }
 

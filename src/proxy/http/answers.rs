@@ -15,7 +15,7 @@ pub(super) fn status_for(e: &BackendError) -> StatusCode {
     match e {
         BackendError::Failed(_) => StatusCode::BAD_GATEWAY,
         BackendError::StartTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
-        BackendError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        BackendError::ShuttingDown | BackendError::Abandoned => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
@@ -50,6 +50,19 @@ pub(super) fn plain(status: StatusCode, text: String) -> Response<Full<Bytes>> {
         resp.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
+    resp
+}
+
+/// The answer to a request beyond `--hold-max` while the backend starts:
+/// 503, to come back after `retry_after` seconds.
+pub(super) fn refused_while_starting(
+    refused: crate::backend::hold::HoldRefused,
+    retry_after: u64,
+) -> Response<Full<Bytes>> {
+    let text = format!("the service is starting and {refused}: retry in a moment");
+    let mut resp = plain(StatusCode::SERVICE_UNAVAILABLE, text);
+    resp.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(retry_after));
     resp
 }
 

@@ -32,6 +32,7 @@ use crate::config::HttpSettings;
 use crate::net::Peer;
 use crate::serve::activity::{InFlight, InFlightGuard};
 use crate::serve::work::{RequestLine, Unit};
+use crate::wake::refused::HeldMode;
 use crate::wake::{self, WakeGate, When};
 
 mod answers;
@@ -44,7 +45,7 @@ mod tracked;
 mod tunnel;
 mod waiting;
 
-use answers::{plain, rule_answer, status_for};
+use answers::{plain, refused_while_starting, rule_answer, status_for};
 use client::UpstreamPool;
 pub use client::{
     Lease, UpstreamBody, UpstreamConnection, UpstreamConnector, UpstreamResponse, HOLD_BODY_MAX,
@@ -127,6 +128,8 @@ enum NotReady {
     WaitingPage,
     /// The start failed or timed out: this answer says so.
     Failed(Response<Full<Bytes>>),
+    /// `--hold-max` requests are held for the start already.
+    Refused(crate::backend::hold::HoldRefused),
 }
 
 /// What the answer to a forwarded request needs besides the response.
@@ -270,6 +273,7 @@ impl HttpProxy {
                     self.expect_reload(close, peer);
                     return self.local(self.waiting_page(&req, started), log);
                 }
+                Err(NotReady::Refused(refused)) => return self.refuse(refused, &req, started, log),
                 Err(NotReady::Failed(resp)) => return self.local(resp, log),
             }
         }
@@ -290,12 +294,15 @@ impl HttpProxy {
     }
 
     /// Waits for a cold backend; an HTML client that waited past the
-    /// threshold gets the waiting page instead, when it is enabled.
+    /// threshold gets the waiting page instead, when it is enabled, and one
+    /// beyond `--hold-max` is refused.
     async fn wait_for_backend(
         &self,
         req: &Request<Incoming>,
         started: Instant,
     ) -> Result<(), NotReady> {
+        // Held (and counted for --hold-max) until the wait ends.
+        let _hold = self.backend.hold().map_err(NotReady::Refused)?;
         let deadline = started + self.backend.start_timeout();
         let wait = self.backend.wait_ready(deadline);
         let result = match self
@@ -315,10 +322,32 @@ impl HttpProxy {
         })
     }
 
-    /// Counts a client that got the waiting page as work until its reload
-    /// is due (a stop request ends that at once).
+    /// A request beyond `--hold-max` while the backend starts: 503 with
+    /// `Retry-After` at once; an HTML client gets the waiting page (a 503
+    /// with `Retry-After` too), when it is enabled.
+    fn refuse(
+        &self,
+        refused: crate::backend::hold::HoldRefused,
+        req: &Request<Incoming>,
+        arrived: Instant,
+        log: RequestLog,
+    ) -> Response<ProxyBody> {
+        self.wake.refused.refuse(HeldMode::Http, refused.max);
+        tracing::debug!("{} {}: refused: {refused}", log.method, log.path);
+        if self.settings.waiting_page.is_some() && accepts_html(req.headers()) {
+            return self.local(self.waiting_page(req, arrived), log);
+        }
+        self.local(refused_while_starting(refused, waiting::RELOAD_SECS), log)
+    }
+
+    /// Counts a client that got the waiting page as work, and as waiting
+    /// for the start, until its reload is due (a stop request ends that at
+    /// once).
     fn expect_reload(&self, close: CancellationToken, client: Peer) {
-        let expected = self.in_flight.enter_as(Unit::WaitingPage { client });
+        let expected = (
+            self.in_flight.enter_as(Unit::WaitingPage { client }),
+            self.backend.watch_start(),
+        );
         tokio::spawn(async move {
             tokio::select! {
                 _ = tokio::time::sleep(WAITING_PAGE_HOLD) => {}

@@ -246,6 +246,8 @@ async fn follow(
     tx: mpsc::Sender<Bytes>,
 ) {
     let give_up = Instant::now() + backend.start_timeout();
+    // The visitor waits for the start as long as its stream is open.
+    let _watching = backend.watch_start();
     let mut state = backend.subscribe();
     let mut own_status = backend.subscribe_status();
     let retry = format!("retry: {}\n\n", RELOAD_SECS * 1000);

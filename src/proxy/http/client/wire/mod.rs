@@ -53,16 +53,7 @@ impl WireError {
     }
 }
 
-/// Whether `e` says the peer closed or reset the connection.
-pub(in crate::proxy::http) fn cut_off(e: &std::io::Error) -> bool {
-    matches!(
-        e.kind(),
-        std::io::ErrorKind::ConnectionReset
-            | std::io::ErrorKind::ConnectionAborted
-            | std::io::ErrorKind::BrokenPipe
-            | std::io::ErrorKind::UnexpectedEof
-    )
-}
+pub(in crate::proxy::http) use crate::proxy::cut_off;
 
 mod chunked;
 mod request;
