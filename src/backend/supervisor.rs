@@ -268,24 +268,7 @@ impl Supervisor {
             Ok(launched) => launched,
             Err(failure) => return self.fail(failure).await,
         };
-        let step = match launched {
-            Launched::Process(p) => {
-                self.starts.mark(phases::STARTED);
-                self.process = Some(p);
-                None
-            }
-            Launched::Step(step) => {
-                self.stop_due = true;
-                Some(step)
-            }
-            Launched::Nothing => {
-                tracing::info!(target: "idlegate::backend",
-                    "waiting for the external backend on {}",
-                    self.spec.ready_list()
-                );
-                None
-            }
-        };
+        let step = self.keep(launched);
         self.starting = Some(
             self.in_flight
                 .enter_as(crate::serve::work::Unit::BackendStart),
@@ -323,6 +306,29 @@ impl Supervisor {
                 None => start.await,
             }
         })));
+    }
+
+    /// Keeps what a launch gave: the child process, or the start step still
+    /// to run (a container, a unit, a command), which is returned.
+    fn keep(&mut self, launched: Launched) -> Option<StartStep> {
+        match launched {
+            Launched::Process(p) => {
+                self.starts.mark(phases::STARTED);
+                self.process = Some(p);
+                None
+            }
+            Launched::Step(step) => {
+                self.stop_due = true;
+                Some(step)
+            }
+            Launched::Nothing => {
+                tracing::info!(target: "idlegate::backend",
+                    "waiting for the external backend on {}",
+                    self.spec.ready_list()
+                );
+                None
+            }
+        }
     }
 
     /// Notes who waits for the start in progress (see [`Abandonment`]).

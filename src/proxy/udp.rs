@@ -127,20 +127,11 @@ impl UdpForwarder {
         let mut sweep_at = 64;
         while let Some((n, client)) = receive(&socket, &mut buf, &label, &mut backoff, &stop).await
         {
-            let datagram = buf[..n].to_vec();
             let mut flows = self.flows.lock().expect("flows lock");
-            let datagram = match flows.get_mut(&client) {
-                Some(flow) => match self.enqueue(flow, client, datagram) {
-                    Some(back) => back, // The flow ended: start a new one.
-                    None => continue,
-                },
-                None => datagram,
+            let Some(datagram) = self.to_live_flow(&mut flows, client, &buf[..n], &mut sweep_at)
+            else {
+                continue;
             };
-            flows.remove(&client);
-            if flows.len() >= sweep_at {
-                flows.retain(|_, f| !f.datagrams.is_closed());
-                sweep_at = (flows.len() * 2).max(64);
-            }
             // Held until the backend is ready: at most --hold-max flows.
             let hold = match shared.backend.hold() {
                 Ok(hold) => hold,
@@ -191,6 +182,29 @@ impl UdpForwarder {
                 drop(guards);
             });
         }
+    }
+
+    /// Queues `datagram` on `client`'s live flow; gives it back when there is
+    /// none or it has ended (a new flow is then started), and now and then
+    /// forgets the flows that ended.
+    fn to_live_flow(
+        &self,
+        flows: &mut HashMap<SocketAddr, FlowHandle>,
+        client: SocketAddr,
+        datagram: &[u8],
+        sweep_at: &mut usize,
+    ) -> Option<Vec<u8>> {
+        let datagram = datagram.to_vec();
+        let datagram = match flows.get_mut(&client) {
+            Some(flow) => self.enqueue(flow, client, datagram)?,
+            None => datagram,
+        };
+        flows.remove(&client);
+        if flows.len() >= *sweep_at {
+            flows.retain(|_, f| !f.datagrams.is_closed());
+            *sweep_at = (flows.len() * 2).max(64);
+        }
+        Some(datagram)
     }
 
     /// Queues `datagram` on `flow`; gives it back if the flow has ended.
