@@ -2,7 +2,9 @@
 //! first response byte, percentiles, and tool lookup.
 #![allow(dead_code)]
 
+pub mod procfs;
 pub mod reverse_proxies;
+pub mod wrk;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -148,10 +150,20 @@ pub const BULK_BYTES: u64 = 1 << 30;
 
 /// The bench's own backend: HTTP/1.1 keep-alive, `GET /bulk` sends 1 GiB.
 pub fn start_backend() -> SocketAddr {
+    start_backend_thread().0
+}
+
+/// Like [`start_backend`], with the id of the one thread that serves it
+/// (for [`procfs::cpu_own_thread_us`]).
+pub fn start_backend_thread() -> (SocketAddr, i64) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    std::thread::spawn(move || serve_backend(listener));
-    addr
+    let (tid_tx, tid_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tid_tx.send(procfs::current_tid());
+        serve_backend(listener)
+    });
+    (addr, tid_rx.recv().expect("the backend thread's id"))
 }
 
 /// Serves the bench's backend on `listener` until the process ends.

@@ -1,9 +1,11 @@
 //! The HTTP reverse proxies users already run, as contenders for HTTP mode:
-//! nginx with `proxy_pass` and upstream keep-alive, and Caddy with
+//! nginx with `proxy_pass` and upstream keep-alive (tuned, and as the bench
+//! had it before issue 32), and Caddy with
 //! `reverse_proxy` (Debian's packages), each on a port of its own with a
 //! config written to a temporary directory.
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -15,13 +17,27 @@ pub const CADDY: &str = "/usr/bin/caddy";
 /// Which reverse proxy.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// nginx: two workers (one a core), `proxy_pass` to an upstream block
-    /// with `keepalive`, HTTP/1.1 upstream, no access log.
-    Nginx,
+    /// nginx as a user tunes it for the load: two workers (one a core),
+    /// `proxy_pass` to an upstream block that keeps `keepalive` idle
+    /// connections (at least the clients of the load), `keepalive_requests`
+    /// [`NGINX_KEEPALIVE_REQUESTS`] on both sides, HTTP/1.1 upstream, no
+    /// access log.
+    Nginx {
+        /// The upstream block's `keepalive`: idle upstream connections kept.
+        keepalive: usize,
+    },
+    /// nginx as this bench had it before issue 32: the same, but
+    /// `keepalive 64` and nginx's default `keepalive_requests` (1000), so at
+    /// more clients than 64 it opens and closes upstream connections.
+    NginxKeepalive64,
     /// Caddy 2: `reverse_proxy` (keep-alive upstream by default), no admin
     /// endpoint, no automatic HTTPS.
     Caddy,
 }
+
+/// The tuned nginx's `keepalive_requests`, for client and upstream
+/// connections: high enough that no wrk run reaches it.
+pub const NGINX_KEEPALIVE_REQUESTS: u64 = 100_000_000;
 
 /// A running reverse proxy, stopped when dropped.
 pub struct ReverseProxy {
@@ -38,28 +54,11 @@ impl ReverseProxy {
         let addr = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .expect("a free port");
-        let d = dir.path().display();
         let mut cmd = match kind {
-            Kind::Nginx => {
+            Kind::Nginx { .. } | Kind::NginxKeepalive64 => {
                 let conf = dir.path().join("nginx.conf");
-                std::fs::write(
-                    &conf,
-                    format!(
-                        "daemon off;\nuser root;\nworker_processes 2;\npid {d}/nginx.pid;\n\
-                         error_log {d}/error.log;\n\
-                         events {{ worker_connections 4096; }}\n\
-                         http {{\n  access_log off;\n\
-                         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
-                         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
-                         scgi_temp_path {d}/scgi;\n\
-                         upstream backend {{ server {backend}; keepalive 64; }}\n\
-                         server {{\n    listen {addr};\n    location / {{\n\
-                         proxy_pass http://backend;\n      proxy_http_version 1.1;\n\
-                         proxy_set_header Connection \"\";\n\
-                         proxy_max_temp_file_size 0;\n    }}\n  }}\n}}\n"
-                    ),
-                )
-                .expect("write nginx.conf");
+                std::fs::write(&conf, nginx_conf(kind, dir.path(), addr, backend))
+                    .expect("write nginx.conf");
                 let mut cmd = Command::new(NGINX);
                 cmd.arg("-c")
                     .arg(&conf)
@@ -137,24 +136,28 @@ impl Drop for ReverseProxy {
     }
 }
 
-/// The resident memory of `pid` and its children (nginx's workers), in KiB.
-pub fn rss_tree_kib(pid: u32) -> Option<u64> {
-    let own = rss_kib(pid)?;
-    let children =
-        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
-    Some(
-        own + children
-            .split_whitespace()
-            .filter_map(|c| c.parse().ok())
-            .filter_map(rss_kib)
-            .sum::<u64>(),
+/// nginx's configuration for `kind`, its temporary files under `dir`.
+fn nginx_conf(kind: Kind, dir: &Path, addr: SocketAddr, backend: SocketAddr) -> String {
+    let d = dir.display();
+    let (keepalive, requests) = match kind {
+        Kind::Nginx { keepalive } => (
+            keepalive,
+            format!("keepalive_requests {NGINX_KEEPALIVE_REQUESTS}; "),
+        ),
+        _ => (64, String::new()),
+    };
+    format!(
+        "daemon off;\nuser root;\nworker_processes 2;\npid {d}/nginx.pid;\n\
+         error_log {d}/error.log;\n\
+         events {{ worker_connections 4096; }}\n\
+         http {{\n  access_log off;\n  {requests}\n\
+         client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n\
+         fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n\
+         scgi_temp_path {d}/scgi;\n\
+         upstream backend {{ server {backend}; keepalive {keepalive}; {requests}}}\n\
+         server {{\n    listen {addr};\n    location / {{\n\
+         proxy_pass http://backend;\n      proxy_http_version 1.1;\n\
+         proxy_set_header Connection \"\";\n\
+         proxy_max_temp_file_size 0;\n    }}\n  }}\n}}\n"
     )
-}
-
-fn rss_kib(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
