@@ -9,8 +9,8 @@ use std::sync::mpsc;
 use crate::on_each_engine;
 use crate::support::activator::Activator;
 use crate::support::engine::{
-    activate, create, engine_args, gets_the_page, status, Container, Engine, Name, VersionProxy,
-    TOO_OLD,
+    activate, container_args, create, engine_args, gets_the_page, status, Container, Engine, Name,
+    VersionProxy, TOO_OLD,
 };
 use crate::support::http::get;
 use crate::support::podman::{podman, ContainerName, IMAGE, PAGE};
@@ -323,20 +323,11 @@ fn the_engine_socket_is_found_through_docker_host(engine: Engine) {
     let Container {
         dir, api, c, port, ..
     } = engine.created("docker-host");
-    let a = args(&[
-        "--container",
+    let a = container_args(
         &c.name,
-        "--upstream",
-        &format!("127.0.0.1:{port}"),
-        "--mode",
-        "http",
-        "--ready-http",
-        "/",
-        "--idle-timeout",
-        "1s",
-        "--stop-timeout",
-        "1s",
-    ]);
+        port,
+        &["--idle-timeout", "1s", "--stop-timeout", "1s"],
+    );
     let host = format!("unix://{}", api.socket.display());
     let mut builder = ActivatorBuilder::new(dir.clone(), &a)
         .tcp("web")
