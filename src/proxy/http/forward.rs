@@ -6,7 +6,8 @@
 
 use std::future::Future;
 
-use http::header::{self, HeaderValue};
+use bytes::Bytes;
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
@@ -27,6 +28,24 @@ use crate::backoff::Backoff;
 use crate::net::Peer;
 use crate::proxy::{ConnectError, DEATH_GRACE};
 use crate::serve::work::{RequestLine, Unit};
+
+/// The `X-Forwarded-*` names, made once (a name given as a string is
+/// copied each time it is inserted).
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// `X-Forwarded-For`'s value: the one `before` it (if any), then `ip`.
+fn forwarded_for(before: Option<&[u8]>, ip: std::net::IpAddr) -> Bytes {
+    use std::io::Write as _;
+    let mut value = Vec::with_capacity(before.map_or(0, |b| b.len() + 2) + 39);
+    if let Some(before) = before {
+        value.extend_from_slice(before);
+        value.extend_from_slice(b", ");
+    }
+    let _ = write!(value, "{ip}");
+    Bytes::from(value)
+}
 
 impl HttpProxy {
     /// Sends `req` upstream (once more after a backend death, when it can
@@ -339,18 +358,14 @@ impl HttpProxy {
         }
         if self.settings.forwarded_headers {
             if let Peer::Tcp(addr) = peer {
-                let ip = addr.ip().to_string();
-                let value = match headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-                    Some(before) => format!("{before}, {ip}"),
-                    None => ip,
-                };
-                if let Ok(v) = HeaderValue::from_str(&value) {
-                    headers.insert("x-forwarded-for", v);
+                let before = headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes);
+                if let Ok(v) = HeaderValue::from_maybe_shared(forwarded_for(before, addr.ip())) {
+                    headers.insert(X_FORWARDED_FOR, v);
                 }
             }
-            headers.insert("x-forwarded-proto", HeaderValue::from_static("http"));
+            headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
             if let Some(host) = host {
-                headers.insert("x-forwarded-host", host);
+                headers.insert(X_FORWARDED_HOST, host);
             }
         }
         req

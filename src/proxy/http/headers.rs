@@ -10,34 +10,44 @@ use hyper::body::Incoming;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 /// `Trailer` is not among them: it names the trailer fields end to end.
-pub(super) const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "te",
-    "transfer-encoding",
-    "upgrade",
-    "proxy-authenticate",
-    "proxy-authorization",
+pub(super) const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
 ];
 
 /// Removes hop-by-hop headers, and those the `Connection` header names. An
 /// upgrade keeps `Upgrade` and says `Connection: upgrade` again.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
-        .collect();
     let upgrade_value = if upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
-    for name in listed {
-        headers.remove(name);
+    // Taken out first (the usual single one moved, not copied): the names
+    // it lists go next.
+    let more: Vec<HeaderValue> = match headers.get_all(header::CONNECTION).iter().nth(1) {
+        Some(_) => headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .skip(1)
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
+    let first = headers.remove(header::CONNECTION);
+    for token in first
+        .iter()
+        .chain(&more)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+    {
+        headers.remove(token.trim());
     }
     for name in HOP_BY_HOP {
         headers.remove(name);

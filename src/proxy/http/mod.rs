@@ -237,11 +237,7 @@ impl HttpProxy {
             _on_connection: on_connection,
             upstream_turn: None,
             method: req.method().clone(),
-            path: req
-                .uri()
-                .path_and_query()
-                .map(|p| p.as_str().to_owned())
-                .unwrap_or_else(|| req.uri().to_string()),
+            path: tracked::Target(req.uri().clone()),
             // Until a response exists: the client went away first (nginx's 499).
             status: 499,
             started,

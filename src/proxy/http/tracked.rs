@@ -26,7 +26,8 @@ pub struct RequestLog {
     /// The request's turn upstream, until its response is done.
     pub(super) upstream_turn: Option<OwnedSemaphorePermit>,
     pub(super) method: Method,
-    pub(super) path: String,
+    /// The request's target, as logged.
+    pub(super) path: Target,
     pub(super) status: u16,
     pub(super) started: Instant,
     /// The client's span, for the access log line.
@@ -41,6 +42,21 @@ impl RequestLog {
 
     fn traffic(&self) -> Option<&Traffic> {
         self._in_flight.as_ref().and_then(InFlightGuard::traffic)
+    }
+}
+
+/// A request's target as logs show it: its path and query, or the URI
+/// when it has none (`CONNECT`'s authority, `*`). A clone of the URI, whose
+/// parts share the request's bytes: logging a request copies nothing.
+#[derive(Debug)]
+pub(super) struct Target(pub(super) http::Uri);
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.path_and_query() {
+            Some(path) => path.fmt(f),
+            None => self.0.fmt(f),
+        }
     }
 }
 

@@ -247,15 +247,9 @@ impl Http1Connection {
     ) -> Poll<Result<ResponseHead, WireError>> {
         loop {
             if !self.read.is_empty() {
-                match wire::parse_response(&self.read, method)? {
-                    Parsed::Final(head, len) => {
-                        self.read.advance(len);
-                        return Poll::Ready(Ok(head));
-                    }
-                    Parsed::Interim(len) => {
-                        self.read.advance(len);
-                        continue;
-                    }
+                match wire::parse_response(&mut self.read, method)? {
+                    Parsed::Final(head) => return Poll::Ready(Ok(head)),
+                    Parsed::Interim => continue,
                     Parsed::Partial => {}
                 }
             }

@@ -89,8 +89,8 @@ mod tests {
                 }
             }
             for method in [Method::GET, Method::HEAD, Method::CONNECT] {
-                if let Ok(Parsed::Final(_, len)) = parse_response(&bytes, &method) {
-                    let mut rest = BytesMut::from(&bytes[len..]);
+                let mut rest = BytesMut::from(&bytes[..]);
+                if let Ok(Parsed::Final(..)) = parse_response(&mut rest, &method) {
                     let mut decoder = ChunkedDecoder::default();
                     while let Ok(Decoded::Data(_) | Decoded::Trailers(_)) =
                         decoder.decode(&mut rest)

@@ -1,9 +1,9 @@
 //! A request on the wire: its head written out, and how its body follows
 //! (as it is, or chunked).
 
-use std::io::Write as _;
+use std::fmt::Write as _;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Request;
 use http_body::Body;
@@ -42,7 +42,9 @@ pub(in crate::proxy::http) fn request_head<B: Body>(req: &Request<B>) -> (Bytes,
         .iter()
         .map(|(name, value)| name.as_str().len() + value.len() + 4)
         .sum();
-    let mut head = Vec::with_capacity(64 + size);
+    // A `BytesMut` frozen, not a `Vec` turned into `Bytes`: that copies
+    // again when it has room to spare.
+    let mut head = BytesMut::with_capacity(64 + size);
     // The URI as hyper's client writes it: origin, authority or `*` form.
     let _ = write!(head, "{} {} HTTP/1.1\r\n", req.method(), req.uri());
     let fields = req.headers().iter();
@@ -58,7 +60,7 @@ pub(in crate::proxy::http) fn request_head<B: Body>(req: &Request<B>) -> (Bytes,
         _ => {}
     }
     head.extend_from_slice(b"\r\n");
-    (Bytes::from(head), outgoing)
+    (head.freeze(), outgoing)
 }
 
 /// A chunk of a chunked request body: its size line, the data, its end.
@@ -75,15 +77,15 @@ pub(in crate::proxy::http) fn last_chunk(trailers: Option<&HeaderMap>) -> Bytes 
     let Some(trailers) = trailers.filter(|t| !t.is_empty()) else {
         return Bytes::from_static(b"0\r\n\r\n");
     };
-    let mut end = b"0\r\n".to_vec();
+    let mut end = BytesMut::from(&b"0\r\n"[..]);
     put_fields(&mut end, trailers.iter());
     end.extend_from_slice(b"\r\n");
-    Bytes::from(end)
+    end.freeze()
 }
 
 /// Writes header fields as HTTP/1.1 lines.
 fn put_fields<'h>(
-    out: &mut Vec<u8>,
+    out: &mut BytesMut,
     fields: impl Iterator<Item = (&'h HeaderName, &'h HeaderValue)>,
 ) {
     for (name, value) in fields {

@@ -1,6 +1,7 @@
-//! A response's head parsed (RFC 9112): copied out of the read buffer, with
-//! how its body is delimited.
+//! A response's head parsed (RFC 9112): split off the read buffer, its
+//! values slices of it, with how its body is delimited.
 
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
 
@@ -37,55 +38,41 @@ pub(in crate::proxy::http) struct ResponseHead {
 pub(in crate::proxy::http) enum Parsed {
     /// Not a whole head yet.
     Partial,
-    /// An interim (1xx) response of this many bytes, passed over.
-    Interim(usize),
-    /// A final response's head of this many bytes.
-    Final(ResponseHead, usize),
+    /// An interim (1xx) response, passed over.
+    Interim,
+    /// A final response's head.
+    Final(ResponseHead),
 }
 
 /// Parses the response head at the start of `buf`, the answer to a request
-/// with `method`.
+/// with `method`, and takes a whole one (interim or final) out of it: a
+/// final head's values are slices of it, not copies.
 pub(in crate::proxy::http) fn parse_response(
-    buf: &[u8],
+    buf: &mut BytesMut,
     method: &Method,
 ) -> Result<Parsed, WireError> {
-    let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut parsed = httparse::Response::new(&mut fields);
-    let mut config = httparse::ParserConfig::default();
-    config.allow_obsolete_multiline_headers_in_responses(true);
-    let len = match config.parse_response(&mut parsed, buf) {
-        Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
-            return Err(WireError::HeadTooLarge)
-        }
-        Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(WireError::Invalid("more than 100 header fields"))
-        }
-        Err(_) => return Err(WireError::Invalid("not an HTTP/1.x response head")),
+    let Some(raw) = RawHead::scan(buf)? else {
+        return Ok(Parsed::Partial);
     };
-    let code = parsed.code.unwrap_or(0);
-    let status =
-        StatusCode::from_u16(code).map_err(|_| WireError::Invalid("status code out of range"))?;
+    let status = StatusCode::from_u16(raw.code)
+        .map_err(|_| WireError::Invalid("status code out of range"))?;
     if status.is_informational() && status != StatusCode::SWITCHING_PROTOCOLS {
-        return Ok(Parsed::Interim(len));
+        buf.advance(raw.len);
+        return Ok(Parsed::Interim);
     }
-    let version = match parsed.version {
-        Some(0) => Version::HTTP_10,
-        _ => Version::HTTP_11,
-    };
-    let mut headers = header_map(parsed.headers)?;
+    let head = buf.split_to(raw.len).freeze();
+    let mut headers = raw.header_map(&head)?;
     let mut response = Response::new(());
     *response.status_mut() = status;
-    if let Some(reason) = parsed.reason {
-        if status.canonical_reason() != Some(reason) {
-            if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()) {
+    if let Some(reason) = raw.reason.map(|r| &head[r.0..r.1]) {
+        if status.canonical_reason().map(str::as_bytes) != Some(reason) {
+            if let Ok(reason) = hyper::ext::ReasonPhrase::try_from(reason.to_vec()) {
                 response.extensions_mut().insert(reason);
             }
         }
     }
     let close = connection_has(&headers, "close");
-    let mut keep_alive = match version {
+    let mut keep_alive = match raw.version {
         Version::HTTP_10 => connection_has(&headers, "keep-alive") && !close,
         _ => !close,
     };
@@ -125,14 +112,87 @@ pub(in crate::proxy::http) fn parse_response(
         }
     };
     *response.headers_mut() = headers;
-    Ok(Parsed::Final(
-        ResponseHead {
-            response,
-            framing,
-            keep_alive: keep_alive && framing != Framing::Switch,
-        },
-        len,
-    ))
+    Ok(Parsed::Final(ResponseHead {
+        response,
+        framing,
+        keep_alive: keep_alive && framing != Framing::Switch,
+    }))
+}
+
+/// Where a response head's parts are in the read buffer: found there, then
+/// taken as slices of the head once it is split off (no borrow of the buffer
+/// in between).
+struct RawHead {
+    /// The head's length.
+    len: usize,
+    code: u16,
+    version: Version,
+    /// The reason phrase's start and end.
+    reason: Option<(usize, usize)>,
+    /// Each field's name and value, as start and end.
+    fields: [((usize, usize), (usize, usize)); MAX_HEADERS],
+    count: usize,
+}
+
+impl RawHead {
+    /// The head at the start of `buf`, if it is all there.
+    fn scan(buf: &[u8]) -> Result<Option<RawHead>, WireError> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut fields);
+        let mut config = httparse::ParserConfig::default();
+        config.allow_obsolete_multiline_headers_in_responses(true);
+        let len = match config.parse_response(&mut parsed, buf) {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
+                return Err(WireError::HeadTooLarge)
+            }
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(WireError::Invalid("more than 100 header fields"))
+            }
+            Err(_) => return Err(WireError::Invalid("not an HTTP/1.x response head")),
+        };
+        // httparse's parts are slices of `buf`; an empty one may not be.
+        let span = |part: &[u8]| match (part.as_ptr() as usize).checked_sub(buf.as_ptr() as usize) {
+            Some(start) if !part.is_empty() && start + part.len() <= len => {
+                (start, start + part.len())
+            }
+            _ => (0, 0),
+        };
+        let mut raw = RawHead {
+            len,
+            code: parsed.code.unwrap_or(0),
+            version: match parsed.version {
+                Some(0) => Version::HTTP_10,
+                _ => Version::HTTP_11,
+            },
+            reason: parsed.reason.map(|r| span(r.as_bytes())),
+            fields: [((0, 0), (0, 0)); MAX_HEADERS],
+            count: parsed.headers.len(),
+        };
+        for (at, field) in raw.fields.iter_mut().zip(parsed.headers.iter()) {
+            *at = (span(field.name.as_bytes()), span(field.value));
+        }
+        Ok(Some(raw))
+    }
+
+    /// The header fields, their values slices of `head` (an obsolete line
+    /// folding becomes one space, as RFC 9112 §5.2 asks: a copy).
+    fn header_map(&self, head: &Bytes) -> Result<HeaderMap, WireError> {
+        let mut headers = HeaderMap::with_capacity(self.count);
+        for &((name_at, name_end), (at, end)) in &self.fields[..self.count] {
+            let name = HeaderName::from_bytes(&head[name_at..name_end])
+                .map_err(|_| WireError::Invalid("invalid header name"))?;
+            let value = if head[at..end].contains(&b'\n') {
+                HeaderValue::from_bytes(&unfold(&head[at..end]))
+            } else {
+                HeaderValue::from_maybe_shared(head.slice(at..end))
+            }
+            .map_err(|_| WireError::Invalid("invalid header value"))?;
+            headers.append(name, value);
+        }
+        Ok(headers)
+    }
 }
 
 /// The header fields, copied out of the read buffer (an obsolete line
@@ -214,9 +274,10 @@ pub(super) fn content_length(headers: &HeaderMap) -> Result<Option<u64>, ()> {
 mod tests {
     use super::*;
     fn final_head(raw: &str, method: Method) -> ResponseHead {
-        match parse_response(raw.as_bytes(), &method).unwrap() {
-            Parsed::Final(head, len) => {
-                assert_eq!(len, raw.len());
+        let mut buf = BytesMut::from(raw.as_bytes());
+        match parse_response(&mut buf, &method).unwrap() {
+            Parsed::Final(head) => {
+                assert!(buf.is_empty(), "the whole head is taken");
                 head
             }
             other => panic!("{other:?}"),
@@ -304,13 +365,17 @@ mod tests {
             .unwrap();
         assert_eq!(reason.as_bytes(), b"Fine Thanks");
 
-        let interim = "HTTP/1.1 100 Continue\r\n\r\n";
+        let mut interim = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\nHTTP"[..]);
         assert!(matches!(
-            parse_response(interim.as_bytes(), &Method::POST),
-            Ok(Parsed::Interim(n)) if n == interim.len()
+            parse_response(&mut interim, &Method::POST),
+            Ok(Parsed::Interim)
         ));
+        assert_eq!(&interim[..], b"HTTP", "the interim head is taken");
         assert!(matches!(
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Le", &Method::GET),
+            parse_response(
+                &mut BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]),
+                &Method::GET
+            ),
             Ok(Parsed::Partial)
         ));
         for bad in [
@@ -320,7 +385,7 @@ mod tests {
             "HTTP/1.1 200 OK\r\nContent-Length: +1\r\n\r\n",
         ] {
             assert!(
-                parse_response(bad.as_bytes(), &Method::GET).is_err(),
+                parse_response(&mut BytesMut::from(bad.as_bytes()), &Method::GET).is_err(),
                 "{bad}"
             );
         }
@@ -331,7 +396,7 @@ mod tests {
         assert_eq!(head.framing, Framing::Length(7));
         let huge = format!("HTTP/1.1 200 OK\r\nX: {}", "x".repeat(MAX_HEAD));
         assert!(matches!(
-            parse_response(huge.as_bytes(), &Method::GET),
+            parse_response(&mut BytesMut::from(huge.as_bytes()), &Method::GET),
             Err(WireError::HeadTooLarge)
         ));
     }
