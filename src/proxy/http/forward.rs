@@ -9,6 +9,7 @@ use std::future::Future;
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Version};
+use http_body::Body as _;
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::time::Instant;
@@ -16,7 +17,7 @@ use tokio_util::either::Either as OneOf;
 use tracing::Instrument;
 
 use super::answers::{classify, plain};
-use super::client::{Resend, UpstreamBody, UpstreamError, UpstreamResponse};
+use super::client::{Ready, Resend, UpstreamError, UpstreamResponse};
 use super::connection::ClientConnection;
 use super::headers::{strip_hop_by_hop, wants_upgrade};
 use super::io::Counted;
@@ -74,28 +75,32 @@ impl HttpProxy {
         let client_upgrade = upgrade.then(|| (hyper::upgrade::on(&mut req), RequestLine::of(&req)));
         let is_connect = req.method() == Method::CONNECT;
         let req = self.upstream_request(req, peer, upgrade);
-        let again = (!upgrade).then(|| Resend::of(&req)).flatten();
+        let bodiless = !upgrade && req.body().is_end_stream();
         // While the backend has just started, a short body is read whole
         // first, so that the request can be held and sent again as a
         // bodiless one is (a port forwarder may close on it).
-        let keep =
-            again.is_none() && !upgrade && !self.backend.has_answered() && Resend::can_keep(&req);
+        let keep = !bodiless && !upgrade && !self.backend.has_answered() && Resend::can_keep(&req);
         let counted = log.entry();
-        let req = req.map(|body| match again {
-            Some(_) => Either::Right(Full::default()),
-            None => Either::Left(Counted {
+        let req = req.map(|body| match bodiless {
+            true => Either::Right(Full::default()),
+            false => Either::Left(Counted {
                 inner: body,
                 work: counted,
             }),
         });
+        let wire = matches!(self.route, Route::Http1(_));
         let deadline = log.started + self.backend.start_timeout();
         let generation = self.backend.generation();
         OneOf::Right(async move {
             let (req, again) = match keep {
-                false => (req, again),
+                false => {
+                    let req = Ready::of(req, wire);
+                    let again = bodiless.then(|| Resend::of(&req)).flatten();
+                    (req, again)
+                }
                 // Boxed: rare (a body at a cold start), and large.
-                true => match Box::pin(Resend::keep(req)).await {
-                    Ok(kept) => (kept.request(), Some(kept)),
+                true => match Box::pin(Resend::keep(req, wire)).await {
+                    Ok(kept) => (kept.ready(), Some(kept)),
                     Err(e) => {
                         let why = format!("the request's body could not be read: {e}");
                         tracing::info!(
@@ -232,7 +237,7 @@ impl HttpProxy {
                 tokio::time::sleep(delay).await;
                 *tries += 1;
                 sent = self
-                    .send(again.request(), true, Some(generation), deadline)
+                    .send(again.ready(), true, Some(generation), deadline)
                     .await;
                 continue;
             }
@@ -248,7 +253,7 @@ impl HttpProxy {
                 break;
             }
             resent = true;
-            sent = self.send(again.request(), true, None, deadline).await;
+            sent = self.send(again.ready(), true, None, deadline).await;
         }
         if let (Some((_, tries)), Ok(_)) = (&held, &sent) {
             tracing::debug!(
@@ -286,14 +291,16 @@ impl HttpProxy {
     /// the route's own, which takes it over.)
     pub(super) fn send(
         &self,
-        req: Request<UpstreamBody>,
+        req: Ready,
         fresh: bool,
         run: Option<u64>,
         deadline: Instant,
     ) -> impl Future<Output = Result<Response<UpstreamResponse>, UpstreamError>> + Send + '_ {
-        match &self.route {
-            Route::Http1(pool) => OneOf::Left(pool.request(req, fresh, run, deadline)),
-            Route::H2c(client) => {
+        match (&self.route, req) {
+            (Route::Http1(pool), Ready::Wire(out)) => {
+                OneOf::Left(pool.send(out, fresh, run, deadline))
+            }
+            (Route::H2c(client), Ready::Request(req)) => {
                 // The pooled client connects by itself: a held request
                 // checks the backend's run before it goes, as near as it can.
                 let restarted = run.is_some_and(|run| {
@@ -310,6 +317,7 @@ impl HttpProxy {
                     }
                 })
             }
+            (_, req) => unreachable!("{req:?} was made ready for another route"),
         }
     }
 

@@ -9,7 +9,7 @@ use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::{HeaderMap, Method};
+use http::{HeaderMap, Method, Request};
 use http_body::{Body, Frame};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
@@ -38,6 +38,20 @@ pub(in crate::proxy::http) struct Outbound {
     pub body: UpstreamBody,
     /// The method (a `HEAD` or `CONNECT` request's response is read apart).
     pub method: Method,
+}
+
+impl Outbound {
+    /// `req` for the wire: its head written out, its body to follow.
+    pub(in crate::proxy::http) fn of(req: Request<UpstreamBody>) -> Outbound {
+        let (head, outgoing) = wire::request_head(&req);
+        let method = req.method().clone();
+        Outbound {
+            head,
+            outgoing,
+            body: req.into_body(),
+            method,
+        }
+    }
 }
 
 /// Why a request got no response head.

@@ -21,7 +21,7 @@ mod wire;
 pub(super) use http1_conn::Upgraded;
 pub(super) use pool::UpstreamPool;
 pub use pool::{Lease, UpstreamResponse};
-pub(super) use upstream::{Resend, UpstreamError};
+pub(super) use upstream::{Ready, Resend, UpstreamError};
 pub use upstream::{UpstreamConnection, UpstreamConnector, HOLD_BODY_MAX};
 
 /// The body of a request sent upstream: the client's as it comes, or one

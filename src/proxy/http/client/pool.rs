@@ -15,22 +15,21 @@
 //! request, or the backend dying).
 
 use std::collections::VecDeque;
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, Response};
+use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::http1_conn::{BodyState, Http1Connection, Outbound, SendError, Upgraded};
 use super::upstream::{UpstreamConnector, UpstreamError};
-use super::wire::{self, ResponseHead};
-use super::UpstreamBody;
+use super::wire::ResponseHead;
 
 /// How long an idle pooled connection is kept.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -88,33 +87,12 @@ impl UpstreamPool {
         })
     }
 
-    /// Sends `req` on a pooled connection, or on a new one (made by
+    /// Sends `out` on a pooled connection, or on a new one (made by
     /// `deadline`) when none is idle or `fresh` asks for one; once more on a
     /// new one when nothing of it reached a pooled connection. With `run`,
     /// only to that start of the backend: a new connection made to a later
     /// one is [`UpstreamError::Restarted`].
-    /// (Not an `async fn`: the request would be kept in its future beside
-    /// what it becomes.)
-    pub(in crate::proxy::http) fn request(
-        self: &Arc<Self>,
-        req: Request<UpstreamBody>,
-        fresh: bool,
-        run: Option<u64>,
-        deadline: Instant,
-    ) -> impl Future<Output = Result<Response<UpstreamResponse>, UpstreamError>> + Send + '_ {
-        let (head, outgoing) = wire::request_head(&req);
-        let method = req.method().clone();
-        let out = Outbound {
-            head,
-            outgoing,
-            body: req.into_body(),
-            method,
-        };
-        self.send(out, fresh, run, deadline)
-    }
-
-    /// Sends `out`, as [`UpstreamPool::request`] says.
-    async fn send(
+    pub(in crate::proxy::http) async fn send(
         self: &Arc<Self>,
         out: Outbound,
         fresh: bool,
