@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use tokio::net::UdpSocket;
+use tokio_util::either::Either;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -232,21 +233,21 @@ pub fn serve_client(
         Forwarder::Http(_) => Unit::HttpConnection { client: peer },
         Forwarder::Tcp => Unit::Connection { client: peer },
     });
-    let forwarder = forwarder.clone();
-    let proxy_header = upstream
-        .as_ref()
-        .proxy_protocol
-        .map(|v| proxy::proxy_protocol::header(v, client.tcp_addresses()));
-    let backend = shared.backend.clone();
-    let quiet_limit = shared.live().connection_idle;
-    let wake = shared.wake.clone();
-    let close = shared.close.clone();
     // Every line about this client carries it: `client{peer=…}:`.
     let span = tracing::info_span!(target: "idlegate::listener", "client", %peer);
-    let served = async move {
-        let _held = held;
-        match forwarder {
-            Forwarder::Tcp => {
+    // A future per mode, each holding only what it uses: a connection's task
+    // is as large as its future for as long as the connection lives.
+    let served = match forwarder {
+        Forwarder::Tcp => {
+            let proxy_header = upstream
+                .as_ref()
+                .proxy_protocol
+                .map(|v| proxy::proxy_protocol::header(v, client.tcp_addresses()));
+            let backend = shared.backend.clone();
+            let quiet_limit = shared.live().connection_idle;
+            let wake = shared.wake.clone();
+            Either::Left(async move {
+                let _held = held;
                 let tcp = proxy::tcp::TcpClient {
                     upstream: &upstream.as_ref().address,
                     backend: &backend,
@@ -263,12 +264,18 @@ pub fn serve_client(
                 } else {
                     work.void();
                 }
-            }
-            Forwarder::Http(http) => {
-                // Entered only where a line is logged, not at every poll
-                // of the connection (a measurable cost in HTTP mode).
+            })
+        }
+        Forwarder::Http(http) => {
+            let (http, close) = (http.clone(), shared.close.clone());
+            // Made inside, not awaited from outside: a future captured by
+            // an async block is in it twice.
+            Either::Right(async move {
+                let _held = held;
+                // Entered only where a line is logged, not at every poll of
+                // the connection (a measurable cost in HTTP mode).
                 http.serve_connection(client, peer, close, work, span).await
-            }
+            })
         }
     };
     served

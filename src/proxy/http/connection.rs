@@ -261,7 +261,7 @@ impl HttpProxy {
                 Box::pin(self.serve_http2(io, service, &requests, &close, &span)).await
             }
             Protocol::Http1 => {
-                self.serve_http1(io, service, &requests, &close, &span, &client)
+                self.serve_http1(io, &service, &requests, &close, &span, &client)
                     .await
             }
         }
@@ -355,7 +355,7 @@ impl HttpProxy {
     async fn serve_http1<S>(
         &self,
         mut io: Prefixed,
-        service: S,
+        service: &S,
         requests: &InFlight,
         close: &CancellationToken,
         span: &tracing::Span,
@@ -372,44 +372,17 @@ impl HttpProxy {
         let mut idle_since = Instant::now();
         loop {
             let begun = client.begun();
-            let mut conn = Box::new(
-                self.http1
-                    .serve_connection(TokioIo::new(io), service.clone()),
-            );
-            let mut finish = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx));
-            // Whether the connection went quiet is looked at now and then,
-            // not at each request's start and end (which would wake this
-            // task twice per request).
-            let check = tokio::time::sleep(park_after);
-            tokio::pin!(check);
-            let parking = loop {
-                tokio::select! {
-                    result = &mut finish => break result.map(|()| false),
-                    _ = close.cancelled() => {
-                        drop(finish);
-                        Pin::new(&mut *conn).graceful_shutdown();
-                        break std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await.map(|()| false);
-                    }
-                    _ = check.as_mut() => {
-                        if !quiet_for(requests, park_after, check.as_mut()) {
-                            continue;
-                        }
-                        drop(finish);
-                        // Closes an idle connection at once (keeping the
-                        // socket); a request racing in is answered first.
-                        Pin::new(&mut *conn).graceful_shutdown();
-                        break std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await.map(|()| true);
-                    }
-                }
-            };
-            let Ok(parking) = parking.inspect_err(|e| {
+            // Boxed: what serving takes (hyper's connection, the quiet
+            // check) is not kept in the task of a parked connection.
+            let served =
+                Box::pin(self.serve_until_quiet(io, service.clone(), requests, close, park_after))
+                    .await;
+            let Ok((back, parking)) = served.inspect_err(|e| {
                 span.in_scope(|| tracing::debug!("http connection ended: {e}"));
             }) else {
                 return;
             };
-            let parts = conn.into_parts();
-            io = parts.io.into_inner().unread(parts.read_buf);
-            io = match client.upgraded(io) {
+            io = match client.upgraded(back) {
                 Ok(()) => return,
                 Err(io) => io,
             };
@@ -430,5 +403,52 @@ impl HttpProxy {
                 return;
             }
         }
+    }
+
+    /// Serves `io` in a hyper connection until it ends (false), `close`
+    /// asks (false), or its requests have been quiet for `park_after`
+    /// (true); gives the socket back, with what was read and not used.
+    async fn serve_until_quiet<S>(
+        &self,
+        io: Prefixed,
+        service: S,
+        requests: &InFlight,
+        close: &CancellationToken,
+        park_after: Duration,
+    ) -> hyper::Result<(Prefixed, bool)>
+    where
+        S: hyper::service::HttpService<Incoming, ResBody = ProxyBody> + Unpin,
+        S::Future: Unpin,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let mut conn = self.http1.serve_connection(TokioIo::new(io), service);
+        let mut finish = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx));
+        // Whether the connection went quiet is looked at now and then,
+        // not at each request's start and end (which would wake this
+        // task twice per request).
+        let check = tokio::time::sleep(park_after);
+        tokio::pin!(check);
+        let parking = loop {
+            tokio::select! {
+                result = &mut finish => break result.map(|()| false),
+                _ = close.cancelled() => {
+                    drop(finish);
+                    Pin::new(&mut conn).graceful_shutdown();
+                    break std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await.map(|()| false);
+                }
+                _ = check.as_mut() => {
+                    if !quiet_for(requests, park_after, check.as_mut()) {
+                        continue;
+                    }
+                    drop(finish);
+                    // Closes an idle connection at once (keeping the
+                    // socket); a request racing in is answered first.
+                    Pin::new(&mut conn).graceful_shutdown();
+                    break std::future::poll_fn(|cx| conn.poll_without_shutdown(cx)).await.map(|()| true);
+                }
+            }
+        }?;
+        let parts = conn.into_parts();
+        Ok((parts.io.into_inner().unread(parts.read_buf), parking))
     }
 }

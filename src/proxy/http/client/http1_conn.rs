@@ -18,8 +18,9 @@ use super::wire::{self, ChunkedDecoder, Decoded, Outgoing, Parsed, ResponseHead,
 use super::UpstreamBody;
 use crate::proxy::http::io::Prefixed;
 
-/// The read buffer's size to begin with (as hyper's).
-const INITIAL_READ: usize = 8192;
+/// The read buffer's size to begin with: a page, which holds a response
+/// head; reads that fill it grow it for a large body.
+const INITIAL_READ: usize = 4096;
 /// The most a read asks for once reads keep filling the buffer.
 const MAX_READ: usize = 256 * 1024;
 /// Less room than this in the read buffer is made room for before a read.

@@ -15,14 +15,17 @@ use super::io::Counted;
 
 mod http1_conn;
 mod pool;
+mod resend;
 mod upstream;
 mod wire;
 
 pub(super) use http1_conn::Upgraded;
 pub(super) use pool::UpstreamPool;
 pub use pool::{Lease, UpstreamResponse};
-pub(super) use upstream::{Ready, Resend, UpstreamError};
-pub use upstream::{UpstreamConnection, UpstreamConnector, HOLD_BODY_MAX};
+pub use resend::HOLD_BODY_MAX;
+pub(super) use resend::{Ready, Resend};
+pub(super) use upstream::UpstreamError;
+pub use upstream::{UpstreamConnection, UpstreamConnector};
 
 /// The body of a request sent upstream: the client's as it comes, or one
 /// kept whole (none at all, or a short one read first), which can be sent
