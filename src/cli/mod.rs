@@ -227,7 +227,7 @@ pub struct Cli {
 
     /// HTTP mode: at most N connections to each upstream; requests beyond
     /// them wait for a free one (within the start timeout), so a herd of
-    /// clients never floods the backend. [default: 128]
+    /// clients never floods the backend. [default: 256]
     #[arg(long, value_name = "N")]
     pub upstream_connections_max: Option<String>,
 

@@ -67,8 +67,11 @@ pub struct HttpSettings {
 
 /// Default for `--upstream-connections-max`: below what a stock backend
 /// takes at once (nginx's 512 or 768 worker connections, PostgreSQL's 100 is
-/// TCP mode's business), far above what two cores keep busy.
-pub const DEFAULT_UPSTREAM_CONNECTIONS_MAX: usize = 128;
+/// TCP mode's business), systemd-socket-proxyd's `--connections-max`. At 128,
+/// 256 busy keep-alive clients cost the proxy and the backend 2 us more per
+/// request (a request waiting for a turn is a wake more), 6% of the
+/// throughput (BENCHMARKS.md).
+pub const DEFAULT_UPSTREAM_CONNECTIONS_MAX: usize = 256;
 /// Default for `--header-read-timeout`.
 pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long an HTML client waits before `--waiting-page` answers it.
