@@ -223,9 +223,10 @@ fn a_cold_start_herd_in_http_mode_never_floods_the_backend() {
     let herd = real::h2load(&["-c100", "-m10", "-n5000", &url]).unwrap();
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let most = most.join().unwrap();
+    let bound = idlegate::config::DEFAULT_UPSTREAM_CONNECTIONS_MAX;
     assert!(
-        (1..=128).contains(&most),
-        "{most} connections to nginx at once (the default bound is 128)"
+        (1..=bound).contains(&most),
+        "{most} connections to nginx at once (the default bound is {bound})"
     );
     assert_eq!(
         (herd.succeeded, herd.failed, herd.errored),
