@@ -95,7 +95,7 @@ impl HttpProxy {
             let (req, again) = match keep {
                 false => {
                     let req = Ready::of(req, wire);
-                    let again = bodiless.then(|| Resend::of(&req)).flatten();
+                    let again = bodiless.then(|| Resend::of(&req));
                     (req, again)
                 }
                 // Boxed: rare (a body at a cold start), and large.

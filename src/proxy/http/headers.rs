@@ -31,15 +31,12 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     };
     // Taken out first (the usual single one moved, not copied): the names
     // it lists go next.
-    let more: Vec<HeaderValue> = match headers.get_all(header::CONNECTION).iter().nth(1) {
-        Some(_) => headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .skip(1)
-            .cloned()
-            .collect(),
-        None => Vec::new(),
-    };
+    let more: Vec<HeaderValue> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .skip(1)
+        .cloned()
+        .collect();
     let first = headers.remove(header::CONNECTION);
     for token in first
         .iter()

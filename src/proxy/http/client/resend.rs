@@ -53,21 +53,11 @@ impl Ready {
             false => Ready::Request(req),
         }
     }
-
-    fn bodiless(&self) -> bool {
-        match self {
-            Ready::Wire(out) => out.body.is_end_stream(),
-            Ready::Request(req) => req.body().is_end_stream(),
-        }
-    }
 }
 
 impl Resend {
-    /// The copy of a bodiless request.
-    pub(in crate::proxy::http) fn of(ready: &Ready) -> Option<Resend> {
-        if !ready.bodiless() {
-            return None;
-        }
+    /// The copy of a bodiless request (or of one whose body is kept apart).
+    pub(in crate::proxy::http) fn of(ready: &Ready) -> Resend {
         let (method, form) = match ready {
             Ready::Wire(out) => (
                 out.method.clone(),
@@ -84,11 +74,11 @@ impl Resend {
                 },
             ),
         };
-        Some(Resend {
+        Resend {
             method,
             body: Bytes::new(),
             form,
-        })
+        }
     }
 
     /// Whether `req`'s body is short enough to be read whole and kept: its
@@ -109,22 +99,11 @@ impl Resend {
     ) -> Result<Resend, B::Error> {
         let (parts, body) = req.into_parts();
         let body = body.collect().await?.to_bytes();
-        let method = parts.method.clone();
         let req = Request::from_parts(parts, Either::Right(Full::new(body.clone())));
-        let form = match Ready::of(req, wire) {
-            Ready::Wire(out) => Form::Wire {
-                head: out.head,
-                outgoing: out.outgoing,
-            },
-            Ready::Request(req) => {
-                let (parts, _) = req.into_parts();
-                Form::Parts {
-                    uri: parts.uri,
-                    headers: parts.headers,
-                }
-            }
-        };
-        Ok(Resend { method, body, form })
+        Ok(Resend {
+            body,
+            ..Resend::of(&Ready::of(req, wire))
+        })
     }
 
     /// Whether it is bodiless with an idempotent method (RFC 9110 §9.2.2):
