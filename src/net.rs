@@ -104,11 +104,15 @@ impl Stream {
         }
     }
 
-    /// Waits until the stream has something to read (or its end).
-    pub async fn readable(&self) -> io::Result<()> {
+    /// Whether the stream has something to read (or its end); if not, `cx`
+    /// is woken once it has. Holds nothing between polls.
+    pub fn poll_read_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<io::Result<()>> {
         match self {
-            Stream::Tcp(s) => s.readable().await,
-            Stream::Unix(s) => s.readable().await,
+            Stream::Tcp(s) => s.poll_read_ready(cx),
+            Stream::Unix(s) => s.poll_read_ready(cx),
         }
     }
 

@@ -247,7 +247,9 @@ pub fn serve_client(
             let quiet_limit = shared.live().connection_idle;
             let wake = shared.wake.clone();
             Either::Left(async move {
-                let _held = held;
+                // Captured (not moved into a local, which would be a
+                // second copy), and so dropped when the client is served.
+                let _ = &held;
                 let tcp = proxy::tcp::TcpClient {
                     upstream: &upstream.as_ref().address,
                     backend: &backend,
@@ -268,14 +270,11 @@ pub fn serve_client(
         }
         Forwarder::Http(http) => {
             let (http, close) = (http.clone(), shared.close.clone());
-            // Made inside, not awaited from outside: a future captured by
-            // an async block is in it twice.
-            Either::Right(async move {
-                let _held = held;
-                // Entered only where a line is logged, not at every poll of
-                // the connection (a measurable cost in HTTP mode).
-                http.serve_connection(client, peer, close, work, span).await
-            })
+            // Not wrapped in an async block: what it captured would be in
+            // the task twice. The span is entered only where a line is
+            // logged, not at every poll of the connection (a measurable cost
+            // in HTTP mode).
+            Either::Right(http.serve_connection(client, peer, close, work, span, held))
         }
     };
     served

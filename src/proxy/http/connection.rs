@@ -11,7 +11,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -120,23 +120,56 @@ fn quiet_for(
     }
 }
 
-/// Waits, parked, until the client sends something (true), or closes,
-/// or `close` asks, or `deadline` (the header read timeout `wait` after
-/// the last request) passes (false).
-async fn parked_until(
-    io: &Prefixed,
-    deadline: Instant,
-    close: &CancellationToken,
-    wait: Duration,
-    span: &tracing::Span,
-) -> bool {
-    tokio::select! {
-        readable = io.stream().readable() => readable.is_ok(),
-        _ = close.cancelled() => false,
-        _ = tokio::time::sleep_until(deadline) => {
-            span.in_scope(|| no_request_within(wait));
-            false
+pin_project_lite::pin_project! {
+    /// A parked connection's wait: until the client sends something (or
+    /// closes), `close` asks, or the header read timeout passes. Written out
+    /// rather than a `select!` of three futures: it is most of what a parked
+    /// connection's task holds.
+    struct Parked<'a> {
+        io: &'a Prefixed,
+        #[pin]
+        deadline: tokio::time::Sleep,
+        #[pin]
+        close: tokio_util::sync::WaitForCancellationFuture<'a>,
+    }
+}
+
+/// How a parked connection's wait ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Unparked {
+    /// The client sent something, or closed.
+    Readable,
+    /// Closing: the connection is to end.
+    Closing,
+    /// No request within the header read timeout.
+    TimedOut,
+}
+
+impl<'a> Parked<'a> {
+    /// Waits on `io` until `deadline` or until `close` asks.
+    fn new(io: &'a Prefixed, deadline: Instant, close: &'a CancellationToken) -> Parked<'a> {
+        Parked {
+            io,
+            deadline: tokio::time::sleep_until(deadline),
+            close: close.cancelled(),
         }
+    }
+}
+
+impl Future for Parked<'_> {
+    type Output = Unparked;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Unparked> {
+        let this = self.project();
+        match this.io.stream().poll_read_ready(cx) {
+            Poll::Ready(Ok(())) => return Poll::Ready(Unparked::Readable),
+            Poll::Ready(Err(_)) => return Poll::Ready(Unparked::Closing),
+            Poll::Pending => {}
+        }
+        if this.close.poll(cx).is_ready() {
+            return Poll::Ready(Unparked::Closing);
+        }
+        this.deadline.poll(cx).map(|()| Unparked::TimedOut)
     }
 }
 
@@ -170,25 +203,53 @@ impl<F: Future<Output = Response<ProxyBody>>> Future for Answered<F> {
 /// What a client connection shares with its requests.
 #[derive(Debug)]
 pub struct ClientConnection {
+    /// The client.
+    pub(super) peer: Peer,
+    /// Asks the connection to finish gracefully.
+    pub(super) close: CancellationToken,
+    /// Every line about this client carries it.
+    pub(super) span: tracing::Span,
+    /// This connection's own requests, from their headers to the end of
+    /// their responses: what the header read timeout waits for.
+    requests: InFlight,
     /// Counts the connection as work until its first request has been
     /// answered (the request's own guard takes over from there).
     first_request: Mutex<Option<InFlightGuard>>,
+    /// Whether the client speaks HTTP/1 (known from its first bytes).
+    http1: AtomicBool,
     /// HTTP/1: where an upgraded request's tunnel waits for the socket,
-    /// which hyper hands back once the `101` is sent. HTTP/2: `None` (hyper
-    /// upgrades a stream itself).
-    upgrade: Option<Mutex<Option<oneshot::Sender<Prefixed>>>>,
+    /// which hyper hands back once the `101` is sent. HTTP/2 never uses it
+    /// (hyper upgrades a stream itself).
+    upgrade: Mutex<Option<oneshot::Sender<Prefixed>>>,
     /// Requests begun on the connection.
     begun: AtomicU64,
 }
 
 impl ClientConnection {
-    /// The shared state of a new connection speaking `protocol`.
-    pub(super) fn new(protocol: Protocol, first_request: InFlightGuard) -> ClientConnection {
+    /// The shared state of a new connection from `peer`, whose protocol is
+    /// not known yet.
+    fn new(
+        peer: Peer,
+        close: CancellationToken,
+        first_request: InFlightGuard,
+        span: tracing::Span,
+    ) -> ClientConnection {
         ClientConnection {
+            peer,
+            close,
+            span,
+            requests: InFlight::new(),
             first_request: Mutex::new(Some(first_request)),
-            upgrade: (protocol == Protocol::Http1).then(|| Mutex::new(None)),
+            http1: AtomicBool::new(false),
+            upgrade: Mutex::new(None),
             begun: AtomicU64::new(0),
         }
+    }
+
+    /// The client's first bytes say it speaks `protocol`.
+    fn speaks(&self, protocol: Protocol) {
+        self.http1
+            .store(protocol == Protocol::Http1, Ordering::Relaxed);
     }
 
     /// Counts a request begun; the first one takes the first-request guard.
@@ -208,18 +269,17 @@ impl ClientConnection {
     /// HTTP/1: a receiver for the socket of the connection being upgraded
     /// now; `None` for HTTP/2.
     pub(super) fn expect_upgrade(&self) -> Option<oneshot::Receiver<Prefixed>> {
-        let slot = self.upgrade.as_ref()?;
+        if !self.http1.load(Ordering::Relaxed) {
+            return None;
+        }
         let (tx, rx) = oneshot::channel();
-        *slot.lock().expect("upgrade lock") = Some(tx);
+        *self.upgrade.lock().expect("upgrade lock") = Some(tx);
         Some(rx)
     }
 
     /// Hands `io` to the upgrade waiting for it; gives it back if none does.
     pub(super) fn upgraded(&self, io: Prefixed) -> Result<(), Prefixed> {
-        let waiting = self
-            .upgrade
-            .as_ref()
-            .and_then(|slot| slot.lock().expect("upgrade lock").take());
+        let waiting = self.upgrade.lock().expect("upgrade lock").take();
         match waiting {
             Some(tx) => tx.send(io),
             None => Err(io),
@@ -229,52 +289,106 @@ impl ClientConnection {
 
 impl HttpProxy {
     /// Serves one client connection until it ends, or until `close` asks it
-    /// to finish gracefully.
+    /// to finish gracefully; `held` is dropped when it ends.
     ///
     /// A connection with no request in progress is closed once the header
     /// read timeout passes without a request's headers: from accept (so a
     /// browser's preconnected socket that never sends a byte is not held
     /// open as work) and from the end of each response.
-    pub async fn serve_connection(
+    ///
+    /// Not an `async fn`: the future is what a connection's task holds for
+    /// as long as the connection lives, parked or not, and an `async fn`
+    /// keeps its arguments twice (as arguments, and as the locals they are
+    /// moved into). What the connection keeps is made here and moved in
+    /// once, its shared part behind one `Arc`.
+    pub fn serve_connection(
         self: Arc<Self>,
-        mut stream: Stream,
+        stream: Stream,
         peer: Peer,
         close: CancellationToken,
         first_request: InFlightGuard,
         span: tracing::Span,
-    ) {
-        let header_wait = self.settings.header_read_timeout;
-        let first = first_bytes(&mut stream, header_wait, &close);
-        let Some((protocol, first)) = first.instrument(span.clone()).await else {
-            return;
-        };
-        let client = Arc::new(ClientConnection::new(protocol, first_request));
-        // This connection's own requests, from their headers to the end of
-        // their responses: what the header read timeout waits for.
-        let requests = InFlight::new();
-        let service = self.service(peer, &close, &requests, &client, &span);
-        let io = Prefixed::new(first, stream);
-        match protocol {
-            // Boxed: an HTTP/2 connection's state is large, and would be in
-            // every connection's task otherwise.
-            Protocol::Http2 => {
-                Box::pin(self.serve_http2(io, service, &requests, &close, &span)).await
+        held: impl Send + 'static,
+    ) -> impl Future<Output = ()> + Send + 'static {
+        let mut io = Prefixed::new(Bytes::new(), stream);
+        let client = Arc::new(ClientConnection::new(peer, close, first_request, span));
+        async move {
+            // Captured, and so dropped when the connection ends.
+            let _ = &held;
+            let header_wait = self.settings.header_read_timeout;
+            // Boxed: only a connection's start waits for it.
+            let first = Box::pin(first_bytes(io.stream_mut(), header_wait, &client.close));
+            let Some((protocol, first)) = first.instrument(client.span.clone()).await else {
+                return;
+            };
+            io = io.unread(first);
+            client.speaks(protocol);
+            let service = self.service(&client);
+            if protocol == Protocol::Http2 {
+                // Boxed: an HTTP/2 connection's state is large, and would be
+                // in every connection's task otherwise.
+                Box::pin(self.serve_http2(io, service, &client)).await;
+                return;
             }
-            Protocol::Http1 => {
-                self.serve_http1(io, &service, &requests, &close, &span, &client)
-                    .await
+            // HTTP/1 from here, in this block rather than an `async fn` of
+            // its own: `io` would be kept twice. (Nothing that can be
+            // looked up again is kept across a wait either.)
+            // Since when the connection has had no request: the header read
+            // timeout runs from there.
+            let mut idle_since = Instant::now();
+            loop {
+                let begun = client.begun();
+                // Boxed: what serving takes (hyper's connection, the quiet
+                // check) is not kept in the task of a parked connection.
+                let served = self.serve_until_quiet(io, service.clone(), &client);
+                let (back, parking) = match Box::pin(served).await {
+                    Ok(served) => served,
+                    Err(e) => {
+                        let span = &client.span;
+                        return span.in_scope(|| tracing::debug!("http connection ended: {e}"));
+                    }
+                };
+                io = match client.upgraded(back) {
+                    Ok(()) => return,
+                    Err(io) => io,
+                };
+                if !parking {
+                    // The client's close, `Connection: close`, or ours.
+                    let _ = io.shutdown().await;
+                    return;
+                }
+                if client.begun() != begun {
+                    // Its last request ended about `park_after()` ago.
+                    idle_since = Instant::now() - self.park_after();
+                }
+                // Part of a request may be in already: a new hyper
+                // connection goes on reading it once more comes.
+                let deadline = idle_since + self.settings.header_read_timeout;
+                match Parked::new(&io, deadline, &client.close).await {
+                    Unparked::Readable => {}
+                    unparked => {
+                        if unparked == Unparked::TimedOut {
+                            let wait = self.settings.header_read_timeout;
+                            client.span.in_scope(|| no_request_within(wait));
+                        }
+                        let _ = io.shutdown().await;
+                        return;
+                    }
+                }
             }
         }
+    }
+
+    /// How long an HTTP/1 connection waits for its next request in hyper's
+    /// hands before it is parked.
+    fn park_after(&self) -> Duration {
+        PARK_AFTER.min(self.settings.header_read_timeout)
     }
 
     /// The service answering a connection's requests.
     fn service(
         self: &Arc<Self>,
-        peer: Peer,
-        close: &CancellationToken,
-        requests: &InFlight,
         client: &Arc<ClientConnection>,
-        span: &tracing::Span,
     ) -> impl hyper::service::Service<
         Request<Incoming>,
         Response = Response<ProxyBody>,
@@ -282,26 +396,23 @@ impl HttpProxy {
         Future = Answering,
     > + Clone {
         let this = self.clone();
-        let requests = requests.clone();
-        let close = close.clone();
         let client = client.clone();
-        let span = span.clone();
         service_fn(move |req| {
             let req = detached(req);
-            let this = this.clone();
             let first = client.begin();
-            let on_connection = requests.enter();
-            let rule = this.answer_rule(&req, peer);
+            let on_connection = client.requests.enter();
+            let rule = this.answer_rule(&req, client.peer);
             let handled = this
+                .clone()
                 .handle(
                     req,
-                    peer,
+                    client.peer,
                     on_connection,
-                    close.clone(),
+                    client.close.clone(),
                     rule,
                     client.clone(),
                 )
-                .instrument(span.clone());
+                .instrument(client.span.clone());
             // Not awaited in an async block: it would be in the box twice.
             let answered: Answering = Box::pin(Answered {
                 handled,
@@ -313,24 +424,19 @@ impl HttpProxy {
     }
 
     /// Serves an HTTP/2 connection to its end.
-    async fn serve_http2<S>(
-        &self,
-        io: Prefixed,
-        service: S,
-        requests: &InFlight,
-        close: &CancellationToken,
-        span: &tracing::Span,
-    ) where
+    async fn serve_http2<S>(&self, io: Prefixed, service: S, client: &ClientConnection)
+    where
         S: hyper::service::HttpService<Incoming, ResBody = ProxyBody> + Send + 'static,
         S::Future: Send + 'static,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let header_wait = self.settings.header_read_timeout;
+        let (requests, span) = (&client.requests, &client.span);
         let conn = self.http2.serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         let result = tokio::select! {
             result = conn.as_mut() => result,
-            _ = close.cancelled() => {
+            _ = client.close.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 conn.await
             }
@@ -350,61 +456,6 @@ impl HttpProxy {
         }
     }
 
-    /// Serves an HTTP/1 connection to its end, parked while it waits long
-    /// for a next request, handed to its tunnel when upgraded.
-    async fn serve_http1<S>(
-        &self,
-        mut io: Prefixed,
-        service: &S,
-        requests: &InFlight,
-        close: &CancellationToken,
-        span: &tracing::Span,
-        client: &ClientConnection,
-    ) where
-        S: hyper::service::HttpService<Incoming, ResBody = ProxyBody> + Clone + Unpin,
-        S::Future: Unpin,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    {
-        let header_wait = self.settings.header_read_timeout;
-        let park_after = PARK_AFTER.min(header_wait);
-        // Since when the connection has had no request: the header read
-        // timeout runs from there.
-        let mut idle_since = Instant::now();
-        loop {
-            let begun = client.begun();
-            // Boxed: what serving takes (hyper's connection, the quiet
-            // check) is not kept in the task of a parked connection.
-            let served =
-                Box::pin(self.serve_until_quiet(io, service.clone(), requests, close, park_after))
-                    .await;
-            let Ok((back, parking)) = served.inspect_err(|e| {
-                span.in_scope(|| tracing::debug!("http connection ended: {e}"));
-            }) else {
-                return;
-            };
-            io = match client.upgraded(back) {
-                Ok(()) => return,
-                Err(io) => io,
-            };
-            if !parking {
-                // The client's close, `Connection: close`, or ours.
-                let _ = io.shutdown().await;
-                return;
-            }
-            if client.begun() != begun {
-                // Its last request ended about `park_after` ago.
-                idle_since = Instant::now() - park_after;
-            }
-            // Part of a request may be in already: a new hyper connection
-            // goes on reading it once more comes.
-            let deadline = idle_since + header_wait;
-            if !parked_until(&io, deadline, close, header_wait, span).await {
-                let _ = io.shutdown().await;
-                return;
-            }
-        }
-    }
-
     /// Serves `io` in a hyper connection until it ends (false), `close`
     /// asks (false), or its requests have been quiet for `park_after`
     /// (true); gives the socket back, with what was read and not used.
@@ -412,15 +463,15 @@ impl HttpProxy {
         &self,
         io: Prefixed,
         service: S,
-        requests: &InFlight,
-        close: &CancellationToken,
-        park_after: Duration,
+        client: &ClientConnection,
     ) -> hyper::Result<(Prefixed, bool)>
     where
         S: hyper::service::HttpService<Incoming, ResBody = ProxyBody> + Unpin,
         S::Future: Unpin,
         S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
+        let (requests, close) = (&client.requests, &client.close);
+        let park_after = self.park_after();
         let mut conn = self.http1.serve_connection(TokioIo::new(io), service);
         let mut finish = std::future::poll_fn(|cx| conn.poll_without_shutdown(cx));
         // Whether the connection went quiet is looked at now and then,

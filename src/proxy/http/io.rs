@@ -52,6 +52,11 @@ impl Prefixed {
     pub(super) fn stream(&self) -> &Stream {
         &self.stream
     }
+
+    /// The stream under the prefix, to read from.
+    pub(super) fn stream_mut(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
 }
 
 impl AsyncRead for Prefixed {
