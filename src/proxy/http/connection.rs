@@ -17,7 +17,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::{Request, Response};
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
@@ -209,6 +209,9 @@ pub struct ClientConnection {
     pub(super) close: CancellationToken,
     /// Every line about this client carries it.
     pub(super) span: tracing::Span,
+    /// The client's IP address as `X-Forwarded-For` adds it (written once
+    /// per connection, not per request); none for a Unix socket's client.
+    forwarded_for: Option<HeaderValue>,
     /// This connection's own requests, from their headers to the end of
     /// their responses: what the header read timeout waits for.
     requests: InFlight,
@@ -234,16 +237,27 @@ impl ClientConnection {
         first_request: InFlightGuard,
         span: tracing::Span,
     ) -> ClientConnection {
+        let forwarded_for = match peer {
+            Peer::Tcp(addr) => HeaderValue::try_from(addr.ip().to_string()).ok(),
+            Peer::Unix => None,
+        };
         ClientConnection {
             peer,
             close,
             span,
+            forwarded_for,
             requests: InFlight::new(),
             first_request: Mutex::new(Some(first_request)),
             http1: AtomicBool::new(false),
             upgrade: Mutex::new(None),
             begun: AtomicU64::new(0),
         }
+    }
+
+    /// The client's IP address as `X-Forwarded-For` adds it; none for a
+    /// Unix socket's client.
+    pub(super) fn forwarded_for(&self) -> Option<&HeaderValue> {
+        self.forwarded_for.as_ref()
     }
 
     /// The client's first bytes say it speaks `protocol`.
@@ -404,14 +418,7 @@ impl HttpProxy {
             let rule = this.answer_rule(&req, client.peer);
             let handled = this
                 .clone()
-                .handle(
-                    req,
-                    client.peer,
-                    on_connection,
-                    client.close.clone(),
-                    rule,
-                    client.clone(),
-                )
+                .handle(req, on_connection, rule, client.clone())
                 .instrument(client.span.clone());
             // Not awaited in an async block: it would be in the box twice.
             let answered: Answering = Box::pin(Answered {

@@ -5,6 +5,7 @@
 //! written before this file was split out.)
 
 use std::future::Future;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderName, HeaderValue};
@@ -26,7 +27,6 @@ use super::tunnel::{tunnel, ClientSide};
 use super::{Answer, HttpProxy, ProxyBody, Route, HOLD_FIRST_DELAY, HOLD_MAX_DELAY};
 use crate::address::UpstreamProtocol;
 use crate::backoff::Backoff;
-use crate::net::Peer;
 use crate::proxy::{ConnectError, DEATH_GRACE};
 use crate::serve::work::{RequestLine, Unit};
 
@@ -36,16 +36,18 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
-/// `X-Forwarded-For`'s value: the one `before` it (if any), then `ip`.
-fn forwarded_for(before: Option<&[u8]>, ip: std::net::IpAddr) -> Bytes {
-    use std::io::Write as _;
-    let mut value = Vec::with_capacity(before.map_or(0, |b| b.len() + 2) + 39);
-    if let Some(before) = before {
-        value.extend_from_slice(before);
-        value.extend_from_slice(b", ");
-    }
-    let _ = write!(value, "{ip}");
-    Bytes::from(value)
+/// `X-Forwarded-For`'s value: the one `before` it (if any), then the
+/// client's (`client`: its address as the connection wrote it once).
+fn forwarded_for(before: Option<&HeaderValue>, client: &HeaderValue) -> HeaderValue {
+    let Some(before) = before else {
+        return client.clone();
+    };
+    let mut value = Vec::with_capacity(before.len() + 2 + client.len());
+    value.extend_from_slice(before.as_bytes());
+    value.extend_from_slice(b", ");
+    value.extend_from_slice(client.as_bytes());
+    // Two valid values joined by `, ` are a valid value.
+    HeaderValue::from_maybe_shared(Bytes::from(value)).unwrap_or_else(|_| client.clone())
 }
 
 impl HttpProxy {
@@ -53,28 +55,32 @@ impl HttpProxy {
     /// be) and hands its response back, an upgrade tunnelled. (Not an
     /// `async fn`: the request, its record and its client would be kept in
     /// its future twice, as its arguments and as its locals.)
-    pub(super) fn forward<'a>(
-        &'a self,
+    pub(super) fn forward(
+        self: Arc<Self>,
         mut req: Request<Incoming>,
-        peer: Peer,
         log: RequestLog,
-        client: &'a ClientConnection,
-    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'a {
+        client: Arc<ClientConnection>,
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
+        let peer = client.peer;
         let upgrade = wants_upgrade(&req);
         if upgrade && self.protocol == UpstreamProtocol::H2c {
             let why = "an upgrade (WebSocket, CONNECT) cannot be forwarded to an h2c upstream";
-            tracing::warn!(
-                target: "idlegate::proxy::http",
-                "{} {}: {why}",
-                log.method,
-                log.path
-            );
+            // Called before the request's future is first polled (in its
+            // span): the span is entered for the line.
+            client.span.in_scope(|| {
+                tracing::warn!(
+                    target: "idlegate::proxy::http",
+                    "{} {}: {why}",
+                    log.method,
+                    log.path
+                )
+            });
             let answer = self.local(plain(StatusCode::NOT_IMPLEMENTED, why.into()), log);
             return OneOf::Left(std::future::ready(answer));
         }
         let client_upgrade = upgrade.then(|| (hyper::upgrade::on(&mut req), RequestLine::of(&req)));
         let is_connect = req.method() == Method::CONNECT;
-        let req = self.upstream_request(req, peer, upgrade);
+        let req = self.upstream_request(req, client.forwarded_for(), upgrade);
         let bodiless = !upgrade && req.body().is_end_stream();
         // While the backend has just started, a short body is read whole
         // first, so that the request can be held and sent again as a
@@ -121,7 +127,7 @@ impl HttpProxy {
                 client_upgrade,
                 is_connect,
                 peer,
-                client,
+                client: &client,
             };
             self.answer(sent, answer, log)
         })
@@ -323,11 +329,12 @@ impl HttpProxy {
 
     /// Rewrites a client request for the upstream: HTTP/1.1, absolute URI for
     /// the pool, Host as the client sent it, hop-by-hop headers out,
-    /// `X-Forwarded-*` in.
+    /// `X-Forwarded-*` in (`client_ip`: the client's address for
+    /// `X-Forwarded-For`, if it has one).
     pub(super) fn upstream_request(
         &self,
         mut req: Request<Incoming>,
-        peer: Peer,
+        client_ip: Option<&HeaderValue>,
         upgrade: bool,
     ) -> Request<Incoming> {
         let host = req.headers().get(header::HOST).cloned().or_else(|| {
@@ -365,11 +372,9 @@ impl HttpProxy {
             None => {}
         }
         if self.settings.forwarded_headers {
-            if let Peer::Tcp(addr) = peer {
-                let before = headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes);
-                if let Ok(v) = HeaderValue::from_maybe_shared(forwarded_for(before, addr.ip())) {
-                    headers.insert(X_FORWARDED_FOR, v);
-                }
+            if let Some(client) = client_ip {
+                let value = forwarded_for(headers.get(&X_FORWARDED_FOR), client);
+                headers.insert(X_FORWARDED_FOR, value);
             }
             headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
             if let Some(host) = host {

@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 
 /// Headers that describe one hop, never forwarded (RFC 9110 §7.6.1).
 /// `Trailer` is not among them: it names the trailer fields end to end.
-pub(super) const HOP_BY_HOP: [HeaderName; 8] = [
+pub(super) static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -21,32 +21,66 @@ pub(super) const HOP_BY_HOP: [HeaderName; 8] = [
     header::PROXY_AUTHORIZATION,
 ];
 
+/// How many [`HOP_BY_HOP`] headers there are.
+const HOP_BY_HOP_COUNT: usize = 8;
+
+/// Where the header `name` (any case) is in [`HOP_BY_HOP`].
+fn hop_by_hop_index(name: &str) -> Option<usize> {
+    // Lengths differ for most names: they are told apart at once.
+    HOP_BY_HOP
+        .iter()
+        .position(|hop| hop.as_str().eq_ignore_ascii_case(name))
+}
+
 /// Removes hop-by-hop headers, and those the `Connection` header names. An
 /// upgrade keeps `Upgrade` and says `Connection: upgrade` again.
 pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Which of them are there, in one pass over the names (usually none or
+    // one, `Connection`): only those are looked up again to be removed.
+    let mut present = [false; HOP_BY_HOP_COUNT];
+    for name in headers.keys() {
+        if let Some(i) = hop_by_hop_index(name.as_str()) {
+            present[i] = true;
+        }
+    }
+    if !present.contains(&true) {
+        return;
+    }
     let upgrade_value = if upgrade {
         headers.get(header::UPGRADE).cloned()
     } else {
         None
     };
-    // Taken out first (the usual single one moved, not copied): the names
-    // it lists go next.
-    let more: Vec<HeaderValue> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .skip(1)
-        .cloned()
-        .collect();
-    let first = headers.remove(header::CONNECTION);
-    for token in first
-        .iter()
-        .chain(&more)
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-    {
-        headers.remove(token.trim());
+    if present[0] {
+        // Taken out first (the usual single one moved, not copied): the
+        // names it lists go next.
+        let more: Vec<HeaderValue> = headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .skip(1)
+            .cloned()
+            .collect();
+        let first = headers.remove(header::CONNECTION);
+        for token in first
+            .iter()
+            .chain(&more)
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+        {
+            // A hop-by-hop one (`keep-alive`, usually) goes below if it is
+            // there; any other is looked up and removed.
+            if hop_by_hop_index(token).is_none() {
+                headers.remove(token);
+            }
+        }
     }
-    for name in HOP_BY_HOP {
+    for (name, _) in HOP_BY_HOP
+        .iter()
+        .zip(present)
+        .skip(1)
+        .filter(|(_, there)| *there)
+    {
         headers.remove(name);
     }
     if let Some(value) = upgrade_value {
@@ -139,6 +173,38 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h.get(header::UPGRADE).unwrap(), "websocket");
         assert_eq!(h.get(header::CONNECTION).unwrap(), "upgrade");
+    }
+
+    #[test]
+    fn only_hop_by_hop_headers_and_those_connection_names_in_any_case_go() {
+        let mut h = HeaderMap::new();
+        h.append(header::CONNECTION, HeaderValue::from_static("X-Private"));
+        h.append(
+            header::CONNECTION,
+            HeaderValue::from_static(" Keep-Alive ,TE"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert(header::TE, HeaderValue::from_static("trailers"));
+        h.insert("proxy-connection", HeaderValue::from_static("close"));
+        h.insert(header::PROXY_AUTHORIZATION, HeaderValue::from_static("x"));
+        h.insert(header::HOST, HeaderValue::from_static("example.org"));
+        strip_hop_by_hop(&mut h, false);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["host"]);
+
+        // None there: nothing changes, an upgrade asked for or not.
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, HeaderValue::from_static("example.org"));
+        h.insert(header::CONTENT_LENGTH, HeaderValue::from_static("3"));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h.len(), 2);
+        assert!(!h.contains_key(header::CONNECTION));
+
+        for (i, hop) in HOP_BY_HOP.iter().enumerate() {
+            assert_eq!(hop_by_hop_index(&hop.as_str().to_uppercase()), Some(i));
+        }
+        assert_eq!(hop_by_hop_index("x-private"), None);
     }
 
     #[test]

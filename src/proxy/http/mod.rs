@@ -23,6 +23,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::either::Either as OneOf;
 use tokio_util::sync::CancellationToken;
 
 use super::ConnectError;
@@ -214,15 +215,20 @@ impl HttpProxy {
         wake::first_match(&self.wake.settings.answers, method, path, agent, peer)
     }
 
-    async fn handle(
+    /// Answers `req` from `client`: by an `[[answer]]` rule, or upstream once
+    /// the backend is ready and the request has a turn there.
+    ///
+    /// Not an `async fn`: what a request's future holds (it is boxed per
+    /// request) is what forwarding it needs, and nothing twice. A request
+    /// that must wait for the backend or for a turn upstream is the rare
+    /// case, boxed apart.
+    fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
-        peer: Peer,
         on_connection: InFlightGuard,
-        close: CancellationToken,
         rule: Option<usize>,
         client: Arc<ClientConnection>,
-    ) -> Response<ProxyBody> {
+    ) -> impl Future<Output = Response<ProxyBody>> + Send + 'static {
         let started = Instant::now();
         let rule = rule.map(|i| &self.wake.settings.answers[i]);
         let mut log = RequestLog {
@@ -230,7 +236,7 @@ impl HttpProxy {
             // keeps no backend up.
             _in_flight: rule.is_none().then(|| {
                 self.in_flight.enter_as(Unit::Request {
-                    client: peer,
+                    client: client.peer,
                     what: RequestLine::of(&req),
                 })
             }),
@@ -241,32 +247,55 @@ impl HttpProxy {
             // Until a response exists: the client went away first (nginx's 499).
             status: 499,
             started,
-            span: tracing::Span::current(),
+            span: client.span.clone(),
         };
         if let Some(rule) = rule {
             if rule.when == When::Always || !self.backend.is_ready() {
                 self.wake.count_answered();
-                tracing::debug!(
-                    "{} {}: answered by the rule {}",
-                    log.method,
-                    log.path,
-                    rule.describe()
-                );
-                return self.local(rule_answer(rule), log);
+                client.span.in_scope(|| {
+                    tracing::debug!(
+                        "{} {}: answered by the rule {}",
+                        log.method,
+                        log.path,
+                        rule.describe()
+                    )
+                });
+                return OneOf::Left(std::future::ready(self.local(rule_answer(rule), log)));
             }
         }
+        if self.backend.is_ready() {
+            // A turn upstream (HTTP/1.1: one connection per request under
+            // way) free now.
+            if let Ok(turn) = self.upstream_requests.clone().try_acquire_owned() {
+                log.upstream_turn = Some(turn);
+                return OneOf::Right(OneOf::Left(self.forward(req, log, client)));
+            }
+        }
+        OneOf::Right(OneOf::Right(Box::pin(
+            self.wait_then_forward(req, log, client),
+        )))
+    }
+
+    /// Waits for a cold backend, then for a turn upstream, within the start
+    /// timeout, and forwards `req`.
+    async fn wait_then_forward(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        mut log: RequestLog,
+        client: Arc<ClientConnection>,
+    ) -> Response<ProxyBody> {
+        let started = log.started;
         if !self.backend.is_ready() {
+            let peer = client.peer;
             self.wake
                 .waking(|| format!("{peer}: {} {}", log.method, log.path));
             if self.settings.waiting_page.is_some() && req.uri().path() == waiting::EVENTS_PATH {
-                return self.waiting_events(started, close, log);
+                return self.waiting_events(started, client.close.clone(), log);
             }
-            // Boxed, as the other paths taken rarely: what a request's
-            // future holds while it waits upstream stays small.
-            match Box::pin(self.wait_for_backend(&req, started)).await {
+            match self.wait_for_backend(&req, started).await {
                 Ok(()) => {}
                 Err(NotReady::WaitingPage) => {
-                    self.expect_reload(close, peer);
+                    self.expect_reload(client.close.clone(), peer);
                     return self.local(self.waiting_page(&req, started), log);
                 }
                 Err(NotReady::Refused(refused)) => return self.refuse(refused, &req, started, log),
@@ -286,7 +315,7 @@ impl HttpProxy {
                 return self.local(plain(StatusCode::GATEWAY_TIMEOUT, why.to_string()), log);
             }
         }
-        self.forward(req, peer, log, &client).await
+        self.forward(req, log, client).await
     }
 
     /// Waits for a cold backend; an HTML client that waited past the

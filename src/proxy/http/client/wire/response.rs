@@ -1,6 +1,8 @@
 //! A response's head parsed (RFC 9112): split off the read buffer, its
 //! values slices of it, with how its body is delimited.
 
+use std::mem::MaybeUninit;
+
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Response, StatusCode, Version};
@@ -129,19 +131,21 @@ struct RawHead {
     version: Version,
     /// The reason phrase's start and end.
     reason: Option<(usize, usize)>,
-    /// Each field's name and value, as start and end.
-    fields: [((usize, usize), (usize, usize)); MAX_HEADERS],
-    count: usize,
+    /// Each field's name and value, as start and end (as many as there
+    /// are: an array for the most would be zeroed and copied per response).
+    fields: Vec<((usize, usize), (usize, usize))>,
 }
 
 impl RawHead {
     /// The head at the start of `buf`, if it is all there.
     fn scan(buf: &[u8]) -> Result<Option<RawHead>, WireError> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut parsed = httparse::Response::new(&mut fields);
+        // Not initialised: httparse fills in what it finds (zeroing room
+        // for the most a head may have was a measurable cost per response).
+        let mut fields = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut parsed = httparse::Response::new(&mut []);
         let mut config = httparse::ParserConfig::default();
         config.allow_obsolete_multiline_headers_in_responses(true);
-        let len = match config.parse_response(&mut parsed, buf) {
+        let len = match config.parse_response_with_uninit_headers(&mut parsed, buf, &mut fields) {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) if buf.len() > MAX_HEAD => {
                 return Err(WireError::HeadTooLarge)
@@ -159,7 +163,7 @@ impl RawHead {
             }
             _ => (0, 0),
         };
-        let mut raw = RawHead {
+        Ok(Some(RawHead {
             len,
             code: parsed.code.unwrap_or(0),
             version: match parsed.version {
@@ -167,20 +171,19 @@ impl RawHead {
                 _ => Version::HTTP_11,
             },
             reason: parsed.reason.map(|r| span(r.as_bytes())),
-            fields: [((0, 0), (0, 0)); MAX_HEADERS],
-            count: parsed.headers.len(),
-        };
-        for (at, field) in raw.fields.iter_mut().zip(parsed.headers.iter()) {
-            *at = (span(field.name.as_bytes()), span(field.value));
-        }
-        Ok(Some(raw))
+            fields: parsed
+                .headers
+                .iter()
+                .map(|field| (span(field.name.as_bytes()), span(field.value)))
+                .collect(),
+        }))
     }
 
     /// The header fields, their values slices of `head` (an obsolete line
     /// folding becomes one space, as RFC 9112 §5.2 asks: a copy).
     fn header_map(&self, head: &Bytes) -> Result<HeaderMap, WireError> {
-        let mut headers = HeaderMap::with_capacity(self.count);
-        for &((name_at, name_end), (at, end)) in &self.fields[..self.count] {
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        for &((name_at, name_end), (at, end)) in &self.fields {
             let name = HeaderName::from_bytes(&head[name_at..name_end])
                 .map_err(|_| WireError::Invalid("invalid header name"))?;
             let value = if head[at..end].contains(&b'\n') {
