@@ -1,8 +1,6 @@
 //! Headers a proxy must not pass on, what a request's headers ask for, and
 //! a request's head taken out of the connection's read buffer.
 
-use std::fmt::Write as _;
-
 use bytes::BytesMut;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Uri};
@@ -115,7 +113,7 @@ pub(super) fn detached<B>(req: Request<B>) -> Request<B> {
     let (mut parts, body) = req.into_parts();
     let values: usize = parts.headers.values().map(HeaderValue::len).sum();
     let mut copy = BytesMut::with_capacity(values + 64);
-    let _ = write!(copy, "{}", parts.uri);
+    put_uri(&mut copy, &parts.uri);
     let uri_len = copy.len();
     for value in parts.headers.values() {
         copy.extend_from_slice(value.as_bytes());
@@ -134,6 +132,23 @@ pub(super) fn detached<B>(req: Request<B>) -> Request<B> {
         at = end;
     }
     Request::from_parts(parts, body)
+}
+
+/// Writes `uri` as its `Display` does, without the formatting machinery (a
+/// measurable cost per request).
+pub(super) fn put_uri(buf: &mut BytesMut, uri: &Uri) {
+    if let Some(scheme) = uri.scheme() {
+        buf.extend_from_slice(scheme.as_str().as_bytes());
+        buf.extend_from_slice(b"://");
+    }
+    if let Some(authority) = uri.authority() {
+        buf.extend_from_slice(authority.as_str().as_bytes());
+    }
+    buf.extend_from_slice(uri.path().as_bytes());
+    if let Some(query) = uri.query() {
+        buf.extend_from_slice(b"?");
+        buf.extend_from_slice(query.as_bytes());
+    }
 }
 
 /// Whether the request's `Accept` takes HTML.
@@ -205,6 +220,24 @@ mod tests {
             assert_eq!(hop_by_hop_index(&hop.as_str().to_uppercase()), Some(i));
         }
         assert_eq!(hop_by_hop_index("x-private"), None);
+    }
+
+    #[test]
+    fn a_uri_is_written_as_displayed() {
+        for uri in [
+            "/",
+            "/a/b?c=d&e",
+            "*",
+            "example.org:443",
+            "http://example.org",
+            "http://user@example.org:8080/p?q",
+            "https://[::1]/x?",
+        ] {
+            let uri: Uri = uri.parse().unwrap();
+            let mut written = BytesMut::new();
+            put_uri(&mut written, &uri);
+            assert_eq!(&written[..], uri.to_string().as_bytes(), "{uri:?}");
+        }
     }
 
     #[test]

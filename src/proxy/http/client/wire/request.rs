@@ -9,6 +9,7 @@ use http::Request;
 use http_body::Body;
 
 use super::response::content_length;
+use crate::proxy::http::headers::put_uri;
 
 /// How a request's body goes on the wire.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -46,7 +47,10 @@ pub(in crate::proxy::http) fn request_head<B: Body>(req: &Request<B>) -> (Bytes,
     // again when it has room to spare.
     let mut head = BytesMut::with_capacity(64 + size);
     // The URI as hyper's client writes it: origin, authority or `*` form.
-    let _ = write!(head, "{} {} HTTP/1.1\r\n", req.method(), req.uri());
+    head.extend_from_slice(req.method().as_str().as_bytes());
+    head.extend_from_slice(b" ");
+    put_uri(&mut head, req.uri());
+    head.extend_from_slice(b" HTTP/1.1\r\n");
     let fields = req.headers().iter();
     put_fields(
         &mut head,
