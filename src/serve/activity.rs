@@ -42,8 +42,9 @@ struct Shared {
     /// nanoseconds after `born` plus one; 0 = never. An atomic, not a lock:
     /// every connection and request stores it.
     last_end: AtomicU64,
-    /// Each unit of work, when the count is listed.
-    list: Option<WorkList>,
+    /// Each unit of work, when the count is listed (boxed: a count of its
+    /// own per client connection, never listed, is kept small).
+    list: Option<Box<WorkList>>,
 }
 
 impl Default for Shared {
@@ -53,7 +54,7 @@ impl Default for Shared {
 }
 
 impl Shared {
-    fn new(list: Option<WorkList>) -> Shared {
+    fn new(list: Option<Box<WorkList>>) -> Shared {
         Shared {
             count: AtomicUsize::new(0),
             edge: Notify::new(),
@@ -134,7 +135,7 @@ impl InFlight {
     /// [`InFlight::enter_as`]: the run's own.
     pub fn listed() -> Self {
         InFlight {
-            shared: Arc::new(Shared::new(Some(WorkList::default()))),
+            shared: Arc::new(Shared::new(Some(Box::default()))),
         }
     }
 
@@ -169,7 +170,7 @@ impl InFlight {
     pub fn views(&self) -> Vec<WorkView> {
         self.shared
             .list
-            .as_ref()
+            .as_deref()
             .map(WorkList::views)
             .unwrap_or_default()
     }
