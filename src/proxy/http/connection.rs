@@ -345,10 +345,10 @@ impl HttpProxy {
                 return;
             }
             // HTTP/1 from here, in this block rather than an `async fn` of
-            // its own: `io` would be kept twice. (Nothing that can be
-            // looked up again is kept across a wait either.)
-            // Since when the connection has had no request: the header read
-            // timeout runs from there.
+            // its own: `io` would be kept twice. Nothing that can be looked
+            // up again is kept across a wait either; `idle_since` (since
+            // when the connection has had no request: the header read
+            // timeout runs from there) cannot.
             let mut idle_since = Instant::now();
             loop {
                 let begun = client.begun();

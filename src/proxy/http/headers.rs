@@ -22,6 +22,10 @@ pub(super) static HOP_BY_HOP: [HeaderName; HOP_BY_HOP_COUNT] = [
 /// How many [`HOP_BY_HOP`] headers there are.
 const HOP_BY_HOP_COUNT: usize = 8;
 
+/// Where `Connection` is in [`HOP_BY_HOP`]: removed first, with the names it
+/// lists.
+const CONNECTION_AT: usize = 0;
+
 /// Where the header `name` (any case) is in [`HOP_BY_HOP`].
 fn hop_by_hop_index(name: &str) -> Option<usize> {
     // Lengths differ for most names: they are told apart at once.
@@ -49,7 +53,7 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     } else {
         None
     };
-    if present[0] {
+    if present[CONNECTION_AT] {
         // Taken out first (the usual single one moved, not copied): the
         // names it lists go next.
         let more: Vec<HeaderValue> = headers
@@ -73,13 +77,10 @@ pub(super) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
             }
         }
     }
-    for (name, _) in HOP_BY_HOP
-        .iter()
-        .zip(present)
-        .skip(1)
-        .filter(|(_, there)| *there)
-    {
-        headers.remove(name);
+    for (at, name) in HOP_BY_HOP.iter().enumerate() {
+        if present[at] && at != CONNECTION_AT {
+            headers.remove(name);
+        }
     }
     if let Some(value) = upgrade_value {
         headers.insert(header::UPGRADE, value);
